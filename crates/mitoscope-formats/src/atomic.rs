@@ -1,0 +1,60 @@
+//! Atomic output: write to a temporary file in the destination's folder, then
+//! rename over the destination, so a crash never leaves a half-written file.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{FormatError, Result};
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Streams output through `fill` into a temp file, then renames it to `path`.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mitoscope-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| FormatError::io(dir, e))?;
+    {
+        let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut buf).map_err(|e| FormatError::io(path, e))?;
+        buf.flush().map_err(|e| FormatError::io(path, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| FormatError::io(path, e))?;
+    tmp.persist(path).map_err(|e| FormatError::io(path, e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/out.csv");
+        write_atomic(&p, b"first version, long").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn failed_fill_keeps_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.csv");
+        write_atomic(&p, b"good").unwrap();
+        let err = write_atomic_with(&p, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
+        assert!(err.to_string().contains("disk full"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"good");
+    }
+}

@@ -1,0 +1,303 @@
+//! Readers and writers for the annotation formats mitosis researchers hold,
+//! all mapping into [`mitoscope_annotations::AnnotationSet`].
+//!
+//! | format | read | write | module |
+//! |---|---|---|---|
+//! | GZMH V1/V2 dataset folder or zip (images + masks + labels, layout detected) | yes | - | [`gzmh`] |
+//! | plain CSV `image,x,y[,score][,class]` (ICPR centroid CSV too) | yes | yes | [`csv_points`] |
+//! | ICPR 2012 pixel-list CSV (`x1,y1,x2,y2,...` per mitosis) | yes | - | [`icpr`] |
+//! | MIDOG / MIDOG++ COCO-like JSON and standard COCO JSON | yes | COCO | [`coco`] |
+//! | grand-challenge "Multiple points" JSON (MIDOG submissions, mm) | yes | yes | [`midog_points`] |
+//! | SlideRunner SQLite | yes | - | [`sliderunner`] |
+//! | YOLO txt | yes | yes | [`yolo`] |
+//! | Pascal-VOC XML | yes | yes | [`voc`] |
+//! | QuPath GeoJSON | yes | yes | [`geojson`] |
+//!
+//! [`detect_format`] tells the format of a path from its extension and a look
+//! at its content; [`read`] and [`write`] dispatch on it. Every writer is
+//! atomic ([`atomic::write_atomic`]).
+#![deny(missing_docs)]
+
+pub mod atomic;
+pub mod coco;
+pub mod csv_points;
+pub mod error;
+pub mod geojson;
+pub mod gzmh;
+pub mod icpr;
+pub mod midog_points;
+pub mod sliderunner;
+pub mod voc;
+pub mod yolo;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use mitoscope_annotations::AnnotationSet;
+use mitoscope_geom::Mpp;
+
+pub use error::{FormatError, Result};
+
+/// Every format Mitoscope reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A GZMH-like dataset: folder or zip of images, masks and label files.
+    Gzmh,
+    /// Plain CSV with a header holding at least `image,x,y`.
+    Csv,
+    /// ICPR 2012 pixel-list CSV: one mitosis per line, `x1,y1,x2,y2,...`.
+    IcprPixels,
+    /// COCO-like JSON; MIDOG's boxes are `[x1,y1,x2,y2]`, standard COCO's `[x,y,w,h]`.
+    Coco,
+    /// grand-challenge "Multiple points" JSON with coordinates in mm.
+    MidogPoints,
+    /// SlideRunner SQLite database.
+    SlideRunner,
+    /// YOLO txt (`class cx cy w h`, normalised), a file or a folder of them.
+    Yolo,
+    /// Pascal-VOC XML, a file or a folder of them.
+    Voc,
+    /// QuPath-compatible GeoJSON.
+    GeoJson,
+}
+
+impl Format {
+    /// All formats, for help texts.
+    pub const ALL: [Format; 9] = [
+        Format::Gzmh,
+        Format::Csv,
+        Format::IcprPixels,
+        Format::Coco,
+        Format::MidogPoints,
+        Format::SlideRunner,
+        Format::Yolo,
+        Format::Voc,
+        Format::GeoJson,
+    ];
+
+    /// Short name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Gzmh => "gzmh",
+            Format::Csv => "csv",
+            Format::IcprPixels => "icpr",
+            Format::Coco => "coco",
+            Format::MidogPoints => "midog",
+            Format::SlideRunner => "sliderunner",
+            Format::Yolo => "yolo",
+            Format::Voc => "voc",
+            Format::GeoJson => "geojson",
+        }
+    }
+
+    /// Parses a command-line name (also accepts a few aliases).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        Some(match n.as_str() {
+            "gzmh" | "dataset" | "folder" => Format::Gzmh,
+            "csv" => Format::Csv,
+            "icpr" | "icpr2012" | "pixels" => Format::IcprPixels,
+            "coco" | "midog-coco" | "midog++" => Format::Coco,
+            "midog" | "points" | "multiple-points" | "gc" => Format::MidogPoints,
+            "sliderunner" | "sqlite" => Format::SlideRunner,
+            "yolo" => Format::Yolo,
+            "voc" | "pascal-voc" | "xml" => Format::Voc,
+            "geojson" | "qupath" => Format::GeoJson,
+            _ => return None,
+        })
+    }
+
+    /// Whether [`write`] supports this format.
+    pub fn writable(self) -> bool {
+        matches!(self, Format::Csv | Format::Coco | Format::MidogPoints | Format::Yolo | Format::Voc | Format::GeoJson)
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What readers may need beyond the file itself.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Microns per pixel to assume where the source does not say (needed to
+    /// read mm coordinates and to evaluate in µm).
+    pub mpp: Option<Mpp>,
+    /// Folder holding the images an annotation file refers to (YOLO needs
+    /// image sizes; readers record image paths when found).
+    pub images_dir: Option<PathBuf>,
+    /// Mask components smaller than this many pixels are dropped as speckle.
+    pub min_mask_pixels: usize,
+    /// YOLO class index -> class; defaults to 0 = mitosis, 1 = look-alike.
+    pub yolo_classes: Vec<mitoscope_annotations::ObjectClass>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        use mitoscope_annotations::ObjectClass;
+        Self {
+            mpp: None,
+            images_dir: None,
+            min_mask_pixels: 1,
+            yolo_classes: vec![ObjectClass::Mitosis, ObjectClass::NonMitosis],
+        }
+    }
+}
+
+/// What writers may need beyond the annotations.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Microns per pixel for images that carry none (MIDOG points are in mm).
+    pub mpp: Option<Mpp>,
+    /// Write shapes as polygons where known (GeoJSON), else points.
+    pub polygons: bool,
+}
+
+/// Tells the format of `path` from its extension and a look at its content.
+pub fn detect_format(path: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
+    if meta.is_dir() {
+        return Ok(Format::Gzmh);
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "zip" => return Ok(Format::Gzmh),
+        "sqlite" | "sqlite3" | "db" => return Ok(Format::SlideRunner),
+        "geojson" => return Ok(Format::GeoJson),
+        "xml" => return Ok(Format::Voc),
+        "txt" => return Ok(Format::Yolo),
+        _ => {}
+    }
+    let head = read_head(path, 64 * 1024)?;
+    if head.starts_with(b"SQLite format 3\0") {
+        return Ok(Format::SlideRunner);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if ext == "json" || trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return detect_json(path, trimmed);
+    }
+    if ext == "csv" || ext == "tsv" {
+        return Ok(detect_csv(trimmed));
+    }
+    Err(FormatError::UnknownFormat {
+        path: path.to_owned(),
+        hint: format!(
+            "extension '{ext}' is none of csv, json, geojson, xml, txt, sqlite, zip, and the content is not recognised; \
+             name the format with --format ({})",
+            Format::ALL.map(Format::name).join(", ")
+        ),
+    })
+}
+
+fn read_head(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let mut buf = Vec::new();
+    f.take(limit).read_to_end(&mut buf).map_err(|e| FormatError::io(path, e))?;
+    Ok(buf)
+}
+
+/// A CSV whose first line is all numbers, many of them, is an ICPR pixel list;
+/// anything with a header is a plain point CSV.
+fn detect_csv(text: &str) -> Format {
+    let first = text.lines().next().unwrap_or("");
+    let fields: Vec<&str> = first.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    let numeric = !fields.is_empty() && fields.iter().all(|f| f.parse::<f64>().is_ok());
+    if numeric && fields.len() >= 2 && fields.len() % 2 == 0 && fields.len() != 4 {
+        Format::IcprPixels
+    } else {
+        Format::Csv
+    }
+}
+
+fn detect_json(path: &Path, head: &str) -> Result<Format> {
+    // Look at top-level keys in the head only: MIDOG++.json is tens of MB.
+    let has = |k: &str| head.contains(&format!("\"{k}\""));
+    if has("FeatureCollection") || has("Feature") || (head.starts_with('[') && has("geometry")) {
+        return Ok(Format::GeoJson);
+    }
+    if head.contains("Multiple points") || (has("points") && has("point")) {
+        return Ok(Format::MidogPoints);
+    }
+    if has("images") || has("annotations") || has("categories") {
+        return Ok(Format::Coco);
+    }
+    Err(FormatError::UnknownFormat {
+        path: path.to_owned(),
+        hint: "JSON is neither COCO/MIDOG (images/annotations), grand-challenge Multiple points, nor GeoJSON".into(),
+    })
+}
+
+/// Reads `path` in `format`, or in the detected format when `None`.
+pub fn read(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<AnnotationSet> {
+    let format = match format {
+        Some(f) => f,
+        None => detect_format(path)?,
+    };
+    tracing::debug!(path = %path.display(), %format, "reading annotations");
+    let mut set = match format {
+        Format::Gzmh => gzmh::read(path, opts),
+        Format::Csv => csv_points::read(path, opts),
+        Format::IcprPixels => icpr::read_pixel_lists(path, opts),
+        Format::Coco => coco::read(path, opts),
+        Format::MidogPoints => midog_points::read(path, opts),
+        Format::SlideRunner => sliderunner::read(path, opts),
+        Format::Yolo => yolo::read(path, opts),
+        Format::Voc => voc::read(path, opts),
+        Format::GeoJson => geojson::read(path, opts),
+    }?;
+    if let Some(mpp) = opts.mpp {
+        set.fill_mpp(mpp);
+    }
+    Ok(set)
+}
+
+/// Writes `set` to `path` in `format` (atomically).
+pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptions) -> Result<()> {
+    match format {
+        Format::Csv => csv_points::write(set, path, opts),
+        Format::Coco => coco::write(set, path, opts),
+        Format::MidogPoints => midog_points::write(set, path, opts),
+        Format::Yolo => yolo::write(set, path, opts),
+        Format::Voc => voc::write(set, path, opts),
+        Format::GeoJson => geojson::write(set, path, opts),
+        Format::Gzmh | Format::IcprPixels | Format::SlideRunner => Err(FormatError::Unsupported {
+            path: path.to_owned(),
+            message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc or geojson"),
+        }),
+    }
+}
+
+/// Picks a writer from the output path's extension (`.csv`, `.geojson`,
+/// `.json` = COCO, `.xml` = VOC, `.txt` or a folder = YOLO).
+pub fn format_for_output(path: &Path) -> Option<Format> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" => Some(Format::Csv),
+        "geojson" => Some(Format::GeoJson),
+        "json" => Some(Format::Coco),
+        "xml" => Some(Format::Voc),
+        "txt" => Some(Format::Yolo),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_sniffing() {
+        assert_eq!(detect_csv("image,x,y\nA,1,2\n"), Format::Csv);
+        assert_eq!(detect_csv("606,299,607,299,608,299\n"), Format::IcprPixels);
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(Format::from_name(f.name()), Some(f));
+        }
+    }
+}

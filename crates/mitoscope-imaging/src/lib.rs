@@ -1,0 +1,176 @@
+//! Image and mask decoding for Mitoscope, with errors that name the file.
+//!
+//! - [`read_image`] decodes PNG, JPEG, TIFF and BMP into RGB8 (grayscale and
+//!   RGBA inputs are converted; H&E is RGB).
+//! - [`image_size`] reads only the header.
+//! - [`read_mask`] decodes a mask image and normalises the encodings datasets
+//!   use (0/1, 0/255, RGB with any non-black foreground, masks stored as JPEG)
+//!   to 0/255.
+//!
+//! ```
+//! let mask = image::GrayImage::from_raw(3, 1, vec![0, 1, 0]).unwrap();
+//! let norm = mitoscope_imaging::normalise_mask(&image::DynamicImage::ImageLuma8(mask), false);
+//! assert_eq!(norm.as_raw(), &vec![0, 255, 0]);
+//! ```
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, GrayImage, ImageReader, Luma, RgbImage};
+
+/// Extensions Mitoscope reads as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
+
+/// Whether `path` has an image extension (case-insensitive).
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// An image could not be read; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagingError {
+    /// Opening or reading the file failed.
+    #[error("cannot read image {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a decodable image (corrupt, truncated, unknown format).
+    #[error("cannot decode image {path}: {source}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: image::ImageError,
+    },
+    /// Zero width or height.
+    #[error("image {path} is empty ({width}x{height})")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// Width found.
+        width: u32,
+        /// Height found.
+        height: u32,
+    },
+}
+
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, ImagingError> {
+    ImageReader::open(path)
+        .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?
+        .with_guessed_format()
+        .map_err(|source| ImagingError::Io { path: path.to_owned(), source })
+}
+
+fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
+    let img = reader(path)?.decode().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
+    }
+    Ok(img)
+}
+
+/// Width and height from the header, without decoding pixels.
+pub fn image_size(path: &Path) -> Result<(u32, u32), ImagingError> {
+    let (w, h) = reader(path)?
+        .into_dimensions()
+        .map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
+    if w == 0 || h == 0 {
+        return Err(ImagingError::Empty { path: path.to_owned(), width: w, height: h });
+    }
+    Ok((w, h))
+}
+
+/// Decodes an image to RGB8.
+pub fn read_image(path: &Path) -> Result<RgbImage, ImagingError> {
+    Ok(decode(path)?.into_rgb8())
+}
+
+/// Whether the file is stored lossily (JPEG), so mask values near zero are noise.
+fn is_lossy(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+/// Decodes a mask image to 0/255 (see [`normalise_mask`]).
+pub fn read_mask(path: &Path) -> Result<GrayImage, ImagingError> {
+    Ok(normalise_mask(&decode(path)?, is_lossy(path)))
+}
+
+/// Normalises a mask to 0/255. Foreground is any pixel whose brightest channel
+/// is non-zero (0/1, 0/255 and coloured-label masks alike); for lossy (JPEG)
+/// masks the cut is at 128, since compression leaves low non-zero noise.
+/// Alpha is ignored.
+pub fn normalise_mask(img: &DynamicImage, lossy: bool) -> GrayImage {
+    let fg = |max: u32, full: u32| if lossy { max * 2 >= full + 1 } else { max > 0 };
+    let sixteen_bit = img.color().bytes_per_pixel() / img.color().channel_count().max(1) >= 2;
+    if sixteen_bit {
+        let rgb = img.to_rgb16();
+        GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+            let p = rgb.get_pixel(x, y).0;
+            Luma([if fg(p[0].max(p[1]).max(p[2]) as u32, 65535) { 255 } else { 0 }])
+        })
+    } else {
+        let rgb = img.to_rgb8();
+        GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+            let p = rgb.get_pixel(x, y).0;
+            Luma([if fg(p[0].max(p[1]).max(p[2]) as u32, 255) { 255 } else { 0 }])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+
+    #[test]
+    fn rgb_labels_and_jpeg_noise() {
+        let mut m = RgbImage::new(3, 1);
+        m.put_pixel(1, 0, Rgb([0, 0, 40]));
+        m.put_pixel(2, 0, Rgb([200, 0, 0]));
+        let img = DynamicImage::ImageRgb8(m);
+        assert_eq!(normalise_mask(&img, false).as_raw(), &vec![0, 255, 255]);
+        assert_eq!(normalise_mask(&img, true).as_raw(), &vec![0, 0, 255]);
+    }
+
+    #[test]
+    fn sixteen_bit_zero_one() {
+        let m = image::ImageBuffer::<Luma<u16>, _>::from_raw(3, 1, vec![0u16, 1, 65535]).unwrap();
+        assert_eq!(normalise_mask(&DynamicImage::ImageLuma16(m), false).as_raw(), &vec![0, 255, 255]);
+    }
+
+    #[test]
+    fn truncated_and_missing_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cut.png");
+        let mut bytes = Vec::new();
+        RgbImage::new(64, 64).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_image(&p).unwrap_err().to_string();
+        assert!(err.contains("cut.png"), "{err}");
+        let err = read_image(&dir.path().join("nope.png")).unwrap_err().to_string();
+        assert!(err.contains("nope.png"), "{err}");
+    }
+
+    #[test]
+    fn real_mask_patches_decode() {
+        let dir = mitoscope_testdata::require_data!("icpr2012/mask-patches/masks");
+        let mut with_fg = 0;
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let m = read_mask(&e.unwrap().path()).unwrap();
+            assert_eq!(m.dimensions(), (256, 256));
+            n += 1;
+            with_fg += m.pixels().any(|p| p[0] == 255) as usize;
+        }
+        assert_eq!((n, with_fg), (50, 20));
+    }
+}
