@@ -20,16 +20,20 @@ pub const FOREGROUND: u8 = 255;
 pub fn objects_from_mask(mask: &GrayImage, min_pixels: usize) -> Vec<Annotation> {
     // imageproc labels runs of *equal* values; binarise so that a mask whose
     // foreground holds several grey levels still forms one component.
-    let binary = GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
-        Luma([if mask.get_pixel(x, y)[0] > 0 { FOREGROUND } else { 0 }])
-    });
+    let raw: Vec<u8> = mask.as_raw().iter().map(|&v| if v > 0 { FOREGROUND } else { 0 }).collect();
+    let binary = GrayImage::from_raw(mask.width(), mask.height(), raw).unwrap_or_else(|| GrayImage::new(0, 0));
+    if !binary.as_raw().contains(&FOREGROUND) {
+        return Vec::new(); // most HPFs hold no mitosis: skip the labelling pass
+    }
     let labels = connected_components(&binary, Connectivity::Eight, Luma([0u8]));
     let mut components: Vec<Vec<(u32, u32)>> = Vec::new();
-    for (x, y, label) in labels.enumerate_pixels() {
-        let l = label[0] as usize;
+    let width = labels.width() as usize;
+    for (i, &label) in labels.as_raw().iter().enumerate() {
+        let l = label as usize;
         if l == 0 {
             continue;
         }
+        let (x, y) = ((i % width) as u32, (i / width) as u32);
         if components.len() < l {
             components.resize_with(l, Vec::new);
         }

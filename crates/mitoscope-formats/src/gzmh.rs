@@ -1,14 +1,479 @@
-//! Placeholder: being written.
-use std::path::Path;
-use mitoscope_annotations::AnnotationSet;
-use crate::{FormatError, ReadOptions, Result, WriteOptions};
+//! GZMH-like datasets: a folder or `.zip` of H&E images with pixel masks
+//! and/or detection labels, in a layout that is detected, not assumed.
+//!
+//! GZMH (1534 RGB HPFs of 2084x2084 px, 2355 mitoses; V2 adds the test sets
+//! `test_1or2_score` and `test_3_score`) ships pixel-level masks plus the
+//! minimum bounding rectangle and centroid of each mitosis, in an
+//! undocumented layout. What is recognised:
+//!
+//! - **Images**: png/jpg/jpeg/tif/tiff/bmp files anywhere in the tree.
+//! - **Masks**: images in a folder whose name has a mask word (`masks`,
+//!   `mask`, `labels`, `gt`, `groundtruth`, `annotations`, `train_masks`,
+//!   ...), or with a `_mask`/`_gt`/`_label`/`_seg` stem suffix; paired with the
+//!   image of the same stem. 0/1, 0/255, coloured and JPEG-stored masks alike;
+//!   objects are the 8-connected components (see
+//!   [`mitoscope_annotations::mask::objects_from_mask`], `min_mask_pixels`).
+//! - **Label files** (`.csv`/`.tsv`/`.txt`/`.json`/`.xml`) with the image's
+//!   stem (optionally `_label`, `_bbox`, `_centroid`, ... appended): tables
+//!   with a header naming box and centroid columns in any order
+//!   (`xmin,ymin,xmax,ymax`, `x1..y2`, `left,top,right,bottom`, `x,y,w,h`,
+//!   `cx,cy`, `centroid_x`, ...) or headerless (2 numbers = centroid, 4 = box,
+//!   6 = box and centroid in either order, told apart by which centroids fall
+//!   inside their boxes); JSON lists of objects (`bbox`/`box` arrays or
+//!   objects, `centroid`/`center`, flat keys, LabelMe `points`); Pascal-VOC XML.
+//!   A label file that matches no image but has an image column (e.g.
+//!   `labels.csv` with `image,xmin,...`) labels the whole dataset.
+//! - **Subsets**: the folders between the root and an image, minus role words
+//!   (`images`, `masks`, ...) and an archive's wrapping folder; the innermost
+//!   one names the subset (`test/test_3_score/images/x.png` -> `test_3_score`).
+//!
+//! Where an image has both a mask and labels, each label is matched to a mask
+//! component and one object is kept per mitosis: shape from the mask,
+//! centroid and box from the label. Disagreements (a centroid off its
+//! component, a box that is not the component's minimum bounding rectangle, a
+//! component without label or the reverse, a mask whose size is not the
+//! image's, an unreadable mask, a bad label line, a mask or label file with no
+//! image) are reported in [`AnnotationSet::inconsistencies`] and reading goes
+//! on. Only an unreadable root (no images, not a zip) is an error.
+//!
+//! Masks are decoded in parallel; image sizes come from file headers only.
 
-/// Not yet implemented.
-pub fn read(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSet> {
-    Err(FormatError::Unsupported { path: path.to_owned(), message: "not yet implemented".into() })
+mod labels;
+mod layout;
+mod merge;
+mod source;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use mitoscope_annotations::mask::objects_from_mask;
+use mitoscope_annotations::{AnnotationSet, ImageAnnotations, Inconsistency};
+use rayon::prelude::*;
+
+use self::labels::LabelObject;
+use self::layout::{ImagePlan, Plan, stem};
+use self::source::{Tree, extension};
+use crate::{FormatError, ReadOptions, Result};
+
+/// What [`detect_layout`] found: where images, masks and labels are and how
+/// they pair. `Display` gives a one-paragraph summary for `inspect`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The folder or zip file.
+    pub root: PathBuf,
+    /// Whether `root` is a zip archive.
+    pub archive: bool,
+    /// Number of images.
+    pub images: usize,
+    /// Folders (relative to `root`, `.` for the root itself) holding images.
+    pub image_dirs: Vec<String>,
+    /// Number of images with a mask.
+    pub masks: usize,
+    /// Folders holding masks.
+    pub mask_dirs: Vec<String>,
+    /// Stem suffixes that mark masks (`_mask`, ...); empty when masks share the image's stem.
+    pub mask_suffixes: Vec<String>,
+    /// Number of per-image label files.
+    pub label_files: usize,
+    /// Extensions of the per-image label files (`csv`, `xml`, ...).
+    pub label_kinds: Vec<String>,
+    /// Folders holding per-image label files.
+    pub label_dirs: Vec<String>,
+    /// Label files covering many images (with an image column).
+    pub dataset_label_files: Vec<String>,
+    /// Subset names, sorted.
+    pub subsets: Vec<String>,
+    /// Masks or label files that match no image, and ambiguous pairings.
+    pub unmatched: usize,
+    plan: Plan,
 }
 
-/// Not yet implemented.
-pub fn write(_set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<()> {
-    Err(FormatError::Unsupported { path: path.to_owned(), message: "not yet implemented".into() })
+fn dir_of(rel: &str) -> String {
+    rel.rsplit_once('/')
+        .map_or_else(|| ".".to_owned(), |(d, _)| d.to_owned())
+}
+
+impl Layout {
+    fn from_plan(tree: &Tree, plan: Plan) -> Self {
+        let set = |it: &mut dyn Iterator<Item = String>| {
+            it.collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        let imgs = &plan.images;
+        Self {
+            root: tree.root().to_owned(),
+            archive: tree.is_zip(),
+            images: imgs.len(),
+            image_dirs: set(&mut imgs.iter().map(|i| dir_of(&i.rel))),
+            masks: imgs.iter().filter(|i| i.mask.is_some()).count(),
+            mask_dirs: set(&mut imgs.iter().filter_map(|i| i.mask.as_deref()).map(dir_of)),
+            mask_suffixes: plan.mask_suffixes.iter().cloned().collect(),
+            label_files: imgs.iter().map(|i| i.labels.len()).sum(),
+            label_kinds: set(&mut imgs
+                .iter()
+                .flat_map(|i| i.labels.iter())
+                .map(|l| extension(l))),
+            label_dirs: set(&mut imgs.iter().flat_map(|i| i.labels.iter()).map(|l| dir_of(l))),
+            dataset_label_files: plan.dataset_labels.clone(),
+            subsets: set(&mut imgs.iter().filter_map(|i| i.subset.clone())),
+            unmatched: plan.problems.len(),
+            plan,
+        }
+    }
+}
+
+/// At most four names, then a count of the rest.
+fn list(names: &[String]) -> String {
+    let mut s = names.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 4 {
+        s.push_str(&format!(" (+{} more)", names.len() - 4));
+    }
+    s
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.archive { "zip" } else { "folder" };
+        write!(
+            f,
+            "{what} {}: {} images in {}",
+            self.root.display(),
+            self.images,
+            list(&self.image_dirs)
+        )?;
+        if self.masks == 0 {
+            write!(f, "; no masks")?;
+        } else {
+            let suffix = if self.mask_suffixes.is_empty() {
+                "same stem".to_owned()
+            } else {
+                format!("suffix {}", self.mask_suffixes.join("/"))
+            };
+            write!(
+                f,
+                "; {} masks in {} ({suffix})",
+                self.masks,
+                list(&self.mask_dirs)
+            )?;
+        }
+        if self.label_files > 0 {
+            write!(
+                f,
+                "; labels: {} {} files per image in {}",
+                self.label_files,
+                self.label_kinds.join("/"),
+                list(&self.label_dirs)
+            )?;
+        }
+        if !self.dataset_label_files.is_empty() {
+            write!(f, "; dataset labels: {}", list(&self.dataset_label_files))?;
+        }
+        if self.label_files == 0 && self.dataset_label_files.is_empty() {
+            write!(f, "; no label files")?;
+        }
+        if self.subsets.is_empty() {
+            write!(f, "; no subsets")?;
+        } else {
+            write!(f, "; subsets: {}", self.subsets.join(", "))?;
+        }
+        if self.unmatched > 0 {
+            write!(f, "; {} unmatched or ambiguous files", self.unmatched)?;
+        }
+        Ok(())
+    }
+}
+
+/// Detects the layout of a GZMH-like folder or zip without reading any
+/// image, mask or label content (dataset-level label files' first lines aside).
+pub fn detect_layout(path: &Path) -> Result<Layout> {
+    let tree = Tree::open(path)?;
+    let plan = layout::plan(&tree)?;
+    Ok(Layout::from_plan(&tree, plan))
+}
+
+/// Reads a GZMH-like dataset folder or `.zip` (see the module docs).
+pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
+    let tree = Tree::open(path)?;
+    let layout = Layout::from_plan(&tree, layout::plan(&tree)?);
+    tracing::debug!(%layout, "GZMH layout detected");
+    let plan = &layout.plan;
+    let mut inconsistencies = plan.problems.clone();
+    let mut dataset_labels = dataset_level_labels(&tree, plan, &mut inconsistencies);
+    let has_dataset_labels = !plan.dataset_labels.is_empty();
+    let jobs: Vec<(&ImagePlan, Vec<LabelObject>)> = plan
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p, dataset_labels.remove(&i).unwrap_or_default()))
+        .collect();
+    let results: Vec<(ImageAnnotations, Vec<Inconsistency>)> = jobs
+        .into_par_iter()
+        .map(|(p, extra)| read_image(&tree, p, extra, has_dataset_labels, opts))
+        .collect();
+    let mut images = Vec::with_capacity(results.len());
+    for (img, problems) in results {
+        images.push(img);
+        inconsistencies.extend(problems);
+    }
+    if !inconsistencies.is_empty() {
+        tracing::warn!(count = inconsistencies.len(), path = %path.display(), "GZMH dataset has inconsistencies");
+    }
+    Ok(AnnotationSet {
+        images,
+        inconsistencies,
+    })
+}
+
+/// Labels from dataset-level files, by image index.
+fn dataset_level_labels(
+    tree: &Tree,
+    plan: &Plan,
+    problems: &mut Vec<Inconsistency>,
+) -> HashMap<usize, Vec<LabelObject>> {
+    let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in plan.images.iter().enumerate() {
+        by_stem.entry(p.id.to_lowercase()).or_default().push(i);
+        if p.id != stem(&p.rel) {
+            by_stem
+                .entry(stem(&p.rel).to_lowercase())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut out: HashMap<usize, Vec<LabelObject>> = HashMap::new();
+    for rel in &plan.dataset_labels {
+        let shown = tree.display_path(rel);
+        let parsed = match tree.read_bytes(rel, None) {
+            Ok(bytes) => labels::parse(&bytes, &shown, &extension(rel)),
+            Err(e) => {
+                problems.push(Inconsistency {
+                    image: stem(rel).to_owned(),
+                    message: format!("{e} (file skipped)"),
+                });
+                continue;
+            }
+        };
+        problems.extend(parsed.problems.into_iter().map(|m| Inconsistency {
+            image: stem(rel).to_owned(),
+            message: m,
+        }));
+        let mut unknown = BTreeSet::new();
+        for (name, obj) in parsed.objects {
+            let Some(name) = name.filter(|n| !n.is_empty()) else {
+                problems.push(Inconsistency {
+                    image: stem(rel).to_owned(),
+                    message: format!("{}: names no image (skipped)", obj.origin),
+                });
+                continue;
+            };
+            match find_image(&name, plan, &by_stem) {
+                Some(i) => out.entry(i).or_default().push(obj),
+                None => {
+                    unknown.insert(name);
+                }
+            }
+        }
+        for name in unknown {
+            problems.push(Inconsistency {
+                image: name.clone(),
+                message: format!(
+                    "{} labels image '{name}', which is not in the dataset (or is ambiguous)",
+                    shown.display()
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The image a dataset-level label names: by stem, or by path suffix when stems collide.
+fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>) -> Option<usize> {
+    let norm = name.replace('\\', "/");
+    let key = if mitoscope_imaging::is_image_path(Path::new(&norm)) {
+        stem(&norm)
+    } else {
+        norm.rsplit('/').next().unwrap_or(&norm)
+    };
+    let cands = by_stem
+        .get(&key.to_lowercase())
+        .or_else(|| by_stem.get(&norm.to_lowercase()))?;
+    match cands.as_slice() {
+        [i] => Some(*i),
+        _ => {
+            let hits: Vec<usize> = cands
+                .iter()
+                .copied()
+                .filter(|&i| plan.images[i].rel.ends_with(&norm))
+                .collect();
+            (hits.len() == 1).then(|| hits[0])
+        }
+    }
+}
+
+/// Reads one image's size, mask and label files and merges them. Every
+/// problem becomes an inconsistency; nothing here fails the whole read.
+fn read_image(
+    tree: &Tree,
+    plan: &ImagePlan,
+    mut label_objects: Vec<LabelObject>,
+    has_dataset_labels: bool,
+    opts: &ReadOptions,
+) -> (ImageAnnotations, Vec<Inconsistency>) {
+    let mut problems = Vec::new();
+    let report = |message: String| Inconsistency {
+        image: plan.id.clone(),
+        message,
+    };
+    let mut img = ImageAnnotations::new(plan.id.clone());
+    img.path = Some(tree.display_path(&plan.rel));
+    img.subset = plan.subset.clone();
+    img.mask_path = plan.mask.as_deref().map(|m| tree.display_path(m));
+    let size = match tree.image_size(&plan.rel) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(report(format!("{e}")));
+            None
+        }
+    };
+    for rel in &plan.labels {
+        let shown = tree.display_path(rel);
+        match tree.read_bytes(rel, None) {
+            Ok(bytes) => {
+                let parsed = if extension(rel) == "txt" && labels::looks_like_yolo(&bytes) {
+                    yolo_labels(tree, rel, &bytes, size, opts)
+                } else {
+                    labels::parse(&bytes, &shown, &extension(rel))
+                };
+                problems.extend(parsed.problems.into_iter().map(&report));
+                label_objects.extend(parsed.objects.into_iter().map(|(_, o)| o));
+            }
+            Err(e) => problems.push(report(format!("{e} (file skipped)"))),
+        }
+    }
+    let label_objects = labels::combine(label_objects);
+    if let Some((w, h)) = size {
+        for l in &label_objects {
+            // Only the position counts: fixed-size boxes around mitoses near
+            // the border legitimately overhang it.
+            let outside = l.position().x > f64::from(w) || l.position().y > f64::from(h);
+            if outside {
+                problems.push(report(format!(
+                    "label at {} ({}) lies outside the {w}x{h} image",
+                    merge::fmt_point(&l.position()),
+                    l.origin
+                )));
+            }
+        }
+    }
+    let from_mask = plan
+        .mask
+        .as_deref()
+        .and_then(|m| mask_components(tree, &plan.rel, m, size, opts, &mut problems, &report));
+    // When the image header is unreadable, a usable mask still tells the size.
+    if let Some((w, h)) = size.or(from_mask.as_ref().map(|(_, d)| *d)) {
+        (img.width, img.height) = (Some(w), Some(h));
+    }
+    let components = from_mask.map(|(c, _)| c);
+    let has_labels = !plan.labels.is_empty() || has_dataset_labels;
+    let mask_name = plan
+        .mask
+        .as_deref()
+        .map(|m| tree.display_path(m).display().to_string())
+        .unwrap_or_default();
+    let merged = merge::merge(components, label_objects, has_labels, &mask_name);
+    problems.extend(merged.problems.into_iter().map(&report));
+    img.objects = merged.objects;
+    (img, problems)
+}
+
+/// A YOLO label file (normalised `class cx cy w h`) through [`crate::yolo`],
+/// which needs the image size. Zip entries go through a temporary file.
+fn yolo_labels(
+    tree: &Tree,
+    rel: &str,
+    bytes: &[u8],
+    size: Option<(u32, u32)>,
+    opts: &ReadOptions,
+) -> labels::Parsed {
+    let shown = tree.display_path(rel);
+    let mut parsed = labels::Parsed::default();
+    let Some((w, h)) = size else {
+        parsed.problems.push(format!(
+            "{}: YOLO labels need the image size, which could not be read (file skipped)",
+            shown.display()
+        ));
+        return parsed;
+    };
+    let result = if tree.is_zip() {
+        let tmp = tempfile::NamedTempFile::new()
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).map(|()| f));
+        match tmp {
+            Ok(f) => crate::yolo::read_txt(f.path(), w, h, &opts.yolo_classes).map_err(|e| {
+                e.to_string().replace(
+                    &f.path().display().to_string(),
+                    &shown.display().to_string(),
+                )
+            }),
+            Err(e) => Err(format!("{}: {e}", shown.display())),
+        }
+    } else {
+        crate::yolo::read_txt(&shown, w, h, &opts.yolo_classes).map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(img) => {
+            for (i, o) in img.objects.into_iter().enumerate() {
+                // A YOLO box centre is no centroid label.
+                let origin = format!("{} object {}", shown.display(), i + 1);
+                parsed.objects.push((
+                    None,
+                    LabelObject {
+                        bbox: o.bbox,
+                        centroid: None,
+                        class: o.class,
+                        origin,
+                    },
+                ));
+            }
+        }
+        Err(e) => parsed.problems.push(format!("{e} (file skipped)")),
+    }
+    parsed
+}
+
+/// The mask's components and size, or `None` (reported) when it cannot be used.
+fn mask_components(
+    tree: &Tree,
+    image_rel: &str,
+    mask_rel: &str,
+    size: Option<(u32, u32)>,
+    opts: &ReadOptions,
+    problems: &mut Vec<Inconsistency>,
+    report: &impl Fn(String) -> Inconsistency,
+) -> Option<(Vec<mitoscope_annotations::Annotation>, (u32, u32))> {
+    let mask = match tree.read_mask(mask_rel) {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(report(format!("{e} (mask ignored)")));
+            return None;
+        }
+    };
+    if let Some((w, h)) = size
+        && mask.dimensions() != (w, h)
+    {
+        let err = FormatError::MaskSize {
+            mask: tree.display_path(mask_rel),
+            mask_w: mask.width(),
+            mask_h: mask.height(),
+            image: tree.display_path(image_rel),
+            image_w: w,
+            image_h: h,
+        };
+        problems.push(report(format!("{err} (mask ignored)")));
+        return None;
+    }
+    Some((
+        objects_from_mask(&mask, opts.min_mask_pixels.max(1)),
+        mask.dimensions(),
+    ))
 }

@@ -14,7 +14,7 @@
 //! | QuPath GeoJSON | yes | yes | [`geojson`] |
 //!
 //! [`detect_format`] tells the format of a path from its extension and a look
-//! at its content; [`read`] and [`write`] dispatch on it. Every writer is
+//! at its content; [`read()`] and [`write()`] dispatch on it. Every writer is
 //! atomic ([`atomic::write_atomic`]).
 #![deny(missing_docs)]
 
@@ -107,7 +107,7 @@ impl Format {
         })
     }
 
-    /// Whether [`write`] supports this format.
+    /// Whether [`write()`] supports this format.
     pub fn writable(self) -> bool {
         matches!(self, Format::Csv | Format::Coco | Format::MidogPoints | Format::Yolo | Format::Voc | Format::GeoJson)
     }
@@ -153,6 +153,24 @@ pub struct WriteOptions {
     pub mpp: Option<Mpp>,
     /// Write shapes as polygons where known (GeoJSON), else points.
     pub polygons: bool,
+}
+
+/// Side in pixels of the square box given to objects known only by a point
+/// when a format stores boxes only (COCO, YOLO, VOC): 50 px, as MIDOG's labels.
+pub const DEFAULT_BOX_PX: f64 = 50.0;
+
+/// The box a box-only writer stores for `obj`: its own, its shape's, or a
+/// [`DEFAULT_BOX_PX`] square around its centroid.
+pub(crate) fn box_for_writing(
+    obj: &mitoscope_annotations::Annotation,
+    path: &Path,
+    image: &str,
+) -> Result<mitoscope_geom::BBox> {
+    match obj.bbox.or_else(|| obj.shape.as_ref().and_then(|s| s.bbox())) {
+        Some(b) => Ok(b),
+        None => mitoscope_geom::BBox::from_center(obj.centroid, DEFAULT_BOX_PX, DEFAULT_BOX_PX)
+            .map_err(|e| FormatError::Unsupported { path: path.to_owned(), message: format!("image {image}: {e}") }),
+    }
 }
 
 /// Tells the format of `path` from its extension and a look at its content.

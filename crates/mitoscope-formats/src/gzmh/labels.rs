@@ -1,0 +1,863 @@
+//! Detection label files: CSV/TXT tables (with or without a header), JSON and
+//! Pascal-VOC XML, each giving per mitosis a bounding rectangle, a centroid,
+//! or both. Problems in a line are reported (file and line named) and the line
+//! skipped; reading goes on.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mitoscope_annotations::ObjectClass;
+use mitoscope_geom::{BBox, Point};
+use serde_json::Value;
+
+use super::layout::{IMAGE_COLUMN_NAMES, normalise_name};
+
+/// One labelled object as the label file gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LabelObject {
+    pub(crate) bbox: Option<BBox>,
+    /// The centroid as written; `None` when the file gives only a box (its
+    /// centre is then no label of the mitosis' centre of mass).
+    pub(crate) centroid: Option<Point>,
+    pub(crate) class: ObjectClass,
+    /// `file line N` / `file item N`, for messages.
+    pub(crate) origin: String,
+}
+
+impl LabelObject {
+    /// The centroid as given, else the box centre.
+    pub(crate) fn position(&self) -> Point {
+        self.centroid
+            .or(self.bbox.map(|b| b.center()))
+            .unwrap_or(Point::new(0.0, 0.0))
+    }
+}
+
+/// What a label file held: objects (with the image they name, in a
+/// dataset-level file) and what was wrong with it.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub(crate) objects: Vec<(Option<String>, LabelObject)>,
+    pub(crate) problems: Vec<String>,
+}
+
+/// What a table column or JSON key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Col {
+    Image,
+    XMin,
+    YMin,
+    XMax,
+    YMax,
+    Width,
+    Height,
+    Cx,
+    Cy,
+    /// A bare `x`: the centroid, unless a width is given (then the left edge).
+    PlainX,
+    /// A bare `y`, as [`Col::PlainX`].
+    PlainY,
+    Class,
+}
+
+fn col_role(name: &str) -> Option<Col> {
+    let n = normalise_name(name);
+    let n = n.as_str();
+    if IMAGE_COLUMN_NAMES.contains(&n) {
+        return Some(Col::Image);
+    }
+    Some(match n {
+        "xmin" | "x1" | "x0" | "left" | "minx" | "xleft" | "xstart" | "bboxxmin" | "boxxmin"
+        | "bboxx1" | "topleftx" => Col::XMin,
+        "ymin" | "y1" | "y0" | "top" | "miny" | "ytop" | "ystart" | "bboxymin" | "boxymin"
+        | "bboxy1" | "toplefty" => Col::YMin,
+        "xmax" | "x2" | "right" | "maxx" | "xright" | "xend" | "bboxxmax" | "boxxmax"
+        | "bboxx2" | "bottomrightx" => Col::XMax,
+        "ymax" | "y2" | "bottom" | "maxy" | "ybottom" | "yend" | "bboxymax" | "boxymax"
+        | "bboxy2" | "bottomrighty" => Col::YMax,
+        "w" | "width" | "bboxw" | "bboxwidth" | "boxwidth" | "boxw" => Col::Width,
+        "h" | "height" | "bboxh" | "bboxheight" | "boxheight" | "boxh" => Col::Height,
+        "cx" | "xc" | "centerx" | "centrex" | "centroidx" | "xcenter" | "xcentre" | "xcentroid"
+        | "col" | "column" | "mx" | "centerofmassx" | "cenx" => Col::Cx,
+        "cy" | "yc" | "centery" | "centrey" | "centroidy" | "ycenter" | "ycentre" | "ycentroid"
+        | "row" | "my" | "centerofmassy" | "ceny" => Col::Cy,
+        "x" => Col::PlainX,
+        "y" => Col::PlainY,
+        "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => {
+            Col::Class
+        }
+        _ => return None,
+    })
+}
+
+/// The values of one record, by role.
+#[derive(Debug, Default)]
+struct Fields {
+    nums: HashMap<Col, f64>,
+    class: Option<String>,
+    image: Option<String>,
+}
+
+impl Fields {
+    fn set(&mut self, col: Col, text: &str) -> Result<(), String> {
+        match col {
+            Col::Image => self.image = Some(text.trim().to_owned()),
+            Col::Class => self.class = Some(text.trim().to_owned()),
+            _ => {
+                let v = parse_number(text)
+                    .ok_or_else(|| format!("'{}' is not a number", text.trim()))?;
+                self.nums.insert(col, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The object these values describe (see [`Col::PlainX`] for bare x/y).
+    fn build(&self, origin: String) -> Result<(Option<String>, LabelObject), String> {
+        let g = |c: Col| self.nums.get(&c).copied();
+        let sized = g(Col::Width).is_some() || g(Col::Height).is_some();
+        let plain_is_corner = sized && g(Col::XMin).is_none() && g(Col::Cx).is_none();
+        let (left, top) = if plain_is_corner {
+            (g(Col::PlainX), g(Col::PlainY))
+        } else {
+            (g(Col::XMin), g(Col::YMin))
+        };
+        let (cx, cy) = if plain_is_corner {
+            (g(Col::Cx), g(Col::Cy))
+        } else {
+            (g(Col::Cx).or(g(Col::PlainX)), g(Col::Cy).or(g(Col::PlainY)))
+        };
+        let bbox = match (left, top, cx, cy) {
+            (Some(x0), Some(y0), ..) => {
+                let x1 = g(Col::XMax)
+                    .or(g(Col::Width).map(|w| x0 + w))
+                    .ok_or("has a left edge but no right edge or width")?;
+                let y1 = g(Col::YMax)
+                    .or(g(Col::Height).map(|h| y0 + h))
+                    .ok_or("has a top edge but no bottom edge or height")?;
+                Some(make_box(x0, y0, x1, y1)?)
+            }
+            (None, None, Some(x), Some(y)) if sized => {
+                let (w, h) = (
+                    g(Col::Width).ok_or("has a height but no width")?,
+                    g(Col::Height).ok_or("has a width but no height")?,
+                );
+                Some(make_box(
+                    x - w / 2.0,
+                    y - h / 2.0,
+                    x + w / 2.0,
+                    y + h / 2.0,
+                )?)
+            }
+            (None, None, ..) if g(Col::XMax).is_some() || g(Col::YMax).is_some() => {
+                return Err("has a right/bottom edge but no left/top".into());
+            }
+            (Some(_), None, ..) | (None, Some(_), ..) => {
+                return Err("gives only one of the left and top edges".into());
+            }
+            _ => None,
+        };
+        let centroid = match (cx, cy) {
+            (Some(x), Some(y)) => Some(make_point(x, y)?),
+            (None, None) => None,
+            _ => return Err("gives only one centroid coordinate".into()),
+        };
+        if bbox.is_none() && centroid.is_none() {
+            return Err("has neither a box nor a centroid".into());
+        }
+        let class = parse_class(self.class.as_deref())?;
+        Ok((
+            self.image.clone(),
+            LabelObject {
+                bbox,
+                centroid,
+                class,
+                origin,
+            },
+        ))
+    }
+}
+
+fn parse_number(text: &str) -> Option<f64> {
+    text.trim().trim_matches('"').parse::<f64>().ok()
+}
+
+fn check_coordinate(v: f64) -> Result<f64, String> {
+    if !v.is_finite() {
+        Err(format!("coordinate {v} is not a finite number"))
+    } else if v < 0.0 {
+        Err(format!("coordinate {v} is negative"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn make_box(x0: f64, y0: f64, x1: f64, y1: f64) -> Result<BBox, String> {
+    for v in [x0, y0, x1, y1] {
+        check_coordinate(v)?;
+    }
+    BBox::new(x0, y0, x1, y1).map_err(|e| e.to_string())
+}
+
+fn make_point(x: f64, y: f64) -> Result<Point, String> {
+    Ok(Point::new(check_coordinate(x)?, check_coordinate(y)?))
+}
+
+fn parse_class(name: Option<&str>) -> Result<ObjectClass, String> {
+    match name.map(str::trim) {
+        None | Some("") => Ok(ObjectClass::Mitosis),
+        Some(n) => ObjectClass::parse(n).ok_or_else(|| format!("unknown class '{n}'")),
+    }
+}
+
+/// Parses a label file of extension `ext`. `shown` names it in messages.
+pub(crate) fn parse(bytes: &[u8], shown: &Path, ext: &str) -> Parsed {
+    match ext {
+        "xml" => parse_voc(bytes, shown),
+        "json" => parse_json(bytes, shown),
+        _ => parse_table(&String::from_utf8_lossy(bytes), shown),
+    }
+}
+
+fn parse_voc(bytes: &[u8], shown: &Path) -> Parsed {
+    match crate::voc::parse(bytes, shown) {
+        Ok(img) => Parsed {
+            objects: img
+                .objects
+                .into_iter()
+                .enumerate()
+                // VOC gives boxes only; the box centre is no centroid label.
+                .map(|(i, o)| {
+                    (
+                        None,
+                        LabelObject {
+                            bbox: o.bbox,
+                            centroid: None,
+                            class: o.class,
+                            origin: format!("{} object {}", shown.display(), i + 1),
+                        },
+                    )
+                })
+                .collect(),
+            problems: Vec::new(),
+        },
+        Err(e) => Parsed {
+            objects: Vec::new(),
+            problems: vec![format!("{e} (file skipped)")],
+        },
+    }
+}
+
+/// Whether a txt file is YOLO: every line `class cx cy w h [score]` with an
+/// integer class and the four box values within [0, 1].
+pub(crate) fn looks_like_yolo(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .peekable();
+    lines.peek().is_some()
+        && lines.all(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 || f.len() == 6)
+                && f[0].parse::<u32>().is_ok()
+                && f[1..5]
+                    .iter()
+                    .all(|v| v.parse::<f64>().is_ok_and(|x| (0.0..=1.0).contains(&x)))
+        })
+}
+
+/// Splits text into records of fields, with 1-based line numbers; blank and
+/// `#` lines are skipped. Delimiter: comma, tab or semicolon if the first
+/// record has one, else whitespace.
+fn records(text: &str) -> Vec<(usize, Vec<String>)> {
+    let lines: Vec<(usize, &str)> = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let Some(&(_, first)) = lines.first() else {
+        return Vec::new();
+    };
+    let delim = [',', '\t', ';'].into_iter().find(|d| first.contains(*d));
+    lines
+        .into_iter()
+        .map(|(n, l)| {
+            let fields: Vec<String> = match delim {
+                Some(d) => split_quoted(l, d),
+                None => l.split_whitespace().map(str::to_owned).collect(),
+            };
+            (n, fields)
+        })
+        .collect()
+}
+
+/// Splits on `delim` outside double quotes (file names may hold commas).
+fn split_quoted(line: &str, delim: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c == delim && !quoted => out.push(String::new()),
+            c => out.last_mut().map_or((), |f| f.push(c)),
+        }
+    }
+    out.into_iter().map(|f| f.trim().to_owned()).collect()
+}
+
+fn parse_table(text: &str, shown: &Path) -> Parsed {
+    let recs = records(text);
+    let mut parsed = Parsed::default();
+    let Some((_, first)) = recs.first() else {
+        return parsed;
+    };
+    let header: Option<Vec<Option<Col>>> = first
+        .iter()
+        .any(|f| parse_number(f).is_none() && col_role(f).is_some())
+        .then(|| first.iter().map(|f| col_role(f)).collect());
+    match header {
+        Some(cols) => parse_headed(&recs[1..], &cols, shown, &mut parsed),
+        None => parse_headerless(&recs, shown, &mut parsed),
+    }
+    parsed
+}
+
+fn parse_headed(
+    recs: &[(usize, Vec<String>)],
+    cols: &[Option<Col>],
+    shown: &Path,
+    parsed: &mut Parsed,
+) {
+    for (line, fields) in recs {
+        let at = format!("{} line {line}", shown.display());
+        if fields.len() != cols.len() {
+            parsed.problems.push(format!(
+                "{at}: {} fields, the header has {} (line skipped)",
+                fields.len(),
+                cols.len()
+            ));
+            continue;
+        }
+        let mut f = Fields::default();
+        let result = cols
+            .iter()
+            .zip(fields)
+            .filter_map(|(c, v)| c.map(|c| (c, v)))
+            .try_for_each(|(c, v)| f.set(c, v))
+            .and_then(|()| f.build(at.clone()));
+        match result {
+            Ok(obj) => parsed.objects.push(obj),
+            Err(e) => parsed.problems.push(format!("{at}: {e} (line skipped)")),
+        }
+    }
+}
+
+/// A headerless row's numbers and optional class word.
+type Row = (Vec<f64>, Option<String>);
+
+/// A headerless row: numbers, optionally with a class word first or last.
+fn split_row(fields: &[String]) -> Result<Row, String> {
+    let mut nums = Vec::with_capacity(fields.len());
+    let mut class = None;
+    for (i, f) in fields.iter().enumerate() {
+        match parse_number(f) {
+            Some(v) => nums.push(v),
+            None if (i == 0 || i + 1 == fields.len())
+                && class.is_none()
+                && ObjectClass::parse(f).is_some() =>
+            {
+                class = Some(f.clone())
+            }
+            None => return Err(format!("'{f}' is not a number")),
+        }
+    }
+    Ok((nums, class))
+}
+
+/// Whether a centroid lies within a box given as four numbers.
+fn inside(p: &[f64], b: &[f64]) -> bool {
+    p[0] >= b[0] && p[0] <= b[2] && p[1] >= b[1] && p[1] <= b[3]
+}
+
+fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Parsed) {
+    let rows: Vec<(usize, Result<Row, String>)> =
+        recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
+    // Six numbers are a box and a centroid in one of two orders: the order
+    // under which most centroids fall inside their boxes wins, file-wide.
+    let (mut box_first, mut centroid_first) = (0, 0);
+    for (_, r) in &rows {
+        if let Ok((v, _)) = r
+            && v.len() == 6
+        {
+            box_first += usize::from(inside(&v[4..], &v[..4]));
+            centroid_first += usize::from(inside(&v[..2], &v[2..]));
+        }
+    }
+    let centroid_leads = centroid_first > box_first;
+    for (line, row) in rows {
+        let at = format!("{} line {line}", shown.display());
+        let result = row.and_then(|(v, class)| {
+            let mut f = Fields { class, ..Default::default() };
+            let cols: &[Col] = match (v.len(), centroid_leads) {
+                (2, _) => &[Col::Cx, Col::Cy],
+                (4, _) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
+                (6, false) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
+                (6, true) => &[Col::Cx, Col::Cy, Col::XMin, Col::YMin, Col::XMax, Col::YMax],
+                (5, _) if v.iter().all(|x| (0.0..=1.0).contains(x) || *x == v[0]) => {
+                    return Err("5 numbers look like YOLO (class cx cy w h, normalised), but the file as a whole is not YOLO".into());
+                }
+                (n, _) => return Err(format!("{n} numbers; expected 2 (centroid), 4 (box) or 6 (box and centroid)")),
+            };
+            f.nums = cols.iter().copied().zip(v).collect();
+            f.build(at.clone())
+        });
+        match result {
+            Ok(obj) => parsed.objects.push(obj),
+            Err(e) => parsed.problems.push(format!("{at}: {e} (line skipped)")),
+        }
+    }
+}
+
+/// Keys holding the list of objects in a JSON label file.
+const LIST_KEYS: &[&str] = &[
+    "objects",
+    "annotations",
+    "labels",
+    "mitoses",
+    "mitosis",
+    "boxes",
+    "bboxes",
+    "detections",
+    "shapes",
+    "instances",
+    "items",
+    "cells",
+];
+const BOX_KEYS: &[&str] = &[
+    "bbox",
+    "box",
+    "bndbox",
+    "rect",
+    "rectangle",
+    "boundingbox",
+    "boundingrect",
+    "boundingrectangle",
+    "mbr",
+];
+const CENTROID_KEYS: &[&str] = &[
+    "centroid",
+    "center",
+    "centre",
+    "point",
+    "position",
+    "location",
+    "centerofmass",
+    "centroids",
+];
+
+fn parse_json(bytes: &[u8], shown: &Path) -> Parsed {
+    let mut parsed = Parsed::default();
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            parsed.problems.push(format!(
+                "{}: not valid JSON: {e} (file skipped)",
+                shown.display()
+            ));
+            return parsed;
+        }
+    };
+    for (i, (image, item)) in json_items(&value).into_iter().enumerate() {
+        let at = format!("{} object {}", shown.display(), i + 1);
+        match json_object(item, at.clone()) {
+            Ok((own_image, obj)) => parsed.objects.push((own_image.or(image), obj)),
+            Err(e) => parsed.problems.push(format!("{at}: {e} (object skipped)")),
+        }
+    }
+    parsed
+}
+
+/// The object records of a JSON label file, with the image a `{image: [...]}` map names.
+fn json_items(value: &Value) -> Vec<(Option<String>, &Value)> {
+    match value {
+        Value::Array(a) => a.iter().map(|v| (None, v)).collect(),
+        Value::Object(o) => {
+            if let Some(list) = o
+                .iter()
+                .find(|(k, v)| LIST_KEYS.contains(&normalise_name(k).as_str()) && v.is_array())
+            {
+                return json_items(list.1);
+            }
+            if !o.is_empty() && o.values().all(Value::is_array) {
+                return o
+                    .iter()
+                    .flat_map(|(k, v)| {
+                        v.as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(move |x| (Some(k.clone()), x))
+                    })
+                    .collect();
+            }
+            vec![(None, value)]
+        }
+        _ => vec![(None, value)],
+    }
+}
+
+fn json_number(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(parse_number))
+}
+
+fn json_numbers(v: &Value) -> Option<Vec<f64>> {
+    v.as_array()?.iter().map(json_number).collect()
+}
+
+fn json_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// One object: flat keys (`xmin`, `cx`, ...), nested `bbox`/`centroid`
+/// (arrays or objects), LabelMe `points`, or a bare array of 2/4/6 numbers.
+fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObject), String> {
+    let mut f = Fields::default();
+    if let Some(v) = json_numbers(item) {
+        let cols: &[Col] = match v.len() {
+            2 => &[Col::Cx, Col::Cy],
+            4 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
+            6 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
+            n => return Err(format!("an array of {n} numbers; expected 2, 4 or 6")),
+        };
+        f.nums = cols.iter().copied().zip(v).collect();
+        return f.build(origin);
+    }
+    let obj = item
+        .as_object()
+        .ok_or_else(|| format!("expected an object, found {item}"))?;
+    for (k, v) in obj {
+        let key = normalise_name(k);
+        if BOX_KEYS.contains(&key.as_str()) {
+            json_box(v, &mut f)?;
+        } else if CENTROID_KEYS.contains(&key.as_str()) {
+            let p = json_point(v)
+                .ok_or_else(|| format!("'{k}' is {v}, expected [x, y] or {{\"x\", \"y\"}}"))?;
+            f.nums.insert(Col::Cx, p.0);
+            f.nums.insert(Col::Cy, p.1);
+        } else if key == "points" {
+            labelme_points(v, &mut f)?;
+        } else if let Some(col) = col_role(k) {
+            match col {
+                Col::Image | Col::Class => f.set(col, &json_text(v))?,
+                _ => {
+                    f.nums.insert(
+                        col,
+                        json_number(v).ok_or_else(|| format!("'{k}' is {v}, not a number"))?,
+                    );
+                }
+            }
+        }
+    }
+    f.build(origin)
+}
+
+fn json_point(v: &Value) -> Option<(f64, f64)> {
+    if let Some(p) = json_numbers(v).filter(|p| p.len() == 2) {
+        return Some((p[0], p[1]));
+    }
+    let o = v.as_object()?;
+    let get = |names: &[&str]| {
+        o.iter()
+            .find(|(k, _)| names.contains(&normalise_name(k).as_str()))
+            .and_then(|(_, v)| json_number(v))
+    };
+    Some((get(&["x", "cx", "col"])?, get(&["y", "cy", "row"])?))
+}
+
+/// A box as `[xmin, ymin, xmax, ymax]` or an object with corner/size keys.
+fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
+    if let Some(b) = json_numbers(v) {
+        if b.len() != 4 {
+            return Err(format!(
+                "box {v} has {} numbers, expected [xmin, ymin, xmax, ymax]",
+                b.len()
+            ));
+        }
+        for (c, x) in [Col::XMin, Col::YMin, Col::XMax, Col::YMax]
+            .into_iter()
+            .zip(b)
+        {
+            f.nums.insert(c, x);
+        }
+        return Ok(());
+    }
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("box is {v}, expected [xmin, ymin, xmax, ymax] or an object"))?;
+    for (k, x) in o {
+        if let Some(col) = col_role(k).filter(|c| !matches!(c, Col::Image | Col::Class)) {
+            // Inside a box, a bare x/y is its corner.
+            let col = match col {
+                Col::PlainX => Col::XMin,
+                Col::PlainY => Col::YMin,
+                c => c,
+            };
+            f.nums.insert(
+                col,
+                json_number(x).ok_or_else(|| format!("box '{k}' is {x}, not a number"))?,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// LabelMe `points`: one point = centroid, two = rectangle corners, more = a
+/// polygon whose enclosing box is taken.
+fn labelme_points(v: &Value, f: &mut Fields) -> Result<(), String> {
+    let pts: Vec<(f64, f64)> = v
+        .as_array()
+        .and_then(|a| a.iter().map(json_point).collect())
+        .ok_or_else(|| format!("points {v} is not a list of [x, y]"))?;
+    match pts.as_slice() {
+        [] => Err("points is empty".into()),
+        [(x, y)] => {
+            f.nums.extend([(Col::Cx, *x), (Col::Cy, *y)]);
+            Ok(())
+        }
+        _ => {
+            let (x0, x1) = pts
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(p.0), b.max(p.0))
+                });
+            let (y0, y1) = pts
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(p.1), b.max(p.1))
+                });
+            f.nums.extend([
+                (Col::XMin, x0),
+                (Col::YMin, y0),
+                (Col::XMax, x1),
+                (Col::YMax, y1),
+            ]);
+            Ok(())
+        }
+    }
+}
+
+/// Joins centroid-only labels to the box-only label whose box holds them
+/// (nearest box centre first), for datasets that ship boxes and centroids in
+/// separate files.
+pub(crate) fn combine(objects: Vec<LabelObject>) -> Vec<LabelObject> {
+    let (points, mut rest): (Vec<LabelObject>, Vec<LabelObject>) =
+        objects.into_iter().partition(|o| o.bbox.is_none());
+    let mut unjoined = Vec::new();
+    for p in points {
+        let Some(c) = p.centroid else { continue };
+        let target = rest
+            .iter_mut()
+            .filter(|o| o.centroid.is_none() && o.bbox.is_some_and(|b| b.contains(&c)))
+            .min_by(|a, b| {
+                let d =
+                    |o: &LabelObject| o.bbox.map_or(f64::INFINITY, |b| b.center().distance_sq(&c));
+                d(a).total_cmp(&d(b))
+            });
+        match target {
+            Some(o) => {
+                o.centroid = Some(c);
+                o.origin = format!("{} + {}", o.origin, p.origin);
+            }
+            None => unjoined.push(p),
+        }
+    }
+    rest.extend(unjoined);
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Parsed {
+        parse(text.as_bytes(), Path::new("l.csv"), "csv")
+    }
+
+    fn only(p: &Parsed) -> &LabelObject {
+        assert_eq!(p.objects.len(), 1, "{:?}", p.problems);
+        &p.objects[0].1
+    }
+
+    #[test]
+    fn headers_in_any_order_and_naming() {
+        let p = table("cy,cx,x2,y2,x1,y1\n20,10,15,25,5,15\n");
+        let o = only(&p);
+        assert_eq!(
+            o.bbox,
+            Some(BBox {
+                x_min: 5.0,
+                y_min: 15.0,
+                x_max: 15.0,
+                y_max: 25.0
+            })
+        );
+        assert_eq!(o.centroid, Some(Point::new(10.0, 20.0)));
+        let o = only(&table("Left;Top;Right;Bottom\n1;2;3;4\n")).clone();
+        assert_eq!(
+            o.bbox,
+            Some(BBox {
+                x_min: 1.0,
+                y_min: 2.0,
+                x_max: 3.0,
+                y_max: 4.0
+            })
+        );
+        assert_eq!(o.centroid, None);
+        assert_eq!(
+            only(&table("x,y\n7,8\n")).centroid,
+            Some(Point::new(7.0, 8.0))
+        );
+        let o = only(&table("x y w h\n10 20 4 6\n")).clone();
+        assert_eq!(
+            o.bbox,
+            Some(BBox {
+                x_min: 10.0,
+                y_min: 20.0,
+                x_max: 14.0,
+                y_max: 26.0
+            }),
+            "bare x,y with a size are the corner"
+        );
+        let o = only(&table(
+            "centroid_x,centroid_y,width,height,class\n10,20,4,6,hard negative\n",
+        ))
+        .clone();
+        assert_eq!(
+            o.bbox,
+            Some(BBox {
+                x_min: 8.0,
+                y_min: 17.0,
+                x_max: 12.0,
+                y_max: 23.0
+            })
+        );
+        assert_eq!(o.class, ObjectClass::NonMitosis);
+    }
+
+    #[test]
+    fn headerless_six_columns_decide_order_by_containment() {
+        let box_first = table("10 10 20 20 15 16\n30 30 40 44 35 37\n");
+        assert_eq!(
+            box_first.objects[1].1.centroid,
+            Some(Point::new(35.0, 37.0))
+        );
+        assert_eq!(
+            box_first.objects[1].1.bbox,
+            Some(BBox {
+                x_min: 30.0,
+                y_min: 30.0,
+                x_max: 40.0,
+                y_max: 44.0
+            })
+        );
+        let centroid_first = table("15,16,10,10,20,20\n35,37,30,30,40,44\n");
+        assert_eq!(
+            centroid_first.objects[1].1.centroid,
+            Some(Point::new(35.0, 37.0))
+        );
+        assert_eq!(
+            centroid_first.objects[1].1.bbox,
+            Some(BBox {
+                x_min: 30.0,
+                y_min: 30.0,
+                x_max: 40.0,
+                y_max: 44.0
+            })
+        );
+        assert_eq!(
+            table("mitosis 1 2\n").objects[0].1.centroid,
+            Some(Point::new(1.0, 2.0))
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_line_numbers() {
+        let p =
+            table("xmin,ymin,xmax,ymax\n1,2,3,4\n1,2,3\n1,abc,3,4\nNaN,1,2,3\n-5,1,2,3\n5,5,1,1\n");
+        assert_eq!(p.objects.len(), 1);
+        let all = p.problems.join("\n");
+        for needle in [
+            "l.csv line 3",
+            "line 4: 'abc'",
+            "line 5: coordinate NaN",
+            "line 6: coordinate -5 is negative",
+            "line 7",
+        ] {
+            assert!(all.contains(needle), "{needle} missing in:\n{all}");
+        }
+        let p = table("1 2 3\n");
+        assert!(p.problems[0].contains("3 numbers"), "{:?}", p.problems);
+    }
+
+    #[test]
+    fn json_shapes() {
+        let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
+        let p = j(
+            r#"[{"bbox":[1,2,5,6],"centroid":[3,4]},{"xmin":1,"ymin":1,"xmax":2,"ymax":2,"label":"mitosis"}]"#,
+        );
+        assert_eq!(p.objects.len(), 2, "{:?}", p.problems);
+        assert_eq!(p.objects[0].1.centroid, Some(Point::new(3.0, 4.0)));
+        let p = j(r#"{"objects":[{"box":{"x":1,"y":2,"w":3,"h":4},"center":{"x":2,"y":3}}]}"#);
+        assert_eq!(
+            only(&p).bbox,
+            Some(BBox {
+                x_min: 1.0,
+                y_min: 2.0,
+                x_max: 4.0,
+                y_max: 6.0
+            })
+        );
+        let p = j(
+            r#"{"shapes":[{"label":"mitosis","points":[[5,6],[1,2]],"shape_type":"rectangle"}]}"#,
+        );
+        assert_eq!(
+            only(&p).bbox,
+            Some(BBox {
+                x_min: 1.0,
+                y_min: 2.0,
+                x_max: 5.0,
+                y_max: 6.0
+            })
+        );
+        let p = j(r#"{"a.png":[[1,2]],"b.png":[]}"#);
+        assert_eq!(p.objects[0].0.as_deref(), Some("a.png"));
+        assert!(j("{oops").problems[0].contains("not valid JSON"));
+        assert!(j(r#"[{"centroid":"here"}]"#).problems[0].contains("object 1"));
+    }
+
+    #[test]
+    fn separate_box_and_centroid_records_join() {
+        let b = LabelObject {
+            bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()),
+            centroid: None,
+            class: ObjectClass::Mitosis,
+            origin: "b".into(),
+        };
+        let c = LabelObject {
+            bbox: None,
+            centroid: Some(Point::new(4.0, 5.0)),
+            class: ObjectClass::Mitosis,
+            origin: "c".into(),
+        };
+        let far = LabelObject {
+            centroid: Some(Point::new(40.0, 5.0)),
+            ..c.clone()
+        };
+        let out = combine(vec![b, c, far]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].centroid, Some(Point::new(4.0, 5.0)));
+    }
+}

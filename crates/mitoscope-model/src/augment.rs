@@ -1,0 +1,269 @@
+//! Training-time augmentation of RGB crops: stain jitter in HED space, flips,
+//! 90° rotations, scale jitter and a small Gaussian blur.
+//!
+//! Everything is driven by the caller's RNG, so a seeded `ChaCha8Rng` gives the
+//! same augmented crop on every run (and after a resume).
+//!
+//! Stain jitter follows Tellez et al. (2018): convert to optical density,
+//! deconvolve into haematoxylin / eosin / DAB concentrations with the
+//! Ruifrok–Johnston (2001) stain vectors, scale and shift each concentration,
+//! and recompose. With zero jitter the round trip is the identity up to rounding.
+
+use burn::prelude::*;
+use image::{Rgb, RgbImage};
+use rand::{Rng, RngExt};
+
+/// How strongly to augment; [`AugmentConfig::none`] turns everything off.
+#[derive(Config, Debug, PartialEq)]
+pub struct AugmentConfig {
+    /// Random horizontal and vertical flips (each with probability 1/2).
+    #[config(default = true)]
+    pub flips: bool,
+    /// Random rotation by 0, 90, 180 or 270 degrees (square crops only).
+    #[config(default = true)]
+    pub rotate90: bool,
+    /// Each stain concentration is multiplied by a factor drawn from
+    /// `[1 - hed_scale, 1 + hed_scale]`.
+    #[config(default = 0.05)]
+    pub hed_scale: f32,
+    /// ... and shifted by an offset drawn from `[-hed_shift, hed_shift]`
+    /// (optical-density units).
+    #[config(default = 0.02)]
+    pub hed_shift: f32,
+    /// Probability of blurring a crop.
+    #[config(default = 0.2)]
+    pub blur_probability: f32,
+    /// Largest Gaussian blur sigma in pixels (drawn uniformly from `[0.1, max]`).
+    #[config(default = 1.0)]
+    pub blur_sigma_max: f32,
+    /// Zoom factor drawn from `[1 - scale_jitter, 1 + scale_jitter]`, about the
+    /// crop centre (mimics scanner-to-scanner magnification differences).
+    #[config(default = 0.1)]
+    pub scale_jitter: f32,
+}
+
+impl AugmentConfig {
+    /// No augmentation at all: [`augment`] returns the crop unchanged.
+    pub fn none() -> Self {
+        Self {
+            flips: false,
+            rotate90: false,
+            hed_scale: 0.0,
+            hed_shift: 0.0,
+            blur_probability: 0.0,
+            blur_sigma_max: 0.0,
+            scale_jitter: 0.0,
+        }
+    }
+}
+
+/// One random augmentation of `crop`.
+pub fn augment(crop: &RgbImage, config: &AugmentConfig, rng: &mut impl Rng) -> RgbImage {
+    let mut img = crop.clone();
+    if config.scale_jitter > 0.0 {
+        let j = config.scale_jitter.min(0.9);
+        let factor = rng.random_range(1.0 - j..=1.0 + j);
+        img = scale_about_centre(&img, factor);
+    }
+    if config.flips {
+        if rng.random_bool(0.5) {
+            image::imageops::flip_horizontal_in_place(&mut img);
+        }
+        if rng.random_bool(0.5) {
+            image::imageops::flip_vertical_in_place(&mut img);
+        }
+    }
+    if config.rotate90 && img.width() == img.height() {
+        img = rotate90(&img, rng.random_range(0..4u8));
+    }
+    if config.hed_scale > 0.0 || config.hed_shift > 0.0 {
+        let s = config.hed_scale.abs();
+        let b = config.hed_shift.abs();
+        let mut scale = [1.0f32; 3];
+        let mut shift = [0.0f32; 3];
+        for k in 0..3 {
+            scale[k] = rng.random_range(1.0 - s..=1.0 + s);
+            shift[k] = rng.random_range(-b..=b);
+        }
+        img = hed_jitter(&img, scale, shift);
+    }
+    if config.blur_probability > 0.0 && config.blur_sigma_max > 0.1 {
+        if rng.random_bool(f64::from(config.blur_probability.clamp(0.0, 1.0))) {
+            let sigma = rng.random_range(0.1..=config.blur_sigma_max);
+            img = image::imageops::blur(&img, sigma);
+        }
+    }
+    img
+}
+
+/// Rotates a crop by `quarter_turns * 90°` clockwise.
+pub fn rotate90(img: &RgbImage, quarter_turns: u8) -> RgbImage {
+    match quarter_turns % 4 {
+        0 => img.clone(),
+        1 => image::imageops::rotate90(img),
+        2 => image::imageops::rotate180(img),
+        _ => image::imageops::rotate270(img),
+    }
+}
+
+/// Ruifrok–Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical
+/// density per RGB channel, before normalisation to unit length.
+const RGB_FROM_HED: [[f64; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+
+/// Floor on intensity / 255 before the logarithm, so black pixels stay finite
+/// and still round back to 0.
+const MIN_TRANSMITTANCE: f64 = 1e-6;
+
+fn stain_matrices() -> ([[f64; 3]; 3], [[f64; 3]; 3]) {
+    let mut m = RGB_FROM_HED;
+    for row in &mut m {
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    (m, invert3(&m))
+}
+
+fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let mut inv = [[0.0; 3]; 3];
+    for (r, row) in inv.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            // Cofactor of (c, r): transposed adjugate.
+            let (r1, r2) = ((c + 1) % 3, (c + 2) % 3);
+            let (c1, c2) = ((r + 1) % 3, (r + 2) % 3);
+            *v = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / det;
+        }
+    }
+    inv
+}
+
+/// Stain concentrations `[H, E, DAB]` of one RGB pixel.
+pub fn rgb_to_hed(pixel: [u8; 3]) -> [f64; 3] {
+    let (_, hed_from_rgb) = stain_matrices();
+    let od = pixel.map(|v| -(f64::from(v) / 255.0).max(MIN_TRANSMITTANCE).ln());
+    mul_row(&od, &hed_from_rgb)
+}
+
+fn mul_row(v: &[f64; 3], m: &[[f64; 3]; 3]) -> [f64; 3] {
+    [0, 1, 2].map(|c| v[0] * m[0][c] + v[1] * m[1][c] + v[2] * m[2][c])
+}
+
+/// Scales each stain concentration by `scale[k]` and adds `shift[k]`
+/// (k = H, E, DAB), then recomposes RGB. `scale = [1; 3]`, `shift = [0; 3]`
+/// returns the image unchanged.
+pub fn hed_jitter(img: &RgbImage, scale: [f32; 3], shift: [f32; 3]) -> RgbImage {
+    let (rgb_from_hed, hed_from_rgb) = stain_matrices();
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let od = p.0.map(|v| -(f64::from(v) / 255.0).max(MIN_TRANSMITTANCE).ln());
+        let mut hed = mul_row(&od, &hed_from_rgb);
+        for k in 0..3 {
+            hed[k] = hed[k] * f64::from(scale[k]) + f64::from(shift[k]);
+        }
+        let od = mul_row(&hed, &rgb_from_hed);
+        *p = Rgb(od.map(|d| (255.0 * (-d).exp()).round().clamp(0.0, 255.0) as u8));
+    }
+    out
+}
+
+/// Zooms by `factor` about the crop centre (bilinear, edges clamped), keeping the size.
+pub fn scale_about_centre(img: &RgbImage, factor: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let cx = (f64::from(w) - 1.0) / 2.0;
+    let cy = (f64::from(h) - 1.0) / 2.0;
+    let inv = 1.0 / f64::from(factor.max(1e-3));
+    RgbImage::from_fn(w, h, |x, y| {
+        let sx = cx + (f64::from(x) - cx) * inv;
+        let sy = cy + (f64::from(y) - cy) * inv;
+        Rgb(sample_bilinear(img, sx, sy))
+    })
+}
+
+/// Bilinear sample at `(x, y)` (pixel centres on integers), clamped to the edges.
+pub(crate) fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [u8; 3] {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return [0; 3];
+    }
+    let x = x.clamp(0.0, f64::from(w - 1));
+    let y = y.clamp(0.0, f64::from(h - 1));
+    let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - f64::from(x0), y - f64::from(y0));
+    let p = |xx, yy| img.get_pixel(xx, yy).0.map(f64::from);
+    let (a, b, c, d) = (p(x0, y0), p(x1, y0), p(x0, y1), p(x1, y1));
+    [0, 1, 2].map(|k| {
+        let top = a[k] * (1.0 - fx) + b[k] * fx;
+        let bottom = c[k] * (1.0 - fx) + d[k] * fx;
+        (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+
+    use super::*;
+    use crate::test_support::random_image;
+
+    #[test]
+    fn zero_stain_jitter_is_identity() {
+        let img = random_image(32, 32, 1);
+        assert_eq!(hed_jitter(&img, [1.0; 3], [0.0; 3]), img);
+    }
+
+    #[test]
+    fn no_augmentation_is_identity() {
+        let img = random_image(16, 16, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        assert_eq!(augment(&img, &AugmentConfig::none(), &mut rng), img);
+    }
+
+    #[test]
+    fn flips_and_rotations_are_involutions() {
+        let img = random_image(12, 12, 4);
+        let mut flipped = image::imageops::flip_horizontal(&img);
+        assert_ne!(flipped, img);
+        image::imageops::flip_horizontal_in_place(&mut flipped);
+        assert_eq!(flipped, img);
+        assert_eq!(rotate90(&rotate90(&img, 2), 2), img);
+        let four = (0..4).fold(img.clone(), |acc, _| rotate90(&acc, 1));
+        assert_eq!(four, img);
+        assert_eq!(rotate90(&rotate90(&img, 1), 3), img);
+    }
+
+    #[test]
+    fn augmentation_is_deterministic_for_a_seed() {
+        let img = random_image(24, 24, 5);
+        let config = AugmentConfig::new().with_blur_probability(1.0);
+        let a = augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(9));
+        let b = augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(9));
+        let c = augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(10));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.dimensions(), img.dimensions());
+    }
+
+    #[test]
+    fn white_has_no_stain_and_more_haematoxylin_darkens() {
+        let white = rgb_to_hed([255, 255, 255]);
+        assert!(white.iter().all(|v| v.abs() < 1e-9), "{white:?}");
+        // A haematoxylin-rich pixel decomposes mostly into H.
+        let nucleus = rgb_to_hed([80, 60, 140]);
+        assert!(nucleus[0] > nucleus[2], "{nucleus:?}");
+        let img = RgbImage::from_pixel(4, 4, Rgb([120, 90, 160]));
+        let darker = hed_jitter(&img, [1.5, 1.0, 1.0], [0.0; 3]);
+        let sum = |i: &RgbImage| i.as_raw().iter().map(|&v| u32::from(v)).sum::<u32>();
+        assert!(sum(&darker) < sum(&img));
+    }
+
+    #[test]
+    fn unit_scale_keeps_the_image() {
+        let img = random_image(10, 10, 6);
+        assert_eq!(scale_about_centre(&img, 1.0), img);
+        let zoomed = scale_about_centre(&img, 2.0);
+        assert_eq!(zoomed.dimensions(), (10, 10));
+    }
+}

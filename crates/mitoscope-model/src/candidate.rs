@@ -1,0 +1,253 @@
+//! Stage 1: [`CandidateNet`], a small fully-convolutional encoder-decoder that
+//! turns an RGB tile into a per-pixel mitosis heat map, plus the plain-Rust
+//! post-processing around it: training targets ([`disc_target`],
+//! [`mask_target`]) and peak extraction ([`peaks`]).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::prelude::*;
+use image::GrayImage;
+
+use crate::layers::ConvBlock;
+
+/// Number of 2x downsamplings; inputs must have sides divisible by `2^DEPTH`.
+pub const DEPTH: u32 = 3;
+
+/// The side multiple [`CandidateNet::forward`] needs (8);
+/// [`crate::infer::candidate_map`] pads any image up to it.
+pub const SIDE_MULTIPLE: usize = 1 << DEPTH;
+
+/// Shape and input resolution of a [`CandidateNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct CandidateNetConfig {
+    /// Channels at full resolution; the encoder doubles them at each of the
+    /// first two downsamplings (8 -> 16 -> 32, bottleneck 32).
+    #[config(default = 8)]
+    pub base_channels: usize,
+    /// GroupNorm groups (reduced to a divisor of each block's width).
+    #[config(default = 4)]
+    pub norm_groups: usize,
+    /// Microns per pixel the tile is resampled to before the network (half of
+    /// the usual 0.25 µm/px scan resolution: 4x fewer pixels, figures still
+    /// ~10-30 px wide).
+    #[config(default = 0.5)]
+    pub mpp: f64,
+}
+
+/// U-Net-like encoder-decoder, 3 levels down and 3 up with skip connections.
+#[derive(Module, Debug)]
+pub struct CandidateNet {
+    enc0: ConvBlock,
+    enc1: ConvBlock,
+    enc2: ConvBlock,
+    bottleneck: ConvBlock,
+    up2: ConvTranspose2d,
+    dec2: ConvBlock,
+    up1: ConvTranspose2d,
+    dec1: ConvBlock,
+    up0: ConvTranspose2d,
+    dec0: ConvBlock,
+    head: Conv2d,
+    pool: MaxPool2d,
+}
+
+impl CandidateNetConfig {
+    /// A freshly initialised network on `device`.
+    pub fn init(&self, device: &Device) -> CandidateNet {
+        let c = self.base_channels.max(1);
+        let g = self.norm_groups;
+        // Kernel 2, stride 2: exactly doubles the side, so decoder and skip align.
+        let up = |ch: usize| ConvTranspose2dConfig::new([ch, ch], [2, 2]).with_stride([2, 2]).init(device);
+        CandidateNet {
+            enc0: ConvBlock::new(3, c, g, device),
+            enc1: ConvBlock::new(c, 2 * c, g, device),
+            enc2: ConvBlock::new(2 * c, 4 * c, g, device),
+            bottleneck: ConvBlock::new(4 * c, 4 * c, g, device),
+            up2: up(4 * c),
+            dec2: ConvBlock::new(8 * c, 2 * c, g, device),
+            up1: up(2 * c),
+            dec1: ConvBlock::new(4 * c, c, g, device),
+            up0: up(c),
+            dec0: ConvBlock::new(2 * c, c, g, device),
+            head: Conv2dConfig::new([c, 1], [1, 1]).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+        }
+    }
+}
+
+impl CandidateNet {
+    /// Tiles `[B, 3, H, W]` (normalised; `H`, `W` multiples of [`SIDE_MULTIPLE`])
+    /// -> per-pixel mitosis logits `[B, 1, H, W]`.
+    pub fn forward(&self, tiles: Tensor<4>) -> Tensor<4> {
+        let e0 = self.enc0.forward(tiles); // [B, c, H, W]
+        let e1 = self.enc1.forward(self.pool.forward(e0.clone())); // [B, 2c, H/2, W/2]
+        let e2 = self.enc2.forward(self.pool.forward(e1.clone())); // [B, 4c, H/4, W/4]
+        let b = self.bottleneck.forward(self.pool.forward(e2.clone())); // [B, 4c, H/8, W/8]
+        let d2 = self.dec2.forward(Tensor::cat(vec![self.up2.forward(b), e2], 1)); // [B, 2c, H/4, W/4]
+        let d1 = self.dec1.forward(Tensor::cat(vec![self.up1.forward(d2), e1], 1)); // [B, c, H/2, W/2]
+        let d0 = self.dec0.forward(Tensor::cat(vec![self.up0.forward(d1), e0], 1)); // [B, c, H, W]
+        self.head.forward(d0)
+    }
+}
+
+/// A single-channel map of values (probabilities or targets), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbabilityMap {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `height * width` values, row by row.
+    pub values: Vec<f32>,
+}
+
+impl ProbabilityMap {
+    /// A map of zeros.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        Self { width, height, values: vec![0.0; width * height] }
+    }
+
+    /// Value at column `x`, row `y` (None outside).
+    pub fn get(&self, x: usize, y: usize) -> Option<f32> {
+        (x < self.width && y < self.height).then(|| self.values[y * self.width + x])
+    }
+}
+
+/// A local maximum of a [`ProbabilityMap`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// Column, in map pixels.
+    pub x: usize,
+    /// Row, in map pixels.
+    pub y: usize,
+    /// Map value there.
+    pub score: f32,
+}
+
+/// Local maxima of `map` at or above `threshold`, at least `min_distance`
+/// pixels apart (Euclidean), strongest first.
+///
+/// A pixel is a candidate when no 8-neighbour is larger; candidates are then
+/// accepted greedily by score (ties broken top-left first, so the result is
+/// deterministic), dropping any within `min_distance` of an accepted peak. This
+/// also collapses flat plateaus to one peak. NaN values are never peaks.
+pub fn peaks(map: &ProbabilityMap, threshold: f32, min_distance: f32) -> Vec<Peak> {
+    let (w, h) = (map.width, map.height);
+    if map.values.len() != w * h {
+        return Vec::new();
+    }
+    let mut candidates = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let v = map.values[y * w + x];
+            if v.is_nan() || v < threshold {
+                continue;
+            }
+            let mut is_max = true;
+            'neighbours: for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                    if map.values[ny * w + nx] > v {
+                        is_max = false;
+                        break 'neighbours;
+                    }
+                }
+            }
+            if is_max {
+                candidates.push(Peak { x, y, score: v });
+            }
+        }
+    }
+    // Stable sort keeps row-major order among equal scores.
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let min_d2 = min_distance.max(0.0).powi(2);
+    let mut accepted: Vec<Peak> = Vec::new();
+    for c in candidates {
+        let far = accepted.iter().all(|p| {
+            let (dx, dy) = (p.x as f32 - c.x as f32, p.y as f32 - c.y as f32);
+            dx * dx + dy * dy >= min_d2
+        });
+        if far {
+            accepted.push(c);
+        }
+    }
+    accepted
+}
+
+/// Training target from centroids: 1 inside a disc of `radius` pixels around
+/// each `(x, y)`, 0 elsewhere (used where only point labels exist).
+pub fn disc_target(width: usize, height: usize, centroids: &[(f64, f64)], radius: f64) -> ProbabilityMap {
+    let mut map = ProbabilityMap::zeros(width, height);
+    let r2 = radius * radius;
+    for &(cx, cy) in centroids {
+        if !(cx.is_finite() && cy.is_finite()) {
+            continue;
+        }
+        let x0 = (cx - radius).floor().max(0.0) as usize;
+        let y0 = (cy - radius).floor().max(0.0) as usize;
+        let x1 = ((cx + radius).ceil().max(0.0) as usize).min(width.saturating_sub(1));
+        let y1 = ((cy + radius).ceil().max(0.0) as usize).min(height.saturating_sub(1));
+        for y in y0..=y1.max(y0) {
+            for x in x0..=x1.max(x0) {
+                let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+                if x < width && y < height && dx * dx + dy * dy <= r2 {
+                    map.values[y * width + x] = 1.0;
+                }
+            }
+        }
+    }
+    map
+}
+
+/// Training target from a binary mask (any non-zero pixel is mitosis), as
+/// `mitoscope_imaging::read_mask` returns it.
+pub fn mask_target(mask: &GrayImage) -> ProbabilityMap {
+    ProbabilityMap {
+        width: mask.width() as usize,
+        height: mask.height() as usize,
+        values: mask.as_raw().iter().map(|&v| if v > 0 { 1.0 } else { 0.0 }).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_keeps_the_tile_size() {
+        let device = Device::flex();
+        let net = CandidateNetConfig::new().with_base_channels(4).init(&device);
+        let out = net.forward(Tensor::zeros([2, 3, 16, 24], &device));
+        assert_eq!(out.dims(), [2, 1, 16, 24]);
+    }
+
+    #[test]
+    fn peaks_on_a_hand_made_map() {
+        let mut map = ProbabilityMap::zeros(10, 8);
+        let mut set = |x: usize, y: usize, v: f32| map.values[y * 10 + x] = v;
+        set(2, 2, 0.9);
+        set(3, 2, 0.8); // shoulder of the first peak, not a maximum
+        set(4, 3, 0.85); // a local maximum, but within 3 px of (2, 2)
+        set(8, 6, 0.7);
+        set(0, 7, 0.3); // below threshold
+        set(6, 0, 0.6);
+        set(7, 0, 0.6); // plateau: one peak only
+        let found = peaks(&map, 0.5, 3.0);
+        let xy: Vec<_> = found.iter().map(|p| (p.x, p.y)).collect();
+        assert_eq!(xy, vec![(2, 2), (8, 6), (6, 0)]);
+        assert_eq!(found[0].score, 0.9);
+        // Without a distance constraint the close local maximum survives.
+        assert_eq!(peaks(&map, 0.5, 0.0).len(), 5);
+        assert!(peaks(&ProbabilityMap::zeros(0, 0), 0.5, 1.0).is_empty());
+    }
+
+    #[test]
+    fn disc_and_mask_targets() {
+        let t = disc_target(9, 9, &[(4.0, 4.0), (100.0, 100.0)], 2.0);
+        assert_eq!(t.get(4, 4), Some(1.0));
+        assert_eq!(t.get(6, 4), Some(1.0));
+        assert_eq!(t.get(6, 6), Some(0.0)); // sqrt(8) > 2
+        assert_eq!(t.values.iter().filter(|&&v| v > 0.0).count(), 13);
+        let mask = GrayImage::from_raw(3, 1, vec![0, 255, 7]).unwrap();
+        assert_eq!(mask_target(&mask).values, vec![0.0, 1.0, 1.0]);
+    }
+}

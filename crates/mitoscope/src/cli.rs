@@ -1,0 +1,162 @@
+//! Command-line arguments, as typed. Validation that needs more than clap
+//! (e.g. µm radius needs an mpp) happens in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Find, segment, count and score mitotic figures in H&E histopathology.
+#[derive(Debug, Parser)]
+#[command(name = "mitoscope", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); MITOSCOPE_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarise a dataset or annotation file: images, masks, objects per subset, mpp, inconsistencies.
+    Inspect(InspectArgs),
+    /// Convert annotations between formats (any reader to any writer).
+    Convert(ConvertArgs),
+    /// Score detections against ground truth: P/R/F1, threshold sweep, AP, FROC, counts.
+    Eval(EvalArgs),
+    /// Compare segmentation masks: pixel Dice/IoU and object-level Dice.
+    Segeval(SegevalArgs),
+    /// Nottingham mitotic score from a count and the area analysed.
+    Grade(GradeArgs),
+}
+
+/// Input-format options shared by commands that read annotations.
+#[derive(Debug, Args, Clone)]
+pub struct ReadArgs {
+    /// Microns per pixel of the images, where the files do not say.
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Folder holding the images the annotations refer to (YOLO needs image sizes).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+}
+
+/// `mitoscope inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Dataset folder, zip, or annotation file.
+    pub path: PathBuf,
+    /// Input format (default: detected). One of gzmh, csv, icpr, coco, midog, sliderunner, yolo, voc, geojson.
+    #[arg(long, short = 'f', value_name = "FORMAT")]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many inconsistencies (all are counted).
+    #[arg(long, default_value_t = 50)]
+    pub max_issues: usize,
+}
+
+/// `mitoscope convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Input dataset folder, zip, or annotation file.
+    pub input: PathBuf,
+    /// Output file (or folder for per-image formats: yolo, voc, midog with several images).
+    pub output: PathBuf,
+    /// Input format (default: detected).
+    #[arg(long, value_name = "FORMAT")]
+    pub from: Option<String>,
+    /// Output format (default: from the output extension: .csv, .geojson, .json = coco, .xml = voc, .txt = yolo).
+    #[arg(long, value_name = "FORMAT")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Write outlines as polygons where known (GeoJSON).
+    #[arg(long)]
+    pub polygons: bool,
+    /// Keep only mitoses (drop look-alikes / hard negatives).
+    #[arg(long)]
+    pub mitoses_only: bool,
+}
+
+/// `mitoscope eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Ground truth: CSV with a header holding image,x,y, or any readable format.
+    #[arg(long, value_name = "T")]
+    pub truth: PathBuf,
+    /// Predictions: CSV with image,x,y,score, or any readable format.
+    #[arg(long, value_name = "P")]
+    pub pred: PathBuf,
+    /// Match radius in pixels.
+    #[arg(long, value_name = "R", conflicts_with = "radius_um", required_unless_present = "radius_um")]
+    pub radius_px: Option<f64>,
+    /// Match radius in microns (needs --mpp).
+    #[arg(long, value_name = "R")]
+    pub radius_um: Option<f64>,
+    /// Microns per pixel (converts --radius-um; also fills images lacking mpp).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Matching rule.
+    #[arg(long = "match", value_name = "RULE", default_value = "greedy")]
+    pub rule: String,
+    /// Drop predictions scoring below S before matching.
+    #[arg(long, value_name = "S")]
+    pub threshold: Option<f64>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Format of --truth (default: detected).
+    #[arg(long, value_name = "FORMAT")]
+    pub truth_format: Option<String>,
+    /// Format of --pred (default: detected).
+    #[arg(long, value_name = "FORMAT")]
+    pub pred_format: Option<String>,
+    /// Folder holding the images (for formats that need image sizes).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Also print the per-image table.
+    #[arg(long)]
+    pub per_image: bool,
+}
+
+/// `mitoscope segeval`.
+#[derive(Debug, Args)]
+pub struct SegevalArgs {
+    /// Ground-truth mask image, or folder of masks.
+    #[arg(long, value_name = "MASKS")]
+    pub truth: PathBuf,
+    /// Predicted mask image, or folder of masks (paired by file stem).
+    #[arg(long, value_name = "MASKS")]
+    pub pred: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mitoscope grade`.
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    /// Number of mitoses counted.
+    #[arg(long)]
+    pub count: usize,
+    /// Area actually analysed, mm².
+    #[arg(long, value_name = "MM2")]
+    pub area_mm2: f64,
+    /// Microscope field diameter in mm (selects the table row).
+    #[arg(long, value_name = "D", conflicts_with = "hpf_area_mm2")]
+    pub field_diameter_mm: Option<f64>,
+    /// Area of one high-power field in mm² (selects the table row).
+    #[arg(long, value_name = "A")]
+    pub hpf_area_mm2: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

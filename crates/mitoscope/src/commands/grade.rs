@@ -1,0 +1,34 @@
+//! `mitoscope grade`: the Nottingham mitotic score of a count over an area.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use mitoscope_eval::score::{FieldPreset, mitotic_score};
+
+use crate::cli::GradeArgs;
+
+pub fn run(args: GradeArgs) -> Result<ExitCode> {
+    let preset = match (args.field_diameter_mm, args.hpf_area_mm2) {
+        (Some(d), _) => FieldPreset::Diameter(d),
+        (None, Some(a)) => FieldPreset::Area(a),
+        (None, None) => FieldPreset::default(),
+    };
+    let s = mitotic_score(args.count, args.area_mm2, preset).context("computing the mitotic score")?;
+    if args.json {
+        super::print(&(serde_json::to_string_pretty(&s)? + "\n"))?;
+    } else {
+        super::print(&format!(
+            "mitotic score {}: {} mitoses in {:.3} mm² = {:.2}/mm², {:.1} per 10 fields of {:.2} mm diameter \
+             (table row: score 1 <= {}, score 2 <= {}, score 3 above)\n",
+            s.score,
+            s.count,
+            s.area_mm2,
+            s.density_per_mm2,
+            s.equivalent_10_field_count,
+            s.row.field_diameter_mm,
+            s.row.score1_max,
+            s.row.score2_max
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

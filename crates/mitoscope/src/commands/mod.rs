@@ -1,0 +1,115 @@
+//! One module per subcommand; each validates its arguments, calls the
+//! libraries and prints. Shared helpers for reading annotations live here.
+
+mod convert;
+mod eval;
+mod grade;
+mod inspect;
+mod segeval;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use mitoscope_annotations::AnnotationSet;
+use mitoscope_formats::{Format, ReadOptions};
+use mitoscope_geom::Mpp;
+
+use crate::cli::Command;
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Segeval(a) => segeval::run(a),
+        Command::Grade(a) => grade::run(a),
+    }
+}
+
+/// Parses a `--format`-style name.
+fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
+    name.map(|n| {
+        Format::from_name(n).with_context(|| {
+            format!("unknown format '{n}': expected one of {}", Format::ALL.map(Format::name).join(", "))
+        })
+    })
+    .transpose()
+}
+
+/// Validates an `--mpp` value.
+fn parse_mpp(mpp: Option<f64>) -> Result<Option<Mpp>> {
+    mpp.map(|m| Mpp::new(m).context("--mpp")).transpose()
+}
+
+/// Reads annotations in any format, naming the file in every error, and
+/// makes image identifiers file stems (`A00_00.jpg` and `A00_00` are one image).
+fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<AnnotationSet> {
+    if !path.exists() {
+        bail!("{}: no such file or folder", path.display());
+    }
+    let mut set = mitoscope_formats::read(path, format, opts)
+        .with_context(|| format!("reading {}", path.display()))?;
+    for img in &mut set.images {
+        if let Some(stem) = strip_image_extension(&img.image) {
+            img.image = stem;
+        }
+    }
+    if let Some(dir) = &opts.images_dir {
+        fill_image_sizes(&mut set, dir);
+    }
+    Ok(set)
+}
+
+/// Gives images whose size the annotation file does not state the size of the
+/// image file with the same stem in `dir` (writers such as YOLO need it).
+fn fill_image_sizes(set: &mut AnnotationSet, dir: &Path) {
+    for img in set.images.iter_mut().filter(|i| i.width.is_none() || i.height.is_none()) {
+        let found = mitoscope_imaging::IMAGE_EXTENSIONS
+            .iter()
+            .map(|ext| dir.join(format!("{}.{ext}", img.image)))
+            .find(|p| p.is_file());
+        let Some(path) = found else { continue };
+        match mitoscope_imaging::image_size(&path) {
+            Ok((w, h)) => {
+                img.width = Some(w);
+                img.height = Some(h);
+                img.path.get_or_insert(path);
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+}
+
+fn strip_image_extension(name: &str) -> Option<String> {
+    let p = Path::new(name);
+    if mitoscope_imaging::is_image_path(p) {
+        p.file_stem().map(|s| s.to_string_lossy().into_owned())
+    } else {
+        None
+    }
+}
+
+/// Writes `text` to stdout, treating a closed pipe (`| head`) as success.
+fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids_become_stems() {
+        assert_eq!(strip_image_extension("A00_00.jpg").as_deref(), Some("A00_00"));
+        assert_eq!(strip_image_extension("001.tiff").as_deref(), Some("001"));
+        assert_eq!(strip_image_extension("A00_00"), None);
+        assert_eq!(strip_image_extension("slide.v2"), None);
+    }
+}

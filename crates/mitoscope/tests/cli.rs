@@ -1,0 +1,342 @@
+//! End-to-end tests of the `mitoscope` binary: real fixtures with their known
+//! counts, hand-worked evaluation cases, randomized agreement with a plain
+//! reference implementation, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mitoscope_testdata::require_data;
+
+fn mitoscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mitoscope(args);
+    assert!(
+        out.status.success(),
+        "mitoscope {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a command that must fail; returns its stderr, checked to be one clean
+/// `error:` line (no panic, no backtrace).
+fn fails(args: &[&str]) -> String {
+    let out = mitoscope(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "mitoscope {args:?} should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
+    stderr
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write fixture");
+    p
+}
+
+// ---------- inspect: real fixtures with the counts their READMEs state ----------
+
+#[test]
+fn inspect_mask_patches() {
+    let dir = require_data!("icpr2012/mask-patches");
+    let v = json(&["inspect", s(&dir), "--json"]);
+    assert_eq!(v["images"], 50);
+    let with_mitoses: u64 = v["subsets"].as_array().unwrap().iter().map(|s| s["images_with_mitoses"].as_u64().unwrap()).sum();
+    assert_eq!(with_mitoses, 20);
+}
+
+#[test]
+fn inspect_midog_json() {
+    let dir = require_data!("formats");
+    let v = json(&["inspect", s(&dir.join("MIDOG.json")), "--json"]);
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(1721), Some(2714)));
+    let v = json(&["inspect", s(&dir.join("MIDOG++.json")), "--json"]);
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(11937), Some(14349)));
+}
+
+#[test]
+fn inspect_sliderunner() {
+    let dir = require_data!("formats");
+    let v = json(&["inspect", s(&dir.join("MITOS2012.sqlite")), "--json"]);
+    assert_eq!(v["mitoses"], 226);
+    assert_eq!(v["images"], 35);
+    let v = json(&["inspect", s(&dir.join("MITOS2014.sqlite")), "--json"]);
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(749), Some(2884)));
+}
+
+#[test]
+fn inspect_icpr_pixel_lists_and_centroids() {
+    let dir = require_data!("icpr2012");
+    let v = json(&["inspect", s(&dir.join("pixel-masks/A00_01.csv")), "--json"]);
+    assert_eq!(v["mitoses"], 5);
+    let v = json(&["inspect", s(&dir.join("pixel-masks/A00_02.csv")), "--json"]);
+    assert_eq!(v["mitoses"], 2);
+    let v = json(&["inspect", s(&dir.join("centroids.csv")), "--json"]);
+    assert_eq!((v["mitoses"].as_u64(), v["images"].as_u64()), (Some(35), Some(5)));
+}
+
+#[test]
+fn inspect_cmc_yolo() {
+    let dir = require_data!("cmc-negatives");
+    let v = json(&["inspect", s(&dir), "--format", "yolo", "--json"]);
+    assert_eq!((v["images"].as_u64(), v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(3), Some(0), Some(14)));
+}
+
+// ---------- convert ----------
+
+#[test]
+fn convert_round_trips_through_every_writer() {
+    let data = require_data!("icpr2012");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = data.join("centroids.csv");
+    let hpf = data.join("hpf");
+    for (name, extra) in [
+        ("out.geojson", vec![]),
+        ("out.json", vec![]),
+        ("midog", vec!["--to", "midog", "--mpp", "0.2456"]),
+        ("yolo", vec!["--to", "yolo", "--images", s(&hpf)]),
+        ("voc", vec!["--to", "voc", "--images", s(&hpf)]),
+        ("out.csv", vec![]),
+    ] {
+        let out = tmp.path().join(name);
+        let mut args = vec!["convert", s(&src), s(&out)];
+        args.extend(extra.iter().copied());
+        ok(&args);
+        let mut back = vec!["inspect", s(&out), "--json"];
+        let fmt_flag;
+        if !name.contains('.') {
+            fmt_flag = name.to_owned();
+            back.extend(["--format", fmt_flag.as_str(), "--mpp", "0.2456"]);
+            if name == "yolo" {
+                back.extend(["--images", s(&hpf)]);
+            }
+        }
+        let v = json(&back);
+        assert_eq!(v["mitoses"], 35, "{name}: {v}");
+    }
+}
+
+#[test]
+fn convert_needs_a_known_output_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = write(tmp.path(), "t.csv", "image,x,y\na,1,2\n");
+    let err = fails(&["convert", s(&t), s(&tmp.path().join("out.weird"))]);
+    assert!(err.contains("--to"), "{err}");
+}
+
+// ---------- eval: hand-worked ----------
+
+/// Truths a (0,0), b (10,0); predictions p1 (5,0) score .9 between them, p2 (14,0) score .5,
+/// and an image `c` with a truth but no predictions, `d` with a prediction but no truth.
+fn hand_case(dir: &Path) -> (PathBuf, PathBuf) {
+    let t = write(dir, "truth.csv", "image,x,y\nm,0,0\nm,10,0\nc,50,50\n");
+    let p = write(dir, "pred.csv", "image,x,y,score\nm,5,0,0.9\nm,14,0,0.5\nd,1,1,0.7\n");
+    (t, p)
+}
+
+#[test]
+fn eval_three_rules_hand_worked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, p) = hand_case(tmp.path());
+    let run = |rule: &str, r: &str| json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", r, "--match", rule, "--json"]);
+    // greedy: truth (0,0) takes p1 (d=5, inclusive), truth (10,0) takes p2 (d=4).
+    let g = run("greedy", "5");
+    assert_eq!((g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()), (Some(2), Some(1), Some(1)));
+    // radius 4.5: truth (0,0) finds nothing; (10,0) takes p2 (4) -> 1 tp.
+    let g = run("greedy", "4.5");
+    assert_eq!((g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()), (Some(1), Some(2), Some(2)));
+    let o = run("optimal", "5");
+    assert_eq!((o["tp"].as_u64(), o["fp"].as_u64(), o["fn"].as_u64()), (Some(2), Some(1), Some(1)));
+    // wang2024 at r = 5: strict; (0,0)'s nearest is p1 at exactly 5 -> not found; (10,0) -> p2 (4) found.
+    let w = run("wang2024", "5");
+    assert_eq!(w["tp"].as_u64(), Some(1));
+    let precision = w["precision"].as_f64().unwrap();
+    assert!((precision - 1.0 / 3.0).abs() < 1e-12, "wang2024 precision = TP / predictions: {precision}");
+    // per-image rows include the image with truths only and the one with predictions only.
+    let images: Vec<&str> = g["per_image"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
+    assert!(images.contains(&"c") && images.contains(&"d"), "{images:?}");
+}
+
+#[test]
+fn eval_threshold_and_micron_radius() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, p) = hand_case(tmp.path());
+    // Dropping scores below 0.6 removes p2: greedy r=5 -> (0,0) takes p1; (10,0) nothing.
+    let v = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5", "--threshold", "0.6", "--json"]);
+    assert_eq!((v["tp"].as_u64(), v["fp"].as_u64(), v["fn"].as_u64()), (Some(1), Some(1), Some(2)));
+    // 1.25 µm at 0.25 µm/px is 5 px: same as --radius-px 5.
+    let a = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-um", "1.25", "--mpp", "0.25", "--json"]);
+    let b = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5", "--json"]);
+    assert_eq!(a["tp"], b["tp"]);
+    assert_eq!(a["f1"], b["f1"]);
+    let text = ok(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5"]);
+    assert!(text.contains("pooled") && text.contains("AP"), "{text}");
+}
+
+// ---------- eval: randomized agreement with a plain reference ----------
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+type Pt = (f64, f64);
+
+fn dist(a: Pt, b: Pt) -> f64 {
+    ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+}
+
+/// evalutils score_detection, written from its description.
+fn ref_greedy(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
+    let mut used = vec![false; pred.len()];
+    let mut tp = 0;
+    for &t in truth {
+        let mut best: Option<(f64, usize)> = None;
+        for (j, &p) in pred.iter().enumerate() {
+            let d = dist(t, p);
+            if !used[j] && d <= r && best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, j));
+            }
+        }
+        if let Some((_, j)) = best {
+            used[j] = true;
+            tp += 1;
+        }
+    }
+    tp
+}
+
+/// Maximum matching by exhaustive search (small cases only).
+fn ref_optimal(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
+    fn go(i: usize, truth: &[Pt], pred: &[Pt], r: f64, used: &mut Vec<bool>) -> usize {
+        if i == truth.len() {
+            return 0;
+        }
+        let mut best = go(i + 1, truth, pred, r, used);
+        for j in 0..pred.len() {
+            if !used[j] && dist(truth[i], pred[j]) <= r {
+                used[j] = true;
+                best = best.max(1 + go(i + 1, truth, pred, r, used));
+                used[j] = false;
+            }
+        }
+        best
+    }
+    go(0, truth, pred, r, &mut vec![false; pred.len()])
+}
+
+fn ref_wang(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
+    truth
+        .iter()
+        .filter(|&&t| pred.iter().map(|&p| dist(t, p)).fold(f64::INFINITY, f64::min) < r)
+        .count()
+}
+
+#[test]
+fn eval_agrees_with_reference_on_random_cases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(42);
+    for case in 0..12 {
+        let mut truth_csv = String::from("image,x,y\n");
+        let mut pred_csv = String::from("image,x,y,score\n");
+        let (mut g, mut o, mut w, mut nt, mut np) = (0, 0, 0, 0, 0);
+        let r = 4.0 + 6.0 * rng.next();
+        for img in 0..4 {
+            let n_t = (rng.next() * 6.0) as usize;
+            let n_p = (rng.next() * 6.0) as usize;
+            // Integer grid so that exact-radius ties happen.
+            let truth: Vec<Pt> = (0..n_t).map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor())).collect();
+            let pred: Vec<Pt> = (0..n_p).map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor())).collect();
+            for t in &truth {
+                truth_csv += &format!("i{img},{},{}\n", t.0, t.1);
+            }
+            for p in &pred {
+                pred_csv += &format!("i{img},{},{},{:.3}\n", p.0, p.1, rng.next());
+            }
+            g += ref_greedy(&truth, &pred, r);
+            o += ref_optimal(&truth, &pred, r);
+            w += ref_wang(&truth, &pred, r);
+            nt += n_t;
+            np += n_p;
+        }
+        let t = write(tmp.path(), &format!("t{case}.csv"), &truth_csv);
+        let p = write(tmp.path(), &format!("p{case}.csv"), &pred_csv);
+        let rs = format!("{r}");
+        for (rule, expect) in [("greedy", g), ("optimal", o), ("wang2024", w)] {
+            let v = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", &rs, "--match", rule, "--json"]);
+            assert_eq!(v["tp"].as_u64(), Some(expect as u64), "case {case} {rule}");
+            assert_eq!(v["fn"].as_u64(), Some((nt - expect) as u64), "case {case} {rule}");
+            if rule != "wang2024" {
+                assert_eq!(v["fp"].as_u64(), Some((np - expect) as u64), "case {case} {rule}");
+            }
+        }
+    }
+}
+
+// ---------- grade and segeval ----------
+
+#[test]
+fn grade_tupac_convention() {
+    // 10 HPF = 2 mm²: 10 mitoses over 2 mm² sits in the 0.50 mm row (<= 7, 8-14, >= 15) -> score 2.
+    let v = json(&["grade", "--count", "10", "--area-mm2", "2", "--json"]);
+    assert_eq!(v["score"], 2);
+    let v = json(&["grade", "--count", "20", "--area-mm2", "2", "--json"]);
+    assert_eq!(v["score"], 3);
+    fails(&["grade", "--count", "3", "--area-mm2", "0"]);
+}
+
+#[test]
+fn segeval_mask_against_itself_and_empty() {
+    let dir = require_data!("icpr2012/mask-patches/masks");
+    let v = json(&["segeval", "--truth", s(&dir), "--pred", s(&dir), "--json"]);
+    assert_eq!(v["images"], 50);
+    assert_eq!(v["pooled_dice"], 1.0);
+    assert_eq!(v["mean_object_dice"], 1.0);
+}
+
+// ---------- bad input: one error line naming the file, non-zero exit ----------
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = write(tmp.path(), "good.csv", "image,x,y,score\na,1,2,0.5\n");
+    let no_cols = write(tmp.path(), "nocols.csv", "foo,bar\n1,2\n");
+    let nan = write(tmp.path(), "nan.csv", "image,x,y,score\na,NaN,2,0.5\n");
+    let nan_score = write(tmp.path(), "nanscore.csv", "image,x,y,score\na,1,2,nan\n");
+    let neg = write(tmp.path(), "neg.csv", "image,x,y\na,-4,2\n");
+    let trunc = write(tmp.path(), "trunc.json", "{\"images\": [{\"id\": 1, \"file_name\": ");
+    for bad in [&no_cols, &nan, &nan_score, &neg, &trunc] {
+        let name = bad.file_name().unwrap().to_str().unwrap();
+        let err = fails(&["eval", "--truth", s(bad), "--pred", s(&good), "--radius-px", "5"]);
+        assert!(err.contains(name), "error must name {name}: {err}");
+        let err = fails(&["inspect", s(bad)]);
+        assert!(err.contains(name), "error must name {name}: {err}");
+    }
+    let err = fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-um", "8"]);
+    assert!(err.contains("--mpp"), "{err}");
+    let err = fails(&["inspect", s(&tmp.path().join("missing.csv"))]);
+    assert!(err.contains("missing.csv"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = fails(&["inspect", s(&empty)]);
+    assert!(err.contains("empty"), "{err}");
+    fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "5", "--match", "nearest"]);
+    fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "0"]);
+}
