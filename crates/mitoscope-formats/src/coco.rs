@@ -219,7 +219,7 @@ fn first_polygon(seg: &serde_json::Value) -> Option<Polygon> {
     let rings = seg.as_array()?;
     let ring = rings.first()?.as_array()?;
     let nums: Vec<f64> = ring.iter().filter_map(serde_json::Value::as_f64).collect();
-    if nums.len() < 6 || nums.len() != ring.len() || nums.len() % 2 != 0 {
+    if nums.len() < 6 || nums.len() != ring.len() || !nums.len().is_multiple_of(2) {
         return None;
     }
     Some(Polygon::new(nums.chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect()))

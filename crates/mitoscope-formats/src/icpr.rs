@@ -22,7 +22,7 @@ pub fn read_pixel_lists(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSe
             continue;
         }
         let fields: Vec<&str> = line.strip_suffix(',').unwrap_or(line).split(',').map(str::trim).collect();
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             return Err(FormatError::malformed(
                 path,
                 loc(),

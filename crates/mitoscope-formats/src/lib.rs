@@ -223,7 +223,7 @@ fn detect_csv(text: &str) -> Format {
     let first = text.lines().next().unwrap_or("");
     let fields: Vec<&str> = first.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
     let numeric = !fields.is_empty() && fields.iter().all(|f| f.parse::<f64>().is_ok());
-    if numeric && fields.len() >= 2 && fields.len() % 2 == 0 && fields.len() != 4 {
+    if numeric && fields.len() >= 2 && fields.len().is_multiple_of(2) && fields.len() != 4 {
         Format::IcprPixels
     } else {
         Format::Csv

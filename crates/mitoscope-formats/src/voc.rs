@@ -19,7 +19,8 @@
 //!   predictions round-trip.
 //! - Writing produces one XML per image: into `path` itself when it ends in
 //!   `.xml` and the set holds one image, else into the folder `path` as
-//!   `<image>.xml`. Objects without a box cannot be written (VOC stores boxes).
+//!   `<image>.xml`. Objects without a box get a [`crate::DEFAULT_BOX_PX`] square
+//!   around their centroid (VOC stores boxes only).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
