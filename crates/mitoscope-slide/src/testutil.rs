@@ -1,0 +1,92 @@
+//! Test helpers: a synthetic pyramidal TIFF writer.
+//!
+//! The `tiff` encoder writes strip images only, so tiled levels are written
+//! through its low-level directory API: tile bytes with `write_data`, then the
+//! tile tags pointing at them.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use tiff::encoder::{Rational, TiffEncoder};
+use tiff::tags::Tag;
+
+/// One uncompressed RGB8 level.
+pub(crate) struct TestLevel {
+    pub width: u32,
+    pub height: u32,
+    /// `Some((tile_w, tile_h))` for a tiled level, `None` for 16-row strips.
+    pub tile: Option<(u32, u32)>,
+    pub rgb: Vec<u8>,
+}
+
+impl TestLevel {
+    pub(crate) fn from_fn(width: u32, height: u32, tile: Option<(u32, u32)>, f: impl Fn(u32, u32) -> [u8; 3]) -> Self {
+        let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+        for y in 0..height {
+            for x in 0..width {
+                rgb.extend(f(x, y));
+            }
+        }
+        Self { width, height, tile, rgb }
+    }
+
+    fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        if x >= self.width || y >= self.height {
+            return [0; 3]; // tile padding
+        }
+        let i = ((y * self.width + x) * 3) as usize;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+}
+
+/// Writes `levels` as consecutive IFDs (levels after the first flagged as
+/// reduced-resolution), with `px_per_um` as XResolution in pixels per cm.
+pub(crate) fn write_tiled_tiff(path: &Path, levels: &[TestLevel], px_per_um: Option<f64>) -> tiff::TiffResult<()> {
+    let mut enc = TiffEncoder::new(BufWriter::new(File::create(path)?))?;
+    for (i, l) in levels.iter().enumerate() {
+        let mut dir = enc.image_directory()?;
+        let (cw, ch) = l.tile.unwrap_or((l.width, 16));
+        let (mut offsets, mut counts) = (Vec::<u32>::new(), Vec::<u32>::new());
+        for row in 0..l.height.div_ceil(ch) {
+            for col in 0..l.width.div_ceil(cw) {
+                // Tiles are stored whole (padded); the last strip is short.
+                let rows = if l.tile.is_some() { ch } else { ch.min(l.height - row * ch) };
+                let mut bytes = Vec::new();
+                for y in row * ch..row * ch + rows {
+                    for x in col * cw..col * cw + cw {
+                        bytes.extend(l.pixel(x, y));
+                    }
+                }
+                offsets.push(dir.write_data(bytes.as_slice())? as u32);
+                counts.push(bytes.len() as u32);
+            }
+        }
+        dir.write_tag(Tag::NewSubfileType, if i > 0 { 1u32 } else { 0 })?;
+        dir.write_tag(Tag::ImageWidth, l.width)?;
+        dir.write_tag(Tag::ImageLength, l.height)?;
+        dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
+        dir.write_tag(Tag::Compression, 1u16)?;
+        dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
+        dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
+        dir.write_tag(Tag::PlanarConfiguration, 1u16)?;
+        if l.tile.is_some() {
+            dir.write_tag(Tag::TileWidth, cw)?;
+            dir.write_tag(Tag::TileLength, ch)?;
+            dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
+            dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
+        } else {
+            dir.write_tag(Tag::RowsPerStrip, ch)?;
+            dir.write_tag(Tag::StripOffsets, offsets.as_slice())?;
+            dir.write_tag(Tag::StripByteCounts, counts.as_slice())?;
+        }
+        if let Some(p) = px_per_um {
+            let r = Rational { n: (p * 10_000.0).round() as u32, d: 1 };
+            dir.write_tag(Tag::XResolution, &r)?;
+            dir.write_tag(Tag::YResolution, &r)?;
+            dir.write_tag(Tag::ResolutionUnit, 3u16)?;
+        }
+        dir.finish()?;
+    }
+    Ok(())
+}
