@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, ObjectClass, Shape};
+use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape};
 use mitoscope_geom::{BBox, Point, Polygon};
 use serde::{Deserialize, Serialize};
 
@@ -197,9 +197,32 @@ pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConventi
             }
         };
         obj.score = ann.score;
+        // MIDOG boxes reach past the border (x down to -30): a centre that falls
+        // outside the image is pulled onto its edge, and said so, so that every
+        // reader's output is valid input to the others (they reject negatives).
+        let img = &set.images[img_idx];
+        let inside = clamp_to_image(obj.centroid, img.width, img.height);
+        if inside != obj.centroid {
+            let message = format!(
+                "{}: centre ({}, {}) lies outside the image; moved to ({}, {})",
+                loc(),
+                obj.centroid.x,
+                obj.centroid.y,
+                inside.x,
+                inside.y
+            );
+            set.inconsistencies.push(Inconsistency { image: img.image.clone(), message });
+            obj.centroid = inside;
+        }
         set.images[img_idx].objects.push(obj);
     }
     Ok(set)
+}
+
+/// `p` moved into `[0, width-1] x [0, height-1]` (only `>= 0` where the size is unknown).
+fn clamp_to_image(p: Point, width: Option<u32>, height: Option<u32>) -> Point {
+    let hi = |v: Option<u32>| v.map_or(f64::INFINITY, |v| v.saturating_sub(1) as f64);
+    Point::new(p.x.clamp(0.0, hi(width)), p.y.clamp(0.0, hi(height)))
 }
 
 fn parse_box(b: &[f64], convention: BoxConvention) -> std::result::Result<BBox, String> {

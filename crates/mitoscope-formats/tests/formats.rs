@@ -642,3 +642,24 @@ fn geojson_bad_input() {
         err_names(geojson::read(&p, &opts()), name, parts);
     }
 }
+
+/// MIDOG++ boxes hang over the border; every centre read must still lie in
+/// its image, so that converting to CSV gives a file our CSV reader accepts.
+#[test]
+fn midog_plus_plus_centres_inside_images_and_convert_to_csv() {
+    let dir = mitoscope_testdata::require_data!("formats");
+    let set = mitoscope_formats::read(&dir.join("MIDOG++.json"), None, &ReadOptions::default()).unwrap();
+    for img in &set.images {
+        let (w, h) = (img.width.unwrap() as f64, img.height.unwrap() as f64);
+        for o in &img.objects {
+            assert!(o.centroid.x >= 0.0 && o.centroid.y >= 0.0 && o.centroid.x < w && o.centroid.y < h);
+        }
+    }
+    let moved = set.inconsistencies.iter().filter(|i| i.message.contains("outside the image")).count();
+    assert!(moved > 0, "MIDOG++ has centres outside their images; they must be reported");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("all.csv");
+    mitoscope_formats::write(&set, &out, Format::Csv, &WriteOptions::default()).unwrap();
+    let back = mitoscope_formats::read(&out, None, &ReadOptions::default()).unwrap();
+    assert_eq!(back.object_count(), 26286);
+}
