@@ -54,6 +54,37 @@ pub struct CandidateSample {
     pub centres: Vec<(f64, f64)>,
     /// Where it came from, for reports.
     pub origin: String,
+    /// Relative chance of this image being picked for a random (not
+    /// centre-directed) tile; 0 = never (e.g. small crops around a figure).
+    pub random_weight: f64,
+    /// Relative chance of each of its centres being picked for a
+    /// centre-directed tile (to balance small in-domain sets against large ones).
+    pub centre_weight: f64,
+}
+
+impl CandidateSample {
+    /// A sample with weight 1 for both kinds of draws.
+    pub fn new(image: RgbImage, target: ProbabilityMap, centres: Vec<(f64, f64)>, origin: impl Into<String>) -> Self {
+        Self { image, target, centres, origin: origin.into(), random_weight: 1.0, centre_weight: 1.0 }
+    }
+}
+
+/// Picks an index with probability proportional to its weight (cumulative sums).
+fn pick(cumulative: &[f64], rng: &mut impl Rng) -> Option<usize> {
+    let total = *cumulative.last()?;
+    if !(total > 0.0) {
+        return None;
+    }
+    let r = rng.random_range(0.0..total);
+    Some(cumulative.partition_point(|&c| c <= r).min(cumulative.len() - 1))
+}
+
+fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut acc = 0.0;
+    weights.map(|w| {
+        acc += if w.is_finite() && w > 0.0 { w } else { 0.0 };
+        acc
+    }).collect()
 }
 
 /// Everything that defines a candidate training run; saved as `config.json`.
@@ -186,6 +217,14 @@ pub fn train_candidate_net(
 
     let positives: Vec<(usize, (f64, f64))> =
         train.iter().enumerate().flat_map(|(i, s)| s.centres.iter().map(move |&c| (i, c))).collect();
+    let draws = Draws {
+        positives_cum: cumulative(positives.iter().map(|&(i, _)| train[i].centre_weight)),
+        random_cum: cumulative(train.iter().map(|s| s.random_weight)),
+        positives,
+    };
+    if draws.random_cum.last().is_none_or(|&t| !(t > 0.0)) {
+        return Err(ModelError::Data("no candidate training image has a positive random_weight".into()));
+    }
     let mut history = Vec::new();
     let mut last_epoch = first_epoch - 1;
     for epoch in first_epoch..=config.num_epochs {
@@ -201,7 +240,7 @@ pub fn train_candidate_net(
             let (tiles, targets): (Vec<_>, Vec<_>) = (0..n)
                 .map(|k| {
                     let mut rng = derived_rng(config.seed, epoch, (b * config.batch_size + k) as u64);
-                    draw_tile(config, train, &positives, &mut rng)
+                    draw_tile(config, train, &draws, &mut rng)
                 })
                 .unzip();
             let (next, loss) = candidate_step(
@@ -266,23 +305,31 @@ fn validate(config: &CandidateTrainingConfig, train: &[CandidateSample]) -> Resu
     Ok(())
 }
 
+struct Draws {
+    positives: Vec<(usize, (f64, f64))>,
+    positives_cum: Vec<f64>,
+    random_cum: Vec<f64>,
+}
+
 /// One augmented (tile, target) pair.
 fn draw_tile(
     config: &CandidateTrainingConfig,
     train: &[CandidateSample],
-    positives: &[(usize, (f64, f64))],
+    draws: &Draws,
     rng: &mut impl Rng,
 ) -> (RgbImage, ProbabilityMap) {
     let size = config.tile_size;
-    let (sample, x0, y0) = if !positives.is_empty() && rng.random_bool(config.positive_fraction.clamp(0.0, 1.0)) {
-        let (i, (cx, cy)) = positives[rng.random_range(0..positives.len())];
+    let directed = rng.random_bool(config.positive_fraction.clamp(0.0, 1.0));
+    let positive = if directed { pick(&draws.positives_cum, rng) } else { None };
+    let (sample, x0, y0) = if let Some(k) = positive {
+        let (i, (cx, cy)) = draws.positives[k];
         // Jitter by up to a third of the tile so the figure lands anywhere but the rim.
         let j = size as f64 / 3.0;
         let cx = cx + rng.random_range(-j..=j);
         let cy = cy + rng.random_range(-j..=j);
         (i, (cx - size as f64 / 2.0).round() as i64, (cy - size as f64 / 2.0).round() as i64)
     } else {
-        let i = rng.random_range(0..train.len());
+        let i = pick(&draws.random_cum, rng).unwrap_or(0);
         let s = &train[i];
         let max_x = (s.image.width() as i64 - size as i64).max(0);
         let max_y = (s.image.height() as i64 - size as i64).max(0);
@@ -402,7 +449,7 @@ mod tests {
                 let positive = i % 2 == 0;
                 let image = synthetic_crop(32, positive, i);
                 let centres = if positive { vec![(15.5, 15.5)] } else { vec![] };
-                CandidateSample { target: disc_target(32, 32, &centres, 6.4), image, centres, origin: format!("s{i}") }
+                CandidateSample::new(image, disc_target(32, 32, &centres, 6.4), centres, format!("s{i}"))
             })
             .collect()
     }
@@ -444,20 +491,32 @@ mod tests {
         let log = std::fs::read_to_string(full_dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(log.lines().count(), 2);
 
+        // A run killed after epoch 1: the full run's folder as it was then
+        // (copying avoids a second weight init, which draws from burn's
+        // global RNG that concurrent tests share).
         let dir = tempfile::tempdir().unwrap();
-        let stop = TrainOptions { stop_after_epochs: Some(1), show_progress: false };
-        let first = train_candidate_net(&tiny(2), &data, &data[..2], dir.path(), &device, stop).unwrap();
-        assert_eq!(first.last_epoch, 1);
+        let ckpt = dir.path().join(crate::training::CHECKPOINT_DIR).join("epoch-0001");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        let src = full_dir.path().join(crate::training::CHECKPOINT_DIR).join("epoch-0001");
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), ckpt.join(entry.file_name())).unwrap();
+        }
+        std::fs::copy(full_dir.path().join(CONFIG_FILE), dir.path().join(CONFIG_FILE)).unwrap();
+        let first_line = log.lines().next().unwrap();
+        // Plus a stale epoch-2 line written after the checkpoint, which the resume must drop.
+        std::fs::write(dir.path().join(METRICS_FILE), format!("{first_line}\n{}\n", log.lines().nth(1).unwrap())).unwrap();
         let resumed = train_candidate_net(&tiny(2), &data, &data[..2], dir.path(), &device, TrainOptions::quiet())
             .unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (2, 2));
-        assert_eq!(first.history[0].train_loss, full.history[0].train_loss);
         assert_eq!(resumed.history[0].train_loss, full.history[1].train_loss);
         // Compare what the networks compute (records also carry parameter ids).
         let probe = synthetic_crop(16, true, 99);
         let a = candidate_map(&resumed.model, &probe, &device).unwrap();
         let b = candidate_map(&full.model, &probe, &device).unwrap();
         assert_eq!(a, b);
+        let resumed_log = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(resumed_log.lines().count(), 2, "{resumed_log}");
 
         let err = train_candidate_net(&tiny(2).with_seed(9), &data, &[], dir.path(), &device, TrainOptions::quiet())
             .unwrap_err();
@@ -477,5 +536,21 @@ mod tests {
         bad[0].target = ProbabilityMap::zeros(3, 3);
         assert!(train_candidate_net(&tiny(1), &bad, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
         assert_eq!(pad_to(&RgbImage::new(3, 5), 8).dimensions(), (8, 8));
+        let mut none = samples();
+        none.iter_mut().for_each(|s| s.random_weight = 0.0);
+        assert!(train_candidate_net(&tiny(1), &none, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
+    }
+
+    #[test]
+    fn weighted_pick() {
+        let cum = cumulative([0.0, 1.0, 0.0, 3.0].into_iter());
+        let mut rng = derived_rng(1, 1, 1);
+        let mut counts = [0usize; 4];
+        for _ in 0..400 {
+            counts[pick(&cum, &mut rng).unwrap()] += 1;
+        }
+        assert_eq!((counts[0], counts[2]), (0, 0));
+        assert!(counts[3] > 2 * counts[1], "{counts:?}");
+        assert_eq!(pick(&cumulative([0.0].into_iter()), &mut rng), None);
     }
 }

@@ -1,0 +1,432 @@
+//! [`run_batch`]: many images in, one output folder out.
+//!
+//! Inputs (files or folders, expanded to sorted image files) are processed in
+//! parallel on rayon's pool; each failure (unreadable, truncated, empty
+//! image, ...) is recorded with its path and every other input still goes
+//! through. Outputs, all written atomically once every image is done:
+//!
+//! ```text
+//! out_dir/
+//!   detections.csv        image,x,y,score   (score >= threshold)
+//!   candidates.csv        image,x,y,score,candidate_score   (--all-candidates)
+//!   detections.geojson    QuPath GeoJSON, a polygon per detection where one exists
+//!   midog/<image>.json    grand-challenge "Multiple points" (MIDOG), mm
+//!   overlays/<image>.png  input with each detection circled and its score written
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use image::{Rgb, RgbImage};
+use indicatif::{ProgressBar, ProgressStyle};
+use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, ObjectClass, Shape};
+use mitoscope_formats::{Format, WriteOptions};
+use mitoscope_geom::{Mpp, Point, Polygon};
+use rayon::prelude::*;
+
+use crate::{DetectError, DetectOptions, Detection, Detector};
+
+/// Exact header of `detections.csv`.
+pub const DETECTIONS_HEADER: &str = "image,x,y,score";
+/// Exact header of `candidates.csv`.
+pub const CANDIDATES_HEADER: &str = "image,x,y,score,candidate_score";
+
+/// Optional outputs besides `detections.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outputs {
+    /// `detections.geojson`.
+    pub geojson: bool,
+    /// `midog/<image>.json`.
+    pub midog: bool,
+    /// `overlays/<image>.png`.
+    pub overlay: bool,
+}
+
+impl Outputs {
+    /// Every output.
+    pub fn all() -> Self {
+        Self { geojson: true, midog: true, overlay: true }
+    }
+
+    /// Parses a `--format` list such as `csv,geojson,midog,overlay`
+    /// (`csv` is always written; case-insensitive; `all` = every format).
+    pub fn parse_list(list: &str) -> Result<Self, DetectError> {
+        let mut out = Self::default();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "csv" => {}
+                "geojson" | "qupath" => out.geojson = true,
+                "midog" | "json" => out.midog = true,
+                "overlay" | "overlays" | "png" => out.overlay = true,
+                "all" => out = Self::all(),
+                other => {
+                    return Err(DetectError::Config(format!(
+                        "unknown output format '{other}'; expected csv, geojson, midog, overlay or all"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Settings of a batch run.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Input mpp for every image; `None` = the model card's default (0.25).
+    pub input_mpp: Option<f64>,
+    /// Threshold, tiling, polygons (`keep_all_candidates` is ignored: see `write_candidates`).
+    pub options: DetectOptions,
+    /// Extra outputs.
+    pub outputs: Outputs,
+    /// Also write `candidates.csv` with every stage-1 candidate.
+    pub write_candidates: bool,
+    /// Show an `indicatif` bar on stderr.
+    pub show_progress: bool,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            input_mpp: None,
+            options: DetectOptions::default(),
+            outputs: Outputs::default(),
+            write_candidates: false,
+            show_progress: false,
+        }
+    }
+}
+
+/// Result for one input image.
+#[derive(Debug, Clone)]
+pub struct ImageResult {
+    /// Image id (file stem).
+    pub image: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Width x height in pixels.
+    pub size: (u32, u32),
+    /// Detections at or above the threshold, strongest first.
+    pub detections: Vec<Detection>,
+    /// All candidates (only kept when `write_candidates`).
+    pub candidates: Vec<Detection>,
+    /// Seconds spent on this image (decode + detect + overlay).
+    pub seconds: f64,
+}
+
+/// What [`run_batch`] did.
+#[derive(Debug, Clone)]
+pub struct BatchSummary {
+    /// `(image id, detections)` per processed image, in input order.
+    pub per_image: Vec<(String, usize)>,
+    /// Inputs that could not be processed, with the reason (names the file).
+    pub failures: Vec<(PathBuf, String)>,
+    /// Detections over all images.
+    pub total: usize,
+    /// The operating threshold used.
+    pub threshold: f64,
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// Full per-image results.
+    pub images: Vec<ImageResult>,
+}
+
+/// Expands files and folders (non-recursive) into image files, sorted within
+/// each folder; paths that do not exist or hold no image are failures.
+pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    let mut files = Vec::new();
+    let mut failures = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            match std::fs::read_dir(input) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file() && mitoscope_imaging::is_image_path(p))
+                        .collect();
+                    found.sort();
+                    if found.is_empty() {
+                        failures.push((input.clone(), format!("folder {} holds no PNG/JPEG/TIFF/BMP image", input.display())));
+                    }
+                    files.extend(found);
+                }
+                Err(e) => failures.push((input.clone(), format!("cannot read folder {}: {e}", input.display()))),
+            }
+        } else if input.is_file() {
+            files.push(input.clone());
+        } else {
+            failures.push((input.clone(), format!("{} does not exist", input.display())));
+        }
+    }
+    (files, failures)
+}
+
+/// Image id of a file: its stem.
+pub fn image_id(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Runs `detector` on every input and writes the outputs into `out_dir`; see the module docs.
+///
+/// Errors only for problems that concern the whole run (bad settings, an
+/// unwritable output folder); per-image problems go to `failures`.
+pub fn run_batch(
+    detector: &Detector,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+    config: &BatchConfig,
+) -> Result<BatchSummary, DetectError> {
+    let input_mpp = config.input_mpp.unwrap_or(detector.bundle().card.default_input_mpp);
+    Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+    let threshold = detector.threshold(&config.options);
+    if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
+        return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
+    let (files, mut failures) = expand_inputs(inputs);
+
+    let bar = if config.show_progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) = ProgressStyle::with_template("detect [{bar:30}] {pos}/{len} images ({elapsed}, eta {eta}) {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let overlay_dir = out_dir.join("overlays");
+    let options = DetectOptions { keep_all_candidates: true, ..config.options.clone() };
+    let errors = Mutex::new(Vec::new());
+    let results: Vec<Option<ImageResult>> = files
+        .par_iter()
+        .map(|path| {
+            let result = process_one(detector, path, input_mpp, threshold, &options, config, &overlay_dir);
+            bar.inc(1);
+            match result {
+                Ok(r) => {
+                    bar.set_message(format!("{}: {}", r.image, r.detections.len()));
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "image failed");
+                    if let Ok(mut errs) = errors.lock() {
+                        errs.push((path.clone(), e.to_string()));
+                    }
+                    None
+                }
+            }
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut errs = errors.into_inner().unwrap_or_default();
+    // Keep failures in input order for stable reports.
+    errs.sort_by_key(|(p, _)| files.iter().position(|f| f == p));
+    failures.extend(errs);
+    let images: Vec<ImageResult> = results.into_iter().flatten().collect();
+
+    let mut written = Vec::new();
+    let csv = out_dir.join("detections.csv");
+    write_points_csv(&csv, &images, false)?;
+    written.push(csv);
+    if config.write_candidates {
+        let path = out_dir.join("candidates.csv");
+        write_points_csv(&path, &images, true)?;
+        written.push(path);
+    }
+    let set = annotation_set(&images, input_mpp);
+    if config.outputs.geojson {
+        let path = out_dir.join("detections.geojson");
+        mitoscope_formats::write(&set, &path, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
+        written.push(path);
+    }
+    if config.outputs.midog {
+        let path = out_dir.join("midog");
+        let mpp = Mpp::new(input_mpp).ok();
+        mitoscope_formats::write(&set, &path, Format::MidogPoints, &WriteOptions { mpp, polygons: false })?;
+        written.push(path);
+    }
+    if config.outputs.overlay && !images.is_empty() {
+        written.push(overlay_dir);
+    }
+    let per_image: Vec<(String, usize)> = images.iter().map(|r| (r.image.clone(), r.detections.len())).collect();
+    let total = per_image.iter().map(|(_, n)| n).sum();
+    Ok(BatchSummary { per_image, failures, total, threshold, written, images })
+}
+
+fn process_one(
+    detector: &Detector,
+    path: &Path,
+    input_mpp: f64,
+    threshold: f64,
+    options: &DetectOptions,
+    config: &BatchConfig,
+    overlay_dir: &Path,
+) -> Result<ImageResult, DetectError> {
+    let started = Instant::now();
+    let mut image = mitoscope_imaging::read_image(path)?;
+    let all = detector
+        .detect_image(&image, input_mpp, options)
+        .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
+    let detections: Vec<Detection> = all.iter().filter(|d| d.score >= threshold).cloned().collect();
+    let id = image_id(path);
+    if config.outputs.overlay {
+        draw_overlay(&mut image, &detections);
+        let file = overlay_dir.join(format!("{id}.png"));
+        write_png(&file, &image)?;
+    }
+    Ok(ImageResult {
+        image: id,
+        path: path.to_owned(),
+        size: image.dimensions(),
+        detections,
+        candidates: if config.write_candidates { all } else { Vec::new() },
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Encodes `image` as PNG and writes it atomically.
+pub fn write_png(path: &Path, image: &RgbImage) -> Result<(), DetectError> {
+    mitoscope_formats::atomic::write_atomic_with(path, |w| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut buf, image::ImageFormat::Png).map_err(std::io::Error::other)?;
+        w.write_all(buf.get_ref())
+    })?;
+    Ok(())
+}
+
+fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Result<(), DetectError> {
+    mitoscope_formats::atomic::write_atomic_with(path, |w| {
+        writeln!(w, "{}", if candidates { CANDIDATES_HEADER } else { DETECTIONS_HEADER })?;
+        for r in images {
+            let rows = if candidates { &r.candidates } else { &r.detections };
+            let id = csv_field(&r.image);
+            for d in rows {
+                if candidates {
+                    writeln!(w, "{id},{:.2},{:.2},{:.4},{:.4}", d.x, d.y, d.score, d.candidate_score)?;
+                } else {
+                    writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Quotes a CSV field when it holds a comma, quote or newline.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
+/// Detections as an annotation set (class mitosis, score, polygon shape).
+pub fn annotation_set(images: &[ImageResult], input_mpp: f64) -> AnnotationSet {
+    let images = images
+        .iter()
+        .map(|r| {
+            let mut img = ImageAnnotations::new(r.image.clone());
+            img.path = Some(r.path.clone());
+            img.width = Some(r.size.0);
+            img.height = Some(r.size.1);
+            img.mpp = Mpp::new(input_mpp).ok();
+            img.objects = r
+                .detections
+                .iter()
+                .map(|d| {
+                    let centre = Point::new(d.x, d.y);
+                    let mut a = Annotation::point(centre, ObjectClass::Mitosis).with_score(d.score);
+                    if let Some(poly) = &d.polygon {
+                        let poly = Polygon::new(poly.iter().map(|&(x, y)| Point::new(x, y)).collect());
+                        a.bbox = poly.bbox();
+                        a.shape = Some(Shape::Polygon(poly));
+                    }
+                    a
+                })
+                .collect();
+            img
+        })
+        .collect();
+    AnnotationSet::from_images(images)
+}
+
+/// Circles each detection (radius 8 µm at 0.25 µm/px scales with the image:
+/// 1.5% of the shorter side, at least 12 px) and writes its score beside it.
+/// Colour goes from yellow (at threshold) to red (score 1).
+pub fn draw_overlay(image: &mut RgbImage, detections: &[Detection]) {
+    let (w, h) = image.dimensions();
+    let radius = ((w.min(h) as f32) * 0.015).max(12.0) as i32;
+    let scale = (radius / 8).clamp(1, 6) as u32;
+    for d in detections {
+        let g = (220.0 * (1.0 - d.score.clamp(0.0, 1.0))) as u8;
+        let colour = Rgb([255, g, 0]);
+        let c = (d.x.round() as i32, d.y.round() as i32);
+        for r in radius..radius + scale as i32 + 1 {
+            imageproc::drawing::draw_hollow_circle_mut(image, c, r, colour);
+        }
+        let text = format!("{:.2}", d.score);
+        draw_text(image, c.0 + radius + 3, c.1 - (5 * scale as i32) / 2, &text, scale, colour);
+    }
+}
+
+/// 3x5 bitmap glyphs for digits and '.', one `u16` per glyph, row-major bits.
+fn glyph(c: char) -> Option<[u8; 5]> {
+    Some(match c {
+        '0' => [0b111, 0b101, 0b101, 0b101, 0b111],
+        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
+        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
+        '3' => [0b111, 0b001, 0b111, 0b001, 0b111],
+        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
+        '5' => [0b111, 0b100, 0b111, 0b001, 0b111],
+        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
+        '7' => [0b111, 0b001, 0b010, 0b010, 0b010],
+        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
+        '9' => [0b111, 0b101, 0b111, 0b001, 0b111],
+        '.' => [0b000, 0b000, 0b000, 0b000, 0b010],
+        _ => return None,
+    })
+}
+
+/// Draws digits with the 3x5 font (the workspace's imageproc has no `text`
+/// feature), each font pixel a `scale x scale` square, clipped to the image.
+fn draw_text(image: &mut RgbImage, x: i32, y: i32, text: &str, scale: u32, colour: Rgb<u8>) {
+    let (w, h) = (image.width() as i32, image.height() as i32);
+    let s = scale as i32;
+    for (i, c) in text.chars().enumerate() {
+        let Some(rows) = glyph(c) else { continue };
+        let gx = x + i as i32 * 4 * s;
+        for (ry, bits) in rows.iter().enumerate() {
+            for rx in 0..3 {
+                if bits & (0b100 >> rx) == 0 {
+                    continue;
+                }
+                for dy in 0..s {
+                    for dx in 0..s {
+                        let (px, py) = (gx + rx * s + dx, y + ry as i32 * s + dy);
+                        if (0..w).contains(&px) && (0..h).contains(&py) {
+                            image.put_pixel(px as u32, py as u32, colour);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_lists() {
+        assert_eq!(Outputs::parse_list("csv").unwrap(), Outputs::default());
+        assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay").unwrap(), Outputs::all());
+        assert_eq!(Outputs::parse_list("GeoJSON").unwrap().geojson, true);
+        assert!(Outputs::parse_list("csv,pdf").unwrap_err().to_string().contains("pdf"));
+    }
+
+    #[test]
+    fn overlay_draws_circle_and_digits() {
+        let mut img = RgbImage::from_pixel(100, 100, Rgb([255, 255, 255]));
+        let d = Detection { x: 40.0, y: 50.0, score: 0.87, candidate_score: 0.9, polygon: None };
+        draw_overlay(&mut img, &[d]);
+        assert_ne!(*img.get_pixel(52, 50), Rgb([255, 255, 255]), "circle at radius 12");
+        let coloured = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        assert!(coloured > 80, "{coloured}");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}

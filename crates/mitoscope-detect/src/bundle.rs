@@ -1,0 +1,294 @@
+//! [`ModelBundle`]: both networks plus a [`ModelCard`] in one file.
+//!
+//! # File format (`*.bundle`)
+//!
+//! ```text
+//! MITOSCOPE-BUNDLE-1\n            magic, 19 bytes
+//! u64 little-endian               length of the JSON header
+//! JSON BundleHeader               card, network configs, blob lengths
+//! candidate-net burnpack bytes
+//! classifier burnpack bytes
+//! ```
+//!
+//! One file, no archive dependency, readable from `include_bytes!`; the header
+//! is plain JSON so `head -c 4000 model.bundle` shows what a model is.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use mitoscope_model::weights::{load_weights_from_bytes, weights_to_bytes};
+use mitoscope_model::{burn, CandidateNet, CandidateNetConfig, PatchClassifier, PatchClassifierConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::DetectError;
+
+/// First bytes of every bundle file.
+pub const BUNDLE_MAGIC: &[u8] = b"MITOSCOPE-BUNDLE-1\n";
+/// File name looked for when a bundle is loaded from a folder.
+pub const BUNDLE_FILE: &str = "model.bundle";
+/// Name of the embedded default model in errors.
+pub const EMBEDDED_NAME: &str = "<embedded default model>";
+
+/// The committed default model (empty until one has been trained; see
+/// `model/MODEL.md`).
+static EMBEDDED: &[u8] = include_bytes!("../model/default.bundle");
+
+/// How a model was made and how to run it; stored in the bundle header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Model name and version, e.g. `mitoscope-default-0.1`.
+    pub version: String,
+    /// Microns per pixel both networks work at.
+    pub model_mpp: f64,
+    /// Side of the classifier crop in pixels (at `model_mpp`).
+    pub crop_size: u32,
+    /// Stage-1 probability a heat-map peak needs to become a candidate.
+    pub candidate_threshold: f64,
+    /// Minimum distance between candidates, in µm (also the cross-tile merge radius).
+    pub min_distance_um: f64,
+    /// Stage-2 score at or above which a candidate is reported (chosen on validation data).
+    pub operating_threshold: f64,
+    /// Input mpp assumed when the caller knows none (40x scans).
+    pub default_input_mpp: f64,
+    /// Training provenance.
+    pub training: TrainingRecord,
+    /// Validation numbers, free-form (recall, F1, thresholds, ...).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+/// Provenance of a trained model.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Command that produced the model.
+    pub command: String,
+    /// Data used, in words (datasets and how many examples).
+    pub data: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Images trained on.
+    #[serde(default)]
+    pub train_images: Vec<String>,
+    /// Images held out for validation (threshold choice).
+    #[serde(default)]
+    pub val_images: Vec<String>,
+    /// Caveats (e.g. placeholder quality).
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl ModelCard {
+    /// A card for an untrained / test model with sensible defaults.
+    pub fn untrained(version: &str) -> Self {
+        Self {
+            version: version.into(),
+            model_mpp: 0.5,
+            crop_size: 64,
+            candidate_threshold: 0.5,
+            min_distance_um: 6.0,
+            operating_threshold: 0.5,
+            default_input_mpp: 0.25,
+            training: TrainingRecord { notes: "untrained".into(), ..Default::default() },
+            metrics: serde_json::Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BundleHeader {
+    card: ModelCard,
+    candidate_config: CandidateNetConfig,
+    classifier_config: PatchClassifierConfig,
+    candidate_bytes: u64,
+    classifier_bytes: u64,
+}
+
+/// Both networks and their card, on one device.
+#[derive(Debug, Clone)]
+pub struct ModelBundle {
+    /// Stage 1.
+    pub candidate: CandidateNet,
+    /// Stage 1 shape.
+    pub candidate_config: CandidateNetConfig,
+    /// Stage 2.
+    pub classifier: PatchClassifier,
+    /// Stage 2 shape.
+    pub classifier_config: PatchClassifierConfig,
+    /// Metadata.
+    pub card: ModelCard,
+}
+
+impl ModelBundle {
+    /// The default model compiled into the binary.
+    pub fn embedded(device: &Device) -> Result<Self, DetectError> {
+        if EMBEDDED.is_empty() {
+            return Err(DetectError::bundle(
+                EMBEDDED_NAME,
+                "this build has no embedded model (model/default.bundle is empty); pass --model PATH",
+            ));
+        }
+        Self::from_bytes(EMBEDDED, EMBEDDED_NAME, device)
+    }
+
+    /// Whether a default model is compiled in.
+    pub fn has_embedded() -> bool {
+        !EMBEDDED.is_empty()
+    }
+
+    /// Loads a bundle file, or `model.bundle` inside a folder.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, DetectError> {
+        let file: PathBuf = if path.is_dir() { path.join(BUNDLE_FILE) } else { path.to_owned() };
+        let bytes = std::fs::read(&file).map_err(|e| DetectError::io(&file, e))?;
+        Self::from_bytes(&bytes, &file.display().to_string(), device)
+    }
+
+    /// Parses bundle bytes; `name` labels them in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self, DetectError> {
+        let bad = |m: String| DetectError::bundle(name, m);
+        let rest = bytes.strip_prefix(BUNDLE_MAGIC).ok_or_else(|| {
+            bad(format!("not a Mitoscope model bundle (expected it to start with {:?})", "MITOSCOPE-BUNDLE-1"))
+        })?;
+        let (len, rest) = rest.split_at_checked(8).ok_or_else(|| bad("truncated before the header length".into()))?;
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(len);
+        let header_len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad("header too large".into()))?;
+        let (header, blobs) = rest
+            .split_at_checked(header_len)
+            .ok_or_else(|| bad(format!("header of {header_len} bytes but only {} bytes follow", rest.len())))?;
+        let header: BundleHeader =
+            serde_json::from_slice(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let (c_len, k_len) = (header.candidate_bytes as usize, header.classifier_bytes as usize);
+        if blobs.len() != c_len.saturating_add(k_len) {
+            return Err(bad(format!(
+                "expected {} bytes of weights ({c_len} + {k_len}), found {} (truncated or padded file)",
+                c_len.saturating_add(k_len),
+                blobs.len()
+            )));
+        }
+        validate_card(&header.card).map_err(bad)?;
+        let (c_bytes, k_bytes) = blobs.split_at(c_len);
+        let candidate =
+            load_weights_from_bytes(header.candidate_config.init(device), c_bytes, &format!("{name} (candidate net)"))?;
+        let classifier =
+            load_weights_from_bytes(header.classifier_config.init(device), k_bytes, &format!("{name} (classifier)"))?;
+        if header.classifier_config.crop_size != header.card.crop_size as usize
+            || (header.classifier_config.mpp - header.card.model_mpp).abs() > 1e-9
+        {
+            return Err(bad(format!(
+                "card says {} px crops at {} µm/px, classifier config says {} px at {} µm/px",
+                header.card.crop_size, header.card.model_mpp, header.classifier_config.crop_size, header.classifier_config.mpp
+            )));
+        }
+        Ok(Self {
+            candidate,
+            candidate_config: header.candidate_config,
+            classifier,
+            classifier_config: header.classifier_config,
+            card: header.card,
+        })
+    }
+
+    /// Serialises the bundle (see the module docs for the layout).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, DetectError> {
+        let c = weights_to_bytes(&self.candidate)?;
+        let k = weights_to_bytes(&self.classifier)?;
+        let header = BundleHeader {
+            card: self.card.clone(),
+            candidate_config: self.candidate_config.clone(),
+            classifier_config: self.classifier_config.clone(),
+            candidate_bytes: c.len() as u64,
+            classifier_bytes: k.len() as u64,
+        };
+        let json = serde_json::to_vec_pretty(&header).map_err(|e| DetectError::Config(e.to_string()))?;
+        let mut out = Vec::with_capacity(BUNDLE_MAGIC.len() + 8 + json.len() + c.len() + k.len());
+        out.extend_from_slice(BUNDLE_MAGIC);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&c);
+        out.extend_from_slice(&k);
+        Ok(out)
+    }
+
+    /// Writes the bundle atomically.
+    pub fn save(&self, path: &Path) -> Result<(), DetectError> {
+        mitoscope_formats::atomic::write_atomic(path, &self.to_bytes()?)?;
+        Ok(())
+    }
+
+    /// A freshly initialised (untrained) bundle: for tests and pipeline checks.
+    pub fn untrained(
+        candidate_config: CandidateNetConfig,
+        classifier_config: PatchClassifierConfig,
+        device: &Device,
+    ) -> Self {
+        let mut card = ModelCard::untrained("untrained");
+        card.model_mpp = classifier_config.mpp;
+        card.crop_size = classifier_config.crop_size as u32;
+        Self {
+            candidate: candidate_config.init(device),
+            candidate_config,
+            classifier: classifier_config.init(device),
+            classifier_config,
+            card,
+        }
+    }
+}
+
+fn validate_card(card: &ModelCard) -> Result<(), String> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+    if !positive(card.model_mpp) || !positive(card.default_input_mpp) {
+        return Err(format!("card mpp values must be positive, found {} and {}", card.model_mpp, card.default_input_mpp));
+    }
+    if !unit(card.candidate_threshold) || !unit(card.operating_threshold) {
+        return Err(format!(
+            "card thresholds must lie in [0, 1], found candidate {} and operating {}",
+            card.candidate_threshold, card.operating_threshold
+        ));
+    }
+    if card.crop_size < 4 || !(card.min_distance_um.is_finite() && card.min_distance_um >= 0.0) {
+        return Err(format!("card crop size {} / min distance {} unusable", card.crop_size, card.min_distance_um));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::tiny_bundle;
+
+    #[test]
+    fn round_trip_and_corruptions() {
+        let device = Device::flex();
+        let bundle = tiny_bundle(&device);
+        let bytes = bundle.to_bytes().unwrap();
+        let back = ModelBundle::from_bytes(&bytes, "x.bundle", &device).unwrap();
+        assert_eq!(back.card, bundle.card);
+        assert_eq!(back.to_bytes().unwrap().len(), bytes.len());
+
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("text", b"hello world, not a model".to_vec()),
+            ("truncated", bytes[..bytes.len() - 10].to_vec()),
+            ("header-cut", bytes[..BUNDLE_MAGIC.len() + 20].to_vec()),
+            ("padded", [bytes.clone(), vec![0; 5]].concat()),
+        ];
+        for (name, b) in cases {
+            let err = ModelBundle::from_bytes(&b, name, &device).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn load_names_missing_files_and_folders() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelBundle::load(&dir.path().join("nope.bundle"), &device).unwrap_err();
+        assert!(err.to_string().contains("nope.bundle"), "{err}");
+        let err = ModelBundle::load(dir.path(), &device).unwrap_err();
+        assert!(err.to_string().contains(BUNDLE_FILE), "{err}");
+        let bundle = tiny_bundle(&device);
+        bundle.save(&dir.path().join(BUNDLE_FILE)).unwrap();
+        assert!(ModelBundle::load(dir.path(), &device).is_ok());
+    }
+}

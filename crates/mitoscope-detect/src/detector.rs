@@ -1,0 +1,247 @@
+//! [`Detector`]: one image in, scored mitosis detections out.
+//!
+//! 1. The image is covered by overlapping square tiles *in model pixels*
+//!    ([`crate::tiling`]); each tile is resampled from the input on the fly to
+//!    the model's mpp, so only one tile and its heat map are held at a time.
+//! 2. Stage 1 maps each tile; peaks above the card's candidate threshold that
+//!    the tile owns become candidates, with an optional outline (the
+//!    thresholded heat-map blob around the peak).
+//! 3. Candidates from all tiles are merged by centre distance.
+//! 4. Stage 2 scores a crop at each candidate, in batches.
+//!
+//! Coordinates in [`Detection`] are input-image pixels (x = column, y = row).
+
+use burn::tensor::Device;
+use image::RgbImage;
+use mitoscope_geom::Mpp;
+use mitoscope_model::candidate::{peaks, ProbabilityMap, SIDE_MULTIPLE};
+use mitoscope_model::data::{resample_crop, CropSpec};
+use mitoscope_model::infer::{candidate_map, classify_crops};
+use mitoscope_model::burn;
+
+use crate::tiling::{merge_by_distance, tile_grid, Scored};
+use crate::{DetectError, ModelBundle};
+
+/// Per-call settings of [`Detector::detect_image`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectOptions {
+    /// Stage-2 score to report at; `None` = the model card's operating threshold.
+    pub threshold: Option<f64>,
+    /// Return every stage-1 candidate (with its stage-2 score), not only those
+    /// at or above the threshold.
+    pub keep_all_candidates: bool,
+    /// Tile side in model pixels (rounded up to a multiple of 8).
+    pub tile_px: u32,
+    /// Overlap between neighbouring tiles in model pixels (at most half a tile).
+    pub overlap_px: u32,
+    /// Outline each detection from the stage-1 heat map.
+    pub polygons: bool,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        // 512 px at 0.5 µm/px = 256 µm; 64 px overlap = 32 µm, two figure widths.
+        Self { threshold: None, keep_all_candidates: false, tile_px: 512, overlap_px: 64, polygons: true }
+    }
+}
+
+/// One scored candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// Column of the centre, input-image pixels.
+    pub x: f64,
+    /// Row of the centre, input-image pixels.
+    pub y: f64,
+    /// Stage-2 mitosis probability.
+    pub score: f64,
+    /// Stage-1 heat-map peak value.
+    pub candidate_score: f64,
+    /// Outline (input-image pixels), where the heat map gives one.
+    pub polygon: Option<Vec<(f64, f64)>>,
+}
+
+impl Scored for Detection {
+    fn position(&self) -> (f64, f64) {
+        (self.x, self.y)
+    }
+    fn score(&self) -> f64 {
+        self.candidate_score
+    }
+}
+
+/// A loaded model on a device, ready to run on any number of images (share it
+/// across threads by reference).
+#[derive(Debug, Clone)]
+pub struct Detector {
+    bundle: ModelBundle,
+    device: Device,
+}
+
+/// Stage-2 crops scored per forward pass: bounds memory on candidate-rich images.
+const CROP_CHUNK: usize = 256;
+
+/// Peaks farther than this (µm) from their seed are not part of its outline.
+const OUTLINE_RADIUS_UM: f64 = 10.0;
+
+impl Detector {
+    /// Wraps a bundle for inference on `device`.
+    pub fn new(bundle: ModelBundle, device: Device) -> Self {
+        Self { bundle, device }
+    }
+
+    /// The model.
+    pub fn bundle(&self) -> &ModelBundle {
+        &self.bundle
+    }
+
+    /// The device inference runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The threshold `options` resolve to.
+    pub fn threshold(&self, options: &DetectOptions) -> f64 {
+        options.threshold.unwrap_or(self.bundle.card.operating_threshold)
+    }
+
+    /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first.
+    pub fn candidates(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Err(DetectError::Config(format!("image is empty ({w}x{h})")));
+        }
+        let card = &self.bundle.card;
+        let model_mpp = Mpp::new(card.model_mpp).map_err(|e| DetectError::Config(format!("model mpp: {e}")))?;
+        let step = card.model_mpp / input_mpp; // input pixels per model pixel
+        let model_w = (f64::from(w) / step).ceil().max(1.0) as u32;
+        let model_h = (f64::from(h) / step).ceil().max(1.0) as u32;
+        let want = options.tile_px.max(SIDE_MULTIPLE as u32);
+        // Never larger than the (rounded-up) image: small inputs get one padded tile.
+        let side_needed = model_w.max(model_h).div_ceil(SIDE_MULTIPLE as u32) * SIDE_MULTIPLE as u32;
+        let tile = want.div_ceil(SIDE_MULTIPLE as u32).min(side_needed.div_ceil(SIDE_MULTIPLE as u32)) * SIDE_MULTIPLE as u32;
+        let min_distance_model = card.min_distance_um / card.model_mpp;
+        let to_input = |u: f64| (u + 0.5) * step - 0.5;
+
+        let mut candidates = Vec::new();
+        for t in tile_grid(model_w, model_h, tile, options.overlap_px) {
+            let half = (f64::from(t.size) - 1.0) / 2.0;
+            let centre = (to_input(f64::from(t.x) + half), to_input(f64::from(t.y) + half));
+            let spec = CropSpec { crop_size: t.size, mpp: model_mpp };
+            let tile_img = resample_crop(image, centre, in_mpp, spec);
+            let map = candidate_map(&self.bundle.candidate, &tile_img, &self.device)?;
+            let found = peaks(&map, card.candidate_threshold as f32, min_distance_model as f32);
+            for p in found {
+                let (gx, gy) = (t.x + p.x as u32, t.y + p.y as u32);
+                if !t.owns(gx, gy) {
+                    continue;
+                }
+                let polygon = if options.polygons {
+                    outline(&map, p.x, p.y, card.candidate_threshold as f32, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
+                        poly.into_iter()
+                            .map(|(u, v)| (to_input(f64::from(t.x) + u), to_input(f64::from(t.y) + v)))
+                            .collect()
+                    })
+                } else {
+                    None
+                };
+                candidates.push(Detection {
+                    x: to_input(f64::from(gx)),
+                    y: to_input(f64::from(gy)),
+                    score: 0.0,
+                    candidate_score: f64::from(p.score),
+                    polygon,
+                });
+            }
+        }
+        Ok(merge_by_distance(candidates, min_distance_model * step))
+    }
+
+    /// Detections in `image` (at `input_mpp` µm/px), strongest stage-2 score first.
+    pub fn detect_image(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+        let threshold = self.threshold(options);
+        if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
+            return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
+        }
+        let mut candidates = self.candidates(image, input_mpp, options)?;
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
+        for chunk in candidates.chunks_mut(CROP_CHUNK) {
+            let crops: Vec<RgbImage> =
+                chunk.iter().map(|d| resample_crop(image, (d.x, d.y), in_mpp, crop_spec)).collect();
+            let scores = classify_crops(&self.bundle.classifier, &crops, &self.device)?;
+            for (d, s) in chunk.iter_mut().zip(scores) {
+                if !s.is_finite() {
+                    return Err(DetectError::Config("the classifier produced a non-finite score".into()));
+                }
+                d.score = f64::from(s);
+            }
+        }
+        if !options.keep_all_candidates {
+            candidates.retain(|d| d.score >= threshold);
+        }
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.y.total_cmp(&b.y)).then(a.x.total_cmp(&b.x)));
+        Ok(candidates)
+    }
+
+    /// Stage-2 score of the crop centred on `(x, y)` of `image` (input pixels at `input_mpp`).
+    pub fn score_at(&self, image: &RgbImage, centres: &[(f64, f64)], input_mpp: f64) -> Result<Vec<f64>, DetectError> {
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
+        let mut out = Vec::with_capacity(centres.len());
+        for chunk in centres.chunks(CROP_CHUNK) {
+            let crops: Vec<RgbImage> = chunk.iter().map(|&c| resample_crop(image, c, in_mpp, spec)).collect();
+            out.extend(classify_crops(&self.bundle.classifier, &crops, &self.device)?.into_iter().map(f64::from));
+        }
+        Ok(out)
+    }
+}
+
+/// Convex outline (map pixels, pixel edges) of the 4-connected blob of map
+/// values >= `threshold` containing `(x, y)`, within `radius` pixels of it.
+/// `None` for blobs of fewer than 3 pixels.
+fn outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64) -> Option<Vec<(f64, f64)>> {
+    let (w, h) = (map.width, map.height);
+    let r2 = radius * radius;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(x, y)];
+    let mut pixels = Vec::new();
+    seen.insert((x, y));
+    while let Some((px, py)) = stack.pop() {
+        pixels.push((px as u32, py as u32));
+        let neighbours = [(px.wrapping_sub(1), py), (px + 1, py), (px, py.wrapping_sub(1)), (px, py + 1)];
+        for (nx, ny) in neighbours {
+            if nx >= w || ny >= h || seen.contains(&(nx, ny)) {
+                continue;
+            }
+            let d2 = (nx as f64 - x as f64).powi(2) + (ny as f64 - y as f64).powi(2);
+            if d2 <= r2 && map.values[ny * w + nx] >= threshold {
+                seen.insert((nx, ny));
+                stack.push((nx, ny));
+            }
+        }
+    }
+    if pixels.len() < 3 {
+        return None;
+    }
+    let hull = mitoscope_formats::geojson::pixel_hull(&pixels);
+    (hull.vertices.len() >= 3).then(|| hull.vertices.iter().map(|p| (p.x, p.y)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outline_follows_the_blob() {
+        let mut map = ProbabilityMap::zeros(10, 10);
+        for (x, y) in [(4, 4), (5, 4), (4, 5), (5, 5), (8, 8)] {
+            map.values[y * 10 + x] = 0.9;
+        }
+        let poly = outline(&map, 4, 4, 0.5, 5.0).unwrap();
+        let xs: Vec<f64> = poly.iter().map(|p| p.0).collect();
+        assert_eq!(xs.iter().cloned().fold(f64::MAX, f64::min), 3.5);
+        assert_eq!(xs.iter().cloned().fold(f64::MIN, f64::max), 5.5);
+        assert!(outline(&map, 8, 8, 0.5, 5.0).is_none(), "a single pixel has no outline");
+    }
+}

@@ -1,0 +1,727 @@
+//! The recipe that trains Mitoscope's default model from the shared real data
+//! (`../shared/data`), sized for a 2-core CPU.
+//!
+//! 1. **Stage 1** ([`mitoscope_model::candidate_training`]) on tiles at
+//!    0.5 µm/px: the training ICPR 2012 HPFs with discs around their
+//!    centroids, the ICPR mask patches with their masks, the training CMC
+//!    tiles (no mitoses: all-zero targets), and the AMi-Br / AtNorM-Br crops
+//!    with a disc at the centre (centre-directed tiles only).
+//! 2. **Candidate threshold**: the highest peak probability that keeps
+//!    `candidate_recall_target` of the best recall on the training HPFs.
+//! 3. **Hard negatives**: stage-1 peaks on the training ICPR HPFs and CMC
+//!    tiles farther than `match_radius_um` from every labelled mitosis.
+//! 4. **Stage 2** ([`mitoscope_model::train_classifier`]): positives = AMi-Br,
+//!    AtNorM-Br, ICPR training centroids, mask-patch figures (in-domain ones
+//!    repeated); negatives = random ICPR / CMC crops away from labels, empty
+//!    mask patches, CMC look-alike boxes and the hard negatives.
+//! 5. **Operating threshold**: the full pipeline on the held-out HPF(s) and
+//!    CMC tile; the stage-2 score with the best pooled F1 (greedy matching
+//!    within `match_radius_um`).
+//!
+//! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json` and the two
+//! run folders `candidate/`, `classifier/` (checkpoints: a killed run resumes).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::imageops::FilterType;
+use image::{GrayImage, RgbImage};
+use mitoscope_geom::Mpp;
+use mitoscope_model::burn::tensor::Device;
+use mitoscope_model::candidate::{disc_target, mask_target, ProbabilityMap};
+use mitoscope_model::candidate_training::{train_candidate_net, CandidateSample, CandidateTrainingConfig};
+use mitoscope_model::data::{load_crop_folders, positive_crops, random_negative_crops, resample_crop, CropSpec, LabelledCrop};
+use mitoscope_model::training::TrainingConfig;
+use mitoscope_model::{train_classifier, CandidateNetConfig, PatchClassifierConfig, TrainOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, TrainingRecord};
+
+/// ICPR 2012 scanner A resolution.
+pub const ICPR_MPP: f64 = 0.2456;
+/// AMi-Br, AtNorM-Br and CMC (MIDOG / TUPAC / MITOS_WSI_CMC scans at 40x), assumed.
+pub const CROP_SOURCE_MPP: f64 = 0.25;
+
+/// Every knob of the recipe (saved as `recipe.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipeConfig {
+    /// Seed of everything.
+    pub seed: u64,
+    /// ICPR HPFs held out for validation / the operating threshold.
+    pub val_hpfs: Vec<String>,
+    /// CMC tiles (file stems) held out for validation (false positives on mitosis-free tissue).
+    pub val_cmc: Vec<String>,
+    /// Stage-1 epochs.
+    pub candidate_epochs: usize,
+    /// Stage-1 tiles per epoch.
+    pub candidate_tiles_per_epoch: usize,
+    /// Stage-1 tile side (model pixels).
+    pub candidate_tile_size: usize,
+    /// Stage-1 channels at full resolution.
+    pub candidate_channels: usize,
+    /// Radius of the disc target around centroids, µm.
+    pub disc_radius_um: f64,
+    /// Stage-2 epochs.
+    pub classifier_epochs: usize,
+    /// Stage-2 channels of the first block.
+    pub classifier_channels: usize,
+    /// Keep at most this many crops per AMi-Br / AtNorM-Br class folder (None = all).
+    pub crops_per_folder: Option<usize>,
+    /// Random negatives per training ICPR HPF.
+    pub negatives_per_hpf: usize,
+    /// Random negatives per training CMC tile.
+    pub negatives_per_cmc: usize,
+    /// Copies of each in-domain (ICPR, mask patch, CMC look-alike) crop.
+    pub in_domain_repeats: usize,
+    /// At most this many hard negatives per image (strongest peaks first).
+    pub hard_negatives_per_image: usize,
+    /// Share of the best training recall the candidate threshold must keep.
+    pub candidate_recall_target: f64,
+    /// A detection matches a labelled mitosis within this distance, µm.
+    pub match_radius_um: f64,
+    /// Minimum distance between candidates, µm.
+    pub min_distance_um: f64,
+    /// Model name written into the card.
+    pub version: String,
+}
+
+impl Default for RecipeConfig {
+    fn default() -> Self {
+        Self {
+            seed: 2025,
+            val_hpfs: vec!["A04_07".into()],
+            val_cmc: vec!["2191a7aa287ce1d5dbc0_patch_0_57720".into()],
+            candidate_epochs: 6,
+            candidate_tiles_per_epoch: 2048,
+            candidate_tile_size: 64,
+            candidate_channels: 8,
+            disc_radius_um: 4.0,
+            classifier_epochs: 6,
+            classifier_channels: 8,
+            crops_per_folder: None,
+            negatives_per_hpf: 300,
+            negatives_per_cmc: 400,
+            in_domain_repeats: 8,
+            hard_negatives_per_image: 400,
+            candidate_recall_target: 0.95,
+            match_radius_um: 8.0,
+            min_distance_um: 6.0,
+            version: "mitoscope-default-0.1".into(),
+        }
+    }
+}
+
+impl RecipeConfig {
+    /// A few-minute configuration that exercises every step (placeholder quality).
+    pub fn quick() -> Self {
+        Self {
+            candidate_epochs: 2,
+            candidate_tiles_per_epoch: 256,
+            classifier_epochs: 2,
+            crops_per_folder: Some(150),
+            negatives_per_hpf: 60,
+            negatives_per_cmc: 60,
+            hard_negatives_per_image: 60,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the recipe measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipeReport {
+    /// Stage-1 peak threshold chosen.
+    pub candidate_threshold: f64,
+    /// Candidate recall on the training HPFs at that threshold.
+    pub train_candidate_recall: f64,
+    /// Candidate recall on the validation HPFs.
+    pub val_candidate_recall: f64,
+    /// Candidates per validation HPF.
+    pub val_candidates_per_hpf: f64,
+    /// Operating threshold chosen (best pooled F1 on validation images).
+    pub operating_threshold: f64,
+    /// Validation precision / recall / F1 at the operating threshold.
+    pub val_precision: f64,
+    /// See `val_precision`.
+    pub val_recall: f64,
+    /// See `val_precision`.
+    pub val_f1: f64,
+    /// Validation mitoses, true / false positives at the threshold.
+    pub val_mitoses: usize,
+    /// See `val_mitoses`.
+    pub val_tp: usize,
+    /// See `val_mitoses`; false positives on the held-out CMC tile(s) included.
+    pub val_fp: usize,
+    /// False positives on the held-out (mitosis-free) CMC tiles alone.
+    pub val_cmc_fp: usize,
+    /// Seconds of `detect_image` per 2084x2084 validation HPF (this machine).
+    pub seconds_per_hpf: f64,
+    /// Stage-2 training crops: positives, negatives, of which hard negatives.
+    pub classifier_crops: (usize, usize, usize),
+    /// Stage-2 last-epoch validation accuracy / F1 at 0.5 (random 10% split).
+    pub classifier_val_f1: Option<f32>,
+    /// Wall-clock seconds per phase.
+    pub seconds: Vec<(String, f64)>,
+}
+
+/// Trains the default model from `data_root` into `out_dir` (see the module
+/// docs); `command` is recorded in the card. Returns the bundle and report.
+pub fn train_default(
+    data_root: &Path,
+    out_dir: &Path,
+    config: &RecipeConfig,
+    command: &str,
+    show_progress: bool,
+) -> Result<(ModelBundle, RecipeReport), DetectError> {
+    let device = Device::flex();
+    std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
+    let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
+    mitoscope_formats::atomic::write_atomic(&out_dir.join("recipe.json"), &json)?;
+    let mut seconds = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &str, seconds: &mut Vec<(String, f64)>| {
+        seconds.push((name.to_owned(), clock.elapsed().as_secs_f64()));
+        tracing::info!(phase = name, seconds = clock.elapsed().as_secs_f64(), "recipe phase done");
+        clock = Instant::now();
+    };
+    let say = |m: &str| {
+        if show_progress {
+            eprintln!("[recipe] {m}");
+        }
+    };
+
+    let model_mpp = 0.5;
+    let icpr = load_icpr(data_root)?;
+    let (train_hpfs, val_hpfs): (Vec<_>, Vec<_>) = icpr.into_iter().partition(|h| !config.val_hpfs.contains(&h.name));
+    let cmc = load_cmc(data_root)?;
+    let (train_cmc, val_cmc): (Vec<_>, Vec<_>) = cmc.into_iter().partition(|c| !config.val_cmc.contains(&c.name));
+    let patches = load_mask_patches(data_root)?;
+    if train_hpfs.is_empty() || val_hpfs.is_empty() {
+        return Err(DetectError::Config(format!("need training and validation ICPR HPFs; held out {:?}", config.val_hpfs)));
+    }
+    let spec = CropSpec {
+        crop_size: 64,
+        mpp: Mpp::new(model_mpp).map_err(|e| DetectError::Config(e.to_string()))?,
+    };
+    let src = Mpp::new(CROP_SOURCE_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
+    let icpr_mpp = Mpp::new(ICPR_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
+    let mut crop_positives = load_crop_folders(&data_root.join("amibr/patches"), src, spec, config.crops_per_folder)?;
+    crop_positives.extend(load_crop_folders(&data_root.join("atnorm-br"), src, spec, config.crops_per_folder)?);
+    say(&format!(
+        "data: {} train / {} val HPFs, {} train / {} val CMC tiles, {} mask patches, {} figure crops",
+        train_hpfs.len(),
+        val_hpfs.len(),
+        train_cmc.len(),
+        val_cmc.len(),
+        patches.len(),
+        crop_positives.len()
+    ));
+    lap("load", &mut seconds);
+
+    // ---- Stage 1 ----
+    let radius_px = config.disc_radius_um / model_mpp;
+    let mut samples = Vec::new();
+    for h in &train_hpfs {
+        samples.push(hpf_sample(&h.image, &h.centroids, ICPR_MPP, model_mpp, radius_px, &h.name, 1.0, 20.0));
+    }
+    for c in &train_cmc {
+        samples.push(hpf_sample(&c.image, &[], CROP_SOURCE_MPP, model_mpp, radius_px, &c.name, 1.0, 0.0));
+    }
+    for p in &patches {
+        let step = model_mpp / ICPR_MPP;
+        let (w, h) = scaled_size(p.image.dimensions(), step);
+        let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
+        let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
+        let centres: Vec<(f64, f64)> = p.centroid.map(|c| vec![to_model(c, step)]).unwrap_or_default();
+        let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
+        (s.random_weight, s.centre_weight) = (0.1, 20.0);
+        samples.push(s);
+    }
+    for c in &crop_positives {
+        let centre = ((f64::from(c.image.width()) - 1.0) / 2.0, (f64::from(c.image.height()) - 1.0) / 2.0);
+        let target = disc_target(c.image.width() as usize, c.image.height() as usize, &[centre], radius_px);
+        let mut s = CandidateSample::new(c.image.clone(), target, vec![centre], c.origin.clone());
+        s.random_weight = 0.0;
+        samples.push(s);
+    }
+    let val_samples: Vec<CandidateSample> = val_hpfs
+        .iter()
+        .map(|h| hpf_sample(&h.image, &h.centroids, ICPR_MPP, model_mpp, radius_px, &h.name, 1.0, 1.0))
+        .collect();
+    let candidate_config = CandidateNetConfig::new().with_base_channels(config.candidate_channels).with_mpp(model_mpp);
+    let cand_train = CandidateTrainingConfig::new(candidate_config.clone())
+        .with_num_epochs(config.candidate_epochs)
+        .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
+        .with_tile_size(config.candidate_tile_size)
+        .with_match_distance(config.match_radius_um / model_mpp)
+        .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
+        .with_seed(config.seed);
+    say("stage 1: training the candidate net");
+    let options = TrainOptions { stop_after_epochs: None, show_progress };
+    let stage1 = train_candidate_net(&cand_train, &samples, &val_samples, &out_dir.join("candidate"), &device, options)?;
+    for m in &stage1.history {
+        say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
+    }
+    drop(samples);
+    lap("stage1", &mut seconds);
+
+    // ---- Candidate threshold on the training HPFs ----
+    let classifier_config = PatchClassifierConfig::new().with_base_channels(config.classifier_channels).with_mpp(model_mpp);
+    let mut card = ModelCard::untrained(&config.version);
+    card.candidate_threshold = 0.02;
+    card.min_distance_um = config.min_distance_um;
+    card.operating_threshold = 0.0;
+    let probe = ModelBundle {
+        candidate: stage1.model.clone(),
+        candidate_config: candidate_config.clone(),
+        classifier: classifier_config.init(&device),
+        classifier_config: classifier_config.clone(),
+        card: card.clone(),
+    };
+    let detector = Detector::new(probe, device.clone());
+    let low = DetectOptions { keep_all_candidates: true, polygons: false, ..DetectOptions::default() };
+    let match_px_icpr = config.match_radius_um / ICPR_MPP;
+    let mut train_peaks = Vec::new();
+    for h in &train_hpfs {
+        train_peaks.push((detector.candidates(&h.image, ICPR_MPP, &low)?, &h.centroids));
+    }
+    let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
+    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Vec<(f64, f64)>)]| -> f64 {
+        let (mut found, mut total) = (0usize, 0usize);
+        for (dets, gt) in sets {
+            for &(gx, gy) in gt.iter() {
+                total += 1;
+                if dets.iter().any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr) {
+                    found += 1;
+                }
+            }
+        }
+        if total == 0 { 0.0 } else { found as f64 / total as f64 }
+    };
+    let best = recall_at(0.02, &train_peaks);
+    let candidate_threshold = grid
+        .iter()
+        .copied()
+        .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
+        .fold(0.02, f64::max);
+    let train_candidate_recall = recall_at(candidate_threshold, &train_peaks);
+    say(&format!("candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"));
+
+    // ---- Hard negatives ----
+    let mut hard = Vec::new();
+    let take_hard = |dets: &[crate::Detection], gt: &[(f64, f64)], image: &RgbImage, mpp: f64, name: &str, out: &mut Vec<LabelledCrop>| {
+        let match_px = config.match_radius_um / mpp;
+        let mut fps: Vec<&crate::Detection> = dets
+            .iter()
+            .filter(|d| d.candidate_score >= candidate_threshold)
+            .filter(|d| gt.iter().all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > match_px))
+            .collect();
+        fps.sort_by(|a, b| b.candidate_score.total_cmp(&a.candidate_score));
+        let Ok(m) = Mpp::new(mpp) else { return };
+        for d in fps.into_iter().take(config.hard_negatives_per_image) {
+            out.push(LabelledCrop {
+                image: resample_crop(image, (d.x, d.y), m, spec),
+                positive: false,
+                origin: format!("hard:{name}@{:.0},{:.0}", d.x, d.y),
+            });
+        }
+    };
+    for (h, (dets, _)) in train_hpfs.iter().zip(&train_peaks) {
+        take_hard(dets, &h.centroids, &h.image, ICPR_MPP, &h.name, &mut hard);
+    }
+    // CMC tiles are ~10 HPFs each: peak at the chosen threshold only, so the
+    // (throw-away) stage-2 pass of the probe stays small.
+    let mut probe = detector.bundle().clone();
+    probe.card.candidate_threshold = candidate_threshold;
+    let detector = Detector::new(probe, device.clone());
+    for c in &train_cmc {
+        let dets = detector.candidates(&c.image, CROP_SOURCE_MPP, &low)?;
+        take_hard(&dets, &[], &c.image, CROP_SOURCE_MPP, &c.name, &mut hard);
+    }
+    say(&format!("hard negatives: {}", hard.len()));
+    lap("mining", &mut seconds);
+
+    // ---- Stage 2 ----
+    let mut rng_seed = config.seed;
+    let mut crops = crop_positives;
+    let repeats = config.in_domain_repeats.max(1);
+    for h in &train_hpfs {
+        let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, spec, &h.name);
+        for _ in 0..repeats {
+            crops.extend(pos.iter().cloned());
+        }
+        rng_seed = rng_seed.wrapping_add(1);
+        let mut rng = seeded(rng_seed);
+        let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
+        crops.extend(random_negative_crops(&h.image, &h.centroids, icpr_mpp, spec, config.negatives_per_hpf, min_d, &mut rng, &h.name));
+    }
+    for c in &train_cmc {
+        rng_seed = rng_seed.wrapping_add(1);
+        let mut rng = seeded(rng_seed);
+        crops.extend(random_negative_crops(&c.image, &[], src, spec, config.negatives_per_cmc, 0.0, &mut rng, &c.name));
+        let lookalikes: Vec<LabelledCrop> = c
+            .lookalikes
+            .iter()
+            .map(|&(x, y)| LabelledCrop {
+                image: resample_crop(&c.image, (x, y), src, spec),
+                positive: false,
+                origin: format!("lookalike:{}@{x:.0},{y:.0}", c.name),
+            })
+            .collect();
+        for _ in 0..repeats {
+            crops.extend(lookalikes.iter().cloned());
+        }
+    }
+    for p in &patches {
+        let centre = p.centroid.unwrap_or(((f64::from(p.image.width()) - 1.0) / 2.0, (f64::from(p.image.height()) - 1.0) / 2.0));
+        let crop = LabelledCrop {
+            image: resample_crop(&p.image, centre, icpr_mpp, spec),
+            positive: p.centroid.is_some(),
+            origin: p.name.clone(),
+        };
+        for _ in 0..repeats {
+            crops.push(crop.clone());
+        }
+    }
+    let n_hard = hard.len();
+    crops.extend(hard);
+    let n_pos = crops.iter().filter(|c| c.positive).count();
+    let n_neg = crops.len() - n_pos;
+    say(&format!("stage 2: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)"));
+    let (train_crops, val_crops) = mitoscope_model::data::split_train_val(crops, 0.1, config.seed);
+    let cls_config = TrainingConfig::new(classifier_config.clone())
+        .with_num_epochs(config.classifier_epochs)
+        .with_seed(config.seed)
+        .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0));
+    let stage2 = train_classifier(&cls_config, &train_crops, &val_crops, &out_dir.join("classifier"), &device, options)?;
+    for m in &stage2.history {
+        say(&format!("  stage-2 epoch {}: {m:?}", m.epoch));
+    }
+    drop(train_crops);
+    lap("stage2", &mut seconds);
+
+    // ---- Operating threshold on held-out images ----
+    card.candidate_threshold = candidate_threshold;
+    let bundle = ModelBundle {
+        candidate: stage1.model,
+        candidate_config,
+        classifier: stage2.model,
+        classifier_config,
+        card: card.clone(),
+    };
+    let detector = Detector::new(bundle, device.clone());
+    let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
+    // (scores of detections, ground truth, match radius in px)
+    let mut val_sets: Vec<(Vec<crate::Detection>, Vec<(f64, f64)>, f64)> = Vec::new();
+    let mut hpf_seconds = Vec::new();
+    for h in &val_hpfs {
+        let t = Instant::now();
+        let dets = detector.detect_image(&h.image, ICPR_MPP, &all)?;
+        hpf_seconds.push(t.elapsed().as_secs_f64());
+        val_sets.push((dets, h.centroids.clone(), match_px_icpr));
+    }
+    for c in &val_cmc {
+        val_sets.push((detector.detect_image(&c.image, CROP_SOURCE_MPP, &all)?, Vec::new(), config.match_radius_um / CROP_SOURCE_MPP));
+    }
+    let val_mitoses: usize = val_sets.iter().map(|(_, gt, _)| gt.len()).sum();
+    let found_val = val_hpfs
+        .iter()
+        .zip(&val_sets)
+        .map(|(h, (dets, _, r))| h.centroids.iter().filter(|&&(gx, gy)| dets.iter().any(|d| (d.x - gx).hypot(d.y - gy) <= *r)).count())
+        .sum::<usize>();
+    let val_candidate_recall = if val_mitoses == 0 { 0.0 } else { found_val as f64 / val_mitoses as f64 };
+    let val_candidates_per_hpf =
+        val_sets.iter().take(val_hpfs.len()).map(|(d, _, _)| d.len()).sum::<usize>() as f64 / val_hpfs.len().max(1) as f64;
+    let mut thresholds: Vec<f64> = val_sets.iter().flat_map(|(d, _, _)| d.iter().map(|d| d.score)).collect();
+    thresholds.push(1.0);
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    let mut best = (0.5, -1.0, 0usize, 0usize, 0usize);
+    for &t in &thresholds {
+        let (tp, fp) = count_matches(&val_sets, t);
+        let f1 = if val_mitoses + tp + fp == 0 { 0.0 } else { 2.0 * tp as f64 / (tp + fp + val_mitoses) as f64 };
+        // `>=` over ascending thresholds: among ties keep the strictest.
+        if f1 >= best.1 {
+            let cmc_fp = count_matches(&val_sets[val_hpfs.len()..], t).1;
+            best = (t, f1, tp, fp, cmc_fp);
+        }
+    }
+    let (operating_threshold, val_f1, val_tp, val_fp, val_cmc_fp) = best;
+    let val_precision = if val_tp + val_fp == 0 { 0.0 } else { val_tp as f64 / (val_tp + val_fp) as f64 };
+    let val_recall = if val_mitoses == 0 { 0.0 } else { val_tp as f64 / val_mitoses as f64 };
+    lap("threshold", &mut seconds);
+
+    let report = RecipeReport {
+        candidate_threshold,
+        train_candidate_recall,
+        val_candidate_recall,
+        val_candidates_per_hpf,
+        operating_threshold,
+        val_precision,
+        val_recall,
+        val_f1,
+        val_mitoses,
+        val_tp,
+        val_fp,
+        val_cmc_fp,
+        seconds_per_hpf: hpf_seconds.iter().sum::<f64>() / hpf_seconds.len().max(1) as f64,
+        classifier_crops: (n_pos, n_neg, n_hard),
+        classifier_val_f1: stage2.history.last().and_then(|m| m.val_f1),
+        seconds,
+    };
+    let mut bundle = detector.bundle().clone();
+    bundle.card.operating_threshold = operating_threshold;
+    bundle.card.training = TrainingRecord {
+        command: command.to_owned(),
+        data: format!(
+            "ICPR 2012 scanner A: {} HPFs (centroids) + {} mask patches; AMi-Br + AtNorM-Br figure crops \
+             ({} stage-2 positives in all, in-domain ones repeated); CMC: {} mitosis-free tiles (random + {} look-alike negatives); {} mined hard negatives",
+            train_hpfs.len(),
+            patches.len(),
+            n_pos,
+            train_cmc.len(),
+            train_cmc.iter().map(|c| c.lookalikes.len()).sum::<usize>(),
+            n_hard
+        ),
+        seed: config.seed,
+        train_images: train_hpfs.iter().map(|h| h.name.clone()).chain(train_cmc.iter().map(|c| c.name.clone())).collect(),
+        val_images: val_hpfs.iter().map(|h| h.name.clone()).chain(val_cmc.iter().map(|c| c.name.clone())).collect(),
+        notes: "operating threshold chosen on the validation images it is reported on (optimistic); \
+                crop sources assumed at 0.25 um/px"
+            .into(),
+    };
+    bundle.card.metrics = serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
+    bundle.save(&out_dir.join(crate::BUNDLE_FILE))?;
+    let md = model_md(&bundle.card, &report, config);
+    mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
+    Ok((bundle, report))
+}
+
+/// (true positives, false positives) at stage-2 threshold `t`, greedy by score.
+fn count_matches(sets: &[(Vec<crate::Detection>, Vec<(f64, f64)>, f64)], t: f64) -> (usize, usize) {
+    let (mut tp, mut fp) = (0, 0);
+    for (dets, gt, r) in sets {
+        let mut used = vec![false; gt.len()];
+        // Detections are sorted by score, strongest first.
+        for d in dets.iter().filter(|d| d.score >= t) {
+            let hit = gt
+                .iter()
+                .enumerate()
+                .filter(|(i, g)| !used[*i] && (d.x - g.0).hypot(d.y - g.1) <= *r)
+                .min_by(|a, b| (d.x - a.1.0).hypot(d.y - a.1.1).total_cmp(&(d.x - b.1.0).hypot(d.y - b.1.1)));
+            match hit {
+                Some((i, _)) => {
+                    used[i] = true;
+                    tp += 1;
+                }
+                None => fp += 1,
+            }
+        }
+    }
+    (tp, fp)
+}
+
+fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String {
+    let t = &card.training;
+    format!(
+        "# Mitoscope default model `{version}`\n\n\
+         Two-stage detector (candidate heat-map net + 64x64 patch classifier at {mpp} um/px), trained on CPU by\n\n\
+         ```\n{command}\n```\n\n\
+         - seed: {seed}\n- data: {data}\n- training images: {train}\n- validation images (held out): {val}\n\
+         - recipe settings: `recipe.json` beside this file (also below)\n\n\
+         ## Numbers (held-out images; this machine)\n\n\
+         | what | value |\n|---|---|\n\
+         | candidate threshold (stage 1) | {ct:.2} |\n\
+         | candidate recall, training HPFs | {trc:.3} |\n\
+         | candidate recall, validation HPFs | {vrc:.3} |\n\
+         | candidates per validation HPF | {cph:.1} |\n\
+         | operating threshold (stage 2, best pooled F1) | {ot:.3} |\n\
+         | validation precision / recall / F1 | {p:.3} / {rc:.3} / {f1:.3} |\n\
+         | validation mitoses, TP, FP (FP on held-out CMC tile) | {m}, {tp}, {fp} ({cfp}) |\n\
+         | stage-2 crops: positive / negative (hard) | {np} / {nn} ({nh}) |\n\
+         | seconds per 2084x2084 HPF (detect_image, CPU) | {sph:.1} |\n\n\
+         Phase wall-clock seconds: {secs}\n\n\
+         **Caveats.** {notes}. The validation set is tiny ({m} mitoses), so these numbers are noisy and\n\
+         the F1 is optimistic (threshold picked on the same images). Not a validated medical device.\n\n\
+         ## Recipe settings\n\n```json\n{json}\n```\n",
+        version = card.version,
+        mpp = card.model_mpp,
+        command = t.command,
+        seed = t.seed,
+        data = t.data,
+        train = t.train_images.join(", "),
+        val = t.val_images.join(", "),
+        ct = r.candidate_threshold,
+        trc = r.train_candidate_recall,
+        vrc = r.val_candidate_recall,
+        cph = r.val_candidates_per_hpf,
+        ot = r.operating_threshold,
+        p = r.val_precision,
+        rc = r.val_recall,
+        f1 = r.val_f1,
+        m = r.val_mitoses,
+        tp = r.val_tp,
+        fp = r.val_fp,
+        cfp = r.val_cmc_fp,
+        np = r.classifier_crops.0,
+        nn = r.classifier_crops.1,
+        nh = r.classifier_crops.2,
+        sph = r.seconds_per_hpf,
+        secs = r.seconds.iter().map(|(n, s)| format!("{n} {s:.0}")).collect::<Vec<_>>().join(", "),
+        notes = t.notes,
+        json = serde_json::to_string_pretty(config).unwrap_or_default(),
+    )
+}
+
+fn seeded(seed: u64) -> rand::rngs::ChaCha8Rng {
+    rand::SeedableRng::seed_from_u64(seed)
+}
+
+fn scaled_size((w, h): (u32, u32), step: f64) -> (u32, u32) {
+    ((f64::from(w) / step).round().max(1.0) as u32, (f64::from(h) / step).round().max(1.0) as u32)
+}
+
+/// Source pixel -> model pixel for a resize by `1 / step` (pixel centres).
+fn to_model((x, y): (f64, f64), step: f64) -> (f64, f64) {
+    ((x + 0.5) / step - 0.5, (y + 0.5) / step - 0.5)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn hpf_sample(
+    image: &RgbImage,
+    centroids: &[(f64, f64)],
+    source_mpp: f64,
+    model_mpp: f64,
+    radius_px: f64,
+    name: &str,
+    random_weight: f64,
+    centre_weight: f64,
+) -> CandidateSample {
+    let step = model_mpp / source_mpp;
+    let (w, h) = scaled_size(image.dimensions(), step);
+    let resized = image::imageops::resize(image, w, h, FilterType::Triangle);
+    let centres: Vec<(f64, f64)> = centroids.iter().map(|&c| to_model(c, step)).collect();
+    let target: ProbabilityMap = disc_target(w as usize, h as usize, &centres, radius_px);
+    let mut s = CandidateSample::new(resized, target, centres, name);
+    (s.random_weight, s.centre_weight) = (random_weight, centre_weight);
+    s
+}
+
+struct Hpf {
+    name: String,
+    image: RgbImage,
+    centroids: Vec<(f64, f64)>,
+}
+
+struct CmcTile {
+    name: String,
+    image: RgbImage,
+    lookalikes: Vec<(f64, f64)>,
+}
+
+struct MaskPatch {
+    name: String,
+    image: RgbImage,
+    mask: GrayImage,
+    centroid: Option<(f64, f64)>,
+}
+
+fn read_text(path: &Path) -> Result<String, DetectError> {
+    std::fs::read_to_string(path).map_err(|e| DetectError::io(path, e))
+}
+
+fn sorted_files(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>, DetectError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DetectError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e))))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn load_icpr(root: &Path) -> Result<Vec<Hpf>, DetectError> {
+    let csv_path = root.join("icpr2012/centroids.csv");
+    let text = read_text(&csv_path)?;
+    let mut out = Vec::new();
+    for file in sorted_files(&root.join("icpr2012/hpf"), &["jpg", "png", "bmp", "tif"])? {
+        let name = crate::batch::image_id(&file);
+        let mut centroids = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f.first().map(|s| s.trim_end_matches(".jpg")) != Some(name.as_str()) {
+                continue;
+            }
+            if f.get(3).is_some_and(|c| !c.eq_ignore_ascii_case("mitosis")) {
+                continue;
+            }
+            let parse = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+            match (parse(1), parse(2)) {
+                (Some(x), Some(y)) => centroids.push((x, y)),
+                _ => {
+                    return Err(DetectError::Input {
+                        path: csv_path.clone(),
+                        message: format!("line {}: expected image,x,y,class with numeric x,y, found '{line}'", i + 1),
+                    });
+                }
+            }
+        }
+        out.push(Hpf { image: mitoscope_imaging::read_image(&file)?, name, centroids });
+    }
+    Ok(out)
+}
+
+fn load_cmc(root: &Path) -> Result<Vec<CmcTile>, DetectError> {
+    let mut out = Vec::new();
+    for file in sorted_files(&root.join("cmc-negatives"), &["jpg"])? {
+        let image = mitoscope_imaging::read_image(&file)?;
+        let (w, h) = (f64::from(image.width()), f64::from(image.height()));
+        let labels = file.with_extension("txt");
+        let mut lookalikes = Vec::new();
+        if labels.is_file() {
+            for line in read_text(&labels)?.lines() {
+                let f: Vec<f64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+                // Class 1 = mitosis look-alike (hard negative); boxes are normalised centres.
+                if f.len() == 5 && f[0] == 1.0 {
+                    lookalikes.push((f[1] * w, f[2] * h));
+                }
+            }
+        }
+        out.push(CmcTile { name: crate::batch::image_id(&file), image, lookalikes });
+    }
+    Ok(out)
+}
+
+fn load_mask_patches(root: &Path) -> Result<Vec<MaskPatch>, DetectError> {
+    let dir = root.join("icpr2012/mask-patches");
+    let mut out = Vec::new();
+    for file in sorted_files(&dir.join("images"), &["jpg", "png"])? {
+        let mask_path = dir.join("masks").join(file.file_name().unwrap_or_default());
+        let image = mitoscope_imaging::read_image(&file)?;
+        let mask = mitoscope_imaging::read_mask(&mask_path)?;
+        if mask.dimensions() != image.dimensions() {
+            return Err(DetectError::Input {
+                path: mask_path,
+                message: format!(
+                    "mask is {}x{}, image is {}x{}",
+                    mask.width(),
+                    mask.height(),
+                    image.width(),
+                    image.height()
+                ),
+            });
+        }
+        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
+        for (x, y, p) in mask.enumerate_pixels() {
+            if p.0[0] > 0 {
+                sx += f64::from(x);
+                sy += f64::from(y);
+                n += 1;
+            }
+        }
+        // Tiny blobs are JPEG noise, not a figure.
+        let centroid = (n >= 20).then(|| (sx / n as f64, sy / n as f64));
+        out.push(MaskPatch { name: crate::batch::image_id(&file), image, mask, centroid });
+    }
+    Ok(out)
+}
