@@ -22,6 +22,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Detect mitotic figures in H&E images (PNG, JPEG, TIFF, BMP) with the two-stage model.
+    Detect(DetectArgs),
+    /// Run the whole pipeline on a synthetic H&E-like field (no data needed) and write every output.
+    Demo(DemoArgs),
+    /// Score crops (or the centre crop of larger images) with the stage-2 classifier.
+    Classify(ClassifyArgs),
+    /// Train a model with a committed recipe from the shared real data.
+    Train(TrainArgs),
     /// Summarise a dataset or annotation file: images, masks, objects per subset, mpp, inconsistencies.
     Inspect(InspectArgs),
     /// Convert annotations between formats (any reader to any writer).
@@ -159,4 +167,89 @@ pub struct GradeArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Model and device options shared by commands that run the detector.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Model bundle file (or folder holding model.bundle); default: the embedded model.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Compute device: cpu, or cuda[:N] in builds with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `mitoscope detect`.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Image files or folders of images.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (detections.csv and the other formats go here).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Microns per pixel of the inputs (default: 0.25, a 40x scan).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Operating threshold on the stage-2 score (default: the model's, chosen on validation data).
+    #[arg(long, value_name = "S")]
+    pub threshold: Option<f64>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Outputs besides detections.csv: any of csv,geojson,midog,overlay (or all).
+    #[arg(long, value_name = "LIST", default_value = "csv")]
+    pub format: String,
+    /// Also write candidates.csv: every stage-1 candidate with its stage-2 score (for AP and FROC).
+    #[arg(long)]
+    pub all_candidates: bool,
+}
+
+/// `mitoscope demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, value_name = "DIR", default_value = "mitoscope-demo")]
+    pub out: PathBuf,
+    /// Seed of the synthetic field.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Side of the synthetic field in pixels.
+    #[arg(long, default_value_t = 2084)]
+    pub size: u32,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `mitoscope classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Crop images (or larger images: their centre crop is scored).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Microns per pixel of the images (default: 0.25).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mitoscope train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Recipe: `default` (the embedded model's recipe) or `quick` (minutes, for smoke tests).
+    #[arg(long, default_value = "default")]
+    pub recipe: String,
+    /// Root of the shared data (default: $MITOSCOPE_DATA, else ../shared/data).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Output folder: model.bundle, MODEL.md, checkpoints, metrics logs. Re-running resumes.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Recipe settings as JSON (overrides --recipe).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }

@@ -340,3 +340,69 @@ fn bad_input_fails_cleanly() {
     fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "5", "--match", "nearest"]);
     fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "0"]);
 }
+
+// ---------- detector commands (embedded default model) ----------
+
+#[test]
+fn demo_writes_every_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let text = ok(&["demo", "--out", s(&out), "--size", "512"]);
+    assert!(text.to_lowercase().contains("synthetic"), "{text}");
+    let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("image,x,y,score"));
+    for name in ["detections.geojson", "candidates.csv", "README.txt"] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    assert!(std::fs::read_dir(out.join("overlays")).unwrap().count() >= 1);
+    // The demo's detections file is valid input to eval.
+    let v = json(&["eval", "--truth", s(&out.join("synthetic-truth.csv")), "--pred", s(&out.join("detections.csv")), "--radius-px", "30", "--json"]);
+    assert!(v["f1"].as_f64().is_some());
+}
+
+#[test]
+fn detect_processes_good_inputs_despite_a_bad_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let (img, _) = mitoscope_detect::synthetic::render_hpf(3, 300);
+    img.save(inputs.join("good.png")).unwrap();
+    image::DynamicImage::ImageRgb8(img.clone()).to_luma8().save(inputs.join("gray.png")).unwrap();
+    std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let out = tmp.path().join("out");
+    let o = mitoscope(&["detect", s(&inputs), "--out", s(&out), "--format", "csv,geojson,midog,overlay", "--mpp", "0.25"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a failed input must give a non-zero exit");
+    assert!(stderr.contains("broken.png") && !stderr.contains("panicked"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("image,x,y,score"));
+}
+
+#[test]
+fn classify_scores_real_crops() {
+    let dir = require_data!("amibr/patches/normal");
+    let mut crops: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    crops.sort();
+    let crops: Vec<&str> = crops.iter().take(4).map(|p| s(p)).collect();
+    let mut args = vec!["classify", "--json"];
+    args.extend(crops.iter().copied());
+    let v = json(&args);
+    let scores: Vec<f64> = v.as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+}
+
+#[test]
+fn bad_model_file_is_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = write(tmp.path(), "junk.bundle", "definitely not a model");
+    let (img, _) = mitoscope_detect::synthetic::render_hpf(1, 64);
+    let input = tmp.path().join("a.png");
+    img.save(&input).unwrap();
+    let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&model)]);
+    assert!(err.contains("junk.bundle"), "{err}");
+    let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&tmp.path().join("none.bundle"))]);
+    assert!(err.contains("none.bundle"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! libraries and prints. Shared helpers for reading annotations live here.
 
 mod convert;
+mod detect;
 mod eval;
 mod grade;
 mod inspect;
@@ -20,6 +21,10 @@ use crate::cli::Command;
 /// Runs one subcommand.
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Detect(a) => detect::detect(a),
+        Command::Demo(a) => detect::demo(a),
+        Command::Classify(a) => detect::classify(a),
+        Command::Train(a) => detect::train(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run(a),
