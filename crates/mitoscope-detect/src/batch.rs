@@ -204,7 +204,7 @@ pub fn run_batch(
                     Some(r)
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "image failed");
+                    tracing::debug!(path = %path.display(), error = %e, "image failed");
                     if let Ok(mut errs) = errors.lock() {
                         errs.push((path.clone(), e.to_string()));
                     }

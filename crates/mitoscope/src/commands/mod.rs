@@ -54,8 +54,11 @@ fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<Annot
     if !path.exists() {
         bail!("{}: no such file or folder", path.display());
     }
-    let mut set = mitoscope_formats::read(path, format, opts)
-        .with_context(|| format!("reading {}", path.display()))?;
+    if format.is_none() && mitoscope_imaging::is_image_path(path) {
+        bail!("{}: is an image; give an annotation file or a dataset folder (see --format)", path.display());
+    }
+    // FormatError already names the file (and line): no extra context here.
+    let mut set = mitoscope_formats::read(path, format, opts)?;
     for img in &mut set.images {
         if let Some(stem) = strip_image_extension(&img.image) {
             img.image = stem;
