@@ -12,7 +12,12 @@
 //!   detections.geojson    QuPath GeoJSON, a polygon per detection where one exists
 //!   midog/<image>.json    grand-challenge "Multiple points" (MIDOG), mm
 //!   overlays/<image>.png  input with each detection circled and its score written
+//!   masks/<image>.png     detection outlines filled, 0/255, input size
+//!   run.json              what made these files: command, model, thresholds, mpp
 //! ```
+//!
+//! Each image's resolution is the configured `input_mpp`, else what a TIFF
+//! states in its resolution tags, else the model card's default.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -41,12 +46,15 @@ pub struct Outputs {
     pub midog: bool,
     /// `overlays/<image>.png`.
     pub overlay: bool,
+    /// `masks/<image>.png`: the outlines of the detections filled (255 =
+    /// mitosis), input size, for `mitoscope segeval`.
+    pub masks: bool,
 }
 
 impl Outputs {
     /// Every output.
     pub fn all() -> Self {
-        Self { geojson: true, midog: true, overlay: true }
+        Self { geojson: true, midog: true, overlay: true, masks: true }
     }
 
     /// Parses a `--format` list such as `csv,geojson,midog,overlay`
@@ -59,16 +67,46 @@ impl Outputs {
                 "geojson" | "qupath" => out.geojson = true,
                 "midog" | "json" => out.midog = true,
                 "overlay" | "overlays" | "png" => out.overlay = true,
+                "mask" | "masks" => out.masks = true,
                 "all" => out = Self::all(),
                 other => {
                     return Err(DetectError::Config(format!(
-                        "unknown output format '{other}'; expected csv, geojson, midog, overlay or all"
+                        "unknown output format '{other}'; expected csv, geojson, midog, overlay, masks or all"
                     )));
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// File name of the [`RunRecord`] written beside the detections.
+pub const RUN_RECORD_FILE: &str = "run.json";
+
+/// What made a detections folder (`run.json`): read back by `mitoscope
+/// report` so a report names the model without being told.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// `mitoscope X.Y.Z`.
+    pub tool: String,
+    /// The command line, when the caller gave it.
+    pub command: Option<String>,
+    /// Model name and version (the card's).
+    pub model: String,
+    /// Stage-2 threshold the detections were cut at.
+    pub operating_threshold: f64,
+    /// Stage-1 threshold of the model.
+    pub candidate_threshold: f64,
+    /// Resolution the model works at, µm/px.
+    pub model_mpp: f64,
+    /// `--mpp` as given (`None`: per image, from TIFF tags or the default).
+    pub input_mpp: Option<f64>,
+    /// Images processed.
+    pub images: usize,
+    /// Inputs that failed.
+    pub failures: usize,
+    /// Detections written.
+    pub detections: usize,
 }
 
 /// Settings of a batch run.
@@ -84,6 +122,8 @@ pub struct BatchConfig {
     pub write_candidates: bool,
     /// Show an `indicatif` bar on stderr.
     pub show_progress: bool,
+    /// The command line that started the run, recorded in `run.json`.
+    pub command: Option<String>,
 }
 
 impl Default for BatchConfig {
@@ -94,6 +134,7 @@ impl Default for BatchConfig {
             outputs: Outputs::default(),
             write_candidates: false,
             show_progress: false,
+            command: None,
         }
     }
 }
@@ -162,9 +203,68 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
     (files, failures)
 }
 
+/// The resolution an input is read at: the caller's, else the one a TIFF
+/// states, else `default` (logged, since counts per area depend on it).
+pub fn image_mpp(path: &Path, given: Option<f64>, default: f64) -> f64 {
+    if let Some(m) = given {
+        return m;
+    }
+    match mitoscope_imaging::stated_mpp(path) {
+        Some(m) => {
+            tracing::info!("{}: {m:.4} µm/px from its TIFF resolution tags", path.display());
+            m
+        }
+        None => default,
+    }
+}
+
 /// Image id of a file: its stem.
 pub fn image_id(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// One id per file: the stem, unless two inputs share it (`a/x.png` and
+/// `b/x.png`, or `x.png` and `x.jpg`), whose outputs would overwrite each
+/// other; those get the file name, then the parent folder too, then a
+/// counter, whichever first makes them unique. A warning names each renaming.
+pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
+    use std::collections::HashMap;
+    let file_name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| image_id(p));
+    let with_parent = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
+        Some(dir) => format!("{}_{}", dir.to_string_lossy(), file_name(p)),
+        None => file_name(p),
+    };
+    let count = |ids: &[String]| {
+        let mut n: HashMap<String, usize> = HashMap::new();
+        for id in ids {
+            *n.entry(id.clone()).or_default() += 1;
+        }
+        n
+    };
+    let mut ids: Vec<String> = files.iter().map(|p| image_id(p)).collect();
+    for rename in [&file_name as &dyn Fn(&Path) -> String, &with_parent] {
+        let n = count(&ids);
+        for (id, path) in ids.iter_mut().zip(files) {
+            if n[id.as_str()] > 1 {
+                *id = rename(path);
+            }
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let n = count(&ids);
+    for id in ids.iter_mut() {
+        if n[id.as_str()] > 1 {
+            let k = seen.entry(id.clone()).or_default();
+            *k += 1;
+            *id = format!("{id}_{k}");
+        }
+    }
+    for (id, path) in ids.iter().zip(files) {
+        if *id != image_id(path) {
+            tracing::warn!("{}: another input has the same file stem; its image id is '{id}'", path.display());
+        }
+    }
+    ids
 }
 
 /// Runs `detector` on every input and writes the outputs into `out_dir`; see the module docs.
@@ -177,7 +277,8 @@ pub fn run_batch(
     out_dir: &Path,
     config: &BatchConfig,
 ) -> Result<BatchSummary, DetectError> {
-    let input_mpp = config.input_mpp.unwrap_or(detector.bundle().card.default_input_mpp);
+    let default_mpp = detector.bundle().card.default_input_mpp;
+    let input_mpp = config.input_mpp.unwrap_or(default_mpp);
     Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
     let threshold = detector.threshold(&config.options);
     if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
@@ -193,10 +294,13 @@ pub fn run_batch(
     let overlay_dir = out_dir.join("overlays");
     let options = DetectOptions { keep_all_candidates: true, ..config.options.clone() };
     let errors = Mutex::new(Vec::new());
+    let ids = unique_image_ids(&files);
     let results: Vec<Option<ImageResult>> = files
         .par_iter()
-        .map(|path| {
-            let result = process_one(detector, path, input_mpp, threshold, &options, config, &overlay_dir);
+        .zip(ids.par_iter())
+        .map(|(path, id)| {
+            let mpp = image_mpp(path, config.input_mpp, default_mpp);
+            let result = process_one(detector, path, id, mpp, threshold, &options, config, &overlay_dir);
             bar.inc(1);
             match result {
                 Ok(r) => {
@@ -229,7 +333,10 @@ pub fn run_batch(
         write_points_csv(&path, &images, true)?;
         written.push(path);
     }
-    let set = annotation_set(&images, input_mpp);
+    let mut set = annotation_set(&images, input_mpp);
+    for (img, r) in set.images.iter_mut().zip(&images) {
+        img.mpp = Mpp::new(image_mpp(&r.path, config.input_mpp, default_mpp)).ok();
+    }
     if config.outputs.geojson {
         let path = out_dir.join("detections.geojson");
         mitoscope_formats::write(&set, &path, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
@@ -242,16 +349,37 @@ pub fn run_batch(
         written.push(path);
     }
     if config.outputs.overlay && !images.is_empty() {
-        written.push(overlay_dir);
+        written.push(overlay_dir.clone());
+    }
+    if config.outputs.masks && !images.is_empty() {
+        written.push(overlay_dir.with_file_name("masks"));
     }
     let per_image: Vec<(String, usize)> = images.iter().map(|r| (r.image.clone(), r.detections.len())).collect();
     let total = per_image.iter().map(|(_, n)| n).sum();
+    let card = &detector.bundle().card;
+    let record = RunRecord {
+        tool: format!("mitoscope {}", env!("CARGO_PKG_VERSION")),
+        command: config.command.clone(),
+        model: card.version.clone(),
+        operating_threshold: threshold,
+        candidate_threshold: card.candidate_threshold,
+        model_mpp: card.model_mpp,
+        input_mpp: config.input_mpp,
+        images: images.len(),
+        failures: failures.len(),
+        detections: total,
+    };
+    let path = out_dir.join(RUN_RECORD_FILE);
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| DetectError::Config(e.to_string()))?;
+    mitoscope_formats::atomic::write_atomic(&path, &json)?;
+    written.push(path);
     Ok(BatchSummary { per_image, failures, total, threshold, written, images })
 }
 
 fn process_one(
     detector: &Detector,
     path: &Path,
+    id: &str,
     input_mpp: f64,
     threshold: f64,
     options: &DetectOptions,
@@ -264,7 +392,11 @@ fn process_one(
         .detect_image(&image, input_mpp, options)
         .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
     let detections: Vec<Detection> = all.iter().filter(|d| d.score >= threshold).cloned().collect();
-    let id = image_id(path);
+    let id = id.to_owned();
+    if config.outputs.masks {
+        let file = overlay_dir.with_file_name("masks").join(format!("{id}.png"));
+        write_png(&file, &detection_mask(&detections, image.width(), image.height()))?;
+    }
     if config.outputs.overlay {
         draw_overlay(&mut image, &detections);
         let file = overlay_dir.join(format!("{id}.png"));
@@ -280,8 +412,25 @@ fn process_one(
     })
 }
 
-/// Encodes `image` as PNG and writes it atomically.
-pub fn write_png(path: &Path, image: &RgbImage) -> Result<(), DetectError> {
+/// The detections' outlines filled into a `width` x `height` mask (255 =
+/// mitosis); detections without an outline leave no mark.
+pub fn detection_mask(detections: &[Detection], width: u32, height: u32) -> image::GrayImage {
+    let objects: Vec<Annotation> = detections
+        .iter()
+        .filter_map(|d| {
+            let poly = Polygon::new(d.polygon.as_ref()?.iter().map(|&(x, y)| Point::new(x, y)).collect());
+            Annotation::from_shape(Shape::Polygon(poly), ObjectClass::Mitosis)
+        })
+        .collect();
+    mitoscope_annotations::mask::rasterise(&objects, width, height).0
+}
+
+/// Encodes `image` (RGB, gray, ...) as PNG and writes it atomically.
+pub fn write_png<P>(path: &Path, image: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<(), DetectError>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
     mitoscope_formats::atomic::write_atomic_with(path, |w| {
         let mut buf = std::io::Cursor::new(Vec::new());
         image.write_to(&mut buf, image::ImageFormat::Png).map_err(std::io::Error::other)?;
@@ -412,9 +561,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_stems_get_distinct_ids() {
+        let files: Vec<PathBuf> =
+            ["a/x.png", "b/x.png", "a/x.jpg", "c/y.png", "z.tif"].iter().map(PathBuf::from).collect();
+        let ids = unique_image_ids(&files);
+        assert_eq!(ids, ["a_x.png", "b_x.png", "x.jpg", "y", "z"]);
+        // Identical names in identical folders (the same file twice) fall back to a counter.
+        let twice: Vec<PathBuf> = ["d/q.png", "d/q.png"].iter().map(PathBuf::from).collect();
+        assert_eq!(unique_image_ids(&twice), ["d_q.png_1", "d_q.png_2"]);
+    }
+
+    #[test]
+    fn detection_mask_fills_outlines_only() {
+        let square = vec![(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)];
+        let with = Detection { x: 15.0, y: 15.0, score: 0.9, candidate_score: 0.9, polygon: Some(square) };
+        let without = Detection { x: 40.0, y: 40.0, score: 0.9, candidate_score: 0.9, polygon: None };
+        let mask = detection_mask(&[with, without], 50, 50);
+        assert_eq!(mask.get_pixel(15, 15).0, [255]);
+        assert_eq!(mask.get_pixel(40, 40).0, [0]);
+        let on = mask.pixels().filter(|p| p.0[0] == 255).count();
+        assert!((100..=121).contains(&on), "{on} pixels for a 10x10 square");
+    }
+
+    #[test]
     fn format_lists() {
         assert_eq!(Outputs::parse_list("csv").unwrap(), Outputs::default());
-        assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay").unwrap(), Outputs::all());
+        assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay,masks").unwrap(), Outputs::all());
+        assert!(!Outputs::parse_list("csv,geojson,midog,overlay").unwrap().masks);
         assert_eq!(Outputs::parse_list("GeoJSON").unwrap().geojson, true);
         assert!(Outputs::parse_list("csv,pdf").unwrap_err().to_string().contains("pdf"));
     }

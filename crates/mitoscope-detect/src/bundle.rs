@@ -103,6 +103,15 @@ struct BundleHeader {
     classifier_bytes: u64,
 }
 
+/// Fills in config fields added since older bundles were written, with the
+/// value that reproduces their behaviour (burn configs have no serde defaults).
+fn upgrade_header(header: &mut serde_json::Value) {
+    if let Some(classifier) = header.get_mut("classifier_config").and_then(|c| c.as_object_mut()) {
+        // Added in 0.2: per-crop standardisation; 0.1 classifiers ran without it.
+        classifier.entry("input_norm").or_insert(serde_json::Value::Bool(false));
+    }
+}
+
 /// Both networks and their card, on one device.
 #[derive(Debug, Clone)]
 pub struct ModelBundle {
@@ -155,8 +164,11 @@ impl ModelBundle {
         let (header, blobs) = rest
             .split_at_checked(header_len)
             .ok_or_else(|| bad(format!("header of {header_len} bytes but only {} bytes follow", rest.len())))?;
-        let header: BundleHeader =
+        let mut header: serde_json::Value =
             serde_json::from_slice(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        upgrade_header(&mut header);
+        let header: BundleHeader =
+            serde_json::from_value(header).map_err(|e| bad(format!("header does not describe a bundle: {e}")))?;
         let (c_len, k_len) = (header.candidate_bytes as usize, header.classifier_bytes as usize);
         if blobs.len() != c_len.saturating_add(k_len) {
             return Err(bad(format!(
@@ -256,6 +268,24 @@ fn validate_card(card: &ModelCard) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::testutil::tiny_bundle;
+
+    #[test]
+    fn bundles_from_before_input_norm_still_load() {
+        let device = Device::flex();
+        let bytes = tiny_bundle(&device).to_bytes().unwrap();
+        // Rewrite the header without the field, as 0.1 bundles were written.
+        let rest = &bytes[BUNDLE_MAGIC.len()..];
+        let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&rest[8..8 + len]).unwrap();
+        header["classifier_config"].as_object_mut().unwrap().remove("input_norm").unwrap();
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut old = BUNDLE_MAGIC.to_vec();
+        old.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        old.extend_from_slice(&json);
+        old.extend_from_slice(&rest[8 + len..]);
+        let loaded = ModelBundle::from_bytes(&old, "old.bundle", &device).unwrap();
+        assert!(!loaded.classifier_config.input_norm);
+    }
 
     #[test]
     fn round_trip_and_corruptions() {

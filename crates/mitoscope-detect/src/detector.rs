@@ -1,8 +1,9 @@
 //! [`Detector`]: one image in, scored mitosis detections out.
 //!
-//! 1. The image is covered by overlapping square tiles *in model pixels*
-//!    ([`crate::tiling`]); each tile is resampled from the input on the fly to
-//!    the model's mpp, so only one tile and its heat map are held at a time.
+//! 1. The image is resampled once to the model's mpp and covered by
+//!    overlapping square tiles *in model pixels* ([`crate::tiling`]), mapped
+//!    in parallel. (Whole slides are cut into regions by the caller, so the
+//!    resampled copy stays bounded.)
 //! 2. Stage 1 maps each tile; peaks above the card's candidate threshold that
 //!    the tile owns become candidates, with an optional outline (the
 //!    thresholded heat-map blob around the peak).
@@ -15,7 +16,8 @@ use burn::tensor::Device;
 use image::RgbImage;
 use mitoscope_geom::Mpp;
 use mitoscope_model::candidate::{peaks, ProbabilityMap, SIDE_MULTIPLE};
-use mitoscope_model::data::{resample_crop, CropSpec};
+use mitoscope_model::data::{copy_block, resample_crop, resample_grid, CropSpec};
+use rayon::prelude::*;
 use mitoscope_model::infer::{candidate_map, classify_crops};
 use mitoscope_model::burn;
 
@@ -77,8 +79,28 @@ pub struct Detector {
     device: Device,
 }
 
-/// Stage-2 crops scored per forward pass: bounds memory on candidate-rich images.
-const CROP_CHUNK: usize = 256;
+/// Stage-2 crops scored per forward pass: bounds memory on candidate-rich
+/// images; small enough that a few hundred candidates spread over the cores.
+const CROP_CHUNK: usize = 64;
+
+/// The input resampled onto the model's pixel grid.
+struct ModelGrid {
+    image: RgbImage,
+    /// Input pixels per model pixel.
+    step: f64,
+    mpp: Mpp,
+}
+
+impl ModelGrid {
+    /// Model-grid coordinate -> input pixel (pixel centres align).
+    fn to_input(&self, u: f64) -> f64 {
+        (u + 0.5) * self.step - 0.5
+    }
+    /// Input pixel -> model-grid coordinate.
+    fn to_model(&self, x: f64) -> f64 {
+        (x + 0.5) / self.step - 0.5
+    }
+}
 
 /// Peaks farther than this (µm) from their seed are not part of its outline.
 const OUTLINE_RADIUS_UM: f64 = 10.0;
@@ -106,6 +128,11 @@ impl Detector {
 
     /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first.
     pub fn candidates(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+        Ok(self.stage1(image, input_mpp, options)?.0)
+    }
+
+    /// Stage 1, and the model-resolution grid it ran on (reused by stage 2).
+    fn stage1(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<(Vec<Detection>, ModelGrid), DetectError> {
         let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
@@ -121,40 +148,50 @@ impl Detector {
         let side_needed = model_w.max(model_h).div_ceil(SIDE_MULTIPLE as u32) * SIDE_MULTIPLE as u32;
         let tile = want.div_ceil(SIDE_MULTIPLE as u32).min(side_needed.div_ceil(SIDE_MULTIPLE as u32)) * SIDE_MULTIPLE as u32;
         let min_distance_model = card.min_distance_um / card.model_mpp;
-        let to_input = |u: f64| (u + 0.5) * step - 0.5;
+        let tiles = tile_grid(model_w, model_h, tile, options.overlap_px);
+        // The grid covers every tile, so tiles are plain copies out of it.
+        let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
+        let grid_h = tiles.iter().map(|t| t.y + t.size).max().unwrap_or(model_h);
+        let grid = ModelGrid { image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h), step, mpp: model_mpp };
 
-        let mut candidates = Vec::new();
-        for t in tile_grid(model_w, model_h, tile, options.overlap_px) {
-            let half = (f64::from(t.size) - 1.0) / 2.0;
-            let centre = (to_input(f64::from(t.x) + half), to_input(f64::from(t.y) + half));
-            let spec = CropSpec { crop_size: t.size, mpp: model_mpp };
-            let tile_img = resample_crop(image, centre, in_mpp, spec);
-            let map = candidate_map(&self.bundle.candidate, &tile_img, &self.device)?;
-            let found = peaks(&map, card.candidate_threshold as f32, min_distance_model as f32);
-            for p in found {
-                let (gx, gy) = (t.x + p.x as u32, t.y + p.y as u32);
-                if !t.owns(gx, gy) {
-                    continue;
+        // Tiles in parallel: on one large image this is what uses every core.
+        let per_tile: Vec<Result<Vec<Detection>, DetectError>> = tiles
+            .par_iter()
+            .map(|t| {
+                let tile_img = copy_block(&grid.image, i64::from(t.x), i64::from(t.y), t.size);
+                let map = candidate_map(&self.bundle.candidate, &tile_img, &self.device)?;
+                let found = peaks(&map, card.candidate_threshold as f32, min_distance_model as f32);
+                let mut out = Vec::new();
+                for p in found {
+                    let (gx, gy) = (t.x + p.x as u32, t.y + p.y as u32);
+                    if !t.owns(gx, gy) {
+                        continue;
+                    }
+                    let polygon = if options.polygons {
+                        outline(&map, p.x, p.y, card.candidate_threshold as f32, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
+                            poly.into_iter()
+                                .map(|(u, v)| (grid.to_input(f64::from(t.x) + u), grid.to_input(f64::from(t.y) + v)))
+                                .collect()
+                        })
+                    } else {
+                        None
+                    };
+                    out.push(Detection {
+                        x: grid.to_input(f64::from(gx)),
+                        y: grid.to_input(f64::from(gy)),
+                        score: 0.0,
+                        candidate_score: f64::from(p.score),
+                        polygon,
+                    });
                 }
-                let polygon = if options.polygons {
-                    outline(&map, p.x, p.y, card.candidate_threshold as f32, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
-                        poly.into_iter()
-                            .map(|(u, v)| (to_input(f64::from(t.x) + u), to_input(f64::from(t.y) + v)))
-                            .collect()
-                    })
-                } else {
-                    None
-                };
-                candidates.push(Detection {
-                    x: to_input(f64::from(gx)),
-                    y: to_input(f64::from(gy)),
-                    score: 0.0,
-                    candidate_score: f64::from(p.score),
-                    polygon,
-                });
-            }
+                Ok(out)
+            })
+            .collect();
+        let mut candidates = Vec::new();
+        for found in per_tile {
+            candidates.extend(found?);
         }
-        Ok(merge_by_distance(candidates, min_distance_model * step))
+        Ok((merge_by_distance(candidates, min_distance_model * step), grid))
     }
 
     /// Detections in `image` (at `input_mpp` µm/px), strongest stage-2 score first.
@@ -163,19 +200,39 @@ impl Detector {
         if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
             return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
         }
-        let mut candidates = self.candidates(image, input_mpp, options)?;
+        let (mut candidates, grid) = self.stage1(image, input_mpp, options)?;
         let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
-        for chunk in candidates.chunks_mut(CROP_CHUNK) {
-            let crops: Vec<RgbImage> =
-                chunk.iter().map(|d| resample_crop(image, (d.x, d.y), in_mpp, crop_spec)).collect();
-            let scores = classify_crops(&self.bundle.classifier, &crops, &self.device)?;
-            for (d, s) in chunk.iter_mut().zip(scores) {
-                if !s.is_finite() {
-                    return Err(DetectError::Config("the classifier produced a non-finite score".into()));
-                }
-                d.score = f64::from(s);
+        // Same resolution as stage 1 (the default models): crops are copies out
+        // of the grid, centred within half a model pixel of the candidate.
+        let from_grid = (crop_spec.mpp.get() - grid.mpp.get()).abs() < 1e-9;
+        let half = i64::from(crop_spec.crop_size / 2);
+        let scores: Vec<Result<Vec<f32>, DetectError>> = candidates
+            .par_chunks(CROP_CHUNK)
+            .map(|chunk| {
+                let crops: Vec<RgbImage> = chunk
+                    .iter()
+                    .map(|d| {
+                        if from_grid {
+                            let (u, v) = (grid.to_model(d.x).round() as i64, grid.to_model(d.y).round() as i64);
+                            copy_block(&grid.image, u - half, v - half, crop_spec.crop_size)
+                        } else {
+                            resample_crop(image, (d.x, d.y), in_mpp, crop_spec)
+                        }
+                    })
+                    .collect();
+                Ok(classify_crops(&self.bundle.classifier, &crops, &self.device)?)
+            })
+            .collect();
+        let mut flat = Vec::with_capacity(candidates.len());
+        for chunk in scores {
+            flat.extend(chunk?);
+        }
+        for (d, s) in candidates.iter_mut().zip(flat) {
+            if !s.is_finite() {
+                return Err(DetectError::Config("the classifier produced a non-finite score".into()));
             }
+            d.score = f64::from(s);
         }
         if !options.keep_all_candidates {
             candidates.retain(|d| d.score >= threshold);

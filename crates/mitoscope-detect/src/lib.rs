@@ -12,6 +12,8 @@
 //! - [`classify_images`]: stage 2 on the centre crop of each image.
 //! - [`synthetic::render_hpf`] and [`run_demo`]: a synthetic H&E-like field
 //!   through the whole pipeline.
+//! - [`slide_run`]: whole slides (tissue, tiles over tissue, hotspot, score,
+//!   per-slide output folder); [`hpf_set`]: folders of HPFs scored per slide.
 //! - [`recipe::train_default`]: the recipe that trains the default model from
 //!   the shared real data.
 //!
@@ -40,19 +42,28 @@ mod classify;
 mod demo;
 mod detector;
 mod error;
+pub mod fixtures;
+pub mod hpf_set;
 pub mod recipe;
+pub mod slide_run;
 pub mod synthetic;
 pub mod tiling;
 
 #[cfg(test)]
 mod testutil;
 
-pub use batch::{run_batch, BatchConfig, BatchSummary, ImageResult, Outputs, DETECTIONS_HEADER};
+pub use batch::{run_batch, BatchConfig, BatchSummary, ImageResult, Outputs, RunRecord, DETECTIONS_HEADER, RUN_RECORD_FILE};
 pub use bundle::{ModelBundle, ModelCard, TrainingRecord, BUNDLE_FILE};
 pub use classify::{classify_images, ClassifyResult};
 pub use demo::{run_demo, DEMO_IMAGE};
 pub use detector::{DetectOptions, Detection, Detector};
 pub use error::DetectError;
+pub use hpf_set::{run_hpf_set, HpfSetConfig, HpfSetError, HpfSetReport};
+pub use slide_run::{run_slide, run_slides, SlideReport, SlideRunConfig, SlideRunError, TileDetector};
+/// The slide reader, tissue and hotspot crate, re-exported for the CLI.
+pub use mitoscope_slide;
+/// The evaluation crate (mitotic score, field presets), re-exported for the CLI.
+pub use mitoscope_eval;
 
 use mitoscope_model::burn::tensor::Device;
 

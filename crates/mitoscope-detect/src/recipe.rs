@@ -31,6 +31,7 @@ use mitoscope_model::burn::tensor::Device;
 use mitoscope_model::candidate::{disc_target, mask_target, ProbabilityMap};
 use mitoscope_model::candidate_training::{train_candidate_net, CandidateSample, CandidateTrainingConfig};
 use mitoscope_model::data::{load_crop_folders, positive_crops, random_negative_crops, resample_crop, CropSpec, LabelledCrop};
+use mitoscope_model::augment::AugmentConfig;
 use mitoscope_model::training::TrainingConfig;
 use mitoscope_model::{train_classifier, CandidateNetConfig, PatchClassifierConfig, TrainOptions};
 use serde::{Deserialize, Serialize};
@@ -81,8 +82,23 @@ pub struct RecipeConfig {
     pub match_radius_um: f64,
     /// Minimum distance between candidates, µm.
     pub min_distance_um: f64,
+    /// Standardise each stage-2 crop's channels inside the classifier (see
+    /// `PatchClassifierConfig::input_norm`). Absent in 0.1 recipes: off.
+    #[serde(default)]
+    pub classifier_input_norm: bool,
+    /// Stage 2 keeps at most this many of the (off-domain) AMi-Br /
+    /// AtNorM-Br figure crops, evenly spread over them; stage 1 uses all.
+    #[serde(default)]
+    pub classifier_figure_crops: Option<usize>,
+    /// Stage-2 stain augmentation: HED concentration scale and shift ranges.
+    #[serde(default = "default_stain_jitter")]
+    pub stain_jitter: (f32, f32),
     /// Model name written into the card.
     pub version: String,
+}
+
+fn default_stain_jitter() -> (f32, f32) {
+    (0.05, 0.02)
 }
 
 impl Default for RecipeConfig {
@@ -96,17 +112,22 @@ impl Default for RecipeConfig {
             candidate_tile_size: 64,
             candidate_channels: 8,
             disc_radius_um: 4.0,
-            classifier_epochs: 6,
+            classifier_epochs: 12,
             classifier_channels: 8,
             crops_per_folder: None,
             negatives_per_hpf: 300,
             negatives_per_cmc: 400,
-            in_domain_repeats: 8,
+            in_domain_repeats: 16,
             hard_negatives_per_image: 400,
             candidate_recall_target: 0.95,
             match_radius_um: 8.0,
             min_distance_um: 6.0,
-            version: "mitoscope-default-0.1".into(),
+            classifier_input_norm: true,
+            // Off-domain figure crops are capped and in-domain ones repeated
+            // more, so that scanner differences do not decide the class.
+            classifier_figure_crops: Some(2000),
+            stain_jitter: (0.1, 0.03),
+            version: "mitoscope-default-0.2".into(),
         }
     }
 }
@@ -162,6 +183,18 @@ pub struct RecipeReport {
     pub classifier_val_f1: Option<f32>,
     /// Wall-clock seconds per phase.
     pub seconds: Vec<(String, f64)>,
+}
+
+/// At most `keep` items, evenly spaced over `items` (all when `None`).
+fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
+    let n = items.len();
+    match keep {
+        Some(k) if k < n => {
+            let wanted: std::collections::BTreeSet<usize> = (0..k).map(|j| j * n / k).collect();
+            items.into_iter().enumerate().filter(|(i, _)| wanted.contains(i)).map(|(_, t)| t).collect()
+        }
+        _ => items,
+    }
 }
 
 /// Trains the default model from `data_root` into `out_dir` (see the module
@@ -266,7 +299,10 @@ pub fn train_default(
     lap("stage1", &mut seconds);
 
     // ---- Candidate threshold on the training HPFs ----
-    let classifier_config = PatchClassifierConfig::new().with_base_channels(config.classifier_channels).with_mpp(model_mpp);
+    let classifier_config = PatchClassifierConfig::new()
+        .with_base_channels(config.classifier_channels)
+        .with_mpp(model_mpp)
+        .with_input_norm(config.classifier_input_norm);
     let mut card = ModelCard::untrained(&config.version);
     card.candidate_threshold = 0.02;
     card.min_distance_um = config.min_distance_um;
@@ -343,7 +379,7 @@ pub fn train_default(
 
     // ---- Stage 2 ----
     let mut rng_seed = config.seed;
-    let mut crops = crop_positives;
+    let mut crops = evenly_spread(crop_positives, config.classifier_figure_crops);
     let repeats = config.in_domain_repeats.max(1);
     for h in &train_hpfs {
         let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, spec, &h.name);
@@ -392,7 +428,8 @@ pub fn train_default(
     let cls_config = TrainingConfig::new(classifier_config.clone())
         .with_num_epochs(config.classifier_epochs)
         .with_seed(config.seed)
-        .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0));
+        .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0))
+        .with_augment(AugmentConfig::new().with_hed_scale(config.stain_jitter.0).with_hed_shift(config.stain_jitter.1));
     let stage2 = train_classifier(&cls_config, &train_crops, &val_crops, &out_dir.join("classifier"), &device, options)?;
     for m in &stage2.history {
         say(&format!("  stage-2 epoch {}: {m:?}", m.epoch));
@@ -724,4 +761,31 @@ fn load_mask_patches(root: &Path) -> Result<Vec<MaskPatch>, DetectError> {
         out.push(MaskPatch { name: crate::batch::image_id(&file), image, mask, centroid });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evenly_spread_keeps_a_spread_subset() {
+        let kept = evenly_spread((0..10).collect(), Some(4));
+        assert_eq!(kept, vec![0, 2, 5, 7]);
+        assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), Some(5)).len(), 3);
+        assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), None).len(), 3);
+    }
+
+    #[test]
+    fn old_recipe_files_still_parse() {
+        // 0.1 recipes lack the stage-2 fields added since: they mean "off".
+        let mut json = serde_json::to_value(RecipeConfig::default()).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for key in ["classifier_input_norm", "classifier_figure_crops", "stain_jitter"] {
+            obj.remove(key);
+        }
+        let old: RecipeConfig = serde_json::from_value(json).unwrap();
+        assert!(!old.classifier_input_norm);
+        assert_eq!(old.classifier_figure_crops, None);
+        assert_eq!(old.stain_jitter, (0.05, 0.02));
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`read_image`] decodes PNG, JPEG, TIFF and BMP into RGB8 (grayscale and
 //!   RGBA inputs are converted; H&E is RGB).
-//! - [`image_size`] reads only the header.
+//! - [`image_size`] reads only the header; [`stated_mpp`] the resolution a
+//!   TIFF states.
 //! - [`read_mask`] decodes a mask image and normalises the encodings datasets
 //!   use (0/1, 0/255, RGB with any non-black foreground, masks stored as JPEG)
 //!   to 0/255.
@@ -13,6 +14,10 @@
 //! assert_eq!(norm.as_raw(), &vec![0, 255, 0]);
 //! ```
 #![deny(missing_docs)]
+
+mod resolution;
+
+pub use resolution::{PLAUSIBLE_MPP, stated_mpp, tiff_decoder_mpp};
 
 use std::path::{Path, PathBuf};
 

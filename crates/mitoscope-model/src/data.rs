@@ -134,6 +134,48 @@ pub fn resample_crop(image: &RgbImage, centre: (f64, f64), source_mpp: Mpp, spec
     })
 }
 
+/// `width` x `height` pixels of the grid at `target_mpp` laid over `image`
+/// (at `source_mpp`): grid pixel `u` is centred on source pixel
+/// `(u + 0.5) * step - 0.5` (`step = target / source`), sampled exactly as
+/// [`resample_crop`] samples it, so a crop copied out of the grid equals the
+/// crop resampled directly. Resampling once and copying crops is what makes
+/// overlapping tiles and hundreds of candidate crops per image cheap; rows are
+/// resampled in parallel. Grid pixels past the image repeat its edge.
+pub fn resample_grid(image: &RgbImage, source_mpp: Mpp, target_mpp: Mpp, width: u32, height: u32) -> RgbImage {
+    use rayon::prelude::*;
+    let step = target_mpp.get() / source_mpp.get();
+    let to_source = |u: u32| (f64::from(u) + 0.5) * step - 0.5;
+    let mut out = RgbImage::new(width, height);
+    let row_len = width as usize * 3;
+    if row_len == 0 {
+        return out;
+    }
+    out.par_chunks_mut(row_len).enumerate().for_each(|(y, row)| {
+        let sy = to_source(y as u32);
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let sx = to_source(x as u32);
+            let v = if step > 1.0 + 1e-9 { box_average(image, sx, sy, step) } else { sample_bilinear(image, sx, sy) };
+            px.copy_from_slice(&v);
+        }
+    });
+    out
+}
+
+/// The `size` x `size` block of `grid` whose top-left pixel is (`x0`, `y0`)
+/// (may be negative or run past the grid: edge pixels repeat).
+pub fn copy_block(grid: &RgbImage, x0: i64, y0: i64, size: u32) -> RgbImage {
+    let (w, h) = grid.dimensions();
+    if w == 0 || h == 0 {
+        return RgbImage::new(size, size);
+    }
+    let clamp = |v: i64, len: u32| v.clamp(0, i64::from(len) - 1) as u32;
+    let inside = x0 >= 0 && y0 >= 0 && x0 + i64::from(size) <= i64::from(w) && y0 + i64::from(size) <= i64::from(h);
+    if inside {
+        return image::imageops::crop_imm(grid, x0 as u32, y0 as u32, size, size).to_image();
+    }
+    RgbImage::from_fn(size, size, |x, y| *grid.get_pixel(clamp(x0 + i64::from(x), w), clamp(y0 + i64::from(y), h)))
+}
+
 fn box_average(image: &RgbImage, cx: f64, cy: f64, step: f64) -> [u8; 3] {
     // Sample a small grid of bilinear taps covering the footprint.
     let taps = step.ceil().clamp(2.0, 8.0) as usize;

@@ -37,6 +37,7 @@ mod error;
 pub mod hotspot;
 pub mod openslide;
 mod region;
+pub mod synthetic;
 #[cfg(test)]
 mod testutil;
 mod tiff_slide;

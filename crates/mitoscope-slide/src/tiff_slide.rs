@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 use mitoscope_geom::Mpp;
+use mitoscope_imaging::PLAUSIBLE_MPP;
 use tiff::decoder::{ChunkType, Decoder, DecodingResult};
 use tiff::tags::Tag;
 
@@ -37,10 +38,6 @@ pub const MAX_CHUNK_PIXELS: u64 = 1 << 26;
 
 /// Largest associated image decoded whole: 2^26 px.
 const MAX_ASSOCIATED_PIXELS: u64 = 1 << 26;
-
-/// Resolutions outside this range (µm/px) are not microscopy: a TIFF writer's
-/// 72 dpi default (353 µm/px) is the usual culprit. They are ignored.
-const PLAUSIBLE_MPP: std::ops::RangeInclusive<f64> = 0.01..=100.0;
 
 /// IFDs read at most (guards against absurd files; cycles are caught by `tiff`).
 const MAX_IFDS: usize = 4096;
@@ -362,29 +359,9 @@ fn ifd_layout(dec: &mut TiffDecoder, width: u32, height: u32, chunk: (u32, u32))
     }
 }
 
-/// µm/px from XResolution + ResolutionUnit (2 inch, 3 cm); `None` when
-/// absent, unitless, or implausible for a microscope.
+/// µm/px from XResolution + ResolutionUnit (shared with the HPF reader).
 fn resolution_mpp(dec: &mut TiffDecoder) -> Option<f64> {
-    let unit = dec.find_tag_unsigned::<u16>(Tag::ResolutionUnit).ok().flatten().unwrap_or(2);
-    use tiff::decoder::ifd::Value;
-    let res = match dec.find_tag(Tag::XResolution).ok().flatten()? {
-        Value::Rational(n, d) if d != 0 => n as f64 / d as f64,
-        Value::Double(v) => v,
-        Value::Float(v) => v as f64,
-        _ => return None,
-    };
-    let um_per_unit = match unit {
-        2 => 25_400.0,
-        3 => 10_000.0,
-        _ => return None,
-    };
-    let mpp = um_per_unit / res;
-    if mpp.is_finite() && PLAUSIBLE_MPP.contains(&mpp) {
-        Some(mpp)
-    } else {
-        tracing::debug!("ignoring TIFF resolution {res} per unit {unit} ({mpp} µm/px): not a microscope resolution");
-        None
-    }
+    mitoscope_imaging::tiff_decoder_mpp(dec)
 }
 
 /// `key = value` fields of an Aperio ImageDescription (`|`-separated after

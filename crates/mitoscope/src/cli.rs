@@ -40,6 +40,14 @@ pub enum Command {
     Segeval(SegevalArgs),
     /// Nottingham mitotic score from a count and the area analysed.
     Grade(GradeArgs),
+    /// Whole slides (Aperio SVS, pyramidal TIFF): detect over tissue, hotspot, mitotic score.
+    Slide(SlideArgs),
+    /// Score a folder of HPF images per slide from its top-N HPFs (GZMH V2 style), against truth if given.
+    Score(ScoreArgs),
+    /// Write a self-contained HTML report of detections (with truth: errors, PR and FROC curves).
+    Report(ReportArgs),
+    /// Review detections on an HPF or slide in the browser: accept, reject, add, export.
+    Review(ReviewArgs),
 }
 
 /// Input-format options shared by commands that read annotations.
@@ -169,6 +177,71 @@ pub struct GradeArgs {
     pub json: bool,
 }
 
+/// Field size of the mitotic score, shared by `slide` and `score`.
+#[derive(Debug, Args, Clone)]
+pub struct FieldArgs {
+    /// Area of one high-power field in mm² (default for `slide`: 10 HPF = 2 mm²).
+    #[arg(long, value_name = "A", conflicts_with = "field_diameter_mm")]
+    pub hpf_area_mm2: Option<f64>,
+    /// Microscope field diameter in mm.
+    #[arg(long, value_name = "D")]
+    pub field_diameter_mm: Option<f64>,
+    /// Number of HPFs in the hotspot / counted per slide.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub hpfs: usize,
+}
+
+/// `mitoscope slide`.
+#[derive(Debug, Args)]
+pub struct SlideArgs {
+    /// Slide files (Aperio .svs, pyramidal .tif/.tiff).
+    #[arg(required = true, value_name = "SLIDE")]
+    pub slides: Vec<PathBuf>,
+    /// Output folder; each slide's results go to DIR/<slide stem>/ (replaced on a re-run).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Level-0 microns per pixel, overriding what the slide says.
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Operating threshold on the stage-2 score (default: the model's).
+    #[arg(long, value_name = "S")]
+    pub threshold: Option<f64>,
+    #[command(flatten)]
+    pub field: FieldArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `mitoscope score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Folder of HPF images.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Regex on the file stem whose first capture group names the slide (default: the stem up to its last '_').
+    #[arg(long, value_name = "REGEX")]
+    pub group: Option<String>,
+    /// Ground-truth CSV with columns slide,score (score 1-3): prints agreement and kappa.
+    #[arg(long, value_name = "T.csv")]
+    pub truth: Option<PathBuf>,
+    /// Write scores.csv, scores.json and detections.csv here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Microns per pixel of the images (default: 0.25).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Operating threshold on the stage-2 score (default: the model's).
+    #[arg(long, value_name = "S")]
+    pub threshold: Option<f64>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub field: FieldArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
 /// Model and device options shared by commands that run the detector.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
@@ -197,7 +270,7 @@ pub struct DetectArgs {
     pub threshold: Option<f64>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Outputs besides detections.csv: any of csv,geojson,midog,overlay (or all).
+    /// Outputs besides detections.csv: any of csv,geojson,midog,overlay,masks (or all).
     #[arg(long, value_name = "LIST", default_value = "csv")]
     pub format: String,
     /// Also write candidates.csv: every stage-1 candidate with its stage-2 score (for AP and FROC).
@@ -252,4 +325,67 @@ pub struct TrainArgs {
     /// Recipe settings as JSON (overrides --recipe).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `mitoscope report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Predictions: CSV with image,x,y,score (e.g. detections.csv), or any readable format.
+    #[arg(long, value_name = "P")]
+    pub pred: PathBuf,
+    /// Ground truth (adds precision, recall, F1, AP, FROC, TP/FP/FN colours and error galleries).
+    #[arg(long, value_name = "T")]
+    pub truth: Option<PathBuf>,
+    /// Folder holding the images (<image id>.<ext>) for thumbnails and crops.
+    #[arg(long, value_name = "DIR", conflicts_with = "slide")]
+    pub images: Option<PathBuf>,
+    /// Whole slide the predictions were made on (thumbnail and crops from it).
+    #[arg(long, value_name = "S")]
+    pub slide: Option<PathBuf>,
+    /// Output HTML file (self-contained: images embedded).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Match radius in microns (needs --mpp unless the files state it).
+    #[arg(long, value_name = "R", conflicts_with = "radius_px")]
+    pub radius_um: Option<f64>,
+    /// Match radius in pixels.
+    #[arg(long, value_name = "R")]
+    pub radius_px: Option<f64>,
+    /// Microns per pixel of the images (radius in µm, density and score).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Matching rule (greedy, optimal, wang2024).
+    #[arg(long = "match", value_name = "RULE", default_value = "greedy")]
+    pub rule: String,
+    /// Leave out predictions scoring below S (the curves still use all).
+    #[arg(long, value_name = "S")]
+    pub threshold: Option<f64>,
+    /// Name of the model that made the predictions, recorded in the report.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+}
+
+/// `mitoscope review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The HPF image or whole slide to review.
+    pub path: PathBuf,
+    /// Detections to review (CSV image,x,y,score, or any readable format).
+    #[arg(long, value_name = "P")]
+    pub pred: Option<PathBuf>,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// Address to listen on; anything but loopback exposes the tool to the network.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Decisions file, saved on every change and resumed on restart (default: ./<stem>.review.json).
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<PathBuf>,
+    /// Microns per pixel of the image (density, score, MIDOG export).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Write the corrected set to FILE (.csv, .geojson, or .json = MIDOG) and exit instead of serving.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
 }

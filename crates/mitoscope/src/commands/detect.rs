@@ -66,6 +66,7 @@ pub fn detect(args: DetectArgs) -> Result<ExitCode> {
         outputs,
         write_candidates: args.all_candidates,
         show_progress: true,
+        command: Some(super::command_line()),
     };
     let summary = run_batch(&detector, &args.inputs, &args.out, &cfg)?;
     report(&summary, &args.out)

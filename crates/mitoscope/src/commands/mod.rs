@@ -6,7 +6,11 @@ mod detect;
 mod eval;
 mod grade;
 mod inspect;
+mod report;
+mod review;
+mod score;
 mod segeval;
+mod slide;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -30,6 +34,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Eval(a) => eval::run(a),
         Command::Segeval(a) => segeval::run(a),
         Command::Grade(a) => grade::run(a),
+        Command::Slide(a) => slide::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Review(a) => review::run(a),
     }
 }
 
@@ -107,6 +115,21 @@ fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
     }
+}
+
+/// The command line as typed, shell-quoted where needed, for `run.json` and reports.
+pub(crate) fn command_line() -> String {
+    std::env::args_os()
+        .map(|a| {
+            let s = a.to_string_lossy().into_owned();
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
+                s
+            } else {
+                format!("'{}'", s.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

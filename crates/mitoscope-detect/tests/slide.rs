@@ -1,0 +1,409 @@
+//! The slide and HPF-set pipelines on synthetic inputs whose answers are
+//! known: a "detector" that finds the dark figures the synthetic slide and
+//! HPFs are drawn with (so counts, positions, tile-border merging, hotspot
+//! and scores can be checked exactly), and the tiny untrained model for the
+//! real detector path. Fast: seconds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use image::{Rgb, RgbImage};
+use mitoscope_detect::hpf_set::{HpfCount, HpfSetConfig, compare, read_truth, run_hpf_set, score_slides, write_hpf_outputs};
+use mitoscope_detect::mitoscope_eval::score::FieldPreset;
+use mitoscope_detect::mitoscope_slide::synthetic::{Rect, SyntheticSlide};
+use mitoscope_detect::mitoscope_slide::{self, Level, MppInfo, Slide, SlideError};
+use mitoscope_detect::slide_run::{DetectorInfo, SlideRunConfig, SlideRunError, detect_slide, run_slide, run_slides};
+use mitoscope_detect::{DetectError, DetectOptions, Detection, Detector, TileDetector};
+
+/// Finds dark blobs (every channel below 100): one detection at each
+/// 8-connected component's centroid, score 0.9.
+struct DarkBlobs;
+
+impl TileDetector for DarkBlobs {
+    fn detect(
+        &self,
+        image: &RgbImage,
+        _mpp: f64,
+        _o: &DetectOptions,
+        _keep: &(dyn Fn(f64, f64) -> bool + Sync),
+    ) -> Result<Vec<Detection>, DetectError> {
+        let mask = image::GrayImage::from_fn(image.width(), image.height(), |x, y| {
+            let p = image.get_pixel(x, y);
+            image::Luma([if p.0.iter().all(|&c| c < 100) { 255 } else { 0 }])
+        });
+        let labels =
+            imageproc::region_labelling::connected_components(&mask, imageproc::region_labelling::Connectivity::Eight, image::Luma([0]));
+        let mut acc: BTreeMap<u32, (f64, f64, f64)> = BTreeMap::new();
+        for (x, y, l) in labels.enumerate_pixels() {
+            if l[0] > 0 {
+                let e = acc.entry(l[0]).or_default();
+                e.0 += x as f64;
+                e.1 += y as f64;
+                e.2 += 1.0;
+            }
+        }
+        Ok(acc
+            .values()
+            .filter(|(_, _, n)| *n >= 4.0)
+            .map(|&(sx, sy, n)| Detection { x: sx / n, y: sy / n, score: 0.9, candidate_score: 0.9, polygon: None })
+            .collect())
+    }
+
+    fn info(&self, _o: &DetectOptions) -> DetectorInfo {
+        DetectorInfo { name: "dark-blobs".into(), model_mpp: 0.5, threshold: 0.5, min_distance_um: 5.0, default_input_mpp: 0.25 }
+    }
+}
+
+/// Counts what is read through a slide.
+struct Counting {
+    inner: Box<dyn Slide>,
+    reads_per_level: Vec<AtomicU64>,
+    max_region_px: AtomicU64,
+}
+
+impl Counting {
+    fn new(inner: Box<dyn Slide>) -> Self {
+        let n = inner.level_count();
+        Self { inner, reads_per_level: (0..n).map(|_| AtomicU64::new(0)).collect(), max_region_px: AtomicU64::new(0) }
+    }
+}
+
+impl Slide for Counting {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn vendor(&self) -> &str {
+        self.inner.vendor()
+    }
+    fn levels(&self) -> &[Level] {
+        self.inner.levels()
+    }
+    fn mpp(&self) -> MppInfo {
+        self.inner.mpp()
+    }
+    fn objective_power(&self) -> Option<f64> {
+        self.inner.objective_power()
+    }
+    fn properties(&self) -> &std::collections::BTreeMap<String, String> {
+        self.inner.properties()
+    }
+    fn associated_names(&self) -> Vec<String> {
+        self.inner.associated_names()
+    }
+    fn read_associated(&self, name: &str) -> Result<RgbImage, SlideError> {
+        self.inner.read_associated(name)
+    }
+    fn read_region(&self, level: usize, x: i64, y: i64, w: u32, h: u32) -> Result<RgbImage, SlideError> {
+        if let Some(c) = self.reads_per_level.get(level) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.max_region_px.fetch_max(w as u64 * h as u64, Ordering::Relaxed);
+        self.inner.read_region(level, x, y, w, h)
+    }
+}
+
+fn large_slide(dir: &Path) -> (SyntheticSlide, PathBuf) {
+    let spec = SyntheticSlide::large();
+    let path = dir.join("synthetic-large.tiff");
+    let stats = spec.write(&path).unwrap();
+    // 3.6 GB of pixels at level 0, a few MB on disk.
+    assert!(stats.bytes < 64 << 20, "{stats:?}");
+    (spec, path)
+}
+
+#[test]
+fn large_synthetic_slide_finds_every_figure_over_tissue_tiles_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, path) = large_slide(dir.path());
+    let slide = Counting::new(mitoscope_slide::open(&path).unwrap());
+    let config = SlideRunConfig::default();
+    let found = detect_slide(&slide, &DarkBlobs, &config).unwrap();
+
+    // Level 1 (0.5 µm/px) is the model's resolution: level 0 (3.6 GB) is never read.
+    assert_eq!(found.read_level, 1);
+    assert_eq!(slide.reads_per_level[0].load(Ordering::Relaxed), 0, "level 0 was read");
+    assert!(slide.reads_per_level[1].load(Ordering::Relaxed) > 0);
+    // No read larger than 2048² px (12 MB; level 1 alone is 900 MB).
+    assert!(slide.max_region_px.load(Ordering::Relaxed) <= 2048 * 2048);
+
+    // Tiles over tissue only: between the tiles whose core meets a patch shrunk
+    // by two mask pixels and those meeting it grown by two.
+    let t = found.tiles;
+    assert_eq!((t.side_px, t.overlap_px), (512, 64));
+    let grid = mitoscope_detect::tiling::tile_grid(20_000, 15_000, 512, 64);
+    assert_eq!(t.grid, grid.len());
+    let ds_mask = found.tissue.downsample();
+    let touching = |grow: f64| {
+        grid.iter()
+            .filter(|g| {
+                spec.patches.iter().any(|p: &Rect| {
+                    let (px0, py0) = (p.x as f64 - grow, p.y as f64 - grow);
+                    let (px1, py1) = ((p.x + p.width) as f64 + grow, (p.y + p.height) as f64 + grow);
+                    let (cx0, cx1) = (g.core_x.0 as f64 * 2.0, g.core_x.1 as f64 * 2.0);
+                    let (cy0, cy1) = (g.core_y.0 as f64 * 2.0, g.core_y.1 as f64 * 2.0);
+                    cx0 < px1 && px0 < cx1 && cy0 < py1 && py0 < cy1
+                })
+            })
+            .count()
+    };
+    let (lo, hi) = (touching(-2.0 * ds_mask), touching(2.0 * ds_mask));
+    assert!(lo <= t.processed && t.processed <= hi, "processed {} not in {lo}..={hi}", t.processed);
+    assert!(t.processed * 5 < t.grid, "{} of {} tiles processed", t.processed, t.grid);
+
+    // Every figure exactly once (several lie on tile borders), in level-0 px.
+    assert_eq!(found.detections.len(), spec.figures.len(), "{:?}", found.detections);
+    for &(fx, fy) in &spec.figures {
+        let near = found.detections.iter().filter(|d| (d.x - fx).hypot(d.y - fy) < 3.0).count();
+        assert_eq!(near, 1, "figure at ({fx}, {fy})");
+    }
+    // Tissue area: the three patches (30 + 35 + 12 mm² x 1e-6 ... at 0.25 µm/px).
+    let patches_mm2: f64 = spec.patches.iter().map(|p| p.width as f64 * p.height as f64 * 0.0625e-6).sum();
+    let area = found.tissue.area_mm2();
+    assert!((area - patches_mm2).abs() < 0.05 * patches_mm2, "tissue {area} vs {patches_mm2} mm²");
+}
+
+#[test]
+fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, path) = large_slide(dir.path());
+    let out = dir.path().join("out");
+    let r = run_slide(&path, &DarkBlobs, &out, &SlideRunConfig::default()).unwrap();
+    assert_eq!(r.mitoses, spec.figures.len());
+    assert_eq!((r.read_level, r.mpp, r.mpp_guessed), (1, 0.25, false));
+    // The hotspot (2 mm², a 5657-px square) holds the 12-figure cluster and
+    // the 5 other figures of the first patch; 17 in 2 mm² is score 3.
+    assert_eq!(r.hotspot.count, 17);
+    assert!(r.hotspot.tissue_fraction.unwrap() >= 0.5, "{:?}", r.hotspot);
+    assert!((r.hotspot.area_mm2 - 2.0).abs() < 1e-6);
+    for &(fx, fy) in &spec.figures[..12] {
+        assert!(fx >= r.hotspot.x && fx < r.hotspot.x + r.hotspot.width && fy >= r.hotspot.y && fy < r.hotspot.y + r.hotspot.height);
+    }
+    assert_eq!(r.mitotic_score.score, 3);
+    assert_eq!(r.top_fields.len(), 10);
+    assert_eq!(r.top_fields[0].count, 12);
+    assert!((20..=24).contains(&r.top_fields_count), "{}", r.top_fields_count);
+    assert_eq!(r.model.name, "dark-blobs");
+
+    let folder = out.join("synthetic-large");
+    let csv = std::fs::read_to_string(folder.join("detections.csv")).unwrap();
+    assert!(csv.starts_with("image,x,y,score\n"));
+    assert_eq!(csv.lines().count(), 1 + 24);
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["mitoses"], 24);
+    assert_eq!(summary["mpp_source"], "tiff_resolution");
+    assert_eq!(summary["mitotic_score"]["score"], 3);
+    assert!(summary["mitotic_score"]["row"]["field_diameter_mm"].as_f64().is_some());
+    let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("detections.geojson")).unwrap()).unwrap();
+    assert_eq!(geo["features"].as_array().unwrap().len(), 24);
+    let midog = std::fs::read_to_string(folder.join("midog.json")).unwrap();
+    assert!(midog.contains("\"points\""), "{midog}");
+    let thumb = image::open(folder.join("thumbnail.png")).unwrap().to_rgb8();
+    // Hotspot drawn in blue, tissue outline in green.
+    assert!(thumb.pixels().any(|p| p.0 == [0, 60, 255]));
+    assert!(thumb.pixels().any(|p| p.0 == [0, 170, 0]));
+
+    // A stale file from an earlier run disappears; nothing else is left around.
+    std::fs::write(folder.join("stale.txt"), "old").unwrap();
+    run_slide(&path, &DarkBlobs, &out, &SlideRunConfig::default()).unwrap();
+    assert!(!folder.join("stale.txt").exists());
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["synthetic-large"], "temporary folders left: {names:?}");
+    // A foreign folder of the same name is not replaced.
+    let foreign = dir.path().join("out2/synthetic-large");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("mine.txt"), "keep").unwrap();
+    let err = run_slide(&path, &DarkBlobs, &dir.path().join("out2"), &SlideRunConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("not a Mitoscope slide output"), "{err}");
+    assert!(foreign.join("mine.txt").exists());
+}
+
+#[test]
+fn bad_slides_fail_alone_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // All glass: no tissue.
+    let glass = SyntheticSlide { patches: vec![], figures: vec![], ..small_spec() };
+    let glass_path = dir.path().join("glass.tiff");
+    glass.write(&glass_path).unwrap();
+    let good_path = dir.path().join("good.tiff");
+    small_spec().write(&good_path).unwrap();
+    let garbage = dir.path().join("garbage.svs");
+    std::fs::write(&garbage, b"II*\0 but nothing else").unwrap();
+    let dup = dir.path().join("again");
+    std::fs::create_dir_all(&dup).unwrap();
+    let dup_path = dup.join("good.tiff");
+    small_spec().write(&dup_path).unwrap();
+    let out = dir.path().join("out");
+    let paths = [glass_path.clone(), garbage.clone(), good_path.clone(), dup_path.clone()];
+    let results = run_slides(&paths, &DarkBlobs, &out, &SlideRunConfig::default());
+    let msg = |i: usize| results[i].1.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(matches!(results[0].1, Err(SlideRunError::NoTissue { .. })) && msg(0).contains("glass.tiff"), "{}", msg(0));
+    assert!(msg(1).contains("garbage.svs"), "{}", msg(1));
+    assert_eq!(results[2].1.as_ref().unwrap().mitoses, 2);
+    assert!(msg(3).contains("same name 'good'"), "{}", msg(3));
+    assert!(out.join("good/summary.json").is_file());
+    assert!(!out.join("glass").exists());
+
+    // Absurd resolutions: an override of 40 µm/px, and a slide that states 1e-4.
+    let cfg = SlideRunConfig { mpp_override: Some(40.0), ..SlideRunConfig::default() };
+    let err = run_slide(&good_path, &DarkBlobs, &out, &cfg).unwrap_err().to_string();
+    assert!(err.contains("good.tiff") && err.contains("40"), "{err}");
+    let cfg = SlideRunConfig { mpp_override: Some(f64::NAN), ..SlideRunConfig::default() };
+    assert!(run_slide(&good_path, &DarkBlobs, &out, &cfg).is_err());
+}
+
+fn small_spec() -> SyntheticSlide {
+    SyntheticSlide {
+        width: 3000,
+        height: 2000,
+        mpp: 0.25,
+        tile: 256,
+        downsamples: vec![1, 4],
+        patches: vec![Rect { x: 500, y: 400, width: 1500, height: 1000 }],
+        figures: vec![(800.0, 700.0), (1700.0, 1200.0)],
+        figure_radius: 16.0,
+    }
+}
+
+#[test]
+fn tiny_model_runs_over_a_slide_and_is_deterministic() {
+    let device = mitoscope_detect::parse_device("cpu").unwrap();
+    let detector = Detector::new(mitoscope_detect::fixtures::tiny_untrained_bundle(&device, 40.0), device);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.tiff");
+    small_spec().write(&path).unwrap();
+    let slide = mitoscope_slide::open(&path).unwrap();
+    let cfg = SlideRunConfig::default();
+    let a = detect_slide(slide.as_ref(), &detector, &cfg).unwrap();
+    let b = detect_slide(slide.as_ref(), &detector, &cfg).unwrap();
+    assert_eq!(a.detections, b.detections);
+    assert!(!a.detections.is_empty());
+    // Level 0 is 0.25 µm/px, no level matches 0.5: level 0 is read and downsampled.
+    assert_eq!(a.read_level, 0);
+    for d in &a.detections {
+        assert!(a.tissue.contains(mitoscope_geom::Point::new(d.x, d.y)), "{d:?} off tissue");
+    }
+    // No two detections closer than the model's 40 µm (160 px) merge distance.
+    for (i, p) in a.detections.iter().enumerate() {
+        for q in &a.detections[i + 1..] {
+            assert!((p.x - q.x).hypot(p.y - q.y) >= 160.0 - 1e-9);
+        }
+    }
+}
+
+// ---------- HPF sets ----------
+
+fn hpf(count: usize, name: &str, slide: &str) -> HpfCount {
+    HpfCount { image: name.into(), slide: slide.into(), count, area_mm2: 0.2, size: (100, 100) }
+}
+
+#[test]
+fn top_n_hpfs_and_scores_from_known_counts() {
+    // Slide A: 12 HPFs with counts 0..11; top 10 = 2..=11 = 65 in 2 mm² -> score 3 (row 0.50: > 14).
+    let mut hpfs: Vec<HpfCount> = (0..12).map(|i| hpf(i, &format!("A_{i:02}"), "A")).collect();
+    // Slide B: 3 HPFs with 1 each: 3 in 0.6 mm² -> 10 per 2 mm² -> score 2.
+    hpfs.extend((0..3).map(|i| hpf(1, &format!("B_{i}"), "B")));
+    // Slide C: 10 HPFs with 0 or 1: 5 in 2 mm² -> score 1.
+    hpfs.extend((0..10).map(|i| hpf(i % 2, &format!("C_{i}"), "C")));
+    let s = score_slides(&hpfs, 10, None).unwrap();
+    assert_eq!(s.iter().map(|x| x.slide.as_str()).collect::<Vec<_>>(), ["A", "B", "C"]);
+    assert_eq!((s[0].count, s[0].top_hpfs.len(), s[0].hpfs_total), (65, 10, 12));
+    assert_eq!(s[0].top_hpfs[0].image, "A_11");
+    assert!((s[0].area_mm2 - 2.0).abs() < 1e-12);
+    assert_eq!(s[0].score.score, 3);
+    assert_eq!((s[1].count, s[1].top_hpfs.len()), (3, 3));
+    assert_eq!(s[1].score.score, 2);
+    assert_eq!((s[2].count, s[2].score.score), (5, 1));
+    // Fields from a diameter: 0.55 mm row.
+    let d = score_slides(&hpfs, 10, Some(FieldPreset::Diameter(0.55))).unwrap();
+    assert_eq!(d[0].score.row.field_diameter_mm, 0.55);
+    assert!(score_slides(&hpfs, 0, None).is_err());
+}
+
+/// An HPF of `side` px with `n` dark figures on a pink background.
+fn hpf_image(n: usize, side: u32) -> RgbImage {
+    let mut img = RgbImage::from_pixel(side, side, Rgb([225, 150, 190]));
+    for i in 0..n {
+        let (cx, cy) = (40 + (i as i32 % 5) * 70, 40 + (i as i32 / 5) * 70);
+        imageproc::drawing::draw_filled_circle_mut(&mut img, (cx, cy), 8, Rgb([40, 20, 60]));
+    }
+    img
+}
+
+#[test]
+fn hpf_folder_grouped_scored_and_compared_with_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let hpfs = dir.path().join("hpfs");
+    std::fs::create_dir_all(&hpfs).unwrap();
+    // Three HPFs per slide with known figure counts; the top 2 count.
+    let counts = [("S1", [9, 1, 0]), ("S2", [0, 0, 0]), ("S3", [1, 0, 0])];
+    for (slide, cs) in counts {
+        for (i, c) in cs.iter().enumerate() {
+            hpf_image(*c, 400).save(hpfs.join(format!("{slide}_{i:02}.png"))).unwrap();
+        }
+    }
+    std::fs::write(hpfs.join("broken_00.png"), b"not a png").unwrap();
+    let truth = dir.path().join("truth.csv");
+    std::fs::write(&truth, "slide,score,notes\nS1,3,x\nS2,1,\nS3,1,\nS9,2,\n").unwrap();
+    // 0.01 mm² per field is outside the score table: score against 0.2 mm² fields.
+    let cfg = HpfSetConfig { n_hpfs: 2, field: Some(FieldPreset::Area(0.2)), ..HpfSetConfig::default() };
+    let (report, images) = run_hpf_set(&DarkBlobs, &hpfs, Some(&truth), &cfg).unwrap();
+    let by: BTreeMap<&str, (usize, u8)> = report.slides.iter().map(|s| (s.slide.as_str(), (s.count, s.score.score))).collect();
+    // 10 in 2 x 0.2 mm² = 50 per 10 fields: 3; 0: 1; 1 in 0.4 mm²: 5 per 10 fields: 1.
+    assert_eq!(by["S1"], (10, 3));
+    assert_eq!(by["S2"], (0, 1));
+    assert_eq!(by["S3"], (1, 1));
+    assert!(!by.contains_key("broken"), "the unreadable HPF is a failure, not a slide");
+    assert_eq!(report.failures.len(), 1);
+    assert!(report.failures[0].1.contains("broken_00.png"), "{:?}", report.failures);
+    let c = report.comparison.as_ref().unwrap();
+    assert_eq!((c.slides, c.agreement), (3, 1.0));
+    assert_eq!((c.kappa, c.weighted_kappa), (1.0, 1.0));
+    assert_eq!(c.missing_predictions, ["S9"]);
+    assert_eq!(c.confusion, [[2, 0, 0], [0, 0, 0], [0, 0, 1]]);
+
+    // Disagreement: truth says S2 is 3.
+    let mut slides = report.slides.clone();
+    let t: BTreeMap<String, u8> = [("S1", 3), ("S2", 3), ("S3", 1)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let c = compare(&mut slides, &t).unwrap();
+    assert!((c.agreement - 2.0 / 3.0).abs() < 1e-12);
+    // Cohen: p_o = 2/3; truth (3,3,1), pred (3,1,1): p_e = (2*1 + 1*2)/9 = 4/9; kappa = (2/3 - 4/9)/(5/9) = 0.4.
+    assert!((c.kappa - 0.4).abs() < 1e-12, "{}", c.kappa);
+    assert!(c.weighted_kappa < 1.0);
+
+    // A regex grouping: everything in one slide.
+    let cfg1 = HpfSetConfig { group: Some(r"^(S)\d_\d+$".into()), n_hpfs: 2, field: Some(FieldPreset::Area(0.2)), ..HpfSetConfig::default() };
+    let (one, _) = run_hpf_set(&DarkBlobs, &hpfs, None, &cfg1).unwrap();
+    assert_eq!(one.slides.len(), 1);
+    assert_eq!((one.slides[0].slide.as_str(), one.slides[0].count, one.slides[0].hpfs_total), ("S", 10, 9));
+
+    let out = dir.path().join("out");
+    write_hpf_outputs(&out, &report, &images).unwrap();
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("slide,hpfs,hpfs_used,count,area_mm2,score,truth"));
+    assert!(csv.contains("\nS1,3,2,10,0.4000,3,3\n"), "{csv}");
+    let dets = std::fs::read_to_string(out.join("detections.csv")).unwrap();
+    assert_eq!(dets.lines().count(), 1 + 9 + 1 + 1);
+}
+
+#[test]
+fn truth_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    assert_eq!(read_truth(&w("ok.csv", "score,slide\n2,A\n")).unwrap()["A"], 2);
+    for (name, text, needle) in [
+        ("nohead.csv", "A,2\n", "lacks"),
+        ("four.csv", "slide,score\nA,4\n", "line 2"),
+        ("dup.csv", "slide,score\nA,1\nA,2\n", "twice"),
+        ("empty.csv", "", "empty"),
+    ] {
+        let err = read_truth(&w(name, text)).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(needle), "{err}");
+    }
+    let err = read_truth(&dir.path().join("missing.csv")).unwrap_err().to_string();
+    assert!(err.contains("missing.csv"), "{err}");
+}

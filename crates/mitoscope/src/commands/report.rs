@@ -1,0 +1,115 @@
+//! `mitoscope report`: a self-contained HTML report of detections, with their
+//! errors against ground truth when it is given.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use mitoscope_eval::MatchRule;
+use mitoscope_formats::ReadOptions;
+use mitoscope_report::{ImageSource, Provenance, ReportInput, ReportOptions};
+
+use crate::cli::ReportArgs;
+
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let rule: MatchRule = args
+        .rule
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown --match '{}': expected greedy, optimal or wang2024", args.rule))?;
+    if let Some(t) = args.threshold
+        && !t.is_finite()
+    {
+        bail!("--threshold must be a finite number, got {t}");
+    }
+    let mpp = super::parse_mpp(args.mpp)?;
+    if let Some(dir) = &args.images
+        && !dir.is_dir()
+    {
+        bail!("{}: --images must be a folder of images", dir.display());
+    }
+    if let Some(s) = &args.slide
+        && !s.is_file()
+    {
+        bail!("{}: no such slide file", s.display());
+    }
+    let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
+    let pred = super::load(&args.pred, None, &opts)?;
+    let truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
+    let radius_px = match (args.radius_px, args.radius_um) {
+        (Some(px), _) => Some(px),
+        (None, Some(um)) => {
+            let m = match mpp {
+                Some(m) => m,
+                None => truth
+                    .as_ref()
+                    .and_then(uniform_mpp)
+                    .context("--radius-um needs --mpp M (microns per pixel of the images)")?,
+            };
+            Some(m.um_to_px(um))
+        }
+        (None, None) if truth.is_some() => {
+            bail!("--truth needs a match radius: --radius-px R, or --radius-um R with --mpp M")
+        }
+        (None, None) => mpp.map(|m| m.um_to_px(8.0)),
+    };
+    if let Some(r) = radius_px
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("the match radius must be a positive number of pixels, got {r}");
+    }
+    let images = match (&args.images, &args.slide) {
+        (Some(d), _) => ImageSource::Dir(d.clone()),
+        (None, Some(s)) => ImageSource::Slide(s.clone()),
+        (None, None) => ImageSource::None,
+    };
+    let input = ReportInput {
+        pred: &pred,
+        truth: truth.as_ref(),
+        images,
+        radius_px,
+        rule,
+        threshold: args.threshold,
+        mpp,
+        provenance: Provenance {
+            command_line: super::command_line(),
+            model: args.model.clone().or_else(|| recorded_model(&args.pred)),
+            pred_path: args.pred.display().to_string(),
+            truth_path: args.truth.as_ref().map(|t| t.display().to_string()),
+            tool: format!("mitoscope {}", env!("CARGO_PKG_VERSION")),
+        },
+        options: ReportOptions::default(),
+    };
+    let report = mitoscope_report::build(&input).context("building the report")?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    mitoscope_report::write(&args.out, &report)?;
+    let s = &report.summary;
+    let mut line = format!("report: {} ({} images, {} detections", args.out.display(), s.images, s.detections);
+    if let Some((p, r, f1)) = s.prf {
+        line.push_str(&format!(", precision {p:.3} recall {r:.3} F1 {f1:.3}"));
+    }
+    if !report.warnings.is_empty() {
+        line.push_str(&format!(", {} warnings", report.warnings.len()));
+    }
+    line.push_str(")\n");
+    super::print(&line)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The model named in the `run.json` that `mitoscope detect` left beside
+/// the predictions, with the command that ran it.
+fn recorded_model(pred: &std::path::Path) -> Option<String> {
+    let dir = if pred.is_dir() { pred } else { pred.parent()? };
+    let text = std::fs::read_to_string(dir.join(mitoscope_detect::RUN_RECORD_FILE)).ok()?;
+    let record: mitoscope_detect::RunRecord = serde_json::from_str(&text).ok()?;
+    let mut model = format!("{} (operating threshold {:.3})", record.model, record.operating_threshold);
+    if let Some(cmd) = record.command {
+        model.push_str(&format!(", from: {cmd}"));
+    }
+    Some(model)
+}
+
+fn uniform_mpp(set: &mitoscope_annotations::AnnotationSet) -> Option<mitoscope_geom::Mpp> {
+    let first = set.images.first()?.mpp?;
+    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
+}

@@ -1,0 +1,115 @@
+//! `mitoscope slide`: whole slides through `mitoscope_detect::slide_run`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use mitoscope_detect::mitoscope_eval::score::FieldPreset;
+use mitoscope_detect::mitoscope_slide::hotspot::HotspotParams;
+use mitoscope_detect::{DetectOptions, Detector, ModelBundle, SlideRunConfig, parse_device, run_slides};
+
+use crate::cli::{FieldArgs, ModelArgs, SlideArgs};
+
+/// Loads `--model` (or the embedded model) on `--device`.
+pub(super) fn load_detector(args: &ModelArgs) -> Result<Detector> {
+    let device = parse_device(&args.device)?;
+    let bundle = match &args.model {
+        Some(path) => ModelBundle::load(path, &device).with_context(|| format!("loading model {}", path.display()))?,
+        None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
+    };
+    Ok(Detector::new(bundle, device))
+}
+
+/// The field preset of `--hpf-area-mm2` / `--field-diameter-mm`, checked.
+pub(super) fn field_preset(args: &FieldArgs) -> Result<Option<FieldPreset>> {
+    if args.hpfs == 0 {
+        bail!("--hpfs must be at least 1");
+    }
+    match (args.hpf_area_mm2, args.field_diameter_mm) {
+        (Some(a), _) if !(a.is_finite() && a > 0.0) => bail!("--hpf-area-mm2 must be a positive number, got {a}"),
+        (_, Some(d)) if !(d.is_finite() && d > 0.0) => bail!("--field-diameter-mm must be a positive number, got {d}"),
+        (Some(a), _) => checked(FieldPreset::Area(a)).map(Some),
+        (_, Some(d)) => checked(FieldPreset::Diameter(d)).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// A field the score table covers (fails before any detection runs).
+fn checked(field: FieldPreset) -> Result<FieldPreset> {
+    mitoscope_detect::mitoscope_eval::score::table_row(field.diameter_mm())
+        .with_context(|| format!("field of {:.3} mm diameter", field.diameter_mm()))?;
+    Ok(field)
+}
+
+/// Checks `--threshold` and `--mpp` values clap cannot.
+pub(super) fn check_numbers(threshold: Option<f64>, mpp: Option<f64>) -> Result<()> {
+    if let Some(t) = threshold
+        && !(t.is_finite() && (0.0..=1.0).contains(&t))
+    {
+        bail!("--threshold must be in [0, 1], got {t}");
+    }
+    if let Some(m) = mpp {
+        mitoscope_geom::Mpp::new(m).context("--mpp")?;
+    }
+    Ok(())
+}
+
+pub fn run(args: SlideArgs) -> Result<ExitCode> {
+    check_numbers(args.threshold, args.mpp)?;
+    let field = field_preset(&args.field)?.unwrap_or(FieldPreset::TenHpfTwoMm2);
+    let detector = load_detector(&args.model)?;
+    let config = SlideRunConfig {
+        mpp_override: args.mpp,
+        hotspot: HotspotParams { field, n_fields: args.field.hpfs, ..HotspotParams::default() },
+        options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
+        show_progress: true,
+        ..SlideRunConfig::default()
+    };
+    let results = run_slides(&args.slides, &detector, &args.out, &config);
+    let mut text = String::new();
+    let mut failed = Vec::new();
+    for (path, r) in &results {
+        match r {
+            Ok(s) => {
+                let h = &s.hotspot;
+                let _ = writeln!(
+                    text,
+                    "{}: {} mitoses in {:.2} mm² of tissue ({:.2}/mm²); hotspot {} in {:.2} mm² at ({:.0}, {:.0}); \
+                     mitotic score {} (row {:.2} mm); {:.1} s, {} tiles{}",
+                    s.slide_id,
+                    s.mitoses,
+                    s.tissue_area_mm2,
+                    s.density_per_mm2,
+                    h.count,
+                    h.area_mm2,
+                    h.x,
+                    h.y,
+                    s.mitotic_score.score,
+                    s.mitotic_score.row.field_diameter_mm,
+                    s.seconds,
+                    s.tiles.processed,
+                    if s.mpp_guessed { " (mpp guessed: pass --mpp)" } else { "" }
+                );
+            }
+            Err(e) => failed.push((path, e)),
+        }
+    }
+    let _ = writeln!(
+        text,
+        "{} of {} slides done; results in {}/<slide>/",
+        results.len() - failed.len(),
+        results.len(),
+        args.out.display()
+    );
+    super::print(&text)?;
+    for (path, e) in &failed {
+        // SlideRunError names the file; add it only where the message lacks it.
+        let msg = e.to_string();
+        if msg.contains(&path.display().to_string()) {
+            eprintln!("error: {msg}");
+        } else {
+            eprintln!("error: {}: {msg}", path.display());
+        }
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
