@@ -38,9 +38,10 @@ static EMBEDDED: &[u8] = include_bytes!("../model/default.bundle");
 pub struct ModelCard {
     /// Model name and version, e.g. `mitoscope-default-0.1`.
     pub version: String,
-    /// Microns per pixel both networks work at.
+    /// Microns per pixel stage 1 works at (stage 2 crops are at the
+    /// classifier config's mpp; the same in 0.1 models).
     pub model_mpp: f64,
-    /// Side of the classifier crop in pixels (at `model_mpp`).
+    /// Side of the classifier crop in pixels (at the classifier's mpp).
     pub crop_size: u32,
     /// Stage-1 probability a heat-map peak needs to become a candidate.
     pub candidate_threshold: f64,
@@ -50,11 +51,50 @@ pub struct ModelCard {
     pub operating_threshold: f64,
     /// Input mpp assumed when the caller knows none (40x scans).
     pub default_input_mpp: f64,
+    /// How a detection's final score combines the two stages (0.1 models:
+    /// the classifier's alone).
+    #[serde(default)]
+    pub score_fusion: ScoreFusion,
     /// Training provenance.
     pub training: TrainingRecord,
     /// Validation numbers, free-form (recall, F1, thresholds, ...).
     #[serde(default)]
     pub metrics: serde_json::Value,
+}
+
+/// How a detection's final score is made from the stage-1 peak `p1` and the
+/// stage-2 probability `p2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreFusion {
+    /// `p2`: stage 1 only proposes.
+    #[default]
+    Classifier,
+    /// `sqrt(p1 * p2)`: a cascade in which both stages must agree. The
+    /// heat-map net sees a whole field and its peak carries evidence the crop
+    /// classifier lacks (on the ICPR HPFs the peak alone ranks mitoses better
+    /// than the classifier alone); the classifier still vetoes look-alikes.
+    /// Since `p2 <= 1`, a candidate with `p1 < t^2` cannot reach threshold
+    /// `t`, so it need not be classified at all.
+    GeometricMean,
+}
+
+impl ScoreFusion {
+    /// The final score.
+    pub fn fuse(self, p1: f64, p2: f64) -> f64 {
+        match self {
+            Self::Classifier => p2,
+            Self::GeometricMean => (p1.clamp(0.0, 1.0) * p2.clamp(0.0, 1.0)).sqrt(),
+        }
+    }
+
+    /// The lowest stage-1 peak that can still reach `threshold`.
+    pub fn min_peak_for(self, threshold: f64) -> f64 {
+        match self {
+            Self::Classifier => 0.0,
+            Self::GeometricMean => threshold.clamp(0.0, 1.0).powi(2),
+        }
+    }
 }
 
 /// Provenance of a trained model.
@@ -88,6 +128,7 @@ impl ModelCard {
             min_distance_um: 6.0,
             operating_threshold: 0.5,
             default_input_mpp: 0.25,
+            score_fusion: ScoreFusion::default(),
             training: TrainingRecord { notes: "untrained".into(), ..Default::default() },
             metrics: serde_json::Value::Null,
         }
@@ -184,11 +225,16 @@ impl ModelBundle {
         let classifier =
             load_weights_from_bytes(header.classifier_config.init(device), k_bytes, &format!("{name} (classifier)"))?;
         if header.classifier_config.crop_size != header.card.crop_size as usize
-            || (header.classifier_config.mpp - header.card.model_mpp).abs() > 1e-9
+            || (header.candidate_config.mpp - header.card.model_mpp).abs() > 1e-9
+            || !(header.classifier_config.mpp.is_finite() && header.classifier_config.mpp > 0.0)
         {
             return Err(bad(format!(
-                "card says {} px crops at {} µm/px, classifier config says {} px at {} µm/px",
-                header.card.crop_size, header.card.model_mpp, header.classifier_config.crop_size, header.classifier_config.mpp
+                "card says {} px crops and stage 1 at {} µm/px; the configs say {} px crops at {} µm/px and stage 1 at {} µm/px",
+                header.card.crop_size,
+                header.card.model_mpp,
+                header.classifier_config.crop_size,
+                header.classifier_config.mpp,
+                header.candidate_config.mpp
             )));
         }
         Ok(Self {
@@ -234,7 +280,7 @@ impl ModelBundle {
         device: &Device,
     ) -> Self {
         let mut card = ModelCard::untrained("untrained");
-        card.model_mpp = classifier_config.mpp;
+        card.model_mpp = candidate_config.mpp;
         card.crop_size = classifier_config.crop_size as u32;
         Self {
             candidate: candidate_config.init(device),
@@ -268,6 +314,19 @@ fn validate_card(card: &ModelCard) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::testutil::tiny_bundle;
+
+    #[test]
+    fn fusion_bound_is_exact() {
+        let f = ScoreFusion::GeometricMean;
+        assert_eq!(f.fuse(0.64, 1.0), 0.8);
+        assert!((f.fuse(0.81, 0.25) - 0.45).abs() < 1e-12);
+        // At the bound, a perfect classifier score just reaches the threshold.
+        let t = 0.7;
+        assert!((f.fuse(f.min_peak_for(t), 1.0) - t).abs() < 1e-12);
+        assert!(f.fuse(f.min_peak_for(t) * 0.999, 1.0) < t);
+        assert_eq!(ScoreFusion::Classifier.fuse(0.1, 0.9), 0.9);
+        assert_eq!(ScoreFusion::Classifier.min_peak_for(0.9), 0.0);
+    }
 
     #[test]
     fn bundles_from_before_input_norm_still_load() {

@@ -54,7 +54,8 @@ pub struct Detection {
     pub x: f64,
     /// Row of the centre, input-image pixels.
     pub y: f64,
-    /// Stage-2 mitosis probability.
+    /// Final mitosis score in [0, 1]: the stage-2 probability, fused with
+    /// the stage-1 peak as the model card says ([`crate::ScoreFusion`]).
     pub score: f64,
     /// Stage-1 heat-map peak value.
     pub candidate_score: f64,
@@ -201,6 +202,12 @@ impl Detector {
             return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
         }
         let (mut candidates, grid) = self.stage1(image, input_mpp, options)?;
+        let fusion = self.bundle.card.score_fusion;
+        if !options.keep_all_candidates {
+            // Candidates that cannot reach the threshold whatever stage 2 says are dropped unscored.
+            let min_peak = fusion.min_peak_for(threshold);
+            candidates.retain(|d| d.candidate_score >= min_peak);
+        }
         let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         // Same resolution as stage 1 (the default models): crops are copies out
@@ -232,7 +239,7 @@ impl Detector {
             if !s.is_finite() {
                 return Err(DetectError::Config("the classifier produced a non-finite score".into()));
             }
-            d.score = f64::from(s);
+            d.score = fusion.fuse(d.candidate_score, f64::from(s));
         }
         if !options.keep_all_candidates {
             candidates.retain(|d| d.score >= threshold);
@@ -288,6 +295,30 @@ fn outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_hopeless_candidates_changes_no_detection() {
+        let device = Device::flex();
+        let mut bundle = crate::testutil::tiny_bundle(&device);
+        bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
+        let detector = Detector::new(bundle, device);
+        let (img, _) = crate::synthetic::render_hpf(7, 300);
+        let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
+        let scored = detector.detect_image(&img, 0.25, &all).unwrap();
+        assert!(scored.len() > 4, "{} candidates", scored.len());
+        for d in &scored {
+            assert!((d.score - (d.candidate_score * d.score.powi(2) / d.candidate_score).sqrt()).abs() < 1e-9);
+        }
+        // A threshold in the middle of the fused scores, so some pass and some do not.
+        let mut s: Vec<f64> = scored.iter().map(|d| d.score).collect();
+        s.sort_by(f64::total_cmp);
+        let t = s[s.len() / 2];
+        let cut = DetectOptions { threshold: Some(t), ..DetectOptions::default() };
+        let kept = detector.detect_image(&img, 0.25, &cut).unwrap();
+        let expected: Vec<(f64, f64, f64)> = scored.iter().filter(|d| d.score >= t).map(|d| (d.x, d.y, d.score)).collect();
+        let got: Vec<(f64, f64, f64)> = kept.iter().map(|d| (d.x, d.y, d.score)).collect();
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn outline_follows_the_blob() {

@@ -93,7 +93,14 @@ pub struct HpfSetConfig {
 
 impl Default for HpfSetConfig {
     fn default() -> Self {
-        Self { group: None, n_hpfs: 10, input_mpp: None, field: None, options: DetectOptions::default(), show_progress: false }
+        Self {
+            group: None,
+            n_hpfs: 10,
+            input_mpp: None,
+            field: None,
+            options: DetectOptions::default(),
+            show_progress: false,
+        }
     }
 }
 
@@ -171,7 +178,8 @@ pub struct HpfSetReport {
 
 /// Compiles a `--group` pattern; it needs at least one capture group.
 pub fn compile_group(pattern: &str) -> Result<Regex, HpfSetError> {
-    let re = Regex::new(pattern).map_err(|e| HpfSetError::BadPattern { pattern: pattern.into(), why: e.to_string() })?;
+    let re =
+        Regex::new(pattern).map_err(|e| HpfSetError::BadPattern { pattern: pattern.into(), why: e.to_string() })?;
     if re.captures_len() < 2 {
         return Err(HpfSetError::BadPattern {
             pattern: pattern.into(),
@@ -214,7 +222,15 @@ pub fn score_slides(hpfs: &[HpfCount], n: usize, field: Option<FieldPreset>) -> 
         let preset = field.unwrap_or(FieldPreset::Area(area_mm2 / top.len() as f64));
         let score = mitotic_score(count, area_mm2, preset)
             .map_err(|source| HpfSetError::Score { slide: slide.to_owned(), source })?;
-        out.push(SlideScore { slide: slide.to_owned(), hpfs_total, top_hpfs: top, count, area_mm2, score, truth: None });
+        out.push(SlideScore {
+            slide: slide.to_owned(),
+            hpfs_total,
+            top_hpfs: top,
+            count,
+            area_mm2,
+            score,
+            truth: None,
+        });
     }
     Ok(out)
 }
@@ -226,7 +242,8 @@ pub fn read_truth(path: &Path) -> Result<BTreeMap<String, u8>, HpfSetError> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines.next().ok_or_else(|| bad("empty file; expected a header 'slide,score'".into()))?;
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
+    let cols: Vec<String> =
+        header.split(',').map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
     let find = |name: &str| cols.iter().position(|c| c == name);
     let (Some(si), Some(ci)) = (find("slide"), find("score")) else {
         return Err(bad(format!("header '{header}' lacks 'slide' and 'score' columns")));
@@ -383,22 +400,43 @@ fn detect_one(
         None => Mpp::new(mpp).map(|m| m.area_mm2(w as f64, h as f64)).unwrap_or(0.0),
     };
     let id = image_id(path);
-    let count = HpfCount { image: id.clone(), slide: slide.to_owned(), count: detections.len(), area_mm2, size: (w, h) };
-    let result = ImageResult { image: id, path: path.to_owned(), size: (w, h), detections, candidates: Vec::new(), seconds: 0.0 };
+    let count =
+        HpfCount { image: id.clone(), slide: slide.to_owned(), count: detections.len(), area_mm2, size: (w, h) };
+    let result = ImageResult {
+        image: id,
+        path: path.to_owned(),
+        size: (w, h),
+        detections,
+        candidates: Vec::new(),
+        seconds: 0.0,
+    };
     Ok((count, result))
 }
 
 /// Writes `scores.csv` (`slide,hpfs,hpfs_used,count,area_mm2,score,truth`),
 /// `scores.json` (the whole report) and `detections.csv` (`image,x,y,score`
 /// of every HPF) into `out_dir`, each atomically.
-pub fn write_hpf_outputs(out_dir: &Path, report: &HpfSetReport, images: &[ImageResult]) -> Result<Vec<PathBuf>, HpfSetError> {
+pub fn write_hpf_outputs(
+    out_dir: &Path,
+    report: &HpfSetReport,
+    images: &[ImageResult],
+) -> Result<Vec<PathBuf>, HpfSetError> {
     use mitoscope_formats::atomic::{write_atomic, write_atomic_with};
     let csv = out_dir.join("scores.csv");
     write_atomic_with(&csv, |w| {
         writeln!(w, "slide,hpfs,hpfs_used,count,area_mm2,score,truth")?;
         for s in &report.slides {
             let truth = s.truth.map(|t| t.to_string()).unwrap_or_default();
-            writeln!(w, "{},{},{},{},{:.4},{},{truth}", s.slide, s.hpfs_total, s.top_hpfs.len(), s.count, s.area_mm2, s.score.score)?;
+            writeln!(
+                w,
+                "{},{},{},{},{:.4},{},{truth}",
+                s.slide,
+                s.hpfs_total,
+                s.top_hpfs.len(),
+                s.count,
+                s.area_mm2,
+                s.score.score
+            )?;
         }
         Ok(())
     })?;

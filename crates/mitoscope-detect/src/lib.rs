@@ -53,7 +53,7 @@ pub mod tiling;
 mod testutil;
 
 pub use batch::{run_batch, BatchConfig, BatchSummary, ImageResult, Outputs, RunRecord, DETECTIONS_HEADER, RUN_RECORD_FILE};
-pub use bundle::{ModelBundle, ModelCard, TrainingRecord, BUNDLE_FILE};
+pub use bundle::{ModelBundle, ModelCard, ScoreFusion, TrainingRecord, BUNDLE_FILE};
 pub use classify::{classify_images, ClassifyResult};
 pub use demo::{run_demo, DEMO_IMAGE};
 pub use detector::{DetectOptions, Detection, Detector};

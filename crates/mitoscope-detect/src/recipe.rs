@@ -36,7 +36,7 @@ use mitoscope_model::training::TrainingConfig;
 use mitoscope_model::{train_classifier, CandidateNetConfig, PatchClassifierConfig, TrainOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, TrainingRecord};
+use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
 
 /// ICPR 2012 scanner A resolution.
 pub const ICPR_MPP: f64 = 0.2456;
@@ -93,12 +93,30 @@ pub struct RecipeConfig {
     /// Stage-2 stain augmentation: HED concentration scale and shift ranges.
     #[serde(default = "default_stain_jitter")]
     pub stain_jitter: (f32, f32),
+    /// Stage-2 crop side in pixels (0.1: 64).
+    #[serde(default = "default_classifier_crop_px")]
+    pub classifier_crop_px: u32,
+    /// Stage-2 crop resolution, µm/px (0.1: 0.5, stage 1's). Finer than
+    /// stage 1: chromatin texture is what tells a figure from a look-alike.
+    #[serde(default = "default_classifier_mpp")]
+    pub classifier_mpp: f64,
+    /// How the final score combines the stages (0.1: the classifier's alone).
+    #[serde(default)]
+    pub score_fusion: ScoreFusion,
     /// Model name written into the card.
     pub version: String,
 }
 
 fn default_stain_jitter() -> (f32, f32) {
     (0.05, 0.02)
+}
+
+fn default_classifier_crop_px() -> u32 {
+    64
+}
+
+fn default_classifier_mpp() -> f64 {
+    0.5
 }
 
 impl Default for RecipeConfig {
@@ -127,6 +145,10 @@ impl Default for RecipeConfig {
             // more, so that scanner differences do not decide the class.
             classifier_figure_crops: Some(2000),
             stain_jitter: (0.1, 0.03),
+            // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
+            classifier_crop_px: 64,
+            classifier_mpp: 0.3,
+            score_fusion: ScoreFusion::GeometricMean,
             version: "mitoscope-default-0.2".into(),
         }
     }
@@ -238,8 +260,16 @@ pub fn train_default(
     };
     let src = Mpp::new(CROP_SOURCE_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
     let icpr_mpp = Mpp::new(ICPR_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
-    let mut crop_positives = load_crop_folders(&data_root.join("amibr/patches"), src, spec, config.crops_per_folder)?;
-    crop_positives.extend(load_crop_folders(&data_root.join("atnorm-br"), src, spec, config.crops_per_folder)?);
+    let cls_spec = CropSpec {
+        crop_size: config.classifier_crop_px,
+        mpp: Mpp::new(config.classifier_mpp).map_err(|e| DetectError::Config(format!("classifier_mpp: {e}")))?,
+    };
+    let load_figures = |spec: CropSpec| -> Result<Vec<LabelledCrop>, DetectError> {
+        let mut crops = load_crop_folders(&data_root.join("amibr/patches"), src, spec, config.crops_per_folder)?;
+        crops.extend(load_crop_folders(&data_root.join("atnorm-br"), src, spec, config.crops_per_folder)?);
+        Ok(crops)
+    };
+    let crop_positives = load_figures(spec)?;
     say(&format!(
         "data: {} train / {} val HPFs, {} train / {} val CMC tiles, {} mask patches, {} figure crops",
         train_hpfs.len(),
@@ -301,9 +331,13 @@ pub fn train_default(
     // ---- Candidate threshold on the training HPFs ----
     let classifier_config = PatchClassifierConfig::new()
         .with_base_channels(config.classifier_channels)
-        .with_mpp(model_mpp)
+        .with_mpp(config.classifier_mpp)
+        .with_crop_size(config.classifier_crop_px as usize)
         .with_input_norm(config.classifier_input_norm);
     let mut card = ModelCard::untrained(&config.version);
+    card.model_mpp = model_mpp;
+    card.crop_size = config.classifier_crop_px;
+    card.score_fusion = config.score_fusion;
     card.candidate_threshold = 0.02;
     card.min_distance_um = config.min_distance_um;
     card.operating_threshold = 0.0;
@@ -356,7 +390,7 @@ pub fn train_default(
         let Ok(m) = Mpp::new(mpp) else { return };
         for d in fps.into_iter().take(config.hard_negatives_per_image) {
             out.push(LabelledCrop {
-                image: resample_crop(image, (d.x, d.y), m, spec),
+                image: resample_crop(image, (d.x, d.y), m, cls_spec),
                 positive: false,
                 origin: format!("hard:{name}@{:.0},{:.0}", d.x, d.y),
             });
@@ -379,27 +413,29 @@ pub fn train_default(
 
     // ---- Stage 2 ----
     let mut rng_seed = config.seed;
-    let mut crops = evenly_spread(crop_positives, config.classifier_figure_crops);
+    // Stage 1 took the figure crops at its own resolution; stage 2 re-reads them at its own.
+    let figures = if cls_spec == spec { crop_positives } else { drop(crop_positives); load_figures(cls_spec)? };
+    let mut crops = evenly_spread(figures, config.classifier_figure_crops);
     let repeats = config.in_domain_repeats.max(1);
     for h in &train_hpfs {
-        let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, spec, &h.name);
+        let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, &h.name);
         for _ in 0..repeats {
             crops.extend(pos.iter().cloned());
         }
         rng_seed = rng_seed.wrapping_add(1);
         let mut rng = seeded(rng_seed);
         let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
-        crops.extend(random_negative_crops(&h.image, &h.centroids, icpr_mpp, spec, config.negatives_per_hpf, min_d, &mut rng, &h.name));
+        crops.extend(random_negative_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, config.negatives_per_hpf, min_d, &mut rng, &h.name));
     }
     for c in &train_cmc {
         rng_seed = rng_seed.wrapping_add(1);
         let mut rng = seeded(rng_seed);
-        crops.extend(random_negative_crops(&c.image, &[], src, spec, config.negatives_per_cmc, 0.0, &mut rng, &c.name));
+        crops.extend(random_negative_crops(&c.image, &[], src, cls_spec, config.negatives_per_cmc, 0.0, &mut rng, &c.name));
         let lookalikes: Vec<LabelledCrop> = c
             .lookalikes
             .iter()
             .map(|&(x, y)| LabelledCrop {
-                image: resample_crop(&c.image, (x, y), src, spec),
+                image: resample_crop(&c.image, (x, y), src, cls_spec),
                 positive: false,
                 origin: format!("lookalike:{}@{x:.0},{y:.0}", c.name),
             })
@@ -411,7 +447,7 @@ pub fn train_default(
     for p in &patches {
         let centre = p.centroid.unwrap_or(((f64::from(p.image.width()) - 1.0) / 2.0, (f64::from(p.image.height()) - 1.0) / 2.0));
         let crop = LabelledCrop {
-            image: resample_crop(&p.image, centre, icpr_mpp, spec),
+            image: resample_crop(&p.image, centre, icpr_mpp, cls_spec),
             positive: p.centroid.is_some(),
             origin: p.name.clone(),
         };
@@ -562,7 +598,7 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
     let t = &card.training;
     format!(
         "# Mitoscope default model `{version}`\n\n\
-         Two-stage detector (candidate heat-map net + 64x64 patch classifier at {mpp} um/px), trained on CPU by\n\n\
+         Two-stage detector (candidate heat-map net at {mpp} um/px + {crop}x{crop} patch classifier at {cls_mpp} um/px; final score: {fusion}), trained on CPU by\n\n\
          ```\n{command}\n```\n\n\
          - seed: {seed}\n- data: {data}\n- training images: {train}\n- validation images (held out): {val}\n\
          - recipe settings: `recipe.json` beside this file (also below)\n\n\
@@ -583,6 +619,12 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
          ## Recipe settings\n\n```json\n{json}\n```\n",
         version = card.version,
         mpp = card.model_mpp,
+        crop = config.classifier_crop_px,
+        cls_mpp = config.classifier_mpp,
+        fusion = match card.score_fusion {
+            ScoreFusion::Classifier => "the classifier's probability",
+            ScoreFusion::GeometricMean => "sqrt(stage-1 peak x classifier probability)",
+        },
         command = t.command,
         seed = t.seed,
         data = t.data,
@@ -780,12 +822,14 @@ mod tests {
         // 0.1 recipes lack the stage-2 fields added since: they mean "off".
         let mut json = serde_json::to_value(RecipeConfig::default()).unwrap();
         let obj = json.as_object_mut().unwrap();
-        for key in ["classifier_input_norm", "classifier_figure_crops", "stain_jitter"] {
+        for key in ["classifier_input_norm", "classifier_figure_crops", "stain_jitter", "classifier_crop_px", "classifier_mpp", "score_fusion"] {
             obj.remove(key);
         }
         let old: RecipeConfig = serde_json::from_value(json).unwrap();
         assert!(!old.classifier_input_norm);
         assert_eq!(old.classifier_figure_crops, None);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
+        assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
+        assert_eq!(old.score_fusion, ScoreFusion::Classifier);
     }
 }

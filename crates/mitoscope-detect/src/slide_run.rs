@@ -369,7 +369,8 @@ fn low_res_image(slide: &dyn Slide, ds: f64, warnings: &mut Vec<String>) -> Resu
         return Err(e);
     }
     if let Some(e) = first_err {
-        let w = format!("{failed} of {total} low-resolution blocks could not be decoded (left as background), first: {e}");
+        let w =
+            format!("{failed} of {total} low-resolution blocks could not be decoded (left as background), first: {e}");
         tracing::warn!("{w}");
         warnings.push(w);
     }
@@ -453,7 +454,9 @@ pub fn detect_slide(
 
     // 3. Detect, in parallel; each worker holds one tile image at a time.
     let bar = if config.show_progress { ProgressBar::new(tiles.len() as u64) } else { ProgressBar::hidden() };
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta}) {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta}) {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(image_id(&path));
@@ -512,7 +515,13 @@ pub fn detect_slide(
         low_res,
         read_level: level,
         read_level_mpp: level_mpp,
-        tiles: TileStats { grid: grid.len(), processed: tiles.len(), side_px: side, overlap_px: overlap, detect_seconds },
+        tiles: TileStats {
+            grid: grid.len(),
+            processed: tiles.len(),
+            side_px: side,
+            overlap_px: overlap,
+            detect_seconds,
+        },
         warnings,
     })
 }
@@ -601,8 +610,9 @@ pub fn run_slide(
     let mpp = slide.mpp();
     let (w0, h0) = slide.dimensions(0).unwrap_or((0, 0));
     let points: Vec<Point> = found.detections.iter().map(|d| Point::new(d.x, d.y)).collect();
-    let summary: SlideSummary = summarize(&points, mpp.mpp, (w0 as f64, h0 as f64), &config.hotspot, Some(&found.tissue))
-        .map_err(|source| SlideRunError::Hotspot { path: path.to_owned(), source })?;
+    let summary: SlideSummary =
+        summarize(&points, mpp.mpp, (w0 as f64, h0 as f64), &config.hotspot, Some(&found.tissue))
+            .map_err(|source| SlideRunError::Hotspot { path: path.to_owned(), source })?;
     let mut report = SlideReport {
         mitoscope_version: env!("CARGO_PKG_VERSION").to_owned(),
         slide: path.to_owned(),
@@ -649,7 +659,11 @@ pub const SLIDE_OUTPUT_FILES: [&str; 5] =
 /// output folder of the same slide is replaced whole; a folder of that name
 /// that is not a Mitoscope slide output (no `summary.json`, not empty) is
 /// left alone and reported.
-pub fn write_slide_outputs(out_root: &Path, report: &SlideReport, found: &SlideDetections) -> Result<PathBuf, SlideRunError> {
+pub fn write_slide_outputs(
+    out_root: &Path,
+    report: &SlideReport,
+    found: &SlideDetections,
+) -> Result<PathBuf, SlideRunError> {
     std::fs::create_dir_all(out_root).map_err(|e| SlideRunError::output(out_root, e))?;
     let final_dir = out_root.join(&report.slide_id);
     if final_dir.exists() && !is_replaceable(&final_dir) {
@@ -673,8 +687,7 @@ pub fn write_slide_outputs(out_root: &Path, report: &SlideReport, found: &SlideD
             writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
         }
         Ok(())
-    })
-    ?;
+    })?;
 
     // GeoJSON and MIDOG, through the shared writers.
     let result = ImageResult {
@@ -687,11 +700,14 @@ pub fn write_slide_outputs(out_root: &Path, report: &SlideReport, found: &SlideD
     };
     let set = annotation_set(std::slice::from_ref(&result), report.mpp);
     let geo = dir.join("detections.geojson");
-    mitoscope_formats::write(&set, &geo, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })
-        ?;
+    mitoscope_formats::write(&set, &geo, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
     let midog = dir.join("midog.json");
-    mitoscope_formats::write(&set, &midog, Format::MidogPoints, &WriteOptions { mpp: Mpp::new(report.mpp).ok(), polygons: false })
-        ?;
+    mitoscope_formats::write(
+        &set,
+        &midog,
+        Format::MidogPoints,
+        &WriteOptions { mpp: Mpp::new(report.mpp).ok(), polygons: false },
+    )?;
 
     let summary = dir.join("summary.json");
     let json = serde_json::to_vec_pretty(report).map_err(|e| SlideRunError::output(&summary, e))?;
@@ -732,7 +748,8 @@ pub fn write_slide_outputs(out_root: &Path, report: &SlideReport, found: &SlideD
 /// A folder we may replace: empty, or holding our `summary.json`.
 fn is_replaceable(dir: &Path) -> bool {
     dir.is_dir()
-        && (dir.join("summary.json").is_file() || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false))
+        && (dir.join("summary.json").is_file()
+            || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false))
 }
 
 fn csv_field(s: &str) -> String {
@@ -770,11 +787,16 @@ pub fn thumbnail(found: &SlideDetections, report: &SlideReport) -> RgbImage {
 /// Paints the boundary pixels of a 0/255 mask.
 fn outline(img: &mut RgbImage, mask: &GrayImage, colour: Rgb<u8>) {
     let (w, h) = mask.dimensions();
-    let on = |x: i64, y: i64| x >= 0 && y >= 0 && x < w as i64 && y < h as i64 && mask.get_pixel(x as u32, y as u32)[0] != 0;
+    let on =
+        |x: i64, y: i64| x >= 0 && y >= 0 && x < w as i64 && y < h as i64 && mask.get_pixel(x as u32, y as u32)[0] != 0;
     for y in 0..h {
         for x in 0..w {
             let (xi, yi) = (x as i64, y as i64);
-            if on(xi, yi) && !(on(xi - 1, yi) && on(xi + 1, yi) && on(xi, yi - 1) && on(xi, yi + 1)) && x < img.width() && y < img.height() {
+            if on(xi, yi)
+                && !(on(xi - 1, yi) && on(xi + 1, yi) && on(xi, yi - 1) && on(xi, yi + 1))
+                && x < img.width()
+                && y < img.height()
+            {
                 img.put_pixel(x, y, colour);
             }
         }
@@ -818,7 +840,13 @@ mod tests {
 
     #[test]
     fn merge_keeps_strongest_and_matches_the_quadratic_rule() {
-        let items = vec![det(0.0, 0.0, 0.5), det(5.0, 0.0, 0.9), det(30.0, 0.0, 0.7), det(39.0, 0.0, 0.6), det(100.0, 100.0, 0.1)];
+        let items = vec![
+            det(0.0, 0.0, 0.5),
+            det(5.0, 0.0, 0.9),
+            det(30.0, 0.0, 0.7),
+            det(39.0, 0.0, 0.6),
+            det(100.0, 100.0, 0.1),
+        ];
         let kept = merge_nearby(items.clone(), 10.0);
         assert_eq!(kept.iter().map(|d| d.x).collect::<Vec<_>>(), vec![5.0, 30.0, 100.0]);
         // Same as the reference (which ranks by candidate score: equal here).

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::{Rgb, RgbImage};
-use mitoscope_detect::hpf_set::{HpfCount, HpfSetConfig, compare, read_truth, run_hpf_set, score_slides, write_hpf_outputs};
+use mitoscope_detect::hpf_set::{
+    HpfCount, HpfSetConfig, compare, read_truth, run_hpf_set, score_slides, write_hpf_outputs,
+};
 use mitoscope_detect::mitoscope_eval::score::FieldPreset;
 use mitoscope_detect::mitoscope_slide::synthetic::{Rect, SyntheticSlide};
 use mitoscope_detect::mitoscope_slide::{self, Level, MppInfo, Slide, SlideError};
@@ -32,8 +34,11 @@ impl TileDetector for DarkBlobs {
             let p = image.get_pixel(x, y);
             image::Luma([if p.0.iter().all(|&c| c < 100) { 255 } else { 0 }])
         });
-        let labels =
-            imageproc::region_labelling::connected_components(&mask, imageproc::region_labelling::Connectivity::Eight, image::Luma([0]));
+        let labels = imageproc::region_labelling::connected_components(
+            &mask,
+            imageproc::region_labelling::Connectivity::Eight,
+            image::Luma([0]),
+        );
         let mut acc: BTreeMap<u32, (f64, f64, f64)> = BTreeMap::new();
         for (x, y, l) in labels.enumerate_pixels() {
             if l[0] > 0 {
@@ -51,7 +56,13 @@ impl TileDetector for DarkBlobs {
     }
 
     fn info(&self, _o: &DetectOptions) -> DetectorInfo {
-        DetectorInfo { name: "dark-blobs".into(), model_mpp: 0.5, threshold: 0.5, min_distance_um: 5.0, default_input_mpp: 0.25 }
+        DetectorInfo {
+            name: "dark-blobs".into(),
+            model_mpp: 0.5,
+            threshold: 0.5,
+            min_distance_um: 5.0,
+            default_input_mpp: 0.25,
+        }
     }
 }
 
@@ -177,7 +188,12 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     assert!(r.hotspot.tissue_fraction.unwrap() >= 0.5, "{:?}", r.hotspot);
     assert!((r.hotspot.area_mm2 - 2.0).abs() < 1e-6);
     for &(fx, fy) in &spec.figures[..12] {
-        assert!(fx >= r.hotspot.x && fx < r.hotspot.x + r.hotspot.width && fy >= r.hotspot.y && fy < r.hotspot.y + r.hotspot.height);
+        assert!(
+            fx >= r.hotspot.x
+                && fx < r.hotspot.x + r.hotspot.width
+                && fy >= r.hotspot.y
+                && fy < r.hotspot.y + r.hotspot.height
+        );
     }
     assert_eq!(r.mitotic_score.score, 3);
     assert_eq!(r.top_fields.len(), 10);
@@ -189,12 +205,14 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     let csv = std::fs::read_to_string(folder.join("detections.csv")).unwrap();
     assert!(csv.starts_with("image,x,y,score\n"));
     assert_eq!(csv.lines().count(), 1 + 24);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["mitoses"], 24);
     assert_eq!(summary["mpp_source"], "tiff_resolution");
     assert_eq!(summary["mitotic_score"]["score"], 3);
     assert!(summary["mitotic_score"]["row"]["field_diameter_mm"].as_f64().is_some());
-    let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("detections.geojson")).unwrap()).unwrap();
+    let geo: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("detections.geojson")).unwrap()).unwrap();
     assert_eq!(geo["features"].as_array().unwrap().len(), 24);
     let midog = std::fs::read_to_string(folder.join("midog.json")).unwrap();
     assert!(midog.contains("\"points\""), "{midog}");
@@ -207,7 +225,8 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     std::fs::write(folder.join("stale.txt"), "old").unwrap();
     run_slide(&path, &DarkBlobs, &out, &SlideRunConfig::default()).unwrap();
     assert!(!folder.join("stale.txt").exists());
-    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["synthetic-large"], "temporary folders left: {names:?}");
     // A foreign folder of the same name is not replaced.
     let foreign = dir.path().join("out2/synthetic-large");
@@ -348,7 +367,8 @@ fn hpf_folder_grouped_scored_and_compared_with_truth() {
     // 0.01 mm² per field is outside the score table: score against 0.2 mm² fields.
     let cfg = HpfSetConfig { n_hpfs: 2, field: Some(FieldPreset::Area(0.2)), ..HpfSetConfig::default() };
     let (report, images) = run_hpf_set(&DarkBlobs, &hpfs, Some(&truth), &cfg).unwrap();
-    let by: BTreeMap<&str, (usize, u8)> = report.slides.iter().map(|s| (s.slide.as_str(), (s.count, s.score.score))).collect();
+    let by: BTreeMap<&str, (usize, u8)> =
+        report.slides.iter().map(|s| (s.slide.as_str(), (s.count, s.score.score))).collect();
     // 10 in 2 x 0.2 mm² = 50 per 10 fields: 3; 0: 1; 1 in 0.4 mm²: 5 per 10 fields: 1.
     assert_eq!(by["S1"], (10, 3));
     assert_eq!(by["S2"], (0, 1));
@@ -372,7 +392,12 @@ fn hpf_folder_grouped_scored_and_compared_with_truth() {
     assert!(c.weighted_kappa < 1.0);
 
     // A regex grouping: everything in one slide.
-    let cfg1 = HpfSetConfig { group: Some(r"^(S)\d_\d+$".into()), n_hpfs: 2, field: Some(FieldPreset::Area(0.2)), ..HpfSetConfig::default() };
+    let cfg1 = HpfSetConfig {
+        group: Some(r"^(S)\d_\d+$".into()),
+        n_hpfs: 2,
+        field: Some(FieldPreset::Area(0.2)),
+        ..HpfSetConfig::default()
+    };
     let (one, _) = run_hpf_set(&DarkBlobs, &hpfs, None, &cfg1).unwrap();
     assert_eq!(one.slides.len(), 1);
     assert_eq!((one.slides[0].slide.as_str(), one.slides[0].count, one.slides[0].hpfs_total), ("S", 10, 9));

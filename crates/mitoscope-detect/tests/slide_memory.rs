@@ -7,9 +7,9 @@
 //! 0.5 mm patches far apart, so that the model runs on a few tiles only
 //! (a fraction of a second each).
 
+use mitoscope_detect::Detector;
 use mitoscope_detect::mitoscope_slide::synthetic::{Rect, SyntheticSlide};
 use mitoscope_detect::slide_run::{SlideRunConfig, run_slide};
-use mitoscope_detect::Detector;
 
 /// Peak resident set size in bytes (Linux `VmHWM`).
 fn peak_rss() -> Option<u64> {

@@ -35,12 +35,18 @@ pub struct Rect {
 
 impl Rect {
     fn contains(&self, x: f64, y: f64) -> bool {
-        x >= self.x as f64 && y >= self.y as f64 && x < (self.x + self.width) as f64 && y < (self.y + self.height) as f64
+        x >= self.x as f64
+            && y >= self.y as f64
+            && x < (self.x + self.width) as f64
+            && y < (self.y + self.height) as f64
     }
 
     /// Whether the rectangle meets `[x0, x1) x [y0, y1)`.
     fn meets(&self, x0: f64, y0: f64, x1: f64, y1: f64) -> bool {
-        (self.x as f64) < x1 && x0 < (self.x + self.width) as f64 && (self.y as f64) < y1 && y0 < (self.y + self.height) as f64
+        (self.x as f64) < x1
+            && x0 < (self.x + self.width) as f64
+            && (self.y as f64) < y1
+            && y0 < (self.y + self.height) as f64
     }
 }
 
@@ -161,11 +167,17 @@ impl SyntheticSlide {
     /// (one IFD per level, reduced levels flagged), tile by tile.
     pub fn write(&self, path: &Path) -> Result<WriteStats, SlideError> {
         let tiff_err = |source| SlideError::Tiff { path: path.to_owned(), ifd: 0, source };
-        if self.width == 0 || self.height == 0 || self.tile == 0 || !self.tile.is_multiple_of(16) || self.downsamples.first() != Some(&1) {
+        if self.width == 0
+            || self.height == 0
+            || self.tile == 0
+            || !self.tile.is_multiple_of(16)
+            || self.downsamples.first() != Some(&1)
+        {
             return Err(SlideError::Unsupported {
                 path: path.to_owned(),
                 ifd: 0,
-                what: "synthetic slide needs a size, a tile side that is a multiple of 16 and downsample 1 first".into(),
+                what: "synthetic slide needs a size, a tile side that is a multiple of 16 and downsample 1 first"
+                    .into(),
             });
         }
         let file = File::create(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })?;

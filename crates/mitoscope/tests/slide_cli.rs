@@ -86,7 +86,11 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
     assert_eq!(midog["points"].as_array().map(Vec::len).unwrap_or(0), n, "{midog}");
     let thumb = image::open(dir.join("thumbnail.png")).unwrap();
     // About 2 µm per thumbnail pixel: 2220 x 2967 px at 0.499 µm/px / 4.
-    assert!((550..560).contains(&thumb.width()) && (735..745).contains(&thumb.height()), "{:?}", (thumb.width(), thumb.height()));
+    assert!(
+        (550..560).contains(&thumb.width()) && (735..745).contains(&thumb.height()),
+        "{:?}",
+        (thumb.width(), thumb.height())
+    );
 
     // Re-run with another threshold: the folder is replaced, never mixed.
     std::fs::write(dir.join("leftover.txt"), "from an older run").unwrap();
@@ -98,7 +102,8 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
     assert_eq!(sum["model"]["threshold"], 1.0);
     let again = std::fs::read_to_string(dir.join("detections.csv")).unwrap();
     assert_eq!(again.lines().count() - 1, sum["mitoses"].as_u64().unwrap() as usize);
-    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["CMU-1-Small-Region"]);
 }
 
@@ -151,7 +156,18 @@ fn score_hpf_folder_per_slide_with_truth() {
     std::fs::write(&truth, "slide,score\nW01,1\nW02,2\nW03,3\n").unwrap();
     let out = tmp.path().join("scores");
     let run = mitoscope(&[
-        "score", s(&hpfs), "--truth", s(&truth), "--out", s(&out), "--model", s(&model), "--hpfs", "2", "--hpf-area-mm2", "0.2",
+        "score",
+        s(&hpfs),
+        "--truth",
+        s(&truth),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+        "--hpfs",
+        "2",
+        "--hpf-area-mm2",
+        "0.2",
     ]);
     let (stdout, stderr) = text(&run);
     assert!(run.status.success(), "{stdout}\n{stderr}");

@@ -33,7 +33,11 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         super::print(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
         let mut t = String::new();
-        let _ = writeln!(t, "{:<24} {:>5} {:>5} {:>6} {:>9} {:>10} {:>5} {:>5}", "slide", "hpfs", "used", "count", "area_mm2", "eq10", "score", "truth");
+        let _ = writeln!(
+            t,
+            "{:<24} {:>5} {:>5} {:>6} {:>9} {:>10} {:>5} {:>5}",
+            "slide", "hpfs", "used", "count", "area_mm2", "eq10", "score", "truth"
+        );
         for s in &report.slides {
             let truth = s.truth.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             let _ = writeln!(
