@@ -42,8 +42,9 @@ pub struct DetectOptions {
 
 impl Default for DetectOptions {
     fn default() -> Self {
-        // 512 px at 0.5 µm/px = 256 µm; 64 px overlap = 32 µm, two figure widths.
-        Self { threshold: None, keep_all_candidates: false, tile_px: 512, overlap_px: 64, polygons: true }
+        // At most 640 px at 0.5 µm/px = 320 µm (an HPF at 0.25 µm/px is 1042
+        // model px: 2 x 2 balanced tiles); 64 px overlap = 32 µm, two figure widths.
+        Self { threshold: None, keep_all_candidates: false, tile_px: 640, overlap_px: 64, polygons: true }
     }
 }
 
@@ -145,11 +146,10 @@ impl Detector {
         let model_w = (f64::from(w) / step).ceil().max(1.0) as u32;
         let model_h = (f64::from(h) / step).ceil().max(1.0) as u32;
         let want = options.tile_px.max(SIDE_MULTIPLE as u32);
-        // Never larger than the (rounded-up) image: small inputs get one padded tile.
-        let side_needed = model_w.max(model_h).div_ceil(SIDE_MULTIPLE as u32) * SIDE_MULTIPLE as u32;
-        let tile = want.div_ceil(SIDE_MULTIPLE as u32).min(side_needed.div_ceil(SIDE_MULTIPLE as u32)) * SIDE_MULTIPLE as u32;
+        let overlap = options.overlap_px.min(want / 2);
+        let tile = balanced_side(model_w, want, overlap).max(balanced_side(model_h, want, overlap));
         let min_distance_model = card.min_distance_um / card.model_mpp;
-        let tiles = tile_grid(model_w, model_h, tile, options.overlap_px);
+        let tiles = tile_grid(model_w, model_h, tile, overlap);
         // The grid covers every tile, so tiles are plain copies out of it.
         let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
         let grid_h = tiles.iter().map(|t| t.y + t.size).max().unwrap_or(model_h);
@@ -169,7 +169,10 @@ impl Detector {
                         continue;
                     }
                     let polygon = if options.polygons {
-                        outline(&map, p.x, p.y, card.candidate_threshold as f32, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
+                        // The map is a per-pixel probability (trained on masks where a dataset has
+                        // them): cut at 0.5, or at half a weaker peak so weak figures get an outline.
+                        let level = (0.5 * p.score).min(0.5).max(card.candidate_threshold as f32);
+                        outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
                             poly.into_iter()
                                 .map(|(u, v)| (grid.to_input(f64::from(t.x) + u), grid.to_input(f64::from(t.y) + v)))
                                 .collect()
@@ -261,6 +264,21 @@ impl Detector {
     }
 }
 
+/// The tile side (a multiple of 8, at most `want` rounded up) that covers
+/// `len` pixels with the fewest tiles, shrunk so they share the length evenly:
+/// fixed-size tiles over an HPF (1024 model px) would be 3 x 3 tiles of 512,
+/// twice the pixels of the image; balanced, 2 x 2 of 544.
+fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
+    let round = |v: u32| v.max(1).div_ceil(SIDE_MULTIPLE as u32) * SIDE_MULTIPLE as u32;
+    let want = round(want);
+    if len <= want {
+        return round(len);
+    }
+    let step = want.saturating_sub(overlap).max(1);
+    let tiles = (len - overlap).div_ceil(step);
+    round((len + (tiles - 1) * overlap).div_ceil(tiles)).min(want)
+}
+
 /// Convex outline (map pixels, pixel edges) of the 4-connected blob of map
 /// values >= `threshold` containing `(x, y)`, within `radius` pixels of it.
 /// `None` for blobs of fewer than 3 pixels.
@@ -318,6 +336,27 @@ mod tests {
         let expected: Vec<(f64, f64, f64)> = scored.iter().filter(|d| d.score >= t).map(|d| (d.x, d.y, d.score)).collect();
         let got: Vec<(f64, f64, f64)> = kept.iter().map(|d| (d.x, d.y, d.score)).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn balanced_tiles_cover_with_little_waste() {
+        // An HPF at 0.5 µm/px: 2 tiles of 552 per axis instead of 3 of 640.
+        let side = balanced_side(1042, 640, 64);
+        assert_eq!(side % 8, 0);
+        assert!(side <= 640 && 2 * side - 64 >= 1042, "{side}");
+        assert_eq!(tile_grid(1042, 1042, side, 64).len(), 4);
+        assert_eq!(balanced_side(100, 640, 64), 104, "small inputs: one padded tile");
+        // Long strips still get tiles no larger than asked.
+        let long = balanced_side(10_000, 640, 64);
+        assert!(long <= 640 && long >= 560, "{long}");
+        for len in [1, 7, 8, 639, 640, 641, 1200, 4321] {
+            let s = balanced_side(len, 640, 64);
+            let tiles = tile_grid(len, 8, s, 64);
+            assert!(tiles.iter().all(|t| t.size == s));
+            // Every column is owned by exactly one tile.
+            let owned: u32 = tiles.iter().filter(|t| t.y == 0).map(|t| t.core_x.1 - t.core_x.0).sum();
+            assert_eq!(owned, len, "len {len}");
+        }
     }
 
     #[test]

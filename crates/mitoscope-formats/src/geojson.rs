@@ -19,6 +19,11 @@
 //! `<image>.geojson` per image, as QuPath imports one file per image; empty
 //! images then keep an empty collection.
 //!
+//! Coordinates: QuPath puts pixel *corners* on integers (pixel (0, 0) spans
+//! [0, 1]²); Mitoscope puts pixel *centres* on integers. The writer adds
+//! [`QUPATH_OFFSET`] to every coordinate and the reader subtracts it, so a
+//! centroid lands on the same pixel in QuPath as here.
+//!
 //! Reader: a `FeatureCollection`, a single `Feature` or a plain array of
 //! features, or a folder of `*.geojson`/`*.json` files. `Point` and each
 //! point of a `MultiPoint` are objects; a `Polygon` is one object with its
@@ -41,6 +46,9 @@ use serde_json::json;
 
 use crate::csv_points::{file_stem, json_error};
 use crate::{FormatError, ReadOptions, Result, WriteOptions, atomic};
+
+/// QuPath coordinate minus Mitoscope coordinate (see the module docs).
+pub const QUPATH_OFFSET: f64 = 0.5;
 
 fn is_geojson_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("geojson") || e.eq_ignore_ascii_case("json"))
@@ -186,7 +194,7 @@ fn score(props: Option<&JsonObject>) -> Option<f64> {
 
 fn position(path: &Path, loc: &dyn Fn() -> String, p: &Position) -> Result<Point> {
     match p.as_slice() {
-        [x, y, ..] if x.is_finite() && y.is_finite() => Ok(Point::new(*x, *y)),
+        [x, y, ..] if x.is_finite() && y.is_finite() => Ok(Point::new(x - QUPATH_OFFSET, y - QUPATH_OFFSET)),
         other => Err(FormatError::malformed(path, loc(), format!("position needs finite x and y, found {other:?}"))),
     }
 }
@@ -259,11 +267,12 @@ fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
     let geometry = match outline {
         Some(poly) => {
             // GeoJSON rings are closed: repeat the first vertex.
-            let mut ring: Vec<Position> = poly.vertices.iter().map(|v| Position::from([v.x, v.y])).collect();
+            let mut ring: Vec<Position> =
+                poly.vertices.iter().map(|v| Position::from([v.x + QUPATH_OFFSET, v.y + QUPATH_OFFSET])).collect();
             ring.extend(ring.first().cloned());
             Geometry::new(GeometryValue::Polygon { coordinates: vec![ring] })
         }
-        None => Geometry::new_point([o.centroid.x, o.centroid.y]),
+        None => Geometry::new_point([o.centroid.x + QUPATH_OFFSET, o.centroid.y + QUPATH_OFFSET]),
     };
     let (name, color) = class_label(o.class);
     let mut props = JsonObject::new();

@@ -562,6 +562,11 @@ fn geojson_round_trip_points_and_polygons() {
     );
     let back = geojson::read(&file, &opts()).unwrap();
     assert_same_objects(&set, &back, 1e-9);
+    // Written in QuPath's convention: the first point's pixel centre is at +0.5.
+    let first = &set.images.iter().find(|i| !i.objects.is_empty()).unwrap().objects[0].centroid;
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let coords = &json["features"][0]["geometry"]["coordinates"];
+    assert_eq!((coords[0].as_f64().unwrap(), coords[1].as_f64().unwrap()), (first.x + 0.5, first.y + 0.5));
 
     let polys = WriteOptions { polygons: true, ..Default::default() };
     let folder = dir.path().join("per-image");
@@ -593,10 +598,11 @@ fn geojson_reads_qupath_exports() {
     let img = &set.images[0];
     assert_eq!(img.image, "HPF_3");
     assert_eq!(img.objects.len(), 4);
-    assert_eq!(img.objects[1].centroid, Point::new(3.0, 4.0));
+    // QuPath's corner-based coordinates move by half a pixel onto our pixel centres.
+    assert_eq!(img.objects[1].centroid, Point::new(2.5, 3.5));
     assert_eq!(img.objects[2].class, ObjectClass::NonMitosis);
     assert_eq!(img.objects[2].score, Some(0.3));
-    assert_eq!(img.objects[3].centroid, Point::new(15.0, 15.0), "largest part of the MultiPolygon");
+    assert_eq!(img.objects[3].centroid, Point::new(14.5, 14.5), "largest part of the MultiPolygon");
     assert_eq!(set.inconsistencies.len(), 1, "the LineString is reported");
 
     let single =

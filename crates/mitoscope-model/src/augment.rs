@@ -182,22 +182,29 @@ pub fn scale_about_centre(img: &RgbImage, factor: f32) -> RgbImage {
 
 /// Bilinear sample at `(x, y)` (pixel centres on integers), clamped to the edges.
 pub(crate) fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [u8; 3] {
+    // Hot: every resampled pixel of every tile and crop passes here, so it
+    // reads the raw buffer and rounds by truncating `v + 0.5` (v >= 0)
+    // rather than through `get_pixel` and `f64::round`.
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return [0; 3];
     }
     let x = x.clamp(0.0, f64::from(w - 1));
     let y = y.clamp(0.0, f64::from(h - 1));
-    let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+    let (x0, y0) = (x as u32, y as u32); // floor: both are >= 0
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - f64::from(x0), y - f64::from(y0));
-    let p = |xx, yy| img.get_pixel(xx, yy).0.map(f64::from);
-    let (a, b, c, d) = (p(x0, y0), p(x1, y0), p(x0, y1), p(x1, y1));
-    [0, 1, 2].map(|k| {
-        let top = a[k] * (1.0 - fx) + b[k] * fx;
-        let bottom = c[k] * (1.0 - fx) + d[k] * fx;
-        (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
-    })
+    let raw = img.as_raw();
+    let stride = w as usize * 3;
+    let at = |xx: u32, yy: u32| yy as usize * stride + xx as usize * 3;
+    let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
+    let mut out = [0u8; 3];
+    for (k, o) in out.iter_mut().enumerate() {
+        let top = f64::from(raw[a + k]) * (1.0 - fx) + f64::from(raw[b + k]) * fx;
+        let bottom = f64::from(raw[c + k]) * (1.0 - fx) + f64::from(raw[d + k]) * fx;
+        *o = ((top * (1.0 - fy) + bottom * fy) + 0.5).min(255.0) as u8;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -179,19 +179,20 @@ pub fn copy_block(grid: &RgbImage, x0: i64, y0: i64, size: u32) -> RgbImage {
 fn box_average(image: &RgbImage, cx: f64, cy: f64, step: f64) -> [u8; 3] {
     // Sample a small grid of bilinear taps covering the footprint.
     let taps = step.ceil().clamp(2.0, 8.0) as usize;
-    let mut sum = [0.0f64; 3];
+    let mut sum = [0u32; 3];
     for i in 0..taps {
+        let ox = ((i as f64 + 0.5) / taps as f64 - 0.5) * step;
         for j in 0..taps {
-            let ox = ((i as f64 + 0.5) / taps as f64 - 0.5) * step;
             let oy = ((j as f64 + 0.5) / taps as f64 - 0.5) * step;
             let p = sample_bilinear(image, cx + ox, cy + oy);
             for k in 0..3 {
-                sum[k] += f64::from(p[k]);
+                sum[k] += u32::from(p[k]);
             }
         }
     }
     let n = (taps * taps) as f64;
-    sum.map(|s| (s / n).round().clamp(0.0, 255.0) as u8)
+    // Round half up (the sums are >= 0), as `f64::round` would.
+    sum.map(|s| (f64::from(s) / n + 0.5).min(255.0) as u8)
 }
 
 /// Positive crops centred on each centroid `(x, y)` of an HPF.
@@ -318,6 +319,31 @@ mod tests {
 
     fn spec(size: u32, mpp: f64) -> CropSpec {
         CropSpec { crop_size: size, mpp: Mpp::new(mpp).unwrap() }
+    }
+
+    #[test]
+    fn crops_copied_from_the_grid_equal_direct_resampling() {
+        let img = random_image(97, 83, 5);
+        let src = Mpp::new(0.2456).unwrap();
+        for target in [0.5, 0.3, 0.2] {
+            let t = Mpp::new(target).unwrap();
+            let step = target / 0.2456;
+            let (gw, gh) = ((97.0 / step).ceil() as u32 + 8, (83.0 / step).ceil() as u32 + 8);
+            let grid = resample_grid(&img, src, t, gw, gh);
+            // A 16 px crop whose pixel (0, 0) is grid pixel (gx, gy): centred on grid
+            // coordinate gx + 7.5, i.e. source (gx + 8) * step - 0.5.
+            for (gx, gy) in [(0u32, 0u32), (5, 9), (gw - 16, gh - 16)] {
+                let centre = ((f64::from(gx) + 8.0) * step - 0.5, (f64::from(gy) + 8.0) * step - 0.5);
+                let direct = resample_crop(&img, centre, src, spec(16, target));
+                let copied = copy_block(&grid, i64::from(gx), i64::from(gy), 16);
+                assert_eq!(direct, copied, "target {target} at ({gx}, {gy})");
+            }
+        }
+        // Blocks past the grid repeat its edge.
+        let grid = resample_grid(&img, src, Mpp::new(0.5).unwrap(), 10, 10);
+        let block = copy_block(&grid, -3, 8, 4);
+        assert_eq!(block.get_pixel(0, 0), grid.get_pixel(0, 8));
+        assert_eq!(block.get_pixel(3, 3), grid.get_pixel(0, 9));
     }
 
     #[test]
