@@ -378,6 +378,34 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     assert!(stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some("image,x,y,score"));
+    // run.json says what made the folder, and a report finds the model there by itself.
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let model = run["model"].as_str().unwrap().to_owned();
+    assert!(model.starts_with("mitoscope-default"), "{run}");
+    assert!(run["command"].as_str().unwrap().contains("detect"), "{run}");
+    assert_eq!((run["images"].as_u64(), run["failures"].as_u64()), (Some(2), Some(1)));
+    let html = out.join("report.html");
+    ok(&["report", "--pred", s(&out.join("detections.csv")), "--images", s(&inputs), "--mpp", "0.25", "--out", s(&html)]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&model), "the report names the model from run.json");
+}
+
+#[test]
+fn same_stem_inputs_keep_separate_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (img, _) = mitoscope_detect::synthetic::render_hpf(5, 200);
+    for dir in ["a", "b"] {
+        std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        img.save(tmp.path().join(dir).join("x.png")).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let text = ok(&["detect", s(&tmp.path().join("a")), s(&tmp.path().join("b")), "--out", s(&out), "--format", "overlay,masks"]);
+    assert!(text.contains("a_x.png:") && text.contains("b_x.png:"), "{text}");
+    for id in ["a_x.png", "b_x.png"] {
+        assert!(out.join("overlays").join(format!("{id}.png")).is_file(), "{id} overlay");
+        let mask = image::open(out.join("masks").join(format!("{id}.png"))).unwrap();
+        assert_eq!((mask.width(), mask.height()), (200, 200));
+    }
 }
 
 #[test]
