@@ -53,11 +53,7 @@ fn report(summary: &BatchSummary, out: &std::path::Path) -> Result<ExitCode> {
 
 pub fn detect(args: DetectArgs) -> Result<ExitCode> {
     check_mpp(args.mpp)?;
-    if let Some(t) = args.threshold
-        && !t.is_finite()
-    {
-        bail!("--threshold must be a finite number, got {t}");
-    }
+    super::check_threshold(args.threshold)?;
     let outputs = Outputs::parse_list(&args.format)?;
     let detector = detector(&args.model)?;
     let cfg = BatchConfig {

@@ -5,22 +5,15 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use mitoscope_eval::{EvalConfig, EvalReport, MatchRule, Metrics};
+use mitoscope_eval::{EvalConfig, EvalReport, Metrics};
 use mitoscope_formats::ReadOptions;
 use mitoscope_geom::Mpp;
 
 use crate::cli::EvalArgs;
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let rule: MatchRule = args
-        .rule
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown --match '{}': expected greedy, optimal or wang2024", args.rule))?;
-    if let Some(t) = args.threshold
-        && !t.is_finite()
-    {
-        bail!("--threshold must be a finite number, got {t}");
-    }
+    let rule = super::parse_rule(&args.rule)?;
+    super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;

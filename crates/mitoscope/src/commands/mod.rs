@@ -51,6 +51,19 @@ fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
     .transpose()
 }
 
+/// Parses `--match`.
+fn parse_rule(name: &str) -> Result<mitoscope_eval::MatchRule> {
+    name.parse().map_err(|_| anyhow::anyhow!("unknown --match '{name}': expected greedy, optimal or wang2024"))
+}
+
+/// Validates a `--threshold` value.
+fn check_threshold(threshold: Option<f64>) -> Result<()> {
+    match threshold {
+        Some(t) if !t.is_finite() => bail!("--threshold must be a finite number, got {t}"),
+        _ => Ok(()),
+    }
+}
+
 /// Validates an `--mpp` value.
 fn parse_mpp(mpp: Option<f64>) -> Result<Option<Mpp>> {
     mpp.map(|m| Mpp::new(m).context("--mpp")).transpose()

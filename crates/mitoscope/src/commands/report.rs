@@ -4,22 +4,14 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use mitoscope_eval::MatchRule;
 use mitoscope_formats::ReadOptions;
 use mitoscope_report::{ImageSource, Provenance, ReportInput, ReportOptions};
 
 use crate::cli::ReportArgs;
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let rule: MatchRule = args
-        .rule
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown --match '{}': expected greedy, optimal or wang2024", args.rule))?;
-    if let Some(t) = args.threshold
-        && !t.is_finite()
-    {
-        bail!("--threshold must be a finite number, got {t}");
-    }
+    let rule = super::parse_rule(&args.rule)?;
+    super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     if let Some(dir) = &args.images
         && !dir.is_dir()
