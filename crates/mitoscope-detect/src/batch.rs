@@ -110,7 +110,7 @@ pub struct RunRecord {
 }
 
 /// Settings of a batch run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchConfig {
     /// Input mpp for every image; `None` = the model card's default (0.25).
     pub input_mpp: Option<f64>,
@@ -126,18 +126,6 @@ pub struct BatchConfig {
     pub command: Option<String>,
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            input_mpp: None,
-            options: DetectOptions::default(),
-            outputs: Outputs::default(),
-            write_candidates: false,
-            show_progress: false,
-            command: None,
-        }
-    }
-}
 
 /// Result for one input image.
 #[derive(Debug, Clone)]
@@ -300,7 +288,7 @@ pub fn run_batch(
         .zip(ids.par_iter())
         .map(|(path, id)| {
             let mpp = image_mpp(path, config.input_mpp, default_mpp);
-            let result = process_one(detector, path, id, mpp, threshold, &options, config, &overlay_dir);
+            let result = process_one(detector, Job { path, id, mpp }, threshold, &options, config, &overlay_dir);
             bar.inc(1);
             match result {
                 Ok(r) => {
@@ -376,16 +364,22 @@ pub fn run_batch(
     Ok(BatchSummary { per_image, failures, total, threshold, written, images })
 }
 
+/// One input of a batch: the file, its unique id and resolution.
+struct Job<'a> {
+    path: &'a Path,
+    id: &'a str,
+    mpp: f64,
+}
+
 fn process_one(
     detector: &Detector,
-    path: &Path,
-    id: &str,
-    input_mpp: f64,
+    job: Job<'_>,
     threshold: f64,
     options: &DetectOptions,
     config: &BatchConfig,
     overlay_dir: &Path,
 ) -> Result<ImageResult, DetectError> {
+    let Job { path, id, mpp: input_mpp } = job;
     let started = Instant::now();
     let mut image = mitoscope_imaging::read_image(path)?;
     let all = detector
@@ -588,7 +582,7 @@ mod tests {
         assert_eq!(Outputs::parse_list("csv").unwrap(), Outputs::default());
         assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay,masks").unwrap(), Outputs::all());
         assert!(!Outputs::parse_list("csv,geojson,midog,overlay").unwrap().masks);
-        assert_eq!(Outputs::parse_list("GeoJSON").unwrap().geojson, true);
+        assert!(Outputs::parse_list("GeoJSON").unwrap().geojson);
         assert!(Outputs::parse_list("csv,pdf").unwrap_err().to_string().contains("pdf"));
     }
 

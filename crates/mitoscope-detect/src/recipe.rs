@@ -207,6 +207,12 @@ pub struct RecipeReport {
     pub seconds: Vec<(String, f64)>,
 }
 
+/// Labelled centroids of one image, its pixels.
+type Points = Vec<(f64, f64)>;
+
+/// One validation image: detections (all candidates, scored), truth, match radius in px.
+type ScoredImage = (Vec<crate::Detection>, Points, f64);
+
 /// At most `keep` items, evenly spaced over `items` (all when `None`).
 fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
     let n = items.len();
@@ -356,7 +362,7 @@ pub fn train_default(
         train_peaks.push((detector.candidates(&h.image, ICPR_MPP, &low)?, &h.centroids));
     }
     let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
-    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Vec<(f64, f64)>)]| -> f64 {
+    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points)]| -> f64 {
         let (mut found, mut total) = (0usize, 0usize);
         for (dets, gt) in sets {
             for &(gx, gy) in gt.iter() {
@@ -485,7 +491,7 @@ pub fn train_default(
     let detector = Detector::new(bundle, device.clone());
     let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
     // (scores of detections, ground truth, match radius in px)
-    let mut val_sets: Vec<(Vec<crate::Detection>, Vec<(f64, f64)>, f64)> = Vec::new();
+    let mut val_sets: Vec<ScoredImage> = Vec::new();
     let mut hpf_seconds = Vec::new();
     for h in &val_hpfs {
         let t = Instant::now();
@@ -571,7 +577,7 @@ pub fn train_default(
 }
 
 /// (true positives, false positives) at stage-2 threshold `t`, greedy by score.
-fn count_matches(sets: &[(Vec<crate::Detection>, Vec<(f64, f64)>, f64)], t: f64) -> (usize, usize) {
+fn count_matches(sets: &[ScoredImage], t: f64) -> (usize, usize) {
     let (mut tp, mut fp) = (0, 0);
     for (dets, gt, r) in sets {
         let mut used = vec![false; gt.len()];

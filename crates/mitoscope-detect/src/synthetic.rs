@@ -24,7 +24,7 @@ impl SplitMix {
 /// Renders a `size x size` synthetic field at about 0.25 µm/px (40x); returns
 /// it with the centres `(x, y)` of its mitosis-like figures.
 pub fn render_hpf(seed: u64, size: u32) -> (RgbImage, Vec<(f64, f64)>) {
-    let mut rng = SplitMix(seed ^ 0x5EED_0F_4E5);
+    let mut rng = SplitMix(seed ^ 0x0005_EED0_F4E5);
     let s = f64::from(size);
     let mut img = RgbImage::from_fn(size, size, |x, y| {
         // Stroma: pink with slow fibre-like bands.
@@ -76,9 +76,9 @@ fn paint_blob(img: &mut RgbImage, cx: f64, cy: f64, rx: f64, ry: f64, colour: [f
             }
             let noise = rng.range(-12.0, 12.0);
             let p = img.get_pixel_mut(x as u32, y as u32);
-            for k in 0..3 {
-                let v = f64::from(p.0[k]) * (1.0 - alpha) + (colour[k] + noise) * alpha;
-                p.0[k] = v.round().clamp(0.0, 255.0) as u8;
+            for (channel, c) in p.0.iter_mut().zip(colour) {
+                let v = f64::from(*channel) * (1.0 - alpha) + (c + noise) * alpha;
+                *channel = v.round().clamp(0.0, 255.0) as u8;
             }
         }
     }

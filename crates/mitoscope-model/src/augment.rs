@@ -87,11 +87,12 @@ pub fn augment(crop: &RgbImage, config: &AugmentConfig, rng: &mut impl Rng) -> R
         }
         img = hed_jitter(&img, scale, shift);
     }
-    if config.blur_probability > 0.0 && config.blur_sigma_max > 0.1 {
-        if rng.random_bool(f64::from(config.blur_probability.clamp(0.0, 1.0))) {
-            let sigma = rng.random_range(0.1..=config.blur_sigma_max);
-            img = image::imageops::blur(&img, sigma);
-        }
+    if config.blur_probability > 0.0
+        && config.blur_sigma_max > 0.1
+        && rng.random_bool(f64::from(config.blur_probability.clamp(0.0, 1.0)))
+    {
+        let sigma = rng.random_range(0.1..=config.blur_sigma_max);
+        img = image::imageops::blur(&img, sigma);
     }
     img
 }

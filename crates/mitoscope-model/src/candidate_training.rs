@@ -72,7 +72,7 @@ impl CandidateSample {
 /// Picks an index with probability proportional to its weight (cumulative sums).
 fn pick(cumulative: &[f64], rng: &mut impl Rng) -> Option<usize> {
     let total = *cumulative.last()?;
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let r = rng.random_range(0.0..total);
@@ -222,7 +222,7 @@ pub fn train_candidate_net(
         random_cum: cumulative(train.iter().map(|s| s.random_weight)),
         positives,
     };
-    if draws.random_cum.last().is_none_or(|&t| !(t > 0.0)) {
+    if draws.random_cum.last().is_none_or(|&t| t.is_nan() || t <= 0.0) {
         return Err(ModelError::Data("no candidate training image has a positive random_weight".into()));
     }
     let mut history = Vec::new();
@@ -290,7 +290,7 @@ fn validate(config: &CandidateTrainingConfig, train: &[CandidateSample]) -> Resu
     if config.batch_size == 0 || config.tiles_per_epoch == 0 {
         return Err(ModelError::Data("batch size and tiles per epoch must be at least 1".into()));
     }
-    if config.tile_size == 0 || config.tile_size % SIDE_MULTIPLE != 0 {
+    if config.tile_size == 0 || !config.tile_size.is_multiple_of(SIDE_MULTIPLE) {
         return Err(ModelError::Data(format!("tile size {} is not a multiple of {SIDE_MULTIPLE}", config.tile_size)));
     }
     for s in train {

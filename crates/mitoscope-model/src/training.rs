@@ -635,7 +635,16 @@ mod tests {
         // the bound is loose enough for any initialisation.
         for _ in 0..20 {
             let (next, loss) =
-                candidate_step(model, &mut optimizer, &[tile.clone()], &[target.clone()], 1e-2, 2.0, &device).unwrap();
+                candidate_step(
+                    model,
+                    &mut optimizer,
+                    std::slice::from_ref(&tile),
+                    std::slice::from_ref(&target),
+                    1e-2,
+                    2.0,
+                    &device,
+                )
+                .unwrap();
             model = next;
             losses.push(loss);
         }
