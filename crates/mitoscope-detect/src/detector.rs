@@ -202,11 +202,25 @@ impl Detector {
 
     /// Detections in `image` (at `input_mpp` µm/px), strongest stage-2 score first.
     pub fn detect_image(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+        self.detect_image_where(image, input_mpp, options, &|_, _| true)
+    }
+
+    /// As [`Detector::detect_image`], keeping only candidates at which
+    /// `keep(x, y)` holds (before stage 2: a slide tile scores only the core
+    /// it owns).
+    pub fn detect_image_where(
+        &self,
+        image: &RgbImage,
+        input_mpp: f64,
+        options: &DetectOptions,
+        keep: &(dyn Fn(f64, f64) -> bool + Sync),
+    ) -> Result<Vec<Detection>, DetectError> {
         let threshold = self.threshold(options);
         if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
             return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
         }
         let (mut candidates, grid) = self.stage1(image, input_mpp, options)?;
+        candidates.retain(|d| keep(d.x, d.y));
         let fusion = self.bundle.card.score_fusion;
         if !options.keep_all_candidates {
             // Candidates that cannot reach the threshold whatever stage 2 says are dropped unscored.
@@ -338,6 +352,21 @@ mod tests {
         let expected: Vec<(f64, f64, f64)> = scored.iter().filter(|d| d.score >= t).map(|d| (d.x, d.y, d.score)).collect();
         let got: Vec<(f64, f64, f64)> = kept.iter().map(|d| (d.x, d.y, d.score)).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn keeping_part_of_the_image_scores_that_part_alike() {
+        let device = Device::flex();
+        let mut bundle = crate::testutil::tiny_bundle(&device);
+        bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
+        let detector = Detector::new(bundle, device);
+        let (img, _) = crate::synthetic::render_hpf(8, 300);
+        let options = DetectOptions { threshold: Some(0.3), ..DetectOptions::default() };
+        let all = detector.detect_image(&img, 0.25, &options).unwrap();
+        let left = detector.detect_image_where(&img, 0.25, &options, &|x, _| x < 150.0).unwrap();
+        let expected: Vec<_> = all.iter().filter(|d| d.x < 150.0).cloned().collect();
+        assert!(!expected.is_empty() && expected.len() < all.len(), "{} of {}", expected.len(), all.len());
+        assert_eq!(left, expected, "same fused scores, same threshold, only the kept part");
     }
 
     #[test]

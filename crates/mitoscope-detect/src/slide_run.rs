@@ -79,7 +79,7 @@ pub struct DetectorInfo {
 }
 
 impl TileDetector for Detector {
-    /// As [`Detector::detect_image`], with stage 2 run only on the kept candidates.
+    /// [`Detector::detect_image_where`]: stage 2 runs only on the kept candidates.
     fn detect(
         &self,
         image: &RgbImage,
@@ -87,25 +87,7 @@ impl TileDetector for Detector {
         options: &DetectOptions,
         keep: &(dyn Fn(f64, f64) -> bool + Sync),
     ) -> Result<Vec<Detection>, DetectError> {
-        let threshold = self.threshold(options);
-        if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
-            return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
-        }
-        let mut found = self.candidates(image, input_mpp, options)?;
-        found.retain(|d| keep(d.x, d.y));
-        let centres: Vec<(f64, f64)> = found.iter().map(|d| (d.x, d.y)).collect();
-        let scores = self.score_at(image, &centres, input_mpp)?;
-        for (d, s) in found.iter_mut().zip(scores) {
-            if !s.is_finite() {
-                return Err(DetectError::Config("the classifier produced a non-finite score".into()));
-            }
-            d.score = s;
-        }
-        if !options.keep_all_candidates {
-            found.retain(|d| d.score >= threshold);
-        }
-        found.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.y.total_cmp(&b.y)).then(a.x.total_cmp(&b.x)));
-        Ok(found)
+        self.detect_image_where(image, input_mpp, options, keep)
     }
 
     fn info(&self, options: &DetectOptions) -> DetectorInfo {
