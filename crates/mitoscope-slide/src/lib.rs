@@ -6,8 +6,9 @@
 //!   Mitoscope never knows which reader served it. Built in (pure Rust, no
 //!   system library): Aperio SVS (JPEG tiles whose shared `JPEGTables` are
 //!   merged into each tile stream by the `tiff` crate) and generic tiled or
-//!   stripped pyramidal TIFF / BigTIFF. Vendor formats (DICOM, MIRAX, NDPI…)
-//!   are behind the `openslide` cargo feature (see [`openslide`]).
+//!   stripped pyramidal TIFF / BigTIFF. Vendor formats (NDPI, MIRAX, SCN,
+//!   BIF, Philips TIFF; DICOM with OpenSlide 4) are read through the system
+//!   libopenslide behind the `openslide` cargo feature (see [`openslide`]).
 //! - [`Slide::read_region`] decodes only the tiles a region touches, through a
 //!   small LRU tile cache, so memory stays bounded whatever the slide size.
 //! - [`tissue::tissue_mask`] finds tissue on a low-resolution image.
@@ -91,7 +92,8 @@ pub enum MppSource {
     AperioDescription,
     /// TIFF `XResolution` / `ResolutionUnit` (cm or inch).
     TiffResolution,
-    /// OpenSlide's `openslide.mpp-x` (feature `openslide`).
+    /// OpenSlide's `openslide.mpp-x` / `openslide.mpp-y` (their mean when
+    /// both are given; feature `openslide`).
     OpenSlide,
     /// Guessed from the objective magnification (`10 / AppMag`).
     Magnification,
@@ -205,11 +207,29 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn Slide>, SlideError> {
 /// Opens a slide: TIFF-based files (Aperio SVS, pyramidal TIFF, BigTIFF)
 /// with the built-in reader, anything else through OpenSlide when the
 /// `openslide` feature is on, else a clear "unsupported format" error.
+///
+/// With the feature on, TIFF-based files that OpenSlide identifies as another
+/// vendor's (NDPI, SCN, BIF, Philips TIFF, …) go to OpenSlide too, and so
+/// does a TIFF the built-in reader refuses as unsupported (if OpenSlide
+/// cannot read it either, the built-in reader's error is returned).
 pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Slide>, SlideError> {
     let path = path.as_ref();
     let head = read_head(path)?;
     match sniff(&head) {
-        Sniffed::Tiff => Ok(Box::new(TiffSlide::open_with(path, options)?)),
+        Sniffed::Tiff if openslide::serves_tiff(path) => openslide::open_with(path, options),
+        Sniffed::Tiff => match TiffSlide::open_with(path, options) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e @ (SlideError::Unsupported { .. } | SlideError::NoLevels { .. })) if cfg!(feature = "openslide") => {
+                match openslide::open_with(path, options) {
+                    Ok(slide) => {
+                        tracing::info!("{e}; read through OpenSlide instead");
+                        Ok(slide)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
         other => {
             if cfg!(feature = "openslide") {
                 return openslide::open_with(path, options);

@@ -43,6 +43,18 @@ impl TestLevel {
 /// Writes `levels` as consecutive IFDs (levels after the first flagged as
 /// reduced-resolution), with `px_per_um` as XResolution in pixels per cm.
 pub(crate) fn write_tiled_tiff(path: &Path, levels: &[TestLevel], px_per_um: Option<f64>) -> tiff::TiffResult<()> {
+    write_tiled_tiff_with_tags(path, levels, px_per_um, &[])
+}
+
+/// [`write_tiled_tiff`] with extra LONG tags in the first IFD (e.g. a vendor's
+/// marker tag, to make a file look like that vendor's).
+#[cfg_attr(not(feature = "openslide"), allow(dead_code))]
+pub(crate) fn write_tiled_tiff_with_tags(
+    path: &Path,
+    levels: &[TestLevel],
+    px_per_um: Option<f64>,
+    first_ifd_tags: &[(u16, u32)],
+) -> tiff::TiffResult<()> {
     let mut enc = TiffEncoder::new(BufWriter::new(File::create(path)?))?;
     for (i, l) in levels.iter().enumerate() {
         let mut dir = enc.image_directory()?;
@@ -86,7 +98,48 @@ pub(crate) fn write_tiled_tiff(path: &Path, levels: &[TestLevel], px_per_um: Opt
             dir.write_tag(Tag::YResolution, &r)?;
             dir.write_tag(Tag::ResolutionUnit, 3u16)?;
         }
+        if i == 0 {
+            for &(tag, value) in first_ifd_tags {
+                dir.write_tag(Tag::Unknown(tag), value)?;
+            }
+        }
         dir.finish()?;
     }
     Ok(())
+}
+
+/// One tiled level with separate colour planes (PlanarConfiguration 2): all
+/// red tiles, then green, then blue. The built-in reader refuses this layout.
+#[cfg_attr(not(feature = "openslide"), allow(dead_code))]
+pub(crate) fn write_planar_tiff(path: &Path, level: &TestLevel, tile: (u32, u32)) -> tiff::TiffResult<()> {
+    let mut enc = TiffEncoder::new(BufWriter::new(File::create(path)?))?;
+    let mut dir = enc.image_directory()?;
+    let (cw, ch) = tile;
+    let (mut offsets, mut counts) = (Vec::<u32>::new(), Vec::<u32>::new());
+    for plane in 0..3 {
+        for row in 0..level.height.div_ceil(ch) {
+            for col in 0..level.width.div_ceil(cw) {
+                let mut bytes = Vec::new();
+                for y in row * ch..(row + 1) * ch {
+                    for x in col * cw..(col + 1) * cw {
+                        bytes.push(level.pixel(x, y)[plane]);
+                    }
+                }
+                offsets.push(dir.write_data(bytes.as_slice())? as u32);
+                counts.push(bytes.len() as u32);
+            }
+        }
+    }
+    dir.write_tag(Tag::ImageWidth, level.width)?;
+    dir.write_tag(Tag::ImageLength, level.height)?;
+    dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
+    dir.write_tag(Tag::Compression, 1u16)?;
+    dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
+    dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
+    dir.write_tag(Tag::PlanarConfiguration, 2u16)?;
+    dir.write_tag(Tag::TileWidth, cw)?;
+    dir.write_tag(Tag::TileLength, ch)?;
+    dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
+    dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
+    dir.finish()
 }

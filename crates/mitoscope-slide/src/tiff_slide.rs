@@ -37,7 +37,7 @@ use crate::{DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, Sl
 pub const MAX_CHUNK_PIXELS: u64 = 1 << 26;
 
 /// Largest associated image decoded whole: 2^26 px.
-const MAX_ASSOCIATED_PIXELS: u64 = 1 << 26;
+pub(crate) const MAX_ASSOCIATED_PIXELS: u64 = 1 << 26;
 
 /// IFDs read at most (guards against absurd files; cycles are caught by `tiff`).
 const MAX_IFDS: usize = 4096;
@@ -432,17 +432,29 @@ fn settle_mpp(
     resolution_mpp: Option<f64>,
     objective_power: Option<f64>,
 ) -> MppInfo {
-    let stated = |mpp: Option<f64>| mpp.filter(|m| PLAUSIBLE_MPP.contains(m)).and_then(|m| Mpp::new(m).ok());
+    let stated = [(MppSource::AperioDescription, aperio_mpp), (MppSource::TiffResolution, resolution_mpp)];
+    settle_mpp_from(path, override_mpp, &stated, objective_power)
+}
+
+/// The mpp precedence shared by the readers: the override, then the first
+/// plausible stated value (`stated`, in order), then a guess from the
+/// objective magnification, then [`DEFAULT_GUESS_MPP`] (guesses warn).
+pub(crate) fn settle_mpp_from(
+    path: &Path,
+    override_mpp: Option<Mpp>,
+    stated: &[(MppSource, Option<f64>)],
+    objective_power: Option<f64>,
+) -> MppInfo {
+    let plausible = |mpp: Option<f64>| mpp.filter(|m| PLAUSIBLE_MPP.contains(m)).and_then(|m| Mpp::new(m).ok());
     if let Some(mpp) = override_mpp {
         return MppInfo { mpp, source: MppSource::Override, mpp_guessed: false };
     }
-    if let Some(mpp) = stated(aperio_mpp) {
-        return MppInfo { mpp, source: MppSource::AperioDescription, mpp_guessed: false };
+    for &(source, value) in stated {
+        if let Some(mpp) = plausible(value) {
+            return MppInfo { mpp, source, mpp_guessed: false };
+        }
     }
-    if let Some(mpp) = stated(resolution_mpp) {
-        return MppInfo { mpp, source: MppSource::TiffResolution, mpp_guessed: false };
-    }
-    if let Some(mpp) = stated(objective_power.filter(|m| *m > 0.0).map(|m| 10.0 / m)) {
+    if let Some(mpp) = plausible(objective_power.filter(|m| *m > 0.0).map(|m| 10.0 / m)) {
         tracing::warn!("{}: no resolution stated; guessing {mpp} from the objective magnification", path.display());
         return MppInfo { mpp, source: MppSource::Magnification, mpp_guessed: true };
     }
