@@ -280,7 +280,9 @@ pub fn run_batch(
         bar.set_style(style.progress_chars("=> "));
     }
     let overlay_dir = out_dir.join("overlays");
-    let options = DetectOptions { keep_all_candidates: true, ..config.options.clone() };
+    // Every candidate is classified only when candidates.csv is asked for; otherwise
+    // those that cannot reach the threshold are skipped (same detections, less work).
+    let options = DetectOptions { keep_all_candidates: config.write_candidates, ..config.options.clone() };
     let errors = Mutex::new(Vec::new());
     let ids = unique_image_ids(&files);
     let results: Vec<Option<ImageResult>> = files

@@ -155,7 +155,9 @@ impl Detector {
         // The grid covers every tile, so tiles are plain copies out of it.
         let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
         let grid_h = tiles.iter().map(|t| t.y + t.size).max().unwrap_or(model_h);
+        let started = std::time::Instant::now();
         let grid = ModelGrid { image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h), step, mpp: model_mpp };
+        let resampled = started.elapsed();
 
         // Tiles in parallel: on one large image this is what uses every core.
         let per_tile: Vec<Result<Vec<Detection>, DetectError>> = tiles
@@ -197,6 +199,15 @@ impl Detector {
         for found in per_tile {
             candidates.extend(found?);
         }
+        // Where the time goes, for `-vv` (`MITOSCOPE_LOG=debug`).
+        tracing::debug!(
+            resample_ms = resampled.as_millis() as u64,
+            stage1_ms = (started.elapsed() - resampled).as_millis() as u64,
+            tiles = tiles.len(),
+            tile_px = tile,
+            candidates = candidates.len(),
+            "stage 1 of a {w}x{h} image"
+        );
         Ok((merge_by_distance(candidates, min_distance_model * step), grid))
     }
 
@@ -229,6 +240,7 @@ impl Detector {
         }
         let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
+        let started = std::time::Instant::now();
         // Same resolution as stage 1 (the default models): crops are copies out
         // of the grid, centred within half a model pixel of the candidate.
         let from_grid = (crop_spec.mpp.get() - grid.mpp.get()).abs() < 1e-9;
@@ -254,6 +266,7 @@ impl Detector {
         for chunk in scores {
             flat.extend(chunk?);
         }
+        tracing::debug!(stage2_ms = started.elapsed().as_millis() as u64, crops = flat.len(), "stage 2");
         for (d, s) in candidates.iter_mut().zip(flat) {
             if !s.is_finite() {
                 return Err(DetectError::Config("the classifier produced a non-finite score".into()));

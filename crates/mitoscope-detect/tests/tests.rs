@@ -229,3 +229,32 @@ fn devices_parse() {
     #[cfg(not(feature = "cuda"))]
     assert!(mitoscope_detect::parse_device("cuda").unwrap_err().to_string().contains("CUDA"));
 }
+
+#[test]
+fn skipping_hopeless_candidates_keeps_the_detections() {
+    // With the fused score a candidate whose peak is below threshold² is not
+    // classified unless candidates.csv is asked for; the detections must not
+    // change. The embedded model on a real HPF has both kinds of candidate.
+    let icpr = mitoscope_testdata::require_data!("icpr2012");
+    let detector = Detector::new(ModelBundle::embedded(&Device::flex()).unwrap(), Device::flex());
+    let card = &detector.bundle().card;
+    assert_eq!(card.score_fusion, mitoscope_detect::ScoreFusion::GeometricMean);
+    let min_peak = card.operating_threshold.powi(2);
+    let input = icpr.join("hpf/A04_07.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    let mut csvs = Vec::new();
+    for write_candidates in [false, true] {
+        let out = dir.path().join(format!("out-{write_candidates}"));
+        let config = BatchConfig { input_mpp: Some(0.2456), write_candidates, ..BatchConfig::default() };
+        run_batch(&detector, std::slice::from_ref(&input), &out, &config).unwrap();
+        csvs.push(std::fs::read_to_string(out.join("detections.csv")).unwrap());
+        if write_candidates {
+            let all = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
+            let peaks: Vec<f64> = all.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+            let hopeless = peaks.iter().filter(|&&p| p < min_peak).count();
+            assert!(hopeless > 0 && hopeless < peaks.len(), "{hopeless} of {} candidates below {min_peak}", peaks.len());
+        }
+    }
+    assert_eq!(csvs[0], csvs[1]);
+    assert!(csvs[0].lines().count() > 1, "no detection at all:\n{}", csvs[0]);
+}

@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn dihedral_maps_are_permutations() {
         for t in 0..8 {
-            let mut seen = vec![false; 25];
+            let mut seen = [false; 25];
             for y in 0..5 {
                 for x in 0..5 {
                     let (a, b) = dihedral(t, x, y, 5);

@@ -46,7 +46,9 @@ pub fn candidate_map(model: &CandidateNet, image: &RgbImage, device: &Device) ->
             *image.get_pixel(x.min(w as u32 - 1), y.min(h as u32 - 1))
         })
     };
-    let logits = model.forward(images_to_tensor(std::slice::from_ref(&padded), device)?);
+    let input = images_to_tensor(std::slice::from_ref(&padded), device)?;
+    // The sliced convolutions only pay off on burn-flex's direct CPU kernel.
+    let logits = if *device == Device::flex() { model.forward_sliced(input) } else { model.forward(input) };
     let probs = tensor_values(sigmoid(logits))?;
     let mut values = Vec::with_capacity(w * h);
     for row in probs.chunks(pw).take(h) {

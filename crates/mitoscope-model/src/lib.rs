@@ -70,6 +70,7 @@ mod test_support;
 pub use candidate::{CandidateNet, CandidateNetConfig, Peak, ProbabilityMap, peaks};
 pub use classifier::{PatchClassifier, PatchClassifierConfig};
 pub use error::ModelError;
+pub use layers::conv3x3_in_slices;
 pub use candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
 pub use training::{TrainOptions, TrainOutcome, TrainingConfig, train_classifier};
 

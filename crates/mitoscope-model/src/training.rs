@@ -61,6 +61,14 @@ pub struct TrainingConfig {
     /// Adam learning rate.
     #[config(default = 1e-3)]
     pub learning_rate: f64,
+    /// The last `decay_epochs` epochs anneal the learning rate to zero along a
+    /// half cosine (0: constant rate throughout). At a constant rate the weights
+    /// of the last epoch are one noisy point of the trajectory (validation loss
+    /// jumped 0.17 -> 0.28 between two epochs of the 0.2 model); annealing the
+    /// tail settles them. Resuming a finished run with more epochs and a decay
+    /// adds an annealing phase to it.
+    #[config(default = 0)]
+    pub decay_epochs: usize,
     /// Seed of weight initialisation, shuffling and augmentation.
     #[config(default = 42)]
     pub seed: u64,
@@ -225,7 +233,13 @@ pub fn load_trained_classifier(out_dir: &Path, device: &Device) -> Result<(Patch
 /// Reads a `config.json` written by [`train_classifier`].
 pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })
+    let bad = |e: serde_json::Error| ModelError::Config { path: path.to_owned(), message: e.to_string() };
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    // Runs saved before the learning-rate decay existed trained at a constant rate.
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("decay_epochs").or_insert(serde_json::Value::from(0));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// The newest complete checkpoint of a run folder: `(epoch, folder)`.
@@ -296,6 +310,20 @@ pub(crate) fn derived_rng(seed: u64, epoch: usize, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mix(mix(mix(seed) ^ epoch as u64) ^ stream))
 }
 
+/// Learning rate of each step of 1-based `epoch` (`step` of `steps`): constant,
+/// then a half-cosine to zero over the last [`TrainingConfig::decay_epochs`].
+pub fn learning_rate_at(config: &TrainingConfig, epoch: usize, step: usize, steps: usize) -> f64 {
+    let decay = config.decay_epochs.min(config.num_epochs);
+    let start = config.num_epochs - decay; // epochs before the decay
+    if decay == 0 || epoch <= start {
+        return config.learning_rate;
+    }
+    // Progress through the decay in (0, 1]: the first decayed step is already below the peak.
+    let done = (epoch - start - 1) as f64 + (step + 1) as f64 / steps.max(1) as f64;
+    let t = (done / decay as f64).clamp(0.0, 1.0);
+    config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
 fn run_epoch(
     config: &TrainingConfig,
     train: &[LabelledCrop],
@@ -326,7 +354,8 @@ fn run_epoch(
             return Err(ModelError::Diverged { epoch, loss: loss_value });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
-        *model = optimizer.step(config.learning_rate, model.clone(), grads);
+        let learning_rate = learning_rate_at(config, epoch, b, batches);
+        *model = optimizer.step(learning_rate, model.clone(), grads);
         loss_sum += f64::from(loss_value);
         bar.set_message(format!("{:.4}", loss_sum / (b + 1) as f64));
         bar.inc(1);
@@ -524,6 +553,30 @@ mod tests {
             .with_batch_size(8)
             .with_learning_rate(1e-2)
             .with_seed(7)
+    }
+
+    #[test]
+    fn learning_rate_is_constant_then_anneals_to_zero() {
+        let model = PatchClassifierConfig::new();
+        let constant = TrainingConfig::new(model.clone()).with_num_epochs(4).with_learning_rate(0.01);
+        assert_eq!(learning_rate_at(&constant, 4, 9, 10), 0.01);
+        let config = constant.with_decay_epochs(2);
+        // Epochs 1-2 at the full rate, 3-4 annealed, monotonically, ending at 0.
+        assert_eq!(learning_rate_at(&config, 2, 9, 10), 0.01);
+        let mut last = 0.01;
+        for epoch in 3..=4 {
+            for step in 0..10 {
+                let lr = learning_rate_at(&config, epoch, step, 10);
+                assert!(lr < last && lr >= 0.0, "epoch {epoch} step {step}: {lr} after {last}");
+                last = lr;
+            }
+        }
+        assert!(last.abs() < 1e-12);
+        // Half-way through the decay: half the rate.
+        assert!((learning_rate_at(&config, 3, 9, 10) - 0.005).abs() < 1e-12);
+        // More decay epochs than epochs: the whole run anneals.
+        let all = TrainingConfig::new(model).with_num_epochs(2).with_learning_rate(0.01).with_decay_epochs(5);
+        assert!(learning_rate_at(&all, 1, 0, 10) < 0.01);
     }
 
     #[test]
