@@ -555,7 +555,7 @@ pub fn train_default(
     let (mut operating_threshold, mut best_f1) = (0.5, -1.0);
     for &t in &thresholds {
         let (tp, fp) = count_matches(&select_sets, t);
-        let f1 = if select_mitoses + tp + fp == 0 { 0.0 } else { 2.0 * tp as f64 / (tp + fp + select_mitoses) as f64 };
+        let f1 = f1_score(tp, fp, select_mitoses);
         // `>=` over ascending thresholds: among ties keep the strictest.
         if f1 >= best_f1 {
             (operating_threshold, best_f1) = (t, f1);
@@ -570,7 +570,7 @@ pub fn train_default(
     // Held-out numbers at that threshold, whichever images chose it.
     let (val_tp, val_fp) = count_matches(&val_sets, operating_threshold);
     let val_cmc_fp = count_matches(&val_sets[val_hpfs.len()..], operating_threshold).1;
-    let val_f1 = if val_mitoses + val_tp + val_fp == 0 { 0.0 } else { 2.0 * val_tp as f64 / (val_tp + val_fp + val_mitoses) as f64 };
+    let val_f1 = f1_score(val_tp, val_fp, val_mitoses);
     let val_precision = if val_tp + val_fp == 0 { 0.0 } else { val_tp as f64 / (val_tp + val_fp) as f64 };
     let val_recall = if val_mitoses == 0 { 0.0 } else { val_tp as f64 / val_mitoses as f64 };
     lap("threshold", &mut seconds);
@@ -624,6 +624,11 @@ pub fn train_default(
     let md = model_md(&bundle.card, &report, config);
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
     Ok((bundle, report))
+}
+
+/// F1 from true and false positives and the number of labelled mitoses (0 when all are 0).
+fn f1_score(tp: usize, fp: usize, mitoses: usize) -> f64 {
+    if tp + fp + mitoses == 0 { 0.0 } else { 2.0 * tp as f64 / (tp + fp + mitoses) as f64 }
 }
 
 /// (true positives, false positives) at stage-2 threshold `t`, greedy by score.

@@ -14,6 +14,21 @@ fn cmu(dir: &Path) -> PathBuf {
     dir.join("CMU-1-Small-Region.svs")
 }
 
+/// A copy of CMU-1 in `tmp` named `bad-tile.svs` whose tile 3 (column 3, row 0),
+/// located through the TIFF tags, keeps its 2-byte SOI marker and has every
+/// later byte set to `fill`.
+fn cmu_with_corrupt_tile(dir: &Path, tmp: &Path, fill: u8) -> PathBuf {
+    let mut bytes = std::fs::read(cmu(dir)).unwrap();
+    let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
+    let offsets = dec.get_tag_u64_vec(tiff::tags::Tag::TileOffsets).unwrap();
+    let counts = dec.get_tag_u64_vec(tiff::tags::Tag::TileByteCounts).unwrap();
+    let (o, n) = (offsets[3] as usize, counts[3] as usize);
+    bytes[o + 2..o + n].fill(fill);
+    let p = tmp.join("bad-tile.svs");
+    std::fs::write(&p, &bytes).unwrap();
+    p
+}
+
 fn fixture(dir: &Path, name: &str) -> PathBuf {
     dir.join("openslide-fixtures").join(name)
 }
@@ -248,16 +263,8 @@ fn truncated_and_garbage_files_fail_cleanly() {
 #[test]
 fn corrupt_tile_fails_alone() {
     let dir = mitoscope_testdata::require_data!("wsi");
-    let mut bytes = std::fs::read(cmu(&dir)).unwrap();
-    // Tile 3 (column 3, row 0) located through the TIFF tags.
-    let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
-    let offsets = dec.get_tag_u64_vec(tiff::tags::Tag::TileOffsets).unwrap();
-    let counts = dec.get_tag_u64_vec(tiff::tags::Tag::TileByteCounts).unwrap();
-    let (o, n) = (offsets[3] as usize, counts[3] as usize);
-    bytes[o + 2..o + n].fill(0);
     let tmp = tempfile::tempdir().unwrap();
-    let p = tmp.path().join("bad-tile.svs");
-    std::fs::write(&p, &bytes).unwrap();
+    let p = cmu_with_corrupt_tile(&dir, tmp.path(), 0);
     let s = open(&p).unwrap();
     assert!(s.read_region(0, 0, 0, 720, 240).is_ok(), "tiles 0-2 are intact");
     let err = s.read_region(0, 700, 100, 50, 50).unwrap_err();
@@ -437,16 +444,9 @@ mod through_openslide {
     #[test]
     fn corrupt_tile_fails_alone_and_the_slide_recovers() {
         let dir = mitoscope_testdata::require_data!("wsi");
-        let mut bytes = std::fs::read(cmu(&dir)).unwrap();
-        let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
-        let offsets = dec.get_tag_u64_vec(tiff::tags::Tag::TileOffsets).unwrap();
-        let counts = dec.get_tag_u64_vec(tiff::tags::Tag::TileByteCounts).unwrap();
-        // Tile 3 (column 3, row 0): its data after the SOI marker becomes a bogus marker.
-        let (o, n) = (offsets[3] as usize, counts[3] as usize);
-        bytes[o + 2..o + n].fill(0xff);
         let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("bad-tile.svs");
-        std::fs::write(&p, &bytes).unwrap();
+        // 0xff after the SOI marker: a bogus marker for libjpeg.
+        let p = cmu_with_corrupt_tile(&dir, tmp.path(), 0xff);
         let s = OpenSlideSlide::open(&p).unwrap();
         let good = s.read_region(0, 0, 0, 720, 240).unwrap();
         let err = s.read_region(0, 700, 100, 50, 50).unwrap_err();
