@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use mitoscope_model::weights::{load_weights_from_bytes, weights_to_bytes};
-use mitoscope_model::{burn, CandidateNet, CandidateNetConfig, PatchClassifier, PatchClassifierConfig};
+use mitoscope_model::{
+    CandidateNet, CandidateNetConfig, PatchClassifier, PatchClassifierConfig, burn,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::DetectError;
@@ -55,6 +57,11 @@ pub struct ModelCard {
     /// the classifier's alone).
     #[serde(default)]
     pub score_fusion: ScoreFusion,
+    /// Orientations of each crop whose stage-2 probabilities are averaged
+    /// (1, 2, 4 or 8; see `mitoscope_model::infer::classify_crops_averaged`).
+    /// The operating threshold was chosen with this many. Older bundles: 1.
+    #[serde(default = "one_view")]
+    pub classifier_views: u8,
     /// Training provenance.
     pub training: TrainingRecord,
     /// Validation numbers, free-form (recall, F1, thresholds, ...).
@@ -129,7 +136,11 @@ impl ModelCard {
             operating_threshold: 0.5,
             default_input_mpp: 0.25,
             score_fusion: ScoreFusion::default(),
-            training: TrainingRecord { notes: "untrained".into(), ..Default::default() },
+            classifier_views: 1,
+            training: TrainingRecord {
+                notes: "untrained".into(),
+                ..Default::default()
+            },
             metrics: serde_json::Value::Null,
         }
     }
@@ -147,9 +158,14 @@ struct BundleHeader {
 /// Fills in config fields added since older bundles were written, with the
 /// value that reproduces their behaviour (burn configs have no serde defaults).
 fn upgrade_header(header: &mut serde_json::Value) {
-    if let Some(classifier) = header.get_mut("classifier_config").and_then(|c| c.as_object_mut()) {
+    if let Some(classifier) = header
+        .get_mut("classifier_config")
+        .and_then(|c| c.as_object_mut())
+    {
         // Added in 0.2: per-crop standardisation; 0.1 classifiers ran without it.
-        classifier.entry("input_norm").or_insert(serde_json::Value::Bool(false));
+        classifier
+            .entry("input_norm")
+            .or_insert(serde_json::Value::Bool(false));
     }
 }
 
@@ -187,7 +203,11 @@ impl ModelBundle {
 
     /// Loads a bundle file, or `model.bundle` inside a folder.
     pub fn load(path: &Path, device: &Device) -> Result<Self, DetectError> {
-        let file: PathBuf = if path.is_dir() { path.join(BUNDLE_FILE) } else { path.to_owned() };
+        let file: PathBuf = if path.is_dir() {
+            path.join(BUNDLE_FILE)
+        } else {
+            path.to_owned()
+        };
         let bytes = std::fs::read(&file).map_err(|e| DetectError::io(&file, e))?;
         Self::from_bytes(&bytes, &file.display().to_string(), device)
     }
@@ -196,21 +216,33 @@ impl ModelBundle {
     pub fn from_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self, DetectError> {
         let bad = |m: String| DetectError::bundle(name, m);
         let rest = bytes.strip_prefix(BUNDLE_MAGIC).ok_or_else(|| {
-            bad(format!("not a Mitoscope model bundle (expected it to start with {:?})", "MITOSCOPE-BUNDLE-1"))
+            bad(format!(
+                "not a Mitoscope model bundle (expected it to start with {:?})",
+                "MITOSCOPE-BUNDLE-1"
+            ))
         })?;
-        let (len, rest) = rest.split_at_checked(8).ok_or_else(|| bad("truncated before the header length".into()))?;
+        let (len, rest) = rest
+            .split_at_checked(8)
+            .ok_or_else(|| bad("truncated before the header length".into()))?;
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(len);
-        let header_len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad("header too large".into()))?;
-        let (header, blobs) = rest
-            .split_at_checked(header_len)
-            .ok_or_else(|| bad(format!("header of {header_len} bytes but only {} bytes follow", rest.len())))?;
-        let mut header: serde_json::Value =
-            serde_json::from_slice(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let header_len = usize::try_from(u64::from_le_bytes(len_bytes))
+            .map_err(|_| bad("header too large".into()))?;
+        let (header, blobs) = rest.split_at_checked(header_len).ok_or_else(|| {
+            bad(format!(
+                "header of {header_len} bytes but only {} bytes follow",
+                rest.len()
+            ))
+        })?;
+        let mut header: serde_json::Value = serde_json::from_slice(header)
+            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
         upgrade_header(&mut header);
-        let header: BundleHeader =
-            serde_json::from_value(header).map_err(|e| bad(format!("header does not describe a bundle: {e}")))?;
-        let (c_len, k_len) = (header.candidate_bytes as usize, header.classifier_bytes as usize);
+        let header: BundleHeader = serde_json::from_value(header)
+            .map_err(|e| bad(format!("header does not describe a bundle: {e}")))?;
+        let (c_len, k_len) = (
+            header.candidate_bytes as usize,
+            header.classifier_bytes as usize,
+        );
         if blobs.len() != c_len.saturating_add(k_len) {
             return Err(bad(format!(
                 "expected {} bytes of weights ({c_len} + {k_len}), found {} (truncated or padded file)",
@@ -220,10 +252,16 @@ impl ModelBundle {
         }
         validate_card(&header.card).map_err(bad)?;
         let (c_bytes, k_bytes) = blobs.split_at(c_len);
-        let candidate =
-            load_weights_from_bytes(header.candidate_config.init(device), c_bytes, &format!("{name} (candidate net)"))?;
-        let classifier =
-            load_weights_from_bytes(header.classifier_config.init(device), k_bytes, &format!("{name} (classifier)"))?;
+        let candidate = load_weights_from_bytes(
+            header.candidate_config.init(device),
+            c_bytes,
+            &format!("{name} (candidate net)"),
+        )?;
+        let classifier = load_weights_from_bytes(
+            header.classifier_config.init(device),
+            k_bytes,
+            &format!("{name} (classifier)"),
+        )?;
         if header.classifier_config.crop_size != header.card.crop_size as usize
             || (header.candidate_config.mpp - header.card.model_mpp).abs() > 1e-9
             || !(header.classifier_config.mpp.is_finite() && header.classifier_config.mpp > 0.0)
@@ -257,7 +295,8 @@ impl ModelBundle {
             candidate_bytes: c.len() as u64,
             classifier_bytes: k.len() as u64,
         };
-        let json = serde_json::to_vec_pretty(&header).map_err(|e| DetectError::Config(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&header).map_err(|e| DetectError::Config(e.to_string()))?;
         let mut out = Vec::with_capacity(BUNDLE_MAGIC.len() + 8 + json.len() + c.len() + k.len());
         out.extend_from_slice(BUNDLE_MAGIC);
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
@@ -292,11 +331,24 @@ impl ModelBundle {
     }
 }
 
+fn one_view() -> u8 {
+    1
+}
+
 fn validate_card(card: &ModelCard) -> Result<(), String> {
+    if ![1, 2, 4, 8].contains(&card.classifier_views) {
+        return Err(format!(
+            "card classifier_views must be 1, 2, 4 or 8, found {}",
+            card.classifier_views
+        ));
+    }
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
     if !positive(card.model_mpp) || !positive(card.default_input_mpp) {
-        return Err(format!("card mpp values must be positive, found {} and {}", card.model_mpp, card.default_input_mpp));
+        return Err(format!(
+            "card mpp values must be positive, found {} and {}",
+            card.model_mpp, card.default_input_mpp
+        ));
     }
     if !unit(card.candidate_threshold) || !unit(card.operating_threshold) {
         return Err(format!(
@@ -305,7 +357,10 @@ fn validate_card(card: &ModelCard) -> Result<(), String> {
         ));
     }
     if card.crop_size < 4 || !(card.min_distance_um.is_finite() && card.min_distance_um >= 0.0) {
-        return Err(format!("card crop size {} / min distance {} unusable", card.crop_size, card.min_distance_um));
+        return Err(format!(
+            "card crop size {} / min distance {} unusable",
+            card.crop_size, card.min_distance_um
+        ));
     }
     Ok(())
 }
@@ -328,22 +383,65 @@ mod tests {
         assert_eq!(ScoreFusion::Classifier.min_peak_for(0.9), 0.0);
     }
 
-    #[test]
-    fn bundles_from_before_input_norm_still_load() {
-        let device = Device::flex();
-        let bytes = tiny_bundle(&device).to_bytes().unwrap();
-        // Rewrite the header without the field, as 0.1 bundles were written.
+    /// `bytes` with its JSON header changed by `edit`.
+    fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
         let rest = &bytes[BUNDLE_MAGIC.len()..];
         let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
         let mut header: serde_json::Value = serde_json::from_slice(&rest[8..8 + len]).unwrap();
-        header["classifier_config"].as_object_mut().unwrap().remove("input_norm").unwrap();
+        edit(&mut header);
         let json = serde_json::to_vec(&header).unwrap();
-        let mut old = BUNDLE_MAGIC.to_vec();
-        old.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        old.extend_from_slice(&json);
-        old.extend_from_slice(&rest[8 + len..]);
+        let mut out = BUNDLE_MAGIC.to_vec();
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&rest[8 + len..]);
+        out
+    }
+
+    #[test]
+    fn bundles_from_before_input_norm_and_views_still_load() {
+        let device = Device::flex();
+        let mut bundle = tiny_bundle(&device);
+        bundle.card.classifier_views = 8;
+        let bytes = bundle.to_bytes().unwrap();
+        // Rewrite the header without the fields, as 0.1 bundles were written.
+        let old = with_header(&bytes, |h| {
+            h["classifier_config"]
+                .as_object_mut()
+                .unwrap()
+                .remove("input_norm")
+                .unwrap();
+            h["card"]
+                .as_object_mut()
+                .unwrap()
+                .remove("classifier_views")
+                .unwrap();
+        });
         let loaded = ModelBundle::from_bytes(&old, "old.bundle", &device).unwrap();
         assert!(!loaded.classifier_config.input_norm);
+        assert_eq!(loaded.card.classifier_views, 1);
+        assert_eq!(
+            ModelBundle::from_bytes(&bytes, "new.bundle", &device)
+                .unwrap()
+                .card
+                .classifier_views,
+            8
+        );
+    }
+
+    #[test]
+    fn odd_view_counts_are_refused() {
+        let device = Device::flex();
+        let bytes = tiny_bundle(&device).to_bytes().unwrap();
+        for views in [0, 3, 9] {
+            let bad = with_header(&bytes, |h| h["card"]["classifier_views"] = views.into());
+            let err = ModelBundle::from_bytes(&bad, "views.bundle", &device)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("views.bundle") && err.contains("classifier_views"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -15,13 +15,13 @@
 use burn::tensor::Device;
 use image::RgbImage;
 use mitoscope_geom::Mpp;
-use mitoscope_model::candidate::{peaks, ProbabilityMap, SIDE_MULTIPLE};
-use mitoscope_model::data::{copy_block, resample_crop, resample_grid, CropSpec};
-use rayon::prelude::*;
-use mitoscope_model::infer::{candidate_map, classify_crops};
 use mitoscope_model::burn;
+use mitoscope_model::candidate::{ProbabilityMap, SIDE_MULTIPLE, peaks};
+use mitoscope_model::data::{CropSpec, copy_block, resample_crop, resample_grid};
+use mitoscope_model::infer::{candidate_map, classify_crops_averaged};
+use rayon::prelude::*;
 
-use crate::tiling::{merge_by_distance, tile_grid, Scored};
+use crate::tiling::{Scored, merge_by_distance, tile_grid};
 use crate::{DetectError, ModelBundle};
 
 /// Per-call settings of [`Detector::detect_image`].
@@ -44,7 +44,13 @@ impl Default for DetectOptions {
     fn default() -> Self {
         // At most 640 px at 0.5 µm/px = 320 µm (an HPF at 0.25 µm/px is 1042
         // model px: 2 x 2 balanced tiles); 64 px overlap = 32 µm, two figure widths.
-        Self { threshold: None, keep_all_candidates: false, tile_px: 640, overlap_px: 64, polygons: true }
+        Self {
+            threshold: None,
+            keep_all_candidates: false,
+            tile_px: 640,
+            overlap_px: 64,
+            polygons: true,
+        }
     }
 }
 
@@ -127,23 +133,37 @@ impl Detector {
 
     /// The threshold `options` resolve to.
     pub fn threshold(&self, options: &DetectOptions) -> f64 {
-        options.threshold.unwrap_or(self.bundle.card.operating_threshold)
+        options
+            .threshold
+            .unwrap_or(self.bundle.card.operating_threshold)
     }
 
     /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first.
-    pub fn candidates(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+    pub fn candidates(
+        &self,
+        image: &RgbImage,
+        input_mpp: f64,
+        options: &DetectOptions,
+    ) -> Result<Vec<Detection>, DetectError> {
         Ok(self.stage1(image, input_mpp, options)?.0)
     }
 
     /// Stage 1, and the model-resolution grid it ran on (reused by stage 2).
-    fn stage1(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<(Vec<Detection>, ModelGrid), DetectError> {
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+    fn stage1(
+        &self,
+        image: &RgbImage,
+        input_mpp: f64,
+        options: &DetectOptions,
+    ) -> Result<(Vec<Detection>, ModelGrid), DetectError> {
+        let in_mpp = Mpp::new(input_mpp)
+            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Err(DetectError::Config(format!("image is empty ({w}x{h})")));
         }
         let card = &self.bundle.card;
-        let model_mpp = Mpp::new(card.model_mpp).map_err(|e| DetectError::Config(format!("model mpp: {e}")))?;
+        let model_mpp =
+            Mpp::new(card.model_mpp).map_err(|e| DetectError::Config(format!("model mpp: {e}")))?;
         let step = card.model_mpp / input_mpp; // input pixels per model pixel
         let model_w = (f64::from(w) / step).ceil().max(1.0) as u32;
         let model_h = (f64::from(h) / step).ceil().max(1.0) as u32;
@@ -156,7 +176,11 @@ impl Detector {
         let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
         let grid_h = tiles.iter().map(|t| t.y + t.size).max().unwrap_or(model_h);
         let started = std::time::Instant::now();
-        let grid = ModelGrid { image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h), step, mpp: model_mpp };
+        let grid = ModelGrid {
+            image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h),
+            step,
+            mpp: model_mpp,
+        };
         let resampled = started.elapsed();
 
         // Tiles in parallel: on one large image this is what uses every core.
@@ -165,7 +189,11 @@ impl Detector {
             .map(|t| {
                 let tile_img = copy_block(&grid.image, i64::from(t.x), i64::from(t.y), t.size);
                 let map = candidate_map(&self.bundle.candidate, &tile_img, &self.device)?;
-                let found = peaks(&map, card.candidate_threshold as f32, min_distance_model as f32);
+                let found = peaks(
+                    &map,
+                    card.candidate_threshold as f32,
+                    min_distance_model as f32,
+                );
                 let mut out = Vec::new();
                 for p in found {
                     let (gx, gy) = (t.x + p.x as u32, t.y + p.y as u32);
@@ -175,12 +203,21 @@ impl Detector {
                     let polygon = if options.polygons {
                         // The map is a per-pixel probability (trained on masks where a dataset has
                         // them): cut at 0.5, or at half a weaker peak so weak figures get an outline.
-                        let level = (0.5 * p.score).min(0.5).max(card.candidate_threshold as f32);
-                        outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
-                            poly.into_iter()
-                                .map(|(u, v)| (grid.to_input(f64::from(t.x) + u), grid.to_input(f64::from(t.y) + v)))
-                                .collect()
-                        })
+                        let level = (0.5 * p.score)
+                            .min(0.5)
+                            .max(card.candidate_threshold as f32);
+                        outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(
+                            |poly| {
+                                poly.into_iter()
+                                    .map(|(u, v)| {
+                                        (
+                                            grid.to_input(f64::from(t.x) + u),
+                                            grid.to_input(f64::from(t.y) + v),
+                                        )
+                                    })
+                                    .collect()
+                            },
+                        )
                     } else {
                         None
                     };
@@ -208,11 +245,19 @@ impl Detector {
             candidates = candidates.len(),
             "stage 1 of a {w}x{h} image"
         );
-        Ok((merge_by_distance(candidates, min_distance_model * step), grid))
+        Ok((
+            merge_by_distance(candidates, min_distance_model * step),
+            grid,
+        ))
     }
 
     /// Detections in `image` (at `input_mpp` µm/px), strongest stage-2 score first.
-    pub fn detect_image(&self, image: &RgbImage, input_mpp: f64, options: &DetectOptions) -> Result<Vec<Detection>, DetectError> {
+    pub fn detect_image(
+        &self,
+        image: &RgbImage,
+        input_mpp: f64,
+        options: &DetectOptions,
+    ) -> Result<Vec<Detection>, DetectError> {
         self.detect_image_where(image, input_mpp, options, &|_, _| true)
     }
 
@@ -228,7 +273,9 @@ impl Detector {
     ) -> Result<Vec<Detection>, DetectError> {
         let threshold = self.threshold(options);
         if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
-            return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
+            return Err(DetectError::Config(format!(
+                "threshold {threshold} is not in [0, 1]"
+            )));
         }
         let (mut candidates, grid) = self.stage1(image, input_mpp, options)?;
         candidates.retain(|d| keep(d.x, d.y));
@@ -238,7 +285,8 @@ impl Detector {
             let min_peak = fusion.min_peak_for(threshold);
             candidates.retain(|d| d.candidate_score >= min_peak);
         }
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = Mpp::new(input_mpp)
+            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let started = std::time::Instant::now();
         // Same resolution as stage 1 (the default models): crops are copies out
@@ -252,42 +300,76 @@ impl Detector {
                     .iter()
                     .map(|d| {
                         if from_grid {
-                            let (u, v) = (grid.to_model(d.x).round() as i64, grid.to_model(d.y).round() as i64);
+                            let (u, v) = (
+                                grid.to_model(d.x).round() as i64,
+                                grid.to_model(d.y).round() as i64,
+                            );
                             copy_block(&grid.image, u - half, v - half, crop_spec.crop_size)
                         } else {
                             resample_crop(image, (d.x, d.y), in_mpp, crop_spec)
                         }
                     })
                     .collect();
-                Ok(classify_crops(&self.bundle.classifier, &crops, &self.device)?)
+                Ok(self.classify(&crops)?)
             })
             .collect();
         let mut flat = Vec::with_capacity(candidates.len());
         for chunk in scores {
             flat.extend(chunk?);
         }
-        tracing::debug!(stage2_ms = started.elapsed().as_millis() as u64, crops = flat.len(), "stage 2");
+        tracing::debug!(
+            stage2_ms = started.elapsed().as_millis() as u64,
+            crops = flat.len(),
+            "stage 2"
+        );
         for (d, s) in candidates.iter_mut().zip(flat) {
             if !s.is_finite() {
-                return Err(DetectError::Config("the classifier produced a non-finite score".into()));
+                return Err(DetectError::Config(
+                    "the classifier produced a non-finite score".into(),
+                ));
             }
             d.score = fusion.fuse(d.candidate_score, f64::from(s));
         }
         if !options.keep_all_candidates {
             candidates.retain(|d| d.score >= threshold);
         }
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.y.total_cmp(&b.y)).then(a.x.total_cmp(&b.x)));
+        candidates.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.y.total_cmp(&b.y))
+                .then(a.x.total_cmp(&b.x))
+        });
         Ok(candidates)
     }
 
+    /// Stage-2 probabilities of crops, averaged over the card's orientations.
+    fn classify(&self, crops: &[RgbImage]) -> Result<Vec<f32>, DetectError> {
+        let views = usize::from(self.bundle.card.classifier_views);
+        Ok(classify_crops_averaged(
+            &self.bundle.classifier,
+            crops,
+            views,
+            &self.device,
+        )?)
+    }
+
     /// Stage-2 score of the crop centred on `(x, y)` of `image` (input pixels at `input_mpp`).
-    pub fn score_at(&self, image: &RgbImage, centres: &[(f64, f64)], input_mpp: f64) -> Result<Vec<f64>, DetectError> {
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+    pub fn score_at(
+        &self,
+        image: &RgbImage,
+        centres: &[(f64, f64)],
+        input_mpp: f64,
+    ) -> Result<Vec<f64>, DetectError> {
+        let in_mpp = Mpp::new(input_mpp)
+            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let mut out = Vec::with_capacity(centres.len());
         for chunk in centres.chunks(CROP_CHUNK) {
-            let crops: Vec<RgbImage> = chunk.iter().map(|&c| resample_crop(image, c, in_mpp, spec)).collect();
-            out.extend(classify_crops(&self.bundle.classifier, &crops, &self.device)?.into_iter().map(f64::from));
+            let crops: Vec<RgbImage> = chunk
+                .iter()
+                .map(|&c| resample_crop(image, c, in_mpp, spec))
+                .collect();
+            out.extend(self.classify(&crops)?.into_iter().map(f64::from));
         }
         Ok(out)
     }
@@ -311,7 +393,13 @@ fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
 /// Convex outline (map pixels, pixel edges) of the 4-connected blob of map
 /// values >= `threshold` containing `(x, y)`, within `radius` pixels of it.
 /// `None` for blobs of fewer than 3 pixels.
-fn outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64) -> Option<Vec<(f64, f64)>> {
+fn outline(
+    map: &ProbabilityMap,
+    x: usize,
+    y: usize,
+    threshold: f32,
+    radius: f64,
+) -> Option<Vec<(f64, f64)>> {
     let (w, h) = (map.width, map.height);
     let r2 = radius * radius;
     let mut seen = std::collections::HashSet::new();
@@ -320,7 +408,12 @@ fn outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64
     seen.insert((x, y));
     while let Some((px, py)) = stack.pop() {
         pixels.push((px as u32, py as u32));
-        let neighbours = [(px.wrapping_sub(1), py), (px + 1, py), (px, py.wrapping_sub(1)), (px, py + 1)];
+        let neighbours = [
+            (px.wrapping_sub(1), py),
+            (px + 1, py),
+            (px, py.wrapping_sub(1)),
+            (px, py + 1),
+        ];
         for (nx, ny) in neighbours {
             if nx >= w || ny >= h || seen.contains(&(nx, ny)) {
                 continue;
@@ -350,19 +443,32 @@ mod tests {
         bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
         let detector = Detector::new(bundle, device);
         let (img, _) = crate::synthetic::render_hpf(7, 300);
-        let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
+        let all = DetectOptions {
+            keep_all_candidates: true,
+            ..DetectOptions::default()
+        };
         let scored = detector.detect_image(&img, 0.25, &all).unwrap();
         assert!(scored.len() > 4, "{} candidates", scored.len());
         for d in &scored {
-            assert!((d.score - (d.candidate_score * d.score.powi(2) / d.candidate_score).sqrt()).abs() < 1e-9);
+            assert!(
+                (d.score - (d.candidate_score * d.score.powi(2) / d.candidate_score).sqrt()).abs()
+                    < 1e-9
+            );
         }
         // A threshold in the middle of the fused scores, so some pass and some do not.
         let mut s: Vec<f64> = scored.iter().map(|d| d.score).collect();
         s.sort_by(f64::total_cmp);
         let t = s[s.len() / 2];
-        let cut = DetectOptions { threshold: Some(t), ..DetectOptions::default() };
+        let cut = DetectOptions {
+            threshold: Some(t),
+            ..DetectOptions::default()
+        };
         let kept = detector.detect_image(&img, 0.25, &cut).unwrap();
-        let expected: Vec<(f64, f64, f64)> = scored.iter().filter(|d| d.score >= t).map(|d| (d.x, d.y, d.score)).collect();
+        let expected: Vec<(f64, f64, f64)> = scored
+            .iter()
+            .filter(|d| d.score >= t)
+            .map(|d| (d.x, d.y, d.score))
+            .collect();
         let got: Vec<(f64, f64, f64)> = kept.iter().map(|d| (d.x, d.y, d.score)).collect();
         assert_eq!(got, expected);
     }
@@ -374,12 +480,25 @@ mod tests {
         bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
         let detector = Detector::new(bundle, device);
         let (img, _) = crate::synthetic::render_hpf(8, 300);
-        let options = DetectOptions { threshold: Some(0.3), ..DetectOptions::default() };
+        let options = DetectOptions {
+            threshold: Some(0.3),
+            ..DetectOptions::default()
+        };
         let all = detector.detect_image(&img, 0.25, &options).unwrap();
-        let left = detector.detect_image_where(&img, 0.25, &options, &|x, _| x < 150.0).unwrap();
+        let left = detector
+            .detect_image_where(&img, 0.25, &options, &|x, _| x < 150.0)
+            .unwrap();
         let expected: Vec<_> = all.iter().filter(|d| d.x < 150.0).cloned().collect();
-        assert!(!expected.is_empty() && expected.len() < all.len(), "{} of {}", expected.len(), all.len());
-        assert_eq!(left, expected, "same fused scores, same threshold, only the kept part");
+        assert!(
+            !expected.is_empty() && expected.len() < all.len(),
+            "{} of {}",
+            expected.len(),
+            all.len()
+        );
+        assert_eq!(
+            left, expected,
+            "same fused scores, same threshold, only the kept part"
+        );
     }
 
     #[test]
@@ -389,7 +508,11 @@ mod tests {
         assert_eq!(side % 8, 0);
         assert!(side <= 640 && 2 * side - 64 >= 1042, "{side}");
         assert_eq!(tile_grid(1042, 1042, side, 64).len(), 4);
-        assert_eq!(balanced_side(100, 640, 64), 104, "small inputs: one padded tile");
+        assert_eq!(
+            balanced_side(100, 640, 64),
+            104,
+            "small inputs: one padded tile"
+        );
         // Long strips still get tiles no larger than asked.
         let long = balanced_side(10_000, 640, 64);
         assert!((560..=640).contains(&long), "{long}");
@@ -398,7 +521,11 @@ mod tests {
             let tiles = tile_grid(len, 8, s, 64);
             assert!(tiles.iter().all(|t| t.size == s));
             // Every column is owned by exactly one tile.
-            let owned: u32 = tiles.iter().filter(|t| t.y == 0).map(|t| t.core_x.1 - t.core_x.0).sum();
+            let owned: u32 = tiles
+                .iter()
+                .filter(|t| t.y == 0)
+                .map(|t| t.core_x.1 - t.core_x.0)
+                .sum();
             assert_eq!(owned, len, "len {len}");
         }
     }
@@ -413,6 +540,9 @@ mod tests {
         let xs: Vec<f64> = poly.iter().map(|p| p.0).collect();
         assert_eq!(xs.iter().cloned().fold(f64::MAX, f64::min), 3.5);
         assert_eq!(xs.iter().cloned().fold(f64::MIN, f64::max), 5.5);
-        assert!(outline(&map, 8, 8, 0.5, 5.0).is_none(), "a single pixel has no outline");
+        assert!(
+            outline(&map, 8, 8, 0.5, 5.0).is_none(),
+            "a single pixel has no outline"
+        );
     }
 }

@@ -9,10 +9,11 @@
 //! 2. **Candidate threshold**: the highest peak probability that keeps
 //!    `candidate_recall_target` of the best recall on the training HPFs.
 //! 3. **Hard negatives**: stage-1 peaks on the training ICPR HPFs and CMC
-//!    tiles farther than `match_radius_um` from every labelled mitosis.
+//!    tiles farther than `match_radius_um` from every labelled mitosis, and
+//!    on the ICPR contest overlays clear of their painted mitoses.
 //! 4. **Stage 2** ([`mitoscope_model::train_classifier`]): positives = AMi-Br,
 //!    AtNorM-Br, ICPR training centroids, mask-patch figures (in-domain ones
-//!    repeated); negatives = random ICPR / CMC crops away from labels, empty
+//!    repeated); negatives = random ICPR / overlay / CMC crops away from labels, empty
 //!    mask patches, CMC look-alike boxes and the hard negatives.
 //! 5. **Operating threshold**: the full pipeline on the held-out HPF(s) and
 //!    CMC tile; the stage-2 score with the best pooled F1 (greedy matching
@@ -27,16 +28,22 @@ use std::time::Instant;
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use mitoscope_geom::Mpp;
-use mitoscope_model::burn::tensor::Device;
-use mitoscope_model::candidate::{disc_target, mask_target, ProbabilityMap};
-use mitoscope_model::candidate_training::{train_candidate_net, CandidateSample, CandidateTrainingConfig};
-use mitoscope_model::data::{load_crop_folders, positive_crops, random_negative_crops, resample_crop, CropSpec, LabelledCrop};
 use mitoscope_model::augment::AugmentConfig;
+use mitoscope_model::burn::tensor::Device;
+use mitoscope_model::candidate::{ProbabilityMap, disc_target, mask_target};
+use mitoscope_model::candidate_training::{
+    CandidateSample, CandidateTrainingConfig, train_candidate_net,
+};
+use mitoscope_model::data::{
+    CropSpec, LabelledCrop, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
+};
 use mitoscope_model::training::TrainingConfig;
-use mitoscope_model::{train_classifier, CandidateNetConfig, PatchClassifierConfig, TrainOptions};
+use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier};
 use serde::{Deserialize, Serialize};
 
-use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
+use crate::{
+    DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord,
+};
 
 /// ICPR 2012 scanner A resolution.
 pub const ICPR_MPP: f64 = 0.2456;
@@ -112,6 +119,19 @@ pub struct RecipeConfig {
     /// 0.1/0.2 recipes: the validation HPFs alone.
     #[serde(default)]
     pub threshold_on: ThresholdImages,
+    /// Also take stage-2 negatives (random and mined) from the ICPR contest
+    /// overlays in `icpr2012/pixel-masks/` (`<id>_overlay.jpg`, training HPFs
+    /// whose mitoses are painted yellow; `<id>.csv` lists the painted pixels),
+    /// clear of the painted figures. In-domain tissue is what stage 2 lacks
+    /// most: 4 labelled HPFs gave all its scanner-A negatives before 0.4.
+    /// Absent in older recipes: off.
+    #[serde(default)]
+    pub painted_hpf_negatives: bool,
+    /// Orientations of each crop stage 2 averages at inference (1, 2, 4 or 8;
+    /// written into the card, so the threshold is chosen with them). Absent in
+    /// older recipes: 1.
+    #[serde(default = "default_classifier_views")]
+    pub classifier_views: u8,
     /// Model name written into the card.
     pub version: String,
 }
@@ -137,6 +157,10 @@ fn default_stain_jitter() -> (f32, f32) {
 
 fn default_classifier_crop_px() -> u32 {
     64
+}
+
+fn default_classifier_views() -> u8 {
+    1
 }
 
 fn default_classifier_mpp() -> f64 {
@@ -176,7 +200,9 @@ impl Default for RecipeConfig {
             classifier_mpp: 0.3,
             score_fusion: ScoreFusion::GeometricMean,
             threshold_on: ThresholdImages::AllHpfs,
-            version: "mitoscope-default-0.3".into(),
+            painted_hpf_negatives: true,
+            classifier_views: 8,
+            version: "mitoscope-default-0.4".into(),
         }
     }
 }
@@ -247,7 +273,12 @@ fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
     match keep {
         Some(k) if k < n => {
             let wanted: std::collections::BTreeSet<usize> = (0..k).map(|j| j * n / k).collect();
-            items.into_iter().enumerate().filter(|(i, _)| wanted.contains(i)).map(|(_, t)| t).collect()
+            items
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| wanted.contains(i))
+                .map(|(_, t)| t)
+                .collect()
         }
         _ => items,
     }
@@ -270,7 +301,11 @@ pub fn train_default(
     let mut clock = Instant::now();
     let mut lap = |name: &str, seconds: &mut Vec<(String, f64)>| {
         seconds.push((name.to_owned(), clock.elapsed().as_secs_f64()));
-        tracing::info!(phase = name, seconds = clock.elapsed().as_secs_f64(), "recipe phase done");
+        tracing::info!(
+            phase = name,
+            seconds = clock.elapsed().as_secs_f64(),
+            "recipe phase done"
+        );
         clock = Instant::now();
     };
     let say = |m: &str| {
@@ -281,12 +316,24 @@ pub fn train_default(
 
     let model_mpp = 0.5;
     let icpr = load_icpr(data_root)?;
-    let (train_hpfs, val_hpfs): (Vec<_>, Vec<_>) = icpr.into_iter().partition(|h| !config.val_hpfs.contains(&h.name));
+    let (train_hpfs, val_hpfs): (Vec<_>, Vec<_>) = icpr
+        .into_iter()
+        .partition(|h| !config.val_hpfs.contains(&h.name));
     let cmc = load_cmc(data_root)?;
-    let (train_cmc, val_cmc): (Vec<_>, Vec<_>) = cmc.into_iter().partition(|c| !config.val_cmc.contains(&c.name));
+    let (train_cmc, val_cmc): (Vec<_>, Vec<_>) = cmc
+        .into_iter()
+        .partition(|c| !config.val_cmc.contains(&c.name));
     let patches = load_mask_patches(data_root)?;
+    let painted = if config.painted_hpf_negatives {
+        load_painted_hpfs(data_root)?
+    } else {
+        Vec::new()
+    };
     if train_hpfs.is_empty() || val_hpfs.is_empty() {
-        return Err(DetectError::Config(format!("need training and validation ICPR HPFs; held out {:?}", config.val_hpfs)));
+        return Err(DetectError::Config(format!(
+            "need training and validation ICPR HPFs; held out {:?}",
+            config.val_hpfs
+        )));
     }
     let spec = CropSpec {
         crop_size: 64,
@@ -296,18 +343,30 @@ pub fn train_default(
     let icpr_mpp = Mpp::new(ICPR_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
     let cls_spec = CropSpec {
         crop_size: config.classifier_crop_px,
-        mpp: Mpp::new(config.classifier_mpp).map_err(|e| DetectError::Config(format!("classifier_mpp: {e}")))?,
+        mpp: Mpp::new(config.classifier_mpp)
+            .map_err(|e| DetectError::Config(format!("classifier_mpp: {e}")))?,
     };
     let load_figures = |spec: CropSpec| -> Result<Vec<LabelledCrop>, DetectError> {
-        let mut crops = load_crop_folders(&data_root.join("amibr/patches"), src, spec, config.crops_per_folder)?;
-        crops.extend(load_crop_folders(&data_root.join("atnorm-br"), src, spec, config.crops_per_folder)?);
+        let mut crops = load_crop_folders(
+            &data_root.join("amibr/patches"),
+            src,
+            spec,
+            config.crops_per_folder,
+        )?;
+        crops.extend(load_crop_folders(
+            &data_root.join("atnorm-br"),
+            src,
+            spec,
+            config.crops_per_folder,
+        )?);
         Ok(crops)
     };
     let crop_positives = load_figures(spec)?;
     say(&format!(
-        "data: {} train / {} val HPFs, {} train / {} val CMC tiles, {} mask patches, {} figure crops",
+        "data: {} train / {} val HPFs, {} painted HPFs, {} train / {} val CMC tiles, {} mask patches, {} figure crops",
         train_hpfs.len(),
         val_hpfs.len(),
+        painted.len(),
         train_cmc.len(),
         val_cmc.len(),
         patches.len(),
@@ -319,33 +378,75 @@ pub fn train_default(
     let radius_px = config.disc_radius_um / model_mpp;
     let mut samples = Vec::new();
     for h in &train_hpfs {
-        samples.push(hpf_sample(&h.image, &h.centroids, ICPR_MPP, model_mpp, radius_px, &h.name, 1.0, 20.0));
+        samples.push(hpf_sample(
+            &h.image,
+            &h.centroids,
+            ICPR_MPP,
+            model_mpp,
+            radius_px,
+            &h.name,
+            1.0,
+            20.0,
+        ));
     }
     for c in &train_cmc {
-        samples.push(hpf_sample(&c.image, &[], CROP_SOURCE_MPP, model_mpp, radius_px, &c.name, 1.0, 0.0));
+        samples.push(hpf_sample(
+            &c.image,
+            &[],
+            CROP_SOURCE_MPP,
+            model_mpp,
+            radius_px,
+            &c.name,
+            1.0,
+            0.0,
+        ));
     }
     for p in &patches {
         let step = model_mpp / ICPR_MPP;
         let (w, h) = scaled_size(p.image.dimensions(), step);
         let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
         let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
-        let centres: Vec<(f64, f64)> = p.centroid.map(|c| vec![to_model(c, step)]).unwrap_or_default();
+        let centres: Vec<(f64, f64)> = p
+            .centroid
+            .map(|c| vec![to_model(c, step)])
+            .unwrap_or_default();
         let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
         (s.random_weight, s.centre_weight) = (0.1, 20.0);
         samples.push(s);
     }
     for c in &crop_positives {
-        let centre = ((f64::from(c.image.width()) - 1.0) / 2.0, (f64::from(c.image.height()) - 1.0) / 2.0);
-        let target = disc_target(c.image.width() as usize, c.image.height() as usize, &[centre], radius_px);
+        let centre = (
+            (f64::from(c.image.width()) - 1.0) / 2.0,
+            (f64::from(c.image.height()) - 1.0) / 2.0,
+        );
+        let target = disc_target(
+            c.image.width() as usize,
+            c.image.height() as usize,
+            &[centre],
+            radius_px,
+        );
         let mut s = CandidateSample::new(c.image.clone(), target, vec![centre], c.origin.clone());
         s.random_weight = 0.0;
         samples.push(s);
     }
     let val_samples: Vec<CandidateSample> = val_hpfs
         .iter()
-        .map(|h| hpf_sample(&h.image, &h.centroids, ICPR_MPP, model_mpp, radius_px, &h.name, 1.0, 1.0))
+        .map(|h| {
+            hpf_sample(
+                &h.image,
+                &h.centroids,
+                ICPR_MPP,
+                model_mpp,
+                radius_px,
+                &h.name,
+                1.0,
+                1.0,
+            )
+        })
         .collect();
-    let candidate_config = CandidateNetConfig::new().with_base_channels(config.candidate_channels).with_mpp(model_mpp);
+    let candidate_config = CandidateNetConfig::new()
+        .with_base_channels(config.candidate_channels)
+        .with_mpp(model_mpp);
     let cand_train = CandidateTrainingConfig::new(candidate_config.clone())
         .with_num_epochs(config.candidate_epochs)
         .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
@@ -354,8 +455,18 @@ pub fn train_default(
         .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
         .with_seed(config.seed);
     say("stage 1: training the candidate net");
-    let options = TrainOptions { stop_after_epochs: None, show_progress };
-    let stage1 = train_candidate_net(&cand_train, &samples, &val_samples, &out_dir.join("candidate"), &device, options)?;
+    let options = TrainOptions {
+        stop_after_epochs: None,
+        show_progress,
+    };
+    let stage1 = train_candidate_net(
+        &cand_train,
+        &samples,
+        &val_samples,
+        &out_dir.join("candidate"),
+        &device,
+        options,
+    )?;
     for m in &stage1.history {
         say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
     }
@@ -372,6 +483,7 @@ pub fn train_default(
     card.model_mpp = model_mpp;
     card.crop_size = config.classifier_crop_px;
     card.score_fusion = config.score_fusion;
+    card.classifier_views = config.classifier_views;
     card.candidate_threshold = 0.02;
     card.min_distance_um = config.min_distance_um;
     card.operating_threshold = 0.0;
@@ -383,7 +495,11 @@ pub fn train_default(
         card: card.clone(),
     };
     let detector = Detector::new(probe, device.clone());
-    let low = DetectOptions { keep_all_candidates: true, polygons: false, ..DetectOptions::default() };
+    let low = DetectOptions {
+        keep_all_candidates: true,
+        polygons: false,
+        ..DetectOptions::default()
+    };
     let match_px_icpr = config.match_radius_um / ICPR_MPP;
     let mut train_peaks = Vec::new();
     for h in &train_hpfs {
@@ -395,12 +511,19 @@ pub fn train_default(
         for (dets, gt) in sets {
             for &(gx, gy) in gt.iter() {
                 total += 1;
-                if dets.iter().any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr) {
+                if dets
+                    .iter()
+                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr)
+                {
                     found += 1;
                 }
             }
         }
-        if total == 0 { 0.0 } else { found as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            found as f64 / total as f64
+        }
     };
     let best = recall_at(0.02, &train_peaks);
     let candidate_threshold = grid
@@ -409,16 +532,27 @@ pub fn train_default(
         .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
         .fold(0.02, f64::max);
     let train_candidate_recall = recall_at(candidate_threshold, &train_peaks);
-    say(&format!("candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"));
+    say(&format!(
+        "candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"
+    ));
 
     // ---- Hard negatives ----
     let mut hard = Vec::new();
-    let take_hard = |dets: &[crate::Detection], gt: &[(f64, f64)], image: &RgbImage, mpp: f64, name: &str, out: &mut Vec<LabelledCrop>| {
-        let match_px = config.match_radius_um / mpp;
+    // Peaks farther than `clear_px` from every labelled (or painted) figure.
+    let take_hard = |dets: &[crate::Detection],
+                     gt: &[(f64, f64)],
+                     clear_px: f64,
+                     image: &RgbImage,
+                     mpp: f64,
+                     name: &str,
+                     out: &mut Vec<LabelledCrop>| {
         let mut fps: Vec<&crate::Detection> = dets
             .iter()
             .filter(|d| d.candidate_score >= candidate_threshold)
-            .filter(|d| gt.iter().all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > match_px))
+            .filter(|d| {
+                gt.iter()
+                    .all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > clear_px)
+            })
             .collect();
         fps.sort_by(|a, b| b.candidate_score.total_cmp(&a.candidate_score));
         let Ok(m) = Mpp::new(mpp) else { return };
@@ -431,7 +565,27 @@ pub fn train_default(
         }
     };
     for (h, (dets, _)) in train_hpfs.iter().zip(&train_peaks) {
-        take_hard(dets, &h.centroids, &h.image, ICPR_MPP, &h.name, &mut hard);
+        take_hard(
+            dets,
+            &h.centroids,
+            match_px_icpr,
+            &h.image,
+            ICPR_MPP,
+            &h.name,
+            &mut hard,
+        );
+    }
+    // Half the diagonal of a stage-2 crop, in ICPR pixels.
+    let crop_half_diagonal =
+        std::f64::consts::SQRT_2 * f64::from(config.classifier_crop_px) * config.classifier_mpp
+            / ICPR_MPP
+            / 2.0;
+    for p in &painted {
+        let dets = detector.candidates(&p.image, ICPR_MPP, &low)?;
+        let (centres, clear_px) = p.exclusion(crop_half_diagonal);
+        take_hard(
+            &dets, &centres, clear_px, &p.image, ICPR_MPP, &p.name, &mut hard,
+        );
     }
     // CMC tiles are ~10 HPFs each: peak at the chosen threshold only, so the
     // (throw-away) stage-2 pass of the probe stays small.
@@ -440,7 +594,15 @@ pub fn train_default(
     let detector = Detector::new(probe, device.clone());
     for c in &train_cmc {
         let dets = detector.candidates(&c.image, CROP_SOURCE_MPP, &low)?;
-        take_hard(&dets, &[], &c.image, CROP_SOURCE_MPP, &c.name, &mut hard);
+        take_hard(
+            &dets,
+            &[],
+            0.0,
+            &c.image,
+            CROP_SOURCE_MPP,
+            &c.name,
+            &mut hard,
+        );
     }
     say(&format!("hard negatives: {}", hard.len()));
     lap("mining", &mut seconds);
@@ -448,7 +610,12 @@ pub fn train_default(
     // ---- Stage 2 ----
     let mut rng_seed = config.seed;
     // Stage 1 took the figure crops at its own resolution; stage 2 re-reads them at its own.
-    let figures = if cls_spec == spec { crop_positives } else { drop(crop_positives); load_figures(cls_spec)? };
+    let figures = if cls_spec == spec {
+        crop_positives
+    } else {
+        drop(crop_positives);
+        load_figures(cls_spec)?
+    };
     let mut crops = evenly_spread(figures, config.classifier_figure_crops);
     let repeats = config.in_domain_repeats.max(1);
     for h in &train_hpfs {
@@ -459,12 +626,45 @@ pub fn train_default(
         rng_seed = rng_seed.wrapping_add(1);
         let mut rng = seeded(rng_seed);
         let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
-        crops.extend(random_negative_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, config.negatives_per_hpf, min_d, &mut rng, &h.name));
+        crops.extend(random_negative_crops(
+            &h.image,
+            &h.centroids,
+            icpr_mpp,
+            cls_spec,
+            config.negatives_per_hpf,
+            min_d,
+            &mut rng,
+            &h.name,
+        ));
+    }
+    for p in &painted {
+        rng_seed = rng_seed.wrapping_add(1);
+        let mut rng = seeded(rng_seed);
+        let (centres, clear_px) = p.exclusion(crop_half_diagonal);
+        crops.extend(random_negative_crops(
+            &p.image,
+            &centres,
+            icpr_mpp,
+            cls_spec,
+            config.negatives_per_hpf,
+            clear_px,
+            &mut rng,
+            &p.name,
+        ));
     }
     for c in &train_cmc {
         rng_seed = rng_seed.wrapping_add(1);
         let mut rng = seeded(rng_seed);
-        crops.extend(random_negative_crops(&c.image, &[], src, cls_spec, config.negatives_per_cmc, 0.0, &mut rng, &c.name));
+        crops.extend(random_negative_crops(
+            &c.image,
+            &[],
+            src,
+            cls_spec,
+            config.negatives_per_cmc,
+            0.0,
+            &mut rng,
+            &c.name,
+        ));
         let lookalikes: Vec<LabelledCrop> = c
             .lookalikes
             .iter()
@@ -479,7 +679,10 @@ pub fn train_default(
         }
     }
     for p in &patches {
-        let centre = p.centroid.unwrap_or(((f64::from(p.image.width()) - 1.0) / 2.0, (f64::from(p.image.height()) - 1.0) / 2.0));
+        let centre = p.centroid.unwrap_or((
+            (f64::from(p.image.width()) - 1.0) / 2.0,
+            (f64::from(p.image.height()) - 1.0) / 2.0,
+        ));
         let crop = LabelledCrop {
             image: resample_crop(&p.image, centre, icpr_mpp, cls_spec),
             positive: p.centroid.is_some(),
@@ -493,15 +696,28 @@ pub fn train_default(
     crops.extend(hard);
     let n_pos = crops.iter().filter(|c| c.positive).count();
     let n_neg = crops.len() - n_pos;
-    say(&format!("stage 2: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)"));
+    say(&format!(
+        "stage 2: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)"
+    ));
     let (train_crops, val_crops) = mitoscope_model::data::split_train_val(crops, 0.1, config.seed);
     let cls_config = TrainingConfig::new(classifier_config.clone())
         .with_num_epochs(config.classifier_epochs)
         .with_decay_epochs(config.classifier_decay_epochs)
         .with_seed(config.seed)
         .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0))
-        .with_augment(AugmentConfig::new().with_hed_scale(config.stain_jitter.0).with_hed_shift(config.stain_jitter.1));
-    let stage2 = train_classifier(&cls_config, &train_crops, &val_crops, &out_dir.join("classifier"), &device, options)?;
+        .with_augment(
+            AugmentConfig::new()
+                .with_hed_scale(config.stain_jitter.0)
+                .with_hed_shift(config.stain_jitter.1),
+        );
+    let stage2 = train_classifier(
+        &cls_config,
+        &train_crops,
+        &val_crops,
+        &out_dir.join("classifier"),
+        &device,
+        options,
+    )?;
     for m in &stage2.history {
         say(&format!("  stage-2 epoch {}: {m:?}", m.epoch));
     }
@@ -518,7 +734,10 @@ pub fn train_default(
         card: card.clone(),
     };
     let detector = Detector::new(bundle, device.clone());
-    let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
+    let all = DetectOptions {
+        keep_all_candidates: true,
+        ..DetectOptions::default()
+    };
     // (scores of detections, ground truth, match radius in px)
     let mut val_sets: Vec<ScoredImage> = Vec::new();
     let mut hpf_seconds = Vec::new();
@@ -529,26 +748,50 @@ pub fn train_default(
         val_sets.push((dets, h.centroids.clone(), match_px_icpr));
     }
     for c in &val_cmc {
-        val_sets.push((detector.detect_image(&c.image, CROP_SOURCE_MPP, &all)?, Vec::new(), config.match_radius_um / CROP_SOURCE_MPP));
+        val_sets.push((
+            detector.detect_image(&c.image, CROP_SOURCE_MPP, &all)?,
+            Vec::new(),
+            config.match_radius_um / CROP_SOURCE_MPP,
+        ));
     }
     let val_mitoses: usize = val_sets.iter().map(|(_, gt, _)| gt.len()).sum();
     let found_val = val_hpfs
         .iter()
         .zip(&val_sets)
-        .map(|(h, (dets, _, r))| h.centroids.iter().filter(|&&(gx, gy)| dets.iter().any(|d| (d.x - gx).hypot(d.y - gy) <= *r)).count())
+        .map(|(h, (dets, _, r))| {
+            h.centroids
+                .iter()
+                .filter(|&&(gx, gy)| dets.iter().any(|d| (d.x - gx).hypot(d.y - gy) <= *r))
+                .count()
+        })
         .sum::<usize>();
-    let val_candidate_recall = if val_mitoses == 0 { 0.0 } else { found_val as f64 / val_mitoses as f64 };
-    let val_candidates_per_hpf =
-        val_sets.iter().take(val_hpfs.len()).map(|(d, _, _)| d.len()).sum::<usize>() as f64 / val_hpfs.len().max(1) as f64;
+    let val_candidate_recall = if val_mitoses == 0 {
+        0.0
+    } else {
+        found_val as f64 / val_mitoses as f64
+    };
+    let val_candidates_per_hpf = val_sets
+        .iter()
+        .take(val_hpfs.len())
+        .map(|(d, _, _)| d.len())
+        .sum::<usize>() as f64
+        / val_hpfs.len().max(1) as f64;
     // The images that place the threshold: the validation ones, plus the training HPFs when asked.
     let mut select_sets: Vec<ScoredImage> = val_sets.clone();
     if config.threshold_on == ThresholdImages::AllHpfs {
         for h in &train_hpfs {
-            select_sets.push((detector.detect_image(&h.image, ICPR_MPP, &all)?, h.centroids.clone(), match_px_icpr));
+            select_sets.push((
+                detector.detect_image(&h.image, ICPR_MPP, &all)?,
+                h.centroids.clone(),
+                match_px_icpr,
+            ));
         }
     }
     let select_mitoses: usize = select_sets.iter().map(|(_, gt, _)| gt.len()).sum();
-    let mut thresholds: Vec<f64> = select_sets.iter().flat_map(|(d, _, _)| d.iter().map(|d| d.score)).collect();
+    let mut thresholds: Vec<f64> = select_sets
+        .iter()
+        .flat_map(|(d, _, _)| d.iter().map(|d| d.score))
+        .collect();
     thresholds.push(1.0);
     thresholds.sort_by(f64::total_cmp);
     thresholds.dedup();
@@ -571,8 +814,16 @@ pub fn train_default(
     let (val_tp, val_fp) = count_matches(&val_sets, operating_threshold);
     let val_cmc_fp = count_matches(&val_sets[val_hpfs.len()..], operating_threshold).1;
     let val_f1 = f1_score(val_tp, val_fp, val_mitoses);
-    let val_precision = if val_tp + val_fp == 0 { 0.0 } else { val_tp as f64 / (val_tp + val_fp) as f64 };
-    let val_recall = if val_mitoses == 0 { 0.0 } else { val_tp as f64 / val_mitoses as f64 };
+    let val_precision = if val_tp + val_fp == 0 {
+        0.0
+    } else {
+        val_tp as f64 / (val_tp + val_fp) as f64
+    };
+    let val_recall = if val_mitoses == 0 {
+        0.0
+    } else {
+        val_tp as f64 / val_mitoses as f64
+    };
     lap("threshold", &mut seconds);
 
     let report = RecipeReport {
@@ -598,17 +849,23 @@ pub fn train_default(
     bundle.card.training = TrainingRecord {
         command: command.to_owned(),
         data: format!(
-            "ICPR 2012 scanner A: {} HPFs (centroids) + {} mask patches; AMi-Br + AtNorM-Br figure crops \
+            "ICPR 2012 scanner A: {} HPFs (centroids) + {} mask patches + {} contest overlays (negatives clear of the painted mitoses); AMi-Br + AtNorM-Br figure crops \
              ({} stage-2 positives in all, in-domain ones repeated); CMC: {} mitosis-free tiles (random + {} look-alike negatives); {} mined hard negatives",
             train_hpfs.len(),
             patches.len(),
+            painted.len(),
             n_pos,
             train_cmc.len(),
             train_cmc.iter().map(|c| c.lookalikes.len()).sum::<usize>(),
             n_hard
         ),
         seed: config.seed,
-        train_images: train_hpfs.iter().map(|h| h.name.clone()).chain(train_cmc.iter().map(|c| c.name.clone())).collect(),
+        train_images: train_hpfs
+            .iter()
+            .map(|h| h.name.clone())
+            .chain(painted.iter().map(|p| format!("{} (overlay, negatives only)", p.name)))
+            .chain(train_cmc.iter().map(|c| c.name.clone()))
+            .collect(),
         val_images: val_hpfs.iter().map(|h| h.name.clone()).chain(val_cmc.iter().map(|c| c.name.clone())).collect(),
         notes: match config.threshold_on {
             ThresholdImages::Validation => "operating threshold chosen on the validation images it is reported on (optimistic)",
@@ -619,7 +876,8 @@ pub fn train_default(
         .to_owned()
             + "; crop sources assumed at 0.25 um/px",
     };
-    bundle.card.metrics = serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
+    bundle.card.metrics =
+        serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
     bundle.save(&out_dir.join(crate::BUNDLE_FILE))?;
     let md = model_md(&bundle.card, &report, config);
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
@@ -628,7 +886,11 @@ pub fn train_default(
 
 /// F1 from true and false positives and the number of labelled mitoses (0 when all are 0).
 fn f1_score(tp: usize, fp: usize, mitoses: usize) -> f64 {
-    if tp + fp + mitoses == 0 { 0.0 } else { 2.0 * tp as f64 / (tp + fp + mitoses) as f64 }
+    if tp + fp + mitoses == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / (tp + fp + mitoses) as f64
+    }
 }
 
 /// (true positives, false positives) at stage-2 threshold `t`, greedy by score.
@@ -642,7 +904,11 @@ fn count_matches(sets: &[ScoredImage], t: f64) -> (usize, usize) {
                 .iter()
                 .enumerate()
                 .filter(|(i, g)| !used[*i] && (d.x - g.0).hypot(d.y - g.1) <= *r)
-                .min_by(|a, b| (d.x - a.1.0).hypot(d.y - a.1.1).total_cmp(&(d.x - b.1.0).hypot(d.y - b.1.1)));
+                .min_by(|a, b| {
+                    (d.x - a.1.0)
+                        .hypot(d.y - a.1.1)
+                        .total_cmp(&(d.x - b.1.0).hypot(d.y - b.1.1))
+                });
             match hit {
                 Some((i, _)) => {
                     used[i] = true;
@@ -707,7 +973,12 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
         nn = r.classifier_crops.1,
         nh = r.classifier_crops.2,
         sph = r.seconds_per_hpf,
-        secs = r.seconds.iter().map(|(n, s)| format!("{n} {s:.0}")).collect::<Vec<_>>().join(", "),
+        secs = r
+            .seconds
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         notes = t.notes,
         json = serde_json::to_string_pretty(config).unwrap_or_default(),
     )
@@ -718,7 +989,10 @@ fn seeded(seed: u64) -> rand::rngs::ChaCha8Rng {
 }
 
 fn scaled_size((w, h): (u32, u32), step: f64) -> (u32, u32) {
-    ((f64::from(w) / step).round().max(1.0) as u32, (f64::from(h) / step).round().max(1.0) as u32)
+    (
+        (f64::from(w) / step).round().max(1.0) as u32,
+        (f64::from(h) / step).round().max(1.0) as u32,
+    )
 }
 
 /// Source pixel -> model pixel for a resize by `1 / step` (pixel centres).
@@ -774,7 +1048,11 @@ fn sorted_files(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>, DetectError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| DetectError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e))))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -795,18 +1073,29 @@ fn load_icpr(root: &Path) -> Result<Vec<Hpf>, DetectError> {
             if f.get(3).is_some_and(|c| !c.eq_ignore_ascii_case("mitosis")) {
                 continue;
             }
-            let parse = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+            let parse = |k: usize| {
+                f.get(k)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+            };
             match (parse(1), parse(2)) {
                 (Some(x), Some(y)) => centroids.push((x, y)),
                 _ => {
                     return Err(DetectError::Input {
                         path: csv_path.clone(),
-                        message: format!("line {}: expected image,x,y,class with numeric x,y, found '{line}'", i + 1),
+                        message: format!(
+                            "line {}: expected image,x,y,class with numeric x,y, found '{line}'",
+                            i + 1
+                        ),
                     });
                 }
             }
         }
-        out.push(Hpf { image: mitoscope_imaging::read_image(&file)?, name, centroids });
+        out.push(Hpf {
+            image: mitoscope_imaging::read_image(&file)?,
+            name,
+            centroids,
+        });
     }
     Ok(out)
 }
@@ -820,14 +1109,82 @@ fn load_cmc(root: &Path) -> Result<Vec<CmcTile>, DetectError> {
         let mut lookalikes = Vec::new();
         if labels.is_file() {
             for line in read_text(&labels)?.lines() {
-                let f: Vec<f64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+                let f: Vec<f64> = line
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
                 // Class 1 = mitosis look-alike (hard negative); boxes are normalised centres.
                 if f.len() == 5 && f[0] == 1.0 {
                     lookalikes.push((f[1] * w, f[2] * h));
                 }
             }
         }
-        out.push(CmcTile { name: crate::batch::image_id(&file), image, lookalikes });
+        out.push(CmcTile {
+            name: crate::batch::image_id(&file),
+            image,
+            lookalikes,
+        });
+    }
+    Ok(out)
+}
+
+/// An ICPR contest overlay: real scanner-A tissue whose mitoses are painted
+/// over, so it can give negatives only, and only clear of the paint.
+struct PaintedHpf {
+    name: String,
+    image: RgbImage,
+    /// Centre and radius (half the box diagonal, px) of each painted figure.
+    figures: Vec<((f64, f64), f64)>,
+}
+
+impl PaintedHpf {
+    /// Figure centres, and the distance from them that keeps a crop whose
+    /// half-diagonal is `crop_half_diagonal` px clear of every painted pixel.
+    fn exclusion(&self, crop_half_diagonal: f64) -> (Vec<(f64, f64)>, f64) {
+        let widest = self.figures.iter().map(|f| f.1).fold(0.0, f64::max);
+        (
+            self.figures.iter().map(|f| f.0).collect(),
+            widest + crop_half_diagonal + 2.0,
+        )
+    }
+}
+
+/// `<id>_overlay.jpg` with its pixel lists `<id>.csv` in `icpr2012/pixel-masks/`
+/// (none when the folder is absent: the data README lists it as optional extra).
+fn load_painted_hpfs(root: &Path) -> Result<Vec<PaintedHpf>, DetectError> {
+    let dir = root.join("icpr2012/pixel-masks");
+    if !dir.is_dir() {
+        tracing::warn!(dir = %dir.display(), "no ICPR overlays: stage 2 gets no painted-HPF negatives");
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for csv in sorted_files(&dir, &["csv"])? {
+        let name = crate::batch::image_id(&csv);
+        let overlay = dir.join(format!("{name}_overlay.jpg"));
+        if !overlay.is_file() {
+            continue;
+        }
+        let set = mitoscope_formats::icpr::read_pixel_lists(
+            &csv,
+            &mitoscope_formats::ReadOptions::default(),
+        )?;
+        let figures = set
+            .images
+            .iter()
+            .flat_map(|i| &i.objects)
+            .map(|o| {
+                let radius = o
+                    .bbox
+                    .map(|b| 0.5 * (b.x_max - b.x_min + 1.0).hypot(b.y_max - b.y_min + 1.0))
+                    .unwrap_or(0.0);
+                ((o.centroid.x, o.centroid.y), radius)
+            })
+            .collect();
+        out.push(PaintedHpf {
+            image: mitoscope_imaging::read_image(&overlay)?,
+            name,
+            figures,
+        });
     }
     Ok(out)
 }
@@ -861,7 +1218,12 @@ fn load_mask_patches(root: &Path) -> Result<Vec<MaskPatch>, DetectError> {
         }
         // Tiny blobs are JPEG noise, not a figure.
         let centroid = (n >= 20).then(|| (sx / n as f64, sy / n as f64));
-        out.push(MaskPatch { name: crate::batch::image_id(&file), image, mask, centroid });
+        out.push(MaskPatch {
+            name: crate::batch::image_id(&file),
+            image,
+            mask,
+            centroid,
+        });
     }
     Ok(out)
 }
@@ -874,8 +1236,89 @@ mod tests {
     fn evenly_spread_keeps_a_spread_subset() {
         let kept = evenly_spread((0..10).collect(), Some(4));
         assert_eq!(kept, vec![0, 2, 5, 7]);
-        assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), Some(5)).len(), 3);
+        assert_eq!(
+            evenly_spread((0..3).collect::<Vec<i32>>(), Some(5)).len(),
+            3
+        );
         assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), None).len(), 3);
+    }
+
+    #[test]
+    fn painted_hpf_negatives_stay_clear_of_the_paint() {
+        // Two painted figures of different sizes on grey tissue.
+        let mut image = RgbImage::from_pixel(400, 300, image::Rgb([200, 150, 190]));
+        let figures = [((100.0, 80.0), 12.0), ((300.0, 200.0), 25.0)];
+        for &((cx, cy), r) in &figures {
+            for (x, y, p) in image.enumerate_pixels_mut() {
+                if (f64::from(x) - cx).abs() <= r / 2.0_f64.sqrt()
+                    && (f64::from(y) - cy).abs() <= r / 2.0_f64.sqrt()
+                {
+                    *p = image::Rgb([250, 242, 20]);
+                }
+            }
+        }
+        let painted = PaintedHpf {
+            name: "p".into(),
+            image,
+            figures: figures.to_vec(),
+        };
+        let spec = CropSpec {
+            crop_size: 32,
+            mpp: Mpp::new(0.3).unwrap(),
+        };
+        let src = Mpp::new(ICPR_MPP).unwrap();
+        let half_diagonal = std::f64::consts::SQRT_2 * 32.0 * 0.3 / ICPR_MPP / 2.0;
+        let (centres, clear_px) = painted.exclusion(half_diagonal);
+        assert!(clear_px > 25.0 + half_diagonal, "{clear_px}");
+        let crops = random_negative_crops(
+            &painted.image,
+            &centres,
+            src,
+            spec,
+            200,
+            clear_px,
+            &mut seeded(3),
+            "p",
+        );
+        assert!(crops.len() > 20, "{} crops", crops.len());
+        let yellow = |c: &LabelledCrop| c.image.pixels().any(|p| p.0[2] < 120);
+        assert!(crops.iter().all(|c| !c.positive && !yellow(c)));
+        // Closer than that, crops do catch paint (so the check above can fail).
+        let near = random_negative_crops(
+            &painted.image,
+            &centres,
+            src,
+            spec,
+            400,
+            0.0,
+            &mut seeded(3),
+            "p",
+        );
+        assert!(near.iter().any(yellow));
+    }
+
+    #[test]
+    fn reads_the_icpr_contest_overlays() {
+        let dir = mitoscope_testdata::require_data!("icpr2012/pixel-masks");
+        let painted = load_painted_hpfs(dir.parent().and_then(Path::parent).unwrap()).unwrap();
+        let counts: Vec<(&str, usize)> = painted
+            .iter()
+            .map(|p| (p.name.as_str(), p.figures.len()))
+            .collect();
+        assert_eq!(counts, [("A00_01", 5), ("A00_02", 2)]);
+        for p in &painted {
+            assert_eq!(p.image.dimensions(), (2084, 2084));
+            // The contest paints each figure yellow: its centre pixel is yellow.
+            for &((x, y), r) in &p.figures {
+                assert!((5.0..60.0).contains(&r), "{} radius {r}", p.name);
+                let px = p.image.get_pixel(x.round() as u32, y.round() as u32).0;
+                assert!(
+                    px[0] > 200 && px[1] > 200 && px[2] < 90,
+                    "{} at {x},{y}: {px:?}",
+                    p.name
+                );
+            }
+        }
     }
 
     #[test]
@@ -883,7 +1326,16 @@ mod tests {
         // 0.1 recipes lack the stage-2 fields added since: they mean "off".
         let mut json = serde_json::to_value(RecipeConfig::default()).unwrap();
         let obj = json.as_object_mut().unwrap();
-        for key in ["classifier_input_norm", "classifier_figure_crops", "stain_jitter", "classifier_crop_px", "classifier_mpp", "score_fusion"] {
+        for key in [
+            "classifier_input_norm",
+            "classifier_figure_crops",
+            "stain_jitter",
+            "classifier_crop_px",
+            "classifier_mpp",
+            "score_fusion",
+            "painted_hpf_negatives",
+            "classifier_views",
+        ] {
             obj.remove(key);
         }
         let old: RecipeConfig = serde_json::from_value(json).unwrap();
@@ -892,5 +1344,7 @@ mod tests {
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
+        assert!(!old.painted_hpf_negatives);
+        assert_eq!(old.classifier_views, 1);
     }
 }
