@@ -44,12 +44,12 @@ impl ObjectClass {
     pub fn parse(name: &str) -> Option<Self> {
         let n = name.trim().to_ascii_lowercase().replace(['_', '-'], " ");
         match n.as_str() {
-            "mitosis" | "mitoses" | "mitotic figure" | "mitotic" | "mf" | "1" | "true"
-            | "positive" | "pos" => Some(Self::Mitosis),
-            "non mitosis" | "nonmitosis" | "non mitotic figure" | "not mitotic figure"
-            | "nonmitotic figure" | "hard negative" | "mitosis look alike" | "lookalike"
-            | "look alike" | "impostor" | "imposter" | "negative" | "neg" | "0" | "2" | "false"
-            | "non mitotic" => Some(Self::NonMitosis),
+            "mitosis" | "mitoses" | "mitotic figure" | "mitotic" | "mf" | "1" | "true" | "positive" | "pos" => {
+                Some(Self::Mitosis)
+            }
+            "non mitosis" | "nonmitosis" | "non mitotic figure" | "not mitotic figure" | "nonmitotic figure"
+            | "hard negative" | "mitosis look alike" | "lookalike" | "look alike" | "impostor" | "imposter"
+            | "negative" | "neg" | "0" | "2" | "false" | "non mitotic" => Some(Self::NonMitosis),
             _ => None,
         }
     }
@@ -110,9 +110,7 @@ pub fn pixel_centroid(pixels: &[(u32, u32)]) -> Option<Point> {
     if pixels.is_empty() {
         return None;
     }
-    let (sx, sy) = pixels.iter().fold((0.0, 0.0), |(sx, sy), &(x, y)| {
-        (sx + x as f64, sy + y as f64)
-    });
+    let (sx, sy) = pixels.iter().fold((0.0, 0.0), |(sx, sy), &(x, y)| (sx + x as f64, sy + y as f64));
     let n = pixels.len() as f64;
     Some(Point::new(sx / n, sy / n))
 }
@@ -127,12 +125,7 @@ pub fn pixel_bbox(pixels: &[(u32, u32)]) -> Option<BBox> {
         c = c.max(x);
         d = d.max(y);
     }
-    Some(BBox {
-        x_min: a as f64,
-        y_min: b as f64,
-        x_max: c as f64,
-        y_max: d as f64,
-    })
+    Some(BBox { x_min: a as f64, y_min: b as f64, x_max: c as f64, y_max: d as f64 })
 }
 
 /// One annotated or detected object.
@@ -156,36 +149,18 @@ pub struct Annotation {
 impl Annotation {
     /// An object known only by its centre.
     pub fn point(centroid: Point, class: ObjectClass) -> Self {
-        Self {
-            centroid,
-            bbox: None,
-            shape: None,
-            score: None,
-            class,
-        }
+        Self { centroid, bbox: None, shape: None, score: None, class }
     }
 
     /// An object from its box; the centroid is the box centre.
     pub fn from_bbox(bbox: BBox, class: ObjectClass) -> Self {
-        Self {
-            centroid: bbox.center(),
-            bbox: Some(bbox),
-            shape: None,
-            score: None,
-            class,
-        }
+        Self { centroid: bbox.center(), bbox: Some(bbox), shape: None, score: None, class }
     }
 
     /// An object from its shape: centroid and box are derived from it.
     /// `None` for an empty shape.
     pub fn from_shape(shape: Shape, class: ObjectClass) -> Option<Self> {
-        Some(Self {
-            centroid: shape.centroid()?,
-            bbox: shape.bbox(),
-            shape: Some(shape),
-            score: None,
-            class,
-        })
+        Some(Self { centroid: shape.centroid()?, bbox: shape.bbox(), shape: Some(shape), score: None, class })
     }
 
     /// Builder: attach a score.
@@ -225,10 +200,7 @@ pub struct ImageAnnotations {
 impl ImageAnnotations {
     /// An image with no objects and nothing else known.
     pub fn new(image: impl Into<String>) -> Self {
-        Self {
-            image: image.into(),
-            ..Default::default()
-        }
+        Self { image: image.into(), ..Default::default() }
     }
 
     /// Number of objects of one class.
@@ -268,10 +240,7 @@ pub struct AnnotationSet {
 impl AnnotationSet {
     /// A set from images, with no inconsistencies.
     pub fn from_images(images: Vec<ImageAnnotations>) -> Self {
-        Self {
-            images,
-            inconsistencies: Vec::new(),
-        }
+        Self { images, inconsistencies: Vec::new() }
     }
 
     /// Total number of objects of one class.
@@ -328,8 +297,7 @@ impl AnnotationSet {
     /// Drops scored objects whose score is below `threshold` (unscored objects stay).
     pub fn retain_score_at_least(&mut self, threshold: f64) {
         for img in &mut self.images {
-            img.objects
-                .retain(|o| o.score.is_none_or(|s| s >= threshold));
+            img.objects.retain(|o| o.score.is_none_or(|s| s >= threshold));
         }
     }
 }
@@ -340,18 +308,9 @@ mod tests {
 
     #[test]
     fn class_names_from_datasets() {
-        assert_eq!(
-            ObjectClass::parse("mitotic figure"),
-            Some(ObjectClass::Mitosis)
-        );
-        assert_eq!(
-            ObjectClass::parse("not mitotic figure"),
-            Some(ObjectClass::NonMitosis)
-        );
-        assert_eq!(
-            ObjectClass::parse("Non-mitotic figure"),
-            Some(ObjectClass::NonMitosis)
-        );
+        assert_eq!(ObjectClass::parse("mitotic figure"), Some(ObjectClass::Mitosis));
+        assert_eq!(ObjectClass::parse("not mitotic figure"), Some(ObjectClass::NonMitosis));
+        assert_eq!(ObjectClass::parse("Non-mitotic figure"), Some(ObjectClass::NonMitosis));
         assert_eq!(ObjectClass::parse("Mitosis"), Some(ObjectClass::Mitosis));
         assert_eq!(ObjectClass::parse("tumour"), None);
     }
@@ -359,23 +318,10 @@ mod tests {
     #[test]
     fn grouping_and_filters() {
         let mut set = AnnotationSet::default();
-        set.image_mut_or_insert("b")
-            .objects
-            .push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::Mitosis).with_score(0.2));
-        set.image_mut_or_insert("a").objects.push(Annotation::point(
-            Point::new(1.0, 1.0),
-            ObjectClass::NonMitosis,
-        ));
-        set.image_mut_or_insert("b")
-            .objects
-            .push(Annotation::point(Point::new(2.0, 2.0), ObjectClass::Mitosis).with_score(0.9));
-        assert_eq!(
-            set.images
-                .iter()
-                .map(|i| i.image.as_str())
-                .collect::<Vec<_>>(),
-            ["b", "a"]
-        );
+        set.image_mut_or_insert("b").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::Mitosis).with_score(0.2));
+        set.image_mut_or_insert("a").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::NonMitosis));
+        set.image_mut_or_insert("b").objects.push(Annotation::point(Point::new(2.0, 2.0), ObjectClass::Mitosis).with_score(0.9));
+        assert_eq!(set.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         assert_eq!(set.count(ObjectClass::Mitosis), 2);
         set.retain_score_at_least(0.5);
         assert_eq!(set.object_count(), 2);
@@ -385,21 +331,9 @@ mod tests {
 
     #[test]
     fn shape_derives_centroid_and_box() {
-        let a = Annotation::from_shape(
-            Shape::Pixels(vec![(1, 1), (2, 1), (3, 1), (2, 4)]),
-            ObjectClass::Mitosis,
-        )
-        .unwrap();
+        let a = Annotation::from_shape(Shape::Pixels(vec![(1, 1), (2, 1), (3, 1), (2, 4)]), ObjectClass::Mitosis).unwrap();
         assert_eq!(a.centroid, Point::new(2.0, 1.75));
-        assert_eq!(
-            a.bbox,
-            Some(BBox {
-                x_min: 1.0,
-                y_min: 1.0,
-                x_max: 3.0,
-                y_max: 4.0
-            })
-        );
+        assert_eq!(a.bbox, Some(BBox { x_min: 1.0, y_min: 1.0, x_max: 3.0, y_max: 4.0 }));
         assert!(Annotation::from_shape(Shape::Pixels(vec![]), ObjectClass::Mitosis).is_none());
     }
 }

@@ -20,13 +20,8 @@ pub const FOREGROUND: u8 = 255;
 pub fn objects_from_mask(mask: &GrayImage, min_pixels: usize) -> Vec<Annotation> {
     // imageproc labels runs of *equal* values; binarise so that a mask whose
     // foreground holds several grey levels still forms one component.
-    let raw: Vec<u8> = mask
-        .as_raw()
-        .iter()
-        .map(|&v| if v > 0 { FOREGROUND } else { 0 })
-        .collect();
-    let binary = GrayImage::from_raw(mask.width(), mask.height(), raw)
-        .unwrap_or_else(|| GrayImage::new(0, 0));
+    let raw: Vec<u8> = mask.as_raw().iter().map(|&v| if v > 0 { FOREGROUND } else { 0 }).collect();
+    let binary = GrayImage::from_raw(mask.width(), mask.height(), raw).unwrap_or_else(|| GrayImage::new(0, 0));
     if !binary.as_raw().contains(&FOREGROUND) {
         return Vec::new(); // most HPFs hold no mitosis: skip the labelling pass
     }
@@ -55,11 +50,7 @@ pub fn objects_from_mask(mask: &GrayImage, min_pixels: usize) -> Vec<Annotation>
 /// Draws the shapes of `objects` into a `width` x `height` mask (255 = object).
 /// Returns the mask and how many objects had no shape (point- or box-only
 /// objects are not guessed at) and so were not drawn.
-pub fn rasterise<'a>(
-    objects: impl IntoIterator<Item = &'a Annotation>,
-    width: u32,
-    height: u32,
-) -> (GrayImage, usize) {
+pub fn rasterise<'a>(objects: impl IntoIterator<Item = &'a Annotation>, width: u32, height: u32) -> (GrayImage, usize) {
     let mut mask = GrayImage::new(width, height);
     let mut skipped = 0;
     for obj in objects {
@@ -79,11 +70,7 @@ pub fn rasterise<'a>(
                     .collect();
                 // draw_polygon_mut refuses a closed ring; Polygon::new already opened it,
                 // but rounding can make the ends meet again.
-                let pts = if pts.len() > 1 && pts.first() == pts.last() {
-                    &pts[..pts.len() - 1]
-                } else {
-                    &pts[..]
-                };
+                let pts = if pts.len() > 1 && pts.first() == pts.last() { &pts[..pts.len() - 1] } else { &pts[..] };
                 if pts.len() >= 3 {
                     imageproc::drawing::draw_polygon_mut(&mut mask, pts, Luma([FOREGROUND]));
                 } else {
@@ -104,11 +91,7 @@ mod tests {
 
     fn mask_from(rows: &[&str]) -> GrayImage {
         GrayImage::from_fn(rows[0].len() as u32, rows.len() as u32, |x, y| {
-            Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' {
-                1
-            } else {
-                0
-            }])
+            Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' { 1 } else { 0 }])
         })
     }
 
@@ -118,29 +101,9 @@ mod tests {
         let objs = objects_from_mask(&m, 1);
         assert_eq!(objs.len(), 2);
         assert_eq!(objs[0].centroid, Point::new(0.5, 0.5));
-        assert_eq!(
-            objs[0].bbox,
-            Some(BBox {
-                x_min: 0.0,
-                y_min: 0.0,
-                x_max: 1.0,
-                y_max: 1.0
-            })
-        );
-        assert_eq!(
-            objs[1].bbox,
-            Some(BBox {
-                x_min: 3.0,
-                y_min: 2.0,
-                x_max: 4.0,
-                y_max: 3.0
-            })
-        );
-        assert_eq!(
-            objects_from_mask(&m, 3).len(),
-            1,
-            "min_pixels drops the 2-pixel blob"
-        );
+        assert_eq!(objs[0].bbox, Some(BBox { x_min: 0.0, y_min: 0.0, x_max: 1.0, y_max: 1.0 }));
+        assert_eq!(objs[1].bbox, Some(BBox { x_min: 3.0, y_min: 2.0, x_max: 4.0, y_max: 3.0 }));
+        assert_eq!(objects_from_mask(&m, 3).len(), 1, "min_pixels drops the 2-pixel blob");
     }
 
     #[test]
@@ -165,15 +128,7 @@ mod tests {
         assert_eq!(skipped, 1);
         let back = objects_from_mask(&m, 1);
         assert_eq!(back.len(), 1);
-        assert_eq!(
-            back[0].bbox,
-            Some(BBox {
-                x_min: 2.0,
-                y_min: 2.0,
-                x_max: 8.0,
-                y_max: 6.0
-            })
-        );
+        assert_eq!(back[0].bbox, Some(BBox { x_min: 2.0, y_min: 2.0, x_max: 8.0, y_max: 6.0 }));
     }
 
     proptest! {

@@ -11,23 +11,17 @@
 
 use std::path::PathBuf;
 
-use mitoscope_detect::recipe::{RecipeConfig, train_default};
+use mitoscope_detect::recipe::{train_default, RecipeConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut config = RecipeConfig::default();
-    let mut data = std::env::var_os("MITOSCOPE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
+    let mut data = std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"));
     let mut out = PathBuf::from("target/train-default");
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            "--quick" => {
-                config = RecipeConfig {
-                    ..RecipeConfig::quick()
-                }
-            }
+            "--quick" => config = RecipeConfig { ..RecipeConfig::quick() },
             "--data" if i + 1 < args.len() => {
                 i += 1;
                 data = PathBuf::from(&args[i]);
@@ -47,26 +41,15 @@ fn main() {
                     Err(e) => fail(&format!("bad recipe config {}: {e}", args[i])),
                 };
             }
-            other => fail(&format!(
-                "unknown argument '{other}'; use --quick, --data DIR, --out DIR, --config FILE"
-            )),
+            other => fail(&format!("unknown argument '{other}'; use --quick, --data DIR, --out DIR, --config FILE")),
         }
         i += 1;
     }
-    let command = format!(
-        "cargo run -p mitoscope-detect --example train_default -- {}",
-        args.join(" ")
-    );
+    let command = format!("cargo run -p mitoscope-detect --example train_default -- {}", args.join(" "));
     match train_default(&data, &out, &config, command.trim(), true) {
         Ok((bundle, report)) => {
-            println!(
-                "wrote {}",
-                out.join(mitoscope_detect::BUNDLE_FILE).display()
-            );
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            println!("wrote {}", out.join(mitoscope_detect::BUNDLE_FILE).display());
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             println!("operating threshold {:.3}", bundle.card.operating_threshold);
         }
         Err(e) => fail(&format!("{e}")),

@@ -54,12 +54,7 @@ pub struct Outputs {
 impl Outputs {
     /// Every output.
     pub fn all() -> Self {
-        Self {
-            geojson: true,
-            midog: true,
-            overlay: true,
-            masks: true,
-        }
+        Self { geojson: true, midog: true, overlay: true, masks: true }
     }
 
     /// Parses a `--format` list such as `csv,geojson,midog,overlay`
@@ -131,6 +126,7 @@ pub struct BatchConfig {
     pub command: Option<String>,
 }
 
+
 /// Result for one input image.
 #[derive(Debug, Clone)]
 pub struct ImageResult {
@@ -180,20 +176,11 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
                         .collect();
                     found.sort();
                     if found.is_empty() {
-                        failures.push((
-                            input.clone(),
-                            format!(
-                                "folder {} holds no PNG/JPEG/TIFF/BMP image",
-                                input.display()
-                            ),
-                        ));
+                        failures.push((input.clone(), format!("folder {} holds no PNG/JPEG/TIFF/BMP image", input.display())));
                     }
                     files.extend(found);
                 }
-                Err(e) => failures.push((
-                    input.clone(),
-                    format!("cannot read folder {}: {e}", input.display()),
-                )),
+                Err(e) => failures.push((input.clone(), format!("cannot read folder {}: {e}", input.display()))),
             }
         } else if input.is_file() {
             files.push(input.clone());
@@ -212,10 +199,7 @@ pub fn image_mpp(path: &Path, given: Option<f64>, default: f64) -> f64 {
     }
     match mitoscope_imaging::stated_mpp(path) {
         Some(m) => {
-            tracing::info!(
-                "{}: {m:.4} µm/px from its TIFF resolution tags",
-                path.display()
-            );
+            tracing::info!("{}: {m:.4} µm/px from its TIFF resolution tags", path.display());
             m
         }
         None => default,
@@ -224,9 +208,7 @@ pub fn image_mpp(path: &Path, given: Option<f64>, default: f64) -> f64 {
 
 /// Image id of a file: its stem.
 pub fn image_id(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// One id per file: the stem, unless two inputs share it (`a/x.png` and
@@ -235,11 +217,7 @@ pub fn image_id(path: &Path) -> String {
 /// counter, whichever first makes them unique. A warning names each renaming.
 pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
     use std::collections::HashMap;
-    let file_name = |p: &Path| {
-        p.file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| image_id(p))
-    };
+    let file_name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| image_id(p));
     let with_parent = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
         Some(dir) => format!("{}_{}", dir.to_string_lossy(), file_name(p)),
         None => file_name(p),
@@ -271,10 +249,7 @@ pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
     }
     for (id, path) in ids.iter().zip(files) {
         if *id != image_id(path) {
-            tracing::warn!(
-                "{}: another input has the same file stem; its image id is '{id}'",
-                path.display()
-            );
+            tracing::warn!("{}: another input has the same file stem; its image id is '{id}'", path.display());
         }
     }
     ids
@@ -295,30 +270,19 @@ pub fn run_batch(
     Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
     let threshold = detector.threshold(&config.options);
     if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
-        return Err(DetectError::Config(format!(
-            "threshold {threshold} is not in [0, 1]"
-        )));
+        return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let (files, mut failures) = expand_inputs(inputs);
 
-    let bar = if config.show_progress {
-        ProgressBar::new(files.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "detect [{bar:30}] {pos}/{len} images ({elapsed}, eta {eta}) {msg}",
-    ) {
+    let bar = if config.show_progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) = ProgressStyle::with_template("detect [{bar:30}] {pos}/{len} images ({elapsed}, eta {eta}) {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     let overlay_dir = out_dir.join("overlays");
     // Every candidate is classified only when candidates.csv is asked for; otherwise
     // those that cannot reach the threshold are skipped (same detections, less work).
-    let options = DetectOptions {
-        keep_all_candidates: config.write_candidates,
-        ..config.options.clone()
-    };
+    let options = DetectOptions { keep_all_candidates: config.write_candidates, ..config.options.clone() };
     let errors = Mutex::new(Vec::new());
     let ids = unique_image_ids(&files);
     let results: Vec<Option<ImageResult>> = files
@@ -326,14 +290,7 @@ pub fn run_batch(
         .zip(ids.par_iter())
         .map(|(path, id)| {
             let mpp = image_mpp(path, config.input_mpp, default_mpp);
-            let result = process_one(
-                detector,
-                Job { path, id, mpp },
-                threshold,
-                &options,
-                config,
-                &overlay_dir,
-            );
+            let result = process_one(detector, Job { path, id, mpp }, threshold, &options, config, &overlay_dir);
             bar.inc(1);
             match result {
                 Ok(r) => {
@@ -372,29 +329,13 @@ pub fn run_batch(
     }
     if config.outputs.geojson {
         let path = out_dir.join("detections.geojson");
-        mitoscope_formats::write(
-            &set,
-            &path,
-            Format::GeoJson,
-            &WriteOptions {
-                mpp: None,
-                polygons: true,
-            },
-        )?;
+        mitoscope_formats::write(&set, &path, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
         written.push(path);
     }
     if config.outputs.midog {
         let path = out_dir.join("midog");
         let mpp = Mpp::new(input_mpp).ok();
-        mitoscope_formats::write(
-            &set,
-            &path,
-            Format::MidogPoints,
-            &WriteOptions {
-                mpp,
-                polygons: false,
-            },
-        )?;
+        mitoscope_formats::write(&set, &path, Format::MidogPoints, &WriteOptions { mpp, polygons: false })?;
         written.push(path);
     }
     if config.outputs.overlay && !images.is_empty() {
@@ -403,10 +344,7 @@ pub fn run_batch(
     if config.outputs.masks && !images.is_empty() {
         written.push(overlay_dir.with_file_name("masks"));
     }
-    let per_image: Vec<(String, usize)> = images
-        .iter()
-        .map(|r| (r.image.clone(), r.detections.len()))
-        .collect();
+    let per_image: Vec<(String, usize)> = images.iter().map(|r| (r.image.clone(), r.detections.len())).collect();
     let total = per_image.iter().map(|(_, n)| n).sum();
     let card = &detector.bundle().card;
     let record = RunRecord {
@@ -422,18 +360,10 @@ pub fn run_batch(
         detections: total,
     };
     let path = out_dir.join(RUN_RECORD_FILE);
-    let json =
-        serde_json::to_vec_pretty(&record).map_err(|e| DetectError::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| DetectError::Config(e.to_string()))?;
     mitoscope_formats::atomic::write_atomic(&path, &json)?;
     written.push(path);
-    Ok(BatchSummary {
-        per_image,
-        failures,
-        total,
-        threshold,
-        written,
-        images,
-    })
+    Ok(BatchSummary { per_image, failures, total, threshold, written, images })
 }
 
 /// One input of a batch: the file, its unique id and resolution.
@@ -451,33 +381,17 @@ fn process_one(
     config: &BatchConfig,
     overlay_dir: &Path,
 ) -> Result<ImageResult, DetectError> {
-    let Job {
-        path,
-        id,
-        mpp: input_mpp,
-    } = job;
+    let Job { path, id, mpp: input_mpp } = job;
     let started = Instant::now();
     let mut image = mitoscope_imaging::read_image(path)?;
     let all = detector
         .detect_image(&image, input_mpp, options)
-        .map_err(|e| DetectError::Input {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-    let detections: Vec<Detection> = all
-        .iter()
-        .filter(|d| d.score >= threshold)
-        .cloned()
-        .collect();
+        .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
+    let detections: Vec<Detection> = all.iter().filter(|d| d.score >= threshold).cloned().collect();
     let id = id.to_owned();
     if config.outputs.masks {
-        let file = overlay_dir
-            .with_file_name("masks")
-            .join(format!("{id}.png"));
-        write_png(
-            &file,
-            &detection_mask(&detections, image.width(), image.height()),
-        )?;
+        let file = overlay_dir.with_file_name("masks").join(format!("{id}.png"));
+        write_png(&file, &detection_mask(&detections, image.width(), image.height()))?;
     }
     if config.outputs.overlay {
         draw_overlay(&mut image, &detections);
@@ -489,11 +403,7 @@ fn process_one(
         path: path.to_owned(),
         size: image.dimensions(),
         detections,
-        candidates: if config.write_candidates {
-            all
-        } else {
-            Vec::new()
-        },
+        candidates: if config.write_candidates { all } else { Vec::new() },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -504,13 +414,7 @@ pub fn detection_mask(detections: &[Detection], width: u32, height: u32) -> imag
     let objects: Vec<Annotation> = detections
         .iter()
         .filter_map(|d| {
-            let poly = Polygon::new(
-                d.polygon
-                    .as_ref()?
-                    .iter()
-                    .map(|&(x, y)| Point::new(x, y))
-                    .collect(),
-            );
+            let poly = Polygon::new(d.polygon.as_ref()?.iter().map(|&(x, y)| Point::new(x, y)).collect());
             Annotation::from_shape(Shape::Polygon(poly), ObjectClass::Mitosis)
         })
         .collect();
@@ -518,53 +422,28 @@ pub fn detection_mask(detections: &[Detection], width: u32, height: u32) -> imag
 }
 
 /// Encodes `image` (RGB, gray, ...) as PNG and writes it atomically.
-pub fn write_png<P>(
-    path: &Path,
-    image: &image::ImageBuffer<P, Vec<P::Subpixel>>,
-) -> Result<(), DetectError>
+pub fn write_png<P>(path: &Path, image: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<(), DetectError>
 where
     P: image::PixelWithColorType,
     [P::Subpixel]: image::EncodableLayout,
 {
     mitoscope_formats::atomic::write_atomic_with(path, |w| {
         let mut buf = std::io::Cursor::new(Vec::new());
-        image
-            .write_to(&mut buf, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)?;
+        image.write_to(&mut buf, image::ImageFormat::Png).map_err(std::io::Error::other)?;
         w.write_all(buf.get_ref())
     })?;
     Ok(())
 }
 
-fn write_points_csv(
-    path: &Path,
-    images: &[ImageResult],
-    candidates: bool,
-) -> Result<(), DetectError> {
+fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Result<(), DetectError> {
     mitoscope_formats::atomic::write_atomic_with(path, |w| {
-        writeln!(
-            w,
-            "{}",
-            if candidates {
-                CANDIDATES_HEADER
-            } else {
-                DETECTIONS_HEADER
-            }
-        )?;
+        writeln!(w, "{}", if candidates { CANDIDATES_HEADER } else { DETECTIONS_HEADER })?;
         for r in images {
-            let rows = if candidates {
-                &r.candidates
-            } else {
-                &r.detections
-            };
+            let rows = if candidates { &r.candidates } else { &r.detections };
             let id = csv_field(&r.image);
             for d in rows {
                 if candidates {
-                    writeln!(
-                        w,
-                        "{id},{:.2},{:.2},{:.4},{:.4}",
-                        d.x, d.y, d.score, d.candidate_score
-                    )?;
+                    writeln!(w, "{id},{:.2},{:.2},{:.4},{:.4}", d.x, d.y, d.score, d.candidate_score)?;
                 } else {
                     writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
                 }
@@ -577,11 +456,7 @@ fn write_points_csv(
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
 /// Detections as an annotation set (class mitosis, score, polygon shape).
@@ -601,8 +476,7 @@ pub fn annotation_set(images: &[ImageResult], input_mpp: f64) -> AnnotationSet {
                     let centre = Point::new(d.x, d.y);
                     let mut a = Annotation::point(centre, ObjectClass::Mitosis).with_score(d.score);
                     if let Some(poly) = &d.polygon {
-                        let poly =
-                            Polygon::new(poly.iter().map(|&(x, y)| Point::new(x, y)).collect());
+                        let poly = Polygon::new(poly.iter().map(|&(x, y)| Point::new(x, y)).collect());
                         a.bbox = poly.bbox();
                         a.shape = Some(Shape::Polygon(poly));
                     }
@@ -630,14 +504,7 @@ pub fn draw_overlay(image: &mut RgbImage, detections: &[Detection]) {
             imageproc::drawing::draw_hollow_circle_mut(image, c, r, colour);
         }
         let text = format!("{:.2}", d.score);
-        draw_text(
-            image,
-            c.0 + radius + 3,
-            c.1 - (5 * scale as i32) / 2,
-            &text,
-            scale,
-            colour,
-        );
+        draw_text(image, c.0 + radius + 3, c.1 - (5 * scale as i32) / 2, &text, scale, colour);
     }
 }
 
@@ -691,10 +558,8 @@ mod tests {
 
     #[test]
     fn shared_stems_get_distinct_ids() {
-        let files: Vec<PathBuf> = ["a/x.png", "b/x.png", "a/x.jpg", "c/y.png", "z.tif"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let files: Vec<PathBuf> =
+            ["a/x.png", "b/x.png", "a/x.jpg", "c/y.png", "z.tif"].iter().map(PathBuf::from).collect();
         let ids = unique_image_ids(&files);
         assert_eq!(ids, ["a_x.png", "b_x.png", "x.jpg", "y", "z"]);
         // Identical names in identical folders (the same file twice) fall back to a counter.
@@ -705,20 +570,8 @@ mod tests {
     #[test]
     fn detection_mask_fills_outlines_only() {
         let square = vec![(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)];
-        let with = Detection {
-            x: 15.0,
-            y: 15.0,
-            score: 0.9,
-            candidate_score: 0.9,
-            polygon: Some(square),
-        };
-        let without = Detection {
-            x: 40.0,
-            y: 40.0,
-            score: 0.9,
-            candidate_score: 0.9,
-            polygon: None,
-        };
+        let with = Detection { x: 15.0, y: 15.0, score: 0.9, candidate_score: 0.9, polygon: Some(square) };
+        let without = Detection { x: 40.0, y: 40.0, score: 0.9, candidate_score: 0.9, polygon: None };
         let mask = detection_mask(&[with, without], 50, 50);
         assert_eq!(mask.get_pixel(15, 15).0, [255]);
         assert_eq!(mask.get_pixel(40, 40).0, [0]);
@@ -729,40 +582,18 @@ mod tests {
     #[test]
     fn format_lists() {
         assert_eq!(Outputs::parse_list("csv").unwrap(), Outputs::default());
-        assert_eq!(
-            Outputs::parse_list("csv,geojson,midog,overlay,masks").unwrap(),
-            Outputs::all()
-        );
-        assert!(
-            !Outputs::parse_list("csv,geojson,midog,overlay")
-                .unwrap()
-                .masks
-        );
+        assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay,masks").unwrap(), Outputs::all());
+        assert!(!Outputs::parse_list("csv,geojson,midog,overlay").unwrap().masks);
         assert!(Outputs::parse_list("GeoJSON").unwrap().geojson);
-        assert!(
-            Outputs::parse_list("csv,pdf")
-                .unwrap_err()
-                .to_string()
-                .contains("pdf")
-        );
+        assert!(Outputs::parse_list("csv,pdf").unwrap_err().to_string().contains("pdf"));
     }
 
     #[test]
     fn overlay_draws_circle_and_digits() {
         let mut img = RgbImage::from_pixel(100, 100, Rgb([255, 255, 255]));
-        let d = Detection {
-            x: 40.0,
-            y: 50.0,
-            score: 0.87,
-            candidate_score: 0.9,
-            polygon: None,
-        };
+        let d = Detection { x: 40.0, y: 50.0, score: 0.87, candidate_score: 0.9, polygon: None };
         draw_overlay(&mut img, &[d]);
-        assert_ne!(
-            *img.get_pixel(52, 50),
-            Rgb([255, 255, 255]),
-            "circle at radius 12"
-        );
+        assert_ne!(*img.get_pixel(52, 50), Rgb([255, 255, 255]), "circle at radius 12");
         let coloured = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
         assert!(coloured > 80, "{coloured}");
         assert_eq!(csv_field("a,b"), "\"a,b\"");

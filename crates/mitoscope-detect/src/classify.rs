@@ -25,11 +25,7 @@ pub struct ClassifyResult {
 /// Scores the centre crop (the classifier's field of view, resampled from
 /// `input_mpp`, default the card's 0.25) of every image, in parallel; one
 /// bad file gives one result with `error` set.
-pub fn classify_images(
-    detector: &Detector,
-    paths: &[PathBuf],
-    input_mpp: Option<f64>,
-) -> Vec<ClassifyResult> {
+pub fn classify_images(detector: &Detector, paths: &[PathBuf], input_mpp: Option<f64>) -> Vec<ClassifyResult> {
     let mpp = input_mpp.unwrap_or(detector.bundle().card.default_input_mpp);
     let threshold = detector.bundle().card.operating_threshold;
     paths
@@ -44,13 +40,7 @@ pub fn classify_images(
                     mitosis: Some(score >= threshold),
                     error: None,
                 },
-                Err(e) => ClassifyResult {
-                    path: path.clone(),
-                    image,
-                    score: None,
-                    mitosis: None,
-                    error: Some(e.to_string()),
-                },
+                Err(e) => ClassifyResult { path: path.clone(), image, score: None, mitosis: None, error: Some(e.to_string()) },
             }
         })
         .collect()
@@ -58,18 +48,9 @@ pub fn classify_images(
 
 fn classify_one(detector: &Detector, path: &Path, mpp: f64) -> Result<f64, DetectError> {
     let image = mitoscope_imaging::read_image(path)?;
-    let centre = (
-        (f64::from(image.width()) - 1.0) / 2.0,
-        (f64::from(image.height()) - 1.0) / 2.0,
-    );
+    let centre = ((f64::from(image.width()) - 1.0) / 2.0, (f64::from(image.height()) - 1.0) / 2.0);
     let scores = detector
         .score_at(&image, &[centre], mpp)
-        .map_err(|e| DetectError::Input {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-    scores.first().copied().ok_or_else(|| DetectError::Input {
-        path: path.to_owned(),
-        message: "no score".into(),
-    })
+        .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
+    scores.first().copied().ok_or_else(|| DetectError::Input { path: path.to_owned(), message: "no score".into() })
 }

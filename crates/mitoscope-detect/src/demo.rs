@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::batch::{BatchConfig, BatchSummary, Outputs, run_batch, write_png};
+use crate::batch::{run_batch, write_png, BatchConfig, BatchSummary, Outputs};
 use crate::{DetectError, Detector};
 
 /// File name of the rendered field (the word *synthetic* is in every output name).
@@ -12,12 +12,7 @@ pub const DEMO_IMAGE: &str = "synthetic-hpf.png";
 /// `out_dir/synthetic-hpf.png`, runs the pipeline on it with every output and
 /// all candidates, and writes `out_dir/README.txt` saying it is synthetic and
 /// where the figures were painted (`synthetic-truth.csv`).
-pub fn run_demo(
-    detector: &Detector,
-    out_dir: &Path,
-    seed: u64,
-    size: u32,
-) -> Result<BatchSummary, DetectError> {
+pub fn run_demo(detector: &Detector, out_dir: &Path, seed: u64, size: u32) -> Result<BatchSummary, DetectError> {
     let (image, truth) = crate::synthetic::render_hpf(seed, size);
     let image_path = out_dir.join(DEMO_IMAGE);
     write_png(&image_path, &image)?;
@@ -25,10 +20,7 @@ pub fn run_demo(
     for (x, y) in &truth {
         truth_csv.push_str(&format!("synthetic-hpf,{x:.2},{y:.2}\n"));
     }
-    mitoscope_formats::atomic::write_atomic(
-        &out_dir.join("synthetic-truth.csv"),
-        truth_csv.as_bytes(),
-    )?;
+    mitoscope_formats::atomic::write_atomic(&out_dir.join("synthetic-truth.csv"), truth_csv.as_bytes())?;
     let config = BatchConfig {
         input_mpp: Some(0.25),
         outputs: Outputs::all(),

@@ -20,9 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use mitoscope_eval::score::{
-    FieldPreset, MitoticScore, cohen_kappa, mitotic_score, weighted_kappa_quadratic,
-};
+use mitoscope_eval::score::{FieldPreset, MitoticScore, cohen_kappa, mitotic_score, weighted_kappa_quadratic};
 use mitoscope_geom::Mpp;
 use rayon::prelude::*;
 use regex::Regex;
@@ -63,9 +61,7 @@ pub enum HpfSetError {
         why: String,
     },
     /// The mitotic score could not be computed (field size outside the table).
-    #[error(
-        "slide {slide}: {source} (set the field size with --hpf-area-mm2 or --field-diameter-mm)"
-    )]
+    #[error("slide {slide}: {source} (set the field size with --hpf-area-mm2 or --field-diameter-mm)")]
     Score {
         /// The slide.
         slide: String,
@@ -182,10 +178,8 @@ pub struct HpfSetReport {
 
 /// Compiles a `--group` pattern; it needs at least one capture group.
 pub fn compile_group(pattern: &str) -> Result<Regex, HpfSetError> {
-    let re = Regex::new(pattern).map_err(|e| HpfSetError::BadPattern {
-        pattern: pattern.into(),
-        why: e.to_string(),
-    })?;
+    let re =
+        Regex::new(pattern).map_err(|e| HpfSetError::BadPattern { pattern: pattern.into(), why: e.to_string() })?;
     if re.captures_len() < 2 {
         return Err(HpfSetError::BadPattern {
             pattern: pattern.into(),
@@ -199,11 +193,7 @@ pub fn compile_group(pattern: &str) -> Result<Regex, HpfSetError> {
 /// regex does not match (or its first group is empty).
 pub fn group_key(stem: &str, re: Option<&Regex>) -> Option<String> {
     match re {
-        Some(re) => re
-            .captures(stem)
-            .and_then(|c| c.get(1))
-            .map(|m| m.as_str().to_owned())
-            .filter(|s| !s.is_empty()),
+        Some(re) => re.captures(stem).and_then(|c| c.get(1)).map(|m| m.as_str().to_owned()).filter(|s| !s.is_empty()),
         None => Some(match stem.rfind('_') {
             Some(i) if i > 0 => stem[..i].to_owned(),
             _ => stem.to_owned(),
@@ -214,11 +204,7 @@ pub fn group_key(stem: &str, re: Option<&Regex>) -> Option<String> {
 /// Per-slide scores from per-HPF counts: the `n` HPFs with the most
 /// mitoses (ties: by image name), their count and area, and the score.
 /// `field` sets the table row (default: the mean area of the counted HPFs).
-pub fn score_slides(
-    hpfs: &[HpfCount],
-    n: usize,
-    field: Option<FieldPreset>,
-) -> Result<Vec<SlideScore>, HpfSetError> {
+pub fn score_slides(hpfs: &[HpfCount], n: usize, field: Option<FieldPreset>) -> Result<Vec<SlideScore>, HpfSetError> {
     if n == 0 {
         return Err(HpfSetError::Config("--hpfs must be at least 1".into()));
     }
@@ -234,11 +220,8 @@ pub fn score_slides(
         let count = top.iter().map(|h| h.count).sum();
         let area_mm2: f64 = top.iter().map(|h| h.area_mm2).sum();
         let preset = field.unwrap_or(FieldPreset::Area(area_mm2 / top.len() as f64));
-        let score =
-            mitotic_score(count, area_mm2, preset).map_err(|source| HpfSetError::Score {
-                slide: slide.to_owned(),
-                source,
-            })?;
+        let score = mitotic_score(count, area_mm2, preset)
+            .map_err(|source| HpfSetError::Score { slide: slide.to_owned(), source })?;
         out.push(SlideScore {
             slide: slide.to_owned(),
             hpfs_total,
@@ -255,56 +238,31 @@ pub fn score_slides(
 /// Reads a ground-truth CSV: a header with `slide` and `score` columns (any
 /// order, other columns ignored), one row per slide, score 1, 2 or 3.
 pub fn read_truth(path: &Path) -> Result<BTreeMap<String, u8>, HpfSetError> {
-    let bad = |why: String| HpfSetError::Truth {
-        path: path.to_owned(),
-        why,
-    };
+    let bad = |why: String| HpfSetError::Truth { path: path.to_owned(), why };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| bad("empty file; expected a header 'slide,score'".into()))?;
-    let cols: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-        .collect();
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or_else(|| bad("empty file; expected a header 'slide,score'".into()))?;
+    let cols: Vec<String> =
+        header.split(',').map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
     let find = |name: &str| cols.iter().position(|c| c == name);
     let (Some(si), Some(ci)) = (find("slide"), find("score")) else {
-        return Err(bad(format!(
-            "header '{header}' lacks 'slide' and 'score' columns"
-        )));
+        return Err(bad(format!("header '{header}' lacks 'slide' and 'score' columns")));
     };
     let mut out = BTreeMap::new();
     for (i, line) in lines {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let (Some(slide), Some(score)) = (f.get(si), f.get(ci)) else {
-            return Err(bad(format!(
-                "line {}: expected {} columns, found {}",
-                i + 1,
-                cols.len(),
-                f.len()
-            )));
+            return Err(bad(format!("line {}: expected {} columns, found {}", i + 1, cols.len(), f.len())));
         };
         let score: u8 = match score.parse() {
             Ok(s @ 1..=3) => s,
-            _ => {
-                return Err(bad(format!(
-                    "line {}: score '{score}' is not 1, 2 or 3",
-                    i + 1
-                )));
-            }
+            _ => return Err(bad(format!("line {}: score '{score}' is not 1, 2 or 3", i + 1))),
         };
         if slide.is_empty() {
             return Err(bad(format!("line {}: empty slide name", i + 1)));
         }
         if out.insert(slide.to_string(), score).is_some() {
-            return Err(bad(format!(
-                "line {}: slide '{slide}' appears twice",
-                i + 1
-            )));
+            return Err(bad(format!("line {}: slide '{slide}' appears twice", i + 1)));
         }
     }
     if out.is_empty() {
@@ -315,10 +273,7 @@ pub fn read_truth(path: &Path) -> Result<BTreeMap<String, u8>, HpfSetError> {
 
 /// Agreement and kappas between `scores` and `truth` over the slides in both;
 /// fills each score's `truth`.
-pub fn compare(
-    scores: &mut [SlideScore],
-    truth: &BTreeMap<String, u8>,
-) -> Result<Comparison, HpfSetError> {
+pub fn compare(scores: &mut [SlideScore], truth: &BTreeMap<String, u8>) -> Result<Comparison, HpfSetError> {
     let (mut pred, mut gold) = (Vec::new(), Vec::new());
     let mut confusion = [[0usize; 3]; 3];
     let mut missing_truth = Vec::new();
@@ -333,11 +288,8 @@ pub fn compare(
             None => missing_truth.push(s.slide.clone()),
         }
     }
-    let missing_predictions: Vec<String> = truth
-        .keys()
-        .filter(|k| !scores.iter().any(|s| &s.slide == *k))
-        .cloned()
-        .collect();
+    let missing_predictions: Vec<String> =
+        truth.keys().filter(|k| !scores.iter().any(|s| &s.slide == *k)).cloned().collect();
     if pred.is_empty() {
         return Err(HpfSetError::Config(format!(
             "no slide of the folder is in the truth file (truth names e.g. {:?}; the folder's slides are e.g. {:?}); check --group",
@@ -380,50 +332,32 @@ pub fn run_hpf_set(
             FieldPreset::TenHpfTwoMm2 => 0.2,
         };
         if !(area.is_finite() && area > 0.0) {
-            return Err(HpfSetError::Config(format!(
-                "field area must be positive, got {area} mm²"
-            )));
+            return Err(HpfSetError::Config(format!("field area must be positive, got {area} mm²")));
         }
     }
     let truth = truth.map(read_truth).transpose()?;
     if !dir.is_dir() {
-        return Err(HpfSetError::Input {
-            path: dir.to_owned(),
-            why: "is not a folder of HPF images".into(),
-        });
+        return Err(HpfSetError::Input { path: dir.to_owned(), why: "is not a folder of HPF images".into() });
     }
     let (files, mut failures) = expand_inputs(&[dir.to_owned()]);
     let mut jobs = Vec::new();
     for f in files {
         match group_key(&image_id(&f), re.as_ref()) {
             Some(slide) => jobs.push((f, slide)),
-            None => failures.push((
-                f.clone(),
-                format!("{}: name does not match --group; skipped", f.display()),
-            )),
+            None => failures.push((f.clone(), format!("{}: name does not match --group; skipped", f.display()))),
         }
     }
     if jobs.is_empty() {
-        return Err(HpfSetError::Input {
-            path: dir.to_owned(),
-            why: "no HPF image to score".into(),
-        });
+        return Err(HpfSetError::Input { path: dir.to_owned(), why: "no HPF image to score".into() });
     }
-    let bar = if config.show_progress {
-        ProgressBar::new(jobs.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("score [{bar:30}] {pos}/{len} HPFs ({elapsed}, eta {eta})")
-    {
+    let bar = if config.show_progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) = ProgressStyle::with_template("score [{bar:30}] {pos}/{len} HPFs ({elapsed}, eta {eta})") {
         bar.set_style(style.progress_chars("=> "));
     }
     let results: Vec<Result<(HpfCount, ImageResult), (PathBuf, String)>> = jobs
         .par_iter()
         .map(|(path, slide)| {
-            let r = detect_one(detector, path, slide, mpp, config)
-                .map_err(|e| (path.clone(), e.to_string()));
+            let r = detect_one(detector, path, slide, mpp, config).map_err(|e| (path.clone(), e.to_string()));
             bar.inc(1);
             r
         })
@@ -440,28 +374,11 @@ pub fn run_hpf_set(
         }
     }
     if hpfs.is_empty() {
-        return Err(HpfSetError::Input {
-            path: dir.to_owned(),
-            why: "no HPF image could be read".into(),
-        });
+        return Err(HpfSetError::Input { path: dir.to_owned(), why: "no HPF image could be read".into() });
     }
     let mut slides = score_slides(&hpfs, config.n_hpfs, config.field)?;
-    let comparison = truth
-        .as_ref()
-        .map(|t| compare(&mut slides, t))
-        .transpose()?;
-    Ok((
-        HpfSetReport {
-            model: info,
-            mpp,
-            n_hpfs: config.n_hpfs,
-            slides,
-            hpfs,
-            failures,
-            comparison,
-        },
-        images,
-    ))
+    let comparison = truth.as_ref().map(|t| compare(&mut slides, t)).transpose()?;
+    Ok((HpfSetReport { model: info, mpp, n_hpfs: config.n_hpfs, slides, hpfs, failures, comparison }, images))
 }
 
 fn detect_one(
@@ -475,26 +392,16 @@ fn detect_one(
     let (w, h) = image.dimensions();
     let detections: Vec<Detection> = detector
         .detect(&image, mpp, &config.options, &|_, _| true)
-        .map_err(|e| DetectError::Input {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
     let area_mm2 = match config.field {
         Some(FieldPreset::Area(a)) => a,
         Some(FieldPreset::Diameter(d)) => std::f64::consts::PI * d * d / 4.0,
         Some(FieldPreset::TenHpfTwoMm2) => 0.2,
-        None => Mpp::new(mpp)
-            .map(|m| m.area_mm2(w as f64, h as f64))
-            .unwrap_or(0.0),
+        None => Mpp::new(mpp).map(|m| m.area_mm2(w as f64, h as f64)).unwrap_or(0.0),
     };
     let id = image_id(path);
-    let count = HpfCount {
-        image: id.clone(),
-        slide: slide.to_owned(),
-        count: detections.len(),
-        area_mm2,
-        size: (w, h),
-    };
+    let count =
+        HpfCount { image: id.clone(), slide: slide.to_owned(), count: detections.len(), area_mm2, size: (w, h) };
     let result = ImageResult {
         image: id,
         path: path.to_owned(),
@@ -564,11 +471,6 @@ mod tests {
         assert_eq!(group_key("wsi7-hpf03", Some(&re)).as_deref(), Some("wsi7"));
         assert_eq!(group_key("other", Some(&re)), None);
         assert!(compile_group("no-group").is_err());
-        assert!(
-            compile_group("(unclosed")
-                .unwrap_err()
-                .to_string()
-                .contains("(unclosed")
-        );
+        assert!(compile_group("(unclosed").unwrap_err().to_string().contains("(unclosed"));
     }
 }

@@ -180,9 +180,7 @@ pub enum SlideRunError {
         why: String,
     },
     /// The tissue mask is empty.
-    #[error(
-        "{path}: no tissue found (the low-resolution image is all background); nothing to analyse"
-    )]
+    #[error("{path}: no tissue found (the low-resolution image is all background); nothing to analyse")]
     NoTissue {
         /// The slide.
         path: PathBuf,
@@ -224,10 +222,7 @@ impl From<mitoscope_formats::FormatError> for SlideRunError {
 
 impl SlideRunError {
     fn output(path: &Path, e: impl std::fmt::Display) -> Self {
-        Self::Output {
-            path: path.to_owned(),
-            message: e.to_string(),
-        }
+        Self::Output { path: path.to_owned(), message: e.to_string() }
     }
 }
 
@@ -267,10 +262,7 @@ pub struct SlideDetections {
 }
 
 /// Level-0 µm/px a run will use, checked for plausibility.
-fn checked_mpp(
-    slide: &dyn Slide,
-    detector: &DetectorInfo,
-) -> Result<(f64, Vec<String>), SlideRunError> {
+fn checked_mpp(slide: &dyn Slide, detector: &DetectorInfo) -> Result<(f64, Vec<String>), SlideRunError> {
     let info = slide.mpp();
     let mpp = info.mpp.get();
     let path = slide.path().to_owned();
@@ -309,8 +301,7 @@ pub fn read_level_for(slide: &dyn Slide, model_mpp: f64) -> usize {
     let mpp0 = slide.mpp().mpp.get();
     let mut best = 0;
     for (i, l) in slide.levels().iter().enumerate() {
-        if mpp0 * l.downsample <= model_mpp * 1.1 && l.downsample > slide.levels()[best].downsample
-        {
+        if mpp0 * l.downsample <= model_mpp * 1.1 && l.downsample > slide.levels()[best].downsample {
             best = i;
         }
     }
@@ -321,16 +312,9 @@ pub fn read_level_for(slide: &dyn Slide, model_mpp: f64) -> usize {
 /// assembled block by block (each block at most ~4096² source pixels) from
 /// the best level. Undecodable blocks stay white and are reported; when no
 /// block can be read, the first error is returned.
-fn low_res_image(
-    slide: &dyn Slide,
-    ds: f64,
-    warnings: &mut Vec<String>,
-) -> Result<RgbImage, SlideError> {
+fn low_res_image(slide: &dyn Slide, ds: f64, warnings: &mut Vec<String>) -> Result<RgbImage, SlideError> {
     let (w0, h0) = slide.dimensions(0).unwrap_or((1, 1));
-    let (ow, oh) = (
-        ((w0 as f64) / ds).ceil().max(1.0) as u32,
-        ((h0 as f64) / ds).ceil().max(1.0) as u32,
-    );
+    let (ow, oh) = (((w0 as f64) / ds).ceil().max(1.0) as u32, ((h0 as f64) / ds).ceil().max(1.0) as u32);
     let level = slide.best_level_for_downsample(ds);
     let lds = slide.downsample(level).unwrap_or(1.0);
     let r = ds / lds; // level pixels per output pixel (>= 1)
@@ -342,10 +326,7 @@ fn low_res_image(
         for bx in (0..ow).step_by(block as usize) {
             total += 1;
             let (bw, bh) = (block.min(ow - bx), block.min(oh - by));
-            let (sx, sy) = (
-                (bx as f64 * r).floor() as i64,
-                (by as f64 * r).floor() as i64,
-            );
+            let (sx, sy) = ((bx as f64 * r).floor() as i64, (by as f64 * r).floor() as i64);
             let sw = ((bw as f64 * r).ceil() as u32).max(1);
             let sh = ((bh as f64 * r).ceil() as u32).max(1);
             match slide.read_region(level, sx, sy, sw, sh) {
@@ -353,12 +334,7 @@ fn low_res_image(
                     let small = if (sw, sh) == (bw, bh) {
                         region
                     } else {
-                        image::imageops::resize(
-                            &region,
-                            bw,
-                            bh,
-                            image::imageops::FilterType::Triangle,
-                        )
+                        image::imageops::resize(&region, bw, bh, image::imageops::FilterType::Triangle)
                     };
                     image::imageops::replace(&mut out, &small, bx as i64, by as i64);
                 }
@@ -375,9 +351,8 @@ fn low_res_image(
         return Err(e);
     }
     if let Some(e) = first_err {
-        let w = format!(
-            "{failed} of {total} low-resolution blocks could not be decoded (left as background), first: {e}"
-        );
+        let w =
+            format!("{failed} of {total} low-resolution blocks could not be decoded (left as background), first: {e}");
         tracing::warn!("{w}");
         warnings.push(w);
     }
@@ -388,11 +363,7 @@ fn low_res_image(
 /// (the same rule as [`crate::tiling::merge_by_distance`], without its
 /// quadratic cost on slides with many detections).
 fn merge_nearby(mut items: Vec<Detection>, min_distance: f64) -> Vec<Detection> {
-    items.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(b.candidate_score.total_cmp(&a.candidate_score))
-    });
+    items.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.candidate_score.total_cmp(&a.candidate_score)));
     if min_distance <= 0.0 {
         return items;
     }
@@ -405,10 +376,8 @@ fn merge_nearby(mut items: Vec<Detection>, min_distance: f64) -> Vec<Detection> 
         let (cx, cy) = key(d.x, d.y);
         let near = (-1..=1).any(|dy| {
             (-1..=1).any(|dx| {
-                grid.get(&(cx + dx, cy + dy)).is_some_and(|v| {
-                    v.iter()
-                        .any(|&(x, y)| (x - d.x).powi(2) + (y - d.y).powi(2) < d2)
-                })
+                grid.get(&(cx + dx, cy + dy))
+                    .is_some_and(|v| v.iter().any(|&(x, y)| (x - d.x).powi(2) + (y - d.y).powi(2) < d2))
             })
         });
         if !near {
@@ -428,19 +397,12 @@ pub fn detect_slide(
     let path = slide.path().to_owned();
     let info = detector.info(&config.options);
     let (mpp0, mut warnings) = checked_mpp(slide, &info)?;
-    let mpp = Mpp::new(mpp0).map_err(|e| SlideRunError::Mpp {
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
-    let (w0, h0) = slide
-        .dimensions(0)
-        .ok_or_else(|| SlideError::NoLevels { path: path.clone() })?;
+    let mpp = Mpp::new(mpp0).map_err(|e| SlideRunError::Mpp { path: path.clone(), why: e.to_string() })?;
+    let (w0, h0) = slide.dimensions(0).ok_or_else(|| SlideError::NoLevels { path: path.clone() })?;
 
     // 1. Tissue.
     let longest = w0.max(h0) as f64;
-    let mask_ds = (config.mask_um_per_px / mpp0)
-        .max(longest / config.mask_max_side.max(16) as f64)
-        .max(1.0);
+    let mask_ds = (config.mask_um_per_px / mpp0).max(longest / config.mask_max_side.max(16) as f64).max(1.0);
     let low_res = low_res_image(slide, mask_ds, &mut warnings)?;
     let tissue = tissue_mask(&low_res, mask_ds, mpp, &config.tissue);
     if tissue.tissue_pixels() == 0 {
@@ -455,12 +417,7 @@ pub fn detect_slide(
     let scale = info.model_mpp / level_mpp; // level px per model px
     let side = ((config.tile_model_px.max(64) as f64 * scale).round() as u32).max(64);
     let overlap = ((config.overlap_model_px as f64 * scale).round() as u32).min(side / 2);
-    let grid = tile_grid(
-        lw.min(u32::MAX as u64) as u32,
-        lh.min(u32::MAX as u64) as u32,
-        side,
-        overlap,
-    );
+    let grid = tile_grid(lw.min(u32::MAX as u64) as u32, lh.min(u32::MAX as u64) as u32, side, overlap);
     let tiles: Vec<_> = grid
         .iter()
         .filter(|t| {
@@ -478,22 +435,15 @@ pub fn detect_slide(
     );
 
     // 3. Detect, in parallel; each worker holds one tile image at a time.
-    let bar = if config.show_progress {
-        ProgressBar::new(tiles.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta}) {msg}",
-    ) {
+    let bar = if config.show_progress { ProgressBar::new(tiles.len() as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta}) {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(image_id(&path));
     // The detector sees the whole tile in one pass: no second tiling inside.
-    let options = DetectOptions {
-        tile_px: side.max(config.options.tile_px),
-        ..config.options.clone()
-    };
+    let options = DetectOptions { tile_px: side.max(config.options.tile_px), ..config.options.clone() };
     let found = AtomicUsize::new(0);
     let detect_started = Instant::now();
     let per_tile: Vec<Result<Vec<Detection>, SlideRunError>> = tiles
@@ -504,15 +454,13 @@ pub fn detect_slide(
                 let (gx, gy) = (t.x as f64 + x, t.y as f64 + y);
                 gx >= 0.0 && gy >= 0.0 && t.owns(gx.floor() as u32, gy.floor() as u32)
             };
-            let dets = detector
-                .detect(&image, level_mpp, &options, &owns)
-                .map_err(|e| SlideRunError::Detect {
-                    path: path.clone(),
-                    level,
-                    x: t.x,
-                    y: t.y,
-                    source: Box::new(e),
-                })?;
+            let dets = detector.detect(&image, level_mpp, &options, &owns).map_err(|e| SlideRunError::Detect {
+                path: path.clone(),
+                level,
+                x: t.x,
+                y: t.y,
+                source: Box::new(e),
+            })?;
             drop(image);
             let to_level0 = |v: f64| (v + 0.5) * ds - 0.5;
             let kept: Vec<Detection> = dets
@@ -522,9 +470,7 @@ pub fn detect_slide(
                     x: to_level0(t.x as f64 + d.x),
                     y: to_level0(t.y as f64 + d.y),
                     polygon: d.polygon.map(|p| {
-                        p.into_iter()
-                            .map(|(u, v)| (to_level0(t.x as f64 + u), to_level0(t.y as f64 + v)))
-                            .collect()
+                        p.into_iter().map(|(u, v)| (to_level0(t.x as f64 + u), to_level0(t.y as f64 + v))).collect()
                     }),
                     ..d
                 })
@@ -544,10 +490,7 @@ pub fn detect_slide(
 
     // 4. Merge across borders and keep what lies on tissue.
     let merged = merge_nearby(all, info.min_distance_um / mpp0);
-    let detections: Vec<Detection> = merged
-        .into_iter()
-        .filter(|d| tissue.contains(Point::new(d.x, d.y)))
-        .collect();
+    let detections: Vec<Detection> = merged.into_iter().filter(|d| tissue.contains(Point::new(d.x, d.y))).collect();
     Ok(SlideDetections {
         detections,
         tissue,
@@ -635,47 +578,23 @@ pub fn run_slide(
 ) -> Result<SlideReport, SlideRunError> {
     let started = Instant::now();
     // A field outside the score table fails now, not after the detection.
-    mitoscope_eval::score::mitotic_score(0, 1.0, config.hotspot.field).map_err(|e| {
-        SlideRunError::Hotspot {
-            path: path.to_owned(),
-            source: mitoscope_slide::HotspotError::Score(e),
-        }
+    mitoscope_eval::score::mitotic_score(0, 1.0, config.hotspot.field).map_err(|e| SlideRunError::Hotspot {
+        path: path.to_owned(),
+        source: mitoscope_slide::HotspotError::Score(e),
     })?;
     let mpp_override = config
         .mpp_override
-        .map(|m| {
-            Mpp::new(m).map_err(|e| SlideRunError::Mpp {
-                path: path.to_owned(),
-                why: format!("--mpp: {e}"),
-            })
-        })
+        .map(|m| Mpp::new(m).map_err(|e| SlideRunError::Mpp { path: path.to_owned(), why: format!("--mpp: {e}") }))
         .transpose()?;
-    let slide = mitoscope_slide::open_with(
-        path,
-        &OpenOptions {
-            mpp_override,
-            tile_cache_bytes: config.tile_cache_bytes,
-        },
-    )?;
+    let slide =
+        mitoscope_slide::open_with(path, &OpenOptions { mpp_override, tile_cache_bytes: config.tile_cache_bytes })?;
     let found = detect_slide(slide.as_ref(), detector, config)?;
     let mpp = slide.mpp();
     let (w0, h0) = slide.dimensions(0).unwrap_or((0, 0));
-    let points: Vec<Point> = found
-        .detections
-        .iter()
-        .map(|d| Point::new(d.x, d.y))
-        .collect();
-    let summary: SlideSummary = summarize(
-        &points,
-        mpp.mpp,
-        (w0 as f64, h0 as f64),
-        &config.hotspot,
-        Some(&found.tissue),
-    )
-    .map_err(|source| SlideRunError::Hotspot {
-        path: path.to_owned(),
-        source,
-    })?;
+    let points: Vec<Point> = found.detections.iter().map(|d| Point::new(d.x, d.y)).collect();
+    let summary: SlideSummary =
+        summarize(&points, mpp.mpp, (w0 as f64, h0 as f64), &config.hotspot, Some(&found.tissue))
+            .map_err(|source| SlideRunError::Hotspot { path: path.to_owned(), source })?;
     let mut report = SlideReport {
         mitoscope_version: env!("CARGO_PKG_VERSION").to_owned(),
         slide: path.to_owned(),
@@ -708,23 +627,14 @@ pub fn run_slide(
     let seconds = started.elapsed().as_secs_f64();
     report.seconds = seconds;
     let ds = found.tiles.detect_seconds;
-    report.tiles_per_second = if ds > 0.0 {
-        found.tiles.processed as f64 / ds
-    } else {
-        0.0
-    };
+    report.tiles_per_second = if ds > 0.0 { found.tiles.processed as f64 / ds } else { 0.0 };
     write_slide_outputs(out_root, &report, &found)?;
     Ok(report)
 }
 
 /// Files in a slide output folder.
-pub const SLIDE_OUTPUT_FILES: [&str; 5] = [
-    "detections.csv",
-    "detections.geojson",
-    "midog.json",
-    "summary.json",
-    "thumbnail.png",
-];
+pub const SLIDE_OUTPUT_FILES: [&str; 5] =
+    ["detections.csv", "detections.geojson", "midog.json", "summary.json", "thumbnail.png"];
 
 /// Writes `out_root/<slide_id>/` (see the module docs): all files into a
 /// fresh temporary folder beside it, then renamed into place. A previous
@@ -765,34 +675,20 @@ pub fn write_slide_outputs(
     let result = ImageResult {
         image: report.slide_id.clone(),
         path: report.slide.clone(),
-        size: (
-            report.level0_size[0].min(u32::MAX as u64) as u32,
-            report.level0_size[1].min(u32::MAX as u64) as u32,
-        ),
+        size: (report.level0_size[0].min(u32::MAX as u64) as u32, report.level0_size[1].min(u32::MAX as u64) as u32),
         detections: found.detections.clone(),
         candidates: Vec::new(),
         seconds: report.seconds,
     };
     let set = annotation_set(std::slice::from_ref(&result), report.mpp);
     let geo = dir.join("detections.geojson");
-    mitoscope_formats::write(
-        &set,
-        &geo,
-        Format::GeoJson,
-        &WriteOptions {
-            mpp: None,
-            polygons: true,
-        },
-    )?;
+    mitoscope_formats::write(&set, &geo, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
     let midog = dir.join("midog.json");
     mitoscope_formats::write(
         &set,
         &midog,
         Format::MidogPoints,
-        &WriteOptions {
-            mpp: Mpp::new(report.mpp).ok(),
-            polygons: false,
-        },
+        &WriteOptions { mpp: Mpp::new(report.mpp).ok(), polygons: false },
     )?;
 
     let summary = dir.join("summary.json");
@@ -810,10 +706,7 @@ pub fn write_slide_outputs(
         let _ = std::fs::remove_dir_all(&aside);
         if let Err(e) = std::fs::rename(&final_dir, &aside) {
             let _ = std::fs::remove_dir_all(&kept);
-            return Err(SlideRunError::output(
-                &final_dir,
-                format!("cannot move the previous output aside: {e}"),
-            ));
+            return Err(SlideRunError::output(&final_dir, format!("cannot move the previous output aside: {e}")));
         }
         Some(aside)
     } else {
@@ -829,10 +722,7 @@ pub fn write_slide_outputs(
     if let Some(aside) = old
         && let Err(e) = std::fs::remove_dir_all(&aside)
     {
-        tracing::warn!(
-            "could not remove the previous output {}: {e}",
-            aside.display()
-        );
+        tracing::warn!("could not remove the previous output {}: {e}", aside.display());
     }
     Ok(final_dir)
 }
@@ -841,17 +731,11 @@ pub fn write_slide_outputs(
 fn is_replaceable(dir: &Path) -> bool {
     dir.is_dir()
         && (dir.join("summary.json").is_file()
-            || std::fs::read_dir(dir)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false))
+            || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false))
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
 /// The low-resolution image with the tissue outline (green), detections
@@ -862,14 +746,10 @@ pub fn thumbnail(found: &SlideDetections, report: &SlideReport) -> RgbImage {
     outline(&mut img, found.tissue.mask(), Rgb([0, 170, 0]));
     let rect = |img: &mut RgbImage, w: &Window, colour: Rgb<u8>, thickness: i32| {
         let (x, y) = ((w.x / ds).round() as i32, (w.y / ds).round() as i32);
-        let (rw, rh) = (
-            ((w.width / ds).round() as i32).max(1),
-            ((w.height / ds).round() as i32).max(1),
-        );
+        let (rw, rh) = (((w.width / ds).round() as i32).max(1), ((w.height / ds).round() as i32).max(1));
         for k in 0..thickness {
             if rw > 2 * k && rh > 2 * k {
-                let r = imageproc::rect::Rect::at(x + k, y + k)
-                    .of_size((rw - 2 * k) as u32, (rh - 2 * k) as u32);
+                let r = imageproc::rect::Rect::at(x + k, y + k).of_size((rw - 2 * k) as u32, (rh - 2 * k) as u32);
                 imageproc::drawing::draw_hollow_rect_mut(img, r, colour);
             }
         }
@@ -889,13 +769,8 @@ pub fn thumbnail(found: &SlideDetections, report: &SlideReport) -> RgbImage {
 /// Paints the boundary pixels of a 0/255 mask.
 fn outline(img: &mut RgbImage, mask: &GrayImage, colour: Rgb<u8>) {
     let (w, h) = mask.dimensions();
-    let on = |x: i64, y: i64| {
-        x >= 0
-            && y >= 0
-            && x < w as i64
-            && y < h as i64
-            && mask.get_pixel(x as u32, y as u32)[0] != 0
-    };
+    let on =
+        |x: i64, y: i64| x >= 0 && y >= 0 && x < w as i64 && y < h as i64 && mask.get_pixel(x as u32, y as u32)[0] != 0;
     for y in 0..h {
         for x in 0..w {
             let (xi, yi) = (x as i64, y as i64);
@@ -927,10 +802,7 @@ pub fn run_slides(
             if let Some(first) = seen.get(&id) {
                 let e = SlideRunError::output(
                     p,
-                    format!(
-                        "has the same name '{id}' as {} (one output folder per name); rename one",
-                        first.display()
-                    ),
+                    format!("has the same name '{id}' as {} (one output folder per name); rename one", first.display()),
                 );
                 return (p.clone(), Err(e));
             }
@@ -945,13 +817,7 @@ mod tests {
     use super::*;
 
     fn det(x: f64, y: f64, score: f64) -> Detection {
-        Detection {
-            x,
-            y,
-            score,
-            candidate_score: score,
-            polygon: None,
-        }
+        Detection { x, y, score, candidate_score: score, polygon: None }
     }
 
     #[test]
@@ -964,10 +830,7 @@ mod tests {
             det(100.0, 100.0, 0.1),
         ];
         let kept = merge_nearby(items.clone(), 10.0);
-        assert_eq!(
-            kept.iter().map(|d| d.x).collect::<Vec<_>>(),
-            vec![5.0, 30.0, 100.0]
-        );
+        assert_eq!(kept.iter().map(|d| d.x).collect::<Vec<_>>(), vec![5.0, 30.0, 100.0]);
         // Same as the reference (which ranks by candidate score: equal here).
         let reference = crate::tiling::merge_by_distance(items, 10.0);
         assert_eq!(kept.len(), reference.len());

@@ -37,16 +37,7 @@ pub fn render_hpf(seed: u64, size: u32) -> (RgbImage, Vec<(f64, f64)>) {
         let (cx, cy) = (rng.range(0.0, s), rng.range(0.0, s));
         let (rx, ry) = (rng.range(10.0, 20.0), rng.range(8.0, 16.0));
         let shade = rng.range(-15.0, 15.0);
-        paint_blob(
-            &mut img,
-            cx,
-            cy,
-            rx,
-            ry,
-            [150.0 + shade, 110.0 + shade, 175.0 + shade],
-            0.75,
-            &mut rng,
-        );
+        paint_blob(&mut img, cx, cy, rx, ry, [150.0 + shade, 110.0 + shade, 175.0 + shade], 0.75, &mut rng);
     }
     // Mitosis-like figures: small, very dark, irregular clumps.
     let count = ((s * s) / 600_000.0).round().max(3.0) as usize;
@@ -61,22 +52,9 @@ pub fn render_hpf(seed: u64, size: u32) -> (RgbImage, Vec<(f64, f64)>) {
         }
         for i in 0..5 {
             // The first clump sits on the centre, the others around it.
-            let (ox, oy) = if i == 0 {
-                (0.0, 0.0)
-            } else {
-                (rng.range(-6.0, 6.0), rng.range(-6.0, 6.0))
-            };
+            let (ox, oy) = if i == 0 { (0.0, 0.0) } else { (rng.range(-6.0, 6.0), rng.range(-6.0, 6.0)) };
             let (rx, ry) = (rng.range(4.0, 9.0), rng.range(3.0, 7.0));
-            paint_blob(
-                &mut img,
-                cx + ox,
-                cy + oy,
-                rx,
-                ry,
-                [45.0, 25.0, 80.0],
-                0.95,
-                &mut rng,
-            );
+            paint_blob(&mut img, cx + ox, cy + oy, rx, ry, [45.0, 25.0, 80.0], 0.95, &mut rng);
         }
         centres.push((cx, cy));
     }
@@ -84,16 +62,7 @@ pub fn render_hpf(seed: u64, size: u32) -> (RgbImage, Vec<(f64, f64)>) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn paint_blob(
-    img: &mut RgbImage,
-    cx: f64,
-    cy: f64,
-    rx: f64,
-    ry: f64,
-    colour: [f64; 3],
-    alpha: f64,
-    rng: &mut SplitMix,
-) {
+fn paint_blob(img: &mut RgbImage, cx: f64, cy: f64, rx: f64, ry: f64, colour: [f64; 3], alpha: f64, rng: &mut SplitMix) {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let x0 = ((cx - rx).floor() as i64).max(0);
     let x1 = ((cx + rx).ceil() as i64).min(w - 1);

@@ -60,11 +60,7 @@ fn axis(len: u32, tile: u32, overlap: u32) -> Vec<(u32, (u32, u32))> {
         bounds.push((starts[i + 1] + starts[i] + tile) / 2);
     }
     bounds.push(len);
-    starts
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (s, (bounds[i], bounds[i + 1])))
-        .collect()
+    starts.into_iter().enumerate().map(|(i, s)| (s, (bounds[i], bounds[i + 1]))).collect()
 }
 
 /// Tiles of side `tile` (>= 1) overlapping by `overlap` (at most half a tile) over a `width x height` image.
@@ -77,13 +73,7 @@ pub fn tile_grid(width: u32, height: u32, tile: u32, overlap: u32) -> Vec<Tile> 
     let mut tiles = Vec::with_capacity(xs.len() * ys.len());
     for &(y, core_y) in &ys {
         for &(x, core_x) in &xs {
-            tiles.push(Tile {
-                x,
-                y,
-                size: tile,
-                core_x,
-                core_y,
-            });
+            tiles.push(Tile { x, y, size: tile, core_x, core_y });
         }
     }
     tiles
@@ -180,10 +170,7 @@ mod tests {
     #[test]
     fn hand_worked_axis() {
         // 100 px, tiles of 40 overlapping 10: starts 0, 30, 60; bounds 0, 35, 65, 100.
-        assert_eq!(
-            axis(100, 40, 10),
-            vec![(0, (0, 35)), (30, (35, 65)), (60, (65, 100))]
-        );
+        assert_eq!(axis(100, 40, 10), vec![(0, (0, 35)), (30, (35, 65)), (60, (65, 100))]);
         assert_eq!(axis(30, 40, 10), vec![(0, (0, 30))]);
         assert_eq!(tile_grid(0, 10, 8, 2).len(), 0);
         // A 7215x5412 tile at 0.5 µm/px is 3608x2706: 512-px tiles, 64 overlap.

@@ -24,18 +24,8 @@ fn large_slide_runs_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let spec = SyntheticSlide {
         patches: vec![
-            Rect {
-                x: 3000,
-                y: 3000,
-                width: 2000,
-                height: 2000,
-            },
-            Rect {
-                x: 33000,
-                y: 24000,
-                width: 2000,
-                height: 2000,
-            },
+            Rect { x: 3000, y: 3000, width: 2000, height: 2000 },
+            Rect { x: 33000, y: 24000, width: 2000, height: 2000 },
         ],
         figures: vec![(4000.0, 4000.0), (34000.0, 25000.0)],
         ..SyntheticSlide::large()
@@ -44,28 +34,15 @@ fn large_slide_runs_in_bounded_memory() {
     let stats = spec.write(&path).unwrap();
     let level1_bytes = (spec.width as u64 / 2) * (spec.height as u64 / 2) * 3;
     let device = mitoscope_detect::parse_device("cpu").unwrap();
-    let detector = Detector::new(
-        mitoscope_detect::fixtures::tiny_untrained_bundle(&device, 40.0),
-        device,
-    );
+    let detector = Detector::new(mitoscope_detect::fixtures::tiny_untrained_bundle(&device, 40.0), device);
     let before = peak_rss();
 
     let started = std::time::Instant::now();
-    let report = run_slide(
-        &path,
-        &detector,
-        &dir.path().join("out"),
-        &SlideRunConfig::default(),
-    )
-    .unwrap();
+    let report = run_slide(&path, &detector, &dir.path().join("out"), &SlideRunConfig::default()).unwrap();
     let seconds = started.elapsed().as_secs_f64();
 
     assert_eq!(report.read_level, 1);
-    assert!(
-        report.tiles.processed * 5 < report.tiles.grid,
-        "{:?}",
-        report.tiles
-    );
+    assert!(report.tiles.processed * 5 < report.tiles.grid, "{:?}", report.tiles);
     assert!(report.mitoses > 0);
     eprintln!(
         "large slide: {} bytes on disk, {} of {} tiles in {seconds:.1} s, {} detections",
@@ -76,12 +53,7 @@ fn large_slide_runs_in_bounded_memory() {
         return;
     };
     let growth = after.saturating_sub(before);
-    eprintln!(
-        "peak RSS {} MiB before the run, {} MiB after (+{} MiB)",
-        before >> 20,
-        after >> 20,
-        growth >> 20
-    );
+    eprintln!("peak RSS {} MiB before the run, {} MiB after (+{} MiB)", before >> 20, after >> 20, growth >> 20);
     // Holding level 1 (the level read) would add 900 MB, level 0 3.6 GB. The
     // run holds a 32 MiB tile cache, one 512² tile and its activations per
     // worker, and the 2051 x 1538 mask image with its summed-area table.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use image::{Rgb, RgbImage};
 use mitoscope_detect::{
-    BatchConfig, DETECTIONS_HEADER, DetectOptions, Detector, ModelBundle, Outputs, run_batch,
+    run_batch, BatchConfig, DetectOptions, Detector, ModelBundle, Outputs, DETECTIONS_HEADER,
 };
 use mitoscope_model::burn::tensor::Device;
 use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig};
@@ -37,11 +37,7 @@ fn synthetic_hpf_end_to_end_writes_every_output() {
     let (img, _) = mitoscope_detect::synthetic::render_hpf(3, 400);
     let input = save(dir.path(), "synthetic-a.png", &img);
     let out = dir.path().join("out");
-    let config = BatchConfig {
-        outputs: Outputs::all(),
-        write_candidates: true,
-        ..BatchConfig::default()
-    };
+    let config = BatchConfig { outputs: Outputs::all(), write_candidates: true, ..BatchConfig::default() };
     let summary = run_batch(&detector, &[input], &out, &config).unwrap();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
     assert_eq!(summary.per_image.len(), 1);
@@ -56,10 +52,7 @@ fn synthetic_hpf_end_to_end_writes_every_output() {
         let f: Vec<&str> = row.split(',').collect();
         assert_eq!(f[0], "synthetic-a");
         let (x, y): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-        assert!(
-            (0.0..400.0).contains(&x) && (0.0..400.0).contains(&y),
-            "{row}"
-        );
+        assert!((0.0..400.0).contains(&x) && (0.0..400.0).contains(&y), "{row}");
     }
     let cands = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
     assert!(cands.starts_with("image,x,y,score,candidate_score\n"));
@@ -77,42 +70,22 @@ fn corrupt_and_odd_inputs_fail_alone() {
     let good = save(dir.path(), "good.png", &img);
     // Grayscale, RGBA and tiny (smaller than a tile) inputs are converted / padded.
     let gray = dir.path().join("gray.png");
-    image::DynamicImage::ImageRgb8(img.clone())
-        .to_luma8()
-        .save(&gray)
-        .unwrap();
+    image::DynamicImage::ImageRgb8(img.clone()).to_luma8().save(&gray).unwrap();
     let rgba = dir.path().join("rgba.png");
-    image::DynamicImage::ImageRgb8(img.clone())
-        .to_rgba8()
-        .save(&rgba)
-        .unwrap();
-    let tiny = save(
-        dir.path(),
-        "tiny.png",
-        &RgbImage::from_pixel(5, 3, Rgb([200, 150, 200])),
-    );
+    image::DynamicImage::ImageRgb8(img.clone()).to_rgba8().save(&rgba).unwrap();
+    let tiny = save(dir.path(), "tiny.png", &RgbImage::from_pixel(5, 3, Rgb([200, 150, 200])));
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
     // A truncated PNG (a truncated JPEG decodes, grey-filled, in the image crate).
     let truncated = dir.path().join("truncated.png");
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     std::fs::write(&truncated, &png[..png.len() / 3]).unwrap();
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
     let missing = dir.path().join("missing.png");
 
-    let inputs = vec![
-        corrupt.clone(),
-        good,
-        gray,
-        truncated.clone(),
-        rgba,
-        empty.clone(),
-        tiny,
-        missing.clone(),
-    ];
+    let inputs = vec![corrupt.clone(), good, gray, truncated.clone(), rgba, empty.clone(), tiny, missing.clone()];
     let out = dir.path().join("out");
     let summary = run_batch(&detector, &inputs, &out, &BatchConfig::default()).unwrap();
     let ok: Vec<&str> = summary.per_image.iter().map(|(n, _)| n.as_str()).collect();
@@ -121,24 +94,12 @@ fn corrupt_and_odd_inputs_fail_alone() {
     assert_eq!(failed.len(), 4, "{:?}", summary.failures);
     for (path, message) in &summary.failures {
         let name = path.file_name().unwrap().to_string_lossy();
-        assert!(
-            message.contains(name.as_ref()),
-            "error names the file: {message}"
-        );
+        assert!(message.contains(name.as_ref()), "error names the file: {message}");
     }
-    assert!(
-        failed.contains(&&missing)
-            && failed.contains(&&corrupt)
-            && failed.contains(&&truncated)
-            && failed.contains(&&empty)
-    );
+    assert!(failed.contains(&&missing) && failed.contains(&&corrupt) && failed.contains(&&truncated) && failed.contains(&&empty));
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert!(csv.starts_with("image,x,y,score\n"));
-    assert!(csv.lines().skip(1).all(|l| {
-        ["good,", "gray,", "rgba,", "tiny,"]
-            .iter()
-            .any(|p| l.starts_with(p))
-    }));
+    assert!(csv.lines().skip(1).all(|l| ["good,", "gray,", "rgba,", "tiny,"].iter().any(|p| l.starts_with(p))));
 }
 
 #[test]
@@ -148,26 +109,13 @@ fn folders_expand_sorted_and_counts_add_up() {
     let inputs_dir = dir.path().join("in");
     std::fs::create_dir(&inputs_dir).unwrap();
     for (i, name) in ["b.png", "a.bmp", "c.tif"].iter().enumerate() {
-        save(
-            &inputs_dir,
-            name,
-            &mitoscope_detect::synthetic::render_hpf(i as u64, 120).0,
-        );
+        save(&inputs_dir, name, &mitoscope_detect::synthetic::render_hpf(i as u64, 120).0);
     }
     std::fs::write(inputs_dir.join("notes.txt"), "not an image").unwrap();
-    let summary = run_batch(
-        &detector,
-        &[inputs_dir],
-        &dir.path().join("out"),
-        &BatchConfig::default(),
-    )
-    .unwrap();
+    let summary = run_batch(&detector, &[inputs_dir], &dir.path().join("out"), &BatchConfig::default()).unwrap();
     let names: Vec<&str> = summary.per_image.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["a", "b", "c"]);
-    assert_eq!(
-        summary.total,
-        summary.per_image.iter().map(|(_, n)| n).sum::<usize>()
-    );
+    assert_eq!(summary.total, summary.per_image.iter().map(|(_, n)| n).sum::<usize>());
 }
 
 #[test]
@@ -179,22 +127,10 @@ fn large_input_goes_through_tiles() {
     let mut img = RgbImage::from_pixel(7215, 5412, Rgb([235, 190, 220]));
     let (patch, _) = mitoscope_detect::synthetic::render_hpf(9, 300);
     image::imageops::replace(&mut img, &patch, 6900, 5100);
-    let options = DetectOptions {
-        tile_px: 1024,
-        overlap_px: 64,
-        polygons: false,
-        ..DetectOptions::default()
-    };
+    let options = DetectOptions { tile_px: 1024, overlap_px: 64, polygons: false, ..DetectOptions::default() };
     let found = detector.detect_image(&img, 0.25, &options).unwrap();
-    assert!(
-        found
-            .iter()
-            .all(|d| d.x >= 0.0 && d.x < 7215.0 && d.y >= 0.0 && d.y < 5412.0)
-    );
-    assert!(
-        found.iter().any(|d| d.x > 6900.0 && d.y > 5100.0),
-        "bottom-right corner is reached"
-    );
+    assert!(found.iter().all(|d| d.x >= 0.0 && d.x < 7215.0 && d.y >= 0.0 && d.y < 5412.0));
+    assert!(found.iter().any(|d| d.x > 6900.0 && d.y > 5100.0), "bottom-right corner is reached");
 }
 
 #[test]
@@ -204,38 +140,18 @@ fn tiling_does_not_change_detections_much() {
     // tile edges), and there are no duplicates within the merge radius.
     let detector = tiny_detector();
     let (img, _) = mitoscope_detect::synthetic::render_hpf(5, 600);
-    let one = DetectOptions {
-        keep_all_candidates: true,
-        tile_px: 512,
-        overlap_px: 0,
-        polygons: false,
-        ..DetectOptions::default()
-    };
-    let many = DetectOptions {
-        tile_px: 96,
-        overlap_px: 48,
-        ..one.clone()
-    };
+    let one = DetectOptions { keep_all_candidates: true, tile_px: 512, overlap_px: 0, polygons: false, ..DetectOptions::default() };
+    let many = DetectOptions { tile_px: 96, overlap_px: 48, ..one.clone() };
     let a = detector.detect_image(&img, 0.25, &one).unwrap();
     let b = detector.detect_image(&img, 0.25, &many).unwrap();
     let min_d = 20.0 / 0.25; // card min distance 20 µm in input px
     for (i, p) in b.iter().enumerate() {
         for q in &b[i + 1..] {
-            assert!(
-                (p.x - q.x).hypot(p.y - q.y) >= min_d - 1e-6,
-                "duplicate across tiles"
-            );
+            assert!((p.x - q.x).hypot(p.y - q.y) >= min_d - 1e-6, "duplicate across tiles");
         }
     }
-    let near = b
-        .iter()
-        .filter(|p| a.iter().any(|q| (p.x - q.x).hypot(p.y - q.y) < min_d))
-        .count();
-    assert!(
-        near * 10 >= b.len() * 6,
-        "{near} of {} tiled candidates near an untiled one",
-        b.len()
-    );
+    let near = b.iter().filter(|p| a.iter().any(|q| (p.x - q.x).hypot(p.y - q.y) < min_d)).count();
+    assert!(near * 10 >= b.len() * 6, "{near} of {} tiled candidates near an untiled one", b.len());
 }
 
 #[test]
@@ -246,9 +162,7 @@ fn bad_model_files_are_clear_errors() {
     std::fs::write(&bad, b"MITOSCOPE-BUNDLE-1\n\x10\0\0\0\0\0\0\0{not json}").unwrap();
     let err = ModelBundle::load(&bad, &device).unwrap_err().to_string();
     assert!(err.contains("broken.bundle"), "{err}");
-    let err = ModelBundle::load(&dir.path().join("absent.bundle"), &device)
-        .unwrap_err()
-        .to_string();
+    let err = ModelBundle::load(&dir.path().join("absent.bundle"), &device).unwrap_err().to_string();
     assert!(err.contains("absent.bundle"), "{err}");
 
     // NaN weights inside an otherwise valid bundle.
@@ -264,39 +178,22 @@ fn bad_model_files_are_clear_errors() {
     let path = dir.path().join("nan.bundle");
     std::fs::write(&path, &poisoned).unwrap();
     let err = ModelBundle::load(&path, &device).unwrap_err().to_string();
-    assert!(
-        err.contains("nan.bundle") && err.contains("non-finite"),
-        "{err}"
-    );
+    assert!(err.contains("nan.bundle") && err.contains("non-finite"), "{err}");
 }
 
 #[test]
 fn classify_scores_centre_crops_and_reports_bad_files() {
     let detector = tiny_detector();
     let dir = tempfile::tempdir().unwrap();
-    let crop = save(
-        dir.path(),
-        "crop.png",
-        &mitoscope_detect::synthetic::render_hpf(1, 128).0,
-    );
-    let big = save(
-        dir.path(),
-        "big.png",
-        &mitoscope_detect::synthetic::render_hpf(2, 700).0,
-    );
+    let crop = save(dir.path(), "crop.png", &mitoscope_detect::synthetic::render_hpf(1, 128).0);
+    let big = save(dir.path(), "big.png", &mitoscope_detect::synthetic::render_hpf(2, 700).0);
     let bad = dir.path().join("bad.jpg");
     std::fs::write(&bad, b"nope").unwrap();
     let results = mitoscope_detect::classify_images(&detector, &[crop, big, bad], None);
     assert_eq!(results.len(), 3);
     assert!(results[0].score.is_some_and(|s| (0.0..=1.0).contains(&s)));
     assert!(results[1].score.is_some());
-    assert!(
-        results[2].score.is_none()
-            && results[2]
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("bad.jpg"))
-    );
+    assert!(results[2].score.is_none() && results[2].error.as_deref().is_some_and(|e| e.contains("bad.jpg")));
 }
 
 #[test]
@@ -305,14 +202,7 @@ fn demo_writes_a_labelled_synthetic_folder() {
     let dir = tempfile::tempdir().unwrap();
     let summary = mitoscope_detect::run_demo(&detector, dir.path(), 1, 300).unwrap();
     assert!(summary.failures.is_empty());
-    for f in [
-        "synthetic-hpf.png",
-        "synthetic-truth.csv",
-        "README.txt",
-        "detections.csv",
-        "candidates.csv",
-        "detections.geojson",
-    ] {
+    for f in ["synthetic-hpf.png", "synthetic-truth.csv", "README.txt", "detections.csv", "candidates.csv", "detections.geojson"] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
     let readme = std::fs::read_to_string(dir.path().join("README.txt")).unwrap();
@@ -337,12 +227,7 @@ fn devices_parse() {
     assert!(mitoscope_detect::parse_device("cpu").is_ok());
     assert!(mitoscope_detect::parse_device("tpu").is_err());
     #[cfg(not(feature = "cuda"))]
-    assert!(
-        mitoscope_detect::parse_device("cuda")
-            .unwrap_err()
-            .to_string()
-            .contains("CUDA")
-    );
+    assert!(mitoscope_detect::parse_device("cuda").unwrap_err().to_string().contains("CUDA"));
 }
 
 #[test]
@@ -351,47 +236,25 @@ fn skipping_hopeless_candidates_keeps_the_detections() {
     // classified unless candidates.csv is asked for; the detections must not
     // change. The embedded model on a real HPF has both kinds of candidate.
     let icpr = mitoscope_testdata::require_data!("icpr2012");
-    let detector = Detector::new(
-        ModelBundle::embedded(&Device::flex()).unwrap(),
-        Device::flex(),
-    );
+    let detector = Detector::new(ModelBundle::embedded(&Device::flex()).unwrap(), Device::flex());
     let card = &detector.bundle().card;
-    assert_eq!(
-        card.score_fusion,
-        mitoscope_detect::ScoreFusion::GeometricMean
-    );
+    assert_eq!(card.score_fusion, mitoscope_detect::ScoreFusion::GeometricMean);
     let min_peak = card.operating_threshold.powi(2);
     let input = icpr.join("hpf/A04_07.jpg");
     let dir = tempfile::tempdir().unwrap();
     let mut csvs = Vec::new();
     for write_candidates in [false, true] {
         let out = dir.path().join(format!("out-{write_candidates}"));
-        let config = BatchConfig {
-            input_mpp: Some(0.2456),
-            write_candidates,
-            ..BatchConfig::default()
-        };
+        let config = BatchConfig { input_mpp: Some(0.2456), write_candidates, ..BatchConfig::default() };
         run_batch(&detector, std::slice::from_ref(&input), &out, &config).unwrap();
         csvs.push(std::fs::read_to_string(out.join("detections.csv")).unwrap());
         if write_candidates {
             let all = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
-            let peaks: Vec<f64> = all
-                .lines()
-                .skip(1)
-                .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
-                .collect();
+            let peaks: Vec<f64> = all.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
             let hopeless = peaks.iter().filter(|&&p| p < min_peak).count();
-            assert!(
-                hopeless > 0 && hopeless < peaks.len(),
-                "{hopeless} of {} candidates below {min_peak}",
-                peaks.len()
-            );
+            assert!(hopeless > 0 && hopeless < peaks.len(), "{hopeless} of {} candidates below {min_peak}", peaks.len());
         }
     }
     assert_eq!(csvs[0], csvs[1]);
-    assert!(
-        csvs[0].lines().count() > 1,
-        "no detection at all:\n{}",
-        csvs[0]
-    );
+    assert!(csvs[0].lines().count() > 1, "no detection at all:\n{}", csvs[0]);
 }

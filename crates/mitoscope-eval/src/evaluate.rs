@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::matching::{Dsu, candidates, count_tp, match_image};
 use crate::metrics::{
-    CountStats, Counts, FROC_RATES, Froc, FrocPoint, ImageMetrics, MAX_REPORTED_POINTS, Metrics,
-    SweepPoint, ThresholdSweep, average_precision, froc_at_rates, thin_indices,
+    CountStats, Counts, FROC_RATES, Froc, FrocPoint, ImageMetrics, MAX_REPORTED_POINTS, Metrics, SweepPoint,
+    ThresholdSweep, average_precision, froc_at_rates, thin_indices,
 };
 use crate::{EvalError, MatchRule};
 
@@ -61,12 +61,7 @@ pub fn inputs_from_sets(truth: &AnnotationSet, pred: &AnnotationSet) -> Vec<Imag
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut slot = |out: &mut Vec<ImageInput>, name: &str, subset: &Option<String>| -> usize {
         let i = *index.entry(name.to_string()).or_insert_with(|| {
-            out.push(ImageInput {
-                image: name.to_string(),
-                subset: None,
-                truth: Vec::new(),
-                pred: Vec::new(),
-            });
+            out.push(ImageInput { image: name.to_string(), subset: None, truth: Vec::new(), pred: Vec::new() });
             out.len() - 1
         });
         if out[i].subset.is_none() {
@@ -76,12 +71,7 @@ pub fn inputs_from_sets(truth: &AnnotationSet, pred: &AnnotationSet) -> Vec<Imag
     };
     for img in &truth.images {
         let i = slot(&mut out, &img.image, &img.subset);
-        out[i].truth.extend(
-            img.objects
-                .iter()
-                .filter(|o| o.class == ObjectClass::Mitosis)
-                .map(|o| o.centroid),
-        );
+        out[i].truth.extend(img.objects.iter().filter(|o| o.class == ObjectClass::Mitosis).map(|o| o.centroid));
     }
     for img in &pred.images {
         let i = slot(&mut out, &img.image, &img.subset);
@@ -89,10 +79,7 @@ pub fn inputs_from_sets(truth: &AnnotationSet, pred: &AnnotationSet) -> Vec<Imag
             img.objects
                 .iter()
                 .filter(|o| o.class == ObjectClass::Mitosis)
-                .map(|o| Prediction {
-                    point: o.centroid,
-                    score: o.score.unwrap_or(1.0),
-                }),
+                .map(|o| Prediction { point: o.centroid, score: o.score.unwrap_or(1.0) }),
         );
     }
     out
@@ -132,14 +119,7 @@ pub struct EvalReport {
 }
 
 fn check(what: impl FnOnce() -> String, value: f64) -> Result<(), EvalError> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(EvalError::NotFinite {
-            what: what(),
-            value,
-        })
-    }
+    if value.is_finite() { Ok(()) } else { Err(EvalError::NotFinite { what: what(), value }) }
 }
 
 fn validate(images: &[ImageInput], cfg: &EvalConfig) -> Result<(), EvalError> {
@@ -153,28 +133,13 @@ fn validate(images: &[ImageInput], cfg: &EvalConfig) -> Result<(), EvalError> {
     }
     for img in images {
         for (k, p) in img.truth.iter().enumerate() {
-            check(
-                || format!("ground truth {k} of image {:?}: x", img.image),
-                p.x,
-            )?;
-            check(
-                || format!("ground truth {k} of image {:?}: y", img.image),
-                p.y,
-            )?;
+            check(|| format!("ground truth {k} of image {:?}: x", img.image), p.x)?;
+            check(|| format!("ground truth {k} of image {:?}: y", img.image), p.y)?;
         }
         for (k, p) in img.pred.iter().enumerate() {
-            check(
-                || format!("prediction {k} of image {:?}: x", img.image),
-                p.point.x,
-            )?;
-            check(
-                || format!("prediction {k} of image {:?}: y", img.image),
-                p.point.y,
-            )?;
-            check(
-                || format!("prediction {k} of image {:?}: score", img.image),
-                p.score,
-            )?;
+            check(|| format!("prediction {k} of image {:?}: x", img.image), p.point.x)?;
+            check(|| format!("prediction {k} of image {:?}: y", img.image), p.point.y)?;
+            check(|| format!("prediction {k} of image {:?}: score", img.image), p.score)?;
         }
     }
     Ok(())
@@ -235,10 +200,7 @@ pub fn evaluate(images: &[ImageInput], cfg: &EvalConfig) -> Result<EvalReport, E
         n_truth: pooled.n_truth,
         n_pred: pooled.n_pred,
         per_image,
-        subsets: subsets
-            .into_iter()
-            .map(|(k, c)| (k, Metrics::from_counts(&c, rule)))
-            .collect(),
+        subsets: subsets.into_iter().map(|(k, c)| (k, Metrics::from_counts(&c, rule))).collect(),
         sweep,
         average_precision: ap,
         froc,
@@ -285,20 +247,14 @@ fn sweep_curve(images: &[ImageInput], r: f64, rule: MatchRule) -> Vec<(f64, Coun
             // Input order of truths is kept within each component.
             comp_truth[k].push(img.truth[i]);
         }
-        let pred_comp: Vec<Option<usize>> = (0..np)
-            .map(|j| comp_of_root.get(&dsu.find(nt + j)).copied())
-            .collect();
+        let pred_comp: Vec<Option<usize>> =
+            (0..np).map(|j| comp_of_root.get(&dsu.find(nt + j)).copied()).collect();
         let mut comp_pred: Vec<Vec<usize>> = vec![Vec::new(); comp_truth.len()];
         let mut comp_tp = vec![0usize; comp_truth.len()];
         let mut touched = vec![false; comp_truth.len()];
 
         let mut order: Vec<usize> = (0..np).collect();
-        order.sort_by(|&a, &b| {
-            img.pred[b]
-                .score
-                .total_cmp(&img.pred[a].score)
-                .then(a.cmp(&b))
-        });
+        order.sort_by(|&a, &b| img.pred[b].score.total_cmp(&img.pred[a].score).then(a.cmp(&b)));
         let (mut n_pred, mut tp) = (0usize, 0usize);
         let mut k = 0;
         while k < order.len() {
@@ -329,10 +285,8 @@ fn sweep_curve(images: &[ImageInput], r: f64, rule: MatchRule) -> Vec<(f64, Coun
     // Stable sort keeps each image's own events in decreasing order.
     events.sort_by(|a, b| b.0.total_cmp(&a.0));
 
-    let mut state: Vec<Counts> = images
-        .iter()
-        .map(|img| Counts::of_image(0, img.truth.len(), 0, rule))
-        .collect();
+    let mut state: Vec<Counts> =
+        images.iter().map(|img| Counts::of_image(0, img.truth.len(), 0, rule)).collect();
     let mut total = Counts::default();
     for c in &state {
         total.add(c);
@@ -363,10 +317,7 @@ fn summarise_curve(
     n_images: usize,
     rule: MatchRule,
 ) -> (ThresholdSweep, Froc, f64) {
-    let metrics: Vec<Metrics> = curve
-        .iter()
-        .map(|(_, c)| Metrics::from_counts(c, rule))
-        .collect();
+    let metrics: Vec<Metrics> = curve.iter().map(|(_, c)| Metrics::from_counts(c, rule)).collect();
     // Highest threshold among equal best F1: the first in decreasing order.
     let mut best_idx: Option<usize> = None;
     for (k, m) in metrics.iter().enumerate() {
@@ -374,11 +325,7 @@ fn summarise_curve(
             best_idx = Some(k);
         }
     }
-    let empty = Counts {
-        fn_: n_truth,
-        n_truth,
-        ..Counts::default()
-    };
+    let empty = Counts { fn_: n_truth, n_truth, ..Counts::default() };
     let best = best_idx.map_or_else(|| Metrics::from_counts(&empty, rule), |b| metrics[b]);
     let keep = thin_indices(curve.len(), MAX_REPORTED_POINTS, best_idx);
     let points = keep
@@ -408,12 +355,7 @@ fn summarise_curve(
     let ap = if n_truth == 0 {
         0.0
     } else {
-        average_precision(
-            &metrics
-                .iter()
-                .map(|m| (m.recall, m.precision))
-                .collect::<Vec<_>>(),
-        )
+        average_precision(&metrics.iter().map(|m| (m.recall, m.precision)).collect::<Vec<_>>())
     };
 
     let froc_all: Vec<FrocPoint> = if n_images == 0 {
@@ -431,18 +373,6 @@ fn summarise_curve(
     };
     let at_rates = froc_at_rates(&froc_all, &FROC_RATES);
     let score = at_rates.iter().map(|r| r.sensitivity).sum::<f64>() / at_rates.len() as f64;
-    let froc_points = if froc_all.is_empty() {
-        Vec::new()
-    } else {
-        keep.iter().map(|&k| froc_all[k]).collect()
-    };
-    (
-        sweep,
-        Froc {
-            points: froc_points,
-            at_rates,
-            score,
-        },
-        ap,
-    )
+    let froc_points = if froc_all.is_empty() { Vec::new() } else { keep.iter().map(|&k| froc_all[k]).collect() };
+    (sweep, Froc { points: froc_points, at_rates, score }, ap)
 }

@@ -45,6 +45,6 @@ pub use error::EvalError;
 pub use evaluate::{EvalConfig, EvalReport, ImageInput, Prediction, evaluate, inputs_from_sets};
 pub use matching::{ImageMatch, MatchRule, match_image};
 pub use metrics::{
-    CountStats, FROC_RATES, Froc, FrocPoint, FrocRate, ImageMetrics, MAX_REPORTED_POINTS, Metrics,
-    SweepPoint, ThresholdSweep, average_precision, froc_at_rates,
+    CountStats, FROC_RATES, Froc, FrocPoint, FrocRate, ImageMetrics, MAX_REPORTED_POINTS, Metrics, SweepPoint,
+    ThresholdSweep, average_precision, froc_at_rates,
 };

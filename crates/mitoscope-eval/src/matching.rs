@@ -110,10 +110,7 @@ impl ImageMatch {
 
     /// The (truth index, prediction index) pairs, in truth order.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.truth_to_pred
-            .iter()
-            .enumerate()
-            .filter_map(|(t, p)| p.map(|p| (t, p)))
+        self.truth_to_pred.iter().enumerate().filter_map(|(t, p)| p.map(|p| (t, p)))
     }
 
     fn from_assignment(truth_to_pred: Vec<Option<usize>>, n_pred: usize, rule: MatchRule) -> Self {
@@ -122,18 +119,8 @@ impl ImageMatch {
             pred_matched[*p] = true;
         }
         let tp = truth_to_pred.iter().filter(|p| p.is_some()).count();
-        let fp = if rule.is_one_to_one() {
-            n_pred - tp
-        } else {
-            n_pred.saturating_sub(tp)
-        };
-        Self {
-            tp,
-            fp,
-            fn_: truth_to_pred.len() - tp,
-            truth_to_pred,
-            pred_matched,
-        }
+        let fp = if rule.is_one_to_one() { n_pred - tp } else { n_pred.saturating_sub(tp) };
+        Self { tp, fp, fn_: truth_to_pred.len() - tp, truth_to_pred, pred_matched }
     }
 }
 
@@ -155,10 +142,7 @@ pub fn match_image(truth: &[Point], pred: &[Point], radius_px: f64, rule: MatchR
 /// Number of truths found; the same as `match_image(..).tp` without building
 /// the per-point vectors the caller does not need.
 pub(crate) fn count_tp(truth: &[Point], pred: &[Point], radius_px: f64, rule: MatchRule) -> usize {
-    assign(truth, pred, radius_px, rule)
-        .iter()
-        .filter(|p| p.is_some())
-        .count()
+    assign(truth, pred, radius_px, rule).iter().filter(|p| p.is_some()).count()
 }
 
 fn assign(truth: &[Point], pred: &[Point], r: f64, rule: MatchRule) -> Vec<Option<usize>> {
@@ -201,11 +185,7 @@ pub(crate) fn candidates(truth: &[Point], pred: &[Point], r: f64) -> Vec<Vec<(f6
             if let Some((kx, ky)) = key(t) {
                 for dx in -1..=1 {
                     for dy in -1..=1 {
-                        for &j in grid
-                            .get(&(kx + dx, ky + dy))
-                            .map(Vec::as_slice)
-                            .unwrap_or(&[])
-                        {
+                        for &j in grid.get(&(kx + dx, ky + dy)).map(Vec::as_slice).unwrap_or(&[]) {
                             let d = t.distance(&pred[j]);
                             if d <= r {
                                 c.push((d, j));
@@ -219,11 +199,7 @@ pub(crate) fn candidates(truth: &[Point], pred: &[Point], r: f64) -> Vec<Vec<(f6
     } else {
         for t in truth {
             out.push(
-                pred.iter()
-                    .enumerate()
-                    .map(|(j, q)| (t.distance(q), j))
-                    .filter(|&(d, _)| d <= r)
-                    .collect(),
+                pred.iter().enumerate().map(|(j, q)| (t.distance(q), j)).filter(|&(d, _)| d <= r).collect(),
             );
         }
     }
@@ -251,10 +227,7 @@ fn greedy(cands: &[Vec<(f64, usize)>], n_pred: usize) -> Vec<Option<usize>> {
 /// The nearest prediction overall is the first candidate, if there is one;
 /// found only when strictly within `r`.
 fn wang(cands: &[Vec<(f64, usize)>], r: f64) -> Vec<Option<usize>> {
-    cands
-        .iter()
-        .map(|c| c.first().filter(|&&(d, _)| d < r).map(|&(_, j)| j))
-        .collect()
+    cands.iter().map(|c| c.first().filter(|&&(d, _)| d < r).map(|&(_, j)| j)).collect()
 }
 
 /// Disjoint-set forest with path halving, for splitting the truth/prediction
@@ -333,12 +306,7 @@ fn optimal(cands: &[Vec<(f64, usize)>], nt: usize, np: usize, r: f64) -> Vec<Opt
 /// always outweighs any saving in distance, so the maximum-weight assignment
 /// is a maximum matching of least total (scaled) distance. Disallowed pairs
 /// weigh 0, so a row assigned to one is simply unmatched.
-fn solve_component(
-    ts: &[usize],
-    ps: &[usize],
-    es: &[(usize, usize, f64)],
-    r: f64,
-) -> Vec<(usize, usize)> {
+fn solve_component(ts: &[usize], ps: &[usize], es: &[(usize, usize, f64)], r: f64) -> Vec<(usize, usize)> {
     let transpose = ts.len() > ps.len();
     let (rows, cols) = if transpose { (ps, ts) } else { (ts, ps) };
     let k = rows.len() as i128;
@@ -350,15 +318,9 @@ fn solve_component(
     let pos = |list: &[usize], v: usize| list.binary_search(&v).ok();
     for &(i, j, d) in es {
         let (a, b) = if transpose { (j, i) } else { (i, j) };
-        let (Some(ra), Some(cb)) = (pos(rows, a), pos(cols, b)) else {
-            continue;
-        };
+        let (Some(ra), Some(cb)) = (pos(rows, a), pos(cols, b)) else { continue };
         // d/r in [0, 1]; NaN/inf (r = inf) saturate to 0, harmless here.
-        let frac = if r > 0.0 && r.is_finite() {
-            (d / r).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let frac = if r > 0.0 && r.is_finite() { (d / r).clamp(0.0, 1.0) } else { 0.0 };
         let scaled = (frac * scale as f64).round() as i128;
         w[(ra, cb)] = (big - scaled) as i64;
     }
@@ -367,12 +329,6 @@ fn solve_component(
         .into_iter()
         .enumerate()
         .filter(|&(ra, cb)| w[(ra, cb)] > 0)
-        .map(|(ra, cb)| {
-            if transpose {
-                (cols[cb], rows[ra])
-            } else {
-                (rows[ra], cols[cb])
-            }
-        })
+        .map(|(ra, cb)| if transpose { (cols[cb], rows[ra]) } else { (rows[ra], cols[cb]) })
         .collect()
 }

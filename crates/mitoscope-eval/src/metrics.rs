@@ -35,18 +35,8 @@ impl Counts {
 
     /// Counts of one image from its `tp` and sizes.
     pub fn of_image(tp: usize, n_truth: usize, n_pred: usize, rule: MatchRule) -> Self {
-        let fp = if rule.is_one_to_one() {
-            n_pred - tp
-        } else {
-            n_pred.saturating_sub(tp)
-        };
-        Self {
-            tp,
-            fp,
-            fn_: n_truth - tp,
-            n_truth,
-            n_pred,
-        }
+        let fp = if rule.is_one_to_one() { n_pred - tp } else { n_pred.saturating_sub(tp) };
+        Self { tp, fp, fn_: n_truth - tp, n_truth, n_pred }
     }
 }
 
@@ -77,24 +67,13 @@ impl Metrics {
     pub(crate) fn from_counts(c: &Counts, rule: MatchRule) -> Self {
         let (tp, fp, fn_) = (c.tp as f64, c.fp as f64, c.fn_ as f64);
         let (precision, recall, f1) = if rule.is_one_to_one() {
-            (
-                ratio(tp, tp + fp),
-                ratio(tp, tp + fn_),
-                ratio(2.0 * tp, 2.0 * tp + fp + fn_),
-            )
+            (ratio(tp, tp + fp), ratio(tp, tp + fn_), ratio(2.0 * tp, 2.0 * tp + fp + fn_))
         } else {
             let p = ratio(tp, c.n_pred as f64);
             let r = ratio(tp, c.n_truth as f64);
             (p, r, ratio(2.0 * p * r, p + r))
         };
-        Self {
-            tp: c.tp,
-            fp: c.fp,
-            fn_: c.fn_,
-            precision,
-            recall,
-            f1,
-        }
+        Self { tp: c.tp, fp: c.fp, fn_: c.fn_, precision, recall, f1 }
     }
 }
 
@@ -242,12 +221,7 @@ impl CountStats {
     pub(crate) fn from_counts(pairs: &[(usize, usize)]) -> Self {
         let n = pairs.len() as f64;
         if pairs.is_empty() {
-            return Self {
-                mean_abs_error: 0.0,
-                rmse: 0.0,
-                mean_error: 0.0,
-                pearson_r: None,
-            };
+            return Self { mean_abs_error: 0.0, rmse: 0.0, mean_error: 0.0, pearson_r: None };
         }
         let err = |&(t, p): &(usize, usize)| p as f64 - t as f64;
         let mean_error = pairs.iter().map(err).sum::<f64>() / n;
@@ -262,14 +236,9 @@ impl CountStats {
             sxx += dx * dx;
             syy += dy * dy;
         }
-        let pearson_r = (pairs.len() >= 2 && sxx > 0.0 && syy > 0.0)
-            .then(|| (sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0));
-        Self {
-            mean_abs_error,
-            rmse,
-            mean_error,
-            pearson_r,
-        }
+        let pearson_r =
+            (pairs.len() >= 2 && sxx > 0.0 && syy > 0.0).then(|| (sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0));
+        Self { mean_abs_error, rmse, mean_error, pearson_r }
     }
 }
 

@@ -44,10 +44,7 @@ impl TableRow {
 }
 
 fn parse_table(text: &str) -> Result<Vec<TableRow>, String> {
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
     let header = lines.next().ok_or("no header")?;
     if header != "field_diameter_mm,field_area_mm2,score1_max,score2_max" {
         return Err(format!("unexpected header {header:?}"));
@@ -55,9 +52,7 @@ fn parse_table(text: &str) -> Result<Vec<TableRow>, String> {
     let rows = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            let [d, a, s1, s2] = f.as_slice() else {
-                return Err(format!("row {l:?} has {} fields", f.len()));
-            };
+            let [d, a, s1, s2] = f.as_slice() else { return Err(format!("row {l:?} has {} fields", f.len())) };
             let e = |_| format!("bad number in row {l:?}");
             Ok(TableRow {
                 field_diameter_mm: d.parse().map_err(e)?,
@@ -157,9 +152,7 @@ pub fn table_row(diameter_mm: f64) -> Result<TableRow, EvalError> {
     }
     let mut best = first;
     for row in table {
-        if (row.field_diameter_mm - diameter_mm).abs()
-            < (best.field_diameter_mm - diameter_mm).abs()
-        {
+        if (row.field_diameter_mm - diameter_mm).abs() < (best.field_diameter_mm - diameter_mm).abs() {
             best = *row;
         }
     }
@@ -179,11 +172,7 @@ pub fn table_row(diameter_mm: f64) -> Result<TableRow, EvalError> {
 /// let s = mitotic_score(10, 2.0, FieldPreset::TenHpfTwoMm2).unwrap();
 /// assert_eq!((s.score, s.row.field_diameter_mm), (2, 0.50));
 /// ```
-pub fn mitotic_score(
-    count: usize,
-    area_mm2: f64,
-    preset: FieldPreset,
-) -> Result<MitoticScore, EvalError> {
+pub fn mitotic_score(count: usize, area_mm2: f64, preset: FieldPreset) -> Result<MitoticScore, EvalError> {
     if !(area_mm2.is_finite() && area_mm2 > 0.0) {
         return Err(EvalError::BadArea(area_mm2));
     }
@@ -210,10 +199,7 @@ pub fn mitotic_score(
 /// Errors on different lengths or empty input.
 pub fn cohen_kappa(a: &[u8], b: &[u8]) -> Result<f64, EvalError> {
     if a.len() != b.len() {
-        return Err(EvalError::LengthMismatch {
-            a: a.len(),
-            b: b.len(),
-        });
+        return Err(EvalError::LengthMismatch { a: a.len(), b: b.len() });
     }
     if a.is_empty() {
         return Err(EvalError::Empty("rating list"));
@@ -242,10 +228,7 @@ pub fn cohen_kappa(a: &[u8], b: &[u8]) -> Result<f64, EvalError> {
 /// rating not among the categories.
 pub fn weighted_kappa_quadratic(a: &[u8], b: &[u8], categories: &[u8]) -> Result<f64, EvalError> {
     if a.len() != b.len() {
-        return Err(EvalError::LengthMismatch {
-            a: a.len(),
-            b: b.len(),
-        });
+        return Err(EvalError::LengthMismatch { a: a.len(), b: b.len() });
     }
     if a.is_empty() {
         return Err(EvalError::Empty("rating list"));

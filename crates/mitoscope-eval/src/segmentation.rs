@@ -49,16 +49,10 @@ impl PixelCounts {
     pub fn scores(&self) -> SegScores {
         let sum = self.truth + self.pred;
         if sum == 0 {
-            return SegScores {
-                dice: 1.0,
-                iou: 1.0,
-            };
+            return SegScores { dice: 1.0, iou: 1.0 };
         }
         let union = sum - self.intersection;
-        SegScores {
-            dice: 2.0 * self.intersection as f64 / sum as f64,
-            iou: self.intersection as f64 / union as f64,
-        }
+        SegScores { dice: 2.0 * self.intersection as f64 / sum as f64, iou: self.intersection as f64 / union as f64 }
     }
 }
 
@@ -132,12 +126,8 @@ fn one_side(a: &[HashSet<(u32, u32)>], b: &[HashSet<(u32, u32)>], total: usize) 
                 *overlap.entry(j).or_default() += 1;
             }
         }
-        let best = overlap
-            .into_iter()
-            .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)));
-        let dice = best.map_or(0.0, |(j, inter)| {
-            2.0 * inter as f64 / (obj.len() + b[j].len()) as f64
-        });
+        let best = overlap.into_iter().max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)));
+        let dice = best.map_or(0.0, |(j, inter)| 2.0 * inter as f64 / (obj.len() + b[j].len()) as f64);
         sum += obj.len() as f64 / total as f64 * dice;
     }
     sum

@@ -195,11 +195,8 @@ fn reference_greedy(truth: &[Point], pred: &[Point], r: f64) -> Vec<Option<usize
     let mut used = vec![false; pred.len()];
     let mut out = Vec::new();
     for t in truth {
-        let mut cands: Vec<(f64, usize)> = (0..pred.len())
-            .filter(|&j| !used[j])
-            .map(|j| (t.distance(&pred[j]), j))
-            .filter(|c| c.0 <= r)
-            .collect();
+        let mut cands: Vec<(f64, usize)> =
+            (0..pred.len()).filter(|&j| !used[j]).map(|j| (t.distance(&pred[j]), j)).filter(|c| c.0 <= r).collect();
         cands.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
         match cands.first() {
             Some(&(_, j)) => {
@@ -216,16 +213,7 @@ fn reference_greedy(truth: &[Point], pred: &[Point], r: f64) -> Vec<Option<usize
 /// min total distance among those).
 fn reference_optimal(truth: &[Point], pred: &[Point], r: f64) -> (usize, f64) {
     #[allow(clippy::too_many_arguments)] // a plain recursive enumeration, kept obvious
-    fn rec(
-        i: usize,
-        truth: &[Point],
-        pred: &[Point],
-        r: f64,
-        used: &mut Vec<bool>,
-        card: usize,
-        dist: f64,
-        best: &mut (usize, f64),
-    ) {
+    fn rec(i: usize, truth: &[Point], pred: &[Point], r: f64, used: &mut Vec<bool>, card: usize, dist: f64, best: &mut (usize, f64)) {
         if i == truth.len() {
             if card > best.0 || (card == best.0 && dist < best.1) {
                 *best = (card, dist);
@@ -243,16 +231,7 @@ fn reference_optimal(truth: &[Point], pred: &[Point], r: f64) -> (usize, f64) {
         }
     }
     let mut best = (0, 0.0);
-    rec(
-        0,
-        truth,
-        pred,
-        r,
-        &mut vec![false; pred.len()],
-        0,
-        0.0,
-        &mut best,
-    );
+    rec(0, truth, pred, r, &mut vec![false; pred.len()], 0, 0.0, &mut best);
     best
 }
 
@@ -261,11 +240,7 @@ fn reference_wang(truth: &[Point], pred: &[Point], r: f64) -> Vec<Option<usize>>
     truth
         .iter()
         .map(|t| {
-            let mut ds: Vec<(f64, usize)> = pred
-                .iter()
-                .enumerate()
-                .map(|(j, q)| (t.distance(q), j))
-                .collect();
+            let mut ds: Vec<(f64, usize)> = pred.iter().enumerate().map(|(j, q)| (t.distance(q), j)).collect();
             ds.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
             ds.first().filter(|x| x.0 < r).map(|x| x.1)
         })
@@ -312,30 +287,19 @@ fn randomized_against_references() {
 
         let g = match_image(&truth, &pred, r, MatchRule::Greedy);
         check_consistent(&g, &truth, &pred, r, MatchRule::Greedy);
-        assert_eq!(
-            g.truth_to_pred,
-            reference_greedy(&truth, &pred, r),
-            "greedy {ctx}"
-        );
+        assert_eq!(g.truth_to_pred, reference_greedy(&truth, &pred, r), "greedy {ctx}");
 
         let o = match_image(&truth, &pred, r, MatchRule::Optimal);
         check_consistent(&o, &truth, &pred, r, MatchRule::Optimal);
         let (card, min_dist) = reference_optimal(&truth, &pred, r);
         assert_eq!(o.tp, card, "optimal cardinality {ctx}");
         let total: f64 = o.pairs().map(|(t, j)| truth[t].distance(&pred[j])).sum();
-        assert!(
-            (total - min_dist).abs() <= 1e-9 * r * (card as f64 + 1.0),
-            "optimal distance {total} vs {min_dist} {ctx}"
-        );
+        assert!((total - min_dist).abs() <= 1e-9 * r * (card as f64 + 1.0), "optimal distance {total} vs {min_dist} {ctx}");
         assert!(o.tp >= g.tp, "optimal below greedy {ctx}");
 
         let w = match_image(&truth, &pred, r, MatchRule::Wang2024);
         check_consistent(&w, &truth, &pred, r, MatchRule::Wang2024);
-        assert_eq!(
-            w.truth_to_pred,
-            reference_wang(&truth, &pred, r),
-            "wang {ctx}"
-        );
+        assert_eq!(w.truth_to_pred, reference_wang(&truth, &pred, r), "wang {ctx}");
     }
 }
 
@@ -356,10 +320,7 @@ fn randomized_larger_optimal_properties() {
         for (t, tp) in truth.iter().enumerate() {
             if o.truth_to_pred[t].is_none() {
                 for (j, q) in pred.iter().enumerate() {
-                    assert!(
-                        o.pred_matched[j] || tp.distance(q) > r,
-                        "free pair ({t},{j}) within r left unmatched"
-                    );
+                    assert!(o.pred_matched[j] || tp.distance(q) > r, "free pair ({t},{j}) within r left unmatched");
                 }
             }
         }
@@ -369,12 +330,7 @@ fn randomized_larger_optimal_properties() {
 /// Maximum bipartite matching size by plain augmenting paths (Kuhn), as an
 /// independent check of optimal's cardinality on cases too big to enumerate.
 fn reference_max_matching(truth: &[Point], pred: &[Point], r: f64) -> usize {
-    fn augment(
-        t: usize,
-        adj: &[Vec<usize>],
-        seen: &mut [bool],
-        owner: &mut [Option<usize>],
-    ) -> bool {
+    fn augment(t: usize, adj: &[Vec<usize>], seen: &mut [bool], owner: &mut [Option<usize>]) -> bool {
         for &j in &adj[t] {
             if !seen[j] {
                 seen[j] = true;
@@ -386,18 +342,10 @@ fn reference_max_matching(truth: &[Point], pred: &[Point], r: f64) -> usize {
         }
         false
     }
-    let adj: Vec<Vec<usize>> = truth
-        .iter()
-        .map(|t| {
-            (0..pred.len())
-                .filter(|&j| t.distance(&pred[j]) <= r)
-                .collect()
-        })
-        .collect();
+    let adj: Vec<Vec<usize>> =
+        truth.iter().map(|t| (0..pred.len()).filter(|&j| t.distance(&pred[j]) <= r).collect()).collect();
     let mut owner = vec![None; pred.len()];
-    (0..truth.len())
-        .filter(|&t| augment(t, &adj, &mut vec![false; pred.len()], &mut owner))
-        .count()
+    (0..truth.len()).filter(|&t| augment(t, &adj, &mut vec![false; pred.len()], &mut owner)).count()
 }
 
 #[test]
@@ -408,37 +356,18 @@ fn randomized_larger_against_references() {
     for case in 0..300 {
         let (nt, np) = (10 + rng.below(50) as usize, 10 + rng.below(50) as usize);
         let grid = case % 2 == 0;
-        let (ox, oy) = (
-            [0.0, -1.0e6, 3.0e5][case % 3],
-            [0.0, 7.0e5, -20.0][case % 3],
-        );
-        let shift = |v: Vec<Point>| {
-            v.into_iter()
-                .map(|q| p(q.x * 3.0 + ox, q.y * 3.0 + oy))
-                .collect::<Vec<_>>()
-        };
+        let (ox, oy) = ([0.0, -1.0e6, 3.0e5][case % 3], [0.0, 7.0e5, -20.0][case % 3]);
+        let shift = |v: Vec<Point>| v.into_iter().map(|q| p(q.x * 3.0 + ox, q.y * 3.0 + oy)).collect::<Vec<_>>();
         let truth = shift(random_points(&mut rng, nt, grid));
         let pred = shift(random_points(&mut rng, np, grid));
         let r = RADII[rng.below(RADII.len() as u64) as usize] * 3.0;
         let g = match_image(&truth, &pred, r, MatchRule::Greedy);
-        assert_eq!(
-            g.truth_to_pred,
-            reference_greedy(&truth, &pred, r),
-            "greedy case {case}"
-        );
+        assert_eq!(g.truth_to_pred, reference_greedy(&truth, &pred, r), "greedy case {case}");
         let w = match_image(&truth, &pred, r, MatchRule::Wang2024);
-        assert_eq!(
-            w.truth_to_pred,
-            reference_wang(&truth, &pred, r),
-            "wang case {case}"
-        );
+        assert_eq!(w.truth_to_pred, reference_wang(&truth, &pred, r), "wang case {case}");
         let o = match_image(&truth, &pred, r, MatchRule::Optimal);
         check_consistent(&o, &truth, &pred, r, MatchRule::Optimal);
-        assert_eq!(
-            o.tp,
-            reference_max_matching(&truth, &pred, r),
-            "optimal case {case}"
-        );
+        assert_eq!(o.tp, reference_max_matching(&truth, &pred, r), "optimal case {case}");
     }
 }
 
@@ -469,10 +398,7 @@ mod props {
     use proptest::prelude::*;
 
     fn points(max: usize) -> impl Strategy<Value = Vec<Point>> {
-        proptest::collection::vec(
-            (-50.0f64..50.0, -50.0f64..50.0).prop_map(|(x, y)| Point::new(x, y)),
-            0..max,
-        )
+        proptest::collection::vec((-50.0f64..50.0, -50.0f64..50.0).prop_map(|(x, y)| Point::new(x, y)), 0..max)
     }
 
     proptest! {

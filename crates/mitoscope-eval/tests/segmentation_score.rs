@@ -3,8 +3,7 @@
 use image::{GrayImage, Luma};
 use mitoscope_eval::EvalError;
 use mitoscope_eval::score::{
-    FieldPreset, cohen_kappa, field_diameter_table, mitotic_score, table_row,
-    weighted_kappa_quadratic,
+    FieldPreset, cohen_kappa, field_diameter_table, mitotic_score, table_row, weighted_kappa_quadratic,
 };
 use mitoscope_eval::segmentation::{object_dice, object_dice_masks, pixel_scores};
 
@@ -14,11 +13,7 @@ fn close(a: f64, b: f64) -> bool {
 
 fn mask(rows: &[&str]) -> GrayImage {
     GrayImage::from_fn(rows[0].len() as u32, rows.len() as u32, |x, y| {
-        Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' {
-            255
-        } else {
-            0
-        }])
+        Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' { 255 } else { 0 }])
     })
 }
 
@@ -50,14 +45,8 @@ fn pixel_scores_empty_masks() {
 #[test]
 fn mask_size_mismatch_names_both_sizes() {
     let e = pixel_scores(&GrayImage::new(2084, 2084), &GrayImage::new(2048, 2048)).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "truth mask is 2084x2084, prediction 2048x2048"
-    );
-    assert!(matches!(
-        object_dice_masks(&GrayImage::new(3, 2), &GrayImage::new(2, 3)),
-        Err(EvalError::MaskSizeMismatch { .. })
-    ));
+    assert_eq!(e.to_string(), "truth mask is 2084x2084, prediction 2048x2048");
+    assert!(matches!(object_dice_masks(&GrayImage::new(3, 2), &GrayImage::new(2, 3)), Err(EvalError::MaskSizeMismatch { .. })));
 }
 
 #[test]
@@ -88,10 +77,7 @@ fn object_dice_from_masks_matches_pixel_sets() {
     let t = mask(&["####....", "........", "##......"]);
     let p = mask(&["####....", "........", "......##"]);
     assert!(close(object_dice_masks(&t, &p).unwrap(), 2.0 / 3.0));
-    assert_eq!(
-        object_dice_masks(&GrayImage::new(4, 4), &GrayImage::new(4, 4)).unwrap(),
-        1.0
-    );
+    assert_eq!(object_dice_masks(&GrayImage::new(4, 4), &GrayImage::new(4, 4)).unwrap(), 1.0);
 }
 
 // --------------------------------------------------------------------- score
@@ -107,10 +93,7 @@ fn table_is_the_elston_ellis_table() {
         assert!((row.field_area_mm2 - area).abs() < 1e-6, "{row:?}");
         assert!(row.score1_max < row.score2_max);
     }
-    assert!(
-        t.windows(2)
-            .all(|w| w[0].score1_max <= w[1].score1_max && w[0].score2_max <= w[1].score2_max)
-    );
+    assert!(t.windows(2).all(|w| w[0].score1_max <= w[1].score1_max && w[0].score2_max <= w[1].score2_max));
     let pick = |d: f64| table_row(d).map(|r| (r.score1_max, r.score2_max)).unwrap();
     assert_eq!(pick(0.40), (4, 9));
     assert_eq!(pick(0.50), (7, 14));
@@ -137,15 +120,8 @@ fn ten_hpf_two_mm2_preset() {
 fn score_cut_offs_on_exactly_ten_fields() {
     let row = table_row(0.40).unwrap();
     let area = 10.0 * row.field_area_mm2;
-    let score = |n| {
-        mitotic_score(n, area, FieldPreset::Diameter(0.40))
-            .unwrap()
-            .score
-    };
-    assert_eq!(
-        (score(0), score(4), score(5), score(9), score(10), score(60)),
-        (1, 1, 2, 2, 3, 3)
-    );
+    let score = |n| mitotic_score(n, area, FieldPreset::Diameter(0.40)).unwrap().score;
+    assert_eq!((score(0), score(4), score(5), score(9), score(10), score(60)), (1, 1, 2, 2, 3, 3));
 }
 
 #[test]
@@ -160,18 +136,9 @@ fn fractional_equivalent_counts_round_half_up() {
 
 #[test]
 fn score_errors() {
-    assert!(matches!(
-        mitotic_score(3, 0.0, FieldPreset::default()),
-        Err(EvalError::BadArea(_))
-    ));
-    assert!(matches!(
-        mitotic_score(3, f64::NAN, FieldPreset::default()),
-        Err(EvalError::BadArea(_))
-    ));
-    assert!(matches!(
-        mitotic_score(3, -2.0, FieldPreset::default()),
-        Err(EvalError::BadArea(_))
-    ));
+    assert!(matches!(mitotic_score(3, 0.0, FieldPreset::default()), Err(EvalError::BadArea(_))));
+    assert!(matches!(mitotic_score(3, f64::NAN, FieldPreset::default()), Err(EvalError::BadArea(_))));
+    assert!(matches!(mitotic_score(3, -2.0, FieldPreset::default()), Err(EvalError::BadArea(_))));
     let e = mitotic_score(3, 2.0, FieldPreset::Diameter(0.30)).unwrap_err();
     assert!(matches!(e, EvalError::FieldOutOfRange { .. }));
     assert!(e.to_string().contains("0.40 to 0.69 mm"), "{e}");
@@ -194,11 +161,7 @@ fn cohen_kappa_textbook() {
         b.extend(std::iter::repeat_n(y, n));
     }
     assert!(close(cohen_kappa(&a, &b).unwrap(), 0.4));
-    assert_eq!(
-        cohen_kappa(&[2, 2, 2], &[2, 2, 2]).unwrap(),
-        1.0,
-        "single category: expected agreement 1"
-    );
+    assert_eq!(cohen_kappa(&[2, 2, 2], &[2, 2, 2]).unwrap(), 1.0, "single category: expected agreement 1");
     assert_eq!(cohen_kappa(&[1, 2, 3], &[1, 2, 3]).unwrap(), 1.0);
     assert!(cohen_kappa(&[1, 2], &[2, 1]).unwrap() < 0.0);
 }
@@ -207,14 +170,8 @@ fn cohen_kappa_textbook() {
 fn weighted_kappa_hand_worked() {
     // O: (1,1),(1,2),(2,2),(3,3); rows 2,1,1; cols 1,2,1; n = 4.
     // Σ w O = 1/4, Σ w E = 20/4 /4 -> kappa = 1 - 4/20 = 0.8.
-    assert!(close(
-        weighted_kappa_quadratic(&[1, 1, 2, 3], &[1, 2, 2, 3], &[1, 2, 3]).unwrap(),
-        0.8
-    ));
-    assert_eq!(
-        weighted_kappa_quadratic(&[3, 3], &[3, 3], &[1, 2, 3]).unwrap(),
-        1.0
-    );
+    assert!(close(weighted_kappa_quadratic(&[1, 1, 2, 3], &[1, 2, 2, 3], &[1, 2, 3]).unwrap(), 0.8));
+    assert_eq!(weighted_kappa_quadratic(&[3, 3], &[3, 3], &[1, 2, 3]).unwrap(), 1.0);
     // Quadratic weights punish a 1-vs-3 disagreement more than 1-vs-2.
     let near = weighted_kappa_quadratic(&[1, 2, 3, 1], &[1, 2, 3, 2], &[1, 2, 3]).unwrap();
     let far = weighted_kappa_quadratic(&[1, 2, 3, 1], &[1, 2, 3, 3], &[1, 2, 3]).unwrap();
@@ -223,29 +180,11 @@ fn weighted_kappa_hand_worked() {
 
 #[test]
 fn kappa_errors() {
-    assert!(matches!(
-        cohen_kappa(&[1, 2], &[1]),
-        Err(EvalError::LengthMismatch { a: 2, b: 1 })
-    ));
+    assert!(matches!(cohen_kappa(&[1, 2], &[1]), Err(EvalError::LengthMismatch { a: 2, b: 1 })));
     assert!(matches!(cohen_kappa(&[], &[]), Err(EvalError::Empty(_))));
-    assert!(matches!(
-        weighted_kappa_quadratic(&[1], &[1, 2], &[1, 2]),
-        Err(EvalError::LengthMismatch { .. })
-    ));
-    assert!(matches!(
-        weighted_kappa_quadratic(&[], &[], &[1, 2]),
-        Err(EvalError::Empty(_))
-    ));
-    assert!(matches!(
-        weighted_kappa_quadratic(&[1], &[1], &[]),
-        Err(EvalError::Empty(_))
-    ));
-    assert!(matches!(
-        weighted_kappa_quadratic(&[1], &[4], &[1, 2, 3]),
-        Err(EvalError::UnknownCategory(4))
-    ));
-    assert!(matches!(
-        weighted_kappa_quadratic(&[1], &[1], &[1, 1]),
-        Err(EvalError::DuplicateCategory(1))
-    ));
+    assert!(matches!(weighted_kappa_quadratic(&[1], &[1, 2], &[1, 2]), Err(EvalError::LengthMismatch { .. })));
+    assert!(matches!(weighted_kappa_quadratic(&[], &[], &[1, 2]), Err(EvalError::Empty(_))));
+    assert!(matches!(weighted_kappa_quadratic(&[1], &[1], &[]), Err(EvalError::Empty(_))));
+    assert!(matches!(weighted_kappa_quadratic(&[1], &[4], &[1, 2, 3]), Err(EvalError::UnknownCategory(4))));
+    assert!(matches!(weighted_kappa_quadratic(&[1], &[1], &[1, 1]), Err(EvalError::DuplicateCategory(1))));
 }

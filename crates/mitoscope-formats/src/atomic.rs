@@ -12,10 +12,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Streams output through `fill` into a temp file, then renames it to `path`.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -31,11 +28,8 @@ pub fn write_atomic_with(
         fill(&mut buf).map_err(|e| FormatError::io(path, e))?;
         buf.flush().map_err(|e| FormatError::io(path, e))?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| FormatError::io(path, e))?;
-    tmp.persist(path)
-        .map_err(|e| FormatError::io(path, e.error))?;
+    tmp.as_file().sync_all().map_err(|e| FormatError::io(path, e))?;
+    tmp.persist(path).map_err(|e| FormatError::io(path, e.error))?;
     Ok(())
 }
 
@@ -50,10 +44,7 @@ mod tests {
         write_atomic(&p, b"first version, long").unwrap();
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 

@@ -24,9 +24,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mitoscope_annotations::{
-    Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape,
-};
+use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape};
 use mitoscope_geom::{BBox, Point, Polygon};
 use serde::{Deserialize, Serialize};
 
@@ -121,14 +119,9 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 }
 
 /// Reads a COCO-like file with the box convention given (`None` = detect).
-pub fn read_with(
-    path: &Path,
-    opts: &ReadOptions,
-    convention: Option<BoxConvention>,
-) -> Result<AnnotationSet> {
+pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConvention>) -> Result<AnnotationSet> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let coco: CocoIn =
-        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
+    let coco: CocoIn = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
     let convention = convention.unwrap_or_else(|| detect_convention(&coco));
     tracing::debug!(path = %path.display(), ?convention, "COCO box convention");
 
@@ -136,11 +129,7 @@ pub fn read_with(
     let mut index: HashMap<&Id, usize> = HashMap::with_capacity(coco.images.len());
     for img in &coco.images {
         if index.insert(&img.id, set.images.len()).is_some() {
-            return Err(FormatError::malformed(
-                path,
-                format!("image id {}", img.id),
-                "duplicate image id",
-            ));
+            return Err(FormatError::malformed(path, format!("image id {}", img.id), "duplicate image id"));
         }
         let mut out = ImageAnnotations::new(image_id_from_name(&img.file_name));
         out.width = img.width.filter(|&w| w > 0);
@@ -165,11 +154,7 @@ pub fn read_with(
             None => format!("annotation #{}", k + 1),
         };
         let &img_idx = index.get(&ann.image_id).ok_or_else(|| {
-            FormatError::malformed(
-                path,
-                loc(),
-                format!("image_id {} is not among the images", ann.image_id),
-            )
+            FormatError::malformed(path, loc(), format!("image_id {} is not among the images", ann.image_id))
         })?;
         let class = match classes.get(&ann.category_id) {
             Some((_, Some(c))) => *c,
@@ -187,27 +172,20 @@ pub fn read_with(
                 return Err(FormatError::malformed(
                     path,
                     loc(),
-                    format!(
-                        "category_id {} is not among the categories",
-                        ann.category_id
-                    ),
+                    format!("category_id {} is not among the categories", ann.category_id),
                 ));
             }
         };
         let bbox = match &ann.bbox {
             None => None,
             Some(b) if b.is_empty() => None,
-            Some(b) => {
-                Some(parse_box(b, convention).map_err(|m| FormatError::malformed(path, loc(), m))?)
-            }
+            Some(b) => Some(parse_box(b, convention).map_err(|m| FormatError::malformed(path, loc(), m))?),
         };
         let polygon = ann.segmentation.as_ref().and_then(first_polygon);
         let mut obj = match (polygon, bbox) {
             (Some(poly), bbox) => {
-                let mut a =
-                    Annotation::from_shape(Shape::Polygon(poly), class).ok_or_else(|| {
-                        FormatError::malformed(path, loc(), "empty segmentation polygon")
-                    })?;
+                let mut a = Annotation::from_shape(Shape::Polygon(poly), class)
+                    .ok_or_else(|| FormatError::malformed(path, loc(), "empty segmentation polygon"))?;
                 if bbox.is_some() {
                     a.bbox = bbox;
                 }
@@ -215,11 +193,7 @@ pub fn read_with(
             }
             (None, Some(b)) => Annotation::from_bbox(b, class),
             (None, None) => {
-                return Err(FormatError::malformed(
-                    path,
-                    loc(),
-                    "neither a bbox nor a polygon segmentation",
-                ));
+                return Err(FormatError::malformed(path, loc(), "neither a bbox nor a polygon segmentation"));
             }
         };
         obj.score = ann.score;
@@ -237,10 +211,7 @@ pub fn read_with(
                 inside.x,
                 inside.y
             );
-            set.inconsistencies.push(Inconsistency {
-                image: img.image.clone(),
-                message,
-            });
+            set.inconsistencies.push(Inconsistency { image: img.image.clone(), message });
             obj.centroid = inside;
         }
         set.images[img_idx].objects.push(obj);
@@ -274,60 +245,36 @@ fn first_polygon(seg: &serde_json::Value) -> Option<Polygon> {
     if nums.len() < 6 || nums.len() != ring.len() || !nums.len().is_multiple_of(2) {
         return None;
     }
-    Some(Polygon::new(
-        nums.chunks_exact(2)
-            .map(|c| Point::new(c[0], c[1]))
-            .collect(),
-    ))
+    Some(Polygon::new(nums.chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect()))
 }
 
 fn detect_convention(coco: &CocoIn) -> BoxConvention {
     let info_mentions = |needle: &str| {
         coco.info.as_ref().is_some_and(|i| {
-            [&i.description, &i.contributor].iter().any(|s| {
-                s.as_deref()
-                    .is_some_and(|s| s.to_ascii_lowercase().contains(needle))
-            })
+            [&i.description, &i.contributor]
+                .iter()
+                .any(|s| s.as_deref().is_some_and(|s| s.to_ascii_lowercase().contains(needle)))
         })
     };
-    if coco
-        .info
-        .as_ref()
-        .is_some_and(|i| i.description.as_deref() == Some(WRITER_DESCRIPTION))
-    {
+    if coco.info.as_ref().is_some_and(|i| i.description.as_deref() == Some(WRITER_DESCRIPTION)) {
         return BoxConvention::Xywh;
     }
     if info_mentions("midog") {
         return BoxConvention::X1Y1X2Y2;
     }
-    let boxes = || {
-        coco.annotations
-            .iter()
-            .filter_map(|a| a.bbox.as_deref())
-            .filter(|b| b.len() == 4)
-    };
+    let boxes = || coco.annotations.iter().filter_map(|a| a.bbox.as_deref()).filter(|b| b.len() == 4);
     if boxes().any(|b| b[2] < b[0] || b[3] < b[1]) {
         return BoxConvention::Xywh;
     }
-    let sizes: HashMap<&Id, (Option<u32>, Option<u32>)> = coco
-        .images
-        .iter()
-        .map(|i| (&i.id, (i.width, i.height)))
-        .collect();
+    let sizes: HashMap<&Id, (Option<u32>, Option<u32>)> =
+        coco.images.iter().map(|i| (&i.id, (i.width, i.height))).collect();
     let beyond = coco.annotations.iter().any(|a| {
-        let (Some(b), Some((w, h))) = (a.bbox.as_deref(), sizes.get(&a.image_id)) else {
-            return false;
-        };
+        let (Some(b), Some((w, h))) = (a.bbox.as_deref(), sizes.get(&a.image_id)) else { return false };
         // More than half of the box outside its image: implausible for xywh.
         b.len() == 4
-            && (w.is_some_and(|w| b[0] + b[2] / 2.0 > w as f64)
-                || h.is_some_and(|h| b[1] + b[3] / 2.0 > h as f64))
+            && (w.is_some_and(|w| b[0] + b[2] / 2.0 > w as f64) || h.is_some_and(|h| b[1] + b[3] / 2.0 > h as f64))
     });
-    if beyond {
-        BoxConvention::X1Y1X2Y2
-    } else {
-        BoxConvention::Xywh
-    }
+    if beyond { BoxConvention::X1Y1X2Y2 } else { BoxConvention::Xywh }
 }
 
 #[derive(Serialize)]
@@ -387,12 +334,7 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| image_id_from_name(n) == img.image)
             .unwrap_or_else(|| img.image.clone());
-        images.push(ImageOut {
-            id: i + 1,
-            file_name,
-            width: img.width,
-            height: img.height,
-        });
+        images.push(ImageOut { id: i + 1, file_name, width: img.width, height: img.height });
         for o in &img.objects {
             let b = crate::box_for_writing(o, path, &img.image)?;
             let segmentation = match &o.shape {
@@ -417,21 +359,10 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
         }
     }
     let out = CocoOut {
-        info: InfoOut {
-            description: WRITER_DESCRIPTION,
-        },
+        info: InfoOut { description: WRITER_DESCRIPTION },
         images,
         annotations,
-        categories: [
-            CategoryOut {
-                id: 1,
-                name: "mitotic figure",
-            },
-            CategoryOut {
-                id: 2,
-                name: "not mitotic figure",
-            },
-        ],
+        categories: [CategoryOut { id: 1, name: "mitotic figure" }, CategoryOut { id: 2, name: "not mitotic figure" }],
     };
     atomic::write_atomic_with(path, |w| {
         serde_json::to_writer(&mut *w, &out).map_err(std::io::Error::other)?;
@@ -445,16 +376,8 @@ mod tests {
 
     fn file(info: Option<&str>, boxes: &[[f64; 4]]) -> CocoIn {
         CocoIn {
-            info: info.map(|d| InfoIn {
-                description: Some(d.into()),
-                contributor: None,
-            }),
-            images: vec![ImageIn {
-                id: Id::Int(1),
-                file_name: "a.png".into(),
-                width: Some(1000),
-                height: Some(1000),
-            }],
+            info: info.map(|d| InfoIn { description: Some(d.into()), contributor: None }),
+            images: vec![ImageIn { id: Id::Int(1), file_name: "a.png".into(), width: Some(1000), height: Some(1000) }],
             annotations: boxes
                 .iter()
                 .map(|b| AnnIn {
@@ -473,34 +396,11 @@ mod tests {
     #[test]
     fn box_convention_heuristics() {
         use BoxConvention::*;
-        assert_eq!(
-            detect_convention(&file(Some("MIDOG 2021"), &[[10.0, 10.0, 5.0, 5.0]])),
-            X1Y1X2Y2
-        );
-        assert_eq!(
-            detect_convention(&file(None, &[[100.0, 100.0, 50.0, 50.0]])),
-            Xywh,
-            "inverted as x1y1x2y2"
-        );
-        assert_eq!(
-            detect_convention(&file(None, &[[700.0, 10.0, 750.0, 60.0]])),
-            X1Y1X2Y2,
-            "xywh would leave the image"
-        );
+        assert_eq!(detect_convention(&file(Some("MIDOG 2021"), &[[10.0, 10.0, 5.0, 5.0]])), X1Y1X2Y2);
+        assert_eq!(detect_convention(&file(None, &[[100.0, 100.0, 50.0, 50.0]])), Xywh, "inverted as x1y1x2y2");
+        assert_eq!(detect_convention(&file(None, &[[700.0, 10.0, 750.0, 60.0]])), X1Y1X2Y2, "xywh would leave the image");
         // A 50 px box around a point near the border is still xywh.
-        assert_eq!(
-            detect_convention(&file(
-                None,
-                &[[10.0, 10.0, 20.0, 20.0], [980.0, 5.0, 50.0, 50.0]]
-            )),
-            Xywh
-        );
-        assert_eq!(
-            detect_convention(&file(
-                Some(WRITER_DESCRIPTION),
-                &[[700.0, 10.0, 750.0, 60.0]]
-            )),
-            Xywh
-        );
+        assert_eq!(detect_convention(&file(None, &[[10.0, 10.0, 20.0, 20.0], [980.0, 5.0, 50.0, 50.0]])), Xywh);
+        assert_eq!(detect_convention(&file(Some(WRITER_DESCRIPTION), &[[700.0, 10.0, 750.0, 60.0]])), Xywh);
     }
 }

@@ -28,31 +28,16 @@ use mitoscope_geom::{BBox, Point};
 
 use crate::{FormatError, ReadOptions, Result, WriteOptions, atomic};
 
-const IMAGE_NAMES: &[&str] = &[
-    "image",
-    "image_id",
-    "image_name",
-    "filename",
-    "file_name",
-    "file",
-    "slide",
-];
+const IMAGE_NAMES: &[&str] = &["image", "image_id", "image_name", "filename", "file_name", "file", "slide"];
 const X_NAMES: &[&str] = &["x", "cx", "centroid_x"];
 const Y_NAMES: &[&str] = &["y", "cy", "centroid_y"];
 const SCORE_NAMES: &[&str] = &["score", "probability", "prob", "confidence"];
 const CLASS_NAMES: &[&str] = &["class", "label", "category"];
-const BOX_NAMES: [&[&str]; 4] = [
-    &["xmin", "x_min"],
-    &["ymin", "y_min"],
-    &["xmax", "x_max"],
-    &["ymax", "y_max"],
-];
+const BOX_NAMES: [&[&str]; 4] = [&["xmin", "x_min"], &["ymin", "y_min"], &["xmax", "x_max"], &["ymax", "y_max"]];
 
 /// Extensions of image and whole-slide files whose stem is the image id.
-const IMAGE_FILE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "tif", "tiff", "bmp", "svs", "ndpi", "mrxs", "scn", "vms", "czi", "dcm",
-    "bif",
-];
+const IMAGE_FILE_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "svs", "ndpi", "mrxs", "scn", "vms", "czi", "dcm", "bif"];
 
 /// The image id for a file name found in an annotation file: the last path
 /// component, without its extension when that is an image or slide
@@ -61,12 +46,7 @@ pub(crate) fn image_id_from_name(name: &str) -> String {
     let name = name.trim();
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     match base.rsplit_once('.') {
-        Some((stem, ext))
-            if !stem.is_empty()
-                && IMAGE_FILE_EXTENSIONS
-                    .iter()
-                    .any(|e| e.eq_ignore_ascii_case(ext)) =>
-        {
+        Some((stem, ext)) if !stem.is_empty() && IMAGE_FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)) => {
             stem.to_owned()
         }
         _ => base.to_owned(),
@@ -75,24 +55,14 @@ pub(crate) fn image_id_from_name(name: &str) -> String {
 
 /// The stem of an annotation file, used as the image id of single-image formats.
 pub(crate) fn file_stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A number with at most `decimals` decimals and no trailing zeros (`12`, `12.5`).
 pub(crate) fn fmt_num(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    if s == "-0" {
-        "0".to_owned()
-    } else {
-        s.to_owned()
-    }
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    if s == "-0" { "0".to_owned() } else { s.to_owned() }
 }
 
 /// A serde_json error as [`FormatError::Malformed`] with its line and column.
@@ -102,14 +72,8 @@ pub(crate) fn json_error(path: &Path, e: serde_json::Error) -> FormatError {
     }
     // serde_json's message ends with " at line L column C"; the location says that already.
     let msg = e.to_string();
-    let msg = msg
-        .rsplit_once(" at line ")
-        .map_or(msg.as_str(), |(m, _)| m);
-    FormatError::malformed(
-        path,
-        format!("line {} column {}", e.line(), e.column()),
-        format!("invalid JSON: {msg}"),
-    )
+    let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
+    FormatError::malformed(path, format!("line {} column {}", e.line(), e.column()), format!("invalid JSON: {msg}"))
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> FormatError {
@@ -117,16 +81,12 @@ fn csv_error(path: &Path, e: csv::Error) -> FormatError {
     let location = line.map_or_else(|| "record".to_owned(), |l| format!("line {l}"));
     match e.into_kind() {
         csv::ErrorKind::Io(io) => FormatError::io(path, io),
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => FormatError::malformed(
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => FormatError::malformed(
             path,
             location,
             format!("expected {expected_len} fields as in the header, found {len}"),
         ),
-        csv::ErrorKind::Utf8 { err, .. } => {
-            FormatError::malformed(path, location, format!("not UTF-8: {err}"))
-        }
+        csv::ErrorKind::Utf8 { err, .. } => FormatError::malformed(path, location, format!("not UTF-8: {err}")),
         other => FormatError::malformed(path, location, format!("{other:?}")),
     }
 }
@@ -141,10 +101,8 @@ struct Columns {
 
 impl Columns {
     fn from_header(path: &Path, header: &csv::StringRecord) -> Result<Self> {
-        let names: Vec<String> = header
-            .iter()
-            .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-            .collect();
+        let names: Vec<String> =
+            header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
         let find = |aliases: &[&str]| names.iter().position(|n| aliases.contains(&n.as_str()));
         let xy = find(X_NAMES).zip(find(Y_NAMES));
         let b = BOX_NAMES.map(find);
@@ -153,13 +111,9 @@ impl Columns {
             _ => None,
         };
         match find(IMAGE_NAMES) {
-            Some(image) if xy.is_some() || bbox.is_some() => Ok(Self {
-                image,
-                xy,
-                bbox,
-                score: find(SCORE_NAMES),
-                class: find(CLASS_NAMES),
-            }),
+            Some(image) if xy.is_some() || bbox.is_some() => {
+                Ok(Self { image, xy, bbox, score: find(SCORE_NAMES), class: find(CLASS_NAMES) })
+            }
             _ => Err(FormatError::malformed(
                 path,
                 "line 1",
@@ -176,9 +130,7 @@ impl Columns {
 pub fn read(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSet> {
     let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
     let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let is_tsv = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+    let is_tsv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
         || (first_line.contains(&b'\t') && !first_line.contains(&b','));
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(if is_tsv { b'\t' } else { b',' })
@@ -187,11 +139,7 @@ pub fn read(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSet> {
         .from_reader(bytes.as_slice());
     let header = rdr.headers().map_err(|e| csv_error(path, e))?.clone();
     if header.iter().all(str::is_empty) {
-        return Err(FormatError::malformed(
-            path,
-            "line 1",
-            "empty file: expected a header with at least image,x,y",
-        ));
+        return Err(FormatError::malformed(path, "line 1", "empty file: expected a header with at least image,x,y"));
     }
     let cols = Columns::from_header(path, &header)?;
     let mut set = AnnotationSet::default();
@@ -222,11 +170,7 @@ fn parse_row(
         let name = header.get(i).unwrap_or("?");
         let raw = cell(i);
         let v: f64 = raw.parse().map_err(|_| {
-            FormatError::malformed(
-                path,
-                loc(),
-                format!("column {name}: expected a number, found '{raw}'"),
-            )
+            FormatError::malformed(path, loc(), format!("column {name}: expected a number, found '{raw}'"))
         })?;
         if !v.is_finite() {
             return Err(FormatError::malformed(
@@ -236,11 +180,7 @@ fn parse_row(
             ));
         }
         if v < 0.0 {
-            return Err(FormatError::malformed(
-                path,
-                loc(),
-                format!("column {name}: negative coordinate {raw}"),
-            ));
+            return Err(FormatError::malformed(path, loc(), format!("column {name}: negative coordinate {raw}")));
         }
         Ok(v)
     };
@@ -254,9 +194,7 @@ fn parse_row(
             FormatError::malformed(
                 path,
                 loc(),
-                format!(
-                    "unrecognised class '{raw}' (expected e.g. mitosis, non-mitosis, hard negative)"
-                ),
+                format!("unrecognised class '{raw}' (expected e.g. mitosis, non-mitosis, hard negative)"),
             )
         })?,
     };
@@ -280,19 +218,11 @@ fn parse_row(
     if let Some(i) = cols.score {
         let raw = cell(i);
         if !raw.is_empty() {
-            let s: f64 = raw.parse().map_err(|_| {
-                FormatError::malformed(
-                    path,
-                    loc(),
-                    format!("score: expected a number, found '{raw}'"),
-                )
-            })?;
+            let s: f64 = raw
+                .parse()
+                .map_err(|_| FormatError::malformed(path, loc(), format!("score: expected a number, found '{raw}'")))?;
             if !s.is_finite() {
-                return Err(FormatError::malformed(
-                    path,
-                    loc(),
-                    format!("score {raw} is not a finite number"),
-                ));
+                return Err(FormatError::malformed(path, loc(), format!("score {raw} is not a finite number")));
             }
             obj.score = Some(s);
         }

@@ -64,24 +64,13 @@ pub enum FormatError {
 
 impl FormatError {
     /// Shorthand for [`FormatError::Malformed`].
-    pub fn malformed(
-        path: impl Into<PathBuf>,
-        location: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self::Malformed {
-            path: path.into(),
-            location: location.into(),
-            message: message.into(),
-        }
+    pub fn malformed(path: impl Into<PathBuf>, location: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Malformed { path: path.into(), location: location.into(), message: message.into() }
     }
 
     /// Shorthand for [`FormatError::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 }
 

@@ -39,12 +39,8 @@
 
 use std::path::{Path, PathBuf};
 
-use geojson::{
-    Feature, FeatureCollection, GeoJson, Geometry, GeometryValue, JsonObject, JsonValue, Position,
-};
-use mitoscope_annotations::{
-    Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape,
-};
+use geojson::{Feature, FeatureCollection, GeoJson, Geometry, GeometryValue, JsonObject, JsonValue, Position};
+use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape};
 use mitoscope_geom::{Point, Polygon};
 use serde_json::json;
 
@@ -55,8 +51,7 @@ use crate::{FormatError, ReadOptions, Result, WriteOptions, atomic};
 pub const QUPATH_OFFSET: f64 = 0.5;
 
 fn is_geojson_file(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("geojson") || e.eq_ignore_ascii_case("json"))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("geojson") || e.eq_ignore_ascii_case("json"))
 }
 
 /// Reads a GeoJSON file or a folder of them (see the module docs).
@@ -83,16 +78,10 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 
 fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let value: JsonValue =
-        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
+    let value: JsonValue = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
     let features: Vec<Feature> = if value.is_array() {
-        serde_json::from_value(value).map_err(|e| {
-            FormatError::malformed(
-                path,
-                "top level",
-                format!("not an array of GeoJSON features: {e}"),
-            )
-        })?
+        serde_json::from_value(value)
+            .map_err(|e| FormatError::malformed(path, "top level", format!("not an array of GeoJSON features: {e}")))?
     } else {
         match serde_json::from_value::<GeoJson>(value) {
             Ok(GeoJson::FeatureCollection(fc)) => fc.features,
@@ -104,13 +93,7 @@ fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
                     "a bare geometry: expected a Feature or FeatureCollection",
                 ));
             }
-            Err(e) => {
-                return Err(FormatError::malformed(
-                    path,
-                    "top level",
-                    format!("not GeoJSON: {e}"),
-                ));
-            }
+            Err(e) => return Err(FormatError::malformed(path, "top level", format!("not GeoJSON: {e}"))),
         }
     };
     let stem = file_stem(path);
@@ -121,11 +104,7 @@ fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
     for (i, f) in features.iter().enumerate() {
         let loc = || format!("feature {i}");
         let props = f.properties.as_ref();
-        let image = props
-            .and_then(|p| p.get("image"))
-            .and_then(JsonValue::as_str)
-            .unwrap_or(&stem)
-            .to_owned();
+        let image = props.and_then(|p| p.get("image")).and_then(JsonValue::as_str).unwrap_or(&stem).to_owned();
         let class = match class_name(props) {
             None => ObjectClass::Mitosis,
             Some(name) => ObjectClass::parse(name).ok_or_else(|| {
@@ -154,14 +133,10 @@ fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
                     objs.push(Annotation::point(position(path, &loc, c)?, class));
                 }
             }
-            GeometryValue::Polygon { coordinates } => {
-                objs.push(polygon_object(path, &loc, coordinates, class)?)
-            }
+            GeometryValue::Polygon { coordinates } => objs.push(polygon_object(path, &loc, coordinates, class)?),
             GeometryValue::MultiPolygon { coordinates } => {
-                let mut parts = coordinates
-                    .iter()
-                    .map(|p| polygon_object(path, &loc, p, class))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut parts =
+                    coordinates.iter().map(|p| polygon_object(path, &loc, p, class)).collect::<Result<Vec<_>>>()?;
                 let area = |a: &Annotation| a.shape.as_ref().map_or(0.0, Shape::area_px);
                 parts.sort_by(|a, b| area(b).total_cmp(&area(a)));
                 objs.extend(parts.into_iter().next());
@@ -197,11 +172,7 @@ fn class_name(props: Option<&JsonObject>) -> Option<&str> {
         .or_else(|| classification.and_then(JsonValue::as_str))
         .or_else(|| p.get("class").and_then(JsonValue::as_str))
         // QuPath's `name` is free text ("Annotation 3"): a class only when it reads as one.
-        .or_else(|| {
-            p.get("name")
-                .and_then(JsonValue::as_str)
-                .filter(|n| ObjectClass::parse(n).is_some())
-        })
+        .or_else(|| p.get("name").and_then(JsonValue::as_str).filter(|n| ObjectClass::parse(n).is_some()))
         .filter(|s| !s.trim().is_empty())
 }
 
@@ -211,11 +182,7 @@ fn score(props: Option<&JsonObject>) -> Option<f64> {
         Some(JsonValue::Object(m)) => m.get("score").and_then(JsonValue::as_f64),
         Some(JsonValue::Array(list)) => list
             .iter()
-            .find(|m| {
-                m.get("name")
-                    .and_then(JsonValue::as_str)
-                    .is_some_and(|n| n.eq_ignore_ascii_case("score"))
-            })
+            .find(|m| m.get("name").and_then(JsonValue::as_str).is_some_and(|n| n.eq_ignore_ascii_case("score")))
             .and_then(|m| m.get("value"))
             .and_then(JsonValue::as_f64),
         _ => None,
@@ -227,14 +194,8 @@ fn score(props: Option<&JsonObject>) -> Option<f64> {
 
 fn position(path: &Path, loc: &dyn Fn() -> String, p: &Position) -> Result<Point> {
     match p.as_slice() {
-        [x, y, ..] if x.is_finite() && y.is_finite() => {
-            Ok(Point::new(x - QUPATH_OFFSET, y - QUPATH_OFFSET))
-        }
-        other => Err(FormatError::malformed(
-            path,
-            loc(),
-            format!("position needs finite x and y, found {other:?}"),
-        )),
+        [x, y, ..] if x.is_finite() && y.is_finite() => Ok(Point::new(x - QUPATH_OFFSET, y - QUPATH_OFFSET)),
+        other => Err(FormatError::malformed(path, loc(), format!("position needs finite x and y, found {other:?}"))),
     }
 }
 
@@ -244,13 +205,8 @@ fn polygon_object(
     rings: &[Vec<Position>],
     class: ObjectClass,
 ) -> Result<Annotation> {
-    let outer = rings
-        .first()
-        .ok_or_else(|| FormatError::malformed(path, loc(), "polygon without rings"))?;
-    let pts = outer
-        .iter()
-        .map(|p| position(path, loc, p))
-        .collect::<Result<Vec<_>>>()?;
+    let outer = rings.first().ok_or_else(|| FormatError::malformed(path, loc(), "polygon without rings"))?;
+    let pts = outer.iter().map(|p| position(path, loc, p)).collect::<Result<Vec<_>>>()?;
     let poly = Polygon::new(pts);
     if poly.vertices.len() < 3 {
         return Err(FormatError::malformed(
@@ -270,12 +226,7 @@ pub fn pixel_hull(pixels: &[(u32, u32)]) -> Polygon {
         .iter()
         .flat_map(|&(x, y)| {
             let (x, y) = (x as f64, y as f64);
-            [
-                (x - 0.5, y - 0.5),
-                (x + 0.5, y - 0.5),
-                (x + 0.5, y + 0.5),
-                (x - 0.5, y + 0.5),
-            ]
+            [(x - 0.5, y - 0.5), (x + 0.5, y - 0.5), (x + 0.5, y + 0.5), (x - 0.5, y + 0.5)]
         })
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -283,21 +234,14 @@ pub fn pixel_hull(pixels: &[(u32, u32)]) -> Polygon {
     if pts.len() < 3 {
         return Polygon::new(pts.into_iter().map(|(x, y)| Point::new(x, y)).collect());
     }
-    let cross = |o: (f64, f64), a: (f64, f64), b: (f64, f64)| {
-        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
-    };
+    let cross = |o: (f64, f64), a: (f64, f64), b: (f64, f64)| (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0);
     let mut hull: Vec<(f64, f64)> = Vec::with_capacity(pts.len() + 1);
     for pass in 0..2 {
         let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &(f64, f64)>> = if pass == 0 {
-            Box::new(pts.iter())
-        } else {
-            Box::new(pts.iter().rev())
-        };
+        let iter: Box<dyn Iterator<Item = &(f64, f64)>> =
+            if pass == 0 { Box::new(pts.iter()) } else { Box::new(pts.iter().rev()) };
         for &p in iter {
-            while hull.len() >= start + 2
-                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
-            {
+            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
                 hull.pop();
             }
             hull.push(p);
@@ -323,56 +267,30 @@ fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
     let geometry = match outline {
         Some(poly) => {
             // GeoJSON rings are closed: repeat the first vertex.
-            let mut ring: Vec<Position> = poly
-                .vertices
-                .iter()
-                .map(|v| Position::from([v.x + QUPATH_OFFSET, v.y + QUPATH_OFFSET]))
-                .collect();
+            let mut ring: Vec<Position> =
+                poly.vertices.iter().map(|v| Position::from([v.x + QUPATH_OFFSET, v.y + QUPATH_OFFSET])).collect();
             ring.extend(ring.first().cloned());
-            Geometry::new(GeometryValue::Polygon {
-                coordinates: vec![ring],
-            })
+            Geometry::new(GeometryValue::Polygon { coordinates: vec![ring] })
         }
         None => Geometry::new_point([o.centroid.x + QUPATH_OFFSET, o.centroid.y + QUPATH_OFFSET]),
     };
     let (name, color) = class_label(o.class);
     let mut props = JsonObject::new();
-    props.insert(
-        "objectType".into(),
-        json!(if o.score.is_some() {
-            "detection"
-        } else {
-            "annotation"
-        }),
-    );
-    props.insert(
-        "classification".into(),
-        json!({"name": name, "color": color}),
-    );
+    props.insert("objectType".into(), json!(if o.score.is_some() { "detection" } else { "annotation" }));
+    props.insert("classification".into(), json!({"name": name, "color": color}));
     if let Some(s) = o.score {
         props.insert("measurements".into(), json!({"score": s}));
     }
     props.insert("image".into(), json!(img.image));
-    Feature {
-        geometry: Some(geometry),
-        properties: Some(props),
-        ..Default::default()
-    }
+    Feature { geometry: Some(geometry), properties: Some(props), ..Default::default() }
 }
 
-fn collection<'a>(
-    images: impl IntoIterator<Item = &'a ImageAnnotations>,
-    polygons: bool,
-) -> FeatureCollection {
-    images
-        .into_iter()
-        .flat_map(|img| img.objects.iter().map(move |o| feature(img, o, polygons)))
-        .collect()
+fn collection<'a>(images: impl IntoIterator<Item = &'a ImageAnnotations>, polygons: bool) -> FeatureCollection {
+    images.into_iter().flat_map(|img| img.objects.iter().map(move |o| feature(img, o, polygons))).collect()
 }
 
 fn to_bytes(path: &Path, fc: FeatureCollection) -> Result<Vec<u8>> {
-    let mut bytes =
-        serde_json::to_vec(&fc).map_err(|e| FormatError::io(path, std::io::Error::other(e)))?;
+    let mut bytes = serde_json::to_vec(&fc).map_err(|e| FormatError::io(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -380,10 +298,7 @@ fn to_bytes(path: &Path, fc: FeatureCollection) -> Result<Vec<u8>> {
 /// Writes one `.geojson`/`.json` file, or a folder of `<image>.geojson`.
 pub fn write(set: &AnnotationSet, path: &Path, opts: &WriteOptions) -> Result<()> {
     if is_geojson_file(path) {
-        return atomic::write_atomic(
-            path,
-            &to_bytes(path, collection(&set.images, opts.polygons))?,
-        );
+        return atomic::write_atomic(path, &to_bytes(path, collection(&set.images, opts.polygons))?);
     }
     std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
     for img in &set.images {

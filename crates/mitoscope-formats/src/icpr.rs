@@ -21,20 +21,12 @@ pub fn read_pixel_lists(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSe
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line
-            .strip_suffix(',')
-            .unwrap_or(line)
-            .split(',')
-            .map(str::trim)
-            .collect();
+        let fields: Vec<&str> = line.strip_suffix(',').unwrap_or(line).split(',').map(str::trim).collect();
         if !fields.len().is_multiple_of(2) {
             return Err(FormatError::malformed(
                 path,
                 loc(),
-                format!(
-                    "expected an even number of values (x,y pairs), found {}",
-                    fields.len()
-                ),
+                format!("expected an even number of values (x,y pairs), found {}", fields.len()),
             ));
         }
         let mut coords = Vec::with_capacity(fields.len());
@@ -43,20 +35,14 @@ pub fn read_pixel_lists(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSe
                 FormatError::malformed(
                     path,
                     loc(),
-                    format!(
-                        "value {}: expected an integer pixel coordinate, found '{f}'",
-                        k + 1
-                    ),
+                    format!("value {}: expected an integer pixel coordinate, found '{f}'", k + 1),
                 )
             })?;
             let v = u32::try_from(v).map_err(|_| {
                 FormatError::malformed(
                     path,
                     loc(),
-                    format!(
-                        "value {}: pixel coordinate {v} is out of range (negative?)",
-                        k + 1
-                    ),
+                    format!("value {}: pixel coordinate {v} is out of range (negative?)", k + 1),
                 )
             })?;
             coords.push(v);

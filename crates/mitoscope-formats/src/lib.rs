@@ -109,15 +109,7 @@ impl Format {
 
     /// Whether [`write()`] supports this format.
     pub fn writable(self) -> bool {
-        matches!(
-            self,
-            Format::Csv
-                | Format::Coco
-                | Format::MidogPoints
-                | Format::Yolo
-                | Format::Voc
-                | Format::GeoJson
-        )
+        matches!(self, Format::Csv | Format::Coco | Format::MidogPoints | Format::Yolo | Format::Voc | Format::GeoJson)
     }
 }
 
@@ -174,16 +166,10 @@ pub(crate) fn box_for_writing(
     path: &Path,
     image: &str,
 ) -> Result<mitoscope_geom::BBox> {
-    match obj
-        .bbox
-        .or_else(|| obj.shape.as_ref().and_then(|s| s.bbox()))
-    {
+    match obj.bbox.or_else(|| obj.shape.as_ref().and_then(|s| s.bbox())) {
         Some(b) => Ok(b),
         None => mitoscope_geom::BBox::from_center(obj.centroid, DEFAULT_BOX_PX, DEFAULT_BOX_PX)
-            .map_err(|e| FormatError::Unsupported {
-                path: path.to_owned(),
-                message: format!("image {image}: {e}"),
-            }),
+            .map_err(|e| FormatError::Unsupported { path: path.to_owned(), message: format!("image {image}: {e}") }),
     }
 }
 
@@ -193,11 +179,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     if meta.is_dir() {
         return Ok(Format::Gzmh);
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "zip" => return Ok(Format::Gzmh),
         "sqlite" | "sqlite3" | "db" => return Ok(Format::SlideRunner),
@@ -231,9 +213,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
 fn read_head(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
     let mut buf = Vec::new();
-    f.take(limit)
-        .read_to_end(&mut buf)
-        .map_err(|e| FormatError::io(path, e))?;
+    f.take(limit).read_to_end(&mut buf).map_err(|e| FormatError::io(path, e))?;
     Ok(buf)
 }
 
@@ -241,11 +221,7 @@ fn read_head(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// anything with a header is a plain point CSV.
 fn detect_csv(text: &str) -> Format {
     let first = text.lines().next().unwrap_or("");
-    let fields: Vec<&str> = first
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields: Vec<&str> = first.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
     let numeric = !fields.is_empty() && fields.iter().all(|f| f.parse::<f64>().is_ok());
     if numeric && fields.len() >= 2 && fields.len().is_multiple_of(2) && fields.len() != 4 {
         Format::IcprPixels
@@ -307,9 +283,7 @@ pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptio
         Format::GeoJson => geojson::write(set, path, opts),
         Format::Gzmh | Format::IcprPixels | Format::SlideRunner => Err(FormatError::Unsupported {
             path: path.to_owned(),
-            message: format!(
-                "writing {format} is not supported; write csv, coco, midog, yolo, voc or geojson"
-            ),
+            message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc or geojson"),
         }),
     }
 }
@@ -317,11 +291,7 @@ pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptio
 /// Picks a writer from the output path's extension (`.csv`, `.geojson`,
 /// `.json` = COCO, `.xml` = VOC, `.txt` or a folder = YOLO).
 pub fn format_for_output(path: &Path) -> Option<Format> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "csv" => Some(Format::Csv),
         "geojson" => Some(Format::GeoJson),

@@ -65,8 +65,7 @@ struct Version {
 }
 
 fn is_json(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Reads one points file, or every `*.json` in a folder (sorted by name).
@@ -86,10 +85,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
             .filter(|p| p.is_file() && is_json(p))
             .collect();
         files.sort();
-        let images = files
-            .iter()
-            .map(|f| read_file(f, mpp))
-            .collect::<Result<Vec<_>>>()?;
+        let images = files.iter().map(|f| read_file(f, mpp)).collect::<Result<Vec<_>>>()?;
         return Ok(AnnotationSet::from_images(images));
     }
     Ok(AnnotationSet::from_images(vec![read_file(path, mpp)?]))
@@ -97,18 +93,9 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 
 fn read_file(path: &Path, mpp: Mpp) -> Result<ImageAnnotations> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let parsed: PointsIn =
-        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
-    if let Some(kind) = parsed
-        .kind
-        .as_deref()
-        .filter(|k| !k.eq_ignore_ascii_case("Multiple points"))
-    {
-        return Err(FormatError::malformed(
-            path,
-            "type",
-            format!("expected \"Multiple points\", found \"{kind}\""),
-        ));
+    let parsed: PointsIn = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
+    if let Some(kind) = parsed.kind.as_deref().filter(|k| !k.eq_ignore_ascii_case("Multiple points")) {
+        return Err(FormatError::malformed(path, "type", format!("expected \"Multiple points\", found \"{kind}\"")));
     }
     let mut img = ImageAnnotations::new(file_stem(path));
     img.mpp = Some(mpp);
@@ -120,25 +107,15 @@ fn read_file(path: &Path, mpp: Mpp) -> Result<ImageAnnotations> {
                 FormatError::malformed(
                     path,
                     loc(),
-                    format!(
-                        "unknown name '{n}' (expected 'mitotic figure' or 'non-mitotic figure')"
-                    ),
+                    format!("unknown name '{n}' (expected 'mitotic figure' or 'non-mitotic figure')"),
                 )
             })?,
         };
         let [x, y, ..] = p.point[..] else {
-            return Err(FormatError::malformed(
-                path,
-                loc(),
-                format!("point needs x and y, found {:?}", p.point),
-            ));
+            return Err(FormatError::malformed(path, loc(), format!("point needs x and y, found {:?}", p.point)));
         };
         if x < 0.0 || y < 0.0 {
-            return Err(FormatError::malformed(
-                path,
-                loc(),
-                format!("negative coordinate [{x}, {y}] mm"),
-            ));
+            return Err(FormatError::malformed(path, loc(), format!("negative coordinate [{x}, {y}] mm")));
         }
         let mut obj = Annotation::point(Point::new(mpp.mm_to_px(x), mpp.mm_to_px(y)), class);
         obj.score = p.probability;
@@ -175,8 +152,7 @@ fn to_json(img: &ImageAnnotations, path: &Path, opts: &WriteOptions) -> Result<V
             .collect(),
         version: Version { major: 1, minor: 0 },
     };
-    let mut bytes = serde_json::to_vec_pretty(&out)
-        .map_err(|e| FormatError::io(path, std::io::Error::other(e)))?;
+    let mut bytes = serde_json::to_vec_pretty(&out).map_err(|e| FormatError::io(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -199,12 +175,7 @@ pub fn write(set: &AnnotationSet, path: &Path, opts: &WriteOptions) -> Result<()
     let files = set
         .images
         .iter()
-        .map(|img| {
-            Ok((
-                path.join(format!("{}.json", img.image)),
-                to_json(img, path, opts)?,
-            ))
-        })
+        .map(|img| Ok((path.join(format!("{}.json", img.image)), to_json(img, path, opts)?)))
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
     for (file, bytes) in files {

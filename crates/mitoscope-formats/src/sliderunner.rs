@@ -20,49 +20,32 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use mitoscope_annotations::{
-    Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape,
-};
+use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, Inconsistency, ObjectClass, Shape};
 use mitoscope_geom::{BBox, Point, Polygon};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::csv_points::image_id_from_name;
 use crate::{FormatError, ReadOptions, Result, WriteOptions};
 
-const REQUIRED_TABLES: [&str; 4] = [
-    "Slides",
-    "Annotations",
-    "Annotations_coordinates",
-    "Classes",
-];
+const REQUIRED_TABLES: [&str; 4] = ["Slides", "Annotations", "Annotations_coordinates", "Classes"];
 
 fn db_error(path: &Path, what: &str, e: rusqlite::Error) -> FormatError {
-    FormatError::malformed(
-        path,
-        what,
-        format!("cannot read the SlideRunner database: {e}"),
-    )
+    FormatError::malformed(path, what, format!("cannot read the SlideRunner database: {e}"))
 }
 
 /// Reads a SlideRunner database (see the module docs).
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     // Open fails lazily on non-databases; check existence for a plain I/O error.
     std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| db_error(path, "open", e))?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| db_error(path, "open", e))?;
 
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(|e| db_error(path, "schema", e))?;
-    let missing: Vec<&str> = REQUIRED_TABLES
-        .iter()
-        .copied()
-        .filter(|t| !tables.iter().any(|x| x.eq_ignore_ascii_case(t)))
-        .collect();
+    let missing: Vec<&str> =
+        REQUIRED_TABLES.iter().copied().filter(|t| !tables.iter().any(|x| x.eq_ignore_ascii_case(t))).collect();
     if !missing.is_empty() {
         return Err(FormatError::malformed(
             path,
@@ -70,11 +53,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
             format!(
                 "not a SlideRunner database: missing table(s) {} (found: {})",
                 missing.join(", "),
-                if tables.is_empty() {
-                    "none".to_owned()
-                } else {
-                    tables.join(", ")
-                }
+                if tables.is_empty() { "none".to_owned() } else { tables.join(", ") }
             ),
         ));
     }
@@ -82,13 +61,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     let classes: HashMap<i64, String> = conn
         .prepare("SELECT uid, name FROM Classes")
         .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                ))
-            })?
-            .collect()
+            s.query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?.collect()
         })
         .map_err(|e| db_error(path, "table Classes", e))?;
 
@@ -116,10 +89,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
             img.width = w.and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0);
             img.height = h.and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0);
             img.mpp = opts.mpp;
-            let base = opts
-                .images_dir
-                .clone()
-                .or_else(|| dir.filter(|d| !d.is_empty()).map(Into::into));
+            let base = opts.images_dir.clone().or_else(|| dir.filter(|d| !d.is_empty()).map(Into::into));
             if let Some(p) = base.map(|b| b.join(&filename)).filter(|p| p.is_file()) {
                 img.path = Some(p);
             }
@@ -139,16 +109,11 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
             .map_err(|e| db_error(path, "table Annotations_coordinates", e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, Option<i64>>(0)?,
-                    r.get::<_, Option<f64>>(1)?,
-                    r.get::<_, Option<f64>>(2)?,
-                ))
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<f64>>(1)?, r.get::<_, Option<f64>>(2)?))
             })
             .map_err(|e| db_error(path, "table Annotations_coordinates", e))?;
         for row in rows {
-            let (anno, x, y) =
-                row.map_err(|e| db_error(path, "table Annotations_coordinates", e))?;
+            let (anno, x, y) = row.map_err(|e| db_error(path, "table Annotations_coordinates", e))?;
             if let (Some(anno), Some(x), Some(y)) = (anno, x, y) {
                 coords.entry(anno).or_default().push(Point::new(x, y));
             }
@@ -157,10 +122,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 
     let has_deleted = conn
         .prepare("SELECT name FROM pragma_table_info('Annotations')")
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| db_error(path, "table Annotations", e))?
         .iter()
         .any(|c| c.eq_ignore_ascii_case("deleted"));
@@ -172,9 +134,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     let mut skipped_class: BTreeMap<String, usize> = BTreeMap::new();
     let mut skipped_type: BTreeMap<i64, usize> = BTreeMap::new();
     let (mut no_coords, mut no_slide) = (0usize, 0usize);
-    let mut stmt = conn
-        .prepare(sql)
-        .map_err(|e| db_error(path, "table Annotations", e))?;
+    let mut stmt = conn.prepare(sql).map_err(|e| db_error(path, "table Annotations", e))?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -186,8 +146,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         })
         .map_err(|e| db_error(path, "table Annotations", e))?;
     for row in rows {
-        let (uid, slide, kind, class_id) =
-            row.map_err(|e| db_error(path, "table Annotations", e))?;
+        let (uid, slide, kind, class_id) = row.map_err(|e| db_error(path, "table Annotations", e))?;
         let class = match class_id {
             None | Some(0) => {
                 *skipped_class.entry("(no agreed class)".into()).or_default() += 1;
@@ -197,16 +156,12 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
                 Some(name) => match ObjectClass::parse(name) {
                     Some(cls) => cls,
                     None => {
-                        *skipped_class
-                            .entry(format!("'{name}' (uid {c})"))
-                            .or_default() += 1;
+                        *skipped_class.entry(format!("'{name}' (uid {c})")).or_default() += 1;
                         continue;
                     }
                 },
                 None => {
-                    *skipped_class
-                        .entry(format!("uid {c} (not in Classes)"))
-                        .or_default() += 1;
+                    *skipped_class.entry(format!("uid {c} (not in Classes)")).or_default() += 1;
                     continue;
                 }
             },
@@ -233,35 +188,19 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         }
     }
 
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut report = |message: String| {
-        set.inconsistencies.push(Inconsistency {
-            image: file.clone(),
-            message,
-        })
-    };
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut report = |message: String| set.inconsistencies.push(Inconsistency { image: file.clone(), message });
     for (name, n) in skipped_class {
-        report(format!(
-            "{n} annotation(s) of class {name} skipped: neither mitosis nor look-alike"
-        ));
+        report(format!("{n} annotation(s) of class {name} skipped: neither mitosis nor look-alike"));
     }
     for (kind, n) in skipped_type {
-        report(format!(
-            "{n} annotation(s) of unsupported type {kind} skipped"
-        ));
+        report(format!("{n} annotation(s) of unsupported type {kind} skipped"));
     }
     if no_coords > 0 {
-        report(format!(
-            "{no_coords} annotation(s) without coordinates skipped"
-        ));
+        report(format!("{no_coords} annotation(s) without coordinates skipped"));
     }
     if no_slide > 0 {
-        report(format!(
-            "{no_slide} annotation(s) referring to no slide in Slides skipped"
-        ));
+        report(format!("{no_slide} annotation(s) referring to no slide in Slides skipped"));
     }
     Ok(set)
 }

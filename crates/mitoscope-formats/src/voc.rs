@@ -515,9 +515,6 @@ mod tests {
         let xml = to_xml(&img, Path::new("o.xml")).unwrap();
         let back = parse(xml.as_bytes(), Path::new("o.xml")).unwrap();
         let b = back.objects[0].bbox.unwrap();
-        assert_eq!(
-            (b.width(), b.center()),
-            (crate::DEFAULT_BOX_PX, Point::new(100.0, 40.0))
-        );
+        assert_eq!((b.width(), b.center()), (crate::DEFAULT_BOX_PX, Point::new(100.0, 40.0)));
     }
 }

@@ -33,12 +33,7 @@ const RANGE_SLACK: f64 = 1e-6;
 /// Parses one YOLO label file for an image of `width` x `height` pixels;
 /// `classes[i]` is the class of index `i`. Image id = file stem; the result
 /// carries the size but no image path.
-pub fn read_txt(
-    path: &Path,
-    width: u32,
-    height: u32,
-    classes: &[ObjectClass],
-) -> Result<ImageAnnotations> {
+pub fn read_txt(path: &Path, width: u32, height: u32, classes: &[ObjectClass]) -> Result<ImageAnnotations> {
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
     let mut img = ImageAnnotations::new(file_stem(path));
     img.width = Some(width);
@@ -53,42 +48,28 @@ pub fn read_txt(
             return Err(FormatError::malformed(
                 path,
                 loc(),
-                format!(
-                    "expected 5 values 'class cx cy w h' (or 6 with a score), found {}",
-                    fields.len()
-                ),
+                format!("expected 5 values 'class cx cy w h' (or 6 with a score), found {}", fields.len()),
             ));
         }
         let idx: usize = fields[0].parse().map_err(|_| {
             FormatError::malformed(
                 path,
                 loc(),
-                format!(
-                    "class: expected a non-negative integer, found '{}'",
-                    fields[0]
-                ),
+                format!("class: expected a non-negative integer, found '{}'", fields[0]),
             )
         })?;
         let class = *classes.get(idx).ok_or_else(|| {
             FormatError::malformed(
                 path,
                 loc(),
-                format!(
-                    "class index {idx} is beyond the {} known class(es) {:?}",
-                    classes.len(),
-                    classes
-                ),
+                format!("class index {idx} is beyond the {} known class(es) {:?}", classes.len(), classes),
             )
         })?;
         let mut v = [0.0f64; 4];
         for (k, name) in ["cx", "cy", "w", "h"].iter().enumerate() {
             let raw = fields[k + 1];
             let x: f64 = raw.parse().map_err(|_| {
-                FormatError::malformed(
-                    path,
-                    loc(),
-                    format!("{name}: expected a number, found '{raw}'"),
-                )
+                FormatError::malformed(path, loc(), format!("{name}: expected a number, found '{raw}'"))
             })?;
             if !(x.is_finite() && (-RANGE_SLACK..=1.0 + RANGE_SLACK).contains(&x)) {
                 return Err(FormatError::malformed(
@@ -106,17 +87,9 @@ pub fn read_txt(
             .map_err(|e| FormatError::malformed(path, loc(), e.to_string()))?;
         let mut obj = Annotation::from_bbox(bbox, class);
         if let Some(raw) = fields.get(5) {
-            let s: f64 = raw
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite())
-                .ok_or_else(|| {
-                    FormatError::malformed(
-                        path,
-                        loc(),
-                        format!("score: expected a finite number, found '{raw}'"),
-                    )
-                })?;
+            let s: f64 = raw.parse().ok().filter(|s: &f64| s.is_finite()).ok_or_else(|| {
+                FormatError::malformed(path, loc(), format!("score: expected a finite number, found '{raw}'"))
+            })?;
             obj.score = Some(s);
         }
         img.objects.push(obj);
@@ -183,9 +156,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         .filter(|p| {
             p.is_file()
                 && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.eq_ignore_ascii_case("classes.txt"))
+                && !p.file_name().is_some_and(|n| n.eq_ignore_ascii_case("classes.txt"))
         })
         .collect();
     txts.sort();
@@ -195,10 +166,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
             hint: "no YOLO .txt label files in this folder".into(),
         });
     }
-    let images = txts
-        .iter()
-        .map(|t| read_one(t, opts))
-        .collect::<Result<Vec<_>>>()?;
+    let images = txts.iter().map(|t| read_one(t, opts)).collect::<Result<Vec<_>>>()?;
     Ok(AnnotationSet::from_images(images))
 }
 
@@ -206,10 +174,7 @@ fn to_txt(img: &ImageAnnotations, path: &Path) -> Result<String> {
     let (Some(w), Some(h)) = (img.width, img.height) else {
         return Err(FormatError::Unsupported {
             path: path.to_owned(),
-            message: format!(
-                "image {}: YOLO needs the image width and height, which are unknown",
-                img.image
-            ),
+            message: format!("image {}: YOLO needs the image width and height, which are unknown", img.image),
         });
     };
     let (w, h) = (w as f64, h as f64);
@@ -223,13 +188,7 @@ fn to_txt(img: &ImageAnnotations, path: &Path) -> Result<String> {
         };
         // Clamp so that the file stays valid for boxes reaching past the border.
         let n = |v: f64| fmt_num(v.clamp(0.0, 1.0), 6);
-        out.push_str(&format!(
-            "{class} {} {} {} {}",
-            n(c.x / w),
-            n(c.y / h),
-            n(b.width() / w),
-            n(b.height() / h)
-        ));
+        out.push_str(&format!("{class} {} {} {} {}", n(c.x / w), n(c.y / h), n(b.width() / w), n(b.height() / h)));
         if let Some(s) = o.score {
             out.push_str(&format!(" {}", fmt_num(s, 6)));
         }
@@ -241,10 +200,7 @@ fn to_txt(img: &ImageAnnotations, path: &Path) -> Result<String> {
 /// Writes `<path>/<image>.txt` per image, or `path` itself when it ends in
 /// `.txt` and the set has one image.
 pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<()> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-    {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
         return match set.images.as_slice() {
             [img] => atomic::write_atomic(path, to_txt(img, path)?.as_bytes()),
             imgs => Err(FormatError::Unsupported {

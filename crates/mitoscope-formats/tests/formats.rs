@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, ObjectClass, Shape};
 use mitoscope_formats::coco::BoxConvention;
 use mitoscope_formats::{
-    Format, FormatError, ReadOptions, WriteOptions, coco, csv_points, detect_format, geojson, icpr,
-    midog_points, sliderunner, yolo,
+    Format, FormatError, ReadOptions, WriteOptions, coco, csv_points, detect_format, geojson, icpr, midog_points,
+    sliderunner, yolo,
 };
 use mitoscope_geom::{BBox, Mpp, Point, Polygon};
 
@@ -21,10 +21,7 @@ fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
 /// The error's message, asserting it names the file and contains every `parts`.
 fn err_names(r: mitoscope_formats::Result<AnnotationSet>, file: &str, parts: &[&str]) -> String {
     let msg = match r {
-        Ok(set) => panic!(
-            "expected an error mentioning {parts:?}, got {} objects",
-            set.object_count()
-        ),
+        Ok(set) => panic!("expected an error mentioning {parts:?}, got {} objects", set.object_count()),
         Err(e) => e.to_string(),
     };
     assert!(msg.contains(file), "error does not name {file}: {msg}");
@@ -42,25 +39,15 @@ fn sample_set() -> AnnotationSet {
     let mut a = ImageAnnotations::new("A00_01");
     a.width = Some(2084);
     a.height = Some(2084);
-    a.objects.push(Annotation::point(
-        Point::new(608.0, 314.0),
-        ObjectClass::Mitosis,
-    ));
+    a.objects.push(Annotation::point(Point::new(608.0, 314.0), ObjectClass::Mitosis));
+    a.objects.push(Annotation::point(Point::new(1413.25, 201.5), ObjectClass::NonMitosis).with_score(0.25));
     a.objects.push(
-        Annotation::point(Point::new(1413.25, 201.5), ObjectClass::NonMitosis).with_score(0.25),
-    );
-    a.objects.push(
-        Annotation::from_bbox(
-            BBox::new(100.0, 120.0, 150.0, 170.0).unwrap(),
-            ObjectClass::Mitosis,
-        )
-        .with_score(0.9),
+        Annotation::from_bbox(BBox::new(100.0, 120.0, 150.0, 170.0).unwrap(), ObjectClass::Mitosis).with_score(0.9),
     );
     let mut b = ImageAnnotations::new("slide_2");
     b.width = Some(1000);
     b.height = Some(800);
-    b.objects
-        .push(Annotation::point(Point::new(10.0, 790.0), ObjectClass::Mitosis).with_score(0.5));
+    b.objects.push(Annotation::point(Point::new(10.0, 790.0), ObjectClass::Mitosis).with_score(0.5));
     AnnotationSet::from_images(vec![a, b])
 }
 
@@ -73,13 +60,7 @@ fn assert_same_objects(a: &AnnotationSet, b: &AnnotationSet, tol: f64) {
         assert_eq!(x.objects.len(), y.objects.len(), "image {}", x.image);
         for (o, p) in x.objects.iter().zip(&y.objects) {
             assert_eq!(o.class, p.class, "image {}", x.image);
-            assert!(
-                o.centroid.distance(&p.centroid) <= tol,
-                "image {}: {:?} vs {:?}",
-                x.image,
-                o.centroid,
-                p.centroid
-            );
+            assert!(o.centroid.distance(&p.centroid) <= tol, "image {}: {:?} vs {:?}", x.image, o.centroid, p.centroid);
             match (o.score, p.score) {
                 (Some(s), Some(t)) => assert!((s - t).abs() < 1e-6),
                 (s, t) => assert_eq!(s, t),
@@ -104,34 +85,18 @@ fn csv_reads_aliases_boxes_scores_and_classes() {
     assert_eq!(set.images[0].objects.len(), 2);
     assert_eq!(set.images[0].objects[0].centroid, Point::new(1.5, 2.0));
     assert_eq!(set.images[0].objects[0].score, Some(0.8));
-    assert_eq!(
-        set.images[0].objects[1].score,
-        Some(-2.5),
-        "logits are accepted"
-    );
-    assert_eq!(
-        set.images[0].objects[1].class,
-        ObjectClass::Mitosis,
-        "empty class cell = mitosis"
-    );
+    assert_eq!(set.images[0].objects[1].score, Some(-2.5), "logits are accepted");
+    assert_eq!(set.images[0].objects[1].class, ObjectClass::Mitosis, "empty class cell = mitosis");
     assert_eq!(set.images[1].objects[0].class, ObjectClass::NonMitosis);
     assert_eq!(set.images[1].objects[0].score, None);
 
-    let p = write_file(
-        dir.path(),
-        "boxes.csv",
-        "image_id,xmin,ymin,xmax,ymax\nimg,10,20,30,60\n",
-    );
+    let p = write_file(dir.path(), "boxes.csv", "image_id,xmin,ymin,xmax,ymax\nimg,10,20,30,60\n");
     let set = csv_points::read(&p, &opts()).unwrap();
     let o = &set.images[0].objects[0];
     assert_eq!(o.centroid, Point::new(20.0, 40.0));
     assert_eq!(o.bbox, Some(BBox::new(10.0, 20.0, 30.0, 60.0).unwrap()));
 
-    let p = write_file(
-        dir.path(),
-        "tabs.tsv",
-        "image\tx\ty\tclass\nimg\t1\t2\tnon-mitosis\n",
-    );
+    let p = write_file(dir.path(), "tabs.tsv", "image\tx\ty\tclass\nimg\t1\t2\tnon-mitosis\n");
     let set = csv_points::read(&p, &opts()).unwrap();
     assert_eq!(set.count(ObjectClass::NonMitosis), 1);
 }
@@ -141,44 +106,16 @@ fn csv_bad_input_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: &[(&str, &str, &[&str])] = &[
-        (
-            "hdr.csv",
-            "a,b,c\n1,2,3\n",
-            &[
-                "line 1",
-                "expected a header with at least image,x,y",
-                "found: a,b,c",
-            ],
-        ),
+        ("hdr.csv", "a,b,c\n1,2,3\n", &["line 1", "expected a header with at least image,x,y", "found: a,b,c"]),
         ("empty.csv", "", &["header"]),
-        (
-            "nan.csv",
-            "image,x,y\nA,NaN,2\n",
-            &["line 2", "not a finite"],
-        ),
-        (
-            "inf.csv",
-            "image,x,y\nA,1,2\nA,3,inf\n",
-            &["line 3", "not a finite"],
-        ),
+        ("nan.csv", "image,x,y\nA,NaN,2\n", &["line 2", "not a finite"]),
+        ("inf.csv", "image,x,y\nA,1,2\nA,3,inf\n", &["line 3", "not a finite"]),
         ("neg.csv", "image,x,y\nA,-1,2\n", &["line 2", "negative"]),
         ("text.csv", "image,x,y\nA,one,2\n", &["line 2", "'one'"]),
-        (
-            "cols.csv",
-            "image,x,y\nA,1,2\nA,1\n",
-            &["line 3", "expected 3 fields"],
-        ),
+        ("cols.csv", "image,x,y\nA,1,2\nA,1\n", &["line 3", "expected 3 fields"]),
         ("noimg.csv", "image,x,y\n,1,2\n", &["line 2", "empty image"]),
-        (
-            "class.csv",
-            "image,x,y,class\nA,1,2,tumour\n",
-            &["line 2", "'tumour'"],
-        ),
-        (
-            "score.csv",
-            "image,x,y,score\nA,1,2,nan\n",
-            &["line 2", "score"],
-        ),
+        ("class.csv", "image,x,y,class\nA,1,2,tumour\n", &["line 2", "'tumour'"]),
+        ("score.csv", "image,x,y,score\nA,1,2,nan\n", &["line 2", "score"]),
     ];
     for (name, content, parts) in cases {
         let p = write_file(d, name, content);
@@ -231,10 +168,7 @@ fn icpr_real_pixel_lists_match_official_centroids() {
         assert_eq!(refs.len(), expected, "official centroids of {name}");
         for o in &img.objects {
             assert!(matches!(o.shape, Some(Shape::Pixels(ref px)) if px.len() > 20));
-            let nearest = refs
-                .iter()
-                .map(|r| r.centroid.distance(&o.centroid))
-                .fold(f64::INFINITY, f64::min);
+            let nearest = refs.iter().map(|r| r.centroid.distance(&o.centroid)).fold(f64::INFINITY, f64::min);
             assert!(
                 nearest < 5.0,
                 "{name}: centroid {:?} is {nearest:.1} px from the nearest official one",
@@ -247,11 +181,7 @@ fn icpr_real_pixel_lists_match_official_centroids() {
 #[test]
 fn icpr_hand_made_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_file(
-        dir.path(),
-        "X01_02.csv",
-        "1,1,2,1,3,1\n\n10,10,11,10,10,11,11,11,\n",
-    );
+    let p = write_file(dir.path(), "X01_02.csv", "1,1,2,1,3,1\n\n10,10,11,10,10,11,11,11,\n");
     let set = icpr::read_pixel_lists(&p, &opts()).unwrap();
     assert_eq!(set.images[0].image, "X01_02");
     assert_eq!(set.images[0].objects.len(), 2);
@@ -280,40 +210,20 @@ fn coco_real_midog_counts() {
     assert_eq!(set.count(ObjectClass::Mitosis), 1721);
     assert_eq!(set.count(ObjectClass::NonMitosis), 2714);
     assert_eq!(set.object_count(), 4435);
-    assert_eq!(
-        set.images.iter().filter(|i| i.objects.is_empty()).count(),
-        50,
-        "images without labels are kept"
-    );
+    assert_eq!(set.images.iter().filter(|i| i.objects.is_empty()).count(), 50, "images without labels are kept");
     let first = &set.images[0];
-    assert_eq!(
-        (first.image.as_str(), first.width, first.height),
-        ("001", Some(7215), Some(5412))
-    );
+    assert_eq!((first.image.as_str(), first.width, first.height), ("001", Some(7215), Some(5412)));
     // MIDOG boxes are [x1,y1,x2,y2] of 50 px.
     let b = first.objects[0].bbox.unwrap();
-    assert_eq!(
-        (b.x_min, b.y_min, b.x_max, b.y_max),
-        (4336.0, 346.0, 4386.0, 396.0)
-    );
-    assert!(
-        set.images
-            .iter()
-            .flat_map(|i| &i.objects)
-            .all(|o| o.bbox.is_some_and(|b| b.width() == 50.0))
-    );
+    assert_eq!((b.x_min, b.y_min, b.x_max, b.y_max), (4336.0, 346.0, 4386.0, 396.0));
+    assert!(set.images.iter().flat_map(|i| &i.objects).all(|o| o.bbox.is_some_and(|b| b.width() == 50.0)));
 
     let set = coco::read(&dir.join("MIDOG++.json"), &opts()).unwrap();
     assert_eq!(set.images.len(), 553);
     assert_eq!(set.count(ObjectClass::Mitosis), 11937);
     assert_eq!(set.count(ObjectClass::NonMitosis), 14349);
     assert_eq!(set.object_count(), 26286);
-    assert!(
-        set.images
-            .iter()
-            .flat_map(|i| &i.objects)
-            .all(|o| o.bbox.is_some_and(|b| b.width() == 50.0))
-    );
+    assert!(set.images.iter().flat_map(|i| &i.objects).all(|o| o.bbox.is_some_and(|b| b.width() == 50.0)));
 }
 
 const COCO_XYWH: &str = r#"{
@@ -333,20 +243,10 @@ fn coco_standard_xywh_detected_and_override() {
     let p = write_file(dir.path(), "coco.json", COCO_XYWH);
     assert_eq!(detect_format(&p).unwrap(), Format::Coco);
     let set = coco::read(&p, &opts()).unwrap();
-    assert_eq!(
-        set.images
-            .iter()
-            .map(|i| i.image.as_str())
-            .collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(set.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(set.images[1].objects.is_empty());
     let o = &set.images[0].objects[0];
-    assert_eq!(
-        o.bbox,
-        Some(BBox::new(10.0, 20.0, 40.0, 30.0).unwrap()),
-        "[30,10] > [10,20] fails as x2y2, so xywh"
-    );
+    assert_eq!(o.bbox, Some(BBox::new(10.0, 20.0, 40.0, 30.0).unwrap()), "[30,10] > [10,20] fails as x2y2, so xywh");
     assert_eq!(o.score, Some(0.7));
     let o2 = &set.images[0].objects[1];
     assert_eq!(o2.class, ObjectClass::NonMitosis);
@@ -364,24 +264,13 @@ fn coco_bad_input() {
     let truncated = &COCO_XYWH[..COCO_XYWH.len() / 2];
     let cat = COCO_XYWH.replace("hard negative", "tumour cell");
     let short = COCO_XYWH.replace("[50, 50, 10, 10]", "[50, 50, 10]");
-    let img = COCO_XYWH.replace(
-        "\"image_id\": 7, \"category_id\": 2",
-        "\"image_id\": 9, \"category_id\": 2",
-    );
+    let img = COCO_XYWH.replace("\"image_id\": 7, \"category_id\": 2", "\"image_id\": 9, \"category_id\": 2");
     let cases: Vec<(&str, String, &[&str])> = vec![
-        (
-            "trunc.json",
-            truncated.to_owned(),
-            &["line", "invalid JSON"],
-        ),
+        ("trunc.json", truncated.to_owned(), &["line", "invalid JSON"]),
         ("cat.json", cat, &["annotation id 2", "'tumour cell'"]),
         ("short.json", short, &["annotation id 2", "4 numbers"]),
         ("img.json", img, &["annotation id 2", "image_id 9"]),
-        (
-            "shape.json",
-            "{\"images\": 3}".to_owned(),
-            &["invalid JSON"],
-        ),
+        ("shape.json", "{\"images\": 3}".to_owned(), &["invalid JSON"]),
     ];
     for (name, content, parts) in &cases {
         let p = write_file(d, name, content);
@@ -394,33 +283,18 @@ fn coco_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("out.json");
     let mut set = sample_set();
-    let poly = Polygon::new(vec![
-        Point::new(0.0, 0.0),
-        Point::new(10.0, 0.0),
-        Point::new(10.0, 10.0),
-        Point::new(0.0, 10.0),
-    ]);
-    set.images[1]
-        .objects
-        .push(Annotation::from_shape(Shape::Polygon(poly), ObjectClass::NonMitosis).unwrap());
+    let poly =
+        Polygon::new(vec![Point::new(0.0, 0.0), Point::new(10.0, 0.0), Point::new(10.0, 10.0), Point::new(0.0, 10.0)]);
+    set.images[1].objects.push(Annotation::from_shape(Shape::Polygon(poly), ObjectClass::NonMitosis).unwrap());
     set.images.push(ImageAnnotations::new("empty.one"));
     coco::write(&set, &p, &WriteOptions::default()).unwrap();
     assert_eq!(detect_format(&p).unwrap(), Format::Coco);
     let back = coco::read(&p, &opts()).unwrap();
     assert_same_objects(&set, &back, 1e-9);
     // Objects without a box got a 50 px one; boxes survive as given.
-    assert_eq!(
-        back.images[0].objects[0].bbox.unwrap().width(),
-        coco::DEFAULT_BOX_PX
-    );
-    assert_eq!(
-        back.images[0].objects[2].bbox,
-        set.images[0].objects[2].bbox
-    );
-    assert!(matches!(
-        back.images[1].objects[1].shape,
-        Some(Shape::Polygon(_))
-    ));
+    assert_eq!(back.images[0].objects[0].bbox.unwrap().width(), coco::DEFAULT_BOX_PX);
+    assert_eq!(back.images[0].objects[2].bbox, set.images[0].objects[2].bbox);
+    assert!(matches!(back.images[1].objects[1].shape, Some(Shape::Polygon(_))));
     assert_eq!(back.images[0].width, Some(2084));
 }
 
@@ -430,24 +304,15 @@ fn coco_round_trip() {
 fn midog_points_round_trip_file_and_folder() {
     let dir = tempfile::tempdir().unwrap();
     let mpp = Mpp::new(0.25).unwrap();
-    let wopts = WriteOptions {
-        mpp: Some(mpp),
-        ..Default::default()
-    };
-    let ropts = ReadOptions {
-        mpp: Some(mpp),
-        ..Default::default()
-    };
+    let wopts = WriteOptions { mpp: Some(mpp), ..Default::default() };
+    let ropts = ReadOptions { mpp: Some(mpp), ..Default::default() };
     let set = sample_set();
 
     let one = AnnotationSet::from_images(vec![set.images[0].clone()]);
     let file = dir.path().join("A00_01.json");
     midog_points::write(&one, &file, &wopts).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        text.contains("\"Multiple points\"") && text.contains("\"non-mitotic figure\""),
-        "{text}"
-    );
+    assert!(text.contains("\"Multiple points\"") && text.contains("\"non-mitotic figure\""), "{text}");
     // 608 px * 0.25 µm = 0.152 mm
     assert!(text.contains("0.152"), "{text}");
     assert_eq!(detect_format(&file).unwrap(), Format::MidogPoints);
@@ -458,29 +323,18 @@ fn midog_points_round_trip_file_and_folder() {
     assert_same_objects(&set, &midog_points::read(&folder, &ropts).unwrap(), 1e-6);
 
     // Several images into one .json: refused with a hint.
-    let e = midog_points::write(&set, &dir.path().join("all.json"), &wopts)
-        .unwrap_err()
-        .to_string();
+    let e = midog_points::write(&set, &dir.path().join("all.json"), &wopts).unwrap_err().to_string();
     assert!(e.contains("folder"), "{e}");
     // No mpp anywhere.
-    let e = midog_points::write(&set, &dir.path().join("x"), &WriteOptions::default())
-        .unwrap_err()
-        .to_string();
+    let e = midog_points::write(&set, &dir.path().join("x"), &WriteOptions::default()).unwrap_err().to_string();
     assert!(e.contains("mpp") && e.contains("A00_01"), "{e}");
-    err_names(
-        midog_points::read(&file, &opts()),
-        "A00_01.json",
-        &["--mpp"],
-    );
+    err_names(midog_points::read(&file, &opts()), "A00_01.json", &["--mpp"]);
 }
 
 #[test]
 fn midog_points_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let ropts = ReadOptions {
-        mpp: Some(Mpp::new(0.25).unwrap()),
-        ..Default::default()
-    };
+    let ropts = ReadOptions { mpp: Some(Mpp::new(0.25).unwrap()), ..Default::default() };
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "trunc.json",
@@ -497,16 +351,8 @@ fn midog_points_bad_input() {
             r#"{"points": [{"name": "mitotic figure", "point": [0.1, 0.2]}, {"point": [0.1]}]}"#,
             &["points[1]"],
         ),
-        (
-            "neg.json",
-            r#"{"points": [{"point": [-0.1, 0.2, 0]}]}"#,
-            &["points[0]", "negative"],
-        ),
-        (
-            "type.json",
-            r#"{"type": "Single point", "points": []}"#,
-            &["Single point"],
-        ),
+        ("neg.json", r#"{"points": [{"point": [-0.1, 0.2, 0]}]}"#, &["points[0]", "negative"]),
+        ("type.json", r#"{"type": "Single point", "points": []}"#, &["Single point"]),
     ];
     for (name, content, parts) in cases {
         let p = write_file(dir.path(), name, content);
@@ -533,10 +379,7 @@ fn sliderunner_real_databases() {
     assert_eq!(set.images.len(), 1200);
     assert_eq!(set.count(ObjectClass::Mitosis), 749);
     assert_eq!(set.count(ObjectClass::NonMitosis), 2884);
-    assert_eq!(
-        set.images.iter().filter(|i| !i.objects.is_empty()).count(),
-        865
-    );
+    assert_eq!(set.images.iter().filter(|i| !i.objects.is_empty()).count(), 865);
     assert!(set.inconsistencies.is_empty(), "{:?}", set.inconsistencies);
 }
 
@@ -571,55 +414,28 @@ fn sliderunner_hand_made_types_and_unknown_classes() {
         ),
     );
     let set = sliderunner::read(&p, &opts()).unwrap();
-    assert_eq!(
-        set.images
-            .iter()
-            .map(|i| i.image.as_str())
-            .collect::<Vec<_>>(),
-        ["case1", "empty"]
-    );
-    assert_eq!(
-        (set.images[0].width, set.images[0].height),
-        (Some(5000), Some(4000))
-    );
+    assert_eq!(set.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(), ["case1", "empty"]);
+    assert_eq!((set.images[0].width, set.images[0].height), (Some(5000), Some(4000)));
     let objs = &set.images[0].objects;
     assert_eq!(objs.len(), 3);
     assert_eq!(objs[0].centroid, Point::new(100.0, 200.0));
     assert_eq!(objs[1].class, ObjectClass::NonMitosis);
-    assert_eq!(
-        objs[1].bbox,
-        Some(BBox::new(10.0, 10.0, 30.0, 50.0).unwrap())
-    );
+    assert_eq!(objs[1].bbox, Some(BBox::new(10.0, 10.0, 30.0, 50.0).unwrap()));
     assert!(matches!(objs[2].shape, Some(Shape::Polygon(_))));
     assert_eq!(objs[2].centroid, Point::new(5.0, 5.0));
-    let msgs: Vec<String> = set
-        .inconsistencies
-        .iter()
-        .map(|i| i.message.clone())
-        .collect();
+    let msgs: Vec<String> = set.inconsistencies.iter().map(|i| i.message.clone()).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert!(
-        msgs.iter()
-            .any(|m| m.starts_with("2 annotation(s) of class 'Granulocyte'")),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|m| m.starts_with("2 annotation(s) of class 'Granulocyte'")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("uid 9")), "{msgs:?}");
 }
 
 #[test]
 fn sliderunner_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_file(
-        dir.path(),
-        "text.sqlite",
-        "this is not a database, just some text that is long enough\n",
-    );
+    let p = write_file(dir.path(), "text.sqlite", "this is not a database, just some text that is long enough\n");
     err_names(sliderunner::read(&p, &opts()), "text.sqlite", &[]);
     let p = dir.path().join("other.sqlite");
-    make_db(
-        &p,
-        "CREATE TABLE Slides (uid INTEGER, filename TEXT); CREATE TABLE Foo (a);",
-    );
+    make_db(&p, "CREATE TABLE Slides (uid INTEGER, filename TEXT); CREATE TABLE Foo (a);");
     err_names(
         sliderunner::read(&p, &opts()),
         "other.sqlite",
@@ -632,11 +448,7 @@ fn sliderunner_bad_input() {
          CREATE TABLE Annotations_coordinates (uid INTEGER); CREATE TABLE Classes (uid INTEGER, name TEXT);",
     );
     err_names(sliderunner::read(&p, &opts()), "cols.sqlite", &["Slides"]);
-    err_names(
-        sliderunner::read(&dir.path().join("missing.sqlite"), &opts()),
-        "missing.sqlite",
-        &[],
-    );
+    err_names(sliderunner::read(&dir.path().join("missing.sqlite"), &opts()), "missing.sqlite", &[]);
 }
 
 // ---------------------------------------------------------------- YOLO
@@ -653,18 +465,12 @@ fn yolo_real_cmc_negatives() {
         assert!(img.path.as_ref().is_some_and(|p| p.is_file()));
         for o in &img.objects {
             let b = o.bbox.unwrap();
-            assert!(
-                (b.width() - 50.0).abs() < 0.1 && (b.height() - 50.0).abs() < 0.1,
-                "{b:?}"
-            );
+            assert!((b.width() - 50.0).abs() < 0.1 && (b.height() - 50.0).abs() < 0.1, "{b:?}");
         }
     }
     // A single txt, with the images elsewhere.
-    let txt = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().unwrap() == "txt")
-        .unwrap();
+    let txt =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "txt").unwrap();
     let one = yolo::read(&txt, &opts()).unwrap();
     assert_eq!(one.images.len(), 1);
 }
@@ -681,49 +487,26 @@ fn yolo_hand_made_and_bad_input() {
     std::fs::create_dir(&labels).unwrap();
     std::fs::create_dir(d.join("images")).unwrap();
     png(&d.join("images/a.png"), 200, 100);
-    std::fs::write(
-        labels.join("a.txt"),
-        "0 0.5 0.5 0.1 0.2\n1 0.25 0.75 0.05 0.1 0.42",
-    )
-    .unwrap();
+    std::fs::write(labels.join("a.txt"), "0 0.5 0.5 0.1 0.2\n1 0.25 0.75 0.05 0.1 0.42").unwrap();
     std::fs::write(labels.join("classes.txt"), "mitosis\nlookalike\n").unwrap();
     let set = yolo::read(&labels, &opts()).unwrap();
     assert_eq!(set.images.len(), 1);
     let img = &set.images[0];
-    assert_eq!(
-        (img.image.as_str(), img.width, img.height),
-        ("a", Some(200), Some(100))
-    );
-    assert_eq!(
-        img.objects[0].bbox,
-        Some(BBox::new(90.0, 40.0, 110.0, 60.0).unwrap())
-    );
+    assert_eq!((img.image.as_str(), img.width, img.height), ("a", Some(200), Some(100)));
+    assert_eq!(img.objects[0].bbox, Some(BBox::new(90.0, 40.0, 110.0, 60.0).unwrap()));
     assert_eq!(img.objects[1].class, ObjectClass::NonMitosis);
     assert_eq!(img.objects[1].score, Some(0.42));
 
-    let direct = yolo::read_txt(
-        &labels.join("a.txt"),
-        200,
-        100,
-        &[ObjectClass::Mitosis, ObjectClass::Mitosis],
-    )
-    .unwrap();
+    let direct =
+        yolo::read_txt(&labels.join("a.txt"), 200, 100, &[ObjectClass::Mitosis, ObjectClass::Mitosis]).unwrap();
     assert_eq!(direct.count(ObjectClass::Mitosis), 2);
 
     png(&d.join("b.png"), 10, 10);
     let cases: &[(&str, &str, &[&str])] = &[
         ("b.txt", "0 0.5 0.5 0.1\n", &["line 1", "found 4"]),
-        (
-            "b.txt",
-            "0 0.5 0.5 0.1 0.1\n2 0.5 0.5 0.1 0.1\n",
-            &["line 2", "class index 2"],
-        ),
+        ("b.txt", "0 0.5 0.5 0.1 0.1\n2 0.5 0.5 0.1 0.1\n", &["line 2", "class index 2"]),
         ("b.txt", "0 0.5 nan 0.1 0.1\n", &["line 1", "cy"]),
-        (
-            "b.txt",
-            "\n0 1.5 0.5 0.1 0.1\n",
-            &["line 2", "cx = 1.5: expected a number in [0, 1]"],
-        ),
+        ("b.txt", "\n0 1.5 0.5 0.1 0.1\n", &["line 2", "cx = 1.5: expected a number in [0, 1]"]),
         ("b.txt", "0 0.5 0.5 -0.1 0.1\n", &["line 1", "w = -0.1"]),
         ("b.txt", "x 0.5 0.5 0.1 0.1\n", &["line 1", "'x'"]),
         ("c.txt", "0 0.5 0.5 0.1 0.1\n", &["no image c.", "--images"]),
@@ -739,22 +522,11 @@ fn yolo_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("labels");
     let mut set = sample_set();
-    set.images.push(ImageAnnotations {
-        width: Some(64),
-        height: Some(64),
-        ..ImageAnnotations::new("negative")
-    });
+    set.images.push(ImageAnnotations { width: Some(64), height: Some(64), ..ImageAnnotations::new("negative") });
     yolo::write(&set, &out, &WriteOptions::default()).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(out.join("negative.txt")).unwrap(),
-        ""
-    );
+    assert_eq!(std::fs::read_to_string(out.join("negative.txt")).unwrap(), "");
     for img in &set.images {
-        png(
-            &out.join(format!("{}.png", img.image)),
-            img.width.unwrap(),
-            img.height.unwrap(),
-        );
+        png(&out.join(format!("{}.png", img.image)), img.width.unwrap(), img.height.unwrap());
     }
     let back = yolo::read(&out, &opts()).unwrap();
     // read sorts by file name: A00_01, negative, slide_2
@@ -767,10 +539,7 @@ fn yolo_round_trip() {
     let mut no_size = sample_set();
     no_size.images[1].width = None;
     let e = yolo::write(&no_size, &dir.path().join("x"), &WriteOptions::default()).unwrap_err();
-    assert!(
-        matches!(e, FormatError::Unsupported { .. }) && e.to_string().contains("slide_2"),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::Unsupported { .. }) && e.to_string().contains("slide_2"), "{e}");
 }
 
 // ---------------------------------------------------------------- GeoJSON
@@ -779,12 +548,8 @@ fn yolo_round_trip() {
 fn geojson_round_trip_points_and_polygons() {
     let dir = tempfile::tempdir().unwrap();
     let mut set = sample_set();
-    let px: Vec<(u32, u32)> = (10..20)
-        .flat_map(|x| (30..36).map(move |y| (x, y)))
-        .collect();
-    set.images[1]
-        .objects
-        .push(Annotation::from_shape(Shape::Pixels(px), ObjectClass::Mitosis).unwrap());
+    let px: Vec<(u32, u32)> = (10..20).flat_map(|x| (30..36).map(move |y| (x, y))).collect();
+    set.images[1].objects.push(Annotation::from_shape(Shape::Pixels(px), ObjectClass::Mitosis).unwrap());
 
     let file = dir.path().join("all.geojson");
     geojson::write(&set, &file, &WriteOptions::default()).unwrap();
@@ -798,35 +563,19 @@ fn geojson_round_trip_points_and_polygons() {
     let back = geojson::read(&file, &opts()).unwrap();
     assert_same_objects(&set, &back, 1e-9);
     // Written in QuPath's convention: the first point's pixel centre is at +0.5.
-    let first = &set
-        .images
-        .iter()
-        .find(|i| !i.objects.is_empty())
-        .unwrap()
-        .objects[0]
-        .centroid;
+    let first = &set.images.iter().find(|i| !i.objects.is_empty()).unwrap().objects[0].centroid;
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let coords = &json["features"][0]["geometry"]["coordinates"];
-    assert_eq!(
-        (coords[0].as_f64().unwrap(), coords[1].as_f64().unwrap()),
-        (first.x + 0.5, first.y + 0.5)
-    );
+    assert_eq!((coords[0].as_f64().unwrap(), coords[1].as_f64().unwrap()), (first.x + 0.5, first.y + 0.5));
 
-    let polys = WriteOptions {
-        polygons: true,
-        ..Default::default()
-    };
+    let polys = WriteOptions { polygons: true, ..Default::default() };
     let folder = dir.path().join("per-image");
     geojson::write(&set, &folder, &polys).unwrap();
     assert!(folder.join("A00_01.geojson").is_file() && folder.join("slide_2.geojson").is_file());
     let back = geojson::read(&folder, &opts()).unwrap();
     assert_same_objects(&set, &back, 1e-9);
     let rect = &back.images[1].objects[1];
-    assert!(
-        matches!(rect.shape, Some(Shape::Polygon(ref p)) if p.area() == 60.0),
-        "{:?}",
-        rect.shape
-    );
+    assert!(matches!(rect.shape, Some(Shape::Polygon(ref p)) if p.area() == 60.0), "{:?}", rect.shape);
 }
 
 #[test]
@@ -853,14 +602,11 @@ fn geojson_reads_qupath_exports() {
     assert_eq!(img.objects[1].centroid, Point::new(2.5, 3.5));
     assert_eq!(img.objects[2].class, ObjectClass::NonMitosis);
     assert_eq!(img.objects[2].score, Some(0.3));
-    assert_eq!(
-        img.objects[3].centroid,
-        Point::new(14.5, 14.5),
-        "largest part of the MultiPolygon"
-    );
+    assert_eq!(img.objects[3].centroid, Point::new(14.5, 14.5), "largest part of the MultiPolygon");
     assert_eq!(set.inconsistencies.len(), 1, "the LineString is reported");
 
-    let single = r#"{"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 6]}, "properties": {"image": "X"}}"#;
+    let single =
+        r#"{"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 6]}, "properties": {"image": "X"}}"#;
     let p = write_file(dir.path(), "one.geojson", single);
     let set = geojson::read(&p, &opts()).unwrap();
     assert_eq!(set.images[0].image, "X");
@@ -872,13 +618,7 @@ fn geojson_reads_qupath_exports() {
       {"type": "Feature", "geometry": {"type": "Point", "coordinates": [7, 8]}, "properties": {"name": "hard negative"}}]}"#;
     let p = write_file(dir.path(), "named.geojson", named);
     let set = geojson::read(&p, &opts()).unwrap();
-    assert_eq!(
-        (
-            set.count(ObjectClass::Mitosis),
-            set.count(ObjectClass::NonMitosis)
-        ),
-        (1, 1)
-    );
+    assert_eq!((set.count(ObjectClass::Mitosis), set.count(ObjectClass::NonMitosis)), (1, 1));
 }
 
 #[test]
@@ -900,11 +640,7 @@ fn geojson_bad_input() {
             r#"[{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1]}, "properties": {}}]"#,
             &[],
         ),
-        (
-            "geom.geojson",
-            r#"{"type": "Point", "coordinates": [1, 2]}"#,
-            &["bare geometry"],
-        ),
+        ("geom.geojson", r#"{"type": "Point", "coordinates": [1, 2]}"#, &["bare geometry"]),
         ("other.geojson", r#"{"hello": 1}"#, &["not GeoJSON"]),
     ];
     for (name, content, parts) in cases {
@@ -918,25 +654,15 @@ fn geojson_bad_input() {
 #[test]
 fn midog_plus_plus_centres_inside_images_and_convert_to_csv() {
     let dir = mitoscope_testdata::require_data!("formats");
-    let set =
-        mitoscope_formats::read(&dir.join("MIDOG++.json"), None, &ReadOptions::default()).unwrap();
+    let set = mitoscope_formats::read(&dir.join("MIDOG++.json"), None, &ReadOptions::default()).unwrap();
     for img in &set.images {
         let (w, h) = (img.width.unwrap() as f64, img.height.unwrap() as f64);
         for o in &img.objects {
-            assert!(
-                o.centroid.x >= 0.0 && o.centroid.y >= 0.0 && o.centroid.x < w && o.centroid.y < h
-            );
+            assert!(o.centroid.x >= 0.0 && o.centroid.y >= 0.0 && o.centroid.x < w && o.centroid.y < h);
         }
     }
-    let moved = set
-        .inconsistencies
-        .iter()
-        .filter(|i| i.message.contains("outside the image"))
-        .count();
-    assert!(
-        moved > 0,
-        "MIDOG++ has centres outside their images; they must be reported"
-    );
+    let moved = set.inconsistencies.iter().filter(|i| i.message.contains("outside the image")).count();
+    assert!(moved > 0, "MIDOG++ has centres outside their images; they must be reported");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("all.csv");
     mitoscope_formats::write(&set, &out, Format::Csv, &WriteOptions::default()).unwrap();

@@ -110,36 +110,21 @@ impl BBox {
             y_max: finite("y_max", y_max)?,
         };
         if b.x_max < b.x_min || b.y_max < b.y_min {
-            return Err(GeomError::InvertedBox {
-                x_min,
-                y_min,
-                x_max,
-                y_max,
-            });
+            return Err(GeomError::InvertedBox { x_min, y_min, x_max, y_max });
         }
         Ok(b)
     }
 
     /// A box of `width` x `height` centred on `c`, as COCO/YOLO sizes are given.
     pub fn from_center(c: Point, width: f64, height: f64) -> Result<Self, GeomError> {
-        Self::new(
-            c.x - width / 2.0,
-            c.y - height / 2.0,
-            c.x + width / 2.0,
-            c.y + height / 2.0,
-        )
+        Self::new(c.x - width / 2.0, c.y - height / 2.0, c.x + width / 2.0, c.y + height / 2.0)
     }
 
     /// The smallest box holding every point; `None` when there is none.
     pub fn enclosing<'a>(points: impl IntoIterator<Item = &'a Point>) -> Option<Self> {
         let mut it = points.into_iter();
         let first = it.next()?;
-        let mut b = Self {
-            x_min: first.x,
-            y_min: first.y,
-            x_max: first.x,
-            y_max: first.y,
-        };
+        let mut b = Self { x_min: first.x, y_min: first.y, x_max: first.x, y_max: first.y };
         for p in it {
             b.x_min = b.x_min.min(p.x);
             b.y_min = b.y_min.min(p.y);
@@ -151,10 +136,7 @@ impl BBox {
 
     /// Centre of the box.
     pub fn center(&self) -> Point {
-        Point::new(
-            (self.x_min + self.x_max) / 2.0,
-            (self.y_min + self.y_max) / 2.0,
-        )
+        Point::new((self.x_min + self.x_max) / 2.0, (self.y_min + self.y_max) / 2.0)
     }
 
     /// `x_max - x_min`.
@@ -187,11 +169,7 @@ impl BBox {
         let h = (self.y_max.min(other.y_max) - self.y_min.max(other.y_min)).max(0.0);
         let inter = w * h;
         let union = self.area() + other.area() - inter;
-        if union <= 0.0 {
-            0.0
-        } else {
-            (inter / union).clamp(0.0, 1.0)
-        }
+        if union <= 0.0 { 0.0 } else { (inter / union).clamp(0.0, 1.0) }
     }
 
     /// This box moved by (`dx`, `dy`).
@@ -251,10 +229,7 @@ impl Polygon {
             cy += (p.y + q.y) * cross;
         }
         if a2.abs() < 1e-12 {
-            let (sx, sy) = self
-                .vertices
-                .iter()
-                .fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
+            let (sx, sy) = self.vertices.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
             return Some(Point::new(sx / n as f64, sy / n as f64));
         }
         Some(Point::new(cx / (3.0 * a2), cy / (3.0 * a2)))
@@ -293,11 +268,7 @@ impl Mpp {
 
     /// Checked constructor: positive and finite.
     pub fn new(mpp: f64) -> Result<Self, GeomError> {
-        if mpp.is_finite() && mpp > 0.0 {
-            Ok(Self(mpp))
-        } else {
-            Err(GeomError::BadMpp(mpp))
-        }
+        if mpp.is_finite() && mpp > 0.0 { Ok(Self(mpp)) } else { Err(GeomError::BadMpp(mpp)) }
     }
 
     /// The raw value in µm per pixel.

@@ -68,30 +68,15 @@ pub enum ImagingError {
 
 fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, ImagingError> {
     ImageReader::open(path)
-        .map_err(|source| ImagingError::Io {
-            path: path.to_owned(),
-            source,
-        })?
+        .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?
         .with_guessed_format()
-        .map_err(|source| ImagingError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| ImagingError::Io { path: path.to_owned(), source })
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
-    let img = reader(path)?
-        .decode()
-        .map_err(|source| ImagingError::Decode {
-            path: path.to_owned(),
-            source,
-        })?;
+    let img = reader(path)?.decode().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(ImagingError::Empty {
-            path: path.to_owned(),
-            width: img.width(),
-            height: img.height(),
-        });
+        return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
     }
     Ok(img)
 }
@@ -100,16 +85,9 @@ fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
 pub fn image_size(path: &Path) -> Result<(u32, u32), ImagingError> {
     let (w, h) = reader(path)?
         .into_dimensions()
-        .map_err(|source| ImagingError::Decode {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
     if w == 0 || h == 0 {
-        return Err(ImagingError::Empty {
-            path: path.to_owned(),
-            width: w,
-            height: h,
-        });
+        return Err(ImagingError::Empty { path: path.to_owned(), width: w, height: h });
     }
     Ok((w, h))
 }
@@ -142,39 +120,18 @@ pub fn normalise_mask(img: &DynamicImage, lossy: bool) -> GrayImage {
     let out: Vec<u8> = match img {
         DynamicImage::ImageLuma8(g) => {
             let cut = if lossy { 128 } else { 1 };
-            g.as_raw()
-                .iter()
-                .map(|&v| if v >= cut { 255 } else { 0 })
-                .collect()
+            g.as_raw().iter().map(|&v| if v >= cut { 255 } else { 0 }).collect()
         }
         DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLumaA8(_) => {
             let cut = if lossy { 128 } else { 1 };
             let rgb = img.to_rgb8();
-            rgb.as_raw()
-                .chunks_exact(3)
-                .map(|p| {
-                    if p[0].max(p[1]).max(p[2]) >= cut {
-                        255
-                    } else {
-                        0
-                    }
-                })
-                .collect()
+            rgb.as_raw().chunks_exact(3).map(|p| if p[0].max(p[1]).max(p[2]) >= cut { 255 } else { 0 }).collect()
         }
         _ => {
             // 16-bit and float masks: compare in 16 bits.
             let cut: u16 = if lossy { 32768 } else { 1 };
             let rgb = img.to_rgb16();
-            rgb.as_raw()
-                .chunks_exact(3)
-                .map(|p| {
-                    if p[0].max(p[1]).max(p[2]) >= cut {
-                        255
-                    } else {
-                        0
-                    }
-                })
-                .collect()
+            rgb.as_raw().chunks_exact(3).map(|p| if p[0].max(p[1]).max(p[2]) >= cut { 255 } else { 0 }).collect()
         }
     };
     GrayImage::from_raw(w, h, out).unwrap_or_else(|| GrayImage::new(w, h))
@@ -198,10 +155,7 @@ mod tests {
     #[test]
     fn sixteen_bit_zero_one() {
         let m = image::ImageBuffer::<Luma<u16>, _>::from_raw(3, 1, vec![0u16, 1, 65535]).unwrap();
-        assert_eq!(
-            normalise_mask(&DynamicImage::ImageLuma16(m), false).as_raw(),
-            &vec![0, 255, 255]
-        );
+        assert_eq!(normalise_mask(&DynamicImage::ImageLuma16(m), false).as_raw(), &vec![0, 255, 255]);
     }
 
     #[test]
@@ -209,18 +163,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cut.png");
         let mut bytes = Vec::new();
-        RgbImage::new(64, 64)
-            .write_to(
-                &mut std::io::Cursor::new(&mut bytes),
-                image::ImageFormat::Png,
-            )
-            .unwrap();
+        RgbImage::new(64, 64).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let err = read_image(&p).unwrap_err().to_string();
         assert!(err.contains("cut.png"), "{err}");
-        let err = read_image(&dir.path().join("nope.png"))
-            .unwrap_err()
-            .to_string();
+        let err = read_image(&dir.path().join("nope.png")).unwrap_err().to_string();
         assert!(err.contains("nope.png"), "{err}");
     }
 

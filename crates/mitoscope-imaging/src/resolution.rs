@@ -17,11 +17,7 @@ pub const PLAUSIBLE_MPP: std::ops::RangeInclusive<f64> = 0.01..=100.0;
 /// `ResolutionUnit` (2 = inch, the TIFF default; 3 = cm); `None` when absent,
 /// in another unit, or implausible (see [`PLAUSIBLE_MPP`]).
 pub fn tiff_decoder_mpp<R: Read + Seek>(dec: &mut Decoder<R>) -> Option<f64> {
-    let unit = dec
-        .find_tag_unsigned::<u16>(Tag::ResolutionUnit)
-        .ok()
-        .flatten()
-        .unwrap_or(2);
+    let unit = dec.find_tag_unsigned::<u16>(Tag::ResolutionUnit).ok().flatten().unwrap_or(2);
     let res = match dec.find_tag(Tag::XResolution).ok().flatten()? {
         Value::Rational(n, d) if d != 0 => f64::from(n) / f64::from(d),
         Value::Double(v) => v,
@@ -37,9 +33,7 @@ pub fn tiff_decoder_mpp<R: Read + Seek>(dec: &mut Decoder<R>) -> Option<f64> {
     if mpp.is_finite() && PLAUSIBLE_MPP.contains(&mpp) {
         Some(mpp)
     } else {
-        tracing::debug!(
-            "ignoring TIFF resolution {res} per unit {unit} ({mpp} µm/px): not a microscope resolution"
-        );
+        tracing::debug!("ignoring TIFF resolution {res} per unit {unit} ({mpp} µm/px): not a microscope resolution");
         None
     }
 }
@@ -70,10 +64,7 @@ mod tests {
         let mut enc = TiffEncoder::new(file).unwrap();
         let mut img = enc.new_image::<colortype::RGB8>(4, 4).unwrap();
         if let Some((per_cm, unit)) = res {
-            img.resolution(
-                tiff::tags::ResolutionUnit::Centimeter,
-                Rational { n: per_cm, d: 1 },
-            );
+            img.resolution(tiff::tags::ResolutionUnit::Centimeter, Rational { n: per_cm, d: 1 });
             if unit == 2 {
                 img.resolution_unit(tiff::tags::ResolutionUnit::Inch);
             }
@@ -92,11 +83,7 @@ mod tests {
         assert_eq!(stated_mpp(&inch), Some(0.25));
         let dpi = dir.path().join("dpi.tif");
         write_tiff(&dpi, Some((72, 2)));
-        assert_eq!(
-            stated_mpp(&dpi),
-            None,
-            "72 dpi is a screen default, not a microscope"
-        );
+        assert_eq!(stated_mpp(&dpi), None, "72 dpi is a screen default, not a microscope");
         let none = dir.path().join("none.tif");
         write_tiff(&none, None);
         assert_eq!(stated_mpp(&none), None);

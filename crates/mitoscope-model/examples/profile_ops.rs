@@ -24,49 +24,28 @@ fn time<F: FnMut() -> Tensor<4>>(name: &str, mut f: F) {
     for _ in 0..runs {
         let _ = f().into_data();
     }
-    println!(
-        "{name:>28}: {:7.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs)
-    );
+    println!("{name:>28}: {:7.1} ms", started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs));
 }
 
 fn main() {
-    let side: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(576);
+    let side: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(576);
     let device = Device::flex();
     let input = |c: usize| Tensor::<4>::random([1, c, side, side], Distribution::Default, &device);
-    println!(
-        "{side}x{side} input, {} rayon threads",
-        rayon::current_num_threads()
-    );
+    println!("{side}x{side} input, {} rayon threads", rayon::current_num_threads());
     // Every 3x3 convolution of the default candidate net (8 base channels), at its resolution.
     for (c_in, c_out, scale) in [
-        (3, 8, 1),
-        (8, 8, 1),
-        (16, 8, 1),
-        (8, 16, 2),
-        (16, 16, 2),
-        (32, 8, 2),
-        (16, 32, 4),
-        (32, 32, 4),
-        (64, 16, 4),
-        (16, 16, 4),
+        (3, 8, 1), (8, 8, 1), (16, 8, 1),
+        (8, 16, 2), (16, 16, 2), (32, 8, 2),
+        (16, 32, 4), (32, 32, 4), (64, 16, 4), (16, 16, 4),
         (32, 32, 8),
     ] {
-        let conv = Conv2dConfig::new([c_in, c_out], [3, 3])
-            .with_padding(PaddingConfig2d::Same)
-            .init(&device);
+        let conv = Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
         let s = side / scale;
         let x = Tensor::<4>::random([1, c_in, s, s], Distribution::Default, &device);
-        time(&format!("conv {c_in}->{c_out} at 1/{scale}"), || {
-            conv.forward(x.clone())
+        time(&format!("conv {c_in}->{c_out} at 1/{scale}"), || conv.forward(x.clone()));
+        time(&format!("conv {c_in}->{c_out} at 1/{scale}, sliced"), || {
+            mitoscope_model::conv3x3_in_slices(&conv, x.clone())
         });
-        time(
-            &format!("conv {c_in}->{c_out} at 1/{scale}, sliced"),
-            || mitoscope_model::conv3x3_in_slices(&conv, x.clone()),
-        );
     }
     let norm = GroupNormConfig::new(4, 8).init(&device);
     let x8 = input(8);

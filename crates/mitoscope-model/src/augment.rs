@@ -125,8 +125,7 @@ fn stain_matrices() -> ([[f64; 3]; 3], [[f64; 3]; 3]) {
 }
 
 fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
     let mut inv = [[0.0; 3]; 3];
     for (r, row) in inv.iter_mut().enumerate() {
@@ -158,8 +157,7 @@ pub fn hed_jitter(img: &RgbImage, scale: [f32; 3], shift: [f32; 3]) -> RgbImage 
     let (rgb_from_hed, hed_from_rgb) = stain_matrices();
     let mut out = img.clone();
     for p in out.pixels_mut() {
-        let od =
-            p.0.map(|v| -(f64::from(v) / 255.0).max(MIN_TRANSMITTANCE).ln());
+        let od = p.0.map(|v| -(f64::from(v) / 255.0).max(MIN_TRANSMITTANCE).ln());
         let mut hed = mul_row(&od, &hed_from_rgb);
         for k in 0..3 {
             hed[k] = hed[k] * f64::from(scale[k]) + f64::from(shift[k]);

@@ -57,11 +57,7 @@ impl CandidateNetConfig {
         let c = self.base_channels.max(1);
         let g = self.norm_groups;
         // Kernel 2, stride 2: exactly doubles the side, so decoder and skip align.
-        let up = |ch: usize| {
-            ConvTranspose2dConfig::new([ch, ch], [2, 2])
-                .with_stride([2, 2])
-                .init(device)
-        };
+        let up = |ch: usize| ConvTranspose2dConfig::new([ch, ch], [2, 2]).with_stride([2, 2]).init(device);
         CandidateNet {
             enc0: ConvBlock::new(3, c, g, device),
             enc1: ConvBlock::new(c, 2 * c, g, device),
@@ -94,11 +90,7 @@ impl CandidateNet {
         self.forward_with(tiles, ConvBlock::forward_sliced)
     }
 
-    fn forward_with(
-        &self,
-        tiles: Tensor<4>,
-        block: impl Fn(&ConvBlock, Tensor<4>) -> Tensor<4>,
-    ) -> Tensor<4> {
+    fn forward_with(&self, tiles: Tensor<4>, block: impl Fn(&ConvBlock, Tensor<4>) -> Tensor<4>) -> Tensor<4> {
         let e0 = block(&self.enc0, tiles); // [B, c, H, W]
         let e1 = block(&self.enc1, self.pool.forward(e0.clone())); // [B, 2c, H/2, W/2]
         let e2 = block(&self.enc2, self.pool.forward(e1.clone())); // [B, 4c, H/4, W/4]
@@ -124,11 +116,7 @@ pub struct ProbabilityMap {
 impl ProbabilityMap {
     /// A map of zeros.
     pub fn zeros(width: usize, height: usize) -> Self {
-        Self {
-            width,
-            height,
-            values: vec![0.0; width * height],
-        }
+        Self { width, height, values: vec![0.0; width * height] }
     }
 
     /// Value at column `x`, row `y` (None outside).
@@ -199,12 +187,7 @@ pub fn peaks(map: &ProbabilityMap, threshold: f32, min_distance: f32) -> Vec<Pea
 
 /// Training target from centroids: 1 inside a disc of `radius` pixels around
 /// each `(x, y)`, 0 elsewhere (used where only point labels exist).
-pub fn disc_target(
-    width: usize,
-    height: usize,
-    centroids: &[(f64, f64)],
-    radius: f64,
-) -> ProbabilityMap {
+pub fn disc_target(width: usize, height: usize, centroids: &[(f64, f64)], radius: f64) -> ProbabilityMap {
     let mut map = ProbabilityMap::zeros(width, height);
     let r2 = radius * radius;
     for &(cx, cy) in centroids {
@@ -233,11 +216,7 @@ pub fn mask_target(mask: &GrayImage) -> ProbabilityMap {
     ProbabilityMap {
         width: mask.width() as usize,
         height: mask.height() as usize,
-        values: mask
-            .as_raw()
-            .iter()
-            .map(|&v| if v > 0 { 1.0 } else { 0.0 })
-            .collect(),
+        values: mask.as_raw().iter().map(|&v| if v > 0 { 1.0 } else { 0.0 }).collect(),
     }
 }
 
@@ -248,9 +227,7 @@ mod tests {
     #[test]
     fn forward_keeps_the_tile_size() {
         let device = Device::flex();
-        let net = CandidateNetConfig::new()
-            .with_base_channels(4)
-            .init(&device);
+        let net = CandidateNetConfig::new().with_base_channels(4).init(&device);
         let out = net.forward(Tensor::zeros([2, 3, 16, 24], &device));
         assert_eq!(out.dims(), [2, 1, 16, 24]);
     }
@@ -259,15 +236,8 @@ mod tests {
     fn sliced_forward_gives_the_same_logits() {
         let device = Device::flex();
         let net = CandidateNetConfig::new().init(&device);
-        let x = Tensor::<4>::random(
-            [1, 3, 40, 32],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let diff: f32 = (net.forward(x.clone()) - net.forward_sliced(x))
-            .abs()
-            .max()
-            .into_scalar();
+        let x = Tensor::<4>::random([1, 3, 40, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let diff: f32 = (net.forward(x.clone()) - net.forward_sliced(x)).abs().max().into_scalar();
         assert!(diff < 1e-4, "max difference {diff}");
     }
 

@@ -31,15 +31,14 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::hed_jitter;
-use crate::candidate::{CandidateNet, CandidateNetConfig, ProbabilityMap, SIDE_MULTIPLE, peaks};
-use crate::data::images_to_tensor;
+use crate::candidate::{peaks, CandidateNet, CandidateNetConfig, ProbabilityMap, SIDE_MULTIPLE};
 use crate::infer::candidate_map;
-use crate::infer::tensor_values;
 use crate::training::{
-    CONFIG_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, append_metrics, bce_with_logits,
-    candidate_step, derived_rng, latest_checkpoint, progress_bar, truncate_metrics,
-    write_checkpoint,
+    append_metrics, bce_with_logits, candidate_step, derived_rng, latest_checkpoint, progress_bar, truncate_metrics,
+    write_checkpoint, CONFIG_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE,
 };
+use crate::data::images_to_tensor;
+use crate::infer::tensor_values;
 use crate::weights::{load_weights, save_weights, write_atomically};
 use crate::{ModelError, TrainOptions};
 
@@ -65,20 +64,8 @@ pub struct CandidateSample {
 
 impl CandidateSample {
     /// A sample with weight 1 for both kinds of draws.
-    pub fn new(
-        image: RgbImage,
-        target: ProbabilityMap,
-        centres: Vec<(f64, f64)>,
-        origin: impl Into<String>,
-    ) -> Self {
-        Self {
-            image,
-            target,
-            centres,
-            origin: origin.into(),
-            random_weight: 1.0,
-            centre_weight: 1.0,
-        }
+    pub fn new(image: RgbImage, target: ProbabilityMap, centres: Vec<(f64, f64)>, origin: impl Into<String>) -> Self {
+        Self { image, target, centres, origin: origin.into(), random_weight: 1.0, centre_weight: 1.0 }
     }
 }
 
@@ -89,21 +76,15 @@ fn pick(cumulative: &[f64], rng: &mut impl Rng) -> Option<usize> {
         return None;
     }
     let r = rng.random_range(0.0..total);
-    Some(
-        cumulative
-            .partition_point(|&c| c <= r)
-            .min(cumulative.len() - 1),
-    )
+    Some(cumulative.partition_point(|&c| c <= r).min(cumulative.len() - 1))
 }
 
 fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
     let mut acc = 0.0;
-    weights
-        .map(|w| {
-            acc += if w.is_finite() && w > 0.0 { w } else { 0.0 };
-            acc
-        })
-        .collect()
+    weights.map(|w| {
+        acc += if w.is_finite() && w > 0.0 { w } else { 0.0 };
+        acc
+    }).collect()
 }
 
 /// Everything that defines a candidate training run; saved as `config.json`.
@@ -213,15 +194,11 @@ pub fn train_candidate_net(
         if saved.model != config.model || saved.seed != config.seed {
             return Err(ModelError::Config {
                 path: config_path,
-                message: "the run folder holds checkpoints of a different candidate config or seed"
-                    .into(),
+                message: "the run folder holds checkpoints of a different candidate config or seed".into(),
             });
         }
     }
-    write_atomically(
-        &config_path,
-        burn::config::config_to_json(config).as_bytes(),
-    )?;
+    write_atomically(&config_path, burn::config::config_to_json(config).as_bytes())?;
 
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
@@ -233,59 +210,36 @@ pub fn train_candidate_net(
         let optimizer_path = dir.join(OPTIMIZER_FILE);
         optimizer = optimizer
             .load(&optimizer_path)
-            .map_err(|e| ModelError::LoadWeights {
-                path: optimizer_path.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ModelError::LoadWeights { path: optimizer_path.clone(), message: e.to_string() })?;
         first_epoch = epoch + 1;
     }
     truncate_metrics(&out_dir.join(METRICS_FILE), first_epoch - 1)?;
 
-    let positives: Vec<(usize, (f64, f64))> = train
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.centres.iter().map(move |&c| (i, c)))
-        .collect();
+    let positives: Vec<(usize, (f64, f64))> =
+        train.iter().enumerate().flat_map(|(i, s)| s.centres.iter().map(move |&c| (i, c))).collect();
     let draws = Draws {
         positives_cum: cumulative(positives.iter().map(|&(i, _)| train[i].centre_weight)),
         random_cum: cumulative(train.iter().map(|s| s.random_weight)),
         positives,
     };
-    if draws
-        .random_cum
-        .last()
-        .is_none_or(|&t| t.is_nan() || t <= 0.0)
-    {
-        return Err(ModelError::Data(
-            "no candidate training image has a positive random_weight".into(),
-        ));
+    if draws.random_cum.last().is_none_or(|&t| t.is_nan() || t <= 0.0) {
+        return Err(ModelError::Data("no candidate training image has a positive random_weight".into()));
     }
     let mut history = Vec::new();
     let mut last_epoch = first_epoch - 1;
     for epoch in first_epoch..=config.num_epochs {
-        if options
-            .stop_after_epochs
-            .is_some_and(|n| history.len() >= n)
-        {
+        if options.stop_after_epochs.is_some_and(|n| history.len() >= n) {
             break;
         }
         let started = Instant::now();
         let batches = config.tiles_per_epoch.div_ceil(config.batch_size);
-        let bar = progress_bar(
-            options.show_progress,
-            batches as u64,
-            epoch,
-            config.num_epochs,
-        );
+        let bar = progress_bar(options.show_progress, batches as u64, epoch, config.num_epochs);
         let mut loss_sum = 0.0f64;
         for b in 0..batches {
-            let n = config
-                .batch_size
-                .min(config.tiles_per_epoch - b * config.batch_size);
+            let n = config.batch_size.min(config.tiles_per_epoch - b * config.batch_size);
             let (tiles, targets): (Vec<_>, Vec<_>) = (0..n)
                 .map(|k| {
-                    let mut rng =
-                        derived_rng(config.seed, epoch, (b * config.batch_size + k) as u64);
+                    let mut rng = derived_rng(config.seed, epoch, (b * config.batch_size + k) as u64);
                     draw_tile(config, train, &draws, &mut rng)
                 })
                 .unzip();
@@ -315,37 +269,18 @@ pub fn train_candidate_net(
 
         append_metrics(&out_dir.join(METRICS_FILE), &metrics)?;
         save_weights(&model, &out_dir.join(MODEL_FILE))?;
-        let state = CandidateCheckpointState {
-            epoch,
-            seed: config.seed,
-            metrics: metrics.clone(),
-        };
-        write_checkpoint(
-            out_dir,
-            epoch,
-            &state,
-            &model,
-            &optimizer,
-            config.keep_checkpoints,
-        )?;
+        let state = CandidateCheckpointState { epoch, seed: config.seed, metrics: metrics.clone() };
+        write_checkpoint(out_dir, epoch, &state, &model, &optimizer, config.keep_checkpoints)?;
         history.push(metrics);
         last_epoch = epoch;
     }
-    Ok(CandidateTrainOutcome {
-        model: model.valid(),
-        first_epoch,
-        last_epoch,
-        history,
-    })
+    Ok(CandidateTrainOutcome { model: model.valid(), first_epoch, last_epoch, history })
 }
 
 /// Reads a `config.json` written by [`train_candidate_net`].
 pub fn read_candidate_config(path: &Path) -> Result<CandidateTrainingConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })
 }
 
 fn validate(config: &CandidateTrainingConfig, train: &[CandidateSample]) -> Result<(), ModelError> {
@@ -353,23 +288,14 @@ fn validate(config: &CandidateTrainingConfig, train: &[CandidateSample]) -> Resu
         return Err(ModelError::Data("no candidate training images".into()));
     }
     if config.batch_size == 0 || config.tiles_per_epoch == 0 {
-        return Err(ModelError::Data(
-            "batch size and tiles per epoch must be at least 1".into(),
-        ));
+        return Err(ModelError::Data("batch size and tiles per epoch must be at least 1".into()));
     }
     if config.tile_size == 0 || !config.tile_size.is_multiple_of(SIDE_MULTIPLE) {
-        return Err(ModelError::Data(format!(
-            "tile size {} is not a multiple of {SIDE_MULTIPLE}",
-            config.tile_size
-        )));
+        return Err(ModelError::Data(format!("tile size {} is not a multiple of {SIDE_MULTIPLE}", config.tile_size)));
     }
     for s in train {
         let (w, h) = (s.image.width() as usize, s.image.height() as usize);
-        if w == 0
-            || h == 0
-            || (s.target.width, s.target.height) != (w, h)
-            || s.target.values.len() != w * h
-        {
+        if w == 0 || h == 0 || (s.target.width, s.target.height) != (w, h) || s.target.values.len() != w * h {
             return Err(ModelError::Data(format!(
                 "{}: image is {w}x{h}, target is {}x{}",
                 s.origin, s.target.width, s.target.height
@@ -394,22 +320,14 @@ fn draw_tile(
 ) -> (RgbImage, ProbabilityMap) {
     let size = config.tile_size;
     let directed = rng.random_bool(config.positive_fraction.clamp(0.0, 1.0));
-    let positive = if directed {
-        pick(&draws.positives_cum, rng)
-    } else {
-        None
-    };
+    let positive = if directed { pick(&draws.positives_cum, rng) } else { None };
     let (sample, x0, y0) = if let Some(k) = positive {
         let (i, (cx, cy)) = draws.positives[k];
         // Jitter by up to a third of the tile so the figure lands anywhere but the rim.
         let j = size as f64 / 3.0;
         let cx = cx + rng.random_range(-j..=j);
         let cy = cy + rng.random_range(-j..=j);
-        (
-            i,
-            (cx - size as f64 / 2.0).round() as i64,
-            (cy - size as f64 / 2.0).round() as i64,
-        )
+        (i, (cx - size as f64 / 2.0).round() as i64, (cy - size as f64 / 2.0).round() as i64)
     } else {
         let i = pick(&draws.random_cum, rng).unwrap_or(0);
         let s = &train[i];
@@ -428,11 +346,7 @@ fn draw_tile(
             // Beyond the image edge: repeat the edge (as inference pads).
             let sx = (x0 + a as i64).clamp(0, w - 1) as usize;
             let sy = (y0 + b as i64).clamp(0, h - 1) as usize;
-            tile.put_pixel(
-                tx as u32,
-                ty as u32,
-                *s.image.get_pixel(sx as u32, sy as u32),
-            );
+            tile.put_pixel(tx as u32, ty as u32, *s.image.get_pixel(sx as u32, sy as u32));
             target.values[ty * size + tx] = s.target.values[sy * w as usize + sx];
         }
     }
@@ -481,10 +395,7 @@ fn evaluate_candidates(
         let d2 = config.match_distance * config.match_distance;
         for &(cx, cy) in &s.centres {
             total += 1;
-            if found_peaks
-                .iter()
-                .any(|p| (p.x as f64 - cx).powi(2) + (p.y as f64 - cy).powi(2) <= d2)
-            {
+            if found_peaks.iter().any(|p| (p.x as f64 - cx).powi(2) + (p.y as f64 - cy).powi(2) <= d2) {
                 found += 1;
             }
         }
@@ -496,12 +407,7 @@ fn evaluate_candidates(
 }
 
 /// BCE of the whole image against its target, cropped to a multiple of 8.
-fn map_loss(
-    image: &RgbImage,
-    target: &ProbabilityMap,
-    model: &CandidateNet,
-    device: &Device,
-) -> Result<f32, ModelError> {
+fn map_loss(image: &RgbImage, target: &ProbabilityMap, model: &CandidateNet, device: &Device) -> Result<f32, ModelError> {
     let w = (image.width() as usize / SIDE_MULTIPLE) * SIDE_MULTIPLE;
     let h = (image.height() as usize / SIDE_MULTIPLE) * SIDE_MULTIPLE;
     if w == 0 || h == 0 {
@@ -543,12 +449,7 @@ mod tests {
                 let positive = i % 2 == 0;
                 let image = synthetic_crop(32, positive, i);
                 let centres = if positive { vec![(15.5, 15.5)] } else { vec![] };
-                CandidateSample::new(
-                    image,
-                    disc_target(32, 32, &centres, 6.4),
-                    centres,
-                    format!("s{i}"),
-                )
+                CandidateSample::new(image, disc_target(32, 32, &centres, 6.4), centres, format!("s{i}"))
             })
             .collect()
     }
@@ -583,21 +484,10 @@ mod tests {
         let device = Device::flex();
         let data = samples();
         let full_dir = tempfile::tempdir().unwrap();
-        let full = train_candidate_net(
-            &tiny(2),
-            &data,
-            &data[..2],
-            full_dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        let full = train_candidate_net(&tiny(2), &data, &data[..2], full_dir.path(), &device, TrainOptions::quiet())
+            .unwrap();
         assert_eq!((full.first_epoch, full.last_epoch), (1, 2));
-        assert!(
-            full.history
-                .iter()
-                .all(|m| m.train_loss.is_finite() && m.val_recall.is_some())
-        );
+        assert!(full.history.iter().all(|m| m.train_loss.is_finite() && m.val_recall.is_some()));
         let log = std::fs::read_to_string(full_dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(log.lines().count(), 2);
 
@@ -605,40 +495,19 @@ mod tests {
         // (copying avoids a second weight init, which draws from burn's
         // global RNG that concurrent tests share).
         let dir = tempfile::tempdir().unwrap();
-        let ckpt = dir
-            .path()
-            .join(crate::training::CHECKPOINT_DIR)
-            .join("epoch-0001");
+        let ckpt = dir.path().join(crate::training::CHECKPOINT_DIR).join("epoch-0001");
         std::fs::create_dir_all(&ckpt).unwrap();
-        let src = full_dir
-            .path()
-            .join(crate::training::CHECKPOINT_DIR)
-            .join("epoch-0001");
+        let src = full_dir.path().join(crate::training::CHECKPOINT_DIR).join("epoch-0001");
         for entry in std::fs::read_dir(&src).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), ckpt.join(entry.file_name())).unwrap();
         }
-        std::fs::copy(
-            full_dir.path().join(CONFIG_FILE),
-            dir.path().join(CONFIG_FILE),
-        )
-        .unwrap();
+        std::fs::copy(full_dir.path().join(CONFIG_FILE), dir.path().join(CONFIG_FILE)).unwrap();
         let first_line = log.lines().next().unwrap();
         // Plus a stale epoch-2 line written after the checkpoint, which the resume must drop.
-        std::fs::write(
-            dir.path().join(METRICS_FILE),
-            format!("{first_line}\n{}\n", log.lines().nth(1).unwrap()),
-        )
-        .unwrap();
-        let resumed = train_candidate_net(
-            &tiny(2),
-            &data,
-            &data[..2],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(METRICS_FILE), format!("{first_line}\n{}\n", log.lines().nth(1).unwrap())).unwrap();
+        let resumed = train_candidate_net(&tiny(2), &data, &data[..2], dir.path(), &device, TrainOptions::quiet())
+            .unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (2, 2));
         assert_eq!(resumed.history[0].train_loss, full.history[1].train_loss);
         // Compare what the networks compute (records also carry parameter ids).
@@ -649,15 +518,8 @@ mod tests {
         let resumed_log = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(resumed_log.lines().count(), 2, "{resumed_log}");
 
-        let err = train_candidate_net(
-            &tiny(2).with_seed(9),
-            &data,
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap_err();
+        let err = train_candidate_net(&tiny(2).with_seed(9), &data, &[], dir.path(), &device, TrainOptions::quiet())
+            .unwrap_err();
         assert!(matches!(err, ModelError::Config { .. }), "{err}");
     }
 
@@ -665,53 +527,18 @@ mod tests {
     fn bad_inputs_are_errors() {
         let device = Device::flex();
         let dir = tempfile::tempdir().unwrap();
-        let err = train_candidate_net(
-            &tiny(1),
-            &[],
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap_err();
+        let err = train_candidate_net(&tiny(1), &[], &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
         assert!(matches!(err, ModelError::Data(_)));
-        let err = train_candidate_net(
-            &tiny(1).with_tile_size(12),
-            &samples(),
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap_err();
+        let err = train_candidate_net(&tiny(1).with_tile_size(12), &samples(), &[], dir.path(), &device, TrainOptions::quiet())
+            .unwrap_err();
         assert!(matches!(err, ModelError::Data(_)));
         let mut bad = samples();
         bad[0].target = ProbabilityMap::zeros(3, 3);
-        assert!(
-            train_candidate_net(
-                &tiny(1),
-                &bad,
-                &[],
-                dir.path(),
-                &device,
-                TrainOptions::quiet()
-            )
-            .is_err()
-        );
+        assert!(train_candidate_net(&tiny(1), &bad, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
         assert_eq!(pad_to(&RgbImage::new(3, 5), 8).dimensions(), (8, 8));
         let mut none = samples();
         none.iter_mut().for_each(|s| s.random_weight = 0.0);
-        assert!(
-            train_candidate_net(
-                &tiny(1),
-                &none,
-                &[],
-                dir.path(),
-                &device,
-                TrainOptions::quiet()
-            )
-            .is_err()
-        );
+        assert!(train_candidate_net(&tiny(1), &none, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
     }
 
     #[test]

@@ -73,11 +73,7 @@ impl PatchClassifier {
     /// Crops `[B, 3, S, S]` (normalised, see [`crate::data::image_to_chw`]) ->
     /// logits `[B, 1]`. Any `S >= 4` works; the weights expect the config's size.
     pub fn forward(&self, crops: Tensor<4>) -> Tensor<2> {
-        let crops = if self.input_norm {
-            standardise(crops)
-        } else {
-            crops
-        };
+        let crops = if self.input_norm { standardise(crops) } else { crops };
         let x = self.block1.forward(crops);
         let x = self.block2.forward(self.pool.forward(x));
         let x = self.block3.forward(self.pool.forward(x));
@@ -95,63 +91,29 @@ mod tests {
     fn forward_gives_one_logit_per_crop() {
         let device = Device::flex();
         let model = PatchClassifierConfig::new().init(&device);
-        assert_eq!(
-            model.forward(Tensor::zeros([3, 3, 64, 64], &device)).dims(),
-            [3, 1]
-        );
-        let small = PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .with_base_channels(4)
-            .init(&device);
-        assert_eq!(
-            small.forward(Tensor::zeros([1, 3, 16, 16], &device)).dims(),
-            [1, 1]
-        );
+        assert_eq!(model.forward(Tensor::zeros([3, 3, 64, 64], &device)).dims(), [3, 1]);
+        let small = PatchClassifierConfig::new().with_crop_size(16).with_base_channels(4).init(&device);
+        assert_eq!(small.forward(Tensor::zeros([1, 3, 16, 16], &device)).dims(), [1, 1]);
     }
 
     #[test]
     fn input_norm_ignores_brightness_and_contrast_per_channel() {
         let device = Device::flex();
-        let crops: Tensor<4> = Tensor::random(
-            [2, 3, 16, 16],
-            burn::tensor::Distribution::Uniform(-1.0, 1.0),
-            &device,
-        );
+        let crops: Tensor<4> = Tensor::random([2, 3, 16, 16], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
         // The same crops, each channel scaled and shifted differently.
         let gain = Tensor::<1>::from_floats([0.5, 2.0, 1.3], &device).reshape([1, 3, 1, 1]);
         let offset = Tensor::<1>::from_floats([0.4, -0.7, 0.1], &device).reshape([1, 3, 1, 1]);
         let shifted = crops.clone() * gain + offset;
-        let normed = PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .with_input_norm(true)
-            .init(&device);
-        let a: Vec<f32> = normed
-            .forward(crops.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let b: Vec<f32> = normed
-            .forward(shifted.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let normed = PatchClassifierConfig::new().with_crop_size(16).with_input_norm(true).init(&device);
+        let a: Vec<f32> = normed.forward(crops.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let b: Vec<f32> = normed.forward(shifted.clone()).into_data().try_to_vec::<f32>().unwrap();
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
         }
         // Without it the network sees the change.
-        let plain = PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .init(&device);
-        let a: Vec<f32> = plain
-            .forward(crops)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let b: Vec<f32> = plain
-            .forward(shifted)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let plain = PatchClassifierConfig::new().with_crop_size(16).init(&device);
+        let a: Vec<f32> = plain.forward(crops).into_data().try_to_vec::<f32>().unwrap();
+        let b: Vec<f32> = plain.forward(shifted).into_data().try_to_vec::<f32>().unwrap();
         assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 }

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use image::{Rgb, RgbImage};
 use mitoscope_geom::Mpp;
-use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt, SeedableRng};
+use rand::rngs::ChaCha8Rng;
 
-use crate::ModelError;
 use crate::augment::sample_bilinear;
+use crate::ModelError;
 
 /// Per-channel mean (R, G, B) subtracted after scaling to `[0, 1]`: typical of
 /// H&E at 40x. Part of the model contract: changing it invalidates trained weights.
@@ -35,17 +35,11 @@ pub struct CropSpec {
 impl CropSpec {
     /// The crop a [`crate::PatchClassifierConfig`] expects.
     pub fn for_classifier(config: &crate::PatchClassifierConfig) -> Result<Self, ModelError> {
-        let mpp = Mpp::new(config.mpp)
-            .map_err(|e| ModelError::Data(format!("classifier config: {e}")))?;
+        let mpp = Mpp::new(config.mpp).map_err(|e| ModelError::Data(format!("classifier config: {e}")))?;
         let crop_size = u32::try_from(config.crop_size)
             .ok()
             .filter(|&s| s >= 4)
-            .ok_or_else(|| {
-                ModelError::Data(format!(
-                    "classifier crop size {} is not usable",
-                    config.crop_size
-                ))
-            })?;
+            .ok_or_else(|| ModelError::Data(format!("classifier crop size {} is not usable", config.crop_size)))?;
         Ok(Self { crop_size, mpp })
     }
 }
@@ -68,10 +62,10 @@ pub struct LabelledCrop {
 pub fn folder_label(name: &str) -> Option<bool> {
     let n = name.to_ascii_lowercase().replace(['-', '_', ' '], "");
     match n.as_str() {
-        "normal" | "atypical" | "mitosis" | "mitoses" | "mitotic" | "mitoticfigure"
-        | "positive" | "positives" | "pos" | "1" => Some(true),
-        "negative" | "negatives" | "neg" | "0" | "nonmitosis" | "nonmitotic" | "hardnegative"
-        | "hardnegatives" | "imposter" | "imposters" | "lookalike" | "lookalikes" => Some(false),
+        "normal" | "atypical" | "mitosis" | "mitoses" | "mitotic" | "mitoticfigure" | "positive" | "positives"
+        | "pos" | "1" => Some(true),
+        "negative" | "negatives" | "neg" | "0" | "nonmitosis" | "nonmitotic" | "hardnegative" | "hardnegatives"
+        | "imposter" | "imposters" | "lookalike" | "lookalikes" => Some(false),
         _ => None,
     }
 }
@@ -88,11 +82,7 @@ pub fn load_crop_folders(
 ) -> Result<Vec<LabelledCrop>, ModelError> {
     let mut crops = Vec::new();
     for folder in sorted_entries(root)? {
-        let Some(positive) = folder
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(folder_label)
-        else {
+        let Some(positive) = folder.file_name().and_then(|n| n.to_str()).and_then(folder_label) else {
             continue;
         };
         if !folder.is_dir() {
@@ -104,10 +94,7 @@ pub fn load_crop_folders(
             .take(limit_per_folder.unwrap_or(usize::MAX));
         for file in files {
             let image = mitoscope_imaging::read_image(&file)?;
-            let centre = (
-                (f64::from(image.width()) - 1.0) / 2.0,
-                (f64::from(image.height()) - 1.0) / 2.0,
-            );
+            let centre = ((f64::from(image.width()) - 1.0) / 2.0, (f64::from(image.height()) - 1.0) / 2.0);
             crops.push(LabelledCrop {
                 image: resample_crop(&image, centre, source_mpp, spec),
                 positive,
@@ -131,12 +118,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// The `spec` crop centred on `centre` (x = column, y = row, source pixels) of
 /// an image at `source_mpp`: the covered field is `crop_size * spec.mpp` µm
 /// wide; pixels beyond the image edge repeat the edge.
-pub fn resample_crop(
-    image: &RgbImage,
-    centre: (f64, f64),
-    source_mpp: Mpp,
-    spec: CropSpec,
-) -> RgbImage {
+pub fn resample_crop(image: &RgbImage, centre: (f64, f64), source_mpp: Mpp, spec: CropSpec) -> RgbImage {
     let step = spec.mpp.get() / source_mpp.get(); // source pixels per crop pixel
     let half = (f64::from(spec.crop_size) - 1.0) / 2.0;
     RgbImage::from_fn(spec.crop_size, spec.crop_size, |x, y| {
@@ -159,13 +141,7 @@ pub fn resample_crop(
 /// crop resampled directly. Resampling once and copying crops is what makes
 /// overlapping tiles and hundreds of candidate crops per image cheap; rows are
 /// resampled in parallel. Grid pixels past the image repeat its edge.
-pub fn resample_grid(
-    image: &RgbImage,
-    source_mpp: Mpp,
-    target_mpp: Mpp,
-    width: u32,
-    height: u32,
-) -> RgbImage {
+pub fn resample_grid(image: &RgbImage, source_mpp: Mpp, target_mpp: Mpp, width: u32, height: u32) -> RgbImage {
     use rayon::prelude::*;
     let step = target_mpp.get() / source_mpp.get();
     let to_source = |u: u32| (f64::from(u) + 0.5) * step - 0.5;
@@ -174,20 +150,14 @@ pub fn resample_grid(
     if row_len == 0 {
         return out;
     }
-    out.par_chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(y, row)| {
-            let sy = to_source(y as u32);
-            for (x, px) in row.chunks_exact_mut(3).enumerate() {
-                let sx = to_source(x as u32);
-                let v = if step > 1.0 + 1e-9 {
-                    box_average(image, sx, sy, step)
-                } else {
-                    sample_bilinear(image, sx, sy)
-                };
-                px.copy_from_slice(&v);
-            }
-        });
+    out.par_chunks_mut(row_len).enumerate().for_each(|(y, row)| {
+        let sy = to_source(y as u32);
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let sx = to_source(x as u32);
+            let v = if step > 1.0 + 1e-9 { box_average(image, sx, sy, step) } else { sample_bilinear(image, sx, sy) };
+            px.copy_from_slice(&v);
+        }
+    });
     out
 }
 
@@ -199,16 +169,11 @@ pub fn copy_block(grid: &RgbImage, x0: i64, y0: i64, size: u32) -> RgbImage {
         return RgbImage::new(size, size);
     }
     let clamp = |v: i64, len: u32| v.clamp(0, i64::from(len) - 1) as u32;
-    let inside = x0 >= 0
-        && y0 >= 0
-        && x0 + i64::from(size) <= i64::from(w)
-        && y0 + i64::from(size) <= i64::from(h);
+    let inside = x0 >= 0 && y0 >= 0 && x0 + i64::from(size) <= i64::from(w) && y0 + i64::from(size) <= i64::from(h);
     if inside {
         return image::imageops::crop_imm(grid, x0 as u32, y0 as u32, size, size).to_image();
     }
-    RgbImage::from_fn(size, size, |x, y| {
-        *grid.get_pixel(clamp(x0 + i64::from(x), w), clamp(y0 + i64::from(y), h))
-    })
+    RgbImage::from_fn(size, size, |x, y| *grid.get_pixel(clamp(x0 + i64::from(x), w), clamp(y0 + i64::from(y), h)))
 }
 
 fn box_average(image: &RgbImage, cx: f64, cy: f64, step: f64) -> [u8; 3] {
@@ -277,10 +242,7 @@ pub fn random_negative_crops(
         attempts += 1;
         let x = rng.random_range(lo_x..=hi_x).round();
         let y = rng.random_range(lo_y..=hi_y).round();
-        if centroids
-            .iter()
-            .any(|&(cx, cy)| (cx - x).powi(2) + (cy - y).powi(2) < min_d2)
-        {
+        if centroids.iter().any(|&(cx, cy)| (cx - x).powi(2) + (cy - y).powi(2) < min_d2) {
             continue;
         }
         crops.push(LabelledCrop {
@@ -301,8 +263,7 @@ pub fn split_train_val(
     seed: u64,
 ) -> (Vec<LabelledCrop>, Vec<LabelledCrop>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut positives, mut negatives): (Vec<_>, Vec<_>) =
-        crops.into_iter().partition(|c| c.positive);
+    let (mut positives, mut negatives): (Vec<_>, Vec<_>) = crops.into_iter().partition(|c| c.positive);
     let mut train = Vec::new();
     let mut val = Vec::new();
     for class in [&mut positives, &mut negatives] {
@@ -334,9 +295,7 @@ pub fn image_to_chw(image: &RgbImage) -> Vec<f32> {
 
 /// Stacks equally sized crops into a `[B, 3, H, W]` tensor on `device`.
 pub fn images_to_tensor(images: &[RgbImage], device: &Device) -> Result<Tensor<4>, ModelError> {
-    let first = images
-        .first()
-        .ok_or_else(|| ModelError::Data("no images to batch".into()))?;
+    let first = images.first().ok_or_else(|| ModelError::Data("no images to batch".into()))?;
     let (w, h) = first.dimensions();
     let mut values = Vec::with_capacity(images.len() * 3 * (w * h) as usize);
     for (i, img) in images.iter().enumerate() {
@@ -359,10 +318,7 @@ mod tests {
     use crate::test_support::{random_image, synthetic_crops};
 
     fn spec(size: u32, mpp: f64) -> CropSpec {
-        CropSpec {
-            crop_size: size,
-            mpp: Mpp::new(mpp).unwrap(),
-        }
+        CropSpec { crop_size: size, mpp: Mpp::new(mpp).unwrap() }
     }
 
     #[test]
@@ -372,18 +328,12 @@ mod tests {
         for target in [0.5, 0.3, 0.2] {
             let t = Mpp::new(target).unwrap();
             let step = target / 0.2456;
-            let (gw, gh) = (
-                (97.0 / step).ceil() as u32 + 8,
-                (83.0 / step).ceil() as u32 + 8,
-            );
+            let (gw, gh) = ((97.0 / step).ceil() as u32 + 8, (83.0 / step).ceil() as u32 + 8);
             let grid = resample_grid(&img, src, t, gw, gh);
             // A 16 px crop whose pixel (0, 0) is grid pixel (gx, gy): centred on grid
             // coordinate gx + 7.5, i.e. source (gx + 8) * step - 0.5.
             for (gx, gy) in [(0u32, 0u32), (5, 9), (gw - 16, gh - 16)] {
-                let centre = (
-                    (f64::from(gx) + 8.0) * step - 0.5,
-                    (f64::from(gy) + 8.0) * step - 0.5,
-                );
+                let centre = ((f64::from(gx) + 8.0) * step - 0.5, (f64::from(gy) + 8.0) * step - 0.5);
                 let direct = resample_crop(&img, centre, src, spec(16, target));
                 let copied = copy_block(&grid, i64::from(gx), i64::from(gy), 16);
                 assert_eq!(direct, copied, "target {target} at ({gx}, {gy})");
@@ -419,21 +369,11 @@ mod tests {
 
     #[test]
     fn downsampling_halves_the_size_and_averages() {
-        let img = RgbImage::from_fn(8, 8, |x, _| {
-            if x % 2 == 0 {
-                Rgb([0, 0, 0])
-            } else {
-                Rgb([200, 200, 200])
-            }
-        });
+        let img = RgbImage::from_fn(8, 8, |x, _| if x % 2 == 0 { Rgb([0, 0, 0]) } else { Rgb([200, 200, 200]) });
         let crop = resample_crop(&img, (3.5, 3.5), Mpp::new(0.25).unwrap(), spec(4, 0.5));
         assert_eq!(crop.dimensions(), (4, 4));
         // A 1-px stripe pattern averages to grey instead of aliasing.
-        assert!(
-            crop.pixels().all(|p| (90..=110).contains(&p.0[0])),
-            "{:?}",
-            crop.as_raw()
-        );
+        assert!(crop.pixels().all(|p| (90..=110).contains(&p.0[0])), "{:?}", crop.as_raw());
     }
 
     #[test]
@@ -442,27 +382,14 @@ mod tests {
         let centroids = [(100.0, 100.0), (40.0, 150.0)];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let s = spec(8, 0.5);
-        let crops = random_negative_crops(
-            &img,
-            &centroids,
-            Mpp::new(0.25).unwrap(),
-            s,
-            30,
-            50.0,
-            &mut rng,
-            "t",
-        );
+        let crops = random_negative_crops(&img, &centroids, Mpp::new(0.25).unwrap(), s, 30, 50.0, &mut rng, "t");
         assert_eq!(crops.len(), 30);
         for c in &crops {
             assert!(!c.positive);
             assert_eq!(c.image.dimensions(), (8, 8));
             let (x, y) = c.origin.trim_start_matches("t@").split_once(',').unwrap();
             let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-            assert!(
-                centroids
-                    .iter()
-                    .all(|&(cx, cy)| (cx - x).hypot(cy - y) >= 50.0)
-            );
+            assert!(centroids.iter().all(|&(cx, cy)| (cx - x).hypot(cy - y) >= 50.0));
             assert!((8.0..=191.0).contains(&x) && (8.0..=191.0).contains(&y));
         }
         let positives = positive_crops(&img, &centroids, Mpp::new(0.25).unwrap(), s, "t");
@@ -483,35 +410,16 @@ mod tests {
 
     #[test]
     fn chw_conversion_and_batching() {
-        let img = RgbImage::from_fn(2, 1, |x, _| {
-            if x == 0 {
-                Rgb([255, 0, 0])
-            } else {
-                Rgb([0, 255, 0])
-            }
-        });
+        let img = RgbImage::from_fn(2, 1, |x, _| if x == 0 { Rgb([255, 0, 0]) } else { Rgb([0, 255, 0]) });
         let chw = image_to_chw(&img);
         assert_eq!(chw.len(), 6);
         let norm = |c: usize, v: f32| (v - CHANNEL_MEAN[c]) / CHANNEL_STD[c];
-        assert_eq!(
-            chw,
-            vec![
-                norm(0, 1.0),
-                norm(0, 0.0),
-                norm(1, 0.0),
-                norm(1, 1.0),
-                norm(2, 0.0),
-                norm(2, 0.0)
-            ]
-        );
+        assert_eq!(chw, vec![norm(0, 1.0), norm(0, 0.0), norm(1, 0.0), norm(1, 1.0), norm(2, 0.0), norm(2, 0.0)]);
         let device = Device::flex();
         let t = images_to_tensor(&[img.clone(), img.clone()], &device).unwrap();
         assert_eq!(t.dims(), [2, 3, 1, 2]);
         let other = RgbImage::new(3, 3);
-        assert!(matches!(
-            images_to_tensor(&[img, other], &device),
-            Err(ModelError::Data(_))
-        ));
+        assert!(matches!(images_to_tensor(&[img, other], &device), Err(ModelError::Data(_))));
         assert!(images_to_tensor(&[], &device).is_err());
     }
 
@@ -523,19 +431,9 @@ mod tests {
         let icpr = mitoscope_testdata::require_data!("icpr2012");
         let spec = CropSpec::for_classifier(&crate::PatchClassifierConfig::new()).unwrap();
         // AMi-Br crops come from MIDOG / TUPAC scans at about 0.25 µm/px.
-        let positives = load_crop_folders(
-            &amibr.join("patches"),
-            Mpp::new(0.25).unwrap(),
-            spec,
-            Some(3),
-        )
-        .unwrap();
+        let positives = load_crop_folders(&amibr.join("patches"), Mpp::new(0.25).unwrap(), spec, Some(3)).unwrap();
         assert_eq!(positives.len(), 6, "3 normal + 3 atypical");
-        assert!(
-            positives
-                .iter()
-                .all(|c| c.positive && c.image.dimensions() == (64, 64))
-        );
+        assert!(positives.iter().all(|c| c.positive && c.image.dimensions() == (64, 64)));
 
         let hpf_path = icpr.join("hpf/A00_00.jpg");
         let hpf = mitoscope_imaging::read_image(&hpf_path).unwrap();
@@ -545,27 +443,20 @@ mod tests {
             .skip(1)
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(',').collect();
-                (f.first()?.trim_end_matches(".jpg") == "A00_00")
-                    .then(|| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))?
+                (f.first()?.trim_end_matches(".jpg") == "A00_00").then(|| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))?
             })
             .collect();
         assert_eq!(centroids.len(), 6, "A00_00 has 6 mitoses");
         let icpr_mpp = Mpp::new(0.2456).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let origin = hpf_path.display().to_string();
-        let negatives = random_negative_crops(
-            &hpf, &centroids, icpr_mpp, spec, 5, 100.0, &mut rng, &origin,
-        );
+        let negatives = random_negative_crops(&hpf, &centroids, icpr_mpp, spec, 5, 100.0, &mut rng, &origin);
         let hpf_positives = positive_crops(&hpf, &centroids, icpr_mpp, spec, &origin);
         assert_eq!(negatives.len(), 5);
         assert!(negatives.iter().all(|c| !c.positive));
         assert_eq!(hpf_positives.len(), 6);
 
-        let all: Vec<LabelledCrop> = positives
-            .into_iter()
-            .chain(negatives)
-            .chain(hpf_positives)
-            .collect();
+        let all: Vec<LabelledCrop> = positives.into_iter().chain(negatives).chain(hpf_positives).collect();
         let images: Vec<RgbImage> = all.iter().map(|c| c.image.clone()).collect();
         let t = images_to_tensor(&images, &Device::flex()).unwrap();
         assert_eq!(t.dims(), [17, 3, 64, 64]);

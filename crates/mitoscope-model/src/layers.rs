@@ -23,18 +23,9 @@ pub struct ConvBlock {
 impl ConvBlock {
     /// A block mapping `in_channels` to `out_channels`; `norm_groups` is reduced
     /// to a divisor of `out_channels` so any width works.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        norm_groups: usize,
-        device: &Device,
-    ) -> Self {
+    pub fn new(in_channels: usize, out_channels: usize, norm_groups: usize, device: &Device) -> Self {
         let groups = gcd(norm_groups.max(1), out_channels);
-        let conv = |i, o| {
-            Conv2dConfig::new([i, o], [3, 3])
-                .with_padding(PaddingConfig2d::Same)
-                .init(device)
-        };
+        let conv = |i, o| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Same).init(device);
         Self {
             conv1: conv(in_channels, out_channels),
             norm1: GroupNormConfig::new(groups, out_channels).init(device),
@@ -54,11 +45,7 @@ impl ConvBlock {
         self.forward_with(x, conv3x3_in_slices)
     }
 
-    fn forward_with(
-        &self,
-        x: Tensor<4>,
-        conv: impl Fn(&Conv2d, Tensor<4>) -> Tensor<4>,
-    ) -> Tensor<4> {
+    fn forward_with(&self, x: Tensor<4>, conv: impl Fn(&Conv2d, Tensor<4>) -> Tensor<4>) -> Tensor<4> {
         let x = relu(self.norm1.forward(conv(&self.conv1, x)));
         relu(self.norm2.forward(conv(&self.conv2, x)))
     }
@@ -96,12 +83,7 @@ pub fn conv3x3_in_slices(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     for i0 in (0..c_in).step_by(SLICE_IN_CHANNELS) {
         let i1 = (i0 + SLICE_IN_CHANNELS).min(c_in);
         let input = x.clone().narrow(1, i0, i1 - i0);
-        let part = conv2d(
-            input,
-            weight.clone().narrow(1, i0, i1 - i0),
-            None,
-            options.clone(),
-        );
+        let part = conv2d(input, weight.clone().narrow(1, i0, i1 - i0), None, options.clone());
         sum = Some(match sum {
             None => part,
             Some(acc) => acc + part,
@@ -127,18 +109,8 @@ mod tests {
     fn sliced_convolution_equals_the_plain_one() {
         let device = Device::flex();
         // Widths on both sides of the slice limits, odd ones included.
-        for (c_in, c_out) in [
-            (3, 8),
-            (8, 8),
-            (7, 13),
-            (16, 16),
-            (30, 5),
-            (16, 32),
-            (64, 16),
-        ] {
-            let conv = Conv2dConfig::new([c_in, c_out], [3, 3])
-                .with_padding(PaddingConfig2d::Same)
-                .init(&device);
+        for (c_in, c_out) in [(3, 8), (8, 8), (7, 13), (16, 16), (30, 5), (16, 32), (64, 16)] {
+            let conv = Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
             let x = Tensor::<4>::random([2, c_in, 13, 10], Distribution::Normal(0.0, 1.0), &device);
             let plain = conv.forward(x.clone());
             let sliced = conv3x3_in_slices(&conv, x);
@@ -153,10 +125,7 @@ mod tests {
         let device = Device::flex();
         let block = ConvBlock::new(16, 8, 4, &device);
         let x = Tensor::<4>::random([1, 16, 24, 24], Distribution::Normal(0.0, 1.0), &device);
-        let diff: f32 = (block.forward(x.clone()) - block.forward_sliced(x))
-            .abs()
-            .max()
-            .into_scalar();
+        let diff: f32 = (block.forward(x.clone()) - block.forward_sliced(x)).abs().max().into_scalar();
         assert!(diff < 1e-4, "max difference {diff}");
     }
 }

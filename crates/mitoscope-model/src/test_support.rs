@@ -15,11 +15,7 @@ pub fn synthetic_crop(size: u32, positive: bool, seed: u64) -> RgbImage {
     RgbImage::from_fn(size, size, |x, y| {
         let noise: i16 = rng.random_range(-20..=20);
         let inside = (f64::from(x) - c).powi(2) + (f64::from(y) - c).powi(2) <= r2;
-        let base: [i16; 3] = if positive && inside {
-            [70, 40, 110]
-        } else {
-            [230, 170, 210]
-        };
+        let base: [i16; 3] = if positive && inside { [70, 40, 110] } else { [230, 170, 210] };
         Rgb(base.map(|v| (v + noise).clamp(0, 255) as u8))
     })
 }

@@ -28,18 +28,18 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
-use crate::augment::{AugmentConfig, augment};
+use crate::augment::{augment, AugmentConfig};
 use crate::candidate::{CandidateNet, ProbabilityMap, SIDE_MULTIPLE};
 use crate::classifier::{PatchClassifier, PatchClassifierConfig};
-use crate::data::{LabelledCrop, images_to_tensor};
+use crate::data::{images_to_tensor, LabelledCrop};
 use crate::infer::tensor_values;
 use crate::weights::{load_weights, save_weights, write_atomically};
+use crate::ModelError;
 
 /// Everything that defines a classifier training run; saved as `config.json`.
 #[derive(Config, Debug)]
@@ -92,20 +92,14 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self {
-            stop_after_epochs: None,
-            show_progress: true,
-        }
+        Self { stop_after_epochs: None, show_progress: true }
     }
 }
 
 impl TrainOptions {
     /// No progress bar, no early stop.
     pub fn quiet() -> Self {
-        Self {
-            stop_after_epochs: None,
-            show_progress: false,
-        }
+        Self { stop_after_epochs: None, show_progress: false }
     }
 }
 
@@ -199,10 +193,7 @@ pub fn train_classifier(
         let optimizer_path = dir.join(OPTIMIZER_FILE);
         optimizer = optimizer
             .load(&optimizer_path)
-            .map_err(|e| ModelError::LoadWeights {
-                path: optimizer_path.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ModelError::LoadWeights { path: optimizer_path.clone(), message: e.to_string() })?;
         first_epoch = epoch + 1;
     }
     truncate_metrics(&out_dir.join(METRICS_FILE), first_epoch - 1)?;
@@ -210,22 +201,11 @@ pub fn train_classifier(
     let mut history = Vec::new();
     let mut last_epoch = first_epoch - 1;
     for epoch in first_epoch..=config.num_epochs {
-        if options
-            .stop_after_epochs
-            .is_some_and(|n| history.len() >= n)
-        {
+        if options.stop_after_epochs.is_some_and(|n| history.len() >= n) {
             break;
         }
         let started = Instant::now();
-        let train_loss = run_epoch(
-            config,
-            train,
-            epoch,
-            &mut model,
-            &mut optimizer,
-            &train_device,
-            options,
-        )?;
+        let train_loss = run_epoch(config, train, epoch, &mut model, &mut optimizer, &train_device, options)?;
         let mut metrics = evaluate(&model.valid(), val, config, device)?;
         metrics.epoch = epoch;
         metrics.train_loss = train_loss;
@@ -233,36 +213,17 @@ pub fn train_classifier(
 
         append_metrics(&out_dir.join(METRICS_FILE), &metrics)?;
         save_weights(&model, &out_dir.join(MODEL_FILE))?;
-        let state = CheckpointState {
-            epoch,
-            seed: config.seed,
-            metrics: metrics.clone(),
-        };
-        write_checkpoint(
-            out_dir,
-            epoch,
-            &state,
-            &model,
-            &optimizer,
-            config.keep_checkpoints,
-        )?;
+        let state = CheckpointState { epoch, seed: config.seed, metrics: metrics.clone() };
+        write_checkpoint(out_dir, epoch, &state, &model, &optimizer, config.keep_checkpoints)?;
         history.push(metrics);
         last_epoch = epoch;
     }
-    Ok(TrainOutcome {
-        model: model.valid(),
-        first_epoch,
-        last_epoch,
-        history,
-    })
+    Ok(TrainOutcome { model: model.valid(), first_epoch, last_epoch, history })
 }
 
 /// Loads the classifier of a finished (or interrupted) run: `config.json` and
 /// `model.bpk` from `out_dir`, on `device`.
-pub fn load_trained_classifier(
-    out_dir: &Path,
-    device: &Device,
-) -> Result<(PatchClassifier, TrainingConfig), ModelError> {
+pub fn load_trained_classifier(out_dir: &Path, device: &Device) -> Result<(PatchClassifier, TrainingConfig), ModelError> {
     let config_path = out_dir.join(CONFIG_FILE);
     let config = read_config(&config_path)?;
     let model = load_weights(config.model.init(device), &out_dir.join(MODEL_FILE))?;
@@ -272,16 +233,11 @@ pub fn load_trained_classifier(
 /// Reads a `config.json` written by [`train_classifier`].
 pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    let bad = |e: serde_json::Error| ModelError::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
+    let bad = |e: serde_json::Error| ModelError::Config { path: path.to_owned(), message: e.to_string() };
     let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
     // Runs saved before the learning-rate decay existed trained at a constant rate.
     if let Some(fields) = value.as_object_mut() {
-        fields
-            .entry("decay_epochs")
-            .or_insert(serde_json::Value::from(0));
+        fields.entry("decay_epochs").or_insert(serde_json::Value::from(0));
     }
     serde_json::from_value(value).map_err(bad)
 }
@@ -294,18 +250,10 @@ pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<(usize, PathBuf)>, Mod
 /// Binary cross-entropy on logits, averaged over all elements, numerically
 /// stable for large |logit|. `targets` may be soft (in `[0, 1]`); positives
 /// (target 1) weigh `positive_weight`, negatives 1.
-pub fn bce_with_logits<const D: usize>(
-    logits: Tensor<D>,
-    targets: Tensor<D>,
-    positive_weight: f32,
-) -> Tensor<1> {
+pub fn bce_with_logits<const D: usize>(logits: Tensor<D>, targets: Tensor<D>, positive_weight: f32) -> Tensor<1> {
     // softplus(-x) = max(-x, 0) + ln(1 + exp(-|x|)) never overflows.
-    let softplus_neg =
-        logits.clone().neg().clamp_min(0.0) + logits.clone().abs().neg().exp().log1p();
-    let weight = targets
-        .clone()
-        .mul_scalar(positive_weight - 1.0)
-        .add_scalar(1.0);
+    let softplus_neg = logits.clone().neg().clamp_min(0.0) + logits.clone().abs().neg().exp().log1p();
+    let weight = targets.clone().mul_scalar(positive_weight - 1.0).add_scalar(1.0);
     (targets.neg().add_scalar(1.0) * logits + weight * softplus_neg).mean()
 }
 
@@ -325,25 +273,16 @@ pub fn candidate_step(
     device: &Device,
 ) -> Result<(CandidateNet, f32), ModelError> {
     if tiles.len() != targets.len() {
-        return Err(ModelError::Data(format!(
-            "{} tiles but {} targets",
-            tiles.len(),
-            targets.len()
-        )));
+        return Err(ModelError::Data(format!("{} tiles but {} targets", tiles.len(), targets.len())));
     }
     let mut target_values = Vec::new();
     for (tile, target) in tiles.iter().zip(targets) {
         let (w, h) = (tile.width() as usize, tile.height() as usize);
         if (target.width, target.height) != (w, h) || target.values.len() != w * h {
-            return Err(ModelError::Data(format!(
-                "a {w}x{h} tile has a {}x{} target",
-                target.width, target.height
-            )));
+            return Err(ModelError::Data(format!("a {w}x{h} tile has a {}x{} target", target.width, target.height)));
         }
         if w % SIDE_MULTIPLE != 0 || h % SIDE_MULTIPLE != 0 {
-            return Err(ModelError::Data(format!(
-                "tile {w}x{h} is not a multiple of {SIDE_MULTIPLE}"
-            )));
+            return Err(ModelError::Data(format!("tile {w}x{h} is not a multiple of {SIDE_MULTIPLE}")));
         }
         target_values.extend_from_slice(&target.values);
     }
@@ -353,10 +292,7 @@ pub fn candidate_step(
     let loss = bce_with_logits(model.forward(inputs), targets, positive_weight);
     let loss_value = loss.clone().into_scalar::<f32>();
     if !loss_value.is_finite() {
-        return Err(ModelError::Diverged {
-            epoch: 0,
-            loss: loss_value,
-        });
+        return Err(ModelError::Diverged { epoch: 0, loss: loss_value });
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     Ok((optimizer.step(learning_rate, model, grads), loss_value))
@@ -400,40 +336,22 @@ fn run_epoch(
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut derived_rng(config.seed, epoch, u64::MAX));
     let batches = order.len().div_ceil(config.batch_size);
-    let bar = progress_bar(
-        options.show_progress,
-        batches as u64,
-        epoch,
-        config.num_epochs,
-    );
+    let bar = progress_bar(options.show_progress, batches as u64, epoch, config.num_epochs);
 
     let mut loss_sum = 0.0f64;
     for (b, batch) in order.chunks(config.batch_size).enumerate() {
         let images: Vec<_> = batch
             .iter()
-            .map(|&i| {
-                augment(
-                    &train[i].image,
-                    &config.augment,
-                    &mut derived_rng(config.seed, epoch, i as u64),
-                )
-            })
+            .map(|&i| augment(&train[i].image, &config.augment, &mut derived_rng(config.seed, epoch, i as u64)))
             .collect();
-        let labels: Vec<f32> = batch
-            .iter()
-            .map(|&i| if train[i].positive { 1.0 } else { 0.0 })
-            .collect();
+        let labels: Vec<f32> = batch.iter().map(|&i| if train[i].positive { 1.0 } else { 0.0 }).collect();
         let inputs = images_to_tensor(&images, train_device)?;
-        let targets =
-            Tensor::<2>::from_data(TensorData::new(labels, [batch.len(), 1]), train_device);
+        let targets = Tensor::<2>::from_data(TensorData::new(labels, [batch.len(), 1]), train_device);
         let loss = bce_with_logits(model.forward(inputs), targets, config.positive_weight);
         let loss_value = loss.clone().into_scalar::<f32>();
         if !loss_value.is_finite() {
             bar.abandon();
-            return Err(ModelError::Diverged {
-                epoch,
-                loss: loss_value,
-            });
+            return Err(ModelError::Diverged { epoch, loss: loss_value });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         let learning_rate = learning_rate_at(config, epoch, b, batches);
@@ -446,19 +364,12 @@ fn run_epoch(
     Ok((loss_sum / batches.max(1) as f64) as f32)
 }
 
-pub(crate) fn progress_bar(
-    show: bool,
-    batches: u64,
-    epoch: usize,
-    num_epochs: usize,
-) -> ProgressBar {
+pub(crate) fn progress_bar(show: bool, batches: u64, epoch: usize, num_epochs: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(batches);
-    if let Ok(style) =
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} ({elapsed})")
-    {
+    if let Ok(style) = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} ({elapsed})") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(format!("{epoch}/{num_epochs}"));
@@ -489,14 +400,10 @@ fn evaluate(
     let (mut loss_sum, mut tp, mut fp, mut tn, mut fn_) = (0.0f64, 0usize, 0usize, 0usize, 0usize);
     for chunk in val.chunks(config.batch_size.max(1)) {
         let images: Vec<_> = chunk.iter().map(|c| c.image.clone()).collect();
-        let labels: Vec<f32> = chunk
-            .iter()
-            .map(|c| if c.positive { 1.0 } else { 0.0 })
-            .collect();
+        let labels: Vec<f32> = chunk.iter().map(|c| if c.positive { 1.0 } else { 0.0 }).collect();
         let logits = model.forward(images_to_tensor(&images, device)?);
         let targets = Tensor::<2>::from_data(TensorData::new(labels, [chunk.len(), 1]), device);
-        let loss =
-            bce_with_logits(logits.clone(), targets, config.positive_weight).into_scalar::<f32>();
+        let loss = bce_with_logits(logits.clone(), targets, config.positive_weight).into_scalar::<f32>();
         // Weight by batch size so a short last batch counts for what it holds.
         loss_sum += f64::from(loss) * chunk.len() as f64;
         for (score, crop) in tensor_values(sigmoid(logits))?.into_iter().zip(chunk) {
@@ -583,14 +490,9 @@ pub(crate) fn write_checkpoint<M: burn::module::Module, S: Serialize>(
     let optimizer_path = tmp.join(OPTIMIZER_FILE);
     optimizer
         .save(&optimizer_path)
-        .map_err(|e| ModelError::SaveWeights {
-            path: optimizer_path.clone(),
-            message: e.to_string(),
-        })?;
-    let state_json = serde_json::to_string_pretty(state).map_err(|e| ModelError::Config {
-        path: tmp.join(STATE_FILE),
-        message: e.to_string(),
-    })?;
+        .map_err(|e| ModelError::SaveWeights { path: optimizer_path.clone(), message: e.to_string() })?;
+    let state_json = serde_json::to_string_pretty(state)
+        .map_err(|e| ModelError::Config { path: tmp.join(STATE_FILE), message: e.to_string() })?;
     write_atomically(&tmp.join(STATE_FILE), state_json.as_bytes())?;
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(|e| ModelError::io(&done, e))?;
@@ -606,10 +508,7 @@ pub(crate) fn write_checkpoint<M: burn::module::Module, S: Serialize>(
 }
 
 pub(crate) fn append_metrics<T: Serialize>(path: &Path, metrics: &T) -> Result<(), ModelError> {
-    let line = serde_json::to_string(metrics).map_err(|e| ModelError::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let line = serde_json::to_string(metrics).map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -648,24 +547,18 @@ mod tests {
     use crate::weights::{load_weights, weights_to_bytes};
 
     fn tiny_config(num_epochs: usize) -> TrainingConfig {
-        TrainingConfig::new(
-            PatchClassifierConfig::new()
-                .with_crop_size(16)
-                .with_base_channels(4),
-        )
-        .with_augment(AugmentConfig::none())
-        .with_num_epochs(num_epochs)
-        .with_batch_size(8)
-        .with_learning_rate(1e-2)
-        .with_seed(7)
+        TrainingConfig::new(PatchClassifierConfig::new().with_crop_size(16).with_base_channels(4))
+            .with_augment(AugmentConfig::none())
+            .with_num_epochs(num_epochs)
+            .with_batch_size(8)
+            .with_learning_rate(1e-2)
+            .with_seed(7)
     }
 
     #[test]
     fn learning_rate_is_constant_then_anneals_to_zero() {
         let model = PatchClassifierConfig::new();
-        let constant = TrainingConfig::new(model.clone())
-            .with_num_epochs(4)
-            .with_learning_rate(0.01);
+        let constant = TrainingConfig::new(model.clone()).with_num_epochs(4).with_learning_rate(0.01);
         assert_eq!(learning_rate_at(&constant, 4, 9, 10), 0.01);
         let config = constant.with_decay_epochs(2);
         // Epochs 1-2 at the full rate, 3-4 annealed, monotonically, ending at 0.
@@ -674,10 +567,7 @@ mod tests {
         for epoch in 3..=4 {
             for step in 0..10 {
                 let lr = learning_rate_at(&config, epoch, step, 10);
-                assert!(
-                    lr < last && lr >= 0.0,
-                    "epoch {epoch} step {step}: {lr} after {last}"
-                );
+                assert!(lr < last && lr >= 0.0, "epoch {epoch} step {step}: {lr} after {last}");
                 last = lr;
             }
         }
@@ -685,10 +575,7 @@ mod tests {
         // Half-way through the decay: half the rate.
         assert!((learning_rate_at(&config, 3, 9, 10) - 0.005).abs() < 1e-12);
         // More decay epochs than epochs: the whole run anneals.
-        let all = TrainingConfig::new(model)
-            .with_num_epochs(2)
-            .with_learning_rate(0.01)
-            .with_decay_epochs(5);
+        let all = TrainingConfig::new(model).with_num_epochs(2).with_learning_rate(0.01).with_decay_epochs(5);
         assert!(learning_rate_at(&all, 1, 0, 10) < 0.01);
     }
 
@@ -709,15 +596,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let crops = synthetic_crops(32, 16, 1);
         let (train, val) = crate::data::split_train_val(crops, 0.25, 3);
-        let out = train_classifier(
-            &tiny_config(4),
-            &train,
-            &val,
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        let out = train_classifier(&tiny_config(4), &train, &val, dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((out.first_epoch, out.last_epoch), (1, 4));
         let first = out.history[0].train_loss;
         let last = out.history[3].train_loss;
@@ -727,22 +606,12 @@ mod tests {
         // The run folder: config.json beside the weights, one metrics line per epoch.
         let (loaded, config) = load_trained_classifier(dir.path(), &device).unwrap();
         assert_eq!(config.model, tiny_config(4).model);
-        assert_eq!(
-            weights_to_bytes(&loaded).unwrap(),
-            weights_to_bytes(&out.model).unwrap()
-        );
+        assert_eq!(weights_to_bytes(&loaded).unwrap(), weights_to_bytes(&out.model).unwrap());
         let log = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
-        let epochs: Vec<usize> = log
-            .lines()
-            .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch)
-            .collect();
+        let epochs: Vec<usize> = log.lines().map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch).collect();
         assert_eq!(epochs, vec![1, 2, 3, 4]);
         // Only the last `keep_checkpoints` (2) remain.
-        let kept: Vec<usize> = complete_checkpoints(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(e, _)| e)
-            .collect();
+        let kept: Vec<usize> = complete_checkpoints(dir.path()).unwrap().into_iter().map(|(e, _)| e).collect();
         assert_eq!(kept, vec![3, 4]);
     }
 
@@ -755,15 +624,7 @@ mod tests {
 
         // Reference: three epochs uninterrupted.
         let full_dir = tempfile::tempdir().unwrap();
-        let full = train_classifier(
-            &config,
-            &train,
-            &val,
-            full_dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        let full = train_classifier(&config, &train, &val, full_dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!(full.last_epoch, 3);
 
         // A run "killed" after epoch 2: take the reference's epoch-2 checkpoint
@@ -777,38 +638,15 @@ mod tests {
         for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
             std::fs::copy(src.join(f), ckpt.join("epoch-0002").join(f)).unwrap();
         }
-        std::fs::copy(
-            full_dir.path().join(CONFIG_FILE),
-            resumed_dir.path().join(CONFIG_FILE),
-        )
-        .unwrap();
-        std::fs::copy(
-            full_dir.path().join(METRICS_FILE),
-            resumed_dir.path().join(METRICS_FILE),
-        )
-        .unwrap();
+        std::fs::copy(full_dir.path().join(CONFIG_FILE), resumed_dir.path().join(CONFIG_FILE)).unwrap();
+        std::fs::copy(full_dir.path().join(METRICS_FILE), resumed_dir.path().join(METRICS_FILE)).unwrap();
 
-        let resumed = train_classifier(
-            &config,
-            &train,
-            &val,
-            resumed_dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        let resumed = train_classifier(&config, &train, &val, resumed_dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (3, 3));
-        assert_eq!(
-            weights_to_bytes(&resumed.model).unwrap(),
-            weights_to_bytes(&full.model).unwrap()
-        );
+        assert_eq!(weights_to_bytes(&resumed.model).unwrap(), weights_to_bytes(&full.model).unwrap());
         assert_eq!(resumed.history[0].train_loss, full.history[2].train_loss);
         let log = std::fs::read_to_string(resumed_dir.path().join(METRICS_FILE)).unwrap();
-        assert_eq!(
-            log.lines().count(),
-            3,
-            "stale epoch-3 line replaced, not duplicated:\n{log}"
-        );
+        assert_eq!(log.lines().count(), 3, "stale epoch-3 line replaced, not duplicated:\n{log}");
         assert!(!ckpt.join("epoch-0003.tmp").exists());
     }
 
@@ -818,65 +656,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let crops = synthetic_crops(16, 16, 3);
         let config = tiny_config(2);
-        let stopped = TrainOptions {
-            stop_after_epochs: Some(1),
-            show_progress: false,
-        };
+        let stopped = TrainOptions { stop_after_epochs: Some(1), show_progress: false };
         let first = train_classifier(&config, &crops, &[], dir.path(), &device, stopped).unwrap();
         assert_eq!((first.first_epoch, first.last_epoch), (1, 1));
         let (epoch, ckpt) = latest_checkpoint(dir.path()).unwrap().unwrap();
         assert_eq!(epoch, 1);
         let saved = load_weights(config.model.init(&device), &ckpt.join(MODEL_FILE)).unwrap();
-        assert_eq!(
-            weights_to_bytes(&saved).unwrap(),
-            weights_to_bytes(&first.model).unwrap()
-        );
+        assert_eq!(weights_to_bytes(&saved).unwrap(), weights_to_bytes(&first.model).unwrap());
         drop(first);
 
-        let second = train_classifier(
-            &config,
-            &crops,
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
+        let second = train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((second.first_epoch, second.last_epoch), (2, 2));
         // Nothing left to do: a third call runs no epoch.
-        let third = train_classifier(
-            &config,
-            &crops,
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap();
-        assert_eq!(
-            (third.first_epoch, third.last_epoch, third.history.len()),
-            (3, 2, 0)
-        );
+        let third = train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
+        assert_eq!((third.first_epoch, third.last_epoch, third.history.len()), (3, 2, 0));
 
         // Resuming with another network or seed is refused.
         let other = tiny_config(2).with_seed(8);
-        let err = train_classifier(
-            &other,
-            &crops,
-            &[],
-            dir.path(),
-            &device,
-            TrainOptions::quiet(),
-        )
-        .unwrap_err();
+        let err = train_classifier(&other, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
         assert!(matches!(err, ModelError::Config { .. }), "{err}");
     }
     #[test]
     fn candidate_steps_fit_a_disc_heat_map() {
         let device = Device::flex().autodiff();
-        let mut model = crate::CandidateNetConfig::new()
-            .with_base_channels(4)
-            .init(&device);
+        let mut model = crate::CandidateNetConfig::new().with_base_channels(4).init(&device);
         let mut optimizer = AdamConfig::new().init();
         let tile = crate::test_support::synthetic_crop(16, true, 5);
         let target = crate::candidate::disc_target(16, 16, &[(7.5, 7.5)], 3.2);
@@ -884,23 +687,22 @@ mod tests {
         // Weight init draws from burn's global RNG, which concurrent tests share;
         // the bound is loose enough for any initialisation.
         for _ in 0..20 {
-            let (next, loss) = candidate_step(
-                model,
-                &mut optimizer,
-                std::slice::from_ref(&tile),
-                std::slice::from_ref(&target),
-                1e-2,
-                2.0,
-                &device,
-            )
-            .unwrap();
+            let (next, loss) =
+                candidate_step(
+                    model,
+                    &mut optimizer,
+                    std::slice::from_ref(&tile),
+                    std::slice::from_ref(&target),
+                    1e-2,
+                    2.0,
+                    &device,
+                )
+                .unwrap();
             model = next;
             losses.push(loss);
         }
         assert!(losses[19] < 0.75 * losses[0], "{losses:?}");
         let bad = crate::candidate::disc_target(8, 8, &[], 1.0);
-        assert!(
-            candidate_step(model, &mut optimizer, &[tile], &[bad], 1e-2, 1.0, &device).is_err()
-        );
+        assert!(candidate_step(model, &mut optimizer, &[tile], &[bad], 1e-2, 1.0, &device).is_err());
     }
 }

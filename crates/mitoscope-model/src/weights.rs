@@ -17,14 +17,10 @@ pub const WEIGHTS_EXTENSION: &str = "bpk";
 
 /// Serialises the weights of `model` to bytes (for `include_bytes!` or shipping).
 pub fn weights_to_bytes<M: Module>(model: &M) -> Result<Vec<u8>, ModelError> {
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| ModelError::SaveWeights {
-            path: PathBuf::from("<memory>"),
-            message: e.to_string(),
-        })?;
+    let bytes = model.clone().into_record().into_bytes().map_err(|e| ModelError::SaveWeights {
+        path: PathBuf::from("<memory>"),
+        message: e.to_string(),
+    })?;
     Ok(bytes.to_vec())
 }
 
@@ -32,10 +28,7 @@ pub fn weights_to_bytes<M: Module>(model: &M) -> Result<Vec<u8>, ModelError> {
 /// folder, then rename), so a kill never leaves a half-written file.
 pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<(), ModelError> {
     let bytes = weights_to_bytes(model).map_err(|e| match e {
-        ModelError::SaveWeights { message, .. } => ModelError::SaveWeights {
-            path: path.to_owned(),
-            message,
-        },
+        ModelError::SaveWeights { message, .. } => ModelError::SaveWeights { path: path.to_owned(), message },
         other => other,
     })?;
     write_atomically(path, &bytes)
@@ -52,33 +45,20 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<M, ModelError> {
 
 /// Loads weights from bytes, e.g. `include_bytes!("classifier.bpk")`; `name`
 /// labels the bytes in errors.
-pub fn load_weights_from_bytes<M: Module>(
-    model: M,
-    bytes: &[u8],
-    name: &str,
-) -> Result<M, ModelError> {
+pub fn load_weights_from_bytes<M: Module>(model: M, bytes: &[u8], name: &str) -> Result<M, ModelError> {
     load_weights_named(model, bytes, Path::new(name))
 }
 
 fn load_weights_named<M: Module>(model: M, bytes: &[u8], path: &Path) -> Result<M, ModelError> {
-    let load_error = |message: String| ModelError::LoadWeights {
-        path: path.to_owned(),
-        message,
-    };
+    let load_error = |message: String| ModelError::LoadWeights { path: path.to_owned(), message };
     if bytes.is_empty() {
         return Err(load_error("the file is empty".into()));
     }
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| load_error(e.to_string()))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| load_error(e.to_string()))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| load_error(e.to_string()))?;
+    let model = model.try_load_record(record).map_err(|e| load_error(e.to_string()))?;
     let count = count_non_finite(&model);
     if count > 0 {
-        return Err(ModelError::NonFiniteWeights {
-            path: path.to_owned(),
-            count,
-        });
+        return Err(ModelError::NonFiniteWeights { path: path.to_owned(), count });
     }
     Ok(model)
 }
@@ -121,19 +101,12 @@ mod tests {
     use crate::PatchClassifierConfig;
 
     fn small() -> PatchClassifierConfig {
-        PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .with_base_channels(4)
+        PatchClassifierConfig::new().with_crop_size(16).with_base_channels(4)
     }
 
     fn logits(model: &crate::PatchClassifier, device: &Device) -> Vec<f32> {
         let input = Tensor::<4>::from_data(
-            TensorData::new(
-                (0..2 * 3 * 16 * 16)
-                    .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
-                    .collect::<Vec<_>>(),
-                [2, 3, 16, 16],
-            ),
+            TensorData::new((0..2 * 3 * 16 * 16).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect::<Vec<_>>(), [2, 3, 16, 16]),
             device,
         );
         crate::infer::tensor_values(model.forward(input)).unwrap()
@@ -150,8 +123,7 @@ mod tests {
         assert_eq!(logits(&model, &device), logits(&loaded, &device));
         // From bytes, as with include_bytes!.
         let bytes = std::fs::read(&path).unwrap();
-        let embedded =
-            load_weights_from_bytes(small().init(&device), &bytes, "<embedded>").unwrap();
+        let embedded = load_weights_from_bytes(small().init(&device), &bytes, "<embedded>").unwrap();
         assert_eq!(logits(&model, &device), logits(&embedded, &device));
         assert_eq!(weights_to_bytes(&model).unwrap(), bytes);
     }
@@ -162,35 +134,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.bpk");
         let err = load_weights(small().init(&device), &missing).unwrap_err();
-        assert!(
-            matches!(err, ModelError::Io { .. }) && err.to_string().contains("missing.bpk"),
-            "{err}"
-        );
+        assert!(matches!(err, ModelError::Io { .. }) && err.to_string().contains("missing.bpk"), "{err}");
 
         let good = weights_to_bytes(&small().init(&device)).unwrap();
         let cases: [(&str, Vec<u8>); 4] = [
             ("empty.bpk", Vec::new()),
-            (
-                "garbage.bpk",
-                b"this is not a burnpack file at all, just text".repeat(20),
-            ),
+            ("garbage.bpk", b"this is not a burnpack file at all, just text".repeat(20)),
             ("truncated.bpk", good[..good.len() / 2].to_vec()),
-            (
-                "flipped.bpk",
-                good.iter()
-                    .enumerate()
-                    .map(|(i, b)| if i < 64 { !b } else { *b })
-                    .collect(),
-            ),
+            ("flipped.bpk", good.iter().enumerate().map(|(i, b)| if i < 64 { !b } else { *b }).collect()),
         ];
         for (name, bytes) in cases {
             let path = dir.path().join(name);
             std::fs::write(&path, bytes).unwrap();
             let err = load_weights(small().init(&device), &path).unwrap_err();
-            assert!(
-                matches!(err, ModelError::LoadWeights { .. }),
-                "{name}: {err}"
-            );
+            assert!(matches!(err, ModelError::LoadWeights { .. }), "{name}: {err}");
             assert!(err.to_string().contains(name), "{err}");
         }
 
@@ -216,10 +173,7 @@ mod tests {
         assert!(count_non_finite(&poisoned) > 0);
         save_weights(&poisoned, &path).unwrap();
         let err = load_weights(small().init(&device), &path).unwrap_err();
-        assert!(
-            matches!(err, ModelError::NonFiniteWeights { count, .. } if count > 0),
-            "{err}"
-        );
+        assert!(matches!(err, ModelError::NonFiniteWeights { count, .. } if count > 0), "{err}");
         assert!(err.to_string().contains("nan.bpk"));
     }
 }

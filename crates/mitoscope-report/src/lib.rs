@@ -98,11 +98,7 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self {
-            thumb_px: 560,
-            crop_px: 96,
-            max_crops: 24,
-        }
+        Self { thumb_px: 560, crop_px: 96, max_crops: 24 }
     }
 }
 
@@ -262,14 +258,7 @@ pub fn build(input: &ReportInput) -> Result<Report, ReportError> {
     let eval: Option<EvalReport> = if has_truth {
         let radius_px = input.radius_px.ok_or(ReportError::NoRadius)?;
         let all = inputs_from_sets(truth, input.pred);
-        Some(evaluate(
-            &all,
-            &EvalConfig {
-                radius_px,
-                rule: input.rule,
-                threshold: input.threshold,
-            },
-        )?)
+        Some(evaluate(&all, &EvalConfig { radius_px, rule: input.rule, threshold: input.threshold })?)
     } else {
         None
     };
@@ -277,10 +266,7 @@ pub fn build(input: &ReportInput) -> Result<Report, ReportError> {
     let mut rows: Vec<ImageRow> = inputs
         .iter()
         .map(|inp| {
-            let ann = input
-                .pred
-                .image(&inp.image)
-                .or_else(|| truth.image(&inp.image));
+            let ann = input.pred.image(&inp.image).or_else(|| truth.image(&inp.image));
             let size = ann.and_then(|a| Some((a.width? as u64, a.height? as u64)));
             let mpp = input
                 .pred
@@ -304,34 +290,18 @@ pub fn build(input: &ReportInput) -> Result<Report, ReportError> {
                 let pts: Vec<Point> = inp.pred.iter().map(|p| p.point).collect();
                 let m = match_image(&inp.truth, &pts, r, input.rule);
                 for (j, p) in inp.pred.iter().enumerate() {
-                    let kind = if m.pred_matched[j] {
-                        Kind::Tp
-                    } else {
-                        Kind::Fp
-                    };
-                    row.objects.push(Object {
-                        point: p.point,
-                        kind,
-                        score: Some(p.score),
-                    });
+                    let kind = if m.pred_matched[j] { Kind::Tp } else { Kind::Fp };
+                    row.objects.push(Object { point: p.point, kind, score: Some(p.score) });
                 }
                 for (i, t) in inp.truth.iter().enumerate() {
                     if m.truth_to_pred[i].is_none() {
-                        row.objects.push(Object {
-                            point: *t,
-                            kind: Kind::Fn,
-                            score: None,
-                        });
+                        row.objects.push(Object { point: *t, kind: Kind::Fn, score: None });
                     }
                 }
                 (row.tp, row.fp, row.fn_) = (m.tp, m.fp, m.fn_);
             } else {
                 for p in &inp.pred {
-                    row.objects.push(Object {
-                        point: p.point,
-                        kind: Kind::Detection,
-                        score: Some(p.score),
-                    });
+                    row.objects.push(Object { point: p.point, kind: Kind::Detection, score: Some(p.score) });
                 }
             }
             row
@@ -343,21 +313,14 @@ pub fn build(input: &ReportInput) -> Result<Report, ReportError> {
 
     let summary = summarise(&rows, eval.as_ref());
     let html = render_html(input, &rows, &crops, eval.as_ref(), &summary, &warnings);
-    Ok(Report {
-        html,
-        summary,
-        warnings,
-    })
+    Ok(Report { html, summary, warnings })
 }
 
 /// Chooses the gallery crops: per class, the most informative first (false
 /// positives by descending score, true positives by ascending score, misses
 /// in order), capped at `max`. Returns (class, crops, total in class).
 fn pick_crops(rows: &[ImageRow], max: usize) -> Vec<(Kind, Vec<Crop>, usize)> {
-    let kinds = if rows
-        .iter()
-        .any(|r| r.objects.iter().any(|o| o.kind != Kind::Detection))
-    {
+    let kinds = if rows.iter().any(|r| r.objects.iter().any(|o| o.kind != Kind::Detection)) {
         vec![Kind::Fp, Kind::Fn, Kind::Tp]
     } else {
         vec![Kind::Detection]
@@ -369,11 +332,7 @@ fn pick_crops(rows: &[ImageRow], max: usize) -> Vec<(Kind, Vec<Crop>, usize)> {
                 .iter()
                 .enumerate()
                 .flat_map(|(i, r)| {
-                    r.objects
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, o)| o.kind == kind)
-                        .map(move |(j, o)| (i, j, o.score.unwrap_or(0.0)))
+                    r.objects.iter().enumerate().filter(|(_, o)| o.kind == kind).map(move |(j, o)| (i, j, o.score.unwrap_or(0.0)))
                 })
                 .collect();
             match kind {
@@ -382,15 +341,7 @@ fn pick_crops(rows: &[ImageRow], max: usize) -> Vec<(Kind, Vec<Crop>, usize)> {
                 Kind::Fn => {}
             }
             let total = all.len();
-            let crops = all
-                .into_iter()
-                .take(max)
-                .map(|(image, object, _)| Crop {
-                    image,
-                    object,
-                    url: None,
-                })
-                .collect();
+            let crops = all.into_iter().take(max).map(|(image, object, _)| Crop { image, object, url: None }).collect();
             (kind, crops, total)
         })
         .collect()
@@ -408,15 +359,8 @@ fn render_pixels(
         _ => None,
     };
     let slide_target = slide.as_ref().map(|(_, path)| {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if rows.iter().any(|r| r.id == stem) || rows.len() != 1 {
-            stem
-        } else {
-            rows[0].id.clone()
-        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if rows.iter().any(|r| r.id == stem) || rows.len() != 1 { stem } else { rows[0].id.clone() }
     });
     let mut slide = slide.map(|(s, _)| s);
     let radius = input.radius_px.unwrap_or(24.0);
@@ -425,12 +369,7 @@ fn render_pixels(
             ImageSource::None => continue,
             ImageSource::Dir(dir) => match pixels::find_image(dir, &row.id) {
                 None => {
-                    warnings.push(format!(
-                        "image {}: no file {}/{}.<png|jpg|tif|bmp>",
-                        row.id,
-                        dir.display(),
-                        row.id
-                    ));
+                    warnings.push(format!("image {}: no file {}/{}.<png|jpg|tif|bmp>", row.id, dir.display(), row.id));
                     continue;
                 }
                 Some(path) => match mitoscope_imaging::read_image(&path) {
@@ -475,17 +414,8 @@ fn render_pixels(
                 match pixels.crop(o.point.x, o.point.y, input.options.crop_px) {
                     Ok(mut img) => {
                         let half = input.options.crop_px as f64 / 2.0;
-                        let obj = Object {
-                            point: Point::new(half, half),
-                            kind: o.kind,
-                            score: None,
-                        };
-                        draw_objects(
-                            &mut img,
-                            std::slice::from_ref(&obj),
-                            1.0,
-                            (radius.min(half - 2.0)).max(4.0),
-                        );
+                        let obj = Object { point: Point::new(half, half), kind: o.kind, score: None };
+                        draw_objects(&mut img, std::slice::from_ref(&obj), 1.0, (radius.min(half - 2.0)).max(4.0));
                         c.url = pixels::jpeg_data_url(&img, 88).ok();
                     }
                     Err(e) => warnings.push(format!("image {}: crop: {e}", row.id)),
@@ -499,10 +429,7 @@ fn render_pixels(
 fn draw_objects(img: &mut RgbImage, objects: &[Object], scale: f64, radius: f64) {
     let r = radius.round().max(2.0) as i32;
     for o in objects {
-        let c = (
-            (o.point.x * scale).round() as i32,
-            (o.point.y * scale).round() as i32,
-        );
+        let c = ((o.point.x * scale).round() as i32, (o.point.y * scale).round() as i32);
         for dr in 0..2 {
             imageproc::drawing::draw_hollow_circle_mut(img, c, r + dr, o.kind.rgb());
         }
@@ -518,16 +445,11 @@ fn draw_objects(img: &mut RgbImage, objects: &[Object], scale: f64, radius: f64)
 
 fn summarise(rows: &[ImageRow], eval: Option<&EvalReport>) -> Summary {
     let detections = rows.iter().map(|r| r.n_pred).sum();
-    let areas: Vec<(f64, usize)> = rows
-        .iter()
-        .filter_map(|r| Some((r.area_mm2()?, r.n_pred)))
-        .collect();
+    let areas: Vec<(f64, usize)> = rows.iter().filter_map(|r| Some((r.area_mm2()?, r.n_pred))).collect();
     let area: f64 = areas.iter().map(|a| a.0).sum();
     let counted: usize = areas.iter().map(|a| a.1).sum();
     let (area_mm2, density, score) = if area > 0.0 {
-        let score = mitoscope_eval::score::mitotic_score(counted, area, Default::default())
-            .ok()
-            .map(|s| s.score);
+        let score = mitoscope_eval::score::mitotic_score(counted, area, Default::default()).ok().map(|s| s.score);
         (Some(area), Some(counted as f64 / area), score)
     } else {
         (None, None, None)
@@ -582,12 +504,7 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 "#;
 
 fn card(out: &mut String, value: &str, label: &str) {
-    let _ = write!(
-        out,
-        r#"<div class="card"><b>{}</b><span>{}</span></div>"#,
-        esc(value),
-        esc(label)
-    );
+    let _ = write!(out, r#"<div class="card"><b>{}</b><span>{}</span></div>"#, esc(value), esc(label));
 }
 
 fn render_html(
@@ -613,18 +530,10 @@ fn render_html(
     card(&mut h, &summary.images.to_string(), "images");
     card(&mut h, &summary.detections.to_string(), "detections");
     if summary.images > 0 {
-        card(
-            &mut h,
-            &format!("{:.2}", summary.detections as f64 / summary.images as f64),
-            "detections per image",
-        );
+        card(&mut h, &format!("{:.2}", summary.detections as f64 / summary.images as f64), "detections per image");
     }
     if let (Some(a), Some(d)) = (summary.area_mm2, summary.density_per_mm2) {
-        card(
-            &mut h,
-            &format!("{d:.2}"),
-            &format!("per mm² (over {a:.3} mm²)"),
-        );
+        card(&mut h, &format!("{d:.2}"), &format!("per mm² (over {a:.3} mm²)"));
     }
     if let Some(s) = summary.mitotic_score {
         card(&mut h, &s.to_string(), "mitotic score (10 HPF = 2 mm²)");
@@ -634,26 +543,11 @@ fn render_html(
         card(&mut h, &format!("{:.3}", e.pooled.precision), "precision");
         card(&mut h, &format!("{:.3}", e.pooled.recall), "recall");
         card(&mut h, &format!("{:.3}", e.pooled.f1), "F1");
-        card(
-            &mut h,
-            &format!("{:.3}", e.average_precision),
-            "average precision",
-        );
+        card(&mut h, &format!("{:.3}", e.average_precision), "average precision");
         card(&mut h, &format!("{:.3}", e.froc.score), "FROC score");
-        let best = e
-            .sweep
-            .best_threshold
-            .map_or("-".into(), |t| format!("{t:.3}"));
-        card(
-            &mut h,
-            &format!("{:.3} @ {best}", e.sweep.best_f1),
-            "best F1 @ threshold",
-        );
-        card(
-            &mut h,
-            &format!("{:.2}", e.counts.mean_abs_error),
-            "count MAE per image",
-        );
+        let best = e.sweep.best_threshold.map_or("-".into(), |t| format!("{t:.3}"));
+        card(&mut h, &format!("{:.3} @ {best}", e.sweep.best_f1), "best F1 @ threshold");
+        card(&mut h, &format!("{:.2}", e.counts.mean_abs_error), "count MAE per image");
     }
     h.push_str("</div>");
     if let Some(e) = eval {
@@ -684,53 +578,27 @@ fn render_html(
     // Curves.
     if let Some(e) = eval {
         h.push_str(r#"<section id="curves"><h2>Curves</h2><div class="charts">"#);
-        let mut pr: Vec<(f64, f64)> = e
-            .sweep
-            .points
-            .iter()
-            .map(|p| (p.recall, p.precision))
-            .collect();
+        let mut pr: Vec<(f64, f64)> = e.sweep.points.iter().map(|p| (p.recall, p.precision)).collect();
         pr.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        let marker = e.sweep.best_threshold.map(|t| {
-            (
-                (e.sweep.best.recall, e.sweep.best.precision),
-                format!("best F1, t={t:.2}"),
-            )
-        });
+        let marker = e.sweep.best_threshold.map(|t| ((e.sweep.best.recall, e.sweep.best.precision), format!("best F1, t={t:.2}")));
         h.push_str(&svg::render(&svg::Chart {
             title: format!("Precision-recall (AP {:.3})", e.average_precision),
             x_label: "recall".into(),
             y_label: "precision".into(),
             x: svg::Scale::Linear { min: 0.0, max: 1.0 },
             y: svg::Scale::Linear { min: 0.0, max: 1.0 },
-            series: vec![svg::Series {
-                name: "all thresholds".into(),
-                color: "#3b2a4a".into(),
-                points: pr,
-            }],
+            series: vec![svg::Series { name: "all thresholds".into(), color: "#3b2a4a".into(), points: pr }],
             marker,
         }));
-        let mut froc: Vec<(f64, f64)> = e
-            .froc
-            .points
-            .iter()
-            .map(|p| (p.mean_fp_per_image, p.sensitivity))
-            .collect();
+        let mut froc: Vec<(f64, f64)> = e.froc.points.iter().map(|p| (p.mean_fp_per_image, p.sensitivity)).collect();
         froc.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
         h.push_str(&svg::render(&svg::Chart {
             title: format!("FROC (score {:.3})", e.froc.score),
             x_label: "mean false positives per image".into(),
             y_label: "sensitivity".into(),
-            x: svg::Scale::Log2 {
-                min: 0.125,
-                max: 8.0,
-            },
+            x: svg::Scale::Log2 { min: 0.125, max: 8.0 },
             y: svg::Scale::Linear { min: 0.0, max: 1.0 },
-            series: vec![svg::Series {
-                name: "all thresholds".into(),
-                color: "#1a9850".into(),
-                points: froc,
-            }],
+            series: vec![svg::Series { name: "all thresholds".into(), color: "#1a9850".into(), points: froc }],
             marker: None,
         }));
         h.push_str("</div></section>");
@@ -743,18 +611,9 @@ fn render_html(
     }
     h.push_str("<th>per mm²</th></tr></thead><tbody>");
     for r in rows {
-        let _ = write!(
-            h,
-            r##"<tr><td data-v="{id}"><a href="#img-{id}">{id}</a></td><td data-v="{n}">{n}</td>"##,
-            id = esc(&r.id),
-            n = r.n_pred
-        );
+        let _ = write!(h, r##"<tr><td data-v="{id}"><a href="#img-{id}">{id}</a></td><td data-v="{n}">{n}</td>"##, id = esc(&r.id), n = r.n_pred);
         if eval.is_some() {
-            let f1 = if r.n_truth + r.n_pred == 0 {
-                1.0
-            } else {
-                2.0 * r.tp as f64 / (r.n_truth + r.n_pred) as f64
-            };
+            let f1 = if r.n_truth + r.n_pred == 0 { 1.0 } else { 2.0 * r.tp as f64 / (r.n_truth + r.n_pred) as f64 };
             let err = r.n_pred as i64 - r.n_truth as i64;
             let _ = write!(
                 h,
@@ -780,20 +639,11 @@ fn render_html(
     let legend = |h: &mut String, kinds: &[Kind]| {
         h.push_str(r#"<p class="legend">"#);
         for k in kinds {
-            let _ = write!(
-                h,
-                r#"<span><i style="border-color:{}"></i>{}</span>"#,
-                k.css(),
-                k.label()
-            );
+            let _ = write!(h, r#"<span><i style="border-color:{}"></i>{}</span>"#, k.css(), k.label());
         }
         h.push_str("</p>");
     };
-    let kinds: &[Kind] = if eval.is_some() {
-        &[Kind::Tp, Kind::Fp, Kind::Fn]
-    } else {
-        &[Kind::Detection]
-    };
+    let kinds: &[Kind] = if eval.is_some() { &[Kind::Tp, Kind::Fp, Kind::Fn] } else { &[Kind::Detection] };
     if rows.iter().any(|r| r.thumb.is_some()) {
         h.push_str(r#"<section id="images"><h2>Images</h2>"#);
         legend(&mut h, kinds);
@@ -801,10 +651,7 @@ fn render_html(
         for r in rows {
             let Some(url) = &r.thumb else { continue };
             let stats = if eval.is_some() {
-                format!(
-                    "{} detections, {} truth: TP {} FP {} FN {}",
-                    r.n_pred, r.n_truth, r.tp, r.fp, r.fn_
-                )
+                format!("{} detections, {} truth: TP {} FP {} FN {}", r.n_pred, r.n_truth, r.tp, r.fp, r.fn_)
             } else {
                 format!("{} detections", r.n_pred)
             };
@@ -819,10 +666,7 @@ fn render_html(
     }
 
     // Gallery.
-    if crops
-        .iter()
-        .any(|(_, list, _)| list.iter().any(|c| c.url.is_some()))
-    {
+    if crops.iter().any(|(_, list, _)| list.iter().any(|c| c.url.is_some())) {
         h.push_str(r#"<section id="gallery"><h2>Gallery</h2>"#);
         for (kind, list, total) in crops {
             let shown: Vec<&Crop> = list.iter().filter(|c| c.url.is_some()).collect();
@@ -863,10 +707,7 @@ fn render_html(
         h,
         r#"<section id="provenance"><h2>How this was made</h2><p>Command:</p><pre id="command-line">{}</pre><p>Model: <b id="model">{}</b></p><p>Predictions: <code>{}</code>"#,
         esc(&p.command_line),
-        esc(p
-            .model
-            .as_deref()
-            .unwrap_or("not recorded (pass --model NAME)")),
+        esc(p.model.as_deref().unwrap_or("not recorded (pass --model NAME)")),
         esc(&p.pred_path)
     );
     if let Some(t) = &p.truth_path {
@@ -874,18 +715,10 @@ fn render_html(
     }
     match &input.images {
         ImageSource::Dir(d) => {
-            let _ = write!(
-                h,
-                " · images: <code>{}</code>",
-                esc(&d.display().to_string())
-            );
+            let _ = write!(h, " · images: <code>{}</code>", esc(&d.display().to_string()));
         }
         ImageSource::Slide(s) => {
-            let _ = write!(
-                h,
-                " · slide: <code>{}</code>",
-                esc(&s.display().to_string())
-            );
+            let _ = write!(h, " · slide: <code>{}</code>", esc(&s.display().to_string()));
         }
         ImageSource::None => {}
     }
@@ -896,10 +729,7 @@ fn render_html(
 
 /// Writes the report atomically (temporary file, then rename).
 pub fn write(path: &Path, report: &Report) -> Result<(), ReportError> {
-    Ok(mitoscope_formats::atomic::write_atomic(
-        path,
-        report.html.as_bytes(),
-    )?)
+    Ok(mitoscope_formats::atomic::write_atomic(path, report.html.as_bytes())?)
 }
 
 #[cfg(test)]
@@ -939,11 +769,7 @@ mod tests {
 
     #[test]
     fn without_truth_summarises_counts_and_escapes() {
-        let mut pred = set(&[
-            ("a<b", 5.0, 5.0, Some(0.9)),
-            ("a<b", 50.0, 50.0, Some(0.4)),
-            ("c", 1.0, 1.0, None),
-        ]);
+        let mut pred = set(&[("a<b", 5.0, 5.0, Some(0.9)), ("a<b", 50.0, 50.0, Some(0.4)), ("c", 1.0, 1.0, None)]);
         for img in &mut pred.images {
             img.width = Some(2000);
             img.height = Some(2000);
@@ -956,33 +782,18 @@ mod tests {
         assert!((r.summary.density_per_mm2.unwrap() - 6.0).abs() < 1e-9);
         assert!(r.summary.mitotic_score.is_some());
         assert!(r.html.contains("a&lt;b") && !r.html.contains("a<b"));
-        assert!(
-            r.html.contains("&lt;p&gt;.csv"),
-            "command line recorded, escaped"
-        );
+        assert!(r.html.contains("&lt;p&gt;.csv"), "command line recorded, escaped");
         assert!(r.html.contains("test-model"));
         assert!(!r.html.contains("id=\"curves\""), "no curves without truth");
     }
 
     #[test]
     fn with_truth_classifies_objects_and_plots() {
-        let pred = set(&[
-            ("a", 10.0, 10.0, Some(0.9)),
-            ("a", 100.0, 100.0, Some(0.8)),
-            ("b", 7.0, 7.0, Some(0.3)),
-        ]);
-        let truth = set(&[
-            ("a", 12.0, 10.0, None),
-            ("a", 300.0, 300.0, None),
-            ("b", 500.0, 500.0, None),
-        ]);
+        let pred = set(&[("a", 10.0, 10.0, Some(0.9)), ("a", 100.0, 100.0, Some(0.8)), ("b", 7.0, 7.0, Some(0.3))]);
+        let truth = set(&[("a", 12.0, 10.0, None), ("a", 300.0, 300.0, None), ("b", 500.0, 500.0, None)]);
         let r = build(&input(&pred, Some(&truth))).unwrap();
         let (p, rc, f1) = r.summary.prf.unwrap();
-        assert!(
-            (p - 1.0 / 3.0).abs() < 1e-9
-                && (rc - 1.0 / 3.0).abs() < 1e-9
-                && (f1 - 1.0 / 3.0).abs() < 1e-9
-        );
+        assert!((p - 1.0 / 3.0).abs() < 1e-9 && (rc - 1.0 / 3.0).abs() < 1e-9 && (f1 - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.summary.truths, Some(3));
         assert!(r.html.contains("id=\"curves\"") && r.html.matches("<svg").count() == 2);
         assert!(r.html.contains("class=\"sortable\""));
@@ -1008,31 +819,18 @@ mod tests {
         }
         img.save(dir.path().join("a.png")).unwrap();
         std::fs::write(dir.path().join("broken.jpg"), b"not a jpeg").unwrap();
-        let pred = set(&[
-            ("a", 150.0, 100.0, Some(0.9)),
-            ("broken", 1.0, 1.0, Some(0.5)),
-            ("missing", 1.0, 1.0, Some(0.5)),
-        ]);
+        let pred = set(&[("a", 150.0, 100.0, Some(0.9)), ("broken", 1.0, 1.0, Some(0.5)), ("missing", 1.0, 1.0, Some(0.5))]);
         let mut inp = input(&pred, None);
         inp.images = ImageSource::Dir(dir.path().to_owned());
         let r = build(&inp).unwrap();
         assert!(r.html.contains("id=\"img-a\""));
-        assert_eq!(
-            r.html.matches("data:image/jpeg;base64,").count(),
-            2,
-            "a thumbnail and a crop of a only: {:?}",
-            r.warnings
-        );
+        assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 2, "a thumbnail and a crop of a only: {:?}", r.warnings);
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
         assert!(r.warnings.iter().any(|w| w.contains("broken.jpg")));
         assert!(r.warnings.iter().any(|w| w.contains("missing")));
         let out = dir.path().join("r/report.html");
         write(&out, &r).unwrap();
-        assert!(
-            std::fs::read_to_string(out)
-                .unwrap()
-                .starts_with("<!DOCTYPE html>")
-        );
+        assert!(std::fs::read_to_string(out).unwrap().starts_with("<!DOCTYPE html>"));
     }
 
     #[test]
@@ -1047,13 +845,8 @@ mod tests {
         let first = truth.images[0].objects[0].centroid;
         let mut pred = AnnotationSet::default();
         let img = pred.image_mut_or_insert("A00_00");
-        img.objects.push(
-            Annotation::point(Point::new(first.x + 3.0, first.y), ObjectClass::Mitosis)
-                .with_score(0.9),
-        );
-        img.objects.push(
-            Annotation::point(Point::new(1000.0, 40.0), ObjectClass::Mitosis).with_score(0.7),
-        );
+        img.objects.push(Annotation::point(Point::new(first.x + 3.0, first.y), ObjectClass::Mitosis).with_score(0.9));
+        img.objects.push(Annotation::point(Point::new(1000.0, 40.0), ObjectClass::Mitosis).with_score(0.7));
         let mut inp = input(&pred, Some(&truth));
         inp.radius_px = Some(32.6);
         inp.images = ImageSource::Dir(data.join("hpf"));
@@ -1065,10 +858,7 @@ mod tests {
         let n_truth = truth.images[0].objects.len();
         assert_eq!(r.summary.truths, Some(n_truth));
         // 1 TP + 1 FP + (n - 1) FN crops + 1 thumbnail.
-        assert_eq!(
-            r.html.matches("data:image/jpeg;base64,").count(),
-            1 + 1 + 1 + (n_truth - 1)
-        );
+        assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 1 + 1 + 1 + (n_truth - 1));
         assert!(r.summary.area_mm2.unwrap() > 0.25);
     }
 }

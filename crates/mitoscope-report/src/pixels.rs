@@ -31,19 +31,13 @@ impl Pixels {
     pub(crate) fn thumbnail(&self, max_side: u32) -> Result<(RgbImage, f64), ReportError> {
         let (w, h) = self.size();
         if w == 0 || h == 0 {
-            return Err(ReportError::Image {
-                path: PathBuf::new(),
-                message: "image has no pixels".into(),
-            });
+            return Err(ReportError::Image { path: PathBuf::new(), message: "image has no pixels".into() });
         }
         let scale = (max_side as f64 / w.max(h) as f64).min(1.0);
         let tw = ((w as f64 * scale).round() as u32).max(1);
         let th = ((h as f64 * scale).round() as u32).max(1);
         match self {
-            Pixels::Image(img) => Ok((
-                image::imageops::resize(img, tw, th, FilterType::Triangle),
-                scale,
-            )),
+            Pixels::Image(img) => Ok((image::imageops::resize(img, tw, th, FilterType::Triangle), scale)),
             Pixels::Slide(s) => {
                 // Read the coarsest level still at least as detailed as the
                 // thumbnail, then resize: bounded memory for any slide size.
@@ -53,21 +47,14 @@ impl Pixels {
                 if too_big {
                     return Err(ReportError::Image {
                         path: s.path().to_owned(),
-                        message: format!(
-                            "no pyramid level small enough for a thumbnail (coarsest {lw}x{lh})"
-                        ),
+                        message: format!("no pyramid level small enough for a thumbnail (coarsest {lw}x{lh})"),
                     });
                 }
-                let region = s
-                    .read_region(level, 0, 0, lw as u32, lh as u32)
-                    .map_err(|e| ReportError::Image {
-                        path: s.path().to_owned(),
-                        message: e.to_string(),
-                    })?;
-                Ok((
-                    image::imageops::resize(&region, tw, th, FilterType::Triangle),
-                    scale,
-                ))
+                let region = s.read_region(level, 0, 0, lw as u32, lh as u32).map_err(|e| ReportError::Image {
+                    path: s.path().to_owned(),
+                    message: e.to_string(),
+                })?;
+                Ok((image::imageops::resize(&region, tw, th, FilterType::Triangle), scale))
             }
         }
     }
@@ -83,24 +70,16 @@ impl Pixels {
                 for y in 0..side {
                     for x in 0..side {
                         let (sx, sy) = (x0 + x as i64, y0 + y as i64);
-                        if sx >= 0
-                            && sy >= 0
-                            && (sx as u64) < img.width() as u64
-                            && (sy as u64) < img.height() as u64
-                        {
+                        if sx >= 0 && sy >= 0 && (sx as u64) < img.width() as u64 && (sy as u64) < img.height() as u64 {
                             out.put_pixel(x, y, *img.get_pixel(sx as u32, sy as u32));
                         }
                     }
                 }
                 Ok(out)
             }
-            Pixels::Slide(s) => {
-                s.read_region(0, x0, y0, side, side)
-                    .map_err(|e| ReportError::Image {
-                        path: s.path().to_owned(),
-                        message: e.to_string(),
-                    })
-            }
+            Pixels::Slide(s) => s
+                .read_region(0, x0, y0, side, side)
+                .map_err(|e| ReportError::Image { path: s.path().to_owned(), message: e.to_string() }),
         }
     }
 }
@@ -118,13 +97,6 @@ pub(crate) fn find_image(dir: &Path, id: &str) -> Option<PathBuf> {
 pub(crate) fn jpeg_data_url(img: &RgbImage, quality: u8) -> Result<String, ReportError> {
     let mut bytes = Vec::new();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality);
-    img.write_with_encoder(enc)
-        .map_err(|e| ReportError::Image {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
-    Ok(format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&bytes)
-    ))
+    img.write_with_encoder(enc).map_err(|e| ReportError::Image { path: PathBuf::new(), message: e.to_string() })?;
+    Ok(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes)))
 }

@@ -36,18 +36,12 @@ impl Scale {
                 (v.log2() - min.log2()) / (max.log2() - min.log2())
             }
         };
-        if f.is_finite() {
-            f.clamp(0.0, 1.0)
-        } else {
-            0.0
-        }
+        if f.is_finite() { f.clamp(0.0, 1.0) } else { 0.0 }
     }
 
     fn ticks(self) -> Vec<f64> {
         match self {
-            Scale::Linear { min, max } => (0..=5)
-                .map(|i| min + (max - min) * i as f64 / 5.0)
-                .collect(),
+            Scale::Linear { min, max } => (0..=5).map(|i| min + (max - min) * i as f64 / 5.0).collect(),
             Scale::Log2 { min, max } => {
                 let mut t = Vec::new();
                 let mut v = min;
@@ -121,10 +115,7 @@ pub fn render(chart: &Chart) -> String {
         r#"<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg">"#,
         t = esc(&chart.title)
     );
-    let _ = write!(
-        s,
-        r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>"##
-    );
+    let _ = write!(s, r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>"##);
     let _ = write!(
         s,
         r#"<text x="{}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
@@ -153,10 +144,7 @@ pub fn render(chart: &Chart) -> String {
             tick_label(t)
         );
     }
-    let _ = write!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
-    );
+    let _ = write!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
     let _ = write!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
@@ -179,12 +167,7 @@ pub fn render(chart: &Chart) -> String {
             .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
         if pts.len() == 1 {
-            let _ = write!(
-                s,
-                r#"<circle cx="{}" r="3" fill="{}"/>"#,
-                pts[0].replace(',', "\" cy=\""),
-                esc(&series.color)
-            );
+            let _ = write!(s, r#"<circle cx="{}" r="3" fill="{}"/>"#, pts[0].replace(',', "\" cy=\""), esc(&series.color));
         } else if !pts.is_empty() {
             let _ = write!(
                 s,
@@ -234,11 +217,7 @@ mod tests {
             y_label: "precision".into(),
             x: Scale::Linear { min: 0.0, max: 1.0 },
             y: Scale::Linear { min: 0.0, max: 1.0 },
-            series: vec![Series {
-                name: "all".into(),
-                color: "#000".into(),
-                points: vec![(0.0, 1.0), (0.5, 0.8), (1.0, 0.2)],
-            }],
+            series: vec![Series { name: "all".into(), color: "#000".into(), points: vec![(0.0, 1.0), (0.5, 0.8), (1.0, 0.2)] }],
             marker: Some(((0.5, 0.8), "t=0.5".into())),
         };
         let svg = render(&chart);
@@ -252,10 +231,7 @@ mod tests {
 
     #[test]
     fn log_scale_clamps_and_spaces_evenly() {
-        let s = Scale::Log2 {
-            min: 0.125,
-            max: 8.0,
-        };
+        let s = Scale::Log2 { min: 0.125, max: 8.0 };
         assert_eq!(s.frac(0.0), 0.0);
         assert_eq!(s.frac(8.0), 1.0);
         assert!((s.frac(1.0) - 0.5).abs() < 1e-12);

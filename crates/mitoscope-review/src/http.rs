@@ -35,10 +35,7 @@ pub struct Request {
 impl Request {
     /// A header's value (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -78,10 +75,7 @@ fn read_request(stream: &TcpStream) -> Result<Request, u16> {
     let mut line = String::new();
     let mut read_line = |line: &mut String| -> Result<(), u16> {
         line.clear();
-        let n = (&mut reader)
-            .take((MAX_HEAD - head + 1) as u64)
-            .read_line(line)
-            .map_err(|_| 400u16)?;
+        let n = (&mut reader).take((MAX_HEAD - head + 1) as u64).read_line(line).map_err(|_| 400u16)?;
         head += n;
         if head > MAX_HEAD {
             return Err(431);
@@ -93,23 +87,11 @@ fn read_request(stream: &TcpStream) -> Result<Request, u16> {
     };
     read_line(&mut line)?;
     let mut parts = line.trim_end().split(' ');
-    let (method, url, version) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
-    if method.is_empty()
-        || url.is_empty()
-        || !version.starts_with("HTTP/1.")
-        || parts.next().is_some()
-    {
+    let (method, url, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method.is_empty() || url.is_empty() || !version.starts_with("HTTP/1.") || parts.next().is_some() {
         return Err(400);
     }
-    let mut req = Request {
-        method: method.to_owned(),
-        url: url.to_owned(),
-        ..Request::default()
-    };
+    let mut req = Request { method: method.to_owned(), url: url.to_owned(), ..Request::default() };
     loop {
         read_line(&mut line)?;
         let l = line.trim_end_matches(['\r', '\n']);
@@ -117,8 +99,7 @@ fn read_request(stream: &TcpStream) -> Result<Request, u16> {
             break;
         }
         let (k, v) = l.split_once(':').ok_or(400u16)?;
-        req.headers
-            .push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        req.headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
     if req.header("transfer-encoding").is_some() {
         return Err(411);
@@ -140,10 +121,7 @@ fn write_response(mut stream: &TcpStream, resp: &Response, head_only: bool) -> s
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.body.len()
-    ));
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", resp.body.len()));
     stream.write_all(head.as_bytes())?;
     if !head_only {
         stream.write_all(&resp.body)?;
@@ -209,11 +187,7 @@ impl Server {
                 });
             }
         });
-        Ok(Self {
-            addr,
-            stop,
-            accept: Some(accept),
-        })
+        Ok(Self { addr, stop, accept: Some(accept) })
     }
 
     /// The bound address.

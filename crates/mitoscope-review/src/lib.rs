@@ -32,11 +32,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use http::{Request, Response};
 use mitoscope_annotations::AnnotationSet;
 use mitoscope_formats::{Format, WriteOptions};
 use mitoscope_geom::Mpp;
 use serde::Deserialize;
+use http::{Request, Response};
 
 use state::{Decision, Decisions};
 use tiles::TileSource;
@@ -65,9 +65,7 @@ pub enum ReviewError {
     #[error(transparent)]
     Format(#[from] mitoscope_formats::FormatError),
     /// The address could not be bound (in use, not permitted, ...).
-    #[error(
-        "cannot listen on {addr}: {message} (pick another --port, or --port 0 for any free one)"
-    )]
+    #[error("cannot listen on {addr}: {message} (pick another --port, or --port 0 for any free one)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -103,9 +101,7 @@ pub fn default_decisions_path(path: &Path) -> PathBuf {
 
 /// The image identifier of a file: its stem.
 pub fn image_id(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
 }
 
 /// Opens the image and the review state without serving: what both the
@@ -113,12 +109,10 @@ pub fn image_id(path: &Path) -> String {
 pub fn open_review(opts: &ReviewOptions) -> Result<(TileSource, Decisions, bool), ReviewError> {
     let tiles = TileSource::open(&opts.path)?;
     let id = image_id(&opts.path);
-    let mpp = opts.mpp.or(tiles.slide_mpp()).or_else(|| {
-        opts.pred
-            .as_ref()
-            .and_then(|p| p.image(&id))
-            .and_then(|i| i.mpp)
-    });
+    let mpp = opts
+        .mpp
+        .or(tiles.slide_mpp())
+        .or_else(|| opts.pred.as_ref().and_then(|p| p.image(&id)).and_then(|i| i.mpp));
     if opts.decisions.exists() {
         let d = Decisions::load(&opts.decisions)?;
         if d.image != id || (d.width, d.height) != tiles.size() {
@@ -134,10 +128,7 @@ pub fn open_review(opts: &ReviewOptions) -> Result<(TileSource, Decisions, bool)
             )));
         }
         if opts.pred.is_some() {
-            tracing::info!(
-                "{}: resuming the saved review; --pred is not re-read",
-                opts.decisions.display()
-            );
+            tracing::info!("{}: resuming the saved review; --pred is not re-read", opts.decisions.display());
         }
         return Ok((tiles, d, true));
     }
@@ -165,10 +156,7 @@ fn export_extension(format: Format) -> &'static str {
 
 /// Writes the corrected set to `path` in `format` with the project's writers.
 pub fn export_to(decisions: &Decisions, path: &Path, format: Format) -> Result<(), ReviewError> {
-    let opts = WriteOptions {
-        mpp: decisions.mpp.and_then(|m| Mpp::new(m).ok()),
-        polygons: false,
-    };
+    let opts = WriteOptions { mpp: decisions.mpp.and_then(|m| Mpp::new(m).ok()), polygons: false };
     mitoscope_formats::write(&decisions.corrected(), path, format, &opts)?;
     Ok(())
 }
@@ -176,16 +164,10 @@ pub fn export_to(decisions: &Decisions, path: &Path, format: Format) -> Result<(
 /// The corrected set as file bytes, and a file name for it.
 fn export_bytes(decisions: &Decisions, format: Format) -> Result<(Vec<u8>, String), ReviewError> {
     let name = format!("{}.reviewed.{}", decisions.image, export_extension(format));
-    let dir = tempfile::tempdir().map_err(|e| ReviewError::Io {
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
+    let dir = tempfile::tempdir().map_err(|e| ReviewError::Io { path: std::env::temp_dir(), source: e })?;
     let path = dir.path().join(&name);
     export_to(decisions, &path, format)?;
-    let bytes = std::fs::read(&path).map_err(|e| ReviewError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(&path).map_err(|e| ReviewError::Io { path: path.clone(), source: e })?;
     Ok((bytes, name))
 }
 
@@ -231,10 +213,7 @@ pub enum Route {
 }
 
 fn refuse(status: u16, message: &str) -> Refusal {
-    Refusal {
-        status,
-        message: message.to_owned(),
-    }
+    Refusal { status, message: message.to_owned() }
 }
 
 /// Maps a request line to a route. Anything that looks like a path trick is
@@ -250,10 +229,7 @@ pub fn route(method: &str, url: &str) -> Result<Route, Refusal> {
         || path.contains("//")
         || url.chars().any(|c| c.is_control() || c == ':')
     {
-        return Err(refuse(
-            400,
-            "refused: traversal, encoded or absolute paths are never served",
-        ));
+        return Err(refuse(400, "refused: traversal, encoded or absolute paths are never served"));
     }
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
@@ -266,17 +242,12 @@ pub fn route(method: &str, url: &str) -> Result<Route, Refusal> {
         "/api/decide" if post => Route::Decide,
         "/api/add" if post => Route::Add,
         "/api/filter" if post => Route::Filter,
-        p if get && p.starts_with("/api/export/") => Route::Export(
-            export_format(&p["/api/export/".len()..])
-                .ok_or_else(|| refuse(404, "no such export format"))?,
-        ),
-        p if get && p.starts_with("/tile/") => {
-            parse_tile(&p["/tile/".len()..]).ok_or_else(|| refuse(404, "no such tile"))?
+        p if get && p.starts_with("/api/export/") => {
+            Route::Export(export_format(&p["/api/export/".len()..]).ok_or_else(|| refuse(404, "no such export format"))?)
         }
-        "/" | "/index.html" | "/app.js" | "/app.css" | "/api/info" | "/api/state"
-        | "/api/decide" | "/api/add" | "/api/filter" => {
-            return Err(refuse(405, "method not allowed"));
-        }
+        p if get && p.starts_with("/tile/") => parse_tile(&p["/tile/".len()..]).ok_or_else(|| refuse(404, "no such tile"))?,
+        "/" | "/index.html" | "/app.js" | "/app.css" | "/api/info" | "/api/state" | "/api/decide" | "/api/add"
+        | "/api/filter" => return Err(refuse(405, "method not allowed")),
         _ => return Err(refuse(404, "not found")),
     };
     Ok(r)
@@ -297,11 +268,7 @@ fn parse_tile(rest: &str) -> Option<Route> {
     if parts.next().is_some() || z > 40 {
         return None;
     }
-    Some(Route::Tile {
-        z: z as u32,
-        col,
-        row,
-    })
+    Some(Route::Tile { z: z as u32, col, row })
 }
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
@@ -328,34 +295,18 @@ impl ReviewServer {
     /// file exists from the start) and starts serving in the background.
     pub fn start(opts: ReviewOptions) -> Result<Self, ReviewError> {
         let (tiles, decisions, resumed) = open_review(&opts)?;
-        let bind_err = |e: std::io::Error| ReviewError::Bind {
-            addr: opts.bind,
-            message: e.to_string(),
-        };
+        let bind_err = |e: std::io::Error| ReviewError::Bind { addr: opts.bind, message: e.to_string() };
         let listener = std::net::TcpListener::bind(opts.bind).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         // Saved only once the address is ours, so a failed start leaves no file.
         decisions.save(&opts.decisions)?;
         let allowed_hosts = addr.ip().is_loopback().then(|| {
             let p = addr.port();
-            vec![
-                format!("127.0.0.1:{p}"),
-                format!("localhost:{p}"),
-                format!("[::1]:{p}"),
-            ]
+            vec![format!("127.0.0.1:{p}"), format!("localhost:{p}"), format!("[::1]:{p}")]
         });
-        let app = App {
-            tiles,
-            state: Mutex::new(decisions),
-            decisions_path: opts.decisions.clone(),
-            allowed_hosts,
-        };
+        let app = App { tiles, state: Mutex::new(decisions), decisions_path: opts.decisions.clone(), allowed_hosts };
         let server = http::Server::start(listener, move |rq| handle(&app, rq)).map_err(bind_err)?;
-        Ok(Self {
-            server,
-            resumed,
-            decisions_path: opts.decisions,
-        })
+        Ok(Self { server, resumed, decisions_path: opts.decisions })
     }
 
     /// The address listened on.
@@ -402,21 +353,12 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>, extra: &[(&str, &str)
         ),
     ];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response { status, headers, body }
 }
 
 fn json(status: u16, value: &serde_json::Value) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    respond(
-        status,
-        "application/json",
-        body,
-        &[("Cache-Control", "no-store")],
-    )
+    respond(status, "application/json", body, &[("Cache-Control", "no-store")])
 }
 
 fn error(status: u16, message: &str) -> Response {
@@ -444,35 +386,13 @@ fn handle(app: &App, rq: Request) -> Response {
         }
     }
     match route {
-        Route::Index => respond(
-            200,
-            "text/html; charset=utf-8",
-            INDEX_HTML.into(),
-            &[("Cache-Control", "no-store")],
-        ),
-        Route::Script => respond(
-            200,
-            "text/javascript; charset=utf-8",
-            APP_JS.into(),
-            &[("Cache-Control", "no-store")],
-        ),
-        Route::Style => respond(
-            200,
-            "text/css; charset=utf-8",
-            APP_CSS.into(),
-            &[("Cache-Control", "no-store")],
-        ),
+        Route::Index => respond(200, "text/html; charset=utf-8", INDEX_HTML.into(), &[("Cache-Control", "no-store")]),
+        Route::Script => respond(200, "text/javascript; charset=utf-8", APP_JS.into(), &[("Cache-Control", "no-store")]),
+        Route::Style => respond(200, "text/css; charset=utf-8", APP_CSS.into(), &[("Cache-Control", "no-store")]),
         Route::Info => {
-            let Ok(d) = app.state.lock() else {
-                return error(500, "state lock poisoned");
-            };
+            let Ok(d) = app.state.lock() else { return error(500, "state lock poisoned") };
             let (w, h) = app.tiles.size();
-            let name = app
-                .tiles
-                .path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = app.tiles.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let v = serde_json::json!({
                 "image": d.image, "file": name, "width": w, "height": h, "mpp": d.mpp,
                 "tile_size": tiles::TILE, "max_level": app.tiles.max_level(), "slide": app.tiles.is_slide(),
@@ -482,20 +402,13 @@ fn handle(app: &App, rq: Request) -> Response {
             json(200, &v)
         }
         Route::State => {
-            let Ok(d) = app.state.lock() else {
-                return error(500, "state lock poisoned");
-            };
+            let Ok(d) = app.state.lock() else { return error(500, "state lock poisoned") };
             let v = state_json(&d);
             drop(d);
             json(200, &v)
         }
         Route::Tile { z, col, row } => match app.tiles.tile(z, col, row) {
-            Ok(Some(bytes)) => respond(
-                200,
-                "image/jpeg",
-                bytes.to_vec(),
-                &[("Cache-Control", "private, max-age=3600")],
-            ),
+            Ok(Some(bytes)) => respond(200, "image/jpeg", bytes.to_vec(), &[("Cache-Control", "private, max-age=3600")]),
             Ok(None) => error(404, "no such tile"),
             Err(e) => {
                 tracing::warn!("tile {z}/{col}/{row}: {e}");
@@ -509,29 +422,15 @@ fn handle(app: &App, rq: Request) -> Response {
             };
             match result {
                 Ok((bytes, name)) => {
-                    let ct = if format == Format::Csv {
-                        "text/csv; charset=utf-8"
-                    } else {
-                        "application/json"
-                    };
+                    let ct = if format == Format::Csv { "text/csv; charset=utf-8" } else { "application/json" };
                     let disp = format!("attachment; filename=\"{name}\"");
-                    respond(
-                        200,
-                        ct,
-                        bytes,
-                        &[
-                            ("Content-Disposition", &disp),
-                            ("Cache-Control", "no-store"),
-                        ],
-                    )
+                    respond(200, ct, bytes, &[("Content-Disposition", &disp), ("Cache-Control", "no-store")])
                 }
                 Err(e) => error(409, &e.to_string()),
             }
         }
         Route::Decide | Route::Add | Route::Filter => {
-            let is_json = rq
-                .header("Content-Type")
-                .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+            let is_json = rq.header("Content-Type").is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
             if !is_json {
                 return error(415, "POST bodies must be application/json");
             }
@@ -605,18 +504,8 @@ mod tests {
     fn fixed_routes() {
         assert_eq!(route("GET", "/"), Ok(Route::Index));
         assert_eq!(route("GET", "/app.js?v=1"), Ok(Route::Script));
-        assert_eq!(
-            route("GET", "/tile/3/1/2.jpg"),
-            Ok(Route::Tile {
-                z: 3,
-                col: 1,
-                row: 2
-            })
-        );
-        assert_eq!(
-            route("GET", "/api/export/midog"),
-            Ok(Route::Export(Format::MidogPoints))
-        );
+        assert_eq!(route("GET", "/tile/3/1/2.jpg"), Ok(Route::Tile { z: 3, col: 1, row: 2 }));
+        assert_eq!(route("GET", "/api/export/midog"), Ok(Route::Export(Format::MidogPoints)));
         assert_eq!(route("POST", "/api/decide"), Ok(Route::Decide));
         assert_eq!(route("GET", "/api/decide").unwrap_err().status, 405);
         assert_eq!(route("GET", "/tile/1/2.jpg").unwrap_err().status, 404);

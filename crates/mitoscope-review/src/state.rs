@@ -120,12 +120,7 @@ impl Decisions {
                 }
                 None if pred.images.is_empty() => None,
                 None => {
-                    let names: Vec<&str> = pred
-                        .images
-                        .iter()
-                        .take(8)
-                        .map(|i| i.image.as_str())
-                        .collect();
+                    let names: Vec<&str> = pred.images.iter().take(8).map(|i| i.image.as_str()).collect();
                     return Err(ReviewError::BadInput(format!(
                         "the predictions hold no image {image:?} (they hold {}{})",
                         names.join(", "),
@@ -133,11 +128,7 @@ impl Decisions {
                     )));
                 }
             };
-            for o in found
-                .iter()
-                .flat_map(|img| img.objects.iter())
-                .filter(|o| o.class == ObjectClass::Mitosis)
-            {
+            for o in found.iter().flat_map(|img| img.objects.iter()).filter(|o| o.class == ObjectClass::Mitosis) {
                 items.push(Item {
                     id: items.len() as u64,
                     x: o.centroid.x,
@@ -162,13 +153,9 @@ impl Decisions {
 
     /// Reads a decisions file written by [`Decisions::save`].
     pub fn load(path: &Path) -> Result<Self, ReviewError> {
-        let bytes = std::fs::read(path).map_err(|e| ReviewError::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        let d: Decisions = serde_json::from_slice(&bytes).map_err(|e| {
-            ReviewError::BadInput(format!("{}: not a decisions file: {e}", path.display()))
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| ReviewError::Io { path: path.to_owned(), source: e })?;
+        let d: Decisions = serde_json::from_slice(&bytes)
+            .map_err(|e| ReviewError::BadInput(format!("{}: not a decisions file: {e}", path.display())))?;
         if d.version != FORMAT_VERSION {
             return Err(ReviewError::BadInput(format!(
                 "{}: decisions file version {} (this build reads {FORMAT_VERSION})",
@@ -176,22 +163,15 @@ impl Decisions {
                 d.version
             )));
         }
-        if d.items
-            .iter()
-            .any(|i| !(i.x.is_finite() && i.y.is_finite()))
-        {
-            return Err(ReviewError::BadInput(format!(
-                "{}: an item has a non-finite coordinate",
-                path.display()
-            )));
+        if d.items.iter().any(|i| !(i.x.is_finite() && i.y.is_finite())) {
+            return Err(ReviewError::BadInput(format!("{}: an item has a non-finite coordinate", path.display())));
         }
         Ok(d)
     }
 
     /// Writes the whole state atomically.
     pub fn save(&self, path: &Path) -> Result<(), ReviewError> {
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| ReviewError::BadInput(e.to_string()))?;
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ReviewError::BadInput(e.to_string()))?;
         bytes.push(b'\n');
         mitoscope_formats::atomic::write_atomic(path, &bytes)?;
         Ok(())
@@ -199,47 +179,28 @@ impl Decisions {
 
     /// Sets the verdict on an item.
     pub fn decide(&mut self, id: u64, decision: Decision) -> Result<(), ReviewError> {
-        let item = self
-            .items
-            .iter_mut()
-            .find(|i| i.id == id)
-            .ok_or_else(|| ReviewError::BadInput(format!("no item {id}")))?;
+        let item = self.items.iter_mut().find(|i| i.id == id).ok_or_else(|| ReviewError::BadInput(format!("no item {id}")))?;
         item.decision = decision;
         Ok(())
     }
 
     /// Adds a reviewer's point (accepted); returns its id.
     pub fn add(&mut self, x: f64, y: f64) -> Result<u64, ReviewError> {
-        if !(x.is_finite()
-            && y.is_finite()
-            && x >= 0.0
-            && y >= 0.0
-            && x < self.width as f64
-            && y < self.height as f64)
-        {
+        if !(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x < self.width as f64 && y < self.height as f64) {
             return Err(ReviewError::BadInput(format!(
                 "point ({x}, {y}) is outside the image ({} x {})",
                 self.width, self.height
             )));
         }
         let id = self.items.iter().map(|i| i.id + 1).max().unwrap_or(0);
-        self.items.push(Item {
-            id,
-            x,
-            y,
-            score: None,
-            origin: Origin::Added,
-            decision: Decision::Accepted,
-        });
+        self.items.push(Item { id, x, y, score: None, origin: Origin::Added, decision: Decision::Accepted });
         Ok(id)
     }
 
     /// Sets the score filter.
     pub fn set_min_score(&mut self, min_score: f64) -> Result<(), ReviewError> {
         if !min_score.is_finite() {
-            return Err(ReviewError::BadInput(format!(
-                "score filter must be a finite number, got {min_score}"
-            )));
+            return Err(ReviewError::BadInput(format!("score filter must be a finite number, got {min_score}")));
         }
         self.min_score = min_score;
         Ok(())
@@ -260,36 +221,24 @@ impl Decisions {
 
     /// The live numbers.
     pub fn summary(&self) -> Summary {
-        let det = |d: Decision| {
-            self.items
-                .iter()
-                .filter(|i| i.origin == Origin::Detector && i.decision == d)
-                .count()
-        };
+        let det = |d: Decision| self.items.iter().filter(|i| i.origin == Origin::Detector && i.decision == d).count();
         let count = self.items.iter().filter(|i| self.kept(i)).count();
         let area = self
             .mpp
             .and_then(|m| Mpp::new(m).ok())
             .map(|m| m.area_mm2(self.width as f64, self.height as f64))
             .filter(|a| *a > 0.0);
-        let score = area
-            .and_then(|a| mitoscope_eval::score::mitotic_score(count, a, Default::default()).ok());
+        let score = area.and_then(|a| mitoscope_eval::score::mitotic_score(count, a, Default::default()).ok());
         Summary {
             pending: det(Decision::Pending),
             pending_shown: self
                 .items
                 .iter()
-                .filter(|i| {
-                    i.origin == Origin::Detector && i.decision == Decision::Pending && self.shown(i)
-                })
+                .filter(|i| i.origin == Origin::Detector && i.decision == Decision::Pending && self.shown(i))
                 .count(),
             accepted: det(Decision::Accepted),
             rejected: det(Decision::Rejected),
-            added: self
-                .items
-                .iter()
-                .filter(|i| i.origin == Origin::Added && i.decision != Decision::Rejected)
-                .count(),
+            added: self.items.iter().filter(|i| i.origin == Origin::Added && i.decision != Decision::Rejected).count(),
             count,
             area_mm2: area,
             density_per_mm2: area.map(|a| count as f64 / a),
@@ -320,28 +269,16 @@ mod tests {
     fn pred() -> AnnotationSet {
         let mut s = AnnotationSet::default();
         for (x, score) in [(10.0, 0.9), (20.0, 0.5), (30.0, 0.2)] {
-            s.image_mut_or_insert("A").objects.push(
-                Annotation::point(Point::new(x, 5.0), ObjectClass::Mitosis).with_score(score),
-            );
+            s.image_mut_or_insert("A").objects.push(Annotation::point(Point::new(x, 5.0), ObjectClass::Mitosis).with_score(score));
         }
-        s.image_mut_or_insert("A").objects.push(Annotation::point(
-            Point::new(1.0, 1.0),
-            ObjectClass::NonMitosis,
-        ));
+        s.image_mut_or_insert("A").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::NonMitosis));
         s
     }
 
     #[test]
     fn decisions_filter_and_count() {
         let mpp = Mpp::new(0.25).unwrap();
-        let mut d = Decisions::new(
-            "A",
-            Path::new("A.png"),
-            (2000, 2000),
-            Some(mpp),
-            Some(&pred()),
-        )
-        .unwrap();
+        let mut d = Decisions::new("A", Path::new("A.png"), (2000, 2000), Some(mpp), Some(&pred())).unwrap();
         assert_eq!(d.items.len(), 3, "look-alikes are not detections");
         d.set_min_score(0.4).unwrap();
         assert_eq!(d.summary().count, 2);
@@ -350,17 +287,10 @@ mod tests {
         let id = d.add(100.0, 100.0).unwrap();
         assert_eq!(id, 3);
         let s = d.summary();
-        assert_eq!(
-            (s.pending, s.accepted, s.rejected, s.added, s.count),
-            (1, 1, 1, 1, 3)
-        );
+        assert_eq!((s.pending, s.accepted, s.rejected, s.added, s.count), (1, 1, 1, 1, 3));
         assert!((s.area_mm2.unwrap() - 0.25).abs() < 1e-12);
         assert!(s.mitotic_score.is_some());
-        let xs: Vec<f64> = d.corrected().images[0]
-            .objects
-            .iter()
-            .map(|o| o.centroid.x)
-            .collect();
+        let xs: Vec<f64> = d.corrected().images[0].objects.iter().map(|o| o.centroid.x).collect();
         assert_eq!(xs, [20.0, 30.0, 100.0]);
         assert!(d.add(5000.0, 1.0).is_err());
         assert!(d.add(f64::NAN, 1.0).is_err());
@@ -372,18 +302,12 @@ mod tests {
     fn save_and_resume() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("A.review.json");
-        let mut d =
-            Decisions::new("A", Path::new("A.png"), (100, 100), None, Some(&pred())).unwrap();
+        let mut d = Decisions::new("A", Path::new("A.png"), (100, 100), None, Some(&pred())).unwrap();
         d.decide(1, Decision::Accepted).unwrap();
         d.save(&p).unwrap();
         assert_eq!(Decisions::load(&p).unwrap(), d);
         std::fs::write(&p, b"{\"version\": 1").unwrap();
-        assert!(
-            Decisions::load(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("not a decisions file")
-        );
+        assert!(Decisions::load(&p).unwrap_err().to_string().contains("not a decisions file"));
     }
 
     #[test]
@@ -393,12 +317,6 @@ mod tests {
         let err = Decisions::new("C", Path::new("C.png"), (10, 10), None, Some(&p)).unwrap_err();
         assert!(err.to_string().contains("no image \"C\""), "{err}");
         // A single-image file is taken as this image's.
-        assert_eq!(
-            Decisions::new("C", Path::new("C.png"), (10, 10), None, Some(&pred()))
-                .unwrap()
-                .items
-                .len(),
-            3
-        );
+        assert_eq!(Decisions::new("C", Path::new("C.png"), (10, 10), None, Some(&pred())).unwrap().items.len(), 3);
     }
 }

@@ -62,41 +62,24 @@ fn levels_for(width: u64, height: u64) -> u32 {
 /// What a path is to the review tool: a whole slide (SVS, or a tiled /
 /// multi-level TIFF) or a plain image.
 fn is_slide(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    matches!(
-        ext.as_str(),
-        "svs" | "ndpi" | "mrxs" | "scn" | "vms" | "vmu" | "bif" | "dcm" | "svslide"
-    )
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    matches!(ext.as_str(), "svs" | "ndpi" | "mrxs" | "scn" | "vms" | "vmu" | "bif" | "dcm" | "svslide")
 }
 
 impl TileSource {
     /// Opens an HPF image (decoded whole) or a slide (read tile by tile).
     pub fn open(path: &Path) -> Result<Self, ReviewError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let tiff = ext == "tif" || ext == "tiff";
         if is_slide(path) || tiff {
             match mitoscope_slide::open(path) {
                 // A TIFF with a pyramid or tiles is a slide; a flat one is an HPF.
-                Ok(s)
-                    if !tiff
-                        || s.level_count() > 1
-                        || s.levels()[0].tile_width < s.levels()[0].width as u32 =>
-                {
+                Ok(s) if !tiff || s.level_count() > 1 || s.levels()[0].tile_width < s.levels()[0].width as u32 => {
                     return Ok(Self::from_slide(s));
                 }
                 Ok(_) => {}
                 Err(e) if !tiff => return Err(e.into()),
-                Err(e) => {
-                    tracing::debug!("{}: not a slide ({e}); reading as an image", path.display())
-                }
+                Err(e) => tracing::debug!("{}: not a slide ({e}); reading as an image", path.display()),
             }
         }
         let img = mitoscope_imaging::read_image(path)?;
@@ -110,44 +93,22 @@ impl TileSource {
         let mut pyramid = vec![img];
         for _ in 0..max_level {
             let prev = pyramid.last().expect("level 0 present");
-            let (w, h) = (
-                prev.width().div_ceil(2).max(1),
-                prev.height().div_ceil(2).max(1),
-            );
+            let (w, h) = (prev.width().div_ceil(2).max(1), prev.height().div_ceil(2).max(1));
             let next = image::imageops::resize(prev, w, h, FilterType::Triangle);
             pyramid.push(next);
         }
-        Self::new(
-            Source::Image(pyramid),
-            path.to_owned(),
-            width,
-            height,
-            max_level,
-        )
+        Self::new(Source::Image(pyramid), path.to_owned(), width, height, max_level)
     }
 
     /// Tiles of a slide.
     pub fn from_slide(slide: Box<dyn Slide>) -> Self {
         let (width, height) = slide.dimensions(0).unwrap_or((0, 0));
         let path = slide.path().to_owned();
-        Self::new(
-            Source::Slide(slide),
-            path,
-            width,
-            height,
-            levels_for(width, height),
-        )
+        Self::new(Source::Slide(slide), path, width, height, levels_for(width, height))
     }
 
     fn new(source: Source, path: PathBuf, width: u64, height: u64, max_level: u32) -> Self {
-        Self {
-            source,
-            path,
-            width,
-            height,
-            max_level,
-            cache: Mutex::new((HashMap::new(), VecDeque::new())),
-        }
+        Self { source, path, width, height, max_level, cache: Mutex::new((HashMap::new(), VecDeque::new())) }
     }
 
     /// Level-0 size.
@@ -181,10 +142,7 @@ impl TileSource {
     /// Size of level `z`.
     pub fn level_size(&self, z: u32) -> (u64, u64) {
         let d = 1u64 << z.min(62);
-        (
-            self.width.div_ceil(d).max(1),
-            self.height.div_ceil(d).max(1),
-        )
+        (self.width.div_ceil(d).max(1), self.height.div_ceil(d).max(1))
     }
 
     /// The JPEG tile (`z`, `col`, `row`); `None` when it does not exist.
@@ -197,31 +155,19 @@ impl TileSource {
             return Ok(None);
         }
         let key = (z, col, row);
-        if let Some(t) = self
-            .cache
-            .lock()
-            .map_err(|_| ReviewError::Poisoned)?
-            .0
-            .get(&key)
-        {
+        if let Some(t) = self.cache.lock().map_err(|_| ReviewError::Poisoned)?.0.get(&key) {
             return Ok(Some(t.clone()));
         }
         let (x0, y0) = (col * TILE as u64, row * TILE as u64);
-        let (tw, th) = (
-            (lw - x0).min(TILE as u64) as u32,
-            (lh - y0).min(TILE as u64) as u32,
-        );
+        let (tw, th) = ((lw - x0).min(TILE as u64) as u32, (lh - y0).min(TILE as u64) as u32);
         let img = match &self.source {
-            Source::Image(pyr) => {
-                image::imageops::crop_imm(&pyr[z as usize], x0 as u32, y0 as u32, tw, th).to_image()
-            }
+            Source::Image(pyr) => image::imageops::crop_imm(&pyr[z as usize], x0 as u32, y0 as u32, tw, th).to_image(),
             Source::Slide(s) => self.slide_tile(s.as_ref(), z, x0, y0, tw, th)?,
         };
         let mut bytes = Vec::new();
         let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85);
-        img.write_with_encoder(enc).map_err(|e| {
-            ReviewError::BadInput(format!("{}: encoding tile: {e}", self.path.display()))
-        })?;
+        img.write_with_encoder(enc)
+            .map_err(|e| ReviewError::BadInput(format!("{}: encoding tile: {e}", self.path.display())))?;
         let bytes = Arc::new(bytes);
         let mut cache = self.cache.lock().map_err(|_| ReviewError::Poisoned)?;
         if cache.0.insert(key, bytes.clone()).is_none() {
@@ -237,15 +183,7 @@ impl TileSource {
 
     /// A tile of a slide: read from the coarsest slide level at least as
     /// detailed as `2^z`, then resized.
-    fn slide_tile(
-        &self,
-        s: &dyn Slide,
-        z: u32,
-        x0: u64,
-        y0: u64,
-        tw: u32,
-        th: u32,
-    ) -> Result<RgbImage, ReviewError> {
+    fn slide_tile(&self, s: &dyn Slide, z: u32, x0: u64, y0: u64, tw: u32, th: u32) -> Result<RgbImage, ReviewError> {
         let ds = (1u64 << z) as f64;
         let level = s.best_level_for_downsample(ds);
         let lds = s.downsample(level).unwrap_or(1.0);
@@ -275,9 +213,7 @@ mod tests {
         assert_eq!(levels_for(256, 100), 0);
         assert_eq!(levels_for(257, 100), 1);
         assert_eq!(levels_for(2084, 2084), 4); // 2084 -> 1042 -> 521 -> 261 -> 131
-        let img = RgbImage::from_fn(600, 300, |x, y| {
-            image::Rgb([(x % 256) as u8, (y % 256) as u8, 0])
-        });
+        let img = RgbImage::from_fn(600, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 0]));
         let t = TileSource::from_image(img, Path::new("x.png"));
         assert_eq!(t.max_level(), 2);
         assert_eq!(t.level_size(1), (300, 150));
@@ -287,10 +223,7 @@ mod tests {
         assert!(t.tile(0, 3, 0).unwrap().is_none());
         assert!(t.tile(3, 0, 0).unwrap().is_none());
         // Cached: the same bytes come back.
-        assert!(Arc::ptr_eq(
-            &t.tile(2, 0, 0).unwrap().unwrap(),
-            &t.tile(2, 0, 0).unwrap().unwrap()
-        ));
+        assert!(Arc::ptr_eq(&t.tile(2, 0, 0).unwrap().unwrap(), &t.tile(2, 0, 0).unwrap().unwrap()));
     }
 
     #[test]
@@ -301,11 +234,7 @@ mod tests {
         assert_eq!(t.size(), (2220, 2967));
         let top = t.tile(t.max_level(), 0, 0).unwrap().unwrap();
         let dec = image::load_from_memory(&top).unwrap().to_rgb8();
-        assert_eq!(
-            (dec.width(), dec.height()),
-            (139, 186),
-            "2220 x 2967 / 16, rounded up"
-        );
+        assert_eq!((dec.width(), dec.height()), (139, 186), "2220 x 2967 / 16, rounded up");
         let full = t.tile(0, 3, 3).unwrap().unwrap();
         assert_eq!(image::load_from_memory(&full).unwrap().width(), TILE);
     }

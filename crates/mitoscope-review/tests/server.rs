@@ -30,10 +30,7 @@ impl Resp {
 /// would normalise `..` and percent-escapes away before they reach the server.
 fn raw(addr: SocketAddr, request_line: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{request_line}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = format!("{request_line}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -42,43 +39,24 @@ fn raw(addr: SocketAddr, request_line: &str, headers: &[(&str, &str)], body: &[u
     s.write_all(body).unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Resp {
-        status,
-        head,
-        body: out[split + 4..].to_vec(),
-    }
+    Resp { status, head, body: out[split + 4..].to_vec() }
 }
 
 fn get(addr: SocketAddr, path: &str) -> Resp {
     let host = format!("127.0.0.1:{}", addr.port());
-    raw(
-        addr,
-        &format!("GET {path} HTTP/1.1"),
-        &[("Host", &host)],
-        b"",
-    )
+    raw(addr, &format!("GET {path} HTTP/1.1"), &[("Host", &host)], b"")
 }
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
     let host = format!("127.0.0.1:{}", addr.port());
-    raw(
-        addr,
-        &format!("POST {path} HTTP/1.1"),
-        &[("Host", &host), ("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
+    raw(addr, &format!("POST {path} HTTP/1.1"), &[("Host", &host), ("Content-Type", "application/json")], body.as_bytes())
 }
 
 fn hpf(dir: &Path) -> std::path::PathBuf {
-    let img = image::RgbImage::from_fn(600, 400, |x, y| {
-        image::Rgb([200, (x % 200) as u8, (y % 200) as u8])
-    });
+    let img = image::RgbImage::from_fn(600, 400, |x, y| image::Rgb([200, (x % 200) as u8, (y % 200) as u8]));
     let p = dir.join("field_01.png");
     img.save(&p).unwrap();
     p
@@ -86,11 +64,7 @@ fn hpf(dir: &Path) -> std::path::PathBuf {
 
 fn pred() -> AnnotationSet {
     let mut s = AnnotationSet::default();
-    for (x, y, score) in [
-        (100.0, 100.0, 0.95),
-        (300.0, 200.0, 0.6),
-        (500.0, 300.0, 0.3),
-    ] {
+    for (x, y, score) in [(100.0, 100.0, 0.95), (300.0, 200.0, 0.6), (500.0, 300.0, 0.3)] {
         s.image_mut_or_insert("field_01")
             .objects
             .push(Annotation::point(Point::new(x, y), ObjectClass::Mitosis).with_score(score));
@@ -120,21 +94,10 @@ fn review_round_trip_over_http() {
     let page = get(addr, "/");
     assert_eq!(page.status, 200);
     assert!(page.text().contains("<canvas id=\"view\""));
-    assert!(
-        page.head
-            .to_ascii_lowercase()
-            .contains("content-security-policy")
-    );
+    assert!(page.head.to_ascii_lowercase().contains("content-security-policy"));
     assert_eq!(get(addr, "/app.js").status, 200);
     let info = get(addr, "/api/info").json();
-    assert_eq!(
-        (
-            info["width"].as_u64(),
-            info["height"].as_u64(),
-            info["max_level"].as_u64()
-        ),
-        (Some(600), Some(400), Some(2))
-    );
+    assert_eq!((info["width"].as_u64(), info["height"].as_u64(), info["max_level"].as_u64()), (Some(600), Some(400), Some(2)));
     let tile = get(addr, "/tile/0/0/0.jpg");
     assert_eq!(tile.status, 200);
     assert!(tile.body.starts_with(&[0xFF, 0xD8]), "a JPEG");
@@ -147,26 +110,16 @@ fn review_round_trip_over_http() {
     assert_eq!(s["added"], 3);
     let s = post(addr, "/api/filter", r#"{"min_score": 0.5}"#).json();
     assert_eq!(s["summary"]["count"], 2, "0.6 pending + the added point");
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("field_01.review.json")).unwrap())
-            .unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("field_01.review.json")).unwrap()).unwrap();
     assert_eq!(saved["min_score"], 0.5);
     assert_eq!(saved["items"][0]["decision"], "rejected");
 
     // Bad changes are refused with a message and change nothing.
     assert_eq!(post(addr, "/api/add", r#"{"x": 5000, "y": 1}"#).status, 400);
-    assert_eq!(
-        post(addr, "/api/decide", r#"{"id": 42, "decision": "accepted"}"#).status,
-        400
-    );
+    assert_eq!(post(addr, "/api/decide", r#"{"id": 42, "decision": "accepted"}"#).status, 400);
     assert_eq!(post(addr, "/api/decide", "not json").status, 400);
     let host = format!("127.0.0.1:{}", addr.port());
-    let form = raw(
-        addr,
-        "POST /api/filter HTTP/1.1",
-        &[("Host", &host), ("Content-Type", "text/plain")],
-        b"{\"min_score\":0}",
-    );
+    let form = raw(addr, "POST /api/filter HTTP/1.1", &[("Host", &host), ("Content-Type", "text/plain")], b"{\"min_score\":0}");
     assert_eq!(form.status, 415, "a cross-site form cannot post");
 
     let csv = get(addr, "/api/export/csv");
@@ -175,14 +128,8 @@ fn review_round_trip_over_http() {
     let text = csv.text();
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{text}");
-    assert!(
-        rows.iter().any(|r| r.starts_with("field_01,300,200,0.6")),
-        "{text}"
-    );
-    assert!(
-        rows.iter().any(|r| r.starts_with("field_01,50.5,60,")),
-        "{text}"
-    );
+    assert!(rows.iter().any(|r| r.starts_with("field_01,300,200,0.6")), "{text}");
+    assert!(rows.iter().any(|r| r.starts_with("field_01,50.5,60,")), "{text}");
     let geo = get(addr, "/api/export/geojson").json();
     assert_eq!(geo["features"].as_array().unwrap().len(), 2);
     let midog = get(addr, "/api/export/midog").json();
@@ -220,40 +167,21 @@ fn requests_outside_the_served_file_are_refused() {
     ] {
         let r = get(addr, path);
         assert_eq!(r.status, 400, "{path}: {} {}", r.status, r.text());
-        assert!(
-            !r.text().contains("do not serve") && !r.text().contains("root:"),
-            "{path}"
-        );
+        assert!(!r.text().contains("do not serve") && !r.text().contains("root:"), "{path}");
     }
-    for path in [
-        "/secret.txt",
-        "/field_01.png",
-        "/field_01.review.json",
-        "/etc/passwd",
-        "/assets/app.js",
-        "/src/lib.rs",
-    ] {
+    for path in ["/secret.txt", "/field_01.png", "/field_01.review.json", "/etc/passwd", "/assets/app.js", "/src/lib.rs"] {
         let r = get(addr, path);
         assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
     // Absolute-form and non-origin request targets.
     let host = format!("127.0.0.1:{}", addr.port());
-    for line in [
-        "GET /etc/passwd HTTP/1.1",
-        "GET file:///etc/passwd HTTP/1.1",
-        "GET http://127.0.0.1/../secret.txt HTTP/1.1",
-    ] {
+    for line in ["GET /etc/passwd HTTP/1.1", "GET file:///etc/passwd HTTP/1.1", "GET http://127.0.0.1/../secret.txt HTTP/1.1"] {
         let r = raw(addr, line, &[("Host", &host)], b"");
         assert!(r.status == 400 || r.status == 404, "{line}: {}", r.status);
         assert!(!r.text().contains("root:"));
     }
     // DNS rebinding: a foreign Host is refused even for a valid route.
-    let r = raw(
-        addr,
-        "GET /api/state HTTP/1.1",
-        &[("Host", "evil.example:80")],
-        b"",
-    );
+    let r = raw(addr, "GET /api/state HTTP/1.1", &[("Host", "evil.example:80")], b"");
     assert_eq!(r.status, 403);
     server.shutdown();
 }
@@ -270,25 +198,13 @@ fn port_in_use_and_bad_inputs_are_clear_errors() {
 
     let mut opts = options(dir.path(), &dir.path().join("missing.png"));
     opts.decisions = dir.path().join("m.json");
-    assert!(
-        ReviewServer::start(opts)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("missing.png")
-    );
+    assert!(ReviewServer::start(opts).err().unwrap().to_string().contains("missing.png"));
 
     let broken = dir.path().join("broken.jpg");
     std::fs::write(&broken, b"\xFF\xD8 not really").unwrap();
     let mut opts = options(dir.path(), &broken);
     opts.decisions = dir.path().join("b.json");
-    assert!(
-        ReviewServer::start(opts)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("broken.jpg")
-    );
+    assert!(ReviewServer::start(opts).err().unwrap().to_string().contains("broken.jpg"));
 
     // Decisions saved for another image are not silently reused.
     let other = dir.path().join("field_02.png");
@@ -298,11 +214,7 @@ fn port_in_use_and_bad_inputs_are_clear_errors() {
     let mut opts = options(dir.path(), &other);
     opts.pred = None;
     let err = ReviewServer::start(opts).err().unwrap();
-    assert!(
-        err.to_string()
-            .contains("these decisions are for image \"field_01\""),
-        "{err}"
-    );
+    assert!(err.to_string().contains("these decisions are for image \"field_01\""), "{err}");
 }
 
 #[test]

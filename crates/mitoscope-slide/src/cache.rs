@@ -24,12 +24,7 @@ pub(crate) struct TileCache {
 
 impl TileCache {
     pub(crate) fn new(cap_bytes: usize) -> Self {
-        Self {
-            cap_bytes,
-            used_bytes: 0,
-            tick: 0,
-            map: HashMap::new(),
-        }
+        Self { cap_bytes, used_bytes: 0, tick: 0, map: HashMap::new() }
     }
 
     pub(crate) fn get(&mut self, key: TileKey) -> Option<TileData> {
@@ -51,9 +46,7 @@ impl TileCache {
         }
         self.used_bytes += data.len();
         while self.used_bytes > self.cap_bytes {
-            let Some((&oldest, _)) = self.map.iter().min_by_key(|(_, (t, _))| *t) else {
-                break;
-            };
+            let Some((&oldest, _)) = self.map.iter().min_by_key(|(_, (t, _))| *t) else { break };
             if let Some((_, d)) = self.map.remove(&oldest) {
                 self.used_bytes -= d.len();
             }

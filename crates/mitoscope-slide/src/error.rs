@@ -49,9 +49,7 @@ pub enum SlideError {
         what: String,
     },
     /// A tile (or strip) could not be decoded.
-    #[error(
-        "slide {path}: cannot decode level {level} tile {tile} (column {col}, row {row}): {source}"
-    )]
+    #[error("slide {path}: cannot decode level {level} tile {tile} (column {col}, row {row}): {source}")]
     Tile {
         /// The slide file.
         path: PathBuf,

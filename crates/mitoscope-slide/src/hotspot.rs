@@ -64,18 +64,12 @@ impl Default for HotspotParams {
 impl HotspotParams {
     /// Defaults with a field of `area_mm2` per HPF.
     pub fn with_field_area_mm2(area_mm2: f64) -> Self {
-        Self {
-            field: FieldPreset::Area(area_mm2),
-            ..Self::default()
-        }
+        Self { field: FieldPreset::Area(area_mm2), ..Self::default() }
     }
 
     /// Defaults with a field of diameter `diameter_mm`.
     pub fn with_field_diameter_mm(diameter_mm: f64) -> Self {
-        Self {
-            field: FieldPreset::Diameter(diameter_mm),
-            ..Self::default()
-        }
+        Self { field: FieldPreset::Diameter(diameter_mm), ..Self::default() }
     }
 
     /// Area of one field in mm² (`π d² / 4` for a diameter).
@@ -100,16 +94,10 @@ impl HotspotParams {
             return bad("aspect", format!("must be positive, got {}", self.aspect));
         }
         if !(0.0..=1.0).contains(&self.min_tissue_fraction) {
-            return bad(
-                "min_tissue_fraction",
-                format!("must be in [0, 1], got {}", self.min_tissue_fraction),
-            );
+            return bad("min_tissue_fraction", format!("must be in [0, 1], got {}", self.min_tissue_fraction));
         }
         if !(self.grid_step_fraction > 0.0 && self.grid_step_fraction <= 1.0) {
-            return bad(
-                "grid_step_fraction",
-                format!("must be in (0, 1], got {}", self.grid_step_fraction),
-            );
+            return bad("grid_step_fraction", format!("must be in (0, 1], got {}", self.grid_step_fraction));
         }
         Ok(())
     }
@@ -142,21 +130,12 @@ impl Window {
 
     /// Whether two windows share any area.
     pub fn overlaps(&self, o: &Window) -> bool {
-        self.x < o.x + o.width
-            && o.x < self.x + self.width
-            && self.y < o.y + o.height
-            && o.y < self.y + self.height
+        self.x < o.x + o.width && o.x < self.x + self.width && self.y < o.y + o.height && o.y < self.y + self.height
     }
 
     /// The window as an inclusive-pixel [`BBox`] (last column `x + width - 1`).
     pub fn bbox(&self) -> Option<BBox> {
-        BBox::new(
-            self.x,
-            self.y,
-            self.x + self.width - 1.0,
-            self.y + self.height - 1.0,
-        )
-        .ok()
+        BBox::new(self.x, self.y, self.x + self.width - 1.0, self.y + self.height - 1.0).ok()
     }
 }
 
@@ -183,26 +162,15 @@ pub struct SlideSummary {
 
 /// Checks input and keeps the detections that count: on the slide, and on
 /// tissue when a mask is given.
-fn eligible(
-    points: &[Point],
-    extent: (f64, f64),
-    tissue: Option<&TissueMask>,
-) -> Result<Vec<Point>, HotspotError> {
+fn eligible(points: &[Point], extent: (f64, f64), tissue: Option<&TissueMask>) -> Result<Vec<Point>, HotspotError> {
     let (w, h) = extent;
     if !(w.is_finite() && h.is_finite() && w > 0.0 && h > 0.0) {
-        return Err(HotspotError::BadParameter {
-            name: "extent",
-            why: format!("slide size must be positive, got {w}x{h}"),
-        });
+        return Err(HotspotError::BadParameter { name: "extent", why: format!("slide size must be positive, got {w}x{h}") });
     }
     let mut out = Vec::with_capacity(points.len());
     for (index, p) in points.iter().enumerate() {
         if !(p.x.is_finite() && p.y.is_finite()) {
-            return Err(HotspotError::NonFinitePoint {
-                index,
-                x: p.x,
-                y: p.y,
-            });
+            return Err(HotspotError::NonFinitePoint { index, x: p.x, y: p.y });
         }
         if p.x >= 0.0 && p.x < w && p.y >= 0.0 && p.y < h && tissue.is_none_or(|t| t.contains(*p)) {
             out.push(*p);
@@ -243,18 +211,8 @@ fn search(
     mpp: Mpp,
 ) -> Option<Window> {
     let (w, h) = size;
-    let xs = candidates(
-        pts.iter().map(|p| p.x),
-        w,
-        extent.0,
-        w * params.grid_step_fraction,
-    );
-    let ys = candidates(
-        pts.iter().map(|p| p.y),
-        h,
-        extent.1,
-        h * params.grid_step_fraction,
-    );
+    let xs = candidates(pts.iter().map(|p| p.x), w, extent.0, w * params.grid_step_fraction);
+    let ys = candidates(pts.iter().map(|p| p.y), h, extent.1, h * params.grid_step_fraction);
     let area_mm2 = mpp.area_mm2(w, h);
     let mut best: Option<Window> = None;
     let mut strip: Vec<f64> = Vec::new();
@@ -274,15 +232,7 @@ fn search(
             while b < strip.len() && strip[b] < y + h {
                 b += 1;
             }
-            let cand = Window {
-                x,
-                y,
-                width: w,
-                height: h,
-                count: b - a,
-                area_mm2,
-                tissue_fraction: None,
-            };
+            let cand = Window { x, y, width: w, height: h, count: b - a, area_mm2, tissue_fraction: None };
             if exclude.iter().any(|e| e.overlaps(&cand)) {
                 continue;
             }
@@ -292,10 +242,7 @@ fn search(
                     if f < params.min_tissue_fraction {
                         continue;
                     }
-                    Window {
-                        tissue_fraction: Some(f),
-                        ..cand
-                    }
+                    Window { tissue_fraction: Some(f), ..cand }
                 }
                 None => cand,
             };
@@ -304,10 +251,7 @@ fn search(
             let better = match &best {
                 None => true,
                 Some(b) => {
-                    let (ft, fb) = (
-                        cand.tissue_fraction.unwrap_or(0.0),
-                        b.tissue_fraction.unwrap_or(0.0),
-                    );
+                    let (ft, fb) = (cand.tissue_fraction.unwrap_or(0.0), b.tissue_fraction.unwrap_or(0.0));
                     cand.count > b.count || (cand.count == b.count && ft > fb)
                 }
             };
@@ -342,16 +286,10 @@ pub fn best_window(
     let size = window_size(area, params.aspect, mpp, extent);
     search(&pts, size, extent, params, tissue, &[], mpp)
         .or_else(|| {
-            let relaxed = HotspotParams {
-                min_tissue_fraction: 0.0,
-                ..*params
-            };
+            let relaxed = HotspotParams { min_tissue_fraction: 0.0, ..*params };
             search(&pts, size, extent, &relaxed, tissue, &[], mpp)
         })
-        .ok_or_else(|| HotspotError::BadParameter {
-            name: "extent",
-            why: "no window position".into(),
-        })
+        .ok_or_else(|| HotspotError::BadParameter { name: "extent", why: "no window position".into() })
 }
 
 /// The `n_fields` square HPF-sized fields with the most detections, chosen
@@ -369,9 +307,7 @@ pub fn top_fields(
     let size = window_size(params.field_area_mm2(), 1.0, mpp, extent);
     let mut chosen: Vec<Window> = Vec::with_capacity(params.n_fields);
     while chosen.len() < params.n_fields {
-        let Some(f) = search(&pts, size, extent, params, tissue, &chosen, mpp) else {
-            break;
-        };
+        let Some(f) = search(&pts, size, extent, params, tissue, &chosen, mpp) else { break };
         // Detections of a chosen field cannot fall in a non-overlapping one:
         // drop them so later searches are cheaper.
         pts.retain(|p| !f.contains(p));
@@ -395,11 +331,7 @@ pub fn summarize(
         Some(t) => t.area_mm2(),
         None => mpp.area_mm2(extent.0, extent.1),
     };
-    let density_per_mm2 = if area_analysed_mm2 > 0.0 {
-        count as f64 / area_analysed_mm2
-    } else {
-        0.0
-    };
+    let density_per_mm2 = if area_analysed_mm2 > 0.0 { count as f64 / area_analysed_mm2 } else { 0.0 };
     let hotspot = best_window(points, mpp, extent, params, tissue)?;
     let hotspot_score = mitotic_score(hotspot.count, hotspot.area_mm2, params.field)?;
     let top = top_fields(points, mpp, extent, params, tissue)?;
@@ -427,10 +359,7 @@ mod tests {
 
     /// One field of 0.0001 mm² = a 10x10 px square at 1 µm/px.
     fn unit_params(n: usize) -> HotspotParams {
-        HotspotParams {
-            n_fields: n,
-            ..HotspotParams::with_field_area_mm2(1e-4)
-        }
+        HotspotParams { n_fields: n, ..HotspotParams::with_field_area_mm2(1e-4) }
     }
 
     fn pts(v: &[(f64, f64)]) -> Vec<Point> {
@@ -440,20 +369,9 @@ mod tests {
     #[test]
     fn known_best_window() {
         // A cluster of 4 within 10x10 at (50..59, 30..39), 3 elsewhere spread out.
-        let p = pts(&[
-            (50.0, 30.0),
-            (55.0, 35.0),
-            (59.5, 39.5),
-            (52.0, 38.0),
-            (5.0, 5.0),
-            (80.0, 80.0),
-            (61.0, 30.0),
-        ]);
+        let p = pts(&[(50.0, 30.0), (55.0, 35.0), (59.5, 39.5), (52.0, 38.0), (5.0, 5.0), (80.0, 80.0), (61.0, 30.0)]);
         let w = best_window(&p, mpp1(), (100.0, 100.0), &unit_params(1), None).unwrap();
-        assert_eq!(
-            (w.x, w.y, w.width, w.height, w.count),
-            (50.0, 30.0, 10.0, 10.0, 4)
-        );
+        assert_eq!((w.x, w.y, w.width, w.height, w.count), (50.0, 30.0, 10.0, 10.0, 4));
         assert!((w.area_mm2 - 1e-4).abs() < 1e-15);
         // Four fields: a 20x20 window takes (61, 30) too.
         let w = best_window(&p, mpp1(), (100.0, 100.0), &unit_params(4), None).unwrap();
@@ -475,42 +393,20 @@ mod tests {
 
     #[test]
     fn aspect_ratio_and_bad_input() {
-        let p = HotspotParams {
-            aspect: 4.0,
-            ..unit_params(1)
-        };
+        let p = HotspotParams { aspect: 4.0, ..unit_params(1) };
         let w = best_window(&[], mpp1(), (100.0, 100.0), &p, None).unwrap();
         assert_eq!((w.width, w.height), (20.0, 5.0));
         let nan = pts(&[(1.0, f64::NAN)]);
-        assert!(matches!(
-            best_window(&nan, mpp1(), (9.0, 9.0), &unit_params(1), None),
-            Err(HotspotError::NonFinitePoint { index: 0, .. })
-        ));
+        assert!(matches!(best_window(&nan, mpp1(), (9.0, 9.0), &unit_params(1), None), Err(HotspotError::NonFinitePoint { index: 0, .. })));
         assert!(best_window(&[], mpp1(), (0.0, 9.0), &unit_params(1), None).is_err());
         assert!(best_window(&[], mpp1(), (9.0, 9.0), &unit_params(0), None).is_err());
-        assert!(
-            best_window(
-                &[],
-                mpp1(),
-                (9.0, 9.0),
-                &HotspotParams::with_field_area_mm2(-1.0),
-                None
-            )
-            .is_err()
-        );
+        assert!(best_window(&[], mpp1(), (9.0, 9.0), &HotspotParams::with_field_area_mm2(-1.0), None).is_err());
     }
 
     #[test]
     fn top_fields_do_not_overlap_and_take_the_densest() {
         // Cluster A: 3 in one field; cluster B: 2; a lone point; field 10x10.
-        let p = pts(&[
-            (10.0, 10.0),
-            (12.0, 15.0),
-            (18.0, 18.0),
-            (60.0, 60.0),
-            (65.0, 62.0),
-            (90.0, 5.0),
-        ]);
+        let p = pts(&[(10.0, 10.0), (12.0, 15.0), (18.0, 18.0), (60.0, 60.0), (65.0, 62.0), (90.0, 5.0)]);
         let f = top_fields(&p, mpp1(), (100.0, 100.0), &unit_params(3), None).unwrap();
         assert_eq!(f.iter().map(|w| w.count).collect::<Vec<_>>(), vec![3, 2, 1]);
         for (i, a) in f.iter().enumerate() {
@@ -535,13 +431,7 @@ mod tests {
         }
         let t = TissueMask::from_mask(m, 10.0, mpp1());
         // 3 detections on background (right half), 2 on tissue.
-        let p = pts(&[
-            (70.0, 10.0),
-            (72.0, 12.0),
-            (75.0, 15.0),
-            (20.0, 20.0),
-            (25.0, 25.0),
-        ]);
+        let p = pts(&[(70.0, 10.0), (72.0, 12.0), (75.0, 15.0), (20.0, 20.0), (25.0, 25.0)]);
         let w = best_window(&p, mpp1(), (100.0, 100.0), &unit_params(1), Some(&t)).unwrap();
         assert_eq!(w.count, 2);
         assert_eq!(w.tissue_fraction, Some(1.0));
@@ -549,10 +439,7 @@ mod tests {
         // 0.2 mm² field is again 10x10 px.
         let mpp = Mpp::new(0.2f64.sqrt() * 100.0).unwrap();
         let t = TissueMask::from_mask(t.mask().clone(), 10.0, mpp);
-        let params = HotspotParams {
-            n_fields: 1,
-            ..HotspotParams::default()
-        };
+        let params = HotspotParams { n_fields: 1, ..HotspotParams::default() };
         let s = summarize(&p, mpp, (100.0, 100.0), &params, Some(&t)).unwrap();
         assert_eq!((s.count, s.hotspot.count), (2, 2));
         // 50 tissue mask pixels of 10x10 px, each 0.2 mm².
@@ -567,20 +454,10 @@ mod tests {
         let mpp = Mpp::new(0.25).unwrap();
         let mut p = Vec::new();
         for i in 0..12 {
-            p.push(Point::new(
-                1000.0 + 300.0 * i as f64,
-                2000.0 + 200.0 * (i % 3) as f64,
-            ));
+            p.push(Point::new(1000.0 + 300.0 * i as f64, 2000.0 + 200.0 * (i % 3) as f64));
         }
         p.push(Point::new(39_000.0, 39_000.0));
-        let s = summarize(
-            &p,
-            mpp,
-            (40_000.0, 40_000.0),
-            &HotspotParams::default(),
-            None,
-        )
-        .unwrap();
+        let s = summarize(&p, mpp, (40_000.0, 40_000.0), &HotspotParams::default(), None).unwrap();
         assert_eq!(s.count, 13);
         assert_eq!(s.hotspot.count, 12);
         assert!((s.hotspot.area_mm2 - 2.0).abs() < 1e-6);
@@ -598,15 +475,7 @@ mod tests {
         let mut best = 0;
         for x in 0..=(extent - side) as i64 {
             for y in 0..=(extent - side) as i64 {
-                let w = Window {
-                    x: x as f64,
-                    y: y as f64,
-                    width: side,
-                    height: side,
-                    count: 0,
-                    area_mm2: 0.0,
-                    tissue_fraction: None,
-                };
+                let w = Window { x: x as f64, y: y as f64, width: side, height: side, count: 0, area_mm2: 0.0, tissue_fraction: None };
                 best = best.max(p.iter().filter(|q| w.contains(q)).count());
             }
         }

@@ -124,10 +124,7 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self {
-            mpp_override: None,
-            tile_cache_bytes: DEFAULT_TILE_CACHE_BYTES,
-        }
+        Self { mpp_override: None, tile_cache_bytes: DEFAULT_TILE_CACHE_BYTES }
     }
 }
 
@@ -159,14 +156,7 @@ pub trait Slide: Send + Sync {
     /// last, a zero width or height, a region wholly outside the level, a
     /// region over [`MAX_REGION_PIXELS`], or an undecodable tile (naming the
     /// file, level and tile).
-    fn read_region(
-        &self,
-        level: usize,
-        x: i64,
-        y: i64,
-        width: u32,
-        height: u32,
-    ) -> Result<RgbImage, SlideError>;
+    fn read_region(&self, level: usize, x: i64, y: i64, width: u32, height: u32) -> Result<RgbImage, SlideError>;
 
     /// Number of levels.
     fn level_count(&self) -> usize {
@@ -222,19 +212,14 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn Slide>, SlideError> {
 /// vendor's (NDPI, SCN, BIF, Philips TIFF, …) go to OpenSlide too, and so
 /// does a TIFF the built-in reader refuses as unsupported (if OpenSlide
 /// cannot read it either, the built-in reader's error is returned).
-pub fn open_with(
-    path: impl AsRef<Path>,
-    options: &OpenOptions,
-) -> Result<Box<dyn Slide>, SlideError> {
+pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Slide>, SlideError> {
     let path = path.as_ref();
     let head = read_head(path)?;
     match sniff(&head) {
         Sniffed::Tiff if openslide::serves_tiff(path) => openslide::open_with(path, options),
         Sniffed::Tiff => match TiffSlide::open_with(path, options) {
             Ok(s) => Ok(Box::new(s)),
-            Err(e @ (SlideError::Unsupported { .. } | SlideError::NoLevels { .. }))
-                if cfg!(feature = "openslide") =>
-            {
+            Err(e @ (SlideError::Unsupported { .. } | SlideError::NoLevels { .. })) if cfg!(feature = "openslide") => {
                 match openslide::open_with(path, options) {
                     Ok(slide) => {
                         tracing::info!("{e}; read through OpenSlide instead");
@@ -260,10 +245,7 @@ pub fn open_with(
 
 /// First 132 bytes (or fewer) of the file: enough for TIFF and DICOM magic.
 fn read_head(path: &Path) -> Result<Vec<u8>, SlideError> {
-    let io = |source| SlideError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| SlideError::Io { path: path.to_owned(), source };
     let f = std::fs::File::open(path).map_err(io)?;
     let mut head = Vec::with_capacity(132);
     f.take(132).read_to_end(&mut head).map_err(io)?;

@@ -147,10 +147,7 @@ mod imp {
 
         /// Opens a slide with OpenSlide: levels, properties, associated image
         /// names and the mpp are read now (no pixels).
-        pub fn open_with(
-            path: impl AsRef<Path>,
-            options: &OpenOptions,
-        ) -> Result<Self, SlideError> {
+        pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Self, SlideError> {
             let path = path.as_ref();
             let err = |e: OsError| open_error(path, &e);
             let handle = OpenSlide::new(path).map_err(err)?;
@@ -160,18 +157,13 @@ mod imp {
                 let value = handle.property_value(&name).map_err(err)?;
                 properties.insert(name, value);
             }
-            let vendor = properties
-                .get("openslide.vendor")
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
+            let vendor = properties.get("openslide.vendor").cloned().unwrap_or_else(|| "unknown".into());
             properties.insert("mitoscope.vendor".into(), vendor.clone());
 
             let dims = handle.all_level_dimensions();
             let downsamples = handle.all_level_downsamples();
             if dims.is_empty() || dims[0].w == 0 || dims[0].h == 0 {
-                return Err(SlideError::NoLevels {
-                    path: path.to_owned(),
-                });
+                return Err(SlideError::NoLevels { path: path.to_owned() });
             }
             let tile = |level: usize, what: &str| {
                 properties
@@ -194,10 +186,7 @@ mod imp {
                 .collect();
 
             let number = |key: &str| {
-                properties
-                    .get(key)
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|v| v.is_finite() && *v > 0.0)
+                properties.get(key).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v > 0.0)
             };
             let objective_power = number("openslide.objective-power");
             let stated = match (number("openslide.mpp-x"), number("openslide.mpp-y")) {
@@ -212,12 +201,7 @@ mod imp {
                 }
                 (x, y) => x.or(y),
             };
-            let mpp = settle_mpp_from(
-                path,
-                options.mpp_override,
-                &[(MppSource::OpenSlide, stated)],
-                objective_power,
-            );
+            let mpp = settle_mpp_from(path, options.mpp_override, &[(MppSource::OpenSlide, stated)], objective_power);
             let associated = handle.associated_image_names().map_err(err)?;
 
             Ok(Self {
@@ -243,10 +227,7 @@ mod imp {
                 if Arc::ptr_eq(&current, &handle) {
                     match OpenSlide::new(&self.path) {
                         Ok(fresh) => *current = Arc::new(fresh),
-                        Err(e) => tracing::warn!(
-                            "{}: cannot reopen after an error: {e}",
-                            self.path.display()
-                        ),
+                        Err(e) => tracing::warn!("{}: cannot reopen after an error: {e}", self.path.display()),
                     }
                 }
             }
@@ -254,10 +235,7 @@ mod imp {
         }
 
         fn error(&self, what: String, e: &OsError) -> SlideError {
-            SlideError::OpenSlide {
-                path: self.path.clone(),
-                message: format!("{what}: {}", os_message(e)),
-            }
+            SlideError::OpenSlide { path: self.path.clone(), message: format!("{what}: {}", os_message(e)) }
         }
     }
 
@@ -293,9 +271,7 @@ mod imp {
                 });
             }
             let what = || format!("associated image '{name}'");
-            let size = self
-                .call(|h| h.associated_image_dimensions(name))
-                .map_err(|e| self.error(what(), &e))?;
+            let size = self.call(|h| h.associated_image_dimensions(name)).map_err(|e| self.error(what(), &e))?;
             let pixels = size.w as u64 * size.h as u64;
             if pixels > MAX_ASSOCIATED_PIXELS {
                 return Err(SlideError::TooLarge {
@@ -305,30 +281,15 @@ mod imp {
                     limit: MAX_ASSOCIATED_PIXELS,
                 });
             }
-            let (size, argb) = self
-                .call(|h| h.read_associated_buffer(name))
-                .map_err(|e| self.error(what(), &e))?;
+            let (size, argb) = self.call(|h| h.read_associated_buffer(name)).map_err(|e| self.error(what(), &e))?;
             let mut rgb = vec![0u8; size.w as usize * size.h as usize * 3];
             argb_over_white(&argb, &mut rgb).map_err(|e| self.error(what(), &e))?;
             RgbImage::from_raw(size.w, size.h, rgb).ok_or_else(|| {
-                self.error(
-                    what(),
-                    &OsError::ImageBufferTooSmall {
-                        expected: pixels as usize * 3,
-                        actual: 0,
-                    },
-                )
+                self.error(what(), &OsError::ImageBufferTooSmall { expected: pixels as usize * 3, actual: 0 })
             })
         }
 
-        fn read_region(
-            &self,
-            level: usize,
-            x: i64,
-            y: i64,
-            width: u32,
-            height: u32,
-        ) -> Result<RgbImage, SlideError> {
+        fn read_region(&self, level: usize, x: i64, y: i64, width: u32, height: u32) -> Result<RgbImage, SlideError> {
             let (l, clip) = check_region(&self.path, &self.levels, level, x, y, width, height)?;
             let what = || format!("level {level} region {width}x{height} at ({x}, {y})");
             let mut out = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
@@ -337,36 +298,24 @@ mod imp {
             let out_stride = width as usize * 3;
             let level0 = |v: u64| {
                 let v0 = (v as f64 * l.downsample).round();
-                u32::try_from(v0 as u64)
-                    .map_err(|e| self.error(what(), &OsError::ValueOutOfRange(e)))
+                u32::try_from(v0 as u64).map_err(|e| self.error(what(), &OsError::ValueOutOfRange(e)))
             };
             let mut band_y = clip.y0;
             while band_y < clip.y1 {
                 let rows = band_rows.min(clip.y1 - band_y);
                 let region = Region {
-                    size: Size {
-                        w: clip_w as u32,
-                        h: rows as u32,
-                    },
+                    size: Size { w: clip_w as u32, h: rows as u32 },
                     level: level as u32,
-                    address: Address {
-                        x: level0(clip.x0)?,
-                        y: level0(band_y)?,
-                    },
+                    address: Address { x: level0(clip.x0)?, y: level0(band_y)? },
                 };
-                let argb = self
-                    .call(|h| h.read_region(&region))
-                    .map_err(|e| self.error(what(), &e))?;
+                let argb = self.call(|h| h.read_region(&region)).map_err(|e| self.error(what(), &e))?;
                 let n = clip_w as usize * 3;
                 let buf: &mut [u8] = &mut out;
                 for r in 0..rows as usize {
-                    let src = argb
-                        .get(r * clip_w as usize * 4..(r + 1) * clip_w as usize * 4)
-                        .unwrap_or_default();
+                    let src = argb.get(r * clip_w as usize * 4..(r + 1) * clip_w as usize * 4).unwrap_or_default();
                     let dst_row = (band_y - clip.y0) as usize + r + clip.out_y as usize;
                     let dst = dst_row * out_stride + clip.out_x as usize * 3;
-                    argb_over_white(src, &mut buf[dst..dst + n])
-                        .map_err(|e| self.error(what(), &e))?;
+                    argb_over_white(src, &mut buf[dst..dst + n]).map_err(|e| self.error(what(), &e))?;
                 }
                 band_y += rows;
             }
@@ -379,20 +328,13 @@ mod imp {
     fn argb_over_white(argb: &[u8], rgb: &mut [u8]) -> Result<(), OsError> {
         // Equal only when argb holds whole 4-byte pixels, as many as rgb's 3-byte ones.
         if argb.len() * 3 != rgb.len() * 4 {
-            return Err(OsError::ImageBufferTooSmall {
-                expected: rgb.len() / 3 * 4,
-                actual: argb.len(),
-            });
+            return Err(OsError::ImageBufferTooSmall { expected: rgb.len() / 3 * 4, actual: argb.len() });
         }
         for (p, out) in argb.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
             let v = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
             let [a, r, g, b] = v.to_be_bytes();
             let white = 255 - a;
-            out.copy_from_slice(&[
-                r.saturating_add(white),
-                g.saturating_add(white),
-                b.saturating_add(white),
-            ]);
+            out.copy_from_slice(&[r.saturating_add(white), g.saturating_add(white), b.saturating_add(white)]);
         }
         Ok(())
     }
@@ -416,18 +358,13 @@ mod imp {
         if matches!(e, OsError::UnsupportedFile(_)) && is_dicom {
             message.push_str(" (DICOM whole-slide images need OpenSlide 4.0 or newer)");
         }
-        SlideError::OpenSlide {
-            path: path.to_owned(),
-            message,
-        }
+        SlideError::OpenSlide { path: path.to_owned(), message }
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::testutil::{
-            TestLevel, write_planar_tiff, write_tiled_tiff, write_tiled_tiff_with_tags,
-        };
+        use crate::testutil::{TestLevel, write_planar_tiff, write_tiled_tiff, write_tiled_tiff_with_tags};
 
         #[test]
         fn premultiplied_argb_over_white() {
@@ -441,11 +378,7 @@ mod imp {
 
         /// Value of pixel (x, y) at `level` in the synthetic pyramid (as in `tiff_slide`).
         fn px(level: usize, x: u32, y: u32) -> [u8; 3] {
-            [
-                (x % 251) as u8,
-                (y % 241) as u8,
-                (level * 40 + (x / 7 + y / 5) as usize % 40) as u8,
-            ]
+            [(x % 251) as u8, (y % 241) as u8, (level * 40 + (x / 7 + y / 5) as usize % 40) as u8]
         }
 
         #[test]
@@ -462,15 +395,10 @@ mod imp {
             let s = OpenSlideSlide::open(&path).unwrap();
             assert_eq!(s.vendor(), "generic-tiff");
             assert_eq!(s.properties()["openslide.vendor"], "generic-tiff");
-            let dims: Vec<_> = (0..s.level_count())
-                .map(|l| s.dimensions(l).unwrap())
-                .collect();
+            let dims: Vec<_> = (0..s.level_count()).map(|l| s.dimensions(l).unwrap()).collect();
             assert_eq!(dims, [(320, 192), (160, 96), (80, 48)]);
             assert_eq!(s.downsample(2), Some(4.0));
-            assert_eq!(
-                (s.levels()[0].tile_width, s.levels()[0].tile_height),
-                (64, 48)
-            );
+            assert_eq!((s.levels()[0].tile_width, s.levels()[0].tile_height), (64, 48));
             for level in 0..3 {
                 let (lw, lh) = s.dimensions(level).unwrap();
                 // Straddles tiles and runs over the bottom-right edge; the
@@ -479,11 +407,8 @@ mod imp {
                 let r = s.read_region(level, x, y, 70, 41).unwrap();
                 for (i, j, p) in r.enumerate_pixels() {
                     let (gx, gy) = (x + i as i64, y + j as i64);
-                    let want = if gx < lw as i64 && gy < lh as i64 {
-                        px(level, gx as u32, gy as u32)
-                    } else {
-                        [255; 3]
-                    };
+                    let want =
+                        if gx < lw as i64 && gy < lh as i64 { px(level, gx as u32, gy as u32) } else { [255; 3] };
                     assert_eq!(p.0, want, "level {level} at ({gx}, {gy})");
                 }
                 // Negative origin: the part left and above is white.
@@ -491,26 +416,11 @@ mod imp {
                 assert_eq!(r.get_pixel(0, 0).0, [255; 3]);
                 assert_eq!(r.get_pixel(3, 2).0, px(level, 0, 0));
             }
-            assert!(matches!(
-                s.read_region(0, 320, 0, 5, 5),
-                Err(SlideError::RegionOutside { .. })
-            ));
-            assert!(matches!(
-                s.read_region(0, 0, 0, 5, 0),
-                Err(SlideError::EmptyRegion { .. })
-            ));
-            assert!(matches!(
-                s.read_region(3, 0, 0, 1, 1),
-                Err(SlideError::NoSuchLevel { count: 3, .. })
-            ));
-            assert!(matches!(
-                s.read_region(0, 0, 0, 1 << 20, 1 << 20),
-                Err(SlideError::TooLarge { .. })
-            ));
-            assert!(matches!(
-                s.read_associated("label"),
-                Err(SlideError::NoSuchAssociated { .. })
-            ));
+            assert!(matches!(s.read_region(0, 320, 0, 5, 5), Err(SlideError::RegionOutside { .. })));
+            assert!(matches!(s.read_region(0, 0, 0, 5, 0), Err(SlideError::EmptyRegion { .. })));
+            assert!(matches!(s.read_region(3, 0, 0, 1, 1), Err(SlideError::NoSuchLevel { count: 3, .. })));
+            assert!(matches!(s.read_region(0, 0, 0, 1 << 20, 1 << 20), Err(SlideError::TooLarge { .. })));
+            assert!(matches!(s.read_associated("label"), Err(SlideError::NoSuchAssociated { .. })));
         }
 
         #[test]
@@ -537,10 +447,7 @@ mod imp {
             write_tiled_tiff(&plain, &[level()], None).unwrap();
             assert!(!serves_tiff(&plain));
             let s = crate::open(&plain).unwrap();
-            assert!(
-                !s.properties().contains_key("openslide.vendor"),
-                "the built-in reader serves generic TIFF"
-            );
+            assert!(!s.properties().contains_key("openslide.vendor"), "the built-in reader serves generic TIFF");
 
             // Tag 65420 marks a Hamamatsu NDPI file: OpenSlide gets it. This
             // fake lacks NDPI's other tags, so OpenSlide then refuses it,
@@ -561,10 +468,7 @@ mod imp {
             let path = dir.path().join("planar.tiff");
             write_planar_tiff(&path, &level, (32, 32)).unwrap();
             let builtin = crate::TiffSlide::open(&path).unwrap_err();
-            assert!(
-                matches!(builtin, SlideError::Unsupported { .. }),
-                "{builtin:?}"
-            );
+            assert!(matches!(builtin, SlideError::Unsupported { .. }), "{builtin:?}");
             let s = crate::open(&path).unwrap();
             assert_eq!(s.properties()["openslide.vendor"], "generic-tiff");
             let r = s.read_region(0, 20, 30, 50, 40).unwrap();
@@ -580,17 +484,9 @@ mod imp {
             std::fs::write(&p, b"not a slide").unwrap();
             let err = OpenSlideSlide::open(&p).unwrap_err();
             assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
-            assert!(
-                err.to_string().contains("noise.mrxs") && err.to_string().contains("recognises"),
-                "{err}"
-            );
-            let err = OpenSlideSlide::open(dir.path().join("gone.ndpi"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("gone.ndpi") && err.contains("not found"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("noise.mrxs") && err.to_string().contains("recognises"), "{err}");
+            let err = OpenSlideSlide::open(dir.path().join("gone.ndpi")).unwrap_err().to_string();
+            assert!(err.contains("gone.ndpi") && err.contains("not found"), "{err}");
         }
     }
 }

@@ -37,11 +37,7 @@ pub(crate) fn check_region(
         count: levels.len(),
     })?;
     if width == 0 || height == 0 {
-        return Err(SlideError::EmptyRegion {
-            path: path.to_owned(),
-            width,
-            height,
-        });
+        return Err(SlideError::EmptyRegion { path: path.to_owned(), width, height });
     }
     let pixels = width as u64 * height as u64;
     if pixels > MAX_REGION_PIXELS {
@@ -108,8 +104,7 @@ pub(crate) fn assemble(
             for yy in oy0..oy1 {
                 let src = ((yy - ty) as usize * data_w + (ox0 - tx) as usize) * 3;
                 let dst_row = (yy - clip.y0) as usize + clip.out_y as usize;
-                let dst =
-                    dst_row * out_stride + ((ox0 - clip.x0) as usize + clip.out_x as usize) * 3;
+                let dst = dst_row * out_stride + ((ox0 - clip.x0) as usize + clip.out_x as usize) * 3;
                 buf[dst..dst + n].copy_from_slice(&data[src..src + n]);
             }
         }
@@ -123,13 +118,7 @@ mod tests {
     use std::sync::Arc;
 
     fn level() -> Level {
-        Level {
-            width: 5,
-            height: 3,
-            downsample: 1.0,
-            tile_width: 2,
-            tile_height: 2,
-        }
+        Level { width: 5, height: 3, downsample: 1.0, tile_width: 2, tile_height: 2 }
     }
 
     #[test]
@@ -137,41 +126,13 @@ mod tests {
         let p = Path::new("x.svs");
         let ls = [level()];
         let (_, c) = check_region(p, &ls, 0, -2, 1, 4, 4).unwrap();
-        assert_eq!(
-            c,
-            Clip {
-                x0: 0,
-                y0: 1,
-                x1: 2,
-                y1: 3,
-                out_x: 2,
-                out_y: 0
-            }
-        );
-        assert!(matches!(
-            check_region(p, &ls, 0, 5, 0, 1, 1),
-            Err(SlideError::RegionOutside { .. })
-        ));
-        assert!(matches!(
-            check_region(p, &ls, 0, -1, 0, 1, 1),
-            Err(SlideError::RegionOutside { .. })
-        ));
-        assert!(matches!(
-            check_region(p, &ls, 0, 0, 0, 0, 1),
-            Err(SlideError::EmptyRegion { .. })
-        ));
-        assert!(matches!(
-            check_region(p, &ls, 1, 0, 0, 1, 1),
-            Err(SlideError::NoSuchLevel { .. })
-        ));
-        assert!(matches!(
-            check_region(p, &ls, 0, i64::MAX, 0, 1, 1),
-            Err(SlideError::RegionOutside { .. })
-        ));
-        assert!(matches!(
-            check_region(p, &ls, 0, 0, 0, u32::MAX, u32::MAX),
-            Err(SlideError::TooLarge { .. })
-        ));
+        assert_eq!(c, Clip { x0: 0, y0: 1, x1: 2, y1: 3, out_x: 2, out_y: 0 });
+        assert!(matches!(check_region(p, &ls, 0, 5, 0, 1, 1), Err(SlideError::RegionOutside { .. })));
+        assert!(matches!(check_region(p, &ls, 0, -1, 0, 1, 1), Err(SlideError::RegionOutside { .. })));
+        assert!(matches!(check_region(p, &ls, 0, 0, 0, 0, 1), Err(SlideError::EmptyRegion { .. })));
+        assert!(matches!(check_region(p, &ls, 1, 0, 0, 1, 1), Err(SlideError::NoSuchLevel { .. })));
+        assert!(matches!(check_region(p, &ls, 0, i64::MAX, 0, 1, 1), Err(SlideError::RegionOutside { .. })));
+        assert!(matches!(check_region(p, &ls, 0, 0, 0, u32::MAX, u32::MAX), Err(SlideError::TooLarge { .. })));
     }
 
     #[test]

@@ -101,31 +101,13 @@ impl SyntheticSlide {
     /// which fall at level-0 x or y = 960 + 896 k.
     pub fn large() -> Self {
         let patches = vec![
-            Rect {
-                x: 3000,
-                y: 3000,
-                width: 6000,
-                height: 6000,
-            },
-            Rect {
-                x: 22000,
-                y: 14000,
-                width: 2500,
-                height: 3000,
-            },
-            Rect {
-                x: 30000,
-                y: 24000,
-                width: 2000,
-                height: 1500,
-            },
+            Rect { x: 3000, y: 3000, width: 6000, height: 6000 },
+            Rect { x: 22000, y: 14000, width: 2500, height: 3000 },
+            Rect { x: 30000, y: 24000, width: 2000, height: 1500 },
         ];
         let mut figures = Vec::new();
         for i in 0..12 {
-            figures.push((
-                5000.0 + 300.0 * (i % 4) as f64,
-                4000.0 + 350.0 * (i / 4) as f64,
-            ));
+            figures.push((5000.0 + 300.0 * (i % 4) as f64, 4000.0 + 350.0 * (i / 4) as f64));
         }
         figures.extend_from_slice(&[
             (7232.0, 5000.0),
@@ -165,20 +147,13 @@ impl SyntheticSlide {
             return WHITE;
         }
         let r2 = self.figure_radius * self.figure_radius;
-        if self
-            .figures
-            .iter()
-            .any(|&(fx, fy)| (fx - x).powi(2) + (fy - y).powi(2) <= r2)
-        {
+        if self.figures.iter().any(|&(fx, fy)| (fx - x).powi(2) + (fy - y).powi(2) <= r2) {
             return [45, 25, 70];
         }
         // Nuclei: one per 48-px cell, radius 9, jittered.
         let (cx, cy) = ((x / 48.0).floor() as u32, (y / 48.0).floor() as u32);
         let h = hash(cx, cy);
-        let (nx, ny) = (
-            cx as f64 * 48.0 + 12.0 + (h % 24) as f64,
-            cy as f64 * 48.0 + 12.0 + ((h >> 8) % 24) as f64,
-        );
+        let (nx, ny) = (cx as f64 * 48.0 + 12.0 + (h % 24) as f64, cy as f64 * 48.0 + 12.0 + ((h >> 8) % 24) as f64);
         // Noise in 16-px blocks: texture that still compresses.
         let n = (hash(x as u32 / 16, y as u32 / 16) % 12) as u8;
         if (nx - x).powi(2) + (ny - y).powi(2) <= 81.0 {
@@ -191,11 +166,7 @@ impl SyntheticSlide {
     /// Writes the slide as a tiled, deflate-compressed RGB pyramidal TIFF
     /// (one IFD per level, reduced levels flagged), tile by tile.
     pub fn write(&self, path: &Path) -> Result<WriteStats, SlideError> {
-        let tiff_err = |source| SlideError::Tiff {
-            path: path.to_owned(),
-            ifd: 0,
-            source,
-        };
+        let tiff_err = |source| SlideError::Tiff { path: path.to_owned(), ifd: 0, source };
         if self.width == 0
             || self.height == 0
             || self.tile == 0
@@ -209,29 +180,19 @@ impl SyntheticSlide {
                     .into(),
             });
         }
-        let file = File::create(path).map_err(|source| SlideError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = File::create(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })?;
         let mut enc = TiffEncoder::new(BufWriter::new(file)).map_err(tiff_err)?;
         let t = self.tile;
         let compress = |raw: &[u8]| -> Result<Vec<u8>, SlideError> {
             let mut out = Vec::new();
             Deflate::with_level(DeflateLevel::Fast)
                 .write_to(&mut out, raw)
-                .map_err(|source| SlideError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                .map_err(|source| SlideError::Io { path: path.to_owned(), source })?;
             Ok(out)
         };
         let white = compress(&vec![255u8; (t * t * 3) as usize])?;
         let mut white_at: Option<u32> = None;
-        let mut stats = WriteStats {
-            bytes: 0,
-            tiles: 0,
-            tissue_tiles: 0,
-        };
+        let mut stats = WriteStats { bytes: 0, tiles: 0, tissue_tiles: 0 };
         let mut raw = vec![0u8; (t * t * 3) as usize];
         for (i, &ds) in self.downsamples.iter().enumerate() {
             let (w, h) = self.level_size(i);
@@ -271,31 +232,21 @@ impl SyntheticSlide {
                     counts.push(bytes.len() as u32);
                 }
             }
-            dir.write_tag(Tag::NewSubfileType, if i > 0 { 1u32 } else { 0 })
-                .map_err(tiff_err)?;
+            dir.write_tag(Tag::NewSubfileType, if i > 0 { 1u32 } else { 0 }).map_err(tiff_err)?;
             dir.write_tag(Tag::ImageWidth, w).map_err(tiff_err)?;
             dir.write_tag(Tag::ImageLength, h).map_err(tiff_err)?;
-            dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])
-                .map_err(tiff_err)?;
+            dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..]).map_err(tiff_err)?;
             dir.write_tag(Tag::Compression, 8u16).map_err(tiff_err)?;
-            dir.write_tag(Tag::PhotometricInterpretation, 2u16)
-                .map_err(tiff_err)?;
-            dir.write_tag(Tag::SamplesPerPixel, 3u16)
-                .map_err(tiff_err)?;
-            dir.write_tag(Tag::PlanarConfiguration, 1u16)
-                .map_err(tiff_err)?;
+            dir.write_tag(Tag::PhotometricInterpretation, 2u16).map_err(tiff_err)?;
+            dir.write_tag(Tag::SamplesPerPixel, 3u16).map_err(tiff_err)?;
+            dir.write_tag(Tag::PlanarConfiguration, 1u16).map_err(tiff_err)?;
             dir.write_tag(Tag::TileWidth, t).map_err(tiff_err)?;
             dir.write_tag(Tag::TileLength, t).map_err(tiff_err)?;
-            dir.write_tag(Tag::TileOffsets, offsets.as_slice())
-                .map_err(tiff_err)?;
-            dir.write_tag(Tag::TileByteCounts, counts.as_slice())
-                .map_err(tiff_err)?;
+            dir.write_tag(Tag::TileOffsets, offsets.as_slice()).map_err(tiff_err)?;
+            dir.write_tag(Tag::TileByteCounts, counts.as_slice()).map_err(tiff_err)?;
             if self.mpp.is_finite() && self.mpp > 0.0 {
                 // Pixels per cm, to 1/1000.
-                let r = Rational {
-                    n: (10_000_000.0 / self.mpp).round() as u32,
-                    d: 1000,
-                };
+                let r = Rational { n: (10_000_000.0 / self.mpp).round() as u32, d: 1000 };
                 dir.write_tag(Tag::XResolution, &r).map_err(tiff_err)?;
                 dir.write_tag(Tag::YResolution, &r).map_err(tiff_err)?;
                 dir.write_tag(Tag::ResolutionUnit, 3u16).map_err(tiff_err)?;
@@ -303,12 +254,7 @@ impl SyntheticSlide {
             dir.finish().map_err(tiff_err)?;
         }
         drop(enc);
-        stats.bytes = std::fs::metadata(path)
-            .map_err(|source| SlideError::Io {
-                path: path.to_owned(),
-                source,
-            })?
-            .len();
+        stats.bytes = std::fs::metadata(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })?.len();
         Ok(stats)
     }
 }
@@ -326,12 +272,7 @@ mod tests {
             mpp: 0.25,
             tile: 128,
             downsamples: vec![1, 2, 4],
-            patches: vec![Rect {
-                x: 100,
-                y: 100,
-                width: 300,
-                height: 200,
-            }],
+            patches: vec![Rect { x: 100, y: 100, width: 300, height: 200 }],
             figures: vec![(200.0, 200.0)],
             figure_radius: 10.0,
         };
@@ -342,24 +283,10 @@ mod tests {
         let slide = open(&p).unwrap();
         assert_eq!(slide.level_count(), 3);
         assert_eq!(slide.dimensions(2), Some((175, 125)));
-        assert_eq!(
-            (slide.mpp().source, slide.mpp().mpp.get()),
-            (MppSource::TiffResolution, 0.25)
-        );
+        assert_eq!((slide.mpp().source, slide.mpp().mpp.get()), (MppSource::TiffResolution, 0.25));
         let r = slide.read_region(0, 0, 0, 700, 500).unwrap();
-        for (x, y) in [
-            (0, 0),
-            (150, 120),
-            (200, 200),
-            (399, 299),
-            (400, 300),
-            (690, 490),
-        ] {
-            assert_eq!(
-                r.get_pixel(x, y).0,
-                s.pixel(x as f64, y as f64),
-                "({x}, {y})"
-            );
+        for (x, y) in [(0, 0), (150, 120), (200, 200), (399, 299), (400, 300), (690, 490)] {
+            assert_eq!(r.get_pixel(x, y).0, s.pixel(x as f64, y as f64), "({x}, {y})");
         }
         assert_eq!(r.get_pixel(200, 200).0, [45, 25, 70]);
         assert_eq!(r.get_pixel(10, 10).0, WHITE);

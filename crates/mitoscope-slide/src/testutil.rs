@@ -21,24 +21,14 @@ pub(crate) struct TestLevel {
 }
 
 impl TestLevel {
-    pub(crate) fn from_fn(
-        width: u32,
-        height: u32,
-        tile: Option<(u32, u32)>,
-        f: impl Fn(u32, u32) -> [u8; 3],
-    ) -> Self {
+    pub(crate) fn from_fn(width: u32, height: u32, tile: Option<(u32, u32)>, f: impl Fn(u32, u32) -> [u8; 3]) -> Self {
         let mut rgb = Vec::with_capacity((width * height * 3) as usize);
         for y in 0..height {
             for x in 0..width {
                 rgb.extend(f(x, y));
             }
         }
-        Self {
-            width,
-            height,
-            tile,
-            rgb,
-        }
+        Self { width, height, tile, rgb }
     }
 
     fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
@@ -52,11 +42,7 @@ impl TestLevel {
 
 /// Writes `levels` as consecutive IFDs (levels after the first flagged as
 /// reduced-resolution), with `px_per_um` as XResolution in pixels per cm.
-pub(crate) fn write_tiled_tiff(
-    path: &Path,
-    levels: &[TestLevel],
-    px_per_um: Option<f64>,
-) -> tiff::TiffResult<()> {
+pub(crate) fn write_tiled_tiff(path: &Path, levels: &[TestLevel], px_per_um: Option<f64>) -> tiff::TiffResult<()> {
     write_tiled_tiff_with_tags(path, levels, px_per_um, &[])
 }
 
@@ -77,11 +63,7 @@ pub(crate) fn write_tiled_tiff_with_tags(
         for row in 0..l.height.div_ceil(ch) {
             for col in 0..l.width.div_ceil(cw) {
                 // Tiles are stored whole (padded); the last strip is short.
-                let rows = if l.tile.is_some() {
-                    ch
-                } else {
-                    ch.min(l.height - row * ch)
-                };
+                let rows = if l.tile.is_some() { ch } else { ch.min(l.height - row * ch) };
                 let mut bytes = Vec::new();
                 for y in row * ch..row * ch + rows {
                     for x in col * cw..col * cw + cw {
@@ -111,10 +93,7 @@ pub(crate) fn write_tiled_tiff_with_tags(
             dir.write_tag(Tag::StripByteCounts, counts.as_slice())?;
         }
         if let Some(p) = px_per_um {
-            let r = Rational {
-                n: (p * 10_000.0).round() as u32,
-                d: 1,
-            };
+            let r = Rational { n: (p * 10_000.0).round() as u32, d: 1 };
             dir.write_tag(Tag::XResolution, &r)?;
             dir.write_tag(Tag::YResolution, &r)?;
             dir.write_tag(Tag::ResolutionUnit, 3u16)?;
@@ -132,11 +111,7 @@ pub(crate) fn write_tiled_tiff_with_tags(
 /// One tiled level with separate colour planes (PlanarConfiguration 2): all
 /// red tiles, then green, then blue. The built-in reader refuses this layout.
 #[cfg_attr(not(feature = "openslide"), allow(dead_code))]
-pub(crate) fn write_planar_tiff(
-    path: &Path,
-    level: &TestLevel,
-    tile: (u32, u32),
-) -> tiff::TiffResult<()> {
+pub(crate) fn write_planar_tiff(path: &Path, level: &TestLevel, tile: (u32, u32)) -> tiff::TiffResult<()> {
     let mut enc = TiffEncoder::new(BufWriter::new(File::create(path)?))?;
     let mut dir = enc.image_directory()?;
     let (cw, ch) = tile;

@@ -122,22 +122,15 @@ impl TiffSlide {
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Self, SlideError> {
         let path = path.as_ref();
         let ifds = scan_ifds(path)?;
-        let first = ifds.first().ok_or_else(|| SlideError::NoLevels {
-            path: path.to_owned(),
-        })?;
-        let is_aperio = first
-            .description
-            .as_deref()
-            .is_some_and(|d| d.starts_with("Aperio"));
+        let first = ifds.first().ok_or_else(|| SlideError::NoLevels { path: path.to_owned() })?;
+        let is_aperio = first.description.as_deref().is_some_and(|d| d.starts_with("Aperio"));
 
         let mut properties = BTreeMap::new();
         if let Some(d) = &first.description {
             properties.insert("tiff.ImageDescription".to_owned(), d.clone());
         }
         let (level_ifds, associated) = if is_aperio {
-            properties.extend(parse_aperio_description(
-                first.description.as_deref().unwrap_or_default(),
-            ));
+            properties.extend(parse_aperio_description(first.description.as_deref().unwrap_or_default()));
             aperio_layout(&ifds)
         } else {
             (generic_levels(&ifds), Vec::new())
@@ -145,21 +138,16 @@ impl TiffSlide {
         let vendor = if is_aperio { "aperio" } else { "generic-tiff" };
         properties.insert("mitoscope.vendor".into(), vendor.into());
 
-        let base = level_ifds.first().ok_or_else(|| SlideError::NoLevels {
-            path: path.to_owned(),
-        })?;
+        let base = level_ifds.first().ok_or_else(|| SlideError::NoLevels { path: path.to_owned() })?;
         let (w0, h0) = (base.width as f64, base.height as f64);
         let mut levels = Vec::new();
         let mut readers = Vec::new();
         for info in &level_ifds {
-            let layout = info
-                .layout
-                .clone()
-                .map_err(|what| SlideError::Unsupported {
-                    path: path.to_owned(),
-                    ifd: info.index,
-                    what,
-                })?;
+            let layout = info.layout.clone().map_err(|what| SlideError::Unsupported {
+                path: path.to_owned(),
+                ifd: info.index,
+                what,
+            })?;
             let downsample = if levels.is_empty() {
                 1.0
             } else {
@@ -172,26 +160,12 @@ impl TiffSlide {
                 tile_width: info.chunk.0,
                 tile_height: info.chunk.1,
             });
-            readers.push(LevelReader {
-                ifd: info.index,
-                layout,
-                decoder: Mutex::new(decoder_at(path, info.index)?),
-            });
+            readers.push(LevelReader { ifd: info.index, layout, decoder: Mutex::new(decoder_at(path, info.index)?) });
         }
 
-        let objective_power = properties
-            .get("aperio.AppMag")
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        let aperio_mpp = properties
-            .get("aperio.MPP")
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        let mpp = settle_mpp(
-            path,
-            options.mpp_override,
-            aperio_mpp,
-            base.mpp_from_resolution,
-            objective_power,
-        );
+        let objective_power = properties.get("aperio.AppMag").and_then(|v| v.trim().parse::<f64>().ok());
+        let aperio_mpp = properties.get("aperio.MPP").and_then(|v| v.trim().parse::<f64>().ok());
+        let mpp = settle_mpp(path, options.mpp_override, aperio_mpp, base.mpp_from_resolution, objective_power);
 
         Ok(Self {
             path: path.to_owned(),
@@ -238,13 +212,11 @@ impl TiffSlide {
                 source,
             })?
         };
-        let rgb = to_rgb8(decoded, dw as usize, dh as usize, reader.layout).map_err(|what| {
-            SlideError::BadTile {
-                path: self.path.clone(),
-                level,
-                tile: index,
-                what: format!("{what} (IFD {})", reader.ifd),
-            }
+        let rgb = to_rgb8(decoded, dw as usize, dh as usize, reader.layout).map_err(|what| SlideError::BadTile {
+            path: self.path.clone(),
+            level,
+            tile: index,
+            what: format!("{what} (IFD {})", reader.ifd),
         })?;
         let data = Arc::new(rgb);
         lock(&self.cache).insert((level, index), Arc::clone(&data));
@@ -283,11 +255,7 @@ impl Slide for TiffSlide {
                 available: self.associated_names().join(", "),
             });
         };
-        let unsupported = |what: String| SlideError::Unsupported {
-            path: self.path.clone(),
-            ifd: info.index,
-            what,
-        };
+        let unsupported = |what: String| SlideError::Unsupported { path: self.path.clone(), ifd: info.index, what };
         let layout = info.layout.clone().map_err(unsupported)?;
         let pixels = info.width as u64 * info.height as u64;
         if pixels > MAX_ASSOCIATED_PIXELS {
@@ -299,11 +267,7 @@ impl Slide for TiffSlide {
             });
         }
         let mut dec = decoder_at(&self.path, info.index)?;
-        let tiff_err = |source| SlideError::Tiff {
-            path: self.path.clone(),
-            ifd: info.index,
-            source,
-        };
+        let tiff_err = |source| SlideError::Tiff { path: self.path.clone(), ifd: info.index, source };
         let data = dec.read_image().map_err(tiff_err)?;
         let rgb = to_rgb8(data, info.width as usize, info.height as usize, layout)
             .map_err(|what| unsupported(format!("associated image '{name}': {what}")))?;
@@ -311,18 +275,9 @@ impl Slide for TiffSlide {
             .ok_or_else(|| unsupported(format!("associated image '{name}': buffer size mismatch")))
     }
 
-    fn read_region(
-        &self,
-        level: usize,
-        x: i64,
-        y: i64,
-        width: u32,
-        height: u32,
-    ) -> Result<RgbImage, SlideError> {
+    fn read_region(&self, level: usize, x: i64, y: i64, width: u32, height: u32) -> Result<RgbImage, SlideError> {
         let (l, clip) = check_region(&self.path, &self.levels, level, x, y, width, height)?;
-        assemble(&l, clip, width, height, |col, row| {
-            self.tile(level, col, row)
-        })
+        assemble(&l, clip, width, height, |col, row| self.tile(level, col, row))
     }
 }
 
@@ -333,25 +288,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn open_decoder(path: &Path) -> Result<TiffDecoder, SlideError> {
-    let file = File::open(path).map_err(|source| SlideError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    Decoder::new(BufReader::new(file)).map_err(|source| SlideError::Tiff {
-        path: path.to_owned(),
-        ifd: 0,
-        source,
-    })
+    let file = File::open(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })?;
+    Decoder::new(BufReader::new(file)).map_err(|source| SlideError::Tiff { path: path.to_owned(), ifd: 0, source })
 }
 
 fn decoder_at(path: &Path, ifd: usize) -> Result<TiffDecoder, SlideError> {
     let mut dec = open_decoder(path)?;
     if ifd > 0 {
-        dec.seek_to_image(ifd).map_err(|source| SlideError::Tiff {
-            path: path.to_owned(),
-            ifd,
-            source,
-        })?;
+        dec.seek_to_image(ifd).map_err(|source| SlideError::Tiff { path: path.to_owned(), ifd, source })?;
     }
     Ok(dec)
 }
@@ -369,11 +313,7 @@ fn scan_ifds(path: &Path) -> Result<Vec<IfdInfo>, SlideError> {
         if let Err(source) = dec.next_image() {
             // A broken IFD after level 0 (often a vendor extra) should not make
             // the slide unreadable: keep what we have, but say so.
-            tracing::warn!(
-                "{}: stopping at unreadable IFD {}: {source}",
-                path.display(),
-                index + 1
-            );
+            tracing::warn!("{}: stopping at unreadable IFD {}: {source}", path.display(), index + 1);
             break;
         }
     }
@@ -381,68 +321,32 @@ fn scan_ifds(path: &Path) -> Result<Vec<IfdInfo>, SlideError> {
 }
 
 fn ifd_info(path: &Path, dec: &mut TiffDecoder, index: usize) -> Result<IfdInfo, SlideError> {
-    let tiff_err = |source| SlideError::Tiff {
-        path: path.to_owned(),
-        ifd: index,
-        source,
-    };
+    let tiff_err = |source| SlideError::Tiff { path: path.to_owned(), ifd: index, source };
     let (width, height) = dec.dimensions().map_err(tiff_err)?;
     let description = match dec.find_tag(Tag::ImageDescription) {
         Ok(Some(v)) => v.into_string().ok(),
         _ => None,
     };
-    let subfile_type = dec
-        .find_tag_unsigned::<u32>(Tag::NewSubfileType)
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let subfile_type = dec.find_tag_unsigned::<u32>(Tag::NewSubfileType).ok().flatten().unwrap_or(0);
     let tiled = dec.get_chunk_type() == ChunkType::Tile;
     let chunk = dec.chunk_dimensions();
     let layout = ifd_layout(dec, width, height, chunk);
     let mpp_from_resolution = resolution_mpp(dec);
-    Ok(IfdInfo {
-        index,
-        width,
-        height,
-        tiled,
-        chunk,
-        description,
-        subfile_type,
-        layout,
-        mpp_from_resolution,
-    })
+    Ok(IfdInfo { index, width, height, tiled, chunk, description, subfile_type, layout, mpp_from_resolution })
 }
 
 /// Whether this reader can decode the IFD, and its sample layout.
-fn ifd_layout(
-    dec: &mut TiffDecoder,
-    width: u32,
-    height: u32,
-    chunk: (u32, u32),
-) -> Result<Layout, String> {
+fn ifd_layout(dec: &mut TiffDecoder, width: u32, height: u32, chunk: (u32, u32)) -> Result<Layout, String> {
     use tiff::ColorType;
     if width == 0 || height == 0 || chunk.0 == 0 || chunk.1 == 0 {
-        return Err(format!(
-            "empty image or chunk ({width}x{height}, chunk {}x{})",
-            chunk.0, chunk.1
-        ));
+        return Err(format!("empty image or chunk ({width}x{height}, chunk {}x{})", chunk.0, chunk.1));
     }
-    let compression = dec
-        .find_tag_unsigned::<u16>(Tag::Compression)
-        .ok()
-        .flatten()
-        .unwrap_or(1);
+    let compression = dec.find_tag_unsigned::<u16>(Tag::Compression).ok().flatten().unwrap_or(1);
     // 1 none, 5 LZW, 7 JPEG, 8 / 32946 deflate, 32773 PackBits: what `tiff` decodes.
     if !matches!(compression, 1 | 5 | 7 | 8 | 32946 | 32773) {
         return Err(format!("compression {compression}"));
     }
-    if dec
-        .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
-        .ok()
-        .flatten()
-        .unwrap_or(1)
-        != 1
-    {
+    if dec.find_tag_unsigned::<u16>(Tag::PlanarConfiguration).ok().flatten().unwrap_or(1) != 1 {
         return Err("planar (separate) sample configuration".into());
     }
     match dec.colortype() {
@@ -450,9 +354,7 @@ fn ifd_layout(
         Ok(ColorType::RGBA(8)) => Ok(Layout::Rgba),
         Ok(ColorType::Gray(8)) => Ok(Layout::Gray),
         Ok(ColorType::YCbCr(8)) if compression == 7 => Ok(Layout::YCbCr),
-        Ok(other) => Err(format!(
-            "sample layout {other:?} (8-bit RGB, RGBA, gray or JPEG YCbCr expected)"
-        )),
+        Ok(other) => Err(format!("sample layout {other:?} (8-bit RGB, RGBA, gray or JPEG YCbCr expected)")),
         Err(e) => Err(format!("sample layout: {e}")),
     }
 }
@@ -484,11 +386,7 @@ fn aperio_layout(ifds: &[IfdInfo]) -> (Vec<IfdInfo>, Vec<(String, IfdInfo)>) {
             levels.push(info.clone());
             continue;
         }
-        let second_line = info
-            .description
-            .as_deref()
-            .and_then(|d| d.lines().nth(1))
-            .unwrap_or("");
+        let second_line = info.description.as_deref().and_then(|d| d.lines().nth(1)).unwrap_or("");
         let name = if info.index == 1 {
             Some("thumbnail")
         } else if second_line.starts_with("label") {
@@ -499,9 +397,7 @@ fn aperio_layout(ifds: &[IfdInfo]) -> (Vec<IfdInfo>, Vec<(String, IfdInfo)>) {
             None
         };
         match name {
-            Some(n) if !assoc.iter().any(|(m, _): &(String, IfdInfo)| m == n) => {
-                assoc.push((n.to_owned(), info.clone()))
-            }
+            Some(n) if !assoc.iter().any(|(m, _): &(String, IfdInfo)| m == n) => assoc.push((n.to_owned(), info.clone())),
             _ => {}
         }
     }
@@ -511,9 +407,7 @@ fn aperio_layout(ifds: &[IfdInfo]) -> (Vec<IfdInfo>, Vec<(String, IfdInfo)>) {
 /// Generic TIFF: IFD 0 plus every smaller IFD with the same aspect ratio that
 /// is not a transparency mask (NewSubfileType bit 2), largest first.
 fn generic_levels(ifds: &[IfdInfo]) -> Vec<IfdInfo> {
-    let Some(first) = ifds.first() else {
-        return Vec::new();
-    };
+    let Some(first) = ifds.first() else { return Vec::new() };
     let (w0, h0) = (first.width as f64, first.height as f64);
     let mut levels: Vec<IfdInfo> = vec![first.clone()];
     for info in &ifds[1..] {
@@ -522,8 +416,7 @@ fn generic_levels(ifds: &[IfdInfo]) -> Vec<IfdInfo> {
         }
         let (dx, dy) = (w0 / info.width as f64, h0 / info.height as f64);
         // Same pyramid: the two downsamples agree up to rounding of the level size.
-        let same_aspect = ((w0 / dy) - info.width as f64).abs() <= 1.5
-            || ((h0 / dx) - info.height as f64).abs() <= 1.5;
+        let same_aspect = ((w0 / dy) - info.width as f64).abs() <= 1.5 || ((h0 / dx) - info.height as f64).abs() <= 1.5;
         if same_aspect && !levels.iter().any(|l| l.width == info.width) {
             levels.push(info.clone());
         }
@@ -539,10 +432,7 @@ fn settle_mpp(
     resolution_mpp: Option<f64>,
     objective_power: Option<f64>,
 ) -> MppInfo {
-    let stated = [
-        (MppSource::AperioDescription, aperio_mpp),
-        (MppSource::TiffResolution, resolution_mpp),
-    ];
+    let stated = [(MppSource::AperioDescription, aperio_mpp), (MppSource::TiffResolution, resolution_mpp)];
     settle_mpp_from(path, override_mpp, &stated, objective_power)
 }
 
@@ -555,67 +445,33 @@ pub(crate) fn settle_mpp_from(
     stated: &[(MppSource, Option<f64>)],
     objective_power: Option<f64>,
 ) -> MppInfo {
-    let plausible = |mpp: Option<f64>| {
-        mpp.filter(|m| PLAUSIBLE_MPP.contains(m))
-            .and_then(|m| Mpp::new(m).ok())
-    };
+    let plausible = |mpp: Option<f64>| mpp.filter(|m| PLAUSIBLE_MPP.contains(m)).and_then(|m| Mpp::new(m).ok());
     if let Some(mpp) = override_mpp {
-        return MppInfo {
-            mpp,
-            source: MppSource::Override,
-            mpp_guessed: false,
-        };
+        return MppInfo { mpp, source: MppSource::Override, mpp_guessed: false };
     }
     for &(source, value) in stated {
         if let Some(mpp) = plausible(value) {
-            return MppInfo {
-                mpp,
-                source,
-                mpp_guessed: false,
-            };
+            return MppInfo { mpp, source, mpp_guessed: false };
         }
     }
     if let Some(mpp) = plausible(objective_power.filter(|m| *m > 0.0).map(|m| 10.0 / m)) {
-        tracing::warn!(
-            "{}: no resolution stated; guessing {mpp} from the objective magnification",
-            path.display()
-        );
-        return MppInfo {
-            mpp,
-            source: MppSource::Magnification,
-            mpp_guessed: true,
-        };
+        tracing::warn!("{}: no resolution stated; guessing {mpp} from the objective magnification", path.display());
+        return MppInfo { mpp, source: MppSource::Magnification, mpp_guessed: true };
     }
     let mpp = Mpp::new(DEFAULT_GUESS_MPP).unwrap_or(Mpp::ICPR2012_APERIO);
-    tracing::warn!(
-        "{}: no resolution or magnification stated; guessing {mpp}",
-        path.display()
-    );
-    MppInfo {
-        mpp,
-        source: MppSource::Default,
-        mpp_guessed: true,
-    }
+    tracing::warn!("{}: no resolution or magnification stated; guessing {mpp}", path.display());
+    MppInfo { mpp, source: MppSource::Default, mpp_guessed: true }
 }
 
 /// Converts a decoded chunk of `width` x `height` to RGB8.
-fn to_rgb8(
-    data: DecodingResult,
-    width: usize,
-    height: usize,
-    layout: Layout,
-) -> Result<Vec<u8>, String> {
+fn to_rgb8(data: DecodingResult, width: usize, height: usize, layout: Layout) -> Result<Vec<u8>, String> {
     let DecodingResult::U8(v) = data else {
         return Err("decoded samples are not 8-bit".into());
     };
     let n = width * height;
     let expected = n * layout.samples();
     if v.len() < expected {
-        return Err(format!(
-            "expected {width}x{height}x{} = {expected} bytes, found {}",
-            layout.samples(),
-            v.len()
-        ));
+        return Err(format!("expected {width}x{height}x{} = {expected} bytes, found {}", layout.samples(), v.len()));
     }
     Ok(match layout {
         Layout::Rgb => {
@@ -623,17 +479,9 @@ fn to_rgb8(
             v.truncate(expected);
             v
         }
-        Layout::Rgba => v
-            .chunks_exact(4)
-            .take(n)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
+        Layout::Rgba => v.chunks_exact(4).take(n).flat_map(|p| [p[0], p[1], p[2]]).collect(),
         Layout::Gray => v.iter().take(n).flat_map(|&g| [g, g, g]).collect(),
-        Layout::YCbCr => v
-            .chunks_exact(3)
-            .take(n)
-            .flat_map(|p| ycbcr_to_rgb(p[0], p[1], p[2]))
-            .collect(),
+        Layout::YCbCr => v.chunks_exact(3).take(n).flat_map(|p| ycbcr_to_rgb(p[0], p[1], p[2])).collect(),
     })
 }
 
@@ -641,11 +489,7 @@ fn to_rgb8(
 fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
     let (y, cb, cr) = (y as f32, cb as f32 - 128.0, cr as f32 - 128.0);
     let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-    [
-        c(y + 1.402 * cr),
-        c(y - 0.344_136 * cb - 0.714_136 * cr),
-        c(y + 1.772 * cb),
-    ]
+    [c(y + 1.402 * cr), c(y - 0.344_136 * cb - 0.714_136 * cr), c(y + 1.772 * cb)]
 }
 
 #[cfg(test)]
@@ -656,9 +500,7 @@ mod tests {
 
     #[test]
     fn aperio_description_fields() {
-        let p = parse_aperio_description(
-            "Aperio Image Library v11\r\n46000x32914 (240x240) JPEG/RGB Q=30|AppMag = 20|MPP = 0.4990|Date = 12/29/09",
-        );
+        let p = parse_aperio_description("Aperio Image Library v11\r\n46000x32914 (240x240) JPEG/RGB Q=30|AppMag = 20|MPP = 0.4990|Date = 12/29/09");
         assert_eq!(p["aperio.AppMag"], "20");
         assert_eq!(p["aperio.MPP"], "0.4990");
         assert_eq!(p.len(), 3);
@@ -668,26 +510,14 @@ mod tests {
     fn mpp_precedence_and_guess_flag() {
         let p = Path::new("s.tiff");
         let o = Mpp::new(0.3).unwrap();
-        assert_eq!(
-            settle_mpp(p, Some(o), Some(0.5), None, None).source,
-            MppSource::Override
-        );
+        assert_eq!(settle_mpp(p, Some(o), Some(0.5), None, None).source, MppSource::Override);
         let a = settle_mpp(p, None, Some(0.499), Some(0.2), Some(20.0));
-        assert_eq!(
-            (a.mpp.get(), a.source, a.mpp_guessed),
-            (0.499, MppSource::AperioDescription, false)
-        );
-        assert_eq!(
-            settle_mpp(p, None, None, Some(0.2), Some(20.0)).source,
-            MppSource::TiffResolution
-        );
+        assert_eq!((a.mpp.get(), a.source, a.mpp_guessed), (0.499, MppSource::AperioDescription, false));
+        assert_eq!(settle_mpp(p, None, None, Some(0.2), Some(20.0)).source, MppSource::TiffResolution);
         let m = settle_mpp(p, None, None, None, Some(40.0));
         assert_eq!((m.mpp.get(), m.mpp_guessed), (0.25, true));
         let d = settle_mpp(p, None, Some(f64::NAN), None, None);
-        assert_eq!(
-            (d.mpp.get(), d.source, d.mpp_guessed),
-            (DEFAULT_GUESS_MPP, MppSource::Default, true)
-        );
+        assert_eq!((d.mpp.get(), d.source, d.mpp_guessed), (DEFAULT_GUESS_MPP, MppSource::Default, true));
     }
 
     #[test]
@@ -699,22 +529,14 @@ mod tests {
 
     /// Value of pixel (x, y) at `level` in the synthetic pyramids.
     fn px(level: usize, x: u32, y: u32) -> [u8; 3] {
-        [
-            (x % 251) as u8,
-            (y % 241) as u8,
-            (level * 40 + (x / 7 + y / 5) as usize % 40) as u8,
-        ]
+        [(x % 251) as u8, (y % 241) as u8, (level * 40 + (x / 7 + y / 5) as usize % 40) as u8]
     }
 
     fn pyramid(dir: &Path, tiled: bool) -> PathBuf {
         let levels: Vec<TestLevel> = [(300u32, 200u32), (150, 100), (75, 50)]
             .iter()
             .enumerate()
-            .map(|(i, &(w, h))| {
-                TestLevel::from_fn(w, h, if tiled { Some((64, 48)) } else { None }, |x, y| {
-                    px(i, x, y)
-                })
-            })
+            .map(|(i, &(w, h))| TestLevel::from_fn(w, h, if tiled { Some((64, 48)) } else { None }, |x, y| px(i, x, y)))
             .collect();
         let path = dir.join(if tiled { "tiled.tiff" } else { "stripped.tiff" });
         write_tiled_tiff(&path, &levels, Some(4.0)).unwrap();
@@ -733,10 +555,7 @@ mod tests {
             assert_eq!(s.downsample(2), Some(4.0));
             // XResolution 40000 px/cm = 4 px/µm.
             let m = s.mpp();
-            assert_eq!(
-                (m.mpp.get(), m.source, m.mpp_guessed),
-                (0.25, MppSource::TiffResolution, false)
-            );
+            assert_eq!((m.mpp.get(), m.source, m.mpp_guessed), (0.25, MppSource::TiffResolution, false));
             assert!(s.associated_names().is_empty());
             for level in 0..3 {
                 let (lw, lh) = s.dimensions(level).unwrap();
@@ -744,16 +563,10 @@ mod tests {
                 let r = s.read_region(level, 13, 7, 70, 51).unwrap();
                 for (x, y, p) in r.enumerate_pixels() {
                     let (gx, gy) = (x as u64 + 13, y as u64 + 7);
-                    let want = if gx < lw && gy < lh {
-                        px(level, gx as u32, gy as u32)
-                    } else {
-                        [255; 3]
-                    };
+                    let want = if gx < lw && gy < lh { px(level, gx as u32, gy as u32) } else { [255; 3] };
                     assert_eq!(p.0, want, "tiled {tiled} level {level} at ({gx}, {gy})");
                 }
-                let e = s
-                    .read_region(level, lw as i64 - 5, lh as i64 - 3, 10, 10)
-                    .unwrap();
+                let e = s.read_region(level, lw as i64 - 5, lh as i64 - 3, 10, 10).unwrap();
                 assert_eq!(e.get_pixel(4, 2).0, px(level, lw as u32 - 1, lh as u32 - 1));
                 assert_eq!(e.get_pixel(5, 2).0, [255; 3]);
                 assert_eq!(e.get_pixel(4, 3).0, [255; 3]);
@@ -761,18 +574,9 @@ mod tests {
             let err = s.read_region(0, 300, 0, 5, 5).unwrap_err();
             assert!(matches!(err, SlideError::RegionOutside { .. }), "{err}");
             assert!(err.to_string().contains("300x200"), "{err}");
-            assert!(matches!(
-                s.read_region(0, 0, 0, 0, 5),
-                Err(SlideError::EmptyRegion { .. })
-            ));
-            assert!(matches!(
-                s.read_region(3, 0, 0, 1, 1),
-                Err(SlideError::NoSuchLevel { .. })
-            ));
-            assert!(matches!(
-                s.read_associated("label"),
-                Err(SlideError::NoSuchAssociated { .. })
-            ));
+            assert!(matches!(s.read_region(0, 0, 0, 0, 5), Err(SlideError::EmptyRegion { .. })));
+            assert!(matches!(s.read_region(3, 0, 0, 1, 1), Err(SlideError::NoSuchLevel { .. })));
+            assert!(matches!(s.read_associated("label"), Err(SlideError::NoSuchAssociated { .. })));
         }
     }
 
@@ -797,10 +601,7 @@ mod tests {
         let path = pyramid(dir.path(), true);
         let s = TiffSlide::open(&path).unwrap();
         let a = s.read_region(0, 0, 0, 100, 100).unwrap();
-        assert!(
-            lock(&s.cache).len() == 6,
-            "2x3 tiles of 64x48 cover 100x100"
-        );
+        assert!(lock(&s.cache).len() == 6, "2x3 tiles of 64x48 cover 100x100");
         let b = s.read_region(0, 0, 0, 100, 100).unwrap();
         assert_eq!(a, b);
     }

@@ -29,12 +29,7 @@ pub struct TissueParams {
 
 impl Default for TissueParams {
     fn default() -> Self {
-        Self {
-            min_saturation: 12,
-            max_saturation: 40,
-            min_brightness: 30,
-            cleanup_radius: 2,
-        }
+        Self { min_saturation: 12, max_saturation: 40, min_brightness: 30, cleanup_radius: 2 }
     }
 }
 
@@ -53,11 +48,7 @@ impl TissueMask {
     /// on a slide of level-0 resolution `mpp`. Any non-zero value is tissue.
     /// A non-finite or non-positive downsample is taken as 1.
     pub fn from_mask(mask: GrayImage, downsample: f64, mpp: Mpp) -> Self {
-        let downsample = if downsample.is_finite() && downsample > 0.0 {
-            downsample
-        } else {
-            1.0
-        };
+        let downsample = if downsample.is_finite() && downsample > 0.0 { downsample } else { 1.0 };
         let (w, h) = (mask.width() as usize, mask.height() as usize);
         let mut integral = vec![0u64; (w + 1) * (h + 1)];
         for y in 0..h {
@@ -67,12 +58,7 @@ impl TissueMask {
                 integral[(y + 1) * (w + 1) + x + 1] = integral[y * (w + 1) + x + 1] + row;
             }
         }
-        Self {
-            mask,
-            downsample,
-            mpp,
-            integral,
-        }
+        Self { mask, downsample, mpp, integral }
     }
 
     /// The mask (255 tissue, 0 background).
@@ -87,22 +73,13 @@ impl TissueMask {
 
     /// Number of tissue pixels in the mask.
     pub fn tissue_pixels(&self) -> u64 {
-        self.count(
-            0,
-            0,
-            self.mask.width() as usize,
-            self.mask.height() as usize,
-        )
+        self.count(0, 0, self.mask.width() as usize, self.mask.height() as usize)
     }
 
     /// Fraction of the mask that is tissue.
     pub fn tissue_fraction(&self) -> f64 {
         let all = self.mask.width() as u64 * self.mask.height() as u64;
-        if all == 0 {
-            0.0
-        } else {
-            self.tissue_pixels() as f64 / all as f64
-        }
+        if all == 0 { 0.0 } else { self.tissue_pixels() as f64 / all as f64 }
     }
 
     /// Tissue area in mm²: tissue pixels times the level-0 area of a mask pixel.
@@ -117,9 +94,7 @@ impl TissueMask {
         if !(x >= 0.0 && y >= 0.0) {
             return false;
         }
-        self.mask
-            .get_pixel_checked(x as u32, y as u32)
-            .is_some_and(|v| v[0] != 0)
+        self.mask.get_pixel_checked(x as u32, y as u32).is_some_and(|v| v[0] != 0)
     }
 
     /// Fraction of the level-0 rectangle `[x, x + width) x [y, y + height)`
@@ -157,15 +132,10 @@ pub fn saturation(img: &RgbImage) -> GrayImage {
         .chunks_exact(3)
         .map(|p| {
             let (mx, mn) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
-            if mx == 0 {
-                0
-            } else {
-                ((mx - mn) as u32 * 255 / mx as u32) as u8
-            }
+            if mx == 0 { 0 } else { ((mx - mn) as u32 * 255 / mx as u32) as u8 }
         })
         .collect();
-    GrayImage::from_raw(img.width(), img.height(), data)
-        .unwrap_or_else(|| GrayImage::new(img.width(), img.height()))
+    GrayImage::from_raw(img.width(), img.height(), data).unwrap_or_else(|| GrayImage::new(img.width(), img.height()))
 }
 
 /// Finds tissue on `img`, an image whose pixels are `downsample` level-0
@@ -179,18 +149,11 @@ pub fn saturation(img: &RgbImage) -> GrayImage {
 pub fn tissue_mask(img: &RgbImage, downsample: f64, mpp: Mpp, params: &TissueParams) -> TissueMask {
     let sat = saturation(img);
     let otsu = imageproc::contrast::otsu_level(&sat);
-    let cut = otsu.clamp(
-        params.min_saturation,
-        params.max_saturation.max(params.min_saturation),
-    );
+    let cut = otsu.clamp(params.min_saturation, params.max_saturation.max(params.min_saturation));
     let mut mask = GrayImage::new(img.width(), img.height());
     for ((m, s), p) in mask.pixels_mut().zip(sat.pixels()).zip(img.pixels()) {
         let bright = p[0].max(p[1]).max(p[2]);
-        *m = Luma([if s[0] > cut && bright >= params.min_brightness {
-            255
-        } else {
-            0
-        }]);
+        *m = Luma([if s[0] > cut && bright >= params.min_brightness { 255 } else { 0 }]);
     }
     if params.cleanup_radius > 0 {
         // Close first: at thumbnail scale stroma is thin fibres with glass

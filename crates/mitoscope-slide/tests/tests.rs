@@ -21,9 +21,7 @@ fn cmu_with_corrupt_tile(dir: &Path, tmp: &Path, fill: u8) -> PathBuf {
     let mut bytes = std::fs::read(cmu(dir)).unwrap();
     let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
     let offsets = dec.get_tag_u64_vec(tiff::tags::Tag::TileOffsets).unwrap();
-    let counts = dec
-        .get_tag_u64_vec(tiff::tags::Tag::TileByteCounts)
-        .unwrap();
+    let counts = dec.get_tag_u64_vec(tiff::tags::Tag::TileByteCounts).unwrap();
     let (o, n) = (offsets[3] as usize, counts[3] as usize);
     bytes[o + 2..o + n].fill(fill);
     let p = tmp.join("bad-tile.svs");
@@ -38,20 +36,11 @@ fn fixture(dir: &Path, name: &str) -> PathBuf {
 /// Mean absolute difference per channel between `small` and `big` box-averaged
 /// down to `small`'s size.
 fn mean_abs_diff_downsampled(big: &RgbImage, small: &RgbImage) -> f64 {
-    let (sx, sy) = (
-        big.width() as f64 / small.width() as f64,
-        big.height() as f64 / small.height() as f64,
-    );
+    let (sx, sy) = (big.width() as f64 / small.width() as f64, big.height() as f64 / small.height() as f64);
     let mut total = 0.0;
     for (x, y, p) in small.enumerate_pixels() {
-        let (x0, x1) = (
-            (x as f64 * sx) as u32,
-            (((x + 1) as f64 * sx) as u32).min(big.width()),
-        );
-        let (y0, y1) = (
-            (y as f64 * sy) as u32,
-            (((y + 1) as f64 * sy) as u32).min(big.height()),
-        );
+        let (x0, x1) = ((x as f64 * sx) as u32, (((x + 1) as f64 * sx) as u32).min(big.width()));
+        let (y0, y1) = ((y as f64 * sy) as u32, (((y + 1) as f64 * sy) as u32).min(big.height()));
         let mut acc = [0.0f64; 3];
         let mut n = 0.0;
         for yy in y0..y1.max(y0 + 1) {
@@ -81,35 +70,20 @@ fn cmu_aperio_metadata_and_associated_images() {
     assert_eq!((l.tile_width, l.tile_height, l.downsample), (240, 240, 1.0));
     let m = s.mpp();
     assert!((m.mpp.get() - 0.499).abs() < 1e-3, "{m:?}");
-    assert_eq!(
-        (m.source, m.mpp_guessed),
-        (MppSource::AperioDescription, false)
-    );
+    assert_eq!((m.source, m.mpp_guessed), (MppSource::AperioDescription, false));
     assert_eq!(s.objective_power(), Some(20.0));
     assert_eq!(s.properties()["aperio.AppMag"], "20");
     assert_eq!(s.associated_names(), ["thumbnail", "label", "macro"]);
-    assert_eq!(
-        s.read_associated("thumbnail").unwrap().dimensions(),
-        (574, 768)
-    );
+    assert_eq!(s.read_associated("thumbnail").unwrap().dimensions(), (574, 768));
     assert_eq!(s.read_associated("label").unwrap().dimensions(), (387, 463));
     let mac = s.read_associated("macro").unwrap();
     assert_eq!(mac.dimensions(), (1280, 431));
     let err = s.read_associated("overview").unwrap_err().to_string();
     assert!(err.contains("thumbnail, label, macro"), "{err}");
     // An override wins and is not a guess.
-    let o = open_with(
-        cmu(&dir),
-        &OpenOptions {
-            mpp_override: Some(Mpp::new(0.25).unwrap()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        (o.mpp().mpp.get(), o.mpp().source, o.mpp().mpp_guessed),
-        (0.25, MppSource::Override, false)
-    );
+    let o = open_with(cmu(&dir), &OpenOptions { mpp_override: Some(Mpp::new(0.25).unwrap()), ..Default::default() })
+        .unwrap();
+    assert_eq!((o.mpp().mpp.get(), o.mpp().source, o.mpp().mpp_guessed), (0.25, MppSource::Override, false));
 }
 
 #[test]
@@ -126,10 +100,7 @@ fn cmu_level0_matches_its_thumbnail_and_colours_are_rgb() {
     assert!(mirrored > 3.0 * d, "mirrored {mirrored} vs {d}");
     // Top-left is glass: near white, not tinted (a YCbCr mix-up turns it green/magenta).
     let p = full.get_pixel(200, 200).0;
-    assert!(
-        p.iter().all(|&c| c > 215) && p.iter().max().unwrap() - p.iter().min().unwrap() < 20,
-        "{p:?}"
-    );
+    assert!(p.iter().all(|&c| c > 215) && p.iter().max().unwrap() - p.iter().min().unwrap() < 20, "{p:?}");
     // A region straddling tile corners equals the same crop of the full read.
     let r = s.read_region(0, 230, 470, 300, 50).unwrap();
     for (x, y, q) in r.enumerate_pixels() {
@@ -150,26 +121,10 @@ fn cmu_edges_pad_white_and_outside_is_an_error() {
     let err = s.read_region(0, 2220, 0, 10, 10).unwrap_err();
     assert!(matches!(err, SlideError::RegionOutside { .. }));
     let msg = err.to_string();
-    assert!(
-        msg.contains("CMU-1-Small-Region.svs") && msg.contains("2220x2967"),
-        "{msg}"
-    );
-    assert!(matches!(
-        s.read_region(0, 0, 0, 10, 0),
-        Err(SlideError::EmptyRegion { .. })
-    ));
-    assert!(matches!(
-        s.read_region(1, 0, 0, 10, 10),
-        Err(SlideError::NoSuchLevel {
-            level: 1,
-            count: 1,
-            ..
-        })
-    ));
-    assert!(matches!(
-        s.read_region(0, 0, 0, 1 << 20, 1 << 20),
-        Err(SlideError::TooLarge { .. })
-    ));
+    assert!(msg.contains("CMU-1-Small-Region.svs") && msg.contains("2220x2967"), "{msg}");
+    assert!(matches!(s.read_region(0, 0, 0, 10, 0), Err(SlideError::EmptyRegion { .. })));
+    assert!(matches!(s.read_region(1, 0, 0, 10, 10), Err(SlideError::NoSuchLevel { level: 1, count: 1, .. })));
+    assert!(matches!(s.read_region(0, 0, 0, 1 << 20, 1 << 20), Err(SlideError::TooLarge { .. })));
 }
 
 #[test]
@@ -182,55 +137,20 @@ fn cmu_tissue_mask_on_thumbnail() {
     let f = t.tissue_fraction();
     assert!((0.2..0.7).contains(&f), "tissue fraction {f}");
     // Thumbnail points (looked at): glass vs the tissue strip.
-    for (x, y) in [
-        (100.0, 100.0),
-        (520.0, 100.0),
-        (60.0, 500.0),
-        (540.0, 400.0),
-    ] {
-        assert!(
-            !t.contains(Point::new(x * ds, y * ds)),
-            "background at thumbnail ({x}, {y})"
-        );
+    for (x, y) in [(100.0, 100.0), (520.0, 100.0), (60.0, 500.0), (540.0, 400.0)] {
+        assert!(!t.contains(Point::new(x * ds, y * ds)), "background at thumbnail ({x}, {y})");
     }
-    for (x, y) in [
-        (270.0, 400.0),
-        (200.0, 700.0),
-        (300.0, 250.0),
-        (250.0, 600.0),
-    ] {
-        assert!(
-            t.contains(Point::new(x * ds, y * ds)),
-            "tissue at thumbnail ({x}, {y})"
-        );
+    for (x, y) in [(270.0, 400.0), (200.0, 700.0), (300.0, 250.0), (250.0, 600.0)] {
+        assert!(t.contains(Point::new(x * ds, y * ds)), "tissue at thumbnail ({x}, {y})");
     }
     // Area: the fraction of the 2220x2967 px region at 0.499 µm/px (1.64 mm²).
     let slide_mm2 = s.mpp().mpp.area_mm2(2220.0, 2967.0);
-    assert!(
-        (t.area_mm2() - f * slide_mm2).abs() < 0.02 * slide_mm2,
-        "{} vs {}",
-        t.area_mm2(),
-        f * slide_mm2
-    );
+    assert!((t.area_mm2() - f * slide_mm2).abs() < 0.02 * slide_mm2, "{} vs {}", t.area_mm2(), f * slide_mm2);
 
     // The summary on this slide: a 2 mm² window does not fit 1.1 mm wide, so it is clipped.
-    let pts = [
-        Point::new(1000.0, 1500.0),
-        Point::new(1100.0, 1600.0),
-        Point::new(50.0, 50.0),
-    ];
-    let sum = summarize(
-        &pts,
-        s.mpp().mpp,
-        (2220.0, 2967.0),
-        &HotspotParams::default(),
-        Some(&t),
-    )
-    .unwrap();
-    assert_eq!(
-        sum.count, 2,
-        "the glass detection at (50, 50) is not counted"
-    );
+    let pts = [Point::new(1000.0, 1500.0), Point::new(1100.0, 1600.0), Point::new(50.0, 50.0)];
+    let sum = summarize(&pts, s.mpp().mpp, (2220.0, 2967.0), &HotspotParams::default(), Some(&t)).unwrap();
+    assert_eq!(sum.count, 2, "the glass detection at (50, 50) is not counted");
     assert_eq!(sum.hotspot.count, 2);
     assert_eq!(sum.hotspot.width, 2220.0);
     assert!(sum.hotspot.area_mm2 < 2.0);
@@ -241,10 +161,7 @@ fn cmu_tissue_mask_on_thumbnail() {
 fn small_svs() {
     let dir = mitoscope_testdata::require_data!("wsi");
     let s = open(fixture(&dir, "small.svs")).unwrap();
-    assert_eq!(
-        (s.vendor(), s.level_count(), s.dimensions(0)),
-        ("aperio", 1, Some((16, 16)))
-    );
+    assert_eq!((s.vendor(), s.level_count(), s.dimensions(0)), ("aperio", 1, Some((16, 16))));
     assert!((s.mpp().mpp.get() - 0.499).abs() < 1e-3);
     assert_eq!(s.associated_names(), ["thumbnail"]);
     let r = s.read_region(0, 0, 0, 16, 16).unwrap();
@@ -259,9 +176,7 @@ fn boxes_tiff_pyramid_matches_png() {
     let dir = mitoscope_testdata::require_data!("wsi");
     let s = open(fixture(&dir, "boxes.tiff")).unwrap();
     assert_eq!(s.vendor(), "generic-tiff");
-    let dims: Vec<_> = (0..s.level_count())
-        .map(|l| s.dimensions(l).unwrap())
-        .collect();
+    let dims: Vec<_> = (0..s.level_count()).map(|l| s.dimensions(l).unwrap()).collect();
     assert_eq!(dims, [(300, 250), (150, 125), (75, 62), (37, 31)]);
     assert_eq!(s.downsample(1), Some(2.0));
     assert!((s.downsample(3).unwrap() - 8.086).abs() < 1e-3);
@@ -271,28 +186,16 @@ fn boxes_tiff_pyramid_matches_png() {
     assert!(s.mpp().mpp_guessed);
     let want = image::open(fixture(&dir, "boxes.png")).unwrap().to_rgb8();
     let got = s.read_region(0, 0, 0, 300, 250).unwrap();
-    let worst = got
-        .pixels()
-        .zip(want.pixels())
-        .flat_map(|(a, b)| (0..3).map(move |c| a[c].abs_diff(b[c])))
-        .max();
+    let worst = got.pixels().zip(want.pixels()).flat_map(|(a, b)| (0..3).map(move |c| a[c].abs_diff(b[c]))).max();
     assert_eq!(worst, Some(0), "boxes.tiff level 0 differs from boxes.png");
     // Every level: crops equal the same part of a whole-level read.
     for level in 0..s.level_count() {
         let (w, h) = s.dimensions(level).unwrap();
         let whole = s.read_region(level, 0, 0, w as u32, h as u32).unwrap();
-        for (x, y, cw, ch) in [
-            (0, 0, 7, 5),
-            (w / 3, h / 4, (w / 2) as u32, (h / 2) as u32),
-            (w - 3, h - 2, 3, 2),
-        ] {
+        for (x, y, cw, ch) in [(0, 0, 7, 5), (w / 3, h / 4, (w / 2) as u32, (h / 2) as u32), (w - 3, h - 2, 3, 2)] {
             let r = s.read_region(level, x as i64, y as i64, cw, ch).unwrap();
             for (i, j, p) in r.enumerate_pixels() {
-                assert_eq!(
-                    p,
-                    whole.get_pixel(x as u32 + i, y as u32 + j),
-                    "level {level}"
-                );
+                assert_eq!(p, whole.get_pixel(x as u32 + i, y as u32 + j), "level {level}");
             }
         }
     }
@@ -308,10 +211,7 @@ fn dicom_is_a_clear_unsupported_error() {
             // Debian's OpenSlide 3.4.1 has no DICOM reader; the error says so.
             assert!(err.contains("openslide") && err.contains("DICOM"), "{err}");
         } else {
-            assert!(
-                err.contains("DICOM") && err.contains("--features openslide"),
-                "{err}"
-            );
+            assert!(err.contains("DICOM") && err.contains("--features openslide"), "{err}");
         }
     }
 }
@@ -321,37 +221,18 @@ fn unreadable_svs_opens_but_reading_names_file_and_tile() {
     let dir = mitoscope_testdata::require_data!("wsi");
     let s = open(fixture(&dir, "unreadable.svs")).unwrap();
     let err = s.read_region(0, 0, 0, 16, 16).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SlideError::Tile {
-                level: 0,
-                tile: 0,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, SlideError::Tile { level: 0, tile: 0, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("unreadable.svs") && msg.contains("level 0 tile 0"),
-        "{msg}"
-    );
+    assert!(msg.contains("unreadable.svs") && msg.contains("level 0 tile 0"), "{msg}");
     let err = s.read_associated("thumbnail").unwrap_err().to_string();
-    assert!(
-        err.contains("unreadable.svs") && err.contains("IFD 1"),
-        "{err}"
-    );
+    assert!(err.contains("unreadable.svs") && err.contains("IFD 1"), "{err}");
 }
 
 #[test]
 fn unopenable_tiff_fails_on_open() {
     let dir = mitoscope_testdata::require_data!("wsi");
     let err = open(fixture(&dir, "unopenable.tiff")).unwrap_err();
-    assert!(
-        matches!(err, SlideError::Unsupported { ifd: 0, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SlideError::Unsupported { ifd: 0, .. }), "{err:?}");
     assert!(err.to_string().contains("unopenable.tiff"), "{err}");
 }
 
@@ -361,12 +242,7 @@ fn truncated_and_garbage_files_fail_cleanly() {
     let bytes = std::fs::read(cmu(&dir)).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     // The Aperio IFDs sit at the end of the file: cut, they are gone.
-    for (name, len) in [
-        ("half.svs", bytes.len() / 2),
-        ("header.svs", 8),
-        ("four.svs", 4),
-        ("empty.svs", 0),
-    ] {
+    for (name, len) in [("half.svs", bytes.len() / 2), ("header.svs", 8), ("four.svs", 4), ("empty.svs", 0)] {
         let p = tmp.path().join(name);
         std::fs::write(&p, &bytes[..len]).unwrap();
         let err = open(&p).map(|_| ()).unwrap_err().to_string();
@@ -378,14 +254,9 @@ fn truncated_and_garbage_files_fail_cleanly() {
     if cfg!(feature = "openslide") {
         assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
     } else {
-        assert!(
-            matches!(err, SlideError::UnsupportedFormat { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SlideError::UnsupportedFormat { .. }), "{err:?}");
     }
-    let err = open(tmp.path().join("missing.svs"))
-        .map(|_| ())
-        .unwrap_err();
+    let err = open(tmp.path().join("missing.svs")).map(|_| ()).unwrap_err();
     assert!(matches!(err, SlideError::Io { .. }) && err.to_string().contains("missing.svs"));
 }
 
@@ -395,23 +266,9 @@ fn corrupt_tile_fails_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let p = cmu_with_corrupt_tile(&dir, tmp.path(), 0);
     let s = open(&p).unwrap();
-    assert!(
-        s.read_region(0, 0, 0, 720, 240).is_ok(),
-        "tiles 0-2 are intact"
-    );
+    assert!(s.read_region(0, 0, 0, 720, 240).is_ok(), "tiles 0-2 are intact");
     let err = s.read_region(0, 700, 100, 50, 50).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SlideError::Tile {
-                tile: 3,
-                col: 3,
-                row: 0,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, SlideError::Tile { tile: 3, col: 3, row: 0, .. }), "{err:?}");
     assert!(err.to_string().contains("bad-tile.svs"), "{err}");
 }
 
@@ -420,17 +277,12 @@ fn openslide_open_with_needs_the_feature() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("x.mrxs");
     std::fs::write(&p, b"[GENERAL]\n").unwrap();
-    let err = mitoscope_slide::openslide::open_with(&p, &OpenOptions::default())
-        .map(|_| ())
-        .unwrap_err();
+    let err = mitoscope_slide::openslide::open_with(&p, &OpenOptions::default()).map(|_| ()).unwrap_err();
     assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("x.mrxs"), "{msg}");
     if !cfg!(feature = "openslide") {
-        assert!(
-            msg.contains("--features openslide") && msg.contains("libopenslide-dev"),
-            "{msg}"
-        );
+        assert!(msg.contains("--features openslide") && msg.contains("libopenslide-dev"), "{msg}");
     }
 }
 
@@ -446,10 +298,7 @@ mod through_openslide {
     /// Per-channel absolute differences of two images of the same size.
     fn channel_diffs(a: &RgbImage, b: &RgbImage) -> Vec<u8> {
         assert_eq!(a.dimensions(), b.dimensions());
-        a.pixels()
-            .zip(b.pixels())
-            .flat_map(|(p, q)| (0..3).map(move |c| p[c].abs_diff(q[c])))
-            .collect()
+        a.pixels().zip(b.pixels()).flat_map(|(p, q)| (0..3).map(move |c| p[c].abs_diff(q[c]))).collect()
     }
 
     /// Asserts two decodes of the same JPEG tiles agree up to decoder rounding
@@ -458,10 +307,7 @@ mod through_openslide {
         let d = channel_diffs(a, b);
         let mean = d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64;
         let max = d.iter().copied().max().unwrap_or(0);
-        assert!(
-            max <= 4 && mean < 0.1,
-            "{what}: OpenSlide vs built-in differ by max {max}, mean {mean}"
-        );
+        assert!(max <= 4 && mean < 0.1, "{what}: OpenSlide vs built-in differ by max {max}, mean {mean}");
     }
 
     #[test]
@@ -475,11 +321,7 @@ mod through_openslide {
         assert_eq!(os.properties()["openslide.vendor"], "aperio");
         assert_eq!(os.properties()["aperio.AppMag"], "20");
         assert_eq!(os.level_count(), ours.level_count());
-        assert_eq!(
-            os.levels(),
-            ours.levels(),
-            "dimensions, downsamples and tile sizes"
-        );
+        assert_eq!(os.levels(), ours.levels(), "dimensions, downsamples and tile sizes");
         assert_eq!(os.dimensions(0), Some((2220, 2967)));
         let (m, n) = (os.mpp(), ours.mpp());
         assert!((m.mpp.get() - n.mpp.get()).abs() < 1e-9, "{m:?} vs {n:?}");
@@ -487,68 +329,30 @@ mod through_openslide {
         assert_eq!(os.objective_power(), Some(20.0));
         let o = OpenSlideSlide::open_with(
             cmu(&dir),
-            &OpenOptions {
-                mpp_override: Some(Mpp::new(0.25).unwrap()),
-                ..Default::default()
-            },
+            &OpenOptions { mpp_override: Some(Mpp::new(0.25).unwrap()), ..Default::default() },
         )
         .unwrap();
-        assert_eq!(
-            (o.mpp().mpp.get(), o.mpp().source),
-            (0.25, MppSource::Override)
-        );
+        assert_eq!((o.mpp().mpp.get(), o.mpp().source), (0.25, MppSource::Override));
 
         // Regions: one straddling tile corners, one in the middle, the whole level.
-        for (x, y, w, h) in [
-            (230, 470, 300, 50),
-            (1000, 1000, 512, 512),
-            (0, 0, 2220, 2967),
-        ] {
+        for (x, y, w, h) in [(230, 470, 300, 50), (1000, 1000, 512, 512), (0, 0, 2220, 2967)] {
             let a = os.read_region(0, x, y, w, h).unwrap();
             let b = ours.read_region(0, x, y, w, h).unwrap();
             assert_close(&a, &b, &format!("region {w}x{h} at ({x}, {y})"));
         }
         // Edges pad white as in the built-in reader; the same errors.
         let r = os.read_region(0, 2200, 2950, 40, 40).unwrap();
-        assert_eq!(
-            (r.dimensions(), r.get_pixel(25, 5).0, r.get_pixel(5, 25).0),
-            ((40, 40), [255; 3], [255; 3])
-        );
-        assert_close(
-            &r,
-            &ours.read_region(0, 2200, 2950, 40, 40).unwrap(),
-            "bottom-right corner",
-        );
+        assert_eq!((r.dimensions(), r.get_pixel(25, 5).0, r.get_pixel(5, 25).0), ((40, 40), [255; 3], [255; 3]));
+        assert_close(&r, &ours.read_region(0, 2200, 2950, 40, 40).unwrap(), "bottom-right corner");
         let r = os.read_region(0, -10, -10, 20, 20).unwrap();
         assert_eq!(r.get_pixel(0, 0).0, [255; 3]);
-        assert_close(
-            &r,
-            &ours.read_region(0, -10, -10, 20, 20).unwrap(),
-            "top-left corner",
-        );
+        assert_close(&r, &ours.read_region(0, -10, -10, 20, 20).unwrap(), "top-left corner");
         let err = os.read_region(0, 2220, 0, 10, 10).unwrap_err();
         assert!(matches!(err, SlideError::RegionOutside { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("CMU-1-Small-Region.svs")
-                && err.to_string().contains("2220x2967"),
-            "{err}"
-        );
-        assert!(matches!(
-            os.read_region(0, 0, 0, 10, 0),
-            Err(SlideError::EmptyRegion { .. })
-        ));
-        assert!(matches!(
-            os.read_region(1, 0, 0, 10, 10),
-            Err(SlideError::NoSuchLevel {
-                level: 1,
-                count: 1,
-                ..
-            })
-        ));
-        assert!(matches!(
-            os.read_region(0, 0, 0, 1 << 20, 1 << 20),
-            Err(SlideError::TooLarge { .. })
-        ));
+        assert!(err.to_string().contains("CMU-1-Small-Region.svs") && err.to_string().contains("2220x2967"), "{err}");
+        assert!(matches!(os.read_region(0, 0, 0, 10, 0), Err(SlideError::EmptyRegion { .. })));
+        assert!(matches!(os.read_region(1, 0, 0, 10, 10), Err(SlideError::NoSuchLevel { level: 1, count: 1, .. })));
+        assert!(matches!(os.read_region(0, 0, 0, 1 << 20, 1 << 20), Err(SlideError::TooLarge { .. })));
 
         // Associated images: the same three (OpenSlide lists them sorted).
         let mut names = os.associated_names();
@@ -560,11 +364,7 @@ mod through_openslide {
             assert_close(&a, &b, name);
         }
         let err = os.read_associated("overview").unwrap_err();
-        assert!(
-            matches!(err, SlideError::NoSuchAssociated { .. })
-                && err.to_string().contains("thumbnail"),
-            "{err}"
-        );
+        assert!(matches!(err, SlideError::NoSuchAssociated { .. }) && err.to_string().contains("thumbnail"), "{err}");
     }
 
     #[test]
@@ -573,9 +373,7 @@ mod through_openslide {
         let os = OpenSlideSlide::open(fixture(&dir, "boxes.tiff")).unwrap();
         let ours = open(fixture(&dir, "boxes.tiff")).unwrap();
         assert_eq!(os.vendor(), "generic-tiff");
-        let dims: Vec<_> = (0..os.level_count())
-            .map(|l| os.dimensions(l).unwrap())
-            .collect();
+        let dims: Vec<_> = (0..os.level_count()).map(|l| os.dimensions(l).unwrap()).collect();
         assert_eq!(dims, [(300, 250), (150, 125), (75, 62), (37, 31)]);
         for level in 0..4 {
             assert!((os.downsample(level).unwrap() - ours.downsample(level).unwrap()).abs() < 1e-9);
@@ -583,12 +381,7 @@ mod through_openslide {
         // Its 72 dpi resolution is implausible for a slide: guessed by both.
         assert!(os.mpp().mpp_guessed && ours.mpp().mpp_guessed);
         let want = image::open(fixture(&dir, "boxes.png")).unwrap().to_rgb8();
-        assert_eq!(
-            channel_diffs(&os.read_region(0, 0, 0, 300, 250).unwrap(), &want)
-                .iter()
-                .max(),
-            Some(&0)
-        );
+        assert_eq!(channel_diffs(&os.read_region(0, 0, 0, 300, 250).unwrap(), &want).iter().max(), Some(&0));
         // Lossless tiles: whole levels agree exactly; so do crops on the
         // integer-downsample levels (on the others OpenSlide's level-0
         // addressing puts the crop a fraction of a pixel off).
@@ -606,10 +399,7 @@ mod through_openslide {
         }
 
         let s = OpenSlideSlide::open(fixture(&dir, "small.svs")).unwrap();
-        assert_eq!(
-            (s.vendor(), s.level_count(), s.dimensions(0)),
-            ("aperio", 1, Some((16, 16)))
-        );
+        assert_eq!((s.vendor(), s.level_count(), s.dimensions(0)), ("aperio", 1, Some((16, 16))));
         assert!((s.mpp().mpp.get() - 0.499).abs() < 1e-3);
         assert_eq!(s.associated_names(), ["thumbnail"]);
         let ours = open(fixture(&dir, "small.svs")).unwrap();
@@ -629,41 +419,25 @@ mod through_openslide {
             let err = s.read_region(0, 0, 0, 16, 16).unwrap_err();
             assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
             let msg = err.to_string();
-            assert!(
-                msg.contains("unreadable.svs") && msg.contains("level 0 region 16x16 at (0, 0)"),
-                "{msg}"
-            );
+            assert!(msg.contains("unreadable.svs") && msg.contains("level 0 region 16x16 at (0, 0)"), "{msg}");
         }
         let err = s.read_associated("thumbnail").unwrap_err().to_string();
-        assert!(
-            err.contains("unreadable.svs") && err.contains("associated image 'thumbnail'"),
-            "{err}"
-        );
+        assert!(err.contains("unreadable.svs") && err.contains("associated image 'thumbnail'"), "{err}");
 
         // Unsupported compression: fails on open.
         let err = OpenSlideSlide::open(fixture(&dir, "unopenable.tiff")).unwrap_err();
         assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("unopenable.tiff") && msg.to_lowercase().contains("compression"),
-            "{msg}"
-        );
+        assert!(msg.contains("unopenable.tiff") && msg.to_lowercase().contains("compression"), "{msg}");
 
         // Cut and empty copies of a real slide: errors, never panics.
         let bytes = std::fs::read(cmu(&dir)).unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        for (name, len) in [
-            ("half.svs", bytes.len() / 2),
-            ("header.svs", 8),
-            ("empty.svs", 0),
-        ] {
+        for (name, len) in [("half.svs", bytes.len() / 2), ("header.svs", 8), ("empty.svs", 0)] {
             let p = tmp.path().join(name);
             std::fs::write(&p, &bytes[..len]).unwrap();
             let err = OpenSlideSlide::open(&p).unwrap_err();
-            assert!(
-                matches!(err, SlideError::OpenSlide { .. }) && err.to_string().contains(name),
-                "{err:?}"
-            );
+            assert!(matches!(err, SlideError::OpenSlide { .. }) && err.to_string().contains(name), "{err:?}");
         }
     }
 
@@ -677,10 +451,7 @@ mod through_openslide {
         let good = s.read_region(0, 0, 0, 720, 240).unwrap();
         let err = s.read_region(0, 700, 100, 50, 50).unwrap_err();
         assert!(matches!(err, SlideError::OpenSlide { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("bad-tile.svs") && err.to_string().contains("level 0"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("bad-tile.svs") && err.to_string().contains("level 0"), "{err}");
         // OpenSlide refuses every call on a handle after an error; the slide
         // reopened it, so the intact tiles still read.
         assert_eq!(s.read_region(0, 0, 0, 720, 240).unwrap(), good);
@@ -691,16 +462,11 @@ mod through_openslide {
         let dir = mitoscope_testdata::require_data!("wsi");
         let s = OpenSlideSlide::open(cmu(&dir)).unwrap();
         let boxes: Vec<(i64, i64)> = (0..8).map(|i| (i * 250, i * 350)).collect();
-        let serial: Vec<RgbImage> = boxes
-            .iter()
-            .map(|&(x, y)| s.read_region(0, x, y, 256, 256).unwrap())
-            .collect();
+        let serial: Vec<RgbImage> = boxes.iter().map(|&(x, y)| s.read_region(0, x, y, 256, 256).unwrap()).collect();
         let s = &s;
         let parallel: Vec<RgbImage> = std::thread::scope(|scope| {
-            let handles: Vec<_> = boxes
-                .iter()
-                .map(|&(x, y)| scope.spawn(move || s.read_region(0, x, y, 256, 256).unwrap()))
-                .collect();
+            let handles: Vec<_> =
+                boxes.iter().map(|&(x, y)| scope.spawn(move || s.read_region(0, x, y, 256, 256).unwrap())).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(serial, parallel);

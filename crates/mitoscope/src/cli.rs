@@ -112,12 +112,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "P")]
     pub pred: PathBuf,
     /// Match radius in pixels.
-    #[arg(
-        long,
-        value_name = "R",
-        conflicts_with = "radius_um",
-        required_unless_present = "radius_um"
-    )]
+    #[arg(long, value_name = "R", conflicts_with = "radius_um", required_unless_present = "radius_um")]
     pub radius_px: Option<f64>,
     /// Match radius in microns (needs --mpp).
     #[arg(long, value_name = "R")]

@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use mitoscope_testdata::require_data;
 
 fn mitoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -30,17 +27,10 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str]) -> String {
     let out = mitoscope(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "mitoscope {args:?} should fail; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "mitoscope {args:?} should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.last().is_some_and(|l| l.starts_with("error: ")),
-        "expected an error line: {stderr}"
-    );
+    assert!(lines.last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
     stderr
 }
 
@@ -65,12 +55,7 @@ fn inspect_mask_patches() {
     let dir = require_data!("icpr2012/mask-patches");
     let v = json(&["inspect", s(&dir), "--json"]);
     assert_eq!(v["images"], 50);
-    let with_mitoses: u64 = v["subsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["images_with_mitoses"].as_u64().unwrap())
-        .sum();
+    let with_mitoses: u64 = v["subsets"].as_array().unwrap().iter().map(|s| s["images_with_mitoses"].as_u64().unwrap()).sum();
     assert_eq!(with_mitoses, 20);
 }
 
@@ -78,15 +63,9 @@ fn inspect_mask_patches() {
 fn inspect_midog_json() {
     let dir = require_data!("formats");
     let v = json(&["inspect", s(&dir.join("MIDOG.json")), "--json"]);
-    assert_eq!(
-        (v["mitoses"].as_u64(), v["non_mitoses"].as_u64()),
-        (Some(1721), Some(2714))
-    );
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(1721), Some(2714)));
     let v = json(&["inspect", s(&dir.join("MIDOG++.json")), "--json"]);
-    assert_eq!(
-        (v["mitoses"].as_u64(), v["non_mitoses"].as_u64()),
-        (Some(11937), Some(14349))
-    );
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(11937), Some(14349)));
 }
 
 #[test]
@@ -96,10 +75,7 @@ fn inspect_sliderunner() {
     assert_eq!(v["mitoses"], 226);
     assert_eq!(v["images"], 35);
     let v = json(&["inspect", s(&dir.join("MITOS2014.sqlite")), "--json"]);
-    assert_eq!(
-        (v["mitoses"].as_u64(), v["non_mitoses"].as_u64()),
-        (Some(749), Some(2884))
-    );
+    assert_eq!((v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(749), Some(2884)));
 }
 
 #[test]
@@ -110,24 +86,14 @@ fn inspect_icpr_pixel_lists_and_centroids() {
     let v = json(&["inspect", s(&dir.join("pixel-masks/A00_02.csv")), "--json"]);
     assert_eq!(v["mitoses"], 2);
     let v = json(&["inspect", s(&dir.join("centroids.csv")), "--json"]);
-    assert_eq!(
-        (v["mitoses"].as_u64(), v["images"].as_u64()),
-        (Some(35), Some(5))
-    );
+    assert_eq!((v["mitoses"].as_u64(), v["images"].as_u64()), (Some(35), Some(5)));
 }
 
 #[test]
 fn inspect_cmc_yolo() {
     let dir = require_data!("cmc-negatives");
     let v = json(&["inspect", s(&dir), "--format", "yolo", "--json"]);
-    assert_eq!(
-        (
-            v["images"].as_u64(),
-            v["mitoses"].as_u64(),
-            v["non_mitoses"].as_u64()
-        ),
-        (Some(3), Some(0), Some(14))
-    );
+    assert_eq!((v["images"].as_u64(), v["mitoses"].as_u64(), v["non_mitoses"].as_u64()), (Some(3), Some(0), Some(14)));
 }
 
 // ---------- convert ----------
@@ -178,11 +144,7 @@ fn convert_needs_a_known_output_format() {
 /// and an image `c` with a truth but no predictions, `d` with a prediction but no truth.
 fn hand_case(dir: &Path) -> (PathBuf, PathBuf) {
     let t = write(dir, "truth.csv", "image,x,y\nm,0,0\nm,10,0\nc,50,50\n");
-    let p = write(
-        dir,
-        "pred.csv",
-        "image,x,y,score\nm,5,0,0.9\nm,14,0,0.5\nd,1,1,0.7\n",
-    );
+    let p = write(dir, "pred.csv", "image,x,y,score\nm,5,0,0.9\nm,14,0,0.5\nd,1,1,0.7\n");
     (t, p)
 }
 
@@ -190,52 +152,22 @@ fn hand_case(dir: &Path) -> (PathBuf, PathBuf) {
 fn eval_three_rules_hand_worked() {
     let tmp = tempfile::tempdir().unwrap();
     let (t, p) = hand_case(tmp.path());
-    let run = |rule: &str, r: &str| {
-        json(&[
-            "eval",
-            "--truth",
-            s(&t),
-            "--pred",
-            s(&p),
-            "--radius-px",
-            r,
-            "--match",
-            rule,
-            "--json",
-        ])
-    };
+    let run = |rule: &str, r: &str| json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", r, "--match", rule, "--json"]);
     // greedy: truth (0,0) takes p1 (d=5, inclusive), truth (10,0) takes p2 (d=4).
     let g = run("greedy", "5");
-    assert_eq!(
-        (g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()),
-        (Some(2), Some(1), Some(1))
-    );
+    assert_eq!((g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()), (Some(2), Some(1), Some(1)));
     // radius 4.5: truth (0,0) finds nothing; (10,0) takes p2 (4) -> 1 tp.
     let g = run("greedy", "4.5");
-    assert_eq!(
-        (g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()),
-        (Some(1), Some(2), Some(2))
-    );
+    assert_eq!((g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()), (Some(1), Some(2), Some(2)));
     let o = run("optimal", "5");
-    assert_eq!(
-        (o["tp"].as_u64(), o["fp"].as_u64(), o["fn"].as_u64()),
-        (Some(2), Some(1), Some(1))
-    );
+    assert_eq!((o["tp"].as_u64(), o["fp"].as_u64(), o["fn"].as_u64()), (Some(2), Some(1), Some(1)));
     // wang2024 at r = 5: strict; (0,0)'s nearest is p1 at exactly 5 -> not found; (10,0) -> p2 (4) found.
     let w = run("wang2024", "5");
     assert_eq!(w["tp"].as_u64(), Some(1));
     let precision = w["precision"].as_f64().unwrap();
-    assert!(
-        (precision - 1.0 / 3.0).abs() < 1e-12,
-        "wang2024 precision = TP / predictions: {precision}"
-    );
+    assert!((precision - 1.0 / 3.0).abs() < 1e-12, "wang2024 precision = TP / predictions: {precision}");
     // per-image rows include the image with truths only and the one with predictions only.
-    let images: Vec<&str> = g["per_image"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["image"].as_str().unwrap())
-        .collect();
+    let images: Vec<&str> = g["per_image"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
     assert!(images.contains(&"c") && images.contains(&"d"), "{images:?}");
 }
 
@@ -244,56 +176,14 @@ fn eval_threshold_and_micron_radius() {
     let tmp = tempfile::tempdir().unwrap();
     let (t, p) = hand_case(tmp.path());
     // Dropping scores below 0.6 removes p2: greedy r=5 -> (0,0) takes p1; (10,0) nothing.
-    let v = json(&[
-        "eval",
-        "--truth",
-        s(&t),
-        "--pred",
-        s(&p),
-        "--radius-px",
-        "5",
-        "--threshold",
-        "0.6",
-        "--json",
-    ]);
-    assert_eq!(
-        (v["tp"].as_u64(), v["fp"].as_u64(), v["fn"].as_u64()),
-        (Some(1), Some(1), Some(2))
-    );
+    let v = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5", "--threshold", "0.6", "--json"]);
+    assert_eq!((v["tp"].as_u64(), v["fp"].as_u64(), v["fn"].as_u64()), (Some(1), Some(1), Some(2)));
     // 1.25 µm at 0.25 µm/px is 5 px: same as --radius-px 5.
-    let a = json(&[
-        "eval",
-        "--truth",
-        s(&t),
-        "--pred",
-        s(&p),
-        "--radius-um",
-        "1.25",
-        "--mpp",
-        "0.25",
-        "--json",
-    ]);
-    let b = json(&[
-        "eval",
-        "--truth",
-        s(&t),
-        "--pred",
-        s(&p),
-        "--radius-px",
-        "5",
-        "--json",
-    ]);
+    let a = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-um", "1.25", "--mpp", "0.25", "--json"]);
+    let b = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5", "--json"]);
     assert_eq!(a["tp"], b["tp"]);
     assert_eq!(a["f1"], b["f1"]);
-    let text = ok(&[
-        "eval",
-        "--truth",
-        s(&t),
-        "--pred",
-        s(&p),
-        "--radius-px",
-        "5",
-    ]);
+    let text = ok(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", "5"]);
     assert!(text.contains("pooled") && text.contains("AP"), "{text}");
 }
 
@@ -302,10 +192,7 @@ fn eval_threshold_and_micron_radius() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -358,12 +245,7 @@ fn ref_optimal(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
 fn ref_wang(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
     truth
         .iter()
-        .filter(|&&t| {
-            pred.iter()
-                .map(|&p| dist(t, p))
-                .fold(f64::INFINITY, f64::min)
-                < r
-        })
+        .filter(|&&t| pred.iter().map(|&p| dist(t, p)).fold(f64::INFINITY, f64::min) < r)
         .count()
 }
 
@@ -380,12 +262,8 @@ fn eval_agrees_with_reference_on_random_cases() {
             let n_t = (rng.next() * 6.0) as usize;
             let n_p = (rng.next() * 6.0) as usize;
             // Integer grid so that exact-radius ties happen.
-            let truth: Vec<Pt> = (0..n_t)
-                .map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor()))
-                .collect();
-            let pred: Vec<Pt> = (0..n_p)
-                .map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor()))
-                .collect();
+            let truth: Vec<Pt> = (0..n_t).map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor())).collect();
+            let pred: Vec<Pt> = (0..n_p).map(|_| ((rng.next() * 20.0).floor(), (rng.next() * 20.0).floor())).collect();
             for t in &truth {
                 truth_csv += &format!("i{img},{},{}\n", t.0, t.1);
             }
@@ -402,30 +280,11 @@ fn eval_agrees_with_reference_on_random_cases() {
         let p = write(tmp.path(), &format!("p{case}.csv"), &pred_csv);
         let rs = format!("{r}");
         for (rule, expect) in [("greedy", g), ("optimal", o), ("wang2024", w)] {
-            let v = json(&[
-                "eval",
-                "--truth",
-                s(&t),
-                "--pred",
-                s(&p),
-                "--radius-px",
-                &rs,
-                "--match",
-                rule,
-                "--json",
-            ]);
+            let v = json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", &rs, "--match", rule, "--json"]);
             assert_eq!(v["tp"].as_u64(), Some(expect as u64), "case {case} {rule}");
-            assert_eq!(
-                v["fn"].as_u64(),
-                Some((nt - expect) as u64),
-                "case {case} {rule}"
-            );
+            assert_eq!(v["fn"].as_u64(), Some((nt - expect) as u64), "case {case} {rule}");
             if rule != "wang2024" {
-                assert_eq!(
-                    v["fp"].as_u64(),
-                    Some((np - expect) as u64),
-                    "case {case} {rule}"
-                );
+                assert_eq!(v["fp"].as_u64(), Some((np - expect) as u64), "case {case} {rule}");
             }
         }
     }
@@ -462,35 +321,15 @@ fn bad_input_fails_cleanly() {
     let nan = write(tmp.path(), "nan.csv", "image,x,y,score\na,NaN,2,0.5\n");
     let nan_score = write(tmp.path(), "nanscore.csv", "image,x,y,score\na,1,2,nan\n");
     let neg = write(tmp.path(), "neg.csv", "image,x,y\na,-4,2\n");
-    let trunc = write(
-        tmp.path(),
-        "trunc.json",
-        "{\"images\": [{\"id\": 1, \"file_name\": ",
-    );
+    let trunc = write(tmp.path(), "trunc.json", "{\"images\": [{\"id\": 1, \"file_name\": ");
     for bad in [&no_cols, &nan, &nan_score, &neg, &trunc] {
         let name = bad.file_name().unwrap().to_str().unwrap();
-        let err = fails(&[
-            "eval",
-            "--truth",
-            s(bad),
-            "--pred",
-            s(&good),
-            "--radius-px",
-            "5",
-        ]);
+        let err = fails(&["eval", "--truth", s(bad), "--pred", s(&good), "--radius-px", "5"]);
         assert!(err.contains(name), "error must name {name}: {err}");
         let err = fails(&["inspect", s(bad)]);
         assert!(err.contains(name), "error must name {name}: {err}");
     }
-    let err = fails(&[
-        "eval",
-        "--truth",
-        s(&good),
-        "--pred",
-        s(&good),
-        "--radius-um",
-        "8",
-    ]);
+    let err = fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-um", "8"]);
     assert!(err.contains("--mpp"), "{err}");
     let err = fails(&["inspect", s(&tmp.path().join("missing.csv"))]);
     assert!(err.contains("missing.csv"), "{err}");
@@ -498,26 +337,8 @@ fn bad_input_fails_cleanly() {
     std::fs::create_dir(&empty).unwrap();
     let err = fails(&["inspect", s(&empty)]);
     assert!(err.contains("empty"), "{err}");
-    fails(&[
-        "eval",
-        "--truth",
-        s(&good),
-        "--pred",
-        s(&good),
-        "--radius-px",
-        "5",
-        "--match",
-        "nearest",
-    ]);
-    fails(&[
-        "eval",
-        "--truth",
-        s(&good),
-        "--pred",
-        s(&good),
-        "--radius-px",
-        "0",
-    ]);
+    fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "5", "--match", "nearest"]);
+    fails(&["eval", "--truth", s(&good), "--pred", s(&good), "--radius-px", "0"]);
 }
 
 // ---------- detector commands (embedded default model) ----------
@@ -535,16 +356,7 @@ fn demo_writes_every_output() {
     }
     assert!(std::fs::read_dir(out.join("overlays")).unwrap().count() >= 1);
     // The demo's detections file is valid input to eval.
-    let v = json(&[
-        "eval",
-        "--truth",
-        s(&out.join("synthetic-truth.csv")),
-        "--pred",
-        s(&out.join("detections.csv")),
-        "--radius-px",
-        "30",
-        "--json",
-    ]);
+    let v = json(&["eval", "--truth", s(&out.join("synthetic-truth.csv")), "--pred", s(&out.join("detections.csv")), "--radius-px", "30", "--json"]);
     assert!(v["f1"].as_f64().is_some());
 }
 
@@ -555,65 +367,27 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     std::fs::create_dir(&inputs).unwrap();
     let (img, _) = mitoscope_detect::synthetic::render_hpf(3, 300);
     img.save(inputs.join("good.png")).unwrap();
-    image::DynamicImage::ImageRgb8(img.clone())
-        .to_luma8()
-        .save(inputs.join("gray.png"))
-        .unwrap();
+    image::DynamicImage::ImageRgb8(img.clone()).to_luma8().save(inputs.join("gray.png")).unwrap();
     std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let out = tmp.path().join("out");
-    let o = mitoscope(&[
-        "detect",
-        s(&inputs),
-        "--out",
-        s(&out),
-        "--format",
-        "csv,geojson,midog,overlay",
-        "--mpp",
-        "0.25",
-    ]);
+    let o = mitoscope(&["detect", s(&inputs), "--out", s(&out), "--format", "csv,geojson,midog,overlay", "--mpp", "0.25"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "a failed input must give a non-zero exit"
-    );
-    assert!(
-        stderr.contains("broken.png") && !stderr.contains("panicked"),
-        "{stderr}"
-    );
+    assert!(!o.status.success(), "a failed input must give a non-zero exit");
+    assert!(stderr.contains("broken.png") && !stderr.contains("panicked"), "{stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some("image,x,y,score"));
     // run.json says what made the folder, and a report finds the model there by itself.
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     let model = run["model"].as_str().unwrap().to_owned();
     assert!(model.starts_with("mitoscope-default"), "{run}");
     assert!(run["command"].as_str().unwrap().contains("detect"), "{run}");
-    assert_eq!(
-        (run["images"].as_u64(), run["failures"].as_u64()),
-        (Some(2), Some(1))
-    );
+    assert_eq!((run["images"].as_u64(), run["failures"].as_u64()), (Some(2), Some(1)));
     let html = out.join("report.html");
-    ok(&[
-        "report",
-        "--pred",
-        s(&out.join("detections.csv")),
-        "--images",
-        s(&inputs),
-        "--mpp",
-        "0.25",
-        "--out",
-        s(&html),
-    ]);
+    ok(&["report", "--pred", s(&out.join("detections.csv")), "--images", s(&inputs), "--mpp", "0.25", "--out", s(&html)]);
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(
-        page.contains(&model),
-        "the report names the model from run.json"
-    );
+    assert!(page.contains(&model), "the report names the model from run.json");
 }
 
 #[test]
@@ -625,24 +399,10 @@ fn same_stem_inputs_keep_separate_outputs() {
         img.save(tmp.path().join(dir).join("x.png")).unwrap();
     }
     let out = tmp.path().join("out");
-    let text = ok(&[
-        "detect",
-        s(&tmp.path().join("a")),
-        s(&tmp.path().join("b")),
-        "--out",
-        s(&out),
-        "--format",
-        "overlay,masks",
-    ]);
-    assert!(
-        text.contains("a_x.png:") && text.contains("b_x.png:"),
-        "{text}"
-    );
+    let text = ok(&["detect", s(&tmp.path().join("a")), s(&tmp.path().join("b")), "--out", s(&out), "--format", "overlay,masks"]);
+    assert!(text.contains("a_x.png:") && text.contains("b_x.png:"), "{text}");
     for id in ["a_x.png", "b_x.png"] {
-        assert!(
-            out.join("overlays").join(format!("{id}.png")).is_file(),
-            "{id} overlay"
-        );
+        assert!(out.join("overlays").join(format!("{id}.png")).is_file(), "{id} overlay");
         let mask = image::open(out.join("masks").join(format!("{id}.png"))).unwrap();
         assert_eq!((mask.width(), mask.height()), (200, 200));
     }
@@ -651,21 +411,13 @@ fn same_stem_inputs_keep_separate_outputs() {
 #[test]
 fn classify_scores_real_crops() {
     let dir = require_data!("amibr/patches/normal");
-    let mut crops: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut crops: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     crops.sort();
     let crops: Vec<&str> = crops.iter().take(4).map(|p| s(p)).collect();
     let mut args = vec!["classify", "--json"];
     args.extend(crops.iter().copied());
     let v = json(&args);
-    let scores: Vec<f64> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["score"].as_f64().unwrap())
-        .collect();
+    let scores: Vec<f64> = v.as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert_eq!(scores.len(), 4);
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
 }
@@ -677,22 +429,8 @@ fn bad_model_file_is_one_clear_error() {
     let (img, _) = mitoscope_detect::synthetic::render_hpf(1, 64);
     let input = tmp.path().join("a.png");
     img.save(&input).unwrap();
-    let err = fails(&[
-        "detect",
-        s(&input),
-        "--out",
-        s(&tmp.path().join("o")),
-        "--model",
-        s(&model),
-    ]);
+    let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&model)]);
     assert!(err.contains("junk.bundle"), "{err}");
-    let err = fails(&[
-        "detect",
-        s(&input),
-        "--out",
-        s(&tmp.path().join("o")),
-        "--model",
-        s(&tmp.path().join("none.bundle")),
-    ]);
+    let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&tmp.path().join("none.bundle"))]);
     assert!(err.contains("none.bundle"), "{err}");
 }

@@ -41,26 +41,17 @@ fn fails(args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "mitoscope {args:?} should fail");
     assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
-    assert!(
-        stderr
-            .lines()
-            .last()
-            .is_some_and(|l| l.starts_with("error: ")),
-        "expected an error line: {stderr}"
-    );
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
     stderr
 }
 
 fn required() -> bool {
-    std::env::var("MITOSCOPE_REQUIRE_DATA").is_ok_and(|v| v == "1")
-        || std::env::var_os("CI").is_some()
+    std::env::var("MITOSCOPE_REQUIRE_DATA").is_ok_and(|v| v == "1") || std::env::var_os("CI").is_some()
 }
 
 /// Skips loudly, or fails where the browser stack is required.
 fn missing(what: &str) {
-    let msg = format!(
-        "{what}; CI installs it through .ci/run (apt-get install chromium; npm ci in e2e/)"
-    );
+    let msg = format!("{what}; CI installs it through .ci/run (apt-get install chromium; npm ci in e2e/)");
     if required() {
         panic!("{msg}, and MITOSCOPE_REQUIRE_DATA=1 / CI requires it");
     }
@@ -109,24 +100,13 @@ fn write_pred(dir: &Path, data: &Path) -> (PathBuf, Vec<(f64, f64)>) {
     );
     let p = dir.join("pred.csv");
     std::fs::write(&p, csv).unwrap();
-    (
-        p,
-        vec![fp, (pts[0].0 + 2.0, pts[0].1), (pts[1].0, pts[1].1 - 2.0)],
-    )
+    (p, vec![fp, (pts[0].0 + 2.0, pts[0].1), (pts[1].0, pts[1].1 - 2.0)])
 }
 
 /// Not blank: many distinct colours and real contrast.
 fn assert_rendered(png: &Path) {
-    let img = image::open(png)
-        .unwrap_or_else(|e| panic!("{}: {e}", png.display()))
-        .to_rgb8();
-    assert!(
-        img.width() >= 800 && img.height() >= 600,
-        "{}: {}x{}",
-        png.display(),
-        img.width(),
-        img.height()
-    );
+    let img = image::open(png).unwrap_or_else(|e| panic!("{}: {e}", png.display())).to_rgb8();
+    assert!(img.width() >= 800 && img.height() >= 600, "{}: {}x{}", png.display(), img.width(), img.height());
     let mut colours = std::collections::HashSet::new();
     let (mut sum, mut sum2, mut n) = (0.0f64, 0.0f64, 0.0f64);
     for p in img.pixels() {
@@ -137,21 +117,14 @@ fn assert_rendered(png: &Path) {
         n += 1.0;
     }
     let sd = (sum2 / n - (sum / n).powi(2)).max(0.0).sqrt();
-    assert!(
-        colours.len() >= 50,
-        "{}: only {} distinct colours",
-        png.display(),
-        colours.len()
-    );
+    assert!(colours.len() >= 50, "{}: only {} distinct colours", png.display(), colours.len());
     assert!(sd >= 15.0, "{}: luminance sd {sd:.1}", png.display());
 }
 
 #[test]
 fn report_and_review_in_headless_chromium() {
     let data = require_data!("icpr2012");
-    let chromium = std::env::var_os("MITOSCOPE_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    let chromium = std::env::var_os("MITOSCOPE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let e2e = workspace_root().join("e2e");
     if !chromium.is_file() {
         return missing(&format!("no Chromium at {}", chromium.display()));
@@ -159,14 +132,8 @@ fn report_and_review_in_headless_chromium() {
     if Command::new("node").arg("--version").output().is_err() {
         return missing("no node on PATH");
     }
-    if !e2e
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        return missing(&format!(
-            "no {}/node_modules/playwright-core",
-            e2e.display()
-        ));
+    if !e2e.join("node_modules/playwright-core/package.json").is_file() {
+        return missing(&format!("no {}/node_modules/playwright-core", e2e.display()));
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -194,27 +161,14 @@ fn report_and_review_in_headless_chromium() {
     ]);
     assert!(printed.contains("5 images, 3 detections"), "{printed}");
     let html = std::fs::read_to_string(&report).unwrap();
-    assert!(
-        html.contains("e2e-test-model") && html.contains("--radius-um 8"),
-        "model and command line recorded"
-    );
+    assert!(html.contains("e2e-test-model") && html.contains("--radius-um 8"), "model and command line recorded");
     assert!(html.contains("id=\"img-A00_00\""));
 
     // Start the server on a free port; it prints its URL first thing.
     let decisions = dir.path().join("A00_00.review.json");
     let image = hpf.join("A00_00.jpg");
     let child = bin()
-        .args([
-            "review",
-            image.to_str().unwrap(),
-            "--pred",
-            pred_s,
-            "--port",
-            "0",
-            "--mpp",
-            "0.2456",
-            "--decisions",
-        ])
+        .args(["review", image.to_str().unwrap(), "--pred", pred_s, "--port", "0", "--mpp", "0.2456", "--decisions"])
         .arg(&decisions)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -222,13 +176,8 @@ fn report_and_review_in_headless_chromium() {
         .expect("start mitoscope review");
     let mut server = Server(child);
     let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap_or_else(|| panic!("no URL in {line:?}"));
 
     let out = dir.path().join("e2e");
     std::fs::create_dir_all(&out).unwrap();
@@ -264,8 +213,7 @@ fn report_and_review_in_headless_chromium() {
     drop(server);
 
     // The browser rejected the 0.9 false positive and added a point at (1000, 1000).
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["rejected"], 0, "{result}");
     assert_eq!(result["suggested_filename"], "A00_00.reviewed.csv");
     assert_eq!(result["count_text"], "3", "live count: 2 kept + 1 added");
@@ -275,50 +223,24 @@ fn report_and_review_in_headless_chromium() {
     assert_eq!(lines.next(), Some("image,x,y,score,class"), "{csv}");
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 3, "{csv}");
-    assert!(
-        rows.iter().all(|r| r[0] == "A00_00" && r[4] == "mitosis"),
-        "{csv}"
-    );
+    assert!(rows.iter().all(|r| r[0] == "A00_00" && r[4] == "mitosis"), "{csv}");
     let xy = |r: &Vec<&str>| (r[1].parse::<f64>().unwrap(), r[2].parse::<f64>().unwrap());
-    assert!(
-        !rows.iter().any(|r| r[3] == "0.9"),
-        "rejected detection exported: {csv}"
-    );
+    assert!(!rows.iter().any(|r| r[3] == "0.9"), "rejected detection exported: {csv}");
     for (k, score) in [(1, "0.8"), (2, "0.7")] {
-        let row = rows
-            .iter()
-            .find(|r| r[3] == score)
-            .unwrap_or_else(|| panic!("no {score} row: {csv}"));
+        let row = rows.iter().find(|r| r[3] == score).unwrap_or_else(|| panic!("no {score} row: {csv}"));
         let (x, y) = xy(row);
-        assert!(
-            (x - placed[k].0).abs() < 0.01 && (y - placed[k].1).abs() < 0.01,
-            "{csv}"
-        );
+        assert!((x - placed[k].0).abs() < 0.01 && (y - placed[k].1).abs() < 0.01, "{csv}");
     }
-    let added = rows
-        .iter()
-        .find(|r| r[3].is_empty())
-        .unwrap_or_else(|| panic!("no added row: {csv}"));
+    let added = rows.iter().find(|r| r[3].is_empty()).unwrap_or_else(|| panic!("no added row: {csv}"));
     let (x, y) = xy(added);
-    assert!(
-        (x - 1000.0).abs() < 6.0 && (y - 1000.0).abs() < 6.0,
-        "added at ({x}, {y})"
-    );
+    assert!((x - 1000.0).abs() < 6.0 && (y - 1000.0).abs() < 6.0, "added at ({x}, {y})");
 
     // Saved as it happened, and resumable.
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&decisions).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&decisions).unwrap()).unwrap();
     assert_eq!(saved["items"][0]["decision"], "rejected");
     assert_eq!(saved["items"][3]["origin"], "added");
     let geo = dir.path().join("again.geojson");
-    let printed = ok(&[
-        "review",
-        image.to_str().unwrap(),
-        "--decisions",
-        decisions.to_str().unwrap(),
-        "--export",
-        geo.to_str().unwrap(),
-    ]);
+    let printed = ok(&["review", image.to_str().unwrap(), "--decisions", decisions.to_str().unwrap(), "--export", geo.to_str().unwrap()]);
     assert!(printed.contains("exported 3 mitoses"), "{printed}");
     let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(&geo).unwrap()).unwrap();
     assert_eq!(geo["features"].as_array().unwrap().len(), 3);
@@ -333,13 +255,7 @@ fn report_and_review_bad_input_are_clear_errors() {
     let d = dir.path();
     let out = d.join("r.html");
     let out_s = out.to_str().unwrap();
-    let err = fails(&[
-        "report",
-        "--pred",
-        d.join("nope.csv").to_str().unwrap(),
-        "--out",
-        out_s,
-    ]);
+    let err = fails(&["report", "--pred", d.join("nope.csv").to_str().unwrap(), "--out", out_s]);
     assert!(err.contains("nope.csv"), "{err}");
     let bad = d.join("bad.csv");
     std::fs::write(&bad, "image,x,y,score\nA,12,not-a-number,0.5\n").unwrap();
@@ -347,25 +263,9 @@ fn report_and_review_bad_input_are_clear_errors() {
     assert!(err.contains("bad.csv"), "{err}");
     let good = d.join("good.csv");
     std::fs::write(&good, "image,x,y,score\nA,12,13,0.5\n").unwrap();
-    let err = fails(&[
-        "report",
-        "--pred",
-        good.to_str().unwrap(),
-        "--truth",
-        good.to_str().unwrap(),
-        "--out",
-        out_s,
-    ]);
+    let err = fails(&["report", "--pred", good.to_str().unwrap(), "--truth", good.to_str().unwrap(), "--out", out_s]);
     assert!(err.contains("radius"), "{err}");
-    let err = fails(&[
-        "report",
-        "--pred",
-        good.to_str().unwrap(),
-        "--images",
-        d.join("no-dir").to_str().unwrap(),
-        "--out",
-        out_s,
-    ]);
+    let err = fails(&["report", "--pred", good.to_str().unwrap(), "--images", d.join("no-dir").to_str().unwrap(), "--out", out_s]);
     assert!(err.contains("no-dir"), "{err}");
     assert!(!out.exists());
     // Without images or truth: still a report (counts only).
@@ -373,59 +273,20 @@ fn report_and_review_bad_input_are_clear_errors() {
     assert!(printed.contains("1 images, 1 detections"), "{printed}");
 
     let img = d.join("A.png");
-    image::RgbImage::from_pixel(300, 300, image::Rgb([200, 100, 150]))
-        .save(&img)
-        .unwrap();
-    let err = fails(&[
-        "review",
-        d.join("missing.png").to_str().unwrap(),
-        "--port",
-        "0",
-    ]);
+    image::RgbImage::from_pixel(300, 300, image::Rgb([200, 100, 150])).save(&img).unwrap();
+    let err = fails(&["review", d.join("missing.png").to_str().unwrap(), "--port", "0"]);
     assert!(err.contains("missing.png"), "{err}");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let dec = d.join("A.review.json");
-    let err = fails(&[
-        "review",
-        img.to_str().unwrap(),
-        "--port",
-        &port,
-        "--decisions",
-        dec.to_str().unwrap(),
-    ]);
+    let err = fails(&["review", img.to_str().unwrap(), "--port", &port, "--decisions", dec.to_str().unwrap()]);
     assert!(err.contains("cannot listen on"), "{err}");
-    let err = fails(&[
-        "review",
-        img.to_str().unwrap(),
-        "--pred",
-        bad.to_str().unwrap(),
-        "--port",
-        "0",
-    ]);
+    let err = fails(&["review", img.to_str().unwrap(), "--pred", bad.to_str().unwrap(), "--port", "0"]);
     assert!(err.contains("bad.csv"), "{err}");
-    let err = fails(&[
-        "review",
-        img.to_str().unwrap(),
-        "--export",
-        d.join("x.xml").to_str().unwrap(),
-    ]);
+    let err = fails(&["review", img.to_str().unwrap(), "--export", d.join("x.xml").to_str().unwrap()]);
     assert!(err.contains("x.xml"), "{err}");
     let csv = d.join("out.csv");
-    let printed = ok(&[
-        "review",
-        img.to_str().unwrap(),
-        "--pred",
-        good.to_str().unwrap(),
-        "--decisions",
-        dec.to_str().unwrap(),
-        "--export",
-        csv.to_str().unwrap(),
-    ]);
+    let printed = ok(&["review", img.to_str().unwrap(), "--pred", good.to_str().unwrap(), "--decisions", dec.to_str().unwrap(), "--export", csv.to_str().unwrap()]);
     assert!(printed.contains("exported 1 mitoses"), "{printed}");
-    assert!(
-        std::fs::read_to_string(&csv)
-            .unwrap()
-            .contains("A,12,13,0.5,mitosis")
-    );
+    assert!(std::fs::read_to_string(&csv).unwrap().contains("A,12,13,0.5,mitosis"));
 }

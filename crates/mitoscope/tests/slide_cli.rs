@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use mitoscope_testdata::require_data;
 
 fn mitoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
 }
 
 fn s(p: &Path) -> &str {
@@ -19,25 +16,19 @@ fn s(p: &Path) -> &str {
 }
 
 fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Writes the tiny untrained bundle (fast on CPU) into `dir`.
 fn tiny_model(dir: &Path) -> PathBuf {
     let device = mitoscope_detect::parse_device("cpu").unwrap();
     let path = dir.join("tiny.bundle");
-    mitoscope_detect::fixtures::tiny_untrained_bundle(&device, 40.0)
-        .save(&path)
-        .unwrap();
+    mitoscope_detect::fixtures::tiny_untrained_bundle(&device, 40.0).save(&path).unwrap();
     path
 }
 
 fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 #[test]
@@ -49,36 +40,15 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
     let unreadable = wsi.join("openslide-fixtures/unreadable.svs");
     let unopenable = wsi.join("openslide-fixtures/unopenable.tiff");
     let cmu = wsi.join("CMU-1-Small-Region.svs");
-    let run = mitoscope(&[
-        "slide",
-        s(&unreadable),
-        s(&cmu),
-        s(&unopenable),
-        "--out",
-        s(&out),
-        "--model",
-        s(&model),
-    ]);
+    let run = mitoscope(&["slide", s(&unreadable), s(&cmu), s(&unopenable), "--out", s(&out), "--model", s(&model)]);
     let (stdout, stderr) = text(&run);
-    assert!(
-        !run.status.success(),
-        "broken slides must make the exit non-zero: {stdout}"
-    );
+    assert!(!run.status.success(), "broken slides must make the exit non-zero: {stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 2, "{stderr}");
-    assert!(
-        errors[0].contains("unreadable.svs") && errors[0].contains("tile"),
-        "{stderr}"
-    );
+    assert!(errors[0].contains("unreadable.svs") && errors[0].contains("tile"), "{stderr}");
     assert!(errors[1].contains("unopenable.tiff"), "{stderr}");
-    assert!(
-        stdout.contains("CMU-1-Small-Region:") && stdout.contains("1 of 3 slides done"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("CMU-1-Small-Region:") && stdout.contains("1 of 3 slides done"), "{stdout}");
 
     let dir = out.join("CMU-1-Small-Region");
     let sum = read_json(&dir.join("summary.json"));
@@ -108,19 +78,12 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
         let f: Vec<&str> = r.split(',').collect();
         assert_eq!(f[0], "CMU-1-Small-Region");
         let (x, y): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-        assert!(
-            (0.0..2220.0).contains(&x) && (0.0..2967.0).contains(&y),
-            "{r}"
-        );
+        assert!((0.0..2220.0).contains(&x) && (0.0..2967.0).contains(&y), "{r}");
     }
     let geo = read_json(&dir.join("detections.geojson"));
     assert_eq!(geo["features"].as_array().unwrap().len(), n);
     let midog = read_json(&dir.join("midog.json"));
-    assert_eq!(
-        midog["points"].as_array().map(Vec::len).unwrap_or(0),
-        n,
-        "{midog}"
-    );
+    assert_eq!(midog["points"].as_array().map(Vec::len).unwrap_or(0), n, "{midog}");
     let thumb = image::open(dir.join("thumbnail.png")).unwrap();
     // About 2 µm per thumbnail pixel: 2220 x 2967 px at 0.499 µm/px / 4.
     assert!(
@@ -131,32 +94,16 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
 
     // Re-run with another threshold: the folder is replaced, never mixed.
     std::fs::write(dir.join("leftover.txt"), "from an older run").unwrap();
-    let run = mitoscope(&[
-        "slide",
-        s(&cmu),
-        "--out",
-        s(&out),
-        "--model",
-        s(&model),
-        "--threshold",
-        "1",
-        "--hpfs",
-        "2",
-    ]);
+    let run = mitoscope(&["slide", s(&cmu), "--out", s(&out), "--model", s(&model), "--threshold", "1", "--hpfs", "2"]);
     assert!(run.status.success(), "{:?}", text(&run));
     assert!(!dir.join("leftover.txt").exists());
     let sum = read_json(&dir.join("summary.json"));
     assert_eq!(sum["hotspot_params"]["n_fields"], 2);
     assert_eq!(sum["model"]["threshold"], 1.0);
     let again = std::fs::read_to_string(dir.join("detections.csv")).unwrap();
-    assert_eq!(
-        again.lines().count() - 1,
-        sum["mitoses"].as_u64().unwrap() as usize
-    );
-    let names: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    assert_eq!(again.lines().count() - 1, sum["mitoses"].as_u64().unwrap() as usize);
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["CMU-1-Small-Region"]);
 }
 
@@ -182,19 +129,9 @@ fn slide_bad_arguments_are_one_clear_error() {
         assert!(!run.status.success(), "{extra:?} should fail");
         assert!(!stderr.contains("panicked"), "{stderr}");
         let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
-        assert!(
-            last.starts_with("error: ") && last.contains(needle),
-            "{extra:?}: {stderr}"
-        );
+        assert!(last.starts_with("error: ") && last.contains(needle), "{extra:?}: {stderr}");
     }
-    let run = mitoscope(&[
-        "slide",
-        s(&tmp.path().join("nope.svs")),
-        "--out",
-        s(&out),
-        "--model",
-        s(&model),
-    ]);
+    let run = mitoscope(&["slide", s(&tmp.path().join("nope.svs")), "--out", s(&out), "--model", s(&model)]);
     assert!(!run.status.success());
     assert!(text(&run).1.contains("nope.svs"));
 }
@@ -235,10 +172,7 @@ fn score_hpf_folder_per_slide_with_truth() {
     let (stdout, stderr) = text(&run);
     assert!(run.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("3 slides, 6 HPFs"), "{stdout}");
-    assert!(
-        stdout.contains("Cohen's kappa") && stdout.contains("agreement"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Cohen's kappa") && stdout.contains("agreement"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     let report = read_json(&out.join("scores.json"));
@@ -247,30 +181,12 @@ fn score_hpf_folder_per_slide_with_truth() {
     assert!(out.join("detections.csv").is_file());
 
     // JSON on stdout; a pattern without a group is one clear error.
-    let run = mitoscope(&[
-        "score",
-        s(&hpfs),
-        "--model",
-        s(&model),
-        "--json",
-        "--hpf-area-mm2",
-        "0.2",
-    ]);
+    let run = mitoscope(&["score", s(&hpfs), "--model", s(&model), "--json", "--hpf-area-mm2", "0.2"]);
     let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
     assert_eq!(v["slides"].as_array().unwrap().len(), 3);
     let run = mitoscope(&["score", s(&hpfs), "--model", s(&model), "--group", "W0"]);
     let (_, stderr) = text(&run);
-    assert!(
-        !run.status.success() && stderr.contains("capture group"),
-        "{stderr}"
-    );
-    let run = mitoscope(&[
-        "score",
-        s(&hpfs),
-        "--model",
-        s(&model),
-        "--truth",
-        s(&tmp.path().join("none.csv")),
-    ]);
+    assert!(!run.status.success() && stderr.contains("capture group"), "{stderr}");
+    let run = mitoscope(&["score", s(&hpfs), "--model", s(&model), "--truth", s(&tmp.path().join("none.csv"))]);
     assert!(!run.status.success() && text(&run).1.contains("none.csv"));
 }

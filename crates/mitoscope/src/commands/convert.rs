@@ -16,21 +16,12 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
             format!(
                 "cannot tell the output format of {} from its extension; pass --to ({})",
                 args.output.display(),
-                Format::ALL
-                    .iter()
-                    .filter(|f| f.writable())
-                    .map(|f| f.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                Format::ALL.iter().filter(|f| f.writable()).map(|f| f.name()).collect::<Vec<_>>().join(", ")
             )
         })?,
     };
     let mpp = super::parse_mpp(args.read.mpp)?;
-    let opts = ReadOptions {
-        mpp,
-        images_dir: args.read.images.clone(),
-        ..ReadOptions::default()
-    };
+    let opts = ReadOptions { mpp, images_dir: args.read.images.clone(), ..ReadOptions::default() };
     let mut set = super::load(&args.input, from, &opts)?;
     if args.mitoses_only {
         set.retain_class(ObjectClass::Mitosis);
@@ -38,10 +29,7 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
     for issue in &set.inconsistencies {
         tracing::warn!("{issue}");
     }
-    let wopts = WriteOptions {
-        mpp,
-        polygons: args.polygons,
-    };
+    let wopts = WriteOptions { mpp, polygons: args.polygons };
     mitoscope_formats::write(&set, &args.output, to, &wopts)
         .with_context(|| format!("writing {} as {to}", args.output.display()))?;
     super::print(&format!(

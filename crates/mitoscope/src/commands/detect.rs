@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use mitoscope_detect::{
-    BatchConfig, BatchSummary, DetectOptions, Detector, ModelBundle, Outputs, classify_images,
-    parse_device,
+    BatchConfig, BatchSummary, DetectOptions, Detector, ModelBundle, Outputs, classify_images, parse_device,
     recipe::{RecipeConfig, train_default},
     run_batch, run_demo,
 };
@@ -18,8 +17,7 @@ use crate::cli::{ClassifyArgs, DemoArgs, DetectArgs, ModelArgs, TrainArgs};
 fn detector(args: &ModelArgs) -> Result<Detector> {
     let device = parse_device(&args.device)?;
     let bundle = match &args.model {
-        Some(path) => ModelBundle::load(path, &device)
-            .with_context(|| format!("loading model {}", path.display()))?,
+        Some(path) => ModelBundle::load(path, &device).with_context(|| format!("loading model {}", path.display()))?,
         None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
     };
     Ok(Detector::new(bundle, device))
@@ -50,11 +48,7 @@ fn report(summary: &BatchSummary, out: &std::path::Path) -> Result<ExitCode> {
     for (path, message) in &summary.failures {
         eprintln!("error: {}: {message}", path.display());
     }
-    Ok(if summary.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub fn detect(args: DetectArgs) -> Result<ExitCode> {
@@ -64,10 +58,7 @@ pub fn detect(args: DetectArgs) -> Result<ExitCode> {
     let detector = detector(&args.model)?;
     let cfg = BatchConfig {
         input_mpp: args.mpp,
-        options: DetectOptions {
-            threshold: args.threshold,
-            ..DetectOptions::default()
-        },
+        options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
         outputs,
         write_candidates: args.all_candidates,
         show_progress: true,
@@ -100,12 +91,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     } else {
         let mut text = String::from("path,score\n");
         for r in results.iter().filter(|r| r.score.is_some()) {
-            let _ = writeln!(
-                text,
-                "{},{:.4}",
-                r.path.display(),
-                r.score.unwrap_or(f64::NAN)
-            );
+            let _ = writeln!(text, "{},{:.4}", r.path.display(), r.score.unwrap_or(f64::NAN));
         }
         super::print(&text)?;
     }
@@ -114,35 +100,24 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         failed = true;
         eprintln!("error: {}", r.error.as_deref().unwrap_or("unknown"));
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let config = match (&args.config, args.recipe.as_str()) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a recipe config", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe config", path.display()))?
         }
         (None, "default") => RecipeConfig::default(),
         (None, "quick") => RecipeConfig::quick(),
         (None, other) => bail!("unknown --recipe '{other}': expected default or quick"),
     };
     let data = args.data.clone().unwrap_or_else(|| {
-        std::env::var_os("MITOSCOPE_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("../shared/data"))
+        std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
     });
     if !data.is_dir() {
-        bail!(
-            "{}: data folder not found (pass --data or set MITOSCOPE_DATA)",
-            data.display()
-        );
+        bail!("{}: data folder not found (pass --data or set MITOSCOPE_DATA)", data.display());
     }
     let command: Vec<String> = std::env::args().collect();
     let (bundle, report) = train_default(&data, &args.out, &config, &command.join(" "), true)?;

@@ -15,28 +15,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let rule = super::parse_rule(&args.rule)?;
     super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
-    let opts = ReadOptions {
-        mpp,
-        images_dir: args.images.clone(),
-        ..ReadOptions::default()
-    };
-    let truth = super::load(
-        &args.truth,
-        super::parse_format(args.truth_format.as_deref())?,
-        &opts,
-    )?;
-    let pred = super::load(
-        &args.pred,
-        super::parse_format(args.pred_format.as_deref())?,
-        &opts,
-    )?;
+    let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
+    let truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
+    let pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
     let radius_px = radius_px(&args, mpp, &truth)?;
     let inputs = mitoscope_eval::inputs_from_sets(&truth, &pred);
-    let cfg = EvalConfig {
-        radius_px,
-        rule,
-        threshold: args.threshold,
-    };
+    let cfg = EvalConfig { radius_px, rule, threshold: args.threshold };
     let report = mitoscope_eval::evaluate(&inputs, &cfg).context("evaluating")?;
     if args.json {
         super::print(&(serde_json::to_string(&report)? + "\n"))?;
@@ -48,18 +32,13 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 
 /// The match radius in pixels: given directly, or µm through `--mpp` (else the
 /// truth's own mpp when all its images agree).
-fn radius_px(
-    args: &EvalArgs,
-    mpp: Option<Mpp>,
-    truth: &mitoscope_annotations::AnnotationSet,
-) -> Result<f64> {
+fn radius_px(args: &EvalArgs, mpp: Option<Mpp>, truth: &mitoscope_annotations::AnnotationSet) -> Result<f64> {
     let r = match (args.radius_px, args.radius_um) {
         (Some(px), None) => px,
         (None, Some(um)) => {
             let mpp = match mpp {
                 Some(m) => m,
-                None => uniform_mpp(truth)
-                    .context("--radius-um needs --mpp M (microns per pixel of the images)")?,
+                None => uniform_mpp(truth).context("--radius-um needs --mpp M (microns per pixel of the images)")?,
             };
             mpp.um_to_px(um)
         }
@@ -73,10 +52,7 @@ fn radius_px(
 
 fn uniform_mpp(set: &mitoscope_annotations::AnnotationSet) -> Option<Mpp> {
     let first = set.images.first()?.mpp?;
-    set.images
-        .iter()
-        .all(|i| i.mpp == Some(first))
-        .then_some(first)
+    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
 }
 
 fn row(out: &mut String, name: &str, m: &Metrics) {
@@ -90,21 +66,9 @@ fn row(out: &mut String, name: &str, m: &Metrics) {
 fn render(r: &EvalReport, per_image: bool) -> String {
     let mut out = String::new();
     let threshold = r.threshold.map_or("none".to_owned(), |t| t.to_string());
-    let _ = writeln!(
-        out,
-        "match: {}  radius: {:.2} px  threshold: {threshold}",
-        r.rule, r.radius_px
-    );
-    let _ = writeln!(
-        out,
-        "images: {}  truths: {}  predictions: {}\n",
-        r.n_images, r.n_truth, r.n_pred
-    );
-    let _ = writeln!(
-        out,
-        "{:<20} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}",
-        "", "tp", "fp", "fn", "precision", "recall", "f1"
-    );
+    let _ = writeln!(out, "match: {}  radius: {:.2} px  threshold: {threshold}", r.rule, r.radius_px);
+    let _ = writeln!(out, "images: {}  truths: {}  predictions: {}\n", r.n_images, r.n_truth, r.n_pred);
+    let _ = writeln!(out, "{:<20} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}", "", "tp", "fp", "fn", "precision", "recall", "f1");
     row(&mut out, "pooled", &r.pooled);
     for (name, m) in &r.subsets {
         row(&mut out, name, m);
@@ -115,14 +79,7 @@ fn render(r: &EvalReport, per_image: bool) -> String {
             let _ = writeln!(
                 out,
                 "{:<20} {:>6} {:>6} {:>6} {:>9.4} {:>9.4} {:>9.4}  count error {:+}",
-                img.image,
-                img.tp,
-                img.fp,
-                img.fn_,
-                img.precision,
-                img.recall,
-                img.f1,
-                img.count_error
+                img.image, img.tp, img.fp, img.fn_, img.precision, img.recall, img.f1, img.count_error
             );
         }
     }
@@ -130,9 +87,7 @@ fn render(r: &EvalReport, per_image: bool) -> String {
         out,
         "\nbest F1 {:.4} at threshold {}  |  AP {:.4}  |  FROC score {:.4}",
         r.sweep.best_f1,
-        r.sweep
-            .best_threshold
-            .map_or("-".to_owned(), |t| format!("{t:.4}")),
+        r.sweep.best_threshold.map_or("-".to_owned(), |t| format!("{t:.4}")),
         r.average_precision,
         r.froc.score
     );

@@ -13,8 +13,7 @@ pub fn run(args: GradeArgs) -> Result<ExitCode> {
         (None, Some(a)) => FieldPreset::Area(a),
         (None, None) => FieldPreset::default(),
     };
-    let s =
-        mitotic_score(args.count, args.area_mm2, preset).context("computing the mitotic score")?;
+    let s = mitotic_score(args.count, args.area_mm2, preset).context("computing the mitotic score")?;
     if args.json {
         super::print(&(serde_json::to_string_pretty(&s)? + "\n"))?;
     } else {

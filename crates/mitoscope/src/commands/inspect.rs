@@ -49,9 +49,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
         ..ReadOptions::default()
     };
     let layout = if format == Format::Gzmh {
-        mitoscope_formats::gzmh::detect_layout(&args.path)
-            .ok()
-            .map(|l| l.to_string())
+        mitoscope_formats::gzmh::detect_layout(&args.path).ok().map(|l| l.to_string())
     } else {
         None
     };
@@ -73,20 +71,12 @@ fn summarise(path: &str, format: Format, layout: Option<String>, set: &Annotatio
             name: name.unwrap_or_else(|| "(all)".into()),
             images: imgs.len(),
             images_with_mask: imgs.iter().filter(|i| i.mask_path.is_some()).count(),
-            images_with_mitoses: imgs
-                .iter()
-                .filter(|i| i.count(ObjectClass::Mitosis) > 0)
-                .count(),
+            images_with_mitoses: imgs.iter().filter(|i| i.count(ObjectClass::Mitosis) > 0).count(),
             mitoses: imgs.iter().map(|i| i.count(ObjectClass::Mitosis)).sum(),
             non_mitoses: imgs.iter().map(|i| i.count(ObjectClass::NonMitosis)).sum(),
         })
         .collect();
-    let mpp: BTreeSet<String> = set
-        .images
-        .iter()
-        .filter_map(|i| i.mpp)
-        .map(|m| format!("{}", m.get()))
-        .collect();
+    let mpp: BTreeSet<String> = set.images.iter().filter_map(|i| i.mpp).map(|m| format!("{}", m.get())).collect();
     let sizes: BTreeSet<String> = set
         .images
         .iter()
@@ -103,11 +93,7 @@ fn summarise(path: &str, format: Format, layout: Option<String>, set: &Annotatio
         subsets,
         mpp: mpp.into_iter().filter_map(|m| m.parse().ok()).collect(),
         image_sizes: sizes.into_iter().collect(),
-        inconsistencies: set
-            .inconsistencies
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        inconsistencies: set.inconsistencies.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -125,11 +111,7 @@ fn render(s: &Summary, max_issues: usize) -> String {
     let mpp = if s.mpp.is_empty() {
         "unknown (pass --mpp)".to_owned()
     } else {
-        s.mpp
-            .iter()
-            .map(|m| format!("{m} µm/px"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        s.mpp.iter().map(|m| format!("{m} µm/px")).collect::<Vec<_>>().join(", ")
     };
     let _ = writeln!(out, "mpp: {mpp}");
     if !s.image_sizes.is_empty() {
@@ -139,28 +121,15 @@ fn render(s: &Summary, max_issues: usize) -> String {
             out,
             "image sizes: {}{}",
             shown.join(", "),
-            if more > 0 {
-                format!(" (+{more} more)")
-            } else {
-                String::new()
-            }
+            if more > 0 { format!(" (+{more} more)") } else { String::new() }
         );
     }
-    let _ = writeln!(
-        out,
-        "\n{:<24} {:>7} {:>7} {:>13} {:>8} {:>12}",
-        "subset", "images", "masks", "with mitoses", "mitoses", "look-alikes"
-    );
+    let _ = writeln!(out, "\n{:<24} {:>7} {:>7} {:>13} {:>8} {:>12}", "subset", "images", "masks", "with mitoses", "mitoses", "look-alikes");
     for sub in &s.subsets {
         let _ = writeln!(
             out,
             "{:<24} {:>7} {:>7} {:>13} {:>8} {:>12}",
-            sub.name,
-            sub.images,
-            sub.images_with_mask,
-            sub.images_with_mitoses,
-            sub.mitoses,
-            sub.non_mitoses
+            sub.name, sub.images, sub.images_with_mask, sub.images_with_mitoses, sub.mitoses, sub.non_mitoses
         );
     }
     let _ = writeln!(out, "\ninconsistencies: {}", s.inconsistencies.len());
@@ -168,11 +137,7 @@ fn render(s: &Summary, max_issues: usize) -> String {
         let _ = writeln!(out, "  - {issue}");
     }
     if s.inconsistencies.len() > max_issues {
-        let _ = writeln!(
-            out,
-            "  ... {} more (raise --max-issues)",
-            s.inconsistencies.len() - max_issues
-        );
+        let _ = writeln!(out, "  ... {} more (raise --max-issues)", s.inconsistencies.len() - max_issues);
     }
     out
 }

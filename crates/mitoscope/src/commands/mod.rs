@@ -45,10 +45,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
 fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
     name.map(|n| {
         Format::from_name(n).with_context(|| {
-            format!(
-                "unknown format '{n}': expected one of {}",
-                Format::ALL.map(Format::name).join(", ")
-            )
+            format!("unknown format '{n}': expected one of {}", Format::ALL.map(Format::name).join(", "))
         })
     })
     .transpose()
@@ -56,9 +53,7 @@ fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
 
 /// Parses `--match`.
 fn parse_rule(name: &str) -> Result<mitoscope_eval::MatchRule> {
-    name.parse().map_err(|_| {
-        anyhow::anyhow!("unknown --match '{name}': expected greedy, optimal or wang2024")
-    })
+    name.parse().map_err(|_| anyhow::anyhow!("unknown --match '{name}': expected greedy, optimal or wang2024"))
 }
 
 /// Validates a `--threshold` value.
@@ -81,10 +76,7 @@ fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<Annot
         bail!("{}: no such file or folder", path.display());
     }
     if format.is_none() && mitoscope_imaging::is_image_path(path) {
-        bail!(
-            "{}: is an image; give an annotation file or a dataset folder (see --format)",
-            path.display()
-        );
+        bail!("{}: is an image; give an annotation file or a dataset folder (see --format)", path.display());
     }
     // FormatError already names the file (and line): no extra context here.
     let mut set = mitoscope_formats::read(path, format, opts)?;
@@ -102,11 +94,7 @@ fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<Annot
 /// Gives images whose size the annotation file does not state the size of the
 /// image file with the same stem in `dir` (writers such as YOLO need it).
 fn fill_image_sizes(set: &mut AnnotationSet, dir: &Path) {
-    for img in set
-        .images
-        .iter_mut()
-        .filter(|i| i.width.is_none() || i.height.is_none())
-    {
+    for img in set.images.iter_mut().filter(|i| i.width.is_none() || i.height.is_none()) {
         let found = mitoscope_imaging::IMAGE_EXTENSIONS
             .iter()
             .map(|ext| dir.join(format!("{}.{ext}", img.image)))
@@ -147,10 +135,7 @@ pub(crate) fn command_line() -> String {
     std::env::args_os()
         .map(|a| {
             let s = a.to_string_lossy().into_owned();
-            if !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
-            {
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
                 s
             } else {
                 format!("'{}'", s.replace('\'', r"'\''"))
@@ -166,10 +151,7 @@ mod tests {
 
     #[test]
     fn image_ids_become_stems() {
-        assert_eq!(
-            strip_image_extension("A00_00.jpg").as_deref(),
-            Some("A00_00")
-        );
+        assert_eq!(strip_image_extension("A00_00.jpg").as_deref(), Some("A00_00"));
         assert_eq!(strip_image_extension("001.tiff").as_deref(), Some("001"));
         assert_eq!(strip_image_extension("A00_00"), None);
         assert_eq!(strip_image_extension("slide.v2"), None);

@@ -23,17 +23,9 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     {
         bail!("{}: no such slide file", s.display());
     }
-    let opts = ReadOptions {
-        mpp,
-        images_dir: args.images.clone(),
-        ..ReadOptions::default()
-    };
+    let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let pred = super::load(&args.pred, None, &opts)?;
-    let truth = args
-        .truth
-        .as_ref()
-        .map(|t| super::load(t, None, &opts))
-        .transpose()?;
+    let truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
     let radius_px = match (args.radius_px, args.radius_um) {
         (Some(px), _) => Some(px),
         (None, Some(um)) => {
@@ -84,12 +76,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     }
     mitoscope_report::write(&args.out, &report)?;
     let s = &report.summary;
-    let mut line = format!(
-        "report: {} ({} images, {} detections",
-        args.out.display(),
-        s.images,
-        s.detections
-    );
+    let mut line = format!("report: {} ({} images, {} detections", args.out.display(), s.images, s.detections);
     if let Some((p, r, f1)) = s.prf {
         line.push_str(&format!(", precision {p:.3} recall {r:.3} F1 {f1:.3}"));
     }
@@ -107,10 +94,7 @@ fn recorded_model(pred: &std::path::Path) -> Option<String> {
     let dir = if pred.is_dir() { pred } else { pred.parent()? };
     let text = std::fs::read_to_string(dir.join(mitoscope_detect::RUN_RECORD_FILE)).ok()?;
     let record: mitoscope_detect::RunRecord = serde_json::from_str(&text).ok()?;
-    let mut model = format!(
-        "{} (operating threshold {:.3})",
-        record.model, record.operating_threshold
-    );
+    let mut model = format!("{} (operating threshold {:.3})", record.model, record.operating_threshold);
     if let Some(cmd) = record.command {
         model.push_str(&format!(", from: {cmd}"));
     }
@@ -119,8 +103,5 @@ fn recorded_model(pred: &std::path::Path) -> Option<String> {
 
 fn uniform_mpp(set: &mitoscope_annotations::AnnotationSet) -> Option<mitoscope_geom::Mpp> {
     let first = set.images.first()?.mpp?;
-    set.images
-        .iter()
-        .all(|i| i.mpp == Some(first))
-        .then_some(first)
+    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
 }

@@ -18,40 +18,20 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     let pred = args
         .pred
         .as_ref()
-        .map(|p| {
-            super::load(
-                p,
-                None,
-                &ReadOptions {
-                    mpp,
-                    ..ReadOptions::default()
-                },
-            )
-        })
+        .map(|p| super::load(p, None, &ReadOptions { mpp, ..ReadOptions::default() }))
         .transpose()?;
     let opts = ReviewOptions {
         path: args.path.clone(),
         pred,
-        decisions: args
-            .decisions
-            .clone()
-            .unwrap_or_else(|| mitoscope_review::default_decisions_path(&args.path)),
+        decisions: args.decisions.clone().unwrap_or_else(|| mitoscope_review::default_decisions_path(&args.path)),
         bind: SocketAddr::new(args.bind, args.port),
         mpp,
     };
 
     if let Some(out) = &args.export {
-        let ext = out
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let format = mitoscope_review::export_format(&ext).with_context(|| {
-            format!(
-                "{}: --export writes .csv, .geojson or .json (MIDOG)",
-                out.display()
-            )
-        })?;
+        let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let format = mitoscope_review::export_format(&ext)
+            .with_context(|| format!("{}: --export writes .csv, .geojson or .json (MIDOG)", out.display()))?;
         let (_, decisions, resumed) = mitoscope_review::open_review(&opts)?;
         mitoscope_review::export_to(&decisions, out, format)?;
         let s = decisions.summary();
@@ -59,11 +39,7 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
             "exported {} mitoses to {} ({})\n",
             s.count,
             out.display(),
-            if resumed {
-                "with the saved decisions"
-            } else {
-                "no saved decisions: detections as given"
-            }
+            if resumed { "with the saved decisions" } else { "no saved decisions: detections as given" }
         ))?;
         return Ok(ExitCode::SUCCESS);
     }

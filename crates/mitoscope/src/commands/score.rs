@@ -22,10 +22,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         n_hpfs: args.field.hpfs,
         input_mpp: args.mpp,
         field,
-        options: DetectOptions {
-            threshold: args.threshold,
-            ..DetectOptions::default()
-        },
+        options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
         show_progress: !args.json,
     };
     let (report, images) = run_hpf_set(&detector, &args.dir, args.truth.as_deref(), &config)?;
@@ -72,32 +69,16 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                 "vs truth ({} slides): agreement {:.3}, Cohen's kappa {:.3}, quadratic weighted kappa {:.3}",
                 c.slides, c.agreement, c.kappa, c.weighted_kappa
             );
-            let _ = writeln!(
-                t,
-                "confusion (rows truth 1-3, columns predicted 1-3): {:?}",
-                c.confusion
-            );
+            let _ = writeln!(t, "confusion (rows truth 1-3, columns predicted 1-3): {:?}", c.confusion);
             if !c.missing_predictions.is_empty() {
-                let _ = writeln!(
-                    t,
-                    "truth slides with no HPF here: {}",
-                    c.missing_predictions.join(", ")
-                );
+                let _ = writeln!(t, "truth slides with no HPF here: {}", c.missing_predictions.join(", "));
             }
             if !c.missing_truth.is_empty() {
-                let _ = writeln!(
-                    t,
-                    "slides without a truth score: {}",
-                    c.missing_truth.join(", ")
-                );
+                let _ = writeln!(t, "slides without a truth score: {}", c.missing_truth.join(", "));
             }
         }
         if let Some(out) = &args.out {
-            let _ = writeln!(
-                t,
-                "written: {}/scores.csv, scores.json, detections.csv",
-                out.display()
-            );
+            let _ = writeln!(t, "written: {}/scores.csv, scores.json, detections.csv", out.display());
         }
         super::print(&t)?;
     }
@@ -108,9 +89,5 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             eprintln!("error: {}: {message}", path.display());
         }
     }
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

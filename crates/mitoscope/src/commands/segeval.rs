@@ -62,17 +62,11 @@ fn masks_by_stem(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
         bail!("{}: no such file or folder", path.display());
     };
     if files.is_empty() {
-        bail!(
-            "{}: no mask images found (png, jpg, tif, bmp)",
-            path.display()
-        );
+        bail!("{}: no mask images found (png, jpg, tif, bmp)", path.display());
     }
     let mut map = BTreeMap::new();
     for f in files {
-        let stem = f
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         map.insert(stem, f);
     }
     Ok(map)
@@ -84,17 +78,11 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
     // A single file on each side pairs regardless of names.
     let pairs: Vec<(String, &PathBuf, &PathBuf)> = if truth.len() == 1 && pred.len() == 1 {
         let (name, t) = truth.iter().next().context("one truth mask")?;
-        vec![(
-            name.clone(),
-            t,
-            pred.values().next().context("one predicted mask")?,
-        )]
+        vec![(name.clone(), t, pred.values().next().context("one predicted mask")?)]
     } else {
         let mut v = Vec::new();
         for (name, t) in &truth {
-            let p = pred.get(name).with_context(|| {
-                format!("no predicted mask for {} in {}", name, args.pred.display())
-            })?;
+            let p = pred.get(name).with_context(|| format!("no predicted mask for {} in {}", name, args.pred.display()))?;
             v.push((name.clone(), t, p));
         }
         v
@@ -104,8 +92,7 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
     for (name, t, p) in pairs {
         let tm = mitoscope_imaging::read_mask(t)?;
         let pm = mitoscope_imaging::read_mask(p)?;
-        let counts = segmentation::pixel_counts(&tm, &pm)
-            .with_context(|| format!("{} vs {}", t.display(), p.display()))?;
+        let counts = segmentation::pixel_counts(&tm, &pm).with_context(|| format!("{} vs {}", t.display(), p.display()))?;
         pooled += counts;
         let px = counts.scores();
         let to = mitoscope_annotations::mask::objects_from_mask(&tm, 1);
@@ -136,11 +123,7 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
         let _ = writeln!(
             out,
             "images: {}  pooled Dice {:.4}  pooled IoU {:.4}  mean Dice {:.4}  mean object Dice {:.4}",
-            report.images,
-            report.pooled_dice,
-            report.pooled_iou,
-            report.mean_dice,
-            report.mean_object_dice
+            report.images, report.pooled_dice, report.pooled_iou, report.mean_dice, report.mean_object_dice
         );
         for s in &report.per_image {
             let _ = writeln!(

@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use mitoscope_detect::mitoscope_eval::score::FieldPreset;
 use mitoscope_detect::mitoscope_slide::hotspot::HotspotParams;
-use mitoscope_detect::{
-    DetectOptions, Detector, ModelBundle, SlideRunConfig, parse_device, run_slides,
-};
+use mitoscope_detect::{DetectOptions, Detector, ModelBundle, SlideRunConfig, parse_device, run_slides};
 
 use crate::cli::{FieldArgs, ModelArgs, SlideArgs};
 
@@ -16,8 +14,7 @@ use crate::cli::{FieldArgs, ModelArgs, SlideArgs};
 pub(super) fn load_detector(args: &ModelArgs) -> Result<Detector> {
     let device = parse_device(&args.device)?;
     let bundle = match &args.model {
-        Some(path) => ModelBundle::load(path, &device)
-            .with_context(|| format!("loading model {}", path.display()))?,
+        Some(path) => ModelBundle::load(path, &device).with_context(|| format!("loading model {}", path.display()))?,
         None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
     };
     Ok(Detector::new(bundle, device))
@@ -29,12 +26,8 @@ pub(super) fn field_preset(args: &FieldArgs) -> Result<Option<FieldPreset>> {
         bail!("--hpfs must be at least 1");
     }
     match (args.hpf_area_mm2, args.field_diameter_mm) {
-        (Some(a), _) if !(a.is_finite() && a > 0.0) => {
-            bail!("--hpf-area-mm2 must be a positive number, got {a}")
-        }
-        (_, Some(d)) if !(d.is_finite() && d > 0.0) => {
-            bail!("--field-diameter-mm must be a positive number, got {d}")
-        }
+        (Some(a), _) if !(a.is_finite() && a > 0.0) => bail!("--hpf-area-mm2 must be a positive number, got {a}"),
+        (_, Some(d)) if !(d.is_finite() && d > 0.0) => bail!("--field-diameter-mm must be a positive number, got {d}"),
         (Some(a), _) => checked(FieldPreset::Area(a)).map(Some),
         (_, Some(d)) => checked(FieldPreset::Diameter(d)).map(Some),
         _ => Ok(None),
@@ -67,15 +60,8 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
     let detector = load_detector(&args.model)?;
     let config = SlideRunConfig {
         mpp_override: args.mpp,
-        hotspot: HotspotParams {
-            field,
-            n_fields: args.field.hpfs,
-            ..HotspotParams::default()
-        },
-        options: DetectOptions {
-            threshold: args.threshold,
-            ..DetectOptions::default()
-        },
+        hotspot: HotspotParams { field, n_fields: args.field.hpfs, ..HotspotParams::default() },
+        options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
         show_progress: true,
         ..SlideRunConfig::default()
     };
@@ -102,11 +88,7 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
                     s.mitotic_score.row.field_diameter_mm,
                     s.seconds,
                     s.tiles.processed,
-                    if s.mpp_guessed {
-                        " (mpp guessed: pass --mpp)"
-                    } else {
-                        ""
-                    }
+                    if s.mpp_guessed { " (mpp guessed: pass --mpp)" } else { "" }
                 );
             }
             Err(e) => failed.push((path, e)),
@@ -129,9 +111,5 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
             eprintln!("error: {}: {msg}", path.display());
         }
     }
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
