@@ -342,15 +342,17 @@ impl Detector {
         Ok(candidates)
     }
 
-    /// Stage-2 probabilities of crops, averaged over the card's orientations.
+    /// Stage-2 probabilities of crops: the mean over the bundle's networks,
+    /// each averaged over the card's orientations.
     fn classify(&self, crops: &[RgbImage]) -> Result<Vec<f32>, DetectError> {
         let views = usize::from(self.bundle.card.classifier_views);
-        Ok(classify_crops_averaged(
-            &self.bundle.classifier,
-            crops,
-            views,
-            &self.device,
-        )?)
+        let mut sum = classify_crops_averaged(&self.bundle.classifier, crops, views, &self.device)?;
+        for extra in &self.bundle.extra_classifiers {
+            let scores = classify_crops_averaged(extra, crops, views, &self.device)?;
+            sum.iter_mut().zip(scores).for_each(|(s, v)| *s += v);
+        }
+        let networks = (1 + self.bundle.extra_classifiers.len()) as f32;
+        Ok(sum.into_iter().map(|s| s / networks).collect())
     }
 
     /// Stage-2 score of the crop centred on `(x, y)` of `image` (input pixels at `input_mpp`).
@@ -499,6 +501,24 @@ mod tests {
             left, expected,
             "same fused scores, same threshold, only the kept part"
         );
+    }
+
+    #[test]
+    fn an_ensemble_scores_the_mean_of_its_networks() {
+        let device = Device::flex();
+        let single = crate::testutil::tiny_bundle(&device);
+        let mut other = single.clone();
+        other.classifier = single.classifier_config.init(&device);
+        let mut ensemble = single.clone();
+        ensemble.extra_classifiers = vec![other.classifier.clone()];
+        let (img, _) = crate::synthetic::render_hpf(9, 200);
+        let centres = [(50.0, 60.0), (120.0, 100.0), (150.0, 30.0)];
+        let score = |b: &ModelBundle| Detector::new(b.clone(), device.clone()).score_at(&img, &centres, 0.25).unwrap();
+        let (a, b, mean) = (score(&single), score(&other), score(&ensemble));
+        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4), "two inits should differ: {a:?} {b:?}");
+        for i in 0..centres.len() {
+            assert!((mean[i] - (a[i] + b[i]) / 2.0).abs() < 1e-6, "{mean:?} vs {a:?} {b:?}");
+        }
     }
 
     #[test]

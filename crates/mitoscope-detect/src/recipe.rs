@@ -15,9 +15,11 @@
 //!    AtNorM-Br, ICPR training centroids, mask-patch figures (in-domain ones
 //!    repeated); negatives = random ICPR / overlay / CMC crops away from labels, empty
 //!    mask patches, CMC look-alike boxes and the hard negatives.
-//! 5. **Operating threshold**: the full pipeline on the held-out HPF(s) and
-//!    CMC tile; the stage-2 score with the best pooled F1 (greedy matching
-//!    within `match_radius_um`).
+//! 5. **Operating threshold**: the full pipeline (stage 2 averaged over
+//!    `classifier_views` orientations, as the card will say) on the held-out
+//!    HPF(s) and CMC tile, plus the training HPFs when `threshold_on` says so;
+//!    the final score with the best pooled F1 (greedy matching within
+//!    `match_radius_um`).
 //!
 //! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json` and the two
 //! run folders `candidate/`, `classifier/` (checkpoints: a killed run resumes).
@@ -132,6 +134,11 @@ pub struct RecipeConfig {
     /// older recipes: 1.
     #[serde(default = "default_classifier_views")]
     pub classifier_views: u8,
+    /// Stage-2 networks trained (seeds `seed`, `seed + 1000`, ...; run
+    /// folders `classifier/`, `classifier-2/`, ...) whose probabilities the
+    /// detector averages. Absent in older recipes: 1.
+    #[serde(default = "default_classifier_ensemble")]
+    pub classifier_ensemble: usize,
     /// Model name written into the card.
     pub version: String,
 }
@@ -157,6 +164,10 @@ fn default_stain_jitter() -> (f32, f32) {
 
 fn default_classifier_crop_px() -> u32 {
     64
+}
+
+fn default_classifier_ensemble() -> usize {
+    1
 }
 
 fn default_classifier_views() -> u8 {
@@ -202,6 +213,7 @@ impl Default for RecipeConfig {
             threshold_on: ThresholdImages::AllHpfs,
             painted_hpf_negatives: true,
             classifier_views: 8,
+            classifier_ensemble: 2,
             version: "mitoscope-default-0.4".into(),
         }
     }
@@ -491,6 +503,7 @@ pub fn train_default(
         candidate: stage1.model.clone(),
         candidate_config: candidate_config.clone(),
         classifier: classifier_config.init(&device),
+        extra_classifiers: Vec::new(),
         classifier_config: classifier_config.clone(),
         card: card.clone(),
     };
@@ -608,7 +621,6 @@ pub fn train_default(
     lap("mining", &mut seconds);
 
     // ---- Stage 2 ----
-    let mut rng_seed = config.seed;
     // Stage 1 took the figure crops at its own resolution; stage 2 re-reads them at its own.
     let figures = if cls_spec == spec {
         crop_positives
@@ -616,7 +628,17 @@ pub fn train_default(
         drop(crop_positives);
         load_figures(cls_spec)?
     };
-    let mut crops = evenly_spread(figures, config.classifier_figure_crops);
+    let figures = evenly_spread(figures, config.classifier_figure_crops);
+    let n_hard = hard.len();
+    let mut classifiers = Vec::new();
+    let mut classifier_val_f1 = None;
+    let mut classifier_crops = (0, 0, n_hard);
+    // Each network of the ensemble: its own seed for the random negatives, the
+    // validation split, initialisation and augmentation; the same data otherwise.
+    for member in 0..config.classifier_ensemble.max(1) {
+    let member_seed = config.seed.wrapping_add(1000 * member as u64);
+    let mut rng_seed = member_seed;
+    let mut crops = figures.clone();
     let repeats = config.in_domain_repeats.max(1);
     for h in &train_hpfs {
         let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, &h.name);
@@ -692,18 +714,19 @@ pub fn train_default(
             crops.push(crop.clone());
         }
     }
-    let n_hard = hard.len();
-    crops.extend(hard);
+    crops.extend(hard.iter().cloned());
     let n_pos = crops.iter().filter(|c| c.positive).count();
     let n_neg = crops.len() - n_pos;
     say(&format!(
-        "stage 2: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)"
+        "stage 2, network {}: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)",
+        member + 1
     ));
-    let (train_crops, val_crops) = mitoscope_model::data::split_train_val(crops, 0.1, config.seed);
+    classifier_crops = (n_pos, n_neg, n_hard);
+    let (train_crops, val_crops) = mitoscope_model::data::split_train_val(crops, 0.1, member_seed);
     let cls_config = TrainingConfig::new(classifier_config.clone())
         .with_num_epochs(config.classifier_epochs)
         .with_decay_epochs(config.classifier_decay_epochs)
-        .with_seed(config.seed)
+        .with_seed(member_seed)
         .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0))
         .with_augment(
             AugmentConfig::new()
@@ -714,14 +737,23 @@ pub fn train_default(
         &cls_config,
         &train_crops,
         &val_crops,
-        &out_dir.join("classifier"),
+        &out_dir.join(classifier_folder(member)),
         &device,
         options,
     )?;
     for m in &stage2.history {
-        say(&format!("  stage-2 epoch {}: {m:?}", m.epoch));
+        say(&format!("  stage-2 network {} epoch {}: {m:?}", member + 1, m.epoch));
     }
-    drop(train_crops);
+    if member == 0 {
+        classifier_val_f1 = stage2.history.last().and_then(|m| m.val_f1);
+    }
+    classifiers.push(stage2.model);
+    }
+    drop(hard);
+    let (n_pos, n_neg, _) = classifier_crops;
+    let mut classifiers = classifiers.into_iter();
+    let classifier = classifiers.next().ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
+    let extra_classifiers: Vec<_> = classifiers.collect();
     lap("stage2", &mut seconds);
 
     // ---- Operating threshold on held-out images ----
@@ -729,7 +761,8 @@ pub fn train_default(
     let bundle = ModelBundle {
         candidate: stage1.model,
         candidate_config,
-        classifier: stage2.model,
+        classifier,
+        extra_classifiers,
         classifier_config,
         card: card.clone(),
     };
@@ -841,7 +874,7 @@ pub fn train_default(
         val_cmc_fp,
         seconds_per_hpf: hpf_seconds.iter().sum::<f64>() / hpf_seconds.len().max(1) as f64,
         classifier_crops: (n_pos, n_neg, n_hard),
-        classifier_val_f1: stage2.history.last().and_then(|m| m.val_f1),
+        classifier_val_f1,
         seconds,
     };
     let mut bundle = detector.bundle().clone();
@@ -882,6 +915,11 @@ pub fn train_default(
     let md = model_md(&bundle.card, &report, config);
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
     Ok((bundle, report))
+}
+
+/// Run folder of stage-2 network `member` (0-based) of the ensemble.
+fn classifier_folder(member: usize) -> String {
+    if member == 0 { "classifier".into() } else { format!("classifier-{}", member + 1) }
 }
 
 /// F1 from true and false positives and the number of labelled mitoses (0 when all are 0).
@@ -1335,6 +1373,7 @@ mod tests {
             "score_fusion",
             "painted_hpf_negatives",
             "classifier_views",
+            "classifier_ensemble",
         ] {
             obj.remove(key);
         }
@@ -1346,5 +1385,6 @@ mod tests {
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
         assert!(!old.painted_hpf_negatives);
         assert_eq!(old.classifier_views, 1);
+        assert_eq!(old.classifier_ensemble, 1);
     }
 }

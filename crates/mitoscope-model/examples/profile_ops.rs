@@ -54,4 +54,19 @@ fn main() {
     let x3 = input(3);
     time("candidate net", || net.forward(x3.clone()));
     time("candidate net, sliced", || net.forward_sliced(x3.clone()));
+    // Stage 2: 64 crops of 64x64 (one pass of `classify_crops`).
+    let classifier = mitoscope_model::PatchClassifierConfig::new().with_input_norm(true).init(&device);
+    let crops = Tensor::<4>::random([64, 3, 64, 64], Distribution::Default, &device);
+    time("classifier, 64 crops", || classifier.forward(crops.clone()).reshape([64, 1, 1, 1]));
+    for (c_in, c_out, s) in [(3, 8, 64), (8, 8, 64), (8, 16, 32), (16, 16, 32), (16, 32, 16), (32, 32, 16)] {
+        let conv = Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let x = Tensor::<4>::random([64, c_in, s, s], Distribution::Default, &device);
+        time(&format!("64 crops: conv {c_in}->{c_out} at {s}"), || conv.forward(x.clone()));
+        time(&format!("64 crops: conv {c_in}->{c_out} at {s}, sliced"), || mitoscope_model::conv3x3_in_slices(&conv, x.clone()));
+    }
+    for (c, s) in [(8, 64), (16, 32), (32, 16)] {
+        let norm = GroupNormConfig::new(4, c).init(&device);
+        let x = Tensor::<4>::random([64, c, s, s], Distribution::Default, &device);
+        time(&format!("64 crops: group norm {c} at {s}"), || norm.forward(x.clone()));
+    }
 }
