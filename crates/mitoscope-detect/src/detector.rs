@@ -310,7 +310,7 @@ impl Detector {
                         }
                     })
                     .collect();
-                Ok(self.classify(&crops)?)
+                self.classify(&crops)
             })
             .collect();
         let mut flat = Vec::with_capacity(candidates.len());

@@ -190,7 +190,7 @@ mod tests {
             assert!((a - mean8).abs() < 1e-5, "{a} vs {mean8}");
         }
         // Two views: the crop and its mirror.
-        let two = classify_crops_averaged(&model, &[crop.clone()], 2, &device).unwrap();
+        let two = classify_crops_averaged(&model, std::slice::from_ref(&crop), 2, &device).unwrap();
         assert!((two[0] - (singles[0] + singles[1]) / 2.0).abs() < 1e-5);
         // One view is the plain score; many crops (more than a pass) keep their order.
         assert_eq!(
@@ -201,7 +201,7 @@ mod tests {
         let plain = classify_crops(&model, &many, &device).unwrap();
         let by4 = classify_crops_averaged(&model, &many, 4, &device).unwrap();
         assert_eq!(by4.len(), 70);
-        let mirrored: Vec<RgbImage> = many.iter().map(|c| image::imageops::rotate180(c)).collect();
+        let mirrored: Vec<RgbImage> = many.iter().map(image::imageops::rotate180).collect();
         let by4_turned = classify_crops_averaged(&model, &mirrored, 4, &device).unwrap();
         for i in 0..70 {
             assert!(
