@@ -636,126 +636,147 @@ pub fn train_default(
     let mut classifiers = Vec::new();
     let mut classifier_val_f1 = None;
     let mut classifier_crops = (0, 0, n_hard);
+    // The crops network `member_seed` trains on: the same figures, in-domain
+    // positives, look-alikes and hard negatives for every network; random
+    // negatives drawn with its own seed.
+    let stage2_crops = |member_seed: u64| -> Vec<LabelledCrop> {
+        let mut rng_seed = member_seed;
+        let mut crops = figures.clone();
+        // Random negatives from `image`, `clear_px` away from `centres`, each image its own stream.
+        let mut negatives = |image: &RgbImage,
+                             centres: &[(f64, f64)],
+                             mpp: Mpp,
+                             count: usize,
+                             clear_px: f64,
+                             name: &str| {
+            rng_seed = rng_seed.wrapping_add(1);
+            random_negative_crops(
+                image,
+                centres,
+                mpp,
+                cls_spec,
+                count,
+                clear_px,
+                &mut seeded(rng_seed),
+                name,
+            )
+        };
+        let repeats = config.in_domain_repeats.max(1);
+        for h in &train_hpfs {
+            let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, &h.name);
+            for _ in 0..repeats {
+                crops.extend(pos.iter().cloned());
+            }
+            let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
+            crops.extend(negatives(
+                &h.image,
+                &h.centroids,
+                icpr_mpp,
+                config.negatives_per_hpf,
+                min_d,
+                &h.name,
+            ));
+        }
+        for p in &painted {
+            let (centres, clear_px) = p.exclusion(crop_half_diagonal);
+            crops.extend(negatives(
+                &p.image,
+                &centres,
+                icpr_mpp,
+                config.negatives_per_hpf,
+                clear_px,
+                &p.name,
+            ));
+        }
+        for c in &train_cmc {
+            crops.extend(negatives(
+                &c.image,
+                &[],
+                src,
+                config.negatives_per_cmc,
+                0.0,
+                &c.name,
+            ));
+            let lookalikes: Vec<LabelledCrop> = c
+                .lookalikes
+                .iter()
+                .map(|&(x, y)| LabelledCrop {
+                    image: resample_crop(&c.image, (x, y), src, cls_spec),
+                    positive: false,
+                    origin: format!("lookalike:{}@{x:.0},{y:.0}", c.name),
+                })
+                .collect();
+            for _ in 0..repeats {
+                crops.extend(lookalikes.iter().cloned());
+            }
+        }
+        for p in &patches {
+            let centre = p.centroid.unwrap_or((
+                (f64::from(p.image.width()) - 1.0) / 2.0,
+                (f64::from(p.image.height()) - 1.0) / 2.0,
+            ));
+            let crop = LabelledCrop {
+                image: resample_crop(&p.image, centre, icpr_mpp, cls_spec),
+                positive: p.centroid.is_some(),
+                origin: p.name.clone(),
+            };
+            for _ in 0..repeats {
+                crops.push(crop.clone());
+            }
+        }
+        crops.extend(hard.iter().cloned());
+        crops
+    };
     // Each network of the ensemble: its own seed for the random negatives, the
     // validation split, initialisation and augmentation; the same data otherwise.
     for member in 0..config.classifier_ensemble.max(1) {
-    let member_seed = config.seed.wrapping_add(1000 * member as u64);
-    let mut rng_seed = member_seed;
-    let mut crops = figures.clone();
-    let repeats = config.in_domain_repeats.max(1);
-    for h in &train_hpfs {
-        let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, &h.name);
-        for _ in 0..repeats {
-            crops.extend(pos.iter().cloned());
+        let member_seed = config.seed.wrapping_add(1000 * member as u64);
+        let crops = stage2_crops(member_seed);
+        let n_pos = crops.iter().filter(|c| c.positive).count();
+        let n_neg = crops.len() - n_pos;
+        say(&format!(
+            "stage 2, network {}: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)",
+            member + 1
+        ));
+        classifier_crops = (n_pos, n_neg, n_hard);
+        let (train_crops, val_crops) =
+            mitoscope_model::data::split_train_val(crops, 0.1, member_seed);
+        let cls_config = TrainingConfig::new(classifier_config.clone())
+            .with_num_epochs(config.classifier_epochs)
+            .with_decay_epochs(config.classifier_decay_epochs)
+            .with_seed(member_seed)
+            .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0))
+            .with_augment(
+                AugmentConfig::new()
+                    .with_hed_scale(config.stain_jitter.0)
+                    .with_hed_shift(config.stain_jitter.1),
+            );
+        let stage2 = train_classifier(
+            &cls_config,
+            &train_crops,
+            &val_crops,
+            &out_dir.join(classifier_folder(member)),
+            &device,
+            options,
+        )?;
+        for m in &stage2.history {
+            say(&format!(
+                "  stage-2 network {} epoch {}: {m:?}",
+                member + 1,
+                m.epoch
+            ));
         }
-        rng_seed = rng_seed.wrapping_add(1);
-        let mut rng = seeded(rng_seed);
-        let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
-        crops.extend(random_negative_crops(
-            &h.image,
-            &h.centroids,
-            icpr_mpp,
-            cls_spec,
-            config.negatives_per_hpf,
-            min_d,
-            &mut rng,
-            &h.name,
-        ));
-    }
-    for p in &painted {
-        rng_seed = rng_seed.wrapping_add(1);
-        let mut rng = seeded(rng_seed);
-        let (centres, clear_px) = p.exclusion(crop_half_diagonal);
-        crops.extend(random_negative_crops(
-            &p.image,
-            &centres,
-            icpr_mpp,
-            cls_spec,
-            config.negatives_per_hpf,
-            clear_px,
-            &mut rng,
-            &p.name,
-        ));
-    }
-    for c in &train_cmc {
-        rng_seed = rng_seed.wrapping_add(1);
-        let mut rng = seeded(rng_seed);
-        crops.extend(random_negative_crops(
-            &c.image,
-            &[],
-            src,
-            cls_spec,
-            config.negatives_per_cmc,
-            0.0,
-            &mut rng,
-            &c.name,
-        ));
-        let lookalikes: Vec<LabelledCrop> = c
-            .lookalikes
-            .iter()
-            .map(|&(x, y)| LabelledCrop {
-                image: resample_crop(&c.image, (x, y), src, cls_spec),
-                positive: false,
-                origin: format!("lookalike:{}@{x:.0},{y:.0}", c.name),
-            })
-            .collect();
-        for _ in 0..repeats {
-            crops.extend(lookalikes.iter().cloned());
+        if member == 0 {
+            classifier_val_f1 = stage2.history.last().and_then(|m| m.val_f1);
         }
-    }
-    for p in &patches {
-        let centre = p.centroid.unwrap_or((
-            (f64::from(p.image.width()) - 1.0) / 2.0,
-            (f64::from(p.image.height()) - 1.0) / 2.0,
-        ));
-        let crop = LabelledCrop {
-            image: resample_crop(&p.image, centre, icpr_mpp, cls_spec),
-            positive: p.centroid.is_some(),
-            origin: p.name.clone(),
-        };
-        for _ in 0..repeats {
-            crops.push(crop.clone());
-        }
-    }
-    crops.extend(hard.iter().cloned());
-    let n_pos = crops.iter().filter(|c| c.positive).count();
-    let n_neg = crops.len() - n_pos;
-    say(&format!(
-        "stage 2, network {}: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)",
-        member + 1
-    ));
-    classifier_crops = (n_pos, n_neg, n_hard);
-    let (train_crops, val_crops) = mitoscope_model::data::split_train_val(crops, 0.1, member_seed);
-    let cls_config = TrainingConfig::new(classifier_config.clone())
-        .with_num_epochs(config.classifier_epochs)
-        .with_decay_epochs(config.classifier_decay_epochs)
-        .with_seed(member_seed)
-        .with_positive_weight((n_neg as f32 / n_pos.max(1) as f32).clamp(0.25, 4.0))
-        .with_augment(
-            AugmentConfig::new()
-                .with_hed_scale(config.stain_jitter.0)
-                .with_hed_shift(config.stain_jitter.1),
-        );
-    let stage2 = train_classifier(
-        &cls_config,
-        &train_crops,
-        &val_crops,
-        &out_dir.join(classifier_folder(member)),
-        &device,
-        options,
-    )?;
-    for m in &stage2.history {
-        say(&format!("  stage-2 network {} epoch {}: {m:?}", member + 1, m.epoch));
-    }
-    if member == 0 {
-        classifier_val_f1 = stage2.history.last().and_then(|m| m.val_f1);
-    }
-    classifiers.push(stage2.model);
+        classifiers.push(stage2.model);
     }
     drop(hard);
     let (n_pos, n_neg, _) = classifier_crops;
     let mut classifiers = classifiers.into_iter();
-    let classifier = classifiers.next().ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
+    let classifier = classifiers
+        .next()
+        .ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
     let extra_classifiers: Vec<_> = classifiers.collect();
     lap("stage2", &mut seconds);
 
@@ -922,7 +943,11 @@ pub fn train_default(
 
 /// Run folder of stage-2 network `member` (0-based) of the ensemble.
 fn classifier_folder(member: usize) -> String {
-    if member == 0 { "classifier".into() } else { format!("classifier-{}", member + 1) }
+    if member == 0 {
+        "classifier".into()
+    } else {
+        format!("classifier-{}", member + 1)
+    }
 }
 
 /// F1 from true and false positives and the number of labelled mitoses (0 when all are 0).
@@ -991,7 +1016,13 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
         cls_mpp = config.classifier_mpp,
         nets = match config.classifier_ensemble.max(1) {
             1 => "one network".to_owned(),
-            n => format!("{n} networks, seeds {}, probabilities averaged", (0..n).map(|k| (config.seed + 1000 * k as u64).to_string()).collect::<Vec<_>>().join(", ")),
+            n => format!(
+                "{n} networks, seeds {}, probabilities averaged",
+                (0..n)
+                    .map(|k| (config.seed + 1000 * k as u64).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         },
         views = card.classifier_views,
         fusion = match card.score_fusion {
