@@ -654,8 +654,10 @@ pub fn write_slide_outputs(
             "exists and is not a Mitoscope slide output (no summary.json); not replacing it",
         ));
     }
+    let partial_prefix = format!(".{}.partial-", report.slide_id);
+    remove_stale_partials(out_root, &partial_prefix);
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.partial-", report.slide_id))
+        .prefix(&partial_prefix)
         .tempdir_in(out_root)
         .map_err(|e| SlideRunError::output(out_root, e))?;
     let dir = tmp.path();
@@ -725,6 +727,22 @@ pub fn write_slide_outputs(
         tracing::warn!("could not remove the previous output {}: {e}", aside.display());
     }
     Ok(final_dir)
+}
+
+/// Removes the temporary folders (`prefix` + random suffix) that a run killed
+/// while writing this slide's outputs left in `out_root`: they only ever hold
+/// an unfinished copy of what is about to be written again.
+fn remove_stale_partials(out_root: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(out_root) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) && path.is_dir() {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::info!("removed {}, left by an interrupted run", path.display()),
+                Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 /// A folder we may replace: empty, or holding our `summary.json`.

@@ -221,13 +221,21 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     assert!(thumb.pixels().any(|p| p.0 == [0, 60, 255]));
     assert!(thumb.pixels().any(|p| p.0 == [0, 170, 0]));
 
-    // A stale file from an earlier run disappears; nothing else is left around.
+    // A stale file from an earlier run disappears, and so does the temporary
+    // folder of a run killed while writing; nothing else is left around.
     std::fs::write(folder.join("stale.txt"), "old").unwrap();
+    let killed = out.join(".synthetic-large.partial-Ab12Cd");
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join("detections.csv"), "image,x,y,score\n").unwrap();
+    // Another slide's temporary folder is not this run's to remove.
+    let other = out.join(".synthetic-large-2.partial-Ab12Cd");
+    std::fs::create_dir_all(&other).unwrap();
     run_slide(&path, &DarkBlobs, &out, &SlideRunConfig::default()).unwrap();
     assert!(!folder.join("stale.txt").exists());
-    let names: Vec<String> =
+    let mut names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["synthetic-large"], "temporary folders left: {names:?}");
+    names.sort();
+    assert_eq!(names, [".synthetic-large-2.partial-Ab12Cd", "synthetic-large"], "temporary folders left: {names:?}");
     // A foreign folder of the same name is not replaced.
     let foreign = dir.path().join("out2/synthetic-large");
     std::fs::create_dir_all(&foreign).unwrap();
