@@ -25,7 +25,8 @@
 //!    out-of-fold scores, and each HPF is also judged at the threshold the
 //!    other HPFs alone choose (the nested estimate for unseen HPFs).
 //!
-//! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json` and the run
+//! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json`,
+//! `out-of-fold.csv` (cross-validated runs: every candidate's out-of-fold score) and the run
 //! folders `candidate/`, `classifier/`, `classifier-2/`, ... and
 //! `cv-<HPF>/classifier/` (checkpoints: a killed run resumes).
 
@@ -917,6 +918,17 @@ pub fn train_default(
             let dets = Detector::new(fold, device.clone()).detect_image(&h.image, ICPR_MPP, &all)?;
             out_of_fold.push((dets, h.centroids.clone(), match_px_icpr));
         }
+        // Every candidate with its out-of-fold score, for `mitoscope eval` (AP, FROC, sweeps).
+        let csv = out_dir.join(OUT_OF_FOLD_FILE);
+        mitoscope_formats::atomic::write_atomic_with(&csv, |w| {
+            writeln!(w, "{}", crate::DETECTIONS_HEADER)?;
+            for (h, (dets, _, _)) in stage2_hpfs.iter().zip(&out_of_fold) {
+                for d in dets {
+                    writeln!(w, "{},{:.2},{:.2},{:.6}", h.name, d.x, d.y, d.score)?;
+                }
+            }
+            Ok(())
+        })?;
         lap("cross-validation", &mut seconds);
     }
     // The HPFs the report speaks for: out-of-fold scores of every labelled HPF, or the held-out ones.
@@ -1057,6 +1069,9 @@ pub fn train_default(
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
     Ok((bundle, report))
 }
+
+/// Out-of-fold scores of every candidate of every labelled HPF (cross-validated runs), in the run folder.
+pub const OUT_OF_FOLD_FILE: &str = "out-of-fold.csv";
 
 /// Run folder of stage-2 network `member` (0-based) of the ensemble.
 fn classifier_folder(member: usize) -> String {
