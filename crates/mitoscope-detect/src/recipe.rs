@@ -635,7 +635,22 @@ pub fn train_default(
             });
         }
     };
-    for (h, (dets, _)) in train_hpfs.iter().zip(&train_peaks) {
+    // Cross-validated, stage 2 trains on every labelled HPF (stage 1 keeps its split).
+    let stage2_hpfs: Vec<&Hpf> = if cross_validated {
+        train_hpfs.iter().chain(&val_hpfs).collect()
+    } else {
+        train_hpfs.iter().collect()
+    };
+    for (i, h) in stage2_hpfs.iter().enumerate() {
+        // The training HPFs come first and their peaks are at hand; the others are found now.
+        let found;
+        let dets = match train_peaks.get(i) {
+            Some((dets, _)) => dets,
+            None => {
+                found = detector.candidates(&h.image, ICPR_MPP, &low)?;
+                &found
+            }
+        };
         take_hard(
             dets,
             &h.centroids,
@@ -645,26 +660,6 @@ pub fn train_default(
             &h.name,
             &mut hard,
         );
-    }
-    // Cross-validated, stage 2 trains on every labelled HPF (stage 1 keeps its split).
-    let stage2_hpfs: Vec<&Hpf> = if cross_validated {
-        train_hpfs.iter().chain(&val_hpfs).collect()
-    } else {
-        train_hpfs.iter().collect()
-    };
-    if cross_validated {
-        for h in &val_hpfs {
-            let dets = detector.candidates(&h.image, ICPR_MPP, &low)?;
-            take_hard(
-                &dets,
-                &h.centroids,
-                match_px_icpr,
-                &h.image,
-                ICPR_MPP,
-                &h.name,
-                &mut hard,
-            );
-        }
     }
     // Half the diagonal of a stage-2 crop, in ICPR pixels.
     let crop_half_diagonal =
