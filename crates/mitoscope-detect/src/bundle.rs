@@ -170,6 +170,10 @@ fn upgrade_header(header: &mut serde_json::Value) {
         classifier
             .entry("input_norm")
             .or_insert(serde_json::Value::Bool(false));
+        // Added in 0.6: stain-concentration input; earlier classifiers read RGB.
+        classifier
+            .entry("stain_input")
+            .or_insert(serde_json::Value::Bool(false));
     }
 }
 
@@ -427,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn bundles_from_before_input_norm_and_views_still_load() {
+    fn bundles_from_before_input_norm_stain_input_and_views_still_load() {
         let device = Device::flex();
         let mut bundle = tiny_bundle(&device);
         bundle.card.classifier_views = 8;
@@ -439,6 +443,11 @@ mod tests {
                 .unwrap()
                 .remove("input_norm")
                 .unwrap();
+            h["classifier_config"]
+                .as_object_mut()
+                .unwrap()
+                .remove("stain_input")
+                .unwrap();
             h["card"]
                 .as_object_mut()
                 .unwrap()
@@ -447,6 +456,7 @@ mod tests {
         });
         let loaded = ModelBundle::from_bytes(&old, "old.bundle", &device).unwrap();
         assert!(!loaded.classifier_config.input_norm);
+        assert!(!loaded.classifier_config.stain_input);
         assert_eq!(loaded.card.classifier_views, 1);
         assert_eq!(
             ModelBundle::from_bytes(&bytes, "new.bundle", &device)

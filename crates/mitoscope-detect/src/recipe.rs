@@ -105,6 +105,10 @@ pub struct RecipeConfig {
     /// `PatchClassifierConfig::input_norm`). Absent in 0.1 recipes: off.
     #[serde(default)]
     pub classifier_input_norm: bool,
+    /// Stage 2 reads stain concentrations instead of RGB (see
+    /// `PatchClassifierConfig::stain_input`). Absent before 0.6: off.
+    #[serde(default)]
+    pub classifier_stain_input: bool,
     /// Stage 2 keeps at most this many of the (off-domain) AMi-Br /
     /// AtNorM-Br figure crops, evenly spread over them; stage 1 uses all.
     #[serde(default)]
@@ -215,6 +219,7 @@ impl Default for RecipeConfig {
             match_radius_um: 8.0,
             min_distance_um: 6.0,
             classifier_input_norm: true,
+            classifier_stain_input: false,
             // Off-domain figure crops are capped and in-domain ones repeated
             // more, so that scanner differences do not decide the class.
             classifier_figure_crops: Some(2000),
@@ -548,7 +553,8 @@ pub fn train_default(
         .with_base_channels(config.classifier_channels)
         .with_mpp(config.classifier_mpp)
         .with_crop_size(config.classifier_crop_px as usize)
-        .with_input_norm(config.classifier_input_norm);
+        .with_input_norm(config.classifier_input_norm)
+        .with_stain_input(config.classifier_stain_input);
     let mut card = ModelCard::untrained(&config.version);
     card.model_mpp = model_mpp;
     card.crop_size = config.classifier_crop_px;
@@ -1680,6 +1686,7 @@ mod tests {
         let obj = json.as_object_mut().unwrap();
         for key in [
             "classifier_input_norm",
+            "classifier_stain_input",
             "classifier_figure_crops",
             "stain_jitter",
             "classifier_crop_px",
@@ -1693,6 +1700,7 @@ mod tests {
         }
         let old: RecipeConfig = serde_json::from_value(json).unwrap();
         assert!(!old.classifier_input_norm);
+        assert!(!old.classifier_stain_input);
         assert_eq!(old.classifier_figure_crops, None);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));

@@ -115,6 +115,12 @@ const RGB_FROM_HED: [[f64; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.
 /// and still round back to 0.
 const MIN_TRANSMITTANCE: f64 = 1e-6;
 
+/// The matrix taking optical densities `[R, G, B]` (row vector) to stain
+/// concentrations `[H, E, DAB]`.
+pub fn hed_from_rgb_matrix() -> [[f64; 3]; 3] {
+    stain_matrices().1
+}
+
 fn stain_matrices() -> ([[f64; 3]; 3], [[f64; 3]; 3]) {
     let mut m = RGB_FROM_HED;
     for row in &mut m {

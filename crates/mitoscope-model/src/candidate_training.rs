@@ -39,6 +39,7 @@ use crate::training::{
 };
 use crate::data::images_to_tensor;
 use crate::infer::tensor_values;
+use crate::run_data::{self, Fingerprint};
 use crate::weights::{load_weights, save_weights, write_atomically};
 use crate::{ModelError, TrainOptions};
 
@@ -198,6 +199,13 @@ pub fn train_candidate_net(
             });
         }
     }
+    let mut hash = Fingerprint::default();
+    for sample in train.iter().chain(val) {
+        hash.image(&sample.image).f32s(&sample.target.values);
+        let centres: Vec<f32> = sample.centres.iter().flat_map(|&(x, y)| [x as f32, y as f32]).collect();
+        hash.f32s(&centres).f32s(&[sample.random_weight as f32]);
+    }
+    run_data::check_and_record(out_dir, &hash.finish(train.len(), val.len()), latest.is_some())?;
     write_atomically(&config_path, burn::config::config_to_json(config).as_bytes())?;
 
     let train_device = device.clone().autodiff();
@@ -502,7 +510,9 @@ mod tests {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), ckpt.join(entry.file_name())).unwrap();
         }
-        std::fs::copy(full_dir.path().join(CONFIG_FILE), dir.path().join(CONFIG_FILE)).unwrap();
+        for file in [CONFIG_FILE, run_data::DATA_FILE] {
+            std::fs::copy(full_dir.path().join(file), dir.path().join(file)).unwrap();
+        }
         let first_line = log.lines().next().unwrap();
         // Plus a stale epoch-2 line written after the checkpoint, which the resume must drop.
         std::fs::write(dir.path().join(METRICS_FILE), format!("{first_line}\n{}\n", log.lines().nth(1).unwrap())).unwrap();
@@ -521,6 +531,12 @@ mod tests {
         let err = train_candidate_net(&tiny(2).with_seed(9), &data, &[], dir.path(), &device, TrainOptions::quiet())
             .unwrap_err();
         assert!(matches!(err, ModelError::Config { .. }), "{err}");
+        // Same config and seed, a mitosis centre moved: other data, refused.
+        let mut moved = data.clone();
+        moved[0].centres.push((1.0, 1.0));
+        let err = train_candidate_net(&tiny(2), &moved, &data[..2], dir.path(), &device, TrainOptions::quiet())
+            .unwrap_err();
+        assert!(err.to_string().contains("other data"), "{err}");
     }
 
     #[test]

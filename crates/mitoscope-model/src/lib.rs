@@ -61,6 +61,7 @@ pub mod data;
 mod error;
 pub mod infer;
 mod layers;
+pub mod run_data;
 pub mod training;
 pub mod weights;
 

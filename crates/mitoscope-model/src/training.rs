@@ -38,6 +38,7 @@ use crate::candidate::{CandidateNet, ProbabilityMap, SIDE_MULTIPLE};
 use crate::classifier::{PatchClassifier, PatchClassifierConfig};
 use crate::data::{images_to_tensor, LabelledCrop};
 use crate::infer::tensor_values;
+use crate::run_data::{self, Fingerprint};
 use crate::weights::{load_weights, save_weights, write_atomically};
 use crate::ModelError;
 
@@ -181,6 +182,7 @@ pub fn train_classifier(
     if latest.is_some() {
         check_resumable(config, &config_path)?;
     }
+    run_data::check_and_record(out_dir, &crops_fingerprint(train, val), latest.is_some())?;
     write_atomically(&config_path, config_json(config).as_bytes())?;
 
     let train_device = device.clone().autodiff();
@@ -219,6 +221,15 @@ pub fn train_classifier(
         last_epoch = epoch;
     }
     Ok(TrainOutcome { model: model.valid(), first_epoch, last_epoch, history })
+}
+
+/// What [`train_classifier`] records of its crops (see [`run_data`]).
+fn crops_fingerprint(train: &[LabelledCrop], val: &[LabelledCrop]) -> run_data::RunData {
+    let mut hash = Fingerprint::default();
+    for crop in train.iter().chain(val) {
+        hash.image(&crop.image).bool(crop.positive);
+    }
+    hash.finish(train.len(), val.len())
 }
 
 /// Loads the classifier of a finished (or interrupted) run: `config.json` and
@@ -638,8 +649,9 @@ mod tests {
         for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
             std::fs::copy(src.join(f), ckpt.join("epoch-0002").join(f)).unwrap();
         }
-        std::fs::copy(full_dir.path().join(CONFIG_FILE), resumed_dir.path().join(CONFIG_FILE)).unwrap();
-        std::fs::copy(full_dir.path().join(METRICS_FILE), resumed_dir.path().join(METRICS_FILE)).unwrap();
+        for file in [CONFIG_FILE, METRICS_FILE, run_data::DATA_FILE] {
+            std::fs::copy(full_dir.path().join(file), resumed_dir.path().join(file)).unwrap();
+        }
 
         let resumed = train_classifier(&config, &train, &val, resumed_dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (3, 3));
@@ -675,6 +687,18 @@ mod tests {
         let other = tiny_config(2).with_seed(8);
         let err = train_classifier(&other, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
         assert!(matches!(err, ModelError::Config { .. }), "{err}");
+        // So is resuming the same network and seed on other crops: one crop
+        // more, or the same number with one label flipped.
+        let mut more = crops.clone();
+        more.extend(synthetic_crops(1, 16, 99));
+        let mut relabelled = crops.clone();
+        relabelled[0].positive = !relabelled[0].positive;
+        for data in [&more, &relabelled] {
+            let err = train_classifier(&config, data, &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
+            assert!(err.to_string().contains("other data"), "{err}");
+        }
+        // The refusal changed nothing: the original crops still resume.
+        train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
     }
     #[test]
     fn candidate_steps_fit_a_disc_heat_map() {
