@@ -174,6 +174,10 @@ fn upgrade_header(header: &mut serde_json::Value) {
         classifier
             .entry("stain_input")
             .or_insert(serde_json::Value::Bool(false));
+        // Added in 0.7: an optional fourth conv block; earlier classifiers had three.
+        classifier
+            .entry("fourth_block")
+            .or_insert(serde_json::Value::Bool(false));
     }
 }
 
@@ -431,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn bundles_from_before_input_norm_stain_input_and_views_still_load() {
+    fn bundles_from_before_input_norm_stain_input_fourth_block_and_views_still_load() {
         let device = Device::flex();
         let mut bundle = tiny_bundle(&device);
         bundle.card.classifier_views = 8;
@@ -448,6 +452,11 @@ mod tests {
                 .unwrap()
                 .remove("stain_input")
                 .unwrap();
+            h["classifier_config"]
+                .as_object_mut()
+                .unwrap()
+                .remove("fourth_block")
+                .unwrap();
             h["card"]
                 .as_object_mut()
                 .unwrap()
@@ -457,6 +466,7 @@ mod tests {
         let loaded = ModelBundle::from_bytes(&old, "old.bundle", &device).unwrap();
         assert!(!loaded.classifier_config.input_norm);
         assert!(!loaded.classifier_config.stain_input);
+        assert!(!loaded.classifier_config.fourth_block);
         assert_eq!(loaded.card.classifier_views, 1);
         assert_eq!(
             ModelBundle::from_bytes(&bytes, "new.bundle", &device)

@@ -109,6 +109,10 @@ pub struct RecipeConfig {
     /// `PatchClassifierConfig::stain_input`). Absent before 0.6: off.
     #[serde(default)]
     pub classifier_stain_input: bool,
+    /// Stage 2 has a fourth conv block, seeing the whole crop (see
+    /// `PatchClassifierConfig::fourth_block`). Absent before 0.7: off.
+    #[serde(default)]
+    pub classifier_fourth_block: bool,
     /// Stage 2 keeps at most this many of the (off-domain) AMi-Br /
     /// AtNorM-Br figure crops, evenly spread over them; stage 1 uses all.
     #[serde(default)]
@@ -226,6 +230,7 @@ impl Default for RecipeConfig {
             // stage 1 and schedule, out of fold: AP 0.44 vs 0.32, best pooled F1
             // 0.49 vs 0.47, and F1 flat over thresholds 0.90-0.96 (BENCHMARKS.md).
             classifier_stain_input: true,
+            classifier_fourth_block: false,
             // Off-domain figure crops are capped and in-domain ones repeated
             // more, so that scanner differences do not decide the class.
             classifier_figure_crops: Some(2000),
@@ -560,7 +565,8 @@ pub fn train_default(
         .with_mpp(config.classifier_mpp)
         .with_crop_size(config.classifier_crop_px as usize)
         .with_input_norm(config.classifier_input_norm)
-        .with_stain_input(config.classifier_stain_input);
+        .with_stain_input(config.classifier_stain_input)
+        .with_fourth_block(config.classifier_fourth_block);
     let mut card = ModelCard::untrained(&config.version);
     card.model_mpp = model_mpp;
     card.crop_size = config.classifier_crop_px;
@@ -1704,6 +1710,7 @@ mod tests {
         for key in [
             "classifier_input_norm",
             "classifier_stain_input",
+            "classifier_fourth_block",
             "classifier_figure_crops",
             "stain_jitter",
             "classifier_crop_px",
@@ -1718,6 +1725,7 @@ mod tests {
         let old: RecipeConfig = serde_json::from_value(json).unwrap();
         assert!(!old.classifier_input_norm);
         assert!(!old.classifier_stain_input);
+        assert!(!old.classifier_fourth_block);
         assert_eq!(old.classifier_figure_crops, None);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
