@@ -162,22 +162,8 @@ struct BundleHeader {
 /// Fills in config fields added since older bundles were written, with the
 /// value that reproduces their behaviour (burn configs have no serde defaults).
 fn upgrade_header(header: &mut serde_json::Value) {
-    if let Some(classifier) = header
-        .get_mut("classifier_config")
-        .and_then(|c| c.as_object_mut())
-    {
-        // Added in 0.2: per-crop standardisation; 0.1 classifiers ran without it.
-        classifier
-            .entry("input_norm")
-            .or_insert(serde_json::Value::Bool(false));
-        // Added in 0.6: stain-concentration input; earlier classifiers read RGB.
-        classifier
-            .entry("stain_input")
-            .or_insert(serde_json::Value::Bool(false));
-        // Added in 0.7: an optional fourth conv block; earlier classifiers had three.
-        classifier
-            .entry("fourth_block")
-            .or_insert(serde_json::Value::Bool(false));
+    if let Some(classifier) = header.get_mut("classifier_config") {
+        mitoscope_model::classifier::upgrade_config_json(classifier);
     }
 }
 

@@ -51,6 +51,19 @@ pub struct PatchClassifierConfig {
     pub fourth_block: bool,
 }
 
+/// Fills in the fields a saved [`PatchClassifierConfig`] (JSON) may lack,
+/// with the values that reproduce the networks written before each existed
+/// (burn configs have no serde defaults). Bundles and training run folders
+/// both keep such configs.
+pub fn upgrade_config_json(config: &mut serde_json::Value) {
+    if let Some(fields) = config.as_object_mut() {
+        // 0.2: per-crop standardisation; 0.6: stain input; 0.7: a fourth block.
+        for added in ["input_norm", "stain_input", "fourth_block"] {
+            fields.entry(added).or_insert(serde_json::Value::Bool(false));
+        }
+    }
+}
+
 /// Three conv blocks with 2x max-pooling between them, global average pooling
 /// and a linear head giving one mitosis logit per crop.
 #[derive(Module, Debug)]

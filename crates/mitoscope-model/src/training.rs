@@ -249,6 +249,9 @@ pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
     // Runs saved before the learning-rate decay existed trained at a constant rate.
     if let Some(fields) = value.as_object_mut() {
         fields.entry("decay_epochs").or_insert(serde_json::Value::from(0));
+        if let Some(model) = fields.get_mut("model") {
+            crate::classifier::upgrade_config_json(model);
+        }
     }
     serde_json::from_value(value).map_err(bad)
 }
@@ -699,6 +702,33 @@ mod tests {
         }
         // The refusal changed nothing: the original crops still resume.
         train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
+    }
+
+    #[test]
+    fn run_folders_saved_before_newer_network_options_still_resume() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let crops = synthetic_crops(16, 16, 3);
+        let config = tiny_config(2);
+        let stopped = TrainOptions { stop_after_epochs: Some(1), show_progress: false };
+        train_classifier(&config, &crops, &[], dir.path(), &device, stopped).unwrap();
+        // Rewrite config.json as 0.6 and earlier wrote it: no `fourth_block`,
+        // no `stain_input`, no `decay_epochs`.
+        let path = dir.path().join(CONFIG_FILE);
+        let mut saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        saved["model"].as_object_mut().unwrap().remove("fourth_block").unwrap();
+        saved["model"].as_object_mut().unwrap().remove("stain_input").unwrap();
+        saved.as_object_mut().unwrap().remove("decay_epochs").unwrap();
+        std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
+        let read = read_config(&path).unwrap();
+        assert_eq!(read.model, config.model);
+        let resumed = train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
+        assert_eq!((resumed.first_epoch, resumed.last_epoch), (2, 2));
+        // A network that has the fourth block is not what that folder holds.
+        let deeper = TrainingConfig { model: config.model.clone().with_fourth_block(true), ..config.clone() };
+        std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
+        let err = train_classifier(&deeper, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
+        assert!(matches!(err, ModelError::Config { .. }), "{err}");
     }
     #[test]
     fn candidate_steps_fit_a_disc_heat_map() {
