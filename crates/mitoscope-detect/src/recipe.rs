@@ -120,6 +120,11 @@ pub struct RecipeConfig {
     /// Stage-2 stain augmentation: HED concentration scale and shift ranges.
     #[serde(default = "default_stain_jitter")]
     pub stain_jitter: (f32, f32),
+    /// Probability that a stage-2 training crop is re-encoded as JPEG at a
+    /// random quality (60-95; `AugmentConfig::jpeg_probability`). Absent
+    /// before 0.8: never.
+    #[serde(default)]
+    pub classifier_jpeg_probability: f32,
     /// Stage-2 crop side in pixels (0.1: 64).
     #[serde(default = "default_classifier_crop_px")]
     pub classifier_crop_px: u32,
@@ -242,6 +247,7 @@ impl Default for RecipeConfig {
             // more, so that scanner differences do not decide the class.
             classifier_figure_crops: Some(2000),
             stain_jitter: (0.1, 0.03),
+            classifier_jpeg_probability: 0.0,
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
             classifier_crop_px: 64,
             classifier_mpp: 0.3,
@@ -845,7 +851,8 @@ pub fn train_default(
             .with_augment(
                 AugmentConfig::new()
                     .with_hed_scale(config.stain_jitter.0)
-                    .with_hed_shift(config.stain_jitter.1),
+                    .with_hed_shift(config.stain_jitter.1)
+                    .with_jpeg_probability(config.classifier_jpeg_probability),
             );
         Ok(train_classifier(
             &cls_config,
@@ -1720,6 +1727,7 @@ mod tests {
             "classifier_fourth_block",
             "classifier_figure_crops",
             "stain_jitter",
+            "classifier_jpeg_probability",
             "classifier_crop_px",
             "classifier_mpp",
             "score_fusion",
@@ -1735,6 +1743,7 @@ mod tests {
         assert!(!old.classifier_fourth_block);
         assert_eq!(old.classifier_figure_crops, None);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
+        assert_eq!(old.classifier_jpeg_probability, 0.0);
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
         assert!(!old.painted_hpf_negatives);

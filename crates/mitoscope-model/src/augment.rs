@@ -1,5 +1,5 @@
 //! Training-time augmentation of RGB crops: stain jitter in HED space, flips,
-//! 90° rotations, scale jitter and a small Gaussian blur.
+//! 90° rotations, scale jitter, a small Gaussian blur and JPEG recompression.
 //!
 //! Everything is driven by the caller's RNG, so a seeded `ChaCha8Rng` gives the
 //! same augmented crop on every run (and after a resume).
@@ -40,6 +40,15 @@ pub struct AugmentConfig {
     /// crop centre (mimics scanner-to-scanner magnification differences).
     #[config(default = 0.1)]
     pub scale_jitter: f32,
+    /// Probability of re-encoding a crop as JPEG (quality drawn uniformly from
+    /// `jpeg_quality`). Scanner-A HPFs are JPEG re-encodes while the
+    /// off-domain figure crops are PNGs: without it block artefacts are a
+    /// label cue. Off by default, so that older configs draw the same crops.
+    #[config(default = 0.0)]
+    pub jpeg_probability: f32,
+    /// Smallest and largest JPEG quality (1-100).
+    #[config(default = "(60, 95)")]
+    pub jpeg_quality: (u8, u8),
 }
 
 impl AugmentConfig {
@@ -53,6 +62,8 @@ impl AugmentConfig {
             blur_probability: 0.0,
             blur_sigma_max: 0.0,
             scale_jitter: 0.0,
+            jpeg_probability: 0.0,
+            jpeg_quality: (60, 95),
         }
     }
 }
@@ -94,7 +105,29 @@ pub fn augment(crop: &RgbImage, config: &AugmentConfig, rng: &mut impl Rng) -> R
         let sigma = rng.random_range(0.1..=config.blur_sigma_max);
         img = image::imageops::blur(&img, sigma);
     }
+    // Drawn only when on, so configs without it keep their random stream.
+    if config.jpeg_probability > 0.0 && rng.random_bool(f64::from(config.jpeg_probability.clamp(0.0, 1.0))) {
+        let (lo, hi) = config.jpeg_quality;
+        let (lo, hi) = (lo.clamp(1, 100), hi.clamp(1, 100));
+        let quality = rng.random_range(lo.min(hi)..=hi.max(lo));
+        img = jpeg_round_trip(&img, quality);
+    }
     img
+}
+
+/// `img` encoded as JPEG at `quality` and decoded again. An in-memory encode of
+/// a valid RGB buffer cannot fail in practice; if it ever does, the crop is
+/// returned unchanged rather than aborting a training run.
+pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> RgbImage {
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality);
+    if img.write_with_encoder(encoder).is_err() {
+        return img.clone();
+    }
+    match image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg) {
+        Ok(decoded) => decoded.to_rgb8(),
+        Err(_) => img.clone(),
+    }
 }
 
 /// Rotates a crop by `quarter_turns * 90°` clockwise.
@@ -279,5 +312,22 @@ mod tests {
         assert_eq!(scale_about_centre(&img, 1.0), img);
         let zoomed = scale_about_centre(&img, 2.0);
         assert_eq!(zoomed.dimensions(), (10, 10));
+    }
+
+    #[test]
+    fn jpeg_recompression_keeps_size_and_loses_more_at_low_quality() {
+        let img = random_image(40, 40, 7);
+        let error = |q: u8| {
+            let out = jpeg_round_trip(&img, q);
+            assert_eq!(out.dimensions(), img.dimensions());
+            out.as_raw().iter().zip(img.as_raw()).map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs()).sum::<i32>()
+        };
+        let (fine, coarse) = (error(95), error(20));
+        assert!(fine > 0, "a JPEG round trip of noise is lossy");
+        assert!(coarse > fine, "quality 20 lost {coarse}, quality 95 {fine}");
+        // Through `augment`, with everything else off: always applied at p = 1.
+        let config = AugmentConfig::none().with_jpeg_probability(1.0).with_jpeg_quality((50, 50));
+        let out = augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(out, jpeg_round_trip(&img, 50));
     }
 }

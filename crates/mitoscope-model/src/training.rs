@@ -252,6 +252,11 @@ pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
         if let Some(model) = fields.get_mut("model") {
             crate::classifier::upgrade_config_json(model);
         }
+        // ... and before JPEG augmentation existed, without it.
+        if let Some(augment) = fields.get_mut("augment").and_then(|a| a.as_object_mut()) {
+            augment.entry("jpeg_probability").or_insert(serde_json::Value::from(0.0));
+            augment.entry("jpeg_quality").or_insert(serde_json::json!([60, 95]));
+        }
     }
     serde_json::from_value(value).map_err(bad)
 }
@@ -719,9 +724,13 @@ mod tests {
         saved["model"].as_object_mut().unwrap().remove("fourth_block").unwrap();
         saved["model"].as_object_mut().unwrap().remove("stain_input").unwrap();
         saved.as_object_mut().unwrap().remove("decay_epochs").unwrap();
+        // ... and 0.7 and earlier: no JPEG augmentation.
+        saved["augment"].as_object_mut().unwrap().remove("jpeg_probability").unwrap();
+        saved["augment"].as_object_mut().unwrap().remove("jpeg_quality").unwrap();
         std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
         let read = read_config(&path).unwrap();
         assert_eq!(read.model, config.model);
+        assert_eq!(read.augment, config.augment);
         let resumed = train_classifier(&config, &crops, &[], dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (2, 2));
         // A network that has the fourth block is not what that folder holds.
