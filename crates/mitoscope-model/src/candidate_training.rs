@@ -24,7 +24,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use image::{Rgb, RgbImage};
 use rand::{Rng, RngExt};
@@ -34,13 +34,13 @@ use crate::augment::hed_jitter;
 use crate::candidate::{peaks, CandidateNet, CandidateNetConfig, ProbabilityMap, SIDE_MULTIPLE};
 use crate::infer::candidate_map;
 use crate::training::{
-    append_metrics, bce_with_logits, candidate_step, derived_rng, latest_checkpoint, progress_bar, truncate_metrics,
-    write_checkpoint, CONFIG_FILE, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE,
+    append_metrics, bce_with_logits, candidate_step, derived_rng, latest_checkpoint, progress_bar, resume_from,
+    truncate_metrics, write_checkpoint, CONFIG_FILE, METRICS_FILE, MODEL_FILE,
 };
 use crate::data::images_to_tensor;
 use crate::infer::tensor_values;
 use crate::run_data::{self, Fingerprint};
-use crate::weights::{load_weights, save_weights, write_atomically};
+use crate::weights::{save_weights, write_atomically};
 use crate::{ModelError, TrainOptions};
 
 /// One training or validation image for the candidate network.
@@ -210,17 +210,8 @@ pub fn train_candidate_net(
 
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut model = config.model.init(&train_device);
-    let mut optimizer: ModuleOptimizer = config.optimizer.init();
-    let mut first_epoch = 1;
-    if let Some((epoch, dir)) = &latest {
-        model = load_weights(model, &dir.join(MODEL_FILE))?;
-        let optimizer_path = dir.join(OPTIMIZER_FILE);
-        optimizer = optimizer
-            .load(&optimizer_path)
-            .map_err(|e| ModelError::LoadWeights { path: optimizer_path.clone(), message: e.to_string() })?;
-        first_epoch = epoch + 1;
-    }
+    let (mut model, mut optimizer, first_epoch) =
+        resume_from(config.model.init(&train_device), config.optimizer.init(), latest.as_ref())?;
     truncate_metrics(&out_dir.join(METRICS_FILE), first_epoch - 1)?;
 
     let positives: Vec<(usize, (f64, f64))> =

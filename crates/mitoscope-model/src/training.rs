@@ -156,6 +156,25 @@ pub(crate) const CHECKPOINT_DIR: &str = "checkpoints";
 pub(crate) const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 
+/// A freshly initialised `model` and `optimizer`, or, when the run folder has
+/// a checkpoint `latest`, its weights and optimizer state loaded into them;
+/// with the first epoch still to run. Both trainers resume this way.
+pub(crate) fn resume_from<M: burn::module::Module>(
+    model: M,
+    optimizer: ModuleOptimizer,
+    latest: Option<&(usize, PathBuf)>,
+) -> Result<(M, ModuleOptimizer, usize), ModelError> {
+    let Some((epoch, dir)) = latest else {
+        return Ok((model, optimizer, 1));
+    };
+    let model = load_weights(model, &dir.join(MODEL_FILE))?;
+    let optimizer_path = dir.join(OPTIMIZER_FILE);
+    let optimizer = optimizer
+        .load(&optimizer_path)
+        .map_err(|e| ModelError::LoadWeights { path: optimizer_path.clone(), message: e.to_string() })?;
+    Ok((model, optimizer, epoch + 1))
+}
+
 /// Trains (or resumes training of) a [`PatchClassifier`] into `out_dir`.
 ///
 /// When `out_dir` holds a checkpoint, training continues after its epoch with
@@ -187,17 +206,8 @@ pub fn train_classifier(
 
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut model = config.model.init(&train_device);
-    let mut optimizer: ModuleOptimizer = config.optimizer.init();
-    let mut first_epoch = 1;
-    if let Some((epoch, dir)) = &latest {
-        model = load_weights(model, &dir.join(MODEL_FILE))?;
-        let optimizer_path = dir.join(OPTIMIZER_FILE);
-        optimizer = optimizer
-            .load(&optimizer_path)
-            .map_err(|e| ModelError::LoadWeights { path: optimizer_path.clone(), message: e.to_string() })?;
-        first_epoch = epoch + 1;
-    }
+    let (mut model, mut optimizer, first_epoch) =
+        resume_from(config.model.init(&train_device), config.optimizer.init(), latest.as_ref())?;
     truncate_metrics(&out_dir.join(METRICS_FILE), first_epoch - 1)?;
 
     let mut history = Vec::new();
