@@ -43,7 +43,7 @@ use mitoscope_model::candidate_training::{
     CandidateSample, CandidateTrainingConfig, train_candidate_net,
 };
 use mitoscope_model::data::{
-    CropSpec, LabelledCrop, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
+    CropSpec, LabelledCrop, NegativeDraw, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
 };
 use mitoscope_model::training::TrainingConfig;
 use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier};
@@ -757,8 +757,7 @@ pub fn train_default(
                 centres,
                 mpp,
                 cls_spec,
-                count,
-                clear_px,
+                NegativeDraw { count, min_distance_px: clear_px },
                 &mut seeded(rng_seed),
                 name,
             )
@@ -1659,8 +1658,7 @@ mod tests {
             &centres,
             src,
             spec,
-            200,
-            clear_px,
+            NegativeDraw { count: 200, min_distance_px: clear_px },
             &mut seeded(3),
             "p",
         );
@@ -1673,8 +1671,7 @@ mod tests {
             &centres,
             src,
             spec,
-            400,
-            0.0,
+            NegativeDraw { count: 400, min_distance_px: 0.0 },
             &mut seeded(3),
             "p",
         );

@@ -214,20 +214,30 @@ pub fn positive_crops(
         .collect()
 }
 
-/// Up to `count` negative crops at random positions of an HPF whose labels
-/// are complete, each centre at least `min_distance_px` (source pixels) from
-/// every centroid and far enough from the border for the crop to fit.
+/// How many random negatives [`random_negative_crops`] draws, and how far from
+/// every labelled centroid (source pixels) each must lie.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NegativeDraw {
+    /// Crops wanted.
+    pub count: usize,
+    /// Smallest distance of a crop centre from any centroid, source pixels.
+    pub min_distance_px: f64,
+}
+
+/// Up to `draw.count` negative crops at random positions of an HPF whose
+/// labels are complete, each centre at least `draw.min_distance_px` from every
+/// centroid and far enough from the border for the crop to fit.
 /// Fewer come back when the free area is too small (bounded attempts).
 pub fn random_negative_crops(
     image: &RgbImage,
     centroids: &[(f64, f64)],
     source_mpp: Mpp,
     spec: CropSpec,
-    count: usize,
-    min_distance_px: f64,
+    draw: NegativeDraw,
     rng: &mut impl Rng,
     origin: &str,
 ) -> Vec<LabelledCrop> {
+    let NegativeDraw { count, min_distance_px } = draw;
     let half_field = f64::from(spec.crop_size) * spec.mpp.get() / source_mpp.get() / 2.0;
     let (w, h) = (f64::from(image.width()), f64::from(image.height()));
     let (lo_x, hi_x) = (half_field, w - 1.0 - half_field);
@@ -382,7 +392,7 @@ mod tests {
         let centroids = [(100.0, 100.0), (40.0, 150.0)];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let s = spec(8, 0.5);
-        let crops = random_negative_crops(&img, &centroids, Mpp::new(0.25).unwrap(), s, 30, 50.0, &mut rng, "t");
+        let crops = random_negative_crops(&img, &centroids, Mpp::new(0.25).unwrap(), s, NegativeDraw { count: 30, min_distance_px: 50.0 }, &mut rng, "t");
         assert_eq!(crops.len(), 30);
         for c in &crops {
             assert!(!c.positive);
@@ -450,7 +460,7 @@ mod tests {
         let icpr_mpp = Mpp::new(0.2456).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let origin = hpf_path.display().to_string();
-        let negatives = random_negative_crops(&hpf, &centroids, icpr_mpp, spec, 5, 100.0, &mut rng, &origin);
+        let negatives = random_negative_crops(&hpf, &centroids, icpr_mpp, spec, NegativeDraw { count: 5, min_distance_px: 100.0 }, &mut rng, &origin);
         let hpf_positives = positive_crops(&hpf, &centroids, icpr_mpp, spec, &origin);
         assert_eq!(negatives.len(), 5);
         assert!(negatives.iter().all(|c| !c.positive));
