@@ -42,8 +42,9 @@ pub struct AugmentConfig {
     pub scale_jitter: f32,
     /// Probability of re-encoding a crop as JPEG (quality drawn uniformly from
     /// `jpeg_quality`). Scanner-A HPFs are JPEG re-encodes while the
-    /// off-domain figure crops are PNGs: without it block artefacts are a
-    /// label cue. Off by default, so that older configs draw the same crops.
+    /// off-domain figure crops are PNGs, so block artefacts could be a label
+    /// cue. Off by default, so that older configs draw the same crops (and the
+    /// default recipe measured it without a gain; see its `RecipeConfig`).
     #[config(default = 0.0)]
     pub jpeg_probability: f32,
     /// Smallest and largest JPEG quality (1-100).
