@@ -21,14 +21,16 @@
 //!    the final score with the best pooled F1 (greedy matching within
 //!    `match_radius_um`). With `threshold_on: cross_validated` (0.5's
 //!    default) stage 2 trains on every labelled HPF, and one further network
-//!    per HPF, trained without it, scores it: the threshold is placed on those
-//!    out-of-fold scores, and each HPF is also judged at the threshold the
-//!    other HPFs alone choose (the nested estimate for unseen HPFs).
+//!    per HPF, trained without it, scores it (with `cv_stage1`, 0.8's default,
+//!    on the peaks of a stage 1 also trained without it, which mines that
+//!    fold's hard negatives): the threshold is placed on those out-of-fold
+//!    scores, and each HPF is also judged at the threshold the other HPFs
+//!    alone choose (the nested estimate for unseen HPFs).
 //!
 //! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json`,
 //! `out-of-fold.csv` (cross-validated runs: every candidate's out-of-fold score) and the run
 //! folders `candidate/`, `classifier/`, `classifier-2/`, ... and
-//! `cv-<HPF>/classifier/` (checkpoints: a killed run resumes).
+//! `cv-<HPF>/classifier/`, `cv-<HPF>/candidate/` (checkpoints: a killed run resumes).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,7 +48,9 @@ use mitoscope_model::data::{
     CropSpec, LabelledCrop, NegativeDraw, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
 };
 use mitoscope_model::training::TrainingConfig;
-use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier};
+use mitoscope_model::{
+    CandidateNet, CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -158,6 +162,14 @@ pub struct RecipeConfig {
     /// detector averages. Absent in older recipes: 1.
     #[serde(default = "default_classifier_ensemble")]
     pub classifier_ensemble: usize,
+    /// Cross-validated runs: each fold also trains its own stage 1 without the
+    /// HPF it scores (and mines its hard negatives with it), so out-of-fold
+    /// scores come from two stages that never saw that HPF, and the operating
+    /// threshold is placed on peaks as strong as unseen HPFs give. Absent in
+    /// older recipes: false (the run's stage 1, which saw all but `val_hpfs`,
+    /// serves every fold).
+    #[serde(default)]
+    pub cv_stage1: bool,
     /// Model name written into the card.
     pub version: String,
 }
@@ -179,8 +191,10 @@ pub enum ThresholdImages {
     /// network trained without it (network 1's data, seed and schedule, that
     /// HPF's crops and mined negatives left out), and the threshold is the
     /// best pooled F1 over all of them. The shipped stage 2 then trains on
-    /// every labelled HPF (stage 1 keeps its own split). Unbiased scores for
-    /// all 35 mitoses, at the cost of one extra network per HPF.
+    /// every labelled HPF (stage 1 keeps its own split). Out-of-fold scores
+    /// for all 35 mitoses, at the cost of one extra network per HPF; with
+    /// `cv_stage1` also one stage 1 per HPF, without which the peaks the
+    /// scores fuse are in-sample for all but the validation HPF.
     CrossValidated,
 }
 
@@ -267,7 +281,10 @@ impl Default for RecipeConfig {
             // take the time a second one would.
             classifier_views: 1,
             classifier_ensemble: 1,
-            version: "mitoscope-default-0.7".into(),
+            // 0.8: the out-of-fold peaks of 0.7's stage 1 were in-sample for 4 of
+            // the 5 HPFs, inflating the scores the threshold was placed on.
+            cv_stage1: true,
+            version: "mitoscope-default-0.8".into(),
         }
     }
 }
@@ -476,106 +493,10 @@ pub fn train_default(
     ));
     lap("load", &mut seconds);
 
-    // ---- Stage 1 ----
-    let radius_px = config.disc_radius_um / model_mpp;
-    let mut samples = Vec::new();
-    for h in &train_hpfs {
-        samples.push(hpf_sample(
-            &h.image,
-            &h.centroids,
-            ICPR_MPP,
-            model_mpp,
-            radius_px,
-            &h.name,
-            1.0,
-            20.0,
-        ));
-    }
-    for c in &train_cmc {
-        samples.push(hpf_sample(
-            &c.image,
-            &[],
-            CROP_SOURCE_MPP,
-            model_mpp,
-            radius_px,
-            &c.name,
-            1.0,
-            0.0,
-        ));
-    }
-    for p in &patches {
-        let step = model_mpp / ICPR_MPP;
-        let (w, h) = scaled_size(p.image.dimensions(), step);
-        let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
-        let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
-        let centres: Vec<(f64, f64)> = p
-            .centroid
-            .map(|c| vec![to_model(c, step)])
-            .unwrap_or_default();
-        let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
-        (s.random_weight, s.centre_weight) = (0.1, 20.0);
-        samples.push(s);
-    }
-    for c in &crop_positives {
-        let centre = (
-            (f64::from(c.image.width()) - 1.0) / 2.0,
-            (f64::from(c.image.height()) - 1.0) / 2.0,
-        );
-        let target = disc_target(
-            c.image.width() as usize,
-            c.image.height() as usize,
-            &[centre],
-            radius_px,
-        );
-        let mut s = CandidateSample::new(c.image.clone(), target, vec![centre], c.origin.clone());
-        s.random_weight = 0.0;
-        samples.push(s);
-    }
-    let val_samples: Vec<CandidateSample> = val_hpfs
-        .iter()
-        .map(|h| {
-            hpf_sample(
-                &h.image,
-                &h.centroids,
-                ICPR_MPP,
-                model_mpp,
-                radius_px,
-                &h.name,
-                1.0,
-                1.0,
-            )
-        })
-        .collect();
+    // ---- Stage 1, its candidate threshold and the hard negatives it mines ----
     let candidate_config = CandidateNetConfig::new()
         .with_base_channels(config.candidate_channels)
         .with_mpp(model_mpp);
-    let cand_train = CandidateTrainingConfig::new(candidate_config.clone())
-        .with_num_epochs(config.candidate_epochs)
-        .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
-        .with_tile_size(config.candidate_tile_size)
-        .with_match_distance(config.match_radius_um / model_mpp)
-        .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
-        .with_seed(config.seed);
-    say("stage 1: training the candidate net");
-    let options = TrainOptions {
-        stop_after_epochs: None,
-        show_progress,
-    };
-    let stage1 = train_candidate_net(
-        &cand_train,
-        &samples,
-        &val_samples,
-        &out_dir.join("candidate"),
-        &device,
-        options,
-    )?;
-    for m in &stage1.history {
-        say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
-    }
-    drop(samples);
-    lap("stage1", &mut seconds);
-
-    // ---- Candidate threshold on the training HPFs ----
     let classifier_config = PatchClassifierConfig::new()
         .with_base_channels(config.classifier_channels)
         .with_mpp(config.classifier_mpp)
@@ -588,86 +509,24 @@ pub fn train_default(
     card.crop_size = config.classifier_crop_px;
     card.score_fusion = config.score_fusion;
     card.classifier_views = config.classifier_views;
-    card.candidate_threshold = 0.02;
     card.min_distance_um = config.min_distance_um;
     card.operating_threshold = 0.0;
-    let probe = ModelBundle {
-        candidate: stage1.model.clone(),
-        candidate_config: candidate_config.clone(),
-        classifier: classifier_config.init(&device),
-        extra_classifiers: Vec::new(),
-        classifier_config: classifier_config.clone(),
+    let options = TrainOptions {
+        stop_after_epochs: None,
+        show_progress,
+    };
+    let stage1_data = Stage1Data {
+        config,
+        train_cmc: &train_cmc,
+        patches: &patches,
+        painted: &painted,
+        figures: &crop_positives,
+        candidate_config: &candidate_config,
+        classifier_config: &classifier_config,
         card: card.clone(),
-    };
-    let detector = Detector::new(probe, device.clone());
-    let low = DetectOptions {
-        keep_all_candidates: true,
-        polygons: false,
-        ..DetectOptions::default()
-    };
-    let match_px_icpr = config.match_radius_um / ICPR_MPP;
-    let mut train_peaks = Vec::new();
-    for h in &train_hpfs {
-        train_peaks.push((detector.candidates(&h.image, ICPR_MPP, &low)?, &h.centroids));
-    }
-    let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
-    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points)]| -> f64 {
-        let (mut found, mut total) = (0usize, 0usize);
-        for (dets, gt) in sets {
-            for &(gx, gy) in gt.iter() {
-                total += 1;
-                if dets
-                    .iter()
-                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr)
-                {
-                    found += 1;
-                }
-            }
-        }
-        if total == 0 {
-            0.0
-        } else {
-            found as f64 / total as f64
-        }
-    };
-    let best = recall_at(0.02, &train_peaks);
-    let candidate_threshold = grid
-        .iter()
-        .copied()
-        .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
-        .fold(0.02, f64::max);
-    let train_candidate_recall = recall_at(candidate_threshold, &train_peaks);
-    say(&format!(
-        "candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"
-    ));
-
-    // ---- Hard negatives ----
-    let mut hard = Vec::new();
-    // Peaks farther than `clear_px` from every labelled (or painted) figure.
-    let take_hard = |dets: &[crate::Detection],
-                     gt: &[(f64, f64)],
-                     clear_px: f64,
-                     image: &RgbImage,
-                     mpp: f64,
-                     name: &str,
-                     out: &mut Vec<LabelledCrop>| {
-        let mut fps: Vec<&crate::Detection> = dets
-            .iter()
-            .filter(|d| d.candidate_score >= candidate_threshold)
-            .filter(|d| {
-                gt.iter()
-                    .all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > clear_px)
-            })
-            .collect();
-        fps.sort_by(|a, b| b.candidate_score.total_cmp(&a.candidate_score));
-        let Ok(m) = Mpp::new(mpp) else { return };
-        for d in fps.into_iter().take(config.hard_negatives_per_image) {
-            out.push(LabelledCrop {
-                image: resample_crop(image, (d.x, d.y), m, cls_spec),
-                positive: false,
-                origin: format!("hard:{name}@{:.0},{:.0}", d.x, d.y),
-            });
-        }
+        cls_spec,
+        device: &device,
+        options,
     };
     // Cross-validated, stage 2 trains on every labelled HPF (stage 1 keeps its split).
     let stage2_hpfs: Vec<&Hpf> = if cross_validated {
@@ -675,68 +534,30 @@ pub fn train_default(
     } else {
         train_hpfs.iter().collect()
     };
-    for (i, h) in stage2_hpfs.iter().enumerate() {
-        // The training HPFs come first and their peaks are at hand; the others are found now.
-        let found;
-        let dets = match train_peaks.get(i) {
-            Some((dets, _)) => dets,
-            None => {
-                found = detector.candidates(&h.image, ICPR_MPP, &low)?;
-                &found
-            }
-        };
-        take_hard(
-            dets,
-            &h.centroids,
-            match_px_icpr,
-            &h.image,
-            ICPR_MPP,
-            &h.name,
-            &mut hard,
-        );
-    }
-    // Half the diagonal of a stage-2 crop, in ICPR pixels.
-    let crop_half_diagonal =
-        std::f64::consts::SQRT_2 * f64::from(config.classifier_crop_px) * config.classifier_mpp
-            / ICPR_MPP
-            / 2.0;
-    for p in &painted {
-        let dets = detector.candidates(&p.image, ICPR_MPP, &low)?;
-        let (centres, clear_px) = p.exclusion(crop_half_diagonal);
-        take_hard(
-            &dets, &centres, clear_px, &p.image, ICPR_MPP, &p.name, &mut hard,
-        );
-    }
-    // CMC tiles are ~10 HPFs each: peak at the chosen threshold only, so the
-    // (throw-away) stage-2 pass of the probe stays small.
-    let mut probe = detector.bundle().clone();
-    probe.card.candidate_threshold = candidate_threshold;
-    let detector = Detector::new(probe, device.clone());
-    for c in &train_cmc {
-        let dets = detector.candidates(&c.image, CROP_SOURCE_MPP, &low)?;
-        take_hard(
-            &dets,
-            &[],
-            0.0,
-            &c.image,
-            CROP_SOURCE_MPP,
-            &c.name,
-            &mut hard,
-        );
-    }
-    say(&format!("hard negatives: {}", hard.len()));
-    lap("mining", &mut seconds);
+    let train_refs: Vec<&Hpf> = train_hpfs.iter().collect();
+    let val_refs: Vec<&Hpf> = val_hpfs.iter().collect();
+    let stage1 = train_stage1(
+        &stage1_data,
+        &train_refs,
+        &val_refs,
+        &stage2_hpfs,
+        &out_dir.join("candidate"),
+        &say,
+        &mut |phase| lap(phase, &mut seconds),
+    )?;
+    let match_px_icpr = config.match_radius_um / ICPR_MPP;
+    let candidate_threshold = stage1.candidate_threshold;
+    let train_candidate_recall = stage1.train_candidate_recall;
 
     // ---- Stage 2 ----
     // Stage 1 took the figure crops at its own resolution; stage 2 re-reads them at its own.
     let figures = if cls_spec == spec {
-        crop_positives
+        crop_positives.clone()
     } else {
-        drop(crop_positives);
         load_figures(cls_spec)?
     };
     let figures = evenly_spread(figures, config.classifier_figure_crops);
-    let n_hard = hard.len();
+    let n_hard = stage1.hard.len();
     let mut classifiers = Vec::new();
     let mut classifier_val_f1 = None;
     let mut classifier_crops = (0, 0, n_hard);
@@ -744,7 +565,10 @@ pub fn train_default(
     // positives, look-alikes and hard negatives for every network; random
     // negatives drawn with its own seed. `held_out` names an HPF whose crops
     // (positives, random and mined negatives) stay out, for cross-validation.
-    let stage2_crops = |member_seed: u64, held_out: Option<&str>| -> Vec<LabelledCrop> {
+    let stage2_crops = |member_seed: u64,
+                        held_out: Option<&str>,
+                        hard: &[LabelledCrop]|
+     -> Vec<LabelledCrop> {
         let mut rng_seed = member_seed;
         let mut crops = figures.clone();
         // Random negatives from `image`, `clear_px` away from `centres`, each image its own stream.
@@ -785,7 +609,7 @@ pub fn train_default(
             ));
         }
         for p in &painted {
-            let (centres, clear_px) = p.exclusion(crop_half_diagonal);
+            let (centres, clear_px) = p.exclusion(crop_half_diagonal(config));
             crops.extend(negatives(
                 &p.image,
                 &centres,
@@ -869,7 +693,7 @@ pub fn train_default(
     // validation split, initialisation and augmentation; the same data otherwise.
     for member in 0..config.classifier_ensemble.max(1) {
         let member_seed = config.seed.wrapping_add(1000 * member as u64);
-        let crops = stage2_crops(member_seed, None);
+        let crops = stage2_crops(member_seed, None, &stage1.hard);
         let n_pos = crops.iter().filter(|c| c.positive).count();
         let n_neg = crops.len() - n_pos;
         say(&format!(
@@ -901,8 +725,8 @@ pub fn train_default(
     // ---- Operating threshold on held-out images ----
     card.candidate_threshold = candidate_threshold;
     let bundle = ModelBundle {
-        candidate: stage1.model,
-        candidate_config,
+        candidate: stage1.model.clone(),
+        candidate_config: candidate_config.clone(),
         classifier,
         extra_classifiers,
         classifier_config: classifier_config.clone(),
@@ -935,7 +759,28 @@ pub fn train_default(
     let mut out_of_fold: Vec<ScoredImage> = Vec::new();
     if cross_validated {
         for h in &stage2_hpfs {
-            let crops = stage2_crops(config.seed, Some(&h.name));
+            // The fold's stage 1: the run's own where that was trained without exactly
+            // this HPF, else one trained now without it, which mines its own negatives.
+            let own_split = val_hpfs.len() == 1 && val_hpfs[0].name == h.name;
+            let fold_stage1;
+            let s1 = if config.cv_stage1 && !own_split {
+                let others: Vec<&Hpf> =
+                    stage2_hpfs.iter().copied().filter(|o| o.name != h.name).collect();
+                say(&format!("cross-validation: stage 1 without {}", h.name));
+                fold_stage1 = train_stage1(
+                    &stage1_data,
+                    &others,
+                    &[*h],
+                    &others,
+                    &out_dir.join(format!("cv-{}", h.name)).join("candidate"),
+                    &say,
+                    &mut |_| {},
+                )?;
+                &fold_stage1
+            } else {
+                &stage1
+            };
+            let crops = stage2_crops(config.seed, Some(&h.name), &s1.hard);
             let n_pos = crops.iter().filter(|c| c.positive).count();
             say(&format!(
                 "cross-validation: network without {} ({n_pos} positive, {} negative crops)",
@@ -945,6 +790,8 @@ pub fn train_default(
             let folder = out_dir.join(format!("cv-{}", h.name)).join("classifier");
             let trained = train_network(config.seed, crops, &folder)?;
             let mut fold = detector.bundle().clone();
+            fold.candidate = s1.model.clone();
+            fold.card.candidate_threshold = s1.candidate_threshold;
             fold.classifier = trained.model;
             fold.extra_classifiers.clear();
             let dets = Detector::new(fold, device.clone()).detect_image(&h.image, ICPR_MPP, &all)?;
@@ -1086,10 +933,17 @@ pub fn train_default(
             ThresholdImages::AllHpfs => {
                 "operating threshold chosen on all labelled ICPR HPFs, training ones included (biased; one held-out HPF is too few)"
             }
+            ThresholdImages::CrossValidated if config.cv_stage1 => {
+                "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage 1 and a stage-2 network both trained \
+                 without it (network 1's recipe; the shipped stage 2 trains on all of them, the shipped stage 1 on all but the \
+                 validation HPF); the operating threshold is their best pooled F1, so the nested F1 (threshold chosen without the \
+                 HPF it judges) is the estimate for unseen HPFs"
+            }
             ThresholdImages::CrossValidated => {
                 "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage-2 network trained without it \
-                 (network 1's recipe; the shipped stage 2 trains on all of them); the operating threshold is their best pooled F1, \
-                 so the nested F1 (threshold chosen without the HPF it judges) is the estimate for unseen HPFs"
+                 (network 1's recipe; the shipped stage 2 trains on all of them) on the peaks of the shipped stage 1, which saw \
+                 all but the validation HPF; the operating threshold is their best pooled F1, so the nested F1 (threshold chosen \
+                 without the HPF it judges) is the estimate for unseen HPFs"
             }
         }
         .to_owned()
@@ -1101,6 +955,288 @@ pub fn train_default(
     let md = model_md(&bundle.card, &report, config);
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
     Ok((bundle, report))
+}
+
+/// What every stage-1 training of a run shares: the settings and the data
+/// besides the labelled HPFs. A cross-validated run trains one stage 1 from it
+/// per fold (`cv_stage1`), each without the HPF its fold scores.
+struct Stage1Data<'a> {
+    config: &'a RecipeConfig,
+    train_cmc: &'a [CmcTile],
+    patches: &'a [MaskPatch],
+    painted: &'a [PaintedHpf],
+    /// AMi-Br / AtNorM-Br figure crops at stage 1's resolution.
+    figures: &'a [LabelledCrop],
+    candidate_config: &'a CandidateNetConfig,
+    /// Stage 2's network and card: the probe that finds peaks is a full
+    /// detector, and the mined crops are cut to stage 2's crop geometry.
+    classifier_config: &'a PatchClassifierConfig,
+    card: ModelCard,
+    cls_spec: CropSpec,
+    device: &'a Device,
+    options: TrainOptions,
+}
+
+/// A trained stage 1, the peak threshold chosen for it and the false positives it mines.
+#[derive(Clone)]
+struct Stage1 {
+    model: CandidateNet,
+    candidate_threshold: f64,
+    /// Candidate recall on its training HPFs at `candidate_threshold`.
+    train_candidate_recall: f64,
+    /// Peaks clear of every labelled (or painted) figure, as stage-2 negative
+    /// crops whose origin names their image: `hard:<image>@x,y`.
+    hard: Vec<LabelledCrop>,
+}
+
+/// Half the diagonal of a stage-2 crop, in ICPR pixels.
+fn crop_half_diagonal(config: &RecipeConfig) -> f64 {
+    std::f64::consts::SQRT_2 * f64::from(config.classifier_crop_px) * config.classifier_mpp
+        / ICPR_MPP
+        / 2.0
+}
+
+/// Trains (or resumes) stage 1 in `folder` on the `train` HPFs and the run's
+/// other stage-1 data (validation metrics on `val`), chooses its candidate
+/// threshold on `train`, and mines hard negatives on the `mine` HPFs, the
+/// contest overlays and the training CMC tiles. `phase_done` is called after
+/// the training ("stage1") and after the mining ("mining").
+fn train_stage1(
+    data: &Stage1Data,
+    train: &[&Hpf],
+    val: &[&Hpf],
+    mine: &[&Hpf],
+    folder: &Path,
+    say: &dyn Fn(&str),
+    phase_done: &mut dyn FnMut(&str),
+) -> Result<Stage1, DetectError> {
+    let config = data.config;
+    let model_mpp = data.candidate_config.mpp;
+    let radius_px = config.disc_radius_um / model_mpp;
+    let mut samples = Vec::new();
+    for h in train {
+        samples.push(hpf_sample(
+            &h.image,
+            &h.centroids,
+            ICPR_MPP,
+            model_mpp,
+            radius_px,
+            &h.name,
+            1.0,
+            20.0,
+        ));
+    }
+    for c in data.train_cmc {
+        samples.push(hpf_sample(
+            &c.image,
+            &[],
+            CROP_SOURCE_MPP,
+            model_mpp,
+            radius_px,
+            &c.name,
+            1.0,
+            0.0,
+        ));
+    }
+    for p in data.patches {
+        let step = model_mpp / ICPR_MPP;
+        let (w, h) = scaled_size(p.image.dimensions(), step);
+        let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
+        let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
+        let centres: Vec<(f64, f64)> = p
+            .centroid
+            .map(|c| vec![to_model(c, step)])
+            .unwrap_or_default();
+        let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
+        (s.random_weight, s.centre_weight) = (0.1, 20.0);
+        samples.push(s);
+    }
+    for c in data.figures {
+        let centre = (
+            (f64::from(c.image.width()) - 1.0) / 2.0,
+            (f64::from(c.image.height()) - 1.0) / 2.0,
+        );
+        let target = disc_target(
+            c.image.width() as usize,
+            c.image.height() as usize,
+            &[centre],
+            radius_px,
+        );
+        let mut s = CandidateSample::new(c.image.clone(), target, vec![centre], c.origin.clone());
+        s.random_weight = 0.0;
+        samples.push(s);
+    }
+    let val_samples: Vec<CandidateSample> = val
+        .iter()
+        .map(|h| {
+            hpf_sample(
+                &h.image,
+                &h.centroids,
+                ICPR_MPP,
+                model_mpp,
+                radius_px,
+                &h.name,
+                1.0,
+                1.0,
+            )
+        })
+        .collect();
+    let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
+        .with_num_epochs(config.candidate_epochs)
+        .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
+        .with_tile_size(config.candidate_tile_size)
+        .with_match_distance(config.match_radius_um / model_mpp)
+        .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
+        .with_seed(config.seed);
+    say("stage 1: training the candidate net");
+    let stage1 = train_candidate_net(
+        &cand_train,
+        &samples,
+        &val_samples,
+        folder,
+        data.device,
+        data.options,
+    )?;
+    for m in &stage1.history {
+        say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
+    }
+    drop(samples);
+    phase_done("stage1");
+
+    // ---- Candidate threshold on the training HPFs ----
+    let mut card = data.card.clone();
+    card.candidate_threshold = 0.02;
+    card.operating_threshold = 0.0;
+    let probe = ModelBundle {
+        candidate: stage1.model.clone(),
+        candidate_config: data.candidate_config.clone(),
+        classifier: data.classifier_config.init(data.device),
+        extra_classifiers: Vec::new(),
+        classifier_config: data.classifier_config.clone(),
+        card,
+    };
+    let detector = Detector::new(probe, data.device.clone());
+    let low = DetectOptions {
+        keep_all_candidates: true,
+        polygons: false,
+        ..DetectOptions::default()
+    };
+    let match_px_icpr = config.match_radius_um / ICPR_MPP;
+    let mut train_peaks = Vec::new();
+    for h in train {
+        train_peaks.push((detector.candidates(&h.image, ICPR_MPP, &low)?, &h.centroids));
+    }
+    let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
+    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points)]| -> f64 {
+        let (mut found, mut total) = (0usize, 0usize);
+        for (dets, gt) in sets {
+            for &(gx, gy) in gt.iter() {
+                total += 1;
+                if dets
+                    .iter()
+                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr)
+                {
+                    found += 1;
+                }
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            found as f64 / total as f64
+        }
+    };
+    let best = recall_at(0.02, &train_peaks);
+    let candidate_threshold = grid
+        .iter()
+        .copied()
+        .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
+        .fold(0.02, f64::max);
+    let train_candidate_recall = recall_at(candidate_threshold, &train_peaks);
+    say(&format!(
+        "candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"
+    ));
+
+    // ---- Hard negatives ----
+    let mut hard = Vec::new();
+    // Peaks farther than `clear_px` from every labelled (or painted) figure.
+    let take_hard = |dets: &[crate::Detection],
+                     gt: &[(f64, f64)],
+                     clear_px: f64,
+                     image: &RgbImage,
+                     mpp: f64,
+                     name: &str,
+                     out: &mut Vec<LabelledCrop>| {
+        let mut fps: Vec<&crate::Detection> = dets
+            .iter()
+            .filter(|d| d.candidate_score >= candidate_threshold)
+            .filter(|d| {
+                gt.iter()
+                    .all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > clear_px)
+            })
+            .collect();
+        fps.sort_by(|a, b| b.candidate_score.total_cmp(&a.candidate_score));
+        let Ok(m) = Mpp::new(mpp) else { return };
+        for d in fps.into_iter().take(config.hard_negatives_per_image) {
+            out.push(LabelledCrop {
+                image: resample_crop(image, (d.x, d.y), m, data.cls_spec),
+                positive: false,
+                origin: format!("hard:{name}@{:.0},{:.0}", d.x, d.y),
+            });
+        }
+    };
+    for h in mine {
+        // The training HPFs' peaks are at hand; the others are found now.
+        let found;
+        let dets = match train.iter().position(|t| t.name == h.name) {
+            Some(i) => &train_peaks[i].0,
+            None => {
+                found = detector.candidates(&h.image, ICPR_MPP, &low)?;
+                &found
+            }
+        };
+        take_hard(
+            dets,
+            &h.centroids,
+            match_px_icpr,
+            &h.image,
+            ICPR_MPP,
+            &h.name,
+            &mut hard,
+        );
+    }
+    for p in data.painted {
+        let dets = detector.candidates(&p.image, ICPR_MPP, &low)?;
+        let (centres, clear_px) = p.exclusion(crop_half_diagonal(config));
+        take_hard(
+            &dets, &centres, clear_px, &p.image, ICPR_MPP, &p.name, &mut hard,
+        );
+    }
+    // CMC tiles are ~10 HPFs each: peak at the chosen threshold only, so the
+    // (throw-away) stage-2 pass of the probe stays small.
+    let mut probe = detector.bundle().clone();
+    probe.card.candidate_threshold = candidate_threshold;
+    let detector = Detector::new(probe, data.device.clone());
+    for c in data.train_cmc {
+        let dets = detector.candidates(&c.image, CROP_SOURCE_MPP, &low)?;
+        take_hard(
+            &dets,
+            &[],
+            0.0,
+            &c.image,
+            CROP_SOURCE_MPP,
+            &c.name,
+            &mut hard,
+        );
+    }
+    say(&format!("hard negatives: {}", hard.len()));
+    phase_done("mining");
+    Ok(Stage1 {
+        model: stage1.model,
+        candidate_threshold,
+        train_candidate_recall,
+        hard,
+    })
 }
 
 /// Out-of-fold scores of every candidate of every labelled HPF (cross-validated runs), in the run folder.
@@ -1296,15 +1432,20 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
             .collect::<Vec<_>>()
             .join(", "),
         notes = t.notes,
-        cv = r.cross_validation.as_ref().map(cross_validation_md).unwrap_or_default(),
+        cv = r
+            .cross_validation
+            .as_ref()
+            .map(|cv| cross_validation_md(cv, config.cv_stage1))
+            .unwrap_or_default(),
         json = serde_json::to_string_pretty(config).unwrap_or_default(),
     )
 }
 
 /// The per-HPF table of a cross-validated run (validation rows above are its pooled sums).
-fn cross_validation_md(cv: &CrossValidation) -> String {
-    let mut md = String::from(
-        "## Cross-validation (each HPF scored by a stage-2 network trained without it)\n\n\
+fn cross_validation_md(cv: &CrossValidation, both_stages: bool) -> String {
+    let networks = if both_stages { "both stages" } else { "a stage-2 network" };
+    let mut md = format!(
+        "## Cross-validation (each HPF scored by {networks} trained without it)\n\n\
          | HPF | mitoses | TP / FP at the operating threshold | threshold chosen without it | TP / FP there |\n\
          |---|---|---|---|---|\n",
     );
@@ -1734,6 +1875,7 @@ mod tests {
             "painted_hpf_negatives",
             "classifier_views",
             "classifier_ensemble",
+            "cv_stage1",
         ] {
             obj.remove(key);
         }
@@ -1749,5 +1891,6 @@ mod tests {
         assert!(!old.painted_hpf_negatives);
         assert_eq!(old.classifier_views, 1);
         assert_eq!(old.classifier_ensemble, 1);
+        assert!(!old.cv_stage1);
     }
 }
