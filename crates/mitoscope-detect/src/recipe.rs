@@ -170,6 +170,12 @@ pub struct RecipeConfig {
     /// serves every fold).
     #[serde(default)]
     pub cv_stage1: bool,
+    /// Cross-validated runs with `cv_stage1`: the shipped stage 1 also trains
+    /// on the validation HPFs (`val_hpfs`), since the folds' own stage 1s give
+    /// the out-of-fold estimate; every fold then trains its stage 1. Absent in
+    /// older recipes: false.
+    #[serde(default)]
+    pub stage1_on_all_hpfs: bool,
     /// Model name written into the card.
     pub version: String,
 }
@@ -284,6 +290,7 @@ impl Default for RecipeConfig {
             // 0.8: the out-of-fold peaks of 0.7's stage 1 were in-sample for 4 of
             // the 5 HPFs, inflating the scores the threshold was placed on.
             cv_stage1: true,
+            stage1_on_all_hpfs: false,
             version: "mitoscope-default-0.8".into(),
         }
     }
@@ -411,6 +418,15 @@ pub fn train_default(
     command: &str,
     show_progress: bool,
 ) -> Result<(ModelBundle, RecipeReport), DetectError> {
+    if config.stage1_on_all_hpfs
+        && !(config.threshold_on == ThresholdImages::CrossValidated && config.cv_stage1)
+    {
+        return Err(DetectError::Config(
+            "stage1_on_all_hpfs needs threshold_on: cross_validated and cv_stage1: true \
+             (else no stage 1 would be left without the HPFs it is judged on)"
+                .into(),
+        ));
+    }
     let device = Device::flex();
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
@@ -534,12 +550,17 @@ pub fn train_default(
     } else {
         train_hpfs.iter().collect()
     };
-    let train_refs: Vec<&Hpf> = train_hpfs.iter().collect();
-    let val_refs: Vec<&Hpf> = val_hpfs.iter().collect();
+    // With `stage1_on_all_hpfs` the validation HPFs train the shipped stage 1 too
+    // (no stage-1 validation metrics then): the folds' stage 1s are what stay unseen.
+    let (stage1_hpfs, stage1_val): (Vec<&Hpf>, Vec<&Hpf>) = if config.stage1_on_all_hpfs {
+        (stage2_hpfs.clone(), Vec::new())
+    } else {
+        (train_hpfs.iter().collect(), val_hpfs.iter().collect())
+    };
     let stage1 = train_stage1(
         &stage1_data,
-        &train_refs,
-        &val_refs,
+        &stage1_hpfs,
+        &stage1_val,
         &stage2_hpfs,
         &out_dir.join("candidate"),
         &say,
@@ -761,7 +782,8 @@ pub fn train_default(
         for h in &stage2_hpfs {
             // The fold's stage 1: the run's own where that was trained without exactly
             // this HPF, else one trained now without it, which mines its own negatives.
-            let own_split = val_hpfs.len() == 1 && val_hpfs[0].name == h.name;
+            let own_split = stage1_hpfs.len() + 1 == stage2_hpfs.len()
+                && stage1_hpfs.iter().all(|s| s.name != h.name);
             let fold_stage1;
             let s1 = if config.cv_stage1 && !own_split {
                 let others: Vec<&Hpf> =
@@ -901,7 +923,7 @@ pub fn train_default(
             "ICPR 2012 scanner A: {} HPFs (centroids; stage 1: {}) + {} mask patches + {} contest overlays (negatives clear of the painted mitoses); AMi-Br + AtNorM-Br figure crops \
              ({} stage-2 positives in all, in-domain ones repeated); CMC: {} mitosis-free tiles (random + {} look-alike negatives); {} mined hard negatives",
             stage2_hpfs.len(),
-            train_hpfs.len(),
+            stage1_hpfs.len(),
             patches.len(),
             painted.len(),
             n_pos,
@@ -910,15 +932,15 @@ pub fn train_default(
             n_hard
         ),
         seed: config.seed,
-        train_images: train_hpfs
+        train_images: stage2_hpfs
             .iter()
-            .map(|h| h.name.clone())
-            .chain(
-                stage2_hpfs
-                    .iter()
-                    .skip(train_hpfs.len())
-                    .map(|h| format!("{} (stage 2 only)", h.name)),
-            )
+            .map(|h| {
+                if stage1_hpfs.iter().any(|s| s.name == h.name) {
+                    h.name.clone()
+                } else {
+                    format!("{} (stage 2 only)", h.name)
+                }
+            })
             .chain(painted.iter().map(|p| format!("{} (overlay, negatives only)", p.name)))
             .chain(train_cmc.iter().map(|c| c.name.clone()))
             .collect(),
@@ -932,6 +954,11 @@ pub fn train_default(
             ThresholdImages::Validation => "operating threshold chosen on the validation images it is reported on (optimistic)",
             ThresholdImages::AllHpfs => {
                 "operating threshold chosen on all labelled ICPR HPFs, training ones included (biased; one held-out HPF is too few)"
+            }
+            ThresholdImages::CrossValidated if config.cv_stage1 && config.stage1_on_all_hpfs => {
+                "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage 1 and a stage-2 network both trained \
+                 without it (network 1's recipe; the shipped stages train on all of them); the operating threshold is their best \
+                 pooled F1, so the nested F1 (threshold chosen without the HPF it judges) is the estimate for unseen HPFs"
             }
             ThresholdImages::CrossValidated if config.cv_stage1 => {
                 "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage 1 and a stage-2 network both trained \
@@ -1858,6 +1885,26 @@ mod tests {
     }
 
     #[test]
+    fn stage1_on_all_hpfs_is_refused_without_a_stage_1_per_fold() {
+        // Checked before any data is read or any folder written.
+        let out = std::env::temp_dir().join("mitoscope-recipe-refused-never-created");
+        for config in [
+            RecipeConfig { stage1_on_all_hpfs: true, cv_stage1: false, ..RecipeConfig::default() },
+            RecipeConfig {
+                stage1_on_all_hpfs: true,
+                threshold_on: ThresholdImages::AllHpfs,
+                ..RecipeConfig::default()
+            },
+        ] {
+            let err = train_default(Path::new("/nonexistent-data"), &out, &config, "test", false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("stage1_on_all_hpfs"), "{err}");
+            assert!(!out.exists());
+        }
+    }
+
+    #[test]
     fn old_recipe_files_still_parse() {
         // 0.1 recipes lack the stage-2 fields added since: they mean "off".
         let mut json = serde_json::to_value(RecipeConfig::default()).unwrap();
@@ -1876,6 +1923,7 @@ mod tests {
             "classifier_views",
             "classifier_ensemble",
             "cv_stage1",
+            "stage1_on_all_hpfs",
         ] {
             obj.remove(key);
         }
@@ -1892,5 +1940,6 @@ mod tests {
         assert_eq!(old.classifier_views, 1);
         assert_eq!(old.classifier_ensemble, 1);
         assert!(!old.cv_stage1);
+        assert!(!old.stage1_on_all_hpfs);
     }
 }
