@@ -1040,9 +1040,9 @@ fn train_stage1(
     let config = data.config;
     let model_mpp = data.candidate_config.mpp;
     let radius_px = config.disc_radius_um / model_mpp;
-    let mut samples = Vec::new();
-    for h in train {
-        samples.push(hpf_sample(
+    // Training HPFs weight tiles centred on their figures 20x; validation ones do not.
+    let icpr_sample = |h: &Hpf, centre_weight: f64| {
+        hpf_sample(
             &h.image,
             &h.centroids,
             ICPR_MPP,
@@ -1050,9 +1050,10 @@ fn train_stage1(
             radius_px,
             &h.name,
             1.0,
-            20.0,
-        ));
-    }
+            centre_weight,
+        )
+    };
+    let mut samples: Vec<CandidateSample> = train.iter().map(|h| icpr_sample(h, 20.0)).collect();
     for c in data.train_cmc {
         samples.push(hpf_sample(
             &c.image,
@@ -1093,21 +1094,7 @@ fn train_stage1(
         s.random_weight = 0.0;
         samples.push(s);
     }
-    let val_samples: Vec<CandidateSample> = val
-        .iter()
-        .map(|h| {
-            hpf_sample(
-                &h.image,
-                &h.centroids,
-                ICPR_MPP,
-                model_mpp,
-                radius_px,
-                &h.name,
-                1.0,
-                1.0,
-            )
-        })
-        .collect();
+    let val_samples: Vec<CandidateSample> = val.iter().map(|h| icpr_sample(h, 1.0)).collect();
     let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
         .with_num_epochs(config.candidate_epochs)
         .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
