@@ -1005,7 +1005,6 @@ struct Stage1Data<'a> {
 }
 
 /// A trained stage 1, the peak threshold chosen for it and the false positives it mines.
-#[derive(Clone)]
 struct Stage1 {
     model: CandidateNet,
     candidate_threshold: f64,
