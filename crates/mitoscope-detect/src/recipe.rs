@@ -73,6 +73,10 @@ pub struct RecipeConfig {
     pub val_cmc: Vec<String>,
     /// Stage-1 epochs.
     pub candidate_epochs: usize,
+    /// The last this-many stage-1 epochs anneal the learning rate to zero
+    /// (`CandidateTrainingConfig::decay_epochs`). Absent before 0.9: 0 (constant).
+    #[serde(default)]
+    pub candidate_decay_epochs: usize,
     /// Stage-1 tiles per epoch.
     pub candidate_tiles_per_epoch: usize,
     /// Stage-1 tile side (model pixels).
@@ -231,6 +235,7 @@ impl Default for RecipeConfig {
             val_hpfs: vec!["A04_07".into()],
             val_cmc: vec!["2191a7aa287ce1d5dbc0_patch_0_57720".into()],
             candidate_epochs: 6,
+            candidate_decay_epochs: 0,
             candidate_tiles_per_epoch: 2048,
             candidate_tile_size: 64,
             candidate_channels: 8,
@@ -1100,6 +1105,7 @@ fn train_stage1(
     let val_samples: Vec<CandidateSample> = val.iter().map(|h| icpr_sample(h, 1.0)).collect();
     let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
         .with_num_epochs(config.candidate_epochs)
+        .with_decay_epochs(config.candidate_decay_epochs)
         .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
         .with_tile_size(config.candidate_tile_size)
         .with_match_distance(config.match_radius_um / model_mpp)
@@ -1914,6 +1920,7 @@ mod tests {
             "classifier_ensemble",
             "cv_stage1",
             "stage1_on_all_hpfs",
+            "candidate_decay_epochs",
         ] {
             obj.remove(key);
         }
@@ -1931,5 +1938,6 @@ mod tests {
         assert_eq!(old.classifier_ensemble, 1);
         assert!(!old.cv_stage1);
         assert!(!old.stage1_on_all_hpfs);
+        assert_eq!(old.candidate_decay_epochs, 0);
     }
 }

@@ -342,15 +342,29 @@ pub(crate) fn derived_rng(seed: u64, epoch: usize, stream: u64) -> ChaCha8Rng {
 /// Learning rate of each step of 1-based `epoch` (`step` of `steps`): constant,
 /// then a half-cosine to zero over the last [`TrainingConfig::decay_epochs`].
 pub fn learning_rate_at(config: &TrainingConfig, epoch: usize, step: usize, steps: usize) -> f64 {
-    let decay = config.decay_epochs.min(config.num_epochs);
-    let start = config.num_epochs - decay; // epochs before the decay
+    annealed_rate(config.learning_rate, config.num_epochs, config.decay_epochs, epoch, step, steps)
+}
+
+/// Rate `base` for the first `num_epochs - decay_epochs` epochs, then a
+/// half-cosine to zero over the rest; `epoch` is 1-based, `step` of `steps`
+/// within it. Shared by both stages' training loops.
+pub(crate) fn annealed_rate(
+    base: f64,
+    num_epochs: usize,
+    decay_epochs: usize,
+    epoch: usize,
+    step: usize,
+    steps: usize,
+) -> f64 {
+    let decay = decay_epochs.min(num_epochs);
+    let start = num_epochs - decay; // epochs before the decay
     if decay == 0 || epoch <= start {
-        return config.learning_rate;
+        return base;
     }
     // Progress through the decay in (0, 1]: the first decayed step is already below the peak.
     let done = (epoch - start - 1) as f64 + (step + 1) as f64 / steps.max(1) as f64;
     let t = (done / decay as f64).clamp(0.0, 1.0);
-    config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 fn run_epoch(
