@@ -117,8 +117,8 @@ pub struct CandidateTrainingConfig {
     /// The last `decay_epochs` epochs anneal the learning rate to zero along a
     /// half cosine (0: constant throughout, as every run before it existed).
     /// At a constant rate the last epoch's weights are one noisy point of the
-    /// trajectory (the default model's stage-1 validation loss went 0.049,
-    /// 0.071, 0.056 over its last three epochs), and the recipe's candidate
+    /// trajectory (0.8's stage-1 validation loss went 0.049, 0.071, 0.056
+    /// over its last three epochs), and the recipe's candidate
     /// threshold and mined negatives are read off those weights' peaks.
     #[config(default = 0)]
     pub decay_epochs: usize,
