@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
+use mitoscope_formats::amibr::{Scanner, read_amibr_table};
 use mitoscope_geom::Mpp;
 use mitoscope_model::augment::AugmentConfig;
 use mitoscope_model::burn::tensor::Device;
@@ -125,6 +126,10 @@ pub struct RecipeConfig {
     /// AtNorM-Br figure crops, evenly spread over them; stage 1 uses all.
     #[serde(default)]
     pub classifier_figure_crops: Option<usize>,
+    /// Which figure crops stage 2 keeps when `classifier_figure_crops` caps
+    /// them. Absent before 0.10: evenly spread.
+    #[serde(default)]
+    pub classifier_figure_selection: FigureSelection,
     /// Stage-2 stain augmentation: HED concentration scale and shift ranges.
     #[serde(default = "default_stain_jitter")]
     pub stain_jitter: (f32, f32),
@@ -182,6 +187,24 @@ pub struct RecipeConfig {
     pub stage1_on_all_hpfs: bool,
     /// Model name written into the card.
     pub version: String,
+}
+
+/// How stage 2 picks its (off-domain) figure crops when they are capped.
+/// AMi-Br's `AMI-BR.csv` names each crop's source slide, and so its scanner;
+/// crops it does not list (AtNorM-Br) count as one slide each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureSelection {
+    /// Evenly spread over the crops in file order.
+    #[default]
+    Even,
+    /// Every crop scanned by this scanner first (the scanner of the HPFs the
+    /// model is for: same optics and compression), the rest evenly spread.
+    ScannerFirst(Scanner),
+    /// As many slides as possible: each slide gives at most the same number
+    /// of crops (evenly spread over its own), so slides with hundreds of
+    /// figures do not decide what a figure looks like.
+    PerSlide,
 }
 
 /// The images that choose the operating threshold.
@@ -275,6 +298,7 @@ impl Default for RecipeConfig {
             // Off-domain figure crops are capped and in-domain ones repeated
             // more, so that scanner differences do not decide the class.
             classifier_figure_crops: Some(2000),
+            classifier_figure_selection: FigureSelection::Even,
             stain_jitter: (0.1, 0.03),
             // Measured for 0.8 and not taken: half the crops re-encoded as JPEG
             // (quality 60-95) gave out of fold AP 0.46, best F1 0.54, nested F1 0.38
@@ -420,6 +444,94 @@ fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
         }
         _ => items,
     }
+}
+
+/// Stage 2's figure crops, as `config.classifier_figure_selection` says.
+fn select_figures(
+    figures: Vec<LabelledCrop>,
+    config: &RecipeConfig,
+    data_root: &Path,
+    say: &dyn Fn(&str),
+) -> Result<Vec<LabelledCrop>, DetectError> {
+    let keep = config.classifier_figure_crops;
+    if config.classifier_figure_selection == FigureSelection::Even {
+        return Ok(evenly_spread(figures, keep));
+    }
+    let table_path = data_root.join("amibr/AMI-BR.csv");
+    let table = read_amibr_table(&table_path).map_err(|e| DetectError::Config(e.to_string()))?;
+    let listed = |crop: &LabelledCrop| {
+        let stem = Path::new(&crop.origin).file_stem()?.to_string_lossy().into_owned();
+        table.get(&stem)
+    };
+    let (figures, note) = match config.classifier_figure_selection {
+        FigureSelection::Even => unreachable!("returned above"),
+        FigureSelection::ScannerFirst(scanner) => {
+            let of_scanner = |crop: &LabelledCrop| listed(crop).and_then(|c| c.scanner()) == Some(scanner);
+            let figures = preferred_then_spread(figures, keep, of_scanner);
+            let n = figures.iter().filter(|c| of_scanner(c)).count();
+            (figures, format!("{n} from {scanner:?} scans first"))
+        }
+        FigureSelection::PerSlide => {
+            let slide_of = |crop: &LabelledCrop| match listed(crop) {
+                Some(c) => format!("{}/{}", c.dataset, c.slide),
+                None => crop.origin.clone(),
+            };
+            let figures = per_group_spread(figures, keep, slide_of);
+            let slides: std::collections::BTreeSet<String> = figures.iter().map(slide_of).collect();
+            (figures, format!("{} slides (unlisted crops one each)", slides.len()))
+        }
+    };
+    say(&format!("stage 2 figure crops: {} kept, {note}", figures.len()));
+    Ok(figures)
+}
+
+/// At most `keep` items, taking as many groups as possible: every group gives
+/// at most the same number `c` (the largest that fits, a few groups `c + 1`
+/// to fill `keep`), evenly spread over its own items. Groups keep their first
+/// appearance order, items their order within the group.
+fn per_group_spread<T, K: Ord + Clone>(items: Vec<T>, keep: Option<usize>, group_of: impl Fn(&T) -> K) -> Vec<T> {
+    let Some(keep) = keep.filter(|&k| k < items.len()) else {
+        return items;
+    };
+    let mut order: Vec<K> = Vec::new();
+    let mut groups: std::collections::BTreeMap<K, Vec<T>> = std::collections::BTreeMap::new();
+    for item in items {
+        let key = group_of(&item);
+        let group = groups.entry(key.clone()).or_default();
+        if group.is_empty() {
+            order.push(key);
+        }
+        group.push(item);
+    }
+    // Largest per-group cap whose total still fits (at least one group is larger).
+    let total = |cap: usize| groups.values().map(|g| g.len().min(cap)).sum::<usize>();
+    let mut cap = 0;
+    while total(cap + 1) <= keep {
+        cap += 1;
+    }
+    let mut extra = keep - total(cap);
+    let mut kept = Vec::with_capacity(keep);
+    for key in order {
+        let group = groups.remove(&key).unwrap_or_default();
+        let mut take = group.len().min(cap);
+        if extra > 0 && group.len() > cap {
+            take += 1;
+            extra -= 1;
+        }
+        kept.extend(evenly_spread(group, Some(take)));
+    }
+    kept
+}
+
+/// At most `keep` items: every `preferred` one first (evenly spread if they
+/// alone are more than `keep`), then the rest evenly spread over the others.
+fn preferred_then_spread<T>(items: Vec<T>, keep: Option<usize>, preferred: impl Fn(&T) -> bool) -> Vec<T> {
+    let keep = keep.unwrap_or(items.len());
+    let (first, rest): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| preferred(t));
+    let mut kept = evenly_spread(first, Some(keep));
+    let room = keep - kept.len();
+    kept.extend(evenly_spread(rest, Some(room)));
+    kept
 }
 
 /// Trains the default model from `data_root` into `out_dir` (see the module
@@ -590,7 +702,7 @@ pub fn train_default(
     } else {
         load_figures(cls_spec)?
     };
-    let figures = evenly_spread(figures, config.classifier_figure_crops);
+    let figures = select_figures(figures, config, data_root, &say)?;
     let n_hard = stage1.hard.len();
     let mut classifiers = Vec::new();
     let mut classifier_val_f1 = None;
@@ -1787,6 +1899,41 @@ mod tests {
     }
 
     #[test]
+    fn preferred_items_come_first_and_the_rest_fill_evenly() {
+        // 5 preferred of 20, room for 14: all 5, then 9 spread over the 15 others.
+        let kept = preferred_then_spread((0..20).collect::<Vec<i32>>(), Some(14), |n| *n < 5);
+        assert_eq!(kept[..5], [0, 1, 2, 3, 4]);
+        assert_eq!(kept.len(), 14);
+        assert!(kept[5..].iter().all(|n| *n >= 5));
+        // More preferred than room: only preferred, spread over them.
+        let kept = preferred_then_spread((0..20).collect::<Vec<i32>>(), Some(4), |n| *n < 10);
+        assert_eq!(kept, [0, 2, 5, 7]);
+        // No cap: everything, preferred first.
+        let kept = preferred_then_spread((0..6).collect::<Vec<i32>>(), None, |n| *n >= 4);
+        assert_eq!(kept, [4, 5, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn per_group_spread_takes_every_group_before_more_of_the_large_ones() {
+        // Groups by tens digit: sizes 10, 3, 1, 6 (20 items); room for 10.
+        let items: Vec<i32> = (0..10).chain(10..13).chain(20..21).chain(30..36).collect();
+        let kept = per_group_spread(items.clone(), Some(10), |n| n / 10);
+        assert_eq!(kept.len(), 10);
+        let per_group = |g: i32| kept.iter().filter(|n| *n / 10 == g).count();
+        // Cap 3 fits (3 + 3 + 1 + 3 = 10): the small groups whole, the large ones 3 each.
+        assert_eq!([per_group(0), per_group(1), per_group(2), per_group(3)], [3, 3, 1, 3]);
+        // Spread within a group, not its first items.
+        assert_eq!(kept[..3], [0, 3, 6]);
+        // Cap 2 gives 2 + 2 + 1 + 2 = 7 of 8: one group that has more gives one extra.
+        let kept = per_group_spread(items.clone(), Some(8), |n| n / 10);
+        assert_eq!(kept.len(), 8);
+        assert!(kept.iter().filter(|n| **n / 10 == 2).count() == 1);
+        // No cap, or room for all: unchanged.
+        assert_eq!(per_group_spread(items.clone(), None, |n| n / 10), items);
+        assert_eq!(per_group_spread(items.clone(), Some(50), |n| n / 10), items);
+    }
+
+    #[test]
     fn evenly_spread_keeps_a_spread_subset() {
         let kept = evenly_spread((0..10).collect(), Some(4));
         assert_eq!(kept, vec![0, 2, 5, 7]);
@@ -1925,6 +2072,7 @@ mod tests {
             "cv_stage1",
             "stage1_on_all_hpfs",
             "candidate_decay_epochs",
+            "classifier_figure_selection",
         ] {
             obj.remove(key);
         }
@@ -1933,6 +2081,7 @@ mod tests {
         assert!(!old.classifier_stain_input);
         assert!(!old.classifier_fourth_block);
         assert_eq!(old.classifier_figure_crops, None);
+        assert_eq!(old.classifier_figure_selection, FigureSelection::Even);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!(old.classifier_jpeg_probability, 0.0);
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));

@@ -12,12 +12,14 @@
 //! | YOLO txt | yes | yes | [`yolo`] |
 //! | Pascal-VOC XML | yes | yes | [`voc`] |
 //! | QuPath GeoJSON | yes | yes | [`geojson`] |
+//! | AMi-Br crop table (`AMI-BR.csv`: source slide, subtype, scanner) | yes | - | [`amibr`] |
 //!
 //! [`detect_format`] tells the format of a path from its extension and a look
 //! at its content; [`read()`] and [`write()`] dispatch on it. Every writer is
 //! atomic ([`atomic::write_atomic`]).
 #![deny(missing_docs)]
 
+pub mod amibr;
 pub mod atomic;
 pub mod coco;
 pub mod csv_points;
