@@ -28,7 +28,7 @@
 //!    alone choose (the nested estimate for unseen HPFs).
 //!
 //! Outputs in `out_dir`: `model.bundle`, `MODEL.md`, `recipe.json`,
-//! `out-of-fold.csv` (cross-validated runs: every candidate's out-of-fold score) and the run
+//! `out-of-fold.csv` (cross-validated runs: every candidate's out-of-fold score and stage-1 peak) and the run
 //! folders `candidate/`, `classifier/`, `classifier-2/`, ... and
 //! `cv-<HPF>/classifier/`, `cv-<HPF>/candidate/` (checkpoints: a killed run resumes).
 
@@ -949,13 +949,14 @@ pub fn train_default(
             let dets = Detector::new(fold, device.clone()).detect_image(&h.image, ICPR_MPP, &all)?;
             out_of_fold.push((dets, h.centroids.clone(), match_px_icpr));
         }
-        // Every candidate with its out-of-fold score, for `mitoscope eval` (AP, FROC, sweeps).
+        // Every candidate with its out-of-fold score, for `mitoscope eval` (AP, FROC, sweeps),
+        // and its fold's stage-1 peak, so other fusions can be tried without retraining.
         let csv = out_dir.join(OUT_OF_FOLD_FILE);
         mitoscope_formats::atomic::write_atomic_with(&csv, |w| {
-            writeln!(w, "{}", crate::DETECTIONS_HEADER)?;
+            writeln!(w, "{}", crate::batch::CANDIDATES_HEADER)?;
             for (h, (dets, _, _)) in stage2_hpfs.iter().zip(&out_of_fold) {
                 for d in dets {
-                    writeln!(w, "{},{:.2},{:.2},{:.6}", h.name, d.x, d.y, d.score)?;
+                    writeln!(w, "{},{:.2},{:.2},{:.6},{:.6}", h.name, d.x, d.y, d.score, d.candidate_score)?;
                 }
             }
             Ok(())
