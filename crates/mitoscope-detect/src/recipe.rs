@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
-use mitoscope_formats::amibr::{Scanner, read_amibr_table};
+use mitoscope_formats::amibr::{AmiBrCrop, AmiBrTable, Scanner, read_amibr_table};
 use mitoscope_geom::Mpp;
 use mitoscope_model::augment::AugmentConfig;
 use mitoscope_model::burn::tensor::Device;
@@ -127,7 +127,7 @@ pub struct RecipeConfig {
     #[serde(default)]
     pub classifier_figure_crops: Option<usize>,
     /// Which figure crops stage 2 keeps when `classifier_figure_crops` caps
-    /// them. Absent before 0.10: evenly spread.
+    /// them. Absent in 0.9 and older recipes: evenly spread.
     #[serde(default)]
     pub classifier_figure_selection: FigureSelection,
     /// Stage-2 stain augmentation: HED concentration scale and shift ranges.
@@ -459,25 +459,22 @@ fn select_figures(
     say: &dyn Fn(&str),
 ) -> Result<Vec<LabelledCrop>, DetectError> {
     let keep = config.classifier_figure_crops;
-    if config.classifier_figure_selection == FigureSelection::Even {
-        return Ok(evenly_spread(figures, keep));
-    }
-    let table_path = data_root.join("amibr/AMI-BR.csv");
-    let table = read_amibr_table(&table_path).map_err(|e| DetectError::Config(e.to_string()))?;
-    let listed = |crop: &LabelledCrop| {
-        let stem = Path::new(&crop.origin).file_stem()?.to_string_lossy().into_owned();
-        table.get(&stem)
+    let load_table = || {
+        read_amibr_table(&data_root.join("amibr/AMI-BR.csv")).map_err(|e| DetectError::Config(e.to_string()))
     };
     let (figures, note) = match config.classifier_figure_selection {
-        FigureSelection::Even => unreachable!("returned above"),
+        FigureSelection::Even => return Ok(evenly_spread(figures, keep)),
         FigureSelection::ScannerFirst(scanner) => {
-            let of_scanner = |crop: &LabelledCrop| listed(crop).and_then(|c| c.scanner()) == Some(scanner);
+            let table = load_table()?;
+            let of_scanner =
+                |crop: &LabelledCrop| amibr_row(&table, crop).and_then(AmiBrCrop::scanner) == Some(scanner);
             let figures = preferred_then_spread(figures, keep, of_scanner);
             let n = figures.iter().filter(|c| of_scanner(c)).count();
             (figures, format!("{n} from {scanner:?} scans first"))
         }
         FigureSelection::PerSlide => {
-            let slide_of = |crop: &LabelledCrop| match listed(crop) {
+            let table = load_table()?;
+            let slide_of = |crop: &LabelledCrop| match amibr_row(&table, crop) {
                 Some(c) => format!("{}/{}", c.dataset, c.slide),
                 None => crop.origin.clone(),
             };
@@ -488,6 +485,12 @@ fn select_figures(
     };
     say(&format!("stage 2 figure crops: {} kept, {note}", figures.len()));
     Ok(figures)
+}
+
+/// The AMi-Br table's row for a crop read from its file (`TUPAC16_1000.png`).
+fn amibr_row<'t>(table: &'t AmiBrTable, crop: &LabelledCrop) -> Option<&'t AmiBrCrop> {
+    let stem = Path::new(&crop.origin).file_stem()?.to_string_lossy();
+    table.get(&stem)
 }
 
 /// At most `keep` items, taking as many groups as possible: every group gives
@@ -1917,6 +1920,55 @@ mod tests {
         // No cap: everything, preferred first.
         let kept = preferred_then_spread((0..6).collect::<Vec<i32>>(), None, |n| *n >= 4);
         assert_eq!(kept, [4, 5, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn figure_selection_reads_each_crops_slide_from_the_amibr_table() {
+        let root = tempfile::tempdir().unwrap();
+        let crop = |origin: &str| LabelledCrop {
+            image: RgbImage::new(4, 4),
+            positive: true,
+            origin: origin.to_owned(),
+        };
+        // Two crops of one Leica slide, one Hamamatsu, one Aperio XT, one unlisted (AtNorM-Br).
+        let figures = vec![
+            crop("amibr/patches/normal/TUPAC16_7.png"),
+            crop("amibr/patches/normal/TUPAC16_8.png"),
+            crop("amibr/patches/atypical/MIDOG21_3.png"),
+            crop("amibr/patches/normal/TUPAC16_1.png"),
+            crop("atnorm-br/Normal/5.png"),
+        ];
+        let mut config = RecipeConfig {
+            classifier_figure_crops: Some(2),
+            classifier_figure_selection: FigureSelection::ScannerFirst(Scanner::AperioXt),
+            ..RecipeConfig::default()
+        };
+        let quiet = |_: &str| {};
+        let missing = select_figures(figures.clone(), &config, root.path(), &quiet).unwrap_err();
+        assert!(missing.to_string().contains("AMI-BR.csv"), "{missing}");
+
+        std::fs::create_dir_all(root.path().join("amibr")).unwrap();
+        std::fs::write(
+            root.path().join("amibr/AMI-BR.csv"),
+            "slide,dataset,uid,x,y\n30.tif,TUPAC16,7,1,1\n30.tif,TUPAC16,8,2,2\n\
+             002.tiff,MIDOG21,3,1,1\n04_stitched1.tif,TUPAC16,1,5,5\n",
+        )
+        .unwrap();
+        let origins = |kept: Vec<LabelledCrop>| kept.into_iter().map(|c| c.origin).collect::<Vec<_>>();
+        let kept = origins(select_figures(figures.clone(), &config, root.path(), &quiet).unwrap());
+        assert_eq!(kept[0], "amibr/patches/normal/TUPAC16_1.png");
+        assert_eq!(kept.len(), 2);
+        // Per slide, room for 4: one crop of each of the 4 slides (the unlisted crop is its own).
+        config.classifier_figure_crops = Some(4);
+        config.classifier_figure_selection = FigureSelection::PerSlide;
+        let kept = origins(select_figures(figures.clone(), &config, root.path(), &quiet).unwrap());
+        assert_eq!(kept.len(), 4);
+        assert_eq!(kept.iter().filter(|o| o.contains("TUPAC16_7") || o.contains("TUPAC16_8")).count(), 1);
+        assert!(kept.iter().any(|o| o.contains("atnorm")));
+        // Evenly spread needs no table.
+        config.classifier_figure_selection = FigureSelection::Even;
+        let kept = select_figures(figures, &config, Path::new("/nonexistent"), &quiet).unwrap();
+        assert_eq!(kept.len(), 4);
     }
 
     #[test]
