@@ -64,8 +64,10 @@ pub enum Scanner {
 /// numbers its slides by scanner in blocks of 50 (Aubreville et al., Medical
 /// Image Analysis 2023); TUPAC16's auxiliary mitosis set is AMIDA13's 23
 /// cases (Aperio ScanScope XT) then 50 cases scanned with a Leica SCN400
-/// (Veta et al., Medical Image Analysis 2019). `None` for other datasets and
-/// for names without a leading slide number.
+/// (Veta et al., Medical Image Analysis 2019). The MIDOG blocks agree with
+/// `MIDOG.json`, whose image sizes (the same field at each scanner's
+/// resolution) change exactly at slides 51, 101 and 151. `None` for other
+/// datasets and for names without a leading slide number.
 pub fn source_scanner(dataset: &str, slide: &str) -> Option<Scanner> {
     let digits: String = slide.chars().take_while(char::is_ascii_digit).collect();
     let number: u32 = digits.parse().ok()?;
