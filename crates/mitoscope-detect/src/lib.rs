@@ -15,7 +15,8 @@
 //! - [`slide_run`]: whole slides (tissue, tiles over tissue, hotspot, score,
 //!   per-slide output folder); [`hpf_set`]: folders of HPFs scored per slide.
 //! - [`recipe::train_default`]: the recipe that trains the default model from
-//!   the shared real data.
+//!   the shared real data; [`recipe::train_recipe`] runs it (both stages or
+//!   one) on any [`training_data::TrainingData`], e.g. datasets of one's own.
 //!
 //! ```
 //! use mitoscope_detect::{DetectOptions, Detector, ModelBundle};
@@ -45,6 +46,7 @@ mod error;
 pub mod fixtures;
 pub mod hpf_set;
 pub mod recipe;
+pub mod training_data;
 pub mod slide_run;
 pub mod synthetic;
 pub mod tiling;

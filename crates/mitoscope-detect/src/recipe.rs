@@ -1,5 +1,9 @@
 //! The recipe that trains Mitoscope's default model from the shared real data
-//! (`../shared/data`), sized for a 2-core CPU.
+//! (`../shared/data`), sized for a 2-core CPU. [`train_recipe`] runs the same
+//! steps on any [`TrainingData`] (datasets of one's own; where they differ
+//! from the shared layout, e.g. no contest overlays, those steps have nothing
+//! to do), and can train one stage, keeping the other from a trained model
+//! ([`Stages`]).
 //!
 //! 1. **Stage 1** ([`mitoscope_model::candidate_training`]) on tiles at
 //!    0.5 µm/px: the training ICPR 2012 HPFs with discs around their
@@ -32,7 +36,7 @@
 //! folders `candidate/`, `classifier/`, `classifier-2/`, ... and
 //! `cv-<HPF>/classifier/`, `cv-<HPF>/candidate/` (checkpoints: a killed run resumes).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use image::imageops::FilterType;
@@ -54,14 +58,12 @@ use mitoscope_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::training_data::{LabelledField, MaskPatch, NegativeField, PaintedField, TrainingData};
 use crate::{
     DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord,
 };
 
-/// ICPR 2012 scanner A resolution.
-pub const ICPR_MPP: f64 = 0.2456;
-/// AMi-Br, AtNorM-Br and CMC (MIDOG / TUPAC / MITOS_WSI_CMC scans at 40x), assumed.
-pub const CROP_SOURCE_MPP: f64 = 0.25;
+pub use crate::training_data::{CROP_SOURCE_MPP, ICPR_MPP};
 
 /// Every knob of the recipe (saved as `recipe.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -355,6 +357,44 @@ impl RecipeConfig {
     }
 }
 
+impl RecipeConfig {
+    /// The recipe's settings fitted to datasets of one's own (`mitoscope train
+    /// --dataset`): the operating threshold is placed on the validation fields
+    /// (one network per fold is for a handful of HPFs), in-field figures are
+    /// repeated only as far as they are outnumbered by crop-folder figures (the
+    /// shared recipe repeats its 31 ICPR figures 16x against 2000 crops), and
+    /// random negatives per field shrink so that a large dataset draws about
+    /// 60,000 in all. `val_hpfs` / `val_cmc` are left to the caller.
+    pub fn fitted_to(mut self, data: &TrainingData) -> Self {
+        let mitoses: usize = data.fields.iter().map(|f| f.centroids.len()).sum();
+        let folder_figures: usize = data.crop_folders.iter().map(|c| count_positive_crops(&c.path)).sum();
+        let figures = self.classifier_figure_crops.map_or(folder_figures, |cap| cap.min(folder_figures));
+        self.in_domain_repeats =
+            (figures as f64 / mitoses.max(1) as f64).round().clamp(1.0, self.in_domain_repeats.max(1) as f64) as usize;
+        let fields = data.fields.len() + data.negative_fields.len();
+        self.negatives_per_hpf = self.negatives_per_hpf.min((60_000 / fields.max(1)).max(20));
+        self.negatives_per_cmc = self.negatives_per_cmc.min((60_000 / fields.max(1)).max(20));
+        self.threshold_on = ThresholdImages::Validation;
+        self.cv_stage1 = false;
+        self.stage1_on_all_hpfs = false;
+        self.painted_hpf_negatives = false;
+        self.version = "mitoscope-custom".into();
+        self
+    }
+}
+
+/// Image files in the figure subfolders of a crop folder (a directory listing, no decoding).
+fn count_positive_crops(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().and_then(mitoscope_model::data::folder_label) == Some(true))
+        .filter_map(|e| std::fs::read_dir(e.path()).ok())
+        .flat_map(|d| d.filter_map(|f| f.ok()))
+        .filter(|f| mitoscope_imaging::is_image_path(&f.path()))
+        .count()
+}
+
 /// What the recipe measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipeReport {
@@ -455,12 +495,17 @@ fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
 fn select_figures(
     figures: Vec<LabelledCrop>,
     config: &RecipeConfig,
-    data_root: &Path,
+    amibr_table: Option<&Path>,
     say: &dyn Fn(&str),
 ) -> Result<Vec<LabelledCrop>, DetectError> {
     let keep = config.classifier_figure_crops;
     let load_table = || {
-        read_amibr_table(&data_root.join("amibr/AMI-BR.csv")).map_err(|e| DetectError::Config(e.to_string()))
+        let path = amibr_table.ok_or_else(|| {
+            DetectError::Config(
+                "classifier_figure_selection by slide or scanner needs AMi-Br's AMI-BR.csv (the shared data)".into(),
+            )
+        })?;
+        read_amibr_table(path).map_err(|e| DetectError::Config(e.to_string()))
     };
     let (figures, note) = match config.classifier_figure_selection {
         FigureSelection::Even => return Ok(evenly_spread(figures, keep)),
@@ -542,6 +587,18 @@ fn preferred_then_spread<T>(items: Vec<T>, keep: Option<usize>, preferred: impl 
     kept
 }
 
+/// Which stages a run trains. The other stage comes from a trained model.
+pub enum Stages {
+    /// Both stages (the recipe).
+    Both,
+    /// Stage 1 only; stage 2 (its networks, crop geometry, score fusion and
+    /// views) is this model's. The operating threshold is chosen anew.
+    CandidateOnly(Box<ModelBundle>),
+    /// Stage 2 only, on the candidates of this model's stage 1 (kept with its
+    /// candidate threshold), which also mines the hard negatives.
+    ClassifierOnly(Box<ModelBundle>),
+}
+
 /// Trains the default model from `data_root` into `out_dir` (see the module
 /// docs); `command` is recorded in the card. Returns the bundle and report.
 pub fn train_default(
@@ -551,6 +608,13 @@ pub fn train_default(
     command: &str,
     show_progress: bool,
 ) -> Result<(ModelBundle, RecipeReport), DetectError> {
+    check_config(config, &Stages::Both)?;
+    let data = TrainingData::shared(data_root, config.painted_hpf_negatives)?;
+    train_recipe(&data, out_dir, config, &Stages::Both, command, show_progress)
+}
+
+/// Settings that cannot work together, refused before any data is read.
+fn check_config(config: &RecipeConfig, stages: &Stages) -> Result<(), DetectError> {
     if config.stage1_on_all_hpfs
         && !(config.threshold_on == ThresholdImages::CrossValidated && config.cv_stage1)
     {
@@ -560,6 +624,28 @@ pub fn train_default(
                 .into(),
         ));
     }
+    if matches!(stages, Stages::CandidateOnly(_)) && config.threshold_on == ThresholdImages::CrossValidated {
+        return Err(DetectError::Config(
+            "training stage 1 alone keeps the given model's stage 2, which no fold can retrain: \
+             use threshold_on: validation (or all_hpfs)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Trains the stages `stages` names on `data` into `out_dir` with `config`
+/// (the fields named in `config.val_hpfs` / `val_cmc` validate); `command` is
+/// recorded in the card. Returns the bundle and report.
+pub fn train_recipe(
+    data: &TrainingData,
+    out_dir: &Path,
+    config: &RecipeConfig,
+    stages: &Stages,
+    command: &str,
+    show_progress: bool,
+) -> Result<(ModelBundle, RecipeReport), DetectError> {
+    check_config(config, stages)?;
     let device = Device::flex();
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
@@ -581,25 +667,23 @@ pub fn train_default(
         }
     };
 
-    let model_mpp = 0.5;
-    let icpr = load_icpr(data_root)?;
-    let (train_hpfs, val_hpfs): (Vec<_>, Vec<_>) = icpr
-        .into_iter()
-        .partition(|h| !config.val_hpfs.contains(&h.name));
-    let cross_validated = config.threshold_on == ThresholdImages::CrossValidated;
-    let cmc = load_cmc(data_root)?;
-    let (train_cmc, val_cmc): (Vec<_>, Vec<_>) = cmc
-        .into_iter()
-        .partition(|c| !config.val_cmc.contains(&c.name));
-    let patches = load_mask_patches(data_root)?;
-    let painted = if config.painted_hpf_negatives {
-        load_painted_hpfs(data_root)?
-    } else {
-        Vec::new()
+    let model_mpp = match stages {
+        Stages::ClassifierOnly(base) => base.candidate_config.mpp,
+        _ => 0.5,
     };
+    let (train_hpfs, val_hpfs): (Vec<&LabelledField>, Vec<&LabelledField>) =
+        data.fields.iter().partition(|h| !config.val_hpfs.contains(&h.name));
+    let cross_validated = config.threshold_on == ThresholdImages::CrossValidated;
+    let (train_cmc, val_cmc): (Vec<&NegativeField>, Vec<&NegativeField>) = data
+        .negative_fields
+        .iter()
+        .partition(|c| !config.val_cmc.contains(&c.name));
+    let patches = &data.mask_patches;
+    let painted = &data.painted;
     if train_hpfs.is_empty() || val_hpfs.is_empty() {
         return Err(DetectError::Config(format!(
-            "need training and validation ICPR HPFs; held out {:?}",
+            "need training and validation fields; {} labelled, held out {:?}",
+            data.fields.len(),
             config.val_hpfs
         )));
     }
@@ -607,59 +691,66 @@ pub fn train_default(
         crop_size: 64,
         mpp: Mpp::new(model_mpp).map_err(|e| DetectError::Config(e.to_string()))?,
     };
-    let src = Mpp::new(CROP_SOURCE_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
-    let icpr_mpp = Mpp::new(ICPR_MPP).map_err(|e| DetectError::Config(e.to_string()))?;
+    let mpp_of = |m: f64| Mpp::new(m).map_err(|e| DetectError::Config(e.to_string()));
+    // Stage 2's crop geometry: the kept model's when stage 2 is not trained.
+    let (cls_crop_px, cls_mpp) = match stages {
+        Stages::CandidateOnly(base) => (base.classifier_config.crop_size as u32, base.classifier_config.mpp),
+        _ => (config.classifier_crop_px, config.classifier_mpp),
+    };
     let cls_spec = CropSpec {
-        crop_size: config.classifier_crop_px,
-        mpp: Mpp::new(config.classifier_mpp)
-            .map_err(|e| DetectError::Config(format!("classifier_mpp: {e}")))?,
+        crop_size: cls_crop_px,
+        mpp: Mpp::new(cls_mpp).map_err(|e| DetectError::Config(format!("classifier_mpp: {e}")))?,
     };
     let load_figures = |spec: CropSpec| -> Result<Vec<LabelledCrop>, DetectError> {
-        let mut crops = load_crop_folders(
-            &data_root.join("amibr/patches"),
-            src,
-            spec,
-            config.crops_per_folder,
-        )?;
-        crops.extend(load_crop_folders(
-            &data_root.join("atnorm-br"),
-            src,
-            spec,
-            config.crops_per_folder,
-        )?);
+        let mut crops = Vec::new();
+        for folder in &data.crop_folders {
+            crops.extend(load_crop_folders(&folder.path, mpp_of(folder.mpp)?, spec, config.crops_per_folder)?);
+        }
         Ok(crops)
     };
     let crop_positives = load_figures(spec)?;
     say(&format!(
-        "data: {} train / {} val HPFs, {} painted HPFs, {} train / {} val CMC tiles, {} mask patches, {} figure crops",
+        "data: {} train / {} val labelled fields, {} painted fields, {} train / {} val mitosis-free fields, {} mask patches, {} labelled crops ({} positive)",
         train_hpfs.len(),
         val_hpfs.len(),
         painted.len(),
         train_cmc.len(),
         val_cmc.len(),
         patches.len(),
-        crop_positives.len()
+        crop_positives.len(),
+        crop_positives.iter().filter(|c| c.positive).count()
     ));
     lap("load", &mut seconds);
 
     // ---- Stage 1, its candidate threshold and the hard negatives it mines ----
-    let candidate_config = CandidateNetConfig::new()
-        .with_base_channels(config.candidate_channels)
-        .with_mpp(model_mpp);
-    let classifier_config = PatchClassifierConfig::new()
-        .with_base_channels(config.classifier_channels)
-        .with_mpp(config.classifier_mpp)
-        .with_crop_size(config.classifier_crop_px as usize)
-        .with_input_norm(config.classifier_input_norm)
-        .with_stain_input(config.classifier_stain_input)
-        .with_fourth_block(config.classifier_fourth_block);
+    let candidate_config = match stages {
+        Stages::ClassifierOnly(base) => base.candidate_config.clone(),
+        _ => CandidateNetConfig::new()
+            .with_base_channels(config.candidate_channels)
+            .with_mpp(model_mpp),
+    };
+    let classifier_config = match stages {
+        Stages::CandidateOnly(base) => base.classifier_config.clone(),
+        _ => PatchClassifierConfig::new()
+            .with_base_channels(config.classifier_channels)
+            .with_mpp(config.classifier_mpp)
+            .with_crop_size(config.classifier_crop_px as usize)
+            .with_input_norm(config.classifier_input_norm)
+            .with_stain_input(config.classifier_stain_input)
+            .with_fourth_block(config.classifier_fourth_block),
+    };
     let mut card = ModelCard::untrained(&config.version);
     card.model_mpp = model_mpp;
-    card.crop_size = config.classifier_crop_px;
+    card.crop_size = cls_crop_px;
     card.score_fusion = config.score_fusion;
     card.classifier_views = config.classifier_views;
     card.min_distance_um = config.min_distance_um;
     card.operating_threshold = 0.0;
+    if let Stages::CandidateOnly(base) = stages {
+        // The kept stage 2 is scored as its own card says.
+        card.score_fusion = base.card.score_fusion;
+        card.classifier_views = base.card.classifier_views;
+    }
     let options = TrainOptions {
         stop_after_epochs: None,
         show_progress,
@@ -667,8 +758,8 @@ pub fn train_default(
     let stage1_data = Stage1Data {
         config,
         train_cmc: &train_cmc,
-        patches: &patches,
-        painted: &painted,
+        patches,
+        painted,
         figures: &crop_positives,
         candidate_config: &candidate_config,
         classifier_config: &classifier_config,
@@ -676,19 +767,24 @@ pub fn train_default(
         cls_spec,
         device: &device,
         options,
+        fixed: match stages {
+            Stages::ClassifierOnly(base) => Some((&base.candidate, base.card.candidate_threshold)),
+            _ => None,
+        },
+        mine_hard: !matches!(stages, Stages::CandidateOnly(_)),
     };
     // Cross-validated, stage 2 trains on every labelled HPF (stage 1 keeps its split).
-    let stage2_hpfs: Vec<&Hpf> = if cross_validated {
-        train_hpfs.iter().chain(&val_hpfs).collect()
+    let stage2_hpfs: Vec<&LabelledField> = if cross_validated {
+        train_hpfs.iter().chain(&val_hpfs).copied().collect()
     } else {
-        train_hpfs.iter().collect()
+        train_hpfs.clone()
     };
     // With `stage1_on_all_hpfs` the validation HPFs train the shipped stage 1 too
     // (no stage-1 validation metrics then): the folds' stage 1s are what stay unseen.
-    let (stage1_hpfs, stage1_val): (Vec<&Hpf>, Vec<&Hpf>) = if config.stage1_on_all_hpfs {
+    let (stage1_hpfs, stage1_val): (Vec<&LabelledField>, Vec<&LabelledField>) = if config.stage1_on_all_hpfs {
         (stage2_hpfs.clone(), Vec::new())
     } else {
-        (train_hpfs.iter().collect(), val_hpfs.iter().collect())
+        (train_hpfs.clone(), val_hpfs.clone())
     };
     let stage1 = train_stage1(
         &stage1_data,
@@ -699,18 +795,24 @@ pub fn train_default(
         &say,
         &mut |phase| lap(phase, &mut seconds),
     )?;
-    let match_px_icpr = config.match_radius_um / ICPR_MPP;
     let candidate_threshold = stage1.candidate_threshold;
     let train_candidate_recall = stage1.train_candidate_recall;
 
     // ---- Stage 2 ----
     // Stage 1 took the figure crops at its own resolution; stage 2 re-reads them at its own.
-    let figures = if cls_spec == spec {
+    let train_stage2 = !matches!(stages, Stages::CandidateOnly(_));
+    let figures = if !train_stage2 {
+        Vec::new()
+    } else if cls_spec == spec {
         crop_positives.clone()
     } else {
         load_figures(cls_spec)?
     };
-    let figures = select_figures(figures, config, data_root, &say)?;
+    // The selection (and cap) is of figures; labelled negative crops are all kept.
+    let (figures, negative_crops): (Vec<LabelledCrop>, Vec<LabelledCrop>) =
+        figures.into_iter().partition(|c| c.positive);
+    let mut figures = select_figures(figures, config, data.amibr_table.as_deref(), &say)?;
+    figures.extend(negative_crops);
     let n_hard = stage1.hard.len();
     let mut classifiers = Vec::new();
     let mut classifier_val_f1 = None;
@@ -748,60 +850,60 @@ pub fn train_default(
             .iter()
             .filter(|h| Some(h.name.as_str()) != held_out)
         {
-            let pos = positive_crops(&h.image, &h.centroids, icpr_mpp, cls_spec, &h.name);
+            let Ok(mpp) = Mpp::new(h.mpp) else { continue };
+            let pos = positive_crops(&h.image, &h.centroids, mpp, cls_spec, &h.name);
             for _ in 0..repeats {
                 crops.extend(pos.iter().cloned());
             }
-            let min_d = 2.0 * config.match_radius_um / ICPR_MPP;
+            let min_d = 2.0 * config.match_radius_um / h.mpp;
             crops.extend(negatives(
                 &h.image,
                 &h.centroids,
-                icpr_mpp,
+                mpp,
                 config.negatives_per_hpf,
                 min_d,
                 &h.name,
             ));
+            let lookalikes = lookalike_crops(&h.image, &h.lookalikes, mpp, cls_spec, &h.name);
+            for _ in 0..repeats {
+                crops.extend(lookalikes.iter().cloned());
+            }
         }
-        for p in &painted {
-            let (centres, clear_px) = p.exclusion(crop_half_diagonal(config));
+        for p in painted {
+            let Ok(mpp) = Mpp::new(p.mpp) else { continue };
+            let (centres, clear_px) = p.exclusion(crop_half_diagonal(cls_spec, p.mpp));
             crops.extend(negatives(
                 &p.image,
                 &centres,
-                icpr_mpp,
+                mpp,
                 config.negatives_per_hpf,
                 clear_px,
                 &p.name,
             ));
         }
         for c in &train_cmc {
+            let Ok(mpp) = Mpp::new(c.mpp) else { continue };
             crops.extend(negatives(
                 &c.image,
                 &[],
-                src,
+                mpp,
                 config.negatives_per_cmc,
                 0.0,
                 &c.name,
             ));
-            let lookalikes: Vec<LabelledCrop> = c
-                .lookalikes
-                .iter()
-                .map(|&(x, y)| LabelledCrop {
-                    image: resample_crop(&c.image, (x, y), src, cls_spec),
-                    positive: false,
-                    origin: format!("lookalike:{}@{x:.0},{y:.0}", c.name),
-                })
-                .collect();
+            let lookalikes = lookalike_crops(&c.image, &c.lookalikes, mpp, cls_spec, &c.name);
             for _ in 0..repeats {
                 crops.extend(lookalikes.iter().cloned());
             }
         }
-        for p in &patches {
+        for p in patches {
+            let Ok(mpp) = Mpp::new(p.mpp) else { continue };
             let centre = p.centroid.unwrap_or((
                 (f64::from(p.image.width()) - 1.0) / 2.0,
                 (f64::from(p.image.height()) - 1.0) / 2.0,
             ));
             let crop = LabelledCrop {
-                image: resample_crop(&p.image, centre, icpr_mpp, cls_spec),
+                image: resample_crop(&p.image, centre, mpp, cls_spec),
                 positive: p.centroid.is_some(),
                 origin: p.name.clone(),
             };
@@ -845,7 +947,13 @@ pub fn train_default(
     };
     // Each network of the ensemble: its own seed for the random negatives, the
     // validation split, initialisation and augmentation; the same data otherwise.
-    for member in 0..config.classifier_ensemble.max(1) {
+    if let Stages::CandidateOnly(base) = stages {
+        say("stage 2: kept from the given model");
+        classifiers.push(base.classifier.clone());
+        classifiers.extend(base.extra_classifiers.iter().cloned());
+    }
+    let networks = if train_stage2 { config.classifier_ensemble.max(1) } else { 0 };
+    for member in 0..networks {
         let member_seed = config.seed.wrapping_add(1000 * member as u64);
         let crops = stage2_crops(member_seed, None, &stage1.hard);
         let n_pos = crops.iter().filter(|c| c.positive).count();
@@ -896,15 +1004,15 @@ pub fn train_default(
     let mut hpf_seconds = Vec::new();
     for h in &val_hpfs {
         let t = Instant::now();
-        let dets = detector.detect_image(&h.image, ICPR_MPP, &all)?;
+        let dets = detector.detect_image(&h.image, h.mpp, &all)?;
         hpf_seconds.push(t.elapsed().as_secs_f64());
-        val_sets.push((dets, h.centroids.clone(), match_px_icpr));
+        val_sets.push((dets, h.centroids.clone(), config.match_radius_um / h.mpp));
     }
     for c in &val_cmc {
         val_sets.push((
-            detector.detect_image(&c.image, CROP_SOURCE_MPP, &all)?,
+            detector.detect_image(&c.image, c.mpp, &all)?,
             Vec::new(),
-            config.match_radius_um / CROP_SOURCE_MPP,
+            config.match_radius_um / c.mpp,
         ));
     }
     lap("stage2-scoring", &mut seconds);
@@ -919,7 +1027,7 @@ pub fn train_default(
                 && stage1_hpfs.iter().all(|s| s.name != h.name);
             let fold_stage1;
             let s1 = if config.cv_stage1 && !own_split {
-                let others: Vec<&Hpf> =
+                let others: Vec<&LabelledField> =
                     stage2_hpfs.iter().copied().filter(|o| o.name != h.name).collect();
                 say(&format!("cross-validation: stage 1 without {}", h.name));
                 fold_stage1 = train_stage1(
@@ -949,8 +1057,8 @@ pub fn train_default(
             fold.card.candidate_threshold = s1.candidate_threshold;
             fold.classifier = trained.model;
             fold.extra_classifiers.clear();
-            let dets = Detector::new(fold, device.clone()).detect_image(&h.image, ICPR_MPP, &all)?;
-            out_of_fold.push((dets, h.centroids.clone(), match_px_icpr));
+            let dets = Detector::new(fold, device.clone()).detect_image(&h.image, h.mpp, &all)?;
+            out_of_fold.push((dets, h.centroids.clone(), config.match_radius_um / h.mpp));
         }
         // Every candidate with its out-of-fold score, for `mitoscope eval` (AP, FROC, sweeps),
         // and its fold's stage-1 peak, so other fusions can be tried without retraining.
@@ -1004,9 +1112,9 @@ pub fn train_default(
     if config.threshold_on == ThresholdImages::AllHpfs {
         for h in &train_hpfs {
             select_sets.push((
-                detector.detect_image(&h.image, ICPR_MPP, &all)?,
+                detector.detect_image(&h.image, h.mpp, &all)?,
                 h.centroids.clone(),
-                match_px_icpr,
+                config.match_radius_um / h.mpp,
             ));
         }
     }
@@ -1053,18 +1161,35 @@ pub fn train_default(
     bundle.card.operating_threshold = operating_threshold;
     bundle.card.training = TrainingRecord {
         command: command.to_owned(),
-        data: format!(
-            "ICPR 2012 scanner A: {} HPFs (centroids; stage 1: {}) + {} mask patches + {} contest overlays (negatives clear of the painted mitoses); AMi-Br + AtNorM-Br figure crops \
-             ({} stage-2 positives in all, in-domain ones repeated); CMC: {} mitosis-free tiles (random + {} look-alike negatives); {} mined hard negatives",
-            stage2_hpfs.len(),
-            stage1_hpfs.len(),
-            patches.len(),
-            painted.len(),
-            n_pos,
-            train_cmc.len(),
-            train_cmc.iter().map(|c| c.lookalikes.len()).sum::<usize>(),
-            n_hard
-        ),
+        data: if data.source == "shared" {
+            format!(
+                "ICPR 2012 scanner A: {} HPFs (centroids; stage 1: {}) + {} mask patches + {} contest overlays (negatives clear of the painted mitoses); AMi-Br + AtNorM-Br figure crops \
+                 ({} stage-2 positives in all, in-domain ones repeated); CMC: {} mitosis-free tiles (random + {} look-alike negatives); {} mined hard negatives",
+                stage2_hpfs.len(),
+                stage1_hpfs.len(),
+                patches.len(),
+                painted.len(),
+                n_pos,
+                train_cmc.len(),
+                train_cmc.iter().map(|c| c.lookalikes.len()).sum::<usize>(),
+                n_hard
+            )
+        } else {
+            format!(
+                "{}. Stage 1 on {} labelled fields, stage 2 on {} ({} positive crops in all, in-field ones repeated; {} mitosis-free fields; {} mined hard negatives){}",
+                data.source,
+                stage1_hpfs.len(),
+                stage2_hpfs.len(),
+                n_pos,
+                train_cmc.len(),
+                n_hard,
+                match stages {
+                    Stages::Both => String::new(),
+                    Stages::CandidateOnly(base) => format!("; stage 2 kept from {}", base.card.version),
+                    Stages::ClassifierOnly(base) => format!("; stage 1 kept from {}", base.card.version),
+                }
+            )
+        },
         seed: config.seed,
         train_images: stage2_hpfs
             .iter()
@@ -1108,7 +1233,7 @@ pub fn train_default(
             }
         }
         .to_owned()
-            + "; crop sources assumed at 0.25 um/px",
+            + if data.source == "shared" { "; crop sources assumed at 0.25 um/px" } else { "" },
     };
     bundle.card.metrics =
         serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
@@ -1123,10 +1248,10 @@ pub fn train_default(
 /// per fold (`cv_stage1`), each without the HPF its fold scores.
 struct Stage1Data<'a> {
     config: &'a RecipeConfig,
-    train_cmc: &'a [CmcTile],
+    train_cmc: &'a [&'a NegativeField],
     patches: &'a [MaskPatch],
-    painted: &'a [PaintedHpf],
-    /// AMi-Br / AtNorM-Br figure crops at stage 1's resolution.
+    painted: &'a [PaintedField],
+    /// Labelled crops (AMi-Br / AtNorM-Br figures) at stage 1's resolution.
     figures: &'a [LabelledCrop],
     candidate_config: &'a CandidateNetConfig,
     /// Stage 2's network and card: the probe that finds peaks is a full
@@ -1136,6 +1261,10 @@ struct Stage1Data<'a> {
     cls_spec: CropSpec,
     device: &'a Device,
     options: TrainOptions,
+    /// A trained stage 1 and its candidate threshold to use instead of training one.
+    fixed: Option<(&'a CandidateNet, f64)>,
+    /// Whether to mine hard negatives (only stage 2 uses them).
+    mine_hard: bool,
 }
 
 /// A trained stage 1, the peak threshold chosen for it and the false positives it mines.
@@ -1149,11 +1278,26 @@ struct Stage1 {
     hard: Vec<LabelledCrop>,
 }
 
-/// Half the diagonal of a stage-2 crop, in ICPR pixels.
-fn crop_half_diagonal(config: &RecipeConfig) -> f64 {
-    std::f64::consts::SQRT_2 * f64::from(config.classifier_crop_px) * config.classifier_mpp
-        / ICPR_MPP
-        / 2.0
+/// Half the diagonal of a stage-2 crop (`spec`), in pixels of an image at `image_mpp`.
+fn crop_half_diagonal(spec: CropSpec, image_mpp: f64) -> f64 {
+    std::f64::consts::SQRT_2 * f64::from(spec.crop_size) * spec.mpp.get() / image_mpp / 2.0
+}
+
+/// Stage-2 negative crops centred on labelled look-alikes.
+fn lookalike_crops(
+    image: &RgbImage,
+    at: &[(f64, f64)],
+    mpp: Mpp,
+    spec: CropSpec,
+    name: &str,
+) -> Vec<LabelledCrop> {
+    at.iter()
+        .map(|&(x, y)| LabelledCrop {
+            image: resample_crop(image, (x, y), mpp, spec),
+            positive: false,
+            origin: format!("lookalike:{name}@{x:.0},{y:.0}"),
+        })
+        .collect()
 }
 
 /// Trains (or resumes) stage 1 in `folder` on the `train` HPFs and the run's
@@ -1163,9 +1307,9 @@ fn crop_half_diagonal(config: &RecipeConfig) -> f64 {
 /// the training ("stage1") and after the mining ("mining").
 fn train_stage1(
     data: &Stage1Data,
-    train: &[&Hpf],
-    val: &[&Hpf],
-    mine: &[&Hpf],
+    train: &[&LabelledField],
+    val: &[&LabelledField],
+    mine: &[&LabelledField],
     folder: &Path,
     say: &dyn Fn(&str),
     phase_done: &mut dyn FnMut(&str),
@@ -1174,11 +1318,12 @@ fn train_stage1(
     let model_mpp = data.candidate_config.mpp;
     let radius_px = config.disc_radius_um / model_mpp;
     // Training HPFs weight tiles centred on their figures 20x; validation ones do not.
-    let icpr_sample = |h: &Hpf, centre_weight: f64| {
+    let icpr_sample = |h: &LabelledField, centre_weight: f64| {
         hpf_sample(
             &h.image,
             &h.centroids,
-            ICPR_MPP,
+            h.mask.as_ref(),
+            h.mpp,
             model_mpp,
             radius_px,
             &h.name,
@@ -1186,69 +1331,81 @@ fn train_stage1(
             centre_weight,
         )
     };
-    let mut samples: Vec<CandidateSample> = train.iter().map(|h| icpr_sample(h, 20.0)).collect();
-    for c in data.train_cmc {
-        samples.push(hpf_sample(
-            &c.image,
-            &[],
-            CROP_SOURCE_MPP,
-            model_mpp,
-            radius_px,
-            &c.name,
-            1.0,
-            0.0,
-        ));
-    }
-    for p in data.patches {
-        let step = model_mpp / ICPR_MPP;
-        let (w, h) = scaled_size(p.image.dimensions(), step);
-        let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
-        let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
-        let centres: Vec<(f64, f64)> = p
-            .centroid
-            .map(|c| vec![to_model(c, step)])
-            .unwrap_or_default();
-        let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
-        (s.random_weight, s.centre_weight) = (0.1, 20.0);
-        samples.push(s);
-    }
-    for c in data.figures {
-        let centre = (
-            (f64::from(c.image.width()) - 1.0) / 2.0,
-            (f64::from(c.image.height()) - 1.0) / 2.0,
-        );
-        let target = disc_target(
-            c.image.width() as usize,
-            c.image.height() as usize,
-            &[centre],
-            radius_px,
-        );
-        let mut s = CandidateSample::new(c.image.clone(), target, vec![centre], c.origin.clone());
-        s.random_weight = 0.0;
-        samples.push(s);
-    }
-    let val_samples: Vec<CandidateSample> = val.iter().map(|h| icpr_sample(h, 1.0)).collect();
-    let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
-        .with_num_epochs(config.candidate_epochs)
-        .with_decay_epochs(config.candidate_decay_epochs)
-        .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
-        .with_tile_size(config.candidate_tile_size)
-        .with_match_distance(config.match_radius_um / model_mpp)
-        .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
-        .with_seed(config.seed);
-    say("stage 1: training the candidate net");
-    let stage1 = train_candidate_net(
-        &cand_train,
-        &samples,
-        &val_samples,
-        folder,
-        data.device,
-        data.options,
-    )?;
-    for m in &stage1.history {
-        say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
-    }
-    drop(samples);
+    let stage1 = match data.fixed {
+        Some((model, _)) => {
+            say("stage 1: kept from the given model");
+            model.clone()
+        }
+        None => {
+            let mut samples: Vec<CandidateSample> = train.iter().map(|h| icpr_sample(h, 20.0)).collect();
+            for c in data.train_cmc {
+                samples.push(hpf_sample(
+                    &c.image,
+                    &[],
+                    None,
+                    c.mpp,
+                    model_mpp,
+                    radius_px,
+                    &c.name,
+                    1.0,
+                    0.0,
+                ));
+            }
+            for p in data.patches {
+                let step = model_mpp / p.mpp;
+                let (w, h) = scaled_size(p.image.dimensions(), step);
+                let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
+                let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
+                let centres: Vec<(f64, f64)> = p
+                    .centroid
+                    .map(|c| vec![to_model(c, step)])
+                    .unwrap_or_default();
+                let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
+                (s.random_weight, s.centre_weight) = (0.1, 20.0);
+                samples.push(s);
+            }
+            for c in data.figures {
+                let centre = (
+                    (f64::from(c.image.width()) - 1.0) / 2.0,
+                    (f64::from(c.image.height()) - 1.0) / 2.0,
+                );
+                // A figure: a disc at the centre, tiles centred on it. A labelled
+                // negative crop: all background, drawn like a mask patch.
+                let centres = if c.positive { vec![centre] } else { Vec::new() };
+                let target = disc_target(
+                    c.image.width() as usize,
+                    c.image.height() as usize,
+                    &centres,
+                    radius_px,
+                );
+                let mut s = CandidateSample::new(c.image.clone(), target, centres, c.origin.clone());
+                s.random_weight = if c.positive { 0.0 } else { 0.1 };
+                samples.push(s);
+            }
+            let val_samples: Vec<CandidateSample> = val.iter().map(|h| icpr_sample(h, 1.0)).collect();
+            let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
+                .with_num_epochs(config.candidate_epochs)
+                .with_decay_epochs(config.candidate_decay_epochs)
+                .with_tiles_per_epoch(config.candidate_tiles_per_epoch)
+                .with_tile_size(config.candidate_tile_size)
+                .with_match_distance(config.match_radius_um / model_mpp)
+                .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
+                .with_seed(config.seed);
+            say("stage 1: training the candidate net");
+            let stage1 = train_candidate_net(
+                &cand_train,
+                &samples,
+                &val_samples,
+                folder,
+                data.device,
+                data.options,
+            )?;
+            for m in &stage1.history {
+                say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
+            }
+            stage1.model
+        }
+    };
     phase_done("stage1");
 
     // ---- Candidate threshold on the training HPFs ----
@@ -1256,7 +1413,7 @@ fn train_stage1(
     card.candidate_threshold = 0.02;
     card.operating_threshold = 0.0;
     let probe = ModelBundle {
-        candidate: stage1.model.clone(),
+        candidate: stage1.clone(),
         candidate_config: data.candidate_config.clone(),
         classifier: data.classifier_config.init(data.device),
         extra_classifiers: Vec::new(),
@@ -1269,20 +1426,20 @@ fn train_stage1(
         polygons: false,
         ..DetectOptions::default()
     };
-    let match_px_icpr = config.match_radius_um / ICPR_MPP;
     let mut train_peaks = Vec::new();
     for h in train {
-        train_peaks.push((detector.candidates(&h.image, ICPR_MPP, &low)?, &h.centroids));
+        train_peaks.push((detector.candidates(&h.image, h.mpp, &low)?, &h.centroids, h.mpp));
     }
     let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
-    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points)]| -> f64 {
+    let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points, f64)]| -> f64 {
         let (mut found, mut total) = (0usize, 0usize);
-        for (dets, gt) in sets {
+        for (dets, gt, mpp) in sets {
+            let match_px = config.match_radius_um / mpp;
             for &(gx, gy) in gt.iter() {
                 total += 1;
                 if dets
                     .iter()
-                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px_icpr)
+                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px)
                 {
                     found += 1;
                 }
@@ -1295,15 +1452,21 @@ fn train_stage1(
         }
     };
     let best = recall_at(0.02, &train_peaks);
-    let candidate_threshold = grid
-        .iter()
-        .copied()
-        .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
-        .fold(0.02, f64::max);
+    let candidate_threshold = match data.fixed {
+        Some((_, threshold)) => threshold,
+        None => grid
+            .iter()
+            .copied()
+            .filter(|&t| recall_at(t, &train_peaks) >= config.candidate_recall_target * best)
+            .fold(0.02, f64::max),
+    };
     let train_candidate_recall = recall_at(candidate_threshold, &train_peaks);
     say(&format!(
         "candidate threshold {candidate_threshold:.2}: training recall {train_candidate_recall:.3} (best {best:.3})"
     ));
+    if !data.mine_hard {
+        return Ok(Stage1 { model: stage1, candidate_threshold, train_candidate_recall, hard: Vec::new() });
+    }
 
     // ---- Hard negatives ----
     let mut hard = Vec::new();
@@ -1339,26 +1502,24 @@ fn train_stage1(
         let dets = match train.iter().position(|t| t.name == h.name) {
             Some(i) => &train_peaks[i].0,
             None => {
-                found = detector.candidates(&h.image, ICPR_MPP, &low)?;
+                found = detector.candidates(&h.image, h.mpp, &low)?;
                 &found
             }
         };
         take_hard(
             dets,
             &h.centroids,
-            match_px_icpr,
+            config.match_radius_um / h.mpp,
             &h.image,
-            ICPR_MPP,
+            h.mpp,
             &h.name,
             &mut hard,
         );
     }
     for p in data.painted {
-        let dets = detector.candidates(&p.image, ICPR_MPP, &low)?;
-        let (centres, clear_px) = p.exclusion(crop_half_diagonal(config));
-        take_hard(
-            &dets, &centres, clear_px, &p.image, ICPR_MPP, &p.name, &mut hard,
-        );
+        let dets = detector.candidates(&p.image, p.mpp, &low)?;
+        let (centres, clear_px) = p.exclusion(crop_half_diagonal(data.cls_spec, p.mpp));
+        take_hard(&dets, &centres, clear_px, &p.image, p.mpp, &p.name, &mut hard);
     }
     // CMC tiles are ~10 HPFs each: peak at the chosen threshold only, so the
     // (throw-away) stage-2 pass of the probe stays small.
@@ -1366,21 +1527,13 @@ fn train_stage1(
     probe.card.candidate_threshold = candidate_threshold;
     let detector = Detector::new(probe, data.device.clone());
     for c in data.train_cmc {
-        let dets = detector.candidates(&c.image, CROP_SOURCE_MPP, &low)?;
-        take_hard(
-            &dets,
-            &[],
-            0.0,
-            &c.image,
-            CROP_SOURCE_MPP,
-            &c.name,
-            &mut hard,
-        );
+        let dets = detector.candidates(&c.image, c.mpp, &low)?;
+        take_hard(&dets, &[], 0.0, &c.image, c.mpp, &c.name, &mut hard);
     }
     say(&format!("hard negatives: {}", hard.len()));
     phase_done("mining");
     Ok(Stage1 {
-        model: stage1.model,
+        model: stage1,
         candidate_threshold,
         train_candidate_recall,
         hard,
@@ -1512,7 +1665,7 @@ fn count_matches(sets: &[ScoredImage], t: f64) -> (usize, usize) {
 fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String {
     let t = &card.training;
     format!(
-        "# Mitoscope default model `{version}`\n\n\
+        "# Mitoscope model `{version}`\n\n\
          Two-stage detector (candidate heat-map net at {mpp} um/px + {crop}x{crop} patch classifier at {cls_mpp} um/px ({nets}; each crop scored in {views} orientation(s), averaged); final score: {fusion}), trained on CPU by\n\n\
          ```\n{command}\n```\n\n\
          - seed: {seed}\n- data: {data}\n- training images: {train}\n- validation images (held out): {val}\n\
@@ -1631,6 +1784,7 @@ fn to_model((x, y): (f64, f64), step: f64) -> (f64, f64) {
 fn hpf_sample(
     image: &RgbImage,
     centroids: &[(f64, f64)],
+    mask: Option<&GrayImage>,
     source_mpp: f64,
     model_mpp: f64,
     radius_px: f64,
@@ -1642,217 +1796,14 @@ fn hpf_sample(
     let (w, h) = scaled_size(image.dimensions(), step);
     let resized = image::imageops::resize(image, w, h, FilterType::Triangle);
     let centres: Vec<(f64, f64)> = centroids.iter().map(|&c| to_model(c, step)).collect();
-    let target: ProbabilityMap = disc_target(w as usize, h as usize, &centres, radius_px);
+    // The figures' own outlines where the field has a mask (the mask head), else discs.
+    let target: ProbabilityMap = match mask {
+        Some(m) => mask_target(&image::imageops::resize(m, w, h, FilterType::Nearest)),
+        None => disc_target(w as usize, h as usize, &centres, radius_px),
+    };
     let mut s = CandidateSample::new(resized, target, centres, name);
     (s.random_weight, s.centre_weight) = (random_weight, centre_weight);
     s
-}
-
-struct Hpf {
-    name: String,
-    image: RgbImage,
-    centroids: Vec<(f64, f64)>,
-}
-
-struct CmcTile {
-    name: String,
-    image: RgbImage,
-    lookalikes: Vec<(f64, f64)>,
-}
-
-struct MaskPatch {
-    name: String,
-    image: RgbImage,
-    mask: GrayImage,
-    centroid: Option<(f64, f64)>,
-}
-
-fn read_text(path: &Path) -> Result<String, DetectError> {
-    std::fs::read_to_string(path).map_err(|e| DetectError::io(path, e))
-}
-
-fn sorted_files(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>, DetectError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DetectError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-fn load_icpr(root: &Path) -> Result<Vec<Hpf>, DetectError> {
-    let csv_path = root.join("icpr2012/centroids.csv");
-    let text = read_text(&csv_path)?;
-    let mut out = Vec::new();
-    for file in sorted_files(&root.join("icpr2012/hpf"), &["jpg", "png", "bmp", "tif"])? {
-        let name = crate::batch::image_id(&file);
-        let mut centroids = Vec::new();
-        for (i, line) in text.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            if f.first().map(|s| s.trim_end_matches(".jpg")) != Some(name.as_str()) {
-                continue;
-            }
-            if f.get(3).is_some_and(|c| !c.eq_ignore_ascii_case("mitosis")) {
-                continue;
-            }
-            let parse = |k: usize| {
-                f.get(k)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|v| v.is_finite())
-            };
-            match (parse(1), parse(2)) {
-                (Some(x), Some(y)) => centroids.push((x, y)),
-                _ => {
-                    return Err(DetectError::Input {
-                        path: csv_path.clone(),
-                        message: format!(
-                            "line {}: expected image,x,y,class with numeric x,y, found '{line}'",
-                            i + 1
-                        ),
-                    });
-                }
-            }
-        }
-        out.push(Hpf {
-            image: mitoscope_imaging::read_image(&file)?,
-            name,
-            centroids,
-        });
-    }
-    Ok(out)
-}
-
-fn load_cmc(root: &Path) -> Result<Vec<CmcTile>, DetectError> {
-    let mut out = Vec::new();
-    for file in sorted_files(&root.join("cmc-negatives"), &["jpg"])? {
-        let image = mitoscope_imaging::read_image(&file)?;
-        let (w, h) = (f64::from(image.width()), f64::from(image.height()));
-        let labels = file.with_extension("txt");
-        let mut lookalikes = Vec::new();
-        if labels.is_file() {
-            for line in read_text(&labels)?.lines() {
-                let f: Vec<f64> = line
-                    .split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-                // Class 1 = mitosis look-alike (hard negative); boxes are normalised centres.
-                if f.len() == 5 && f[0] == 1.0 {
-                    lookalikes.push((f[1] * w, f[2] * h));
-                }
-            }
-        }
-        out.push(CmcTile {
-            name: crate::batch::image_id(&file),
-            image,
-            lookalikes,
-        });
-    }
-    Ok(out)
-}
-
-/// An ICPR contest overlay: real scanner-A tissue whose mitoses are painted
-/// over, so it can give negatives only, and only clear of the paint.
-struct PaintedHpf {
-    name: String,
-    image: RgbImage,
-    /// Centre and radius (half the box diagonal, px) of each painted figure.
-    figures: Vec<((f64, f64), f64)>,
-}
-
-impl PaintedHpf {
-    /// Figure centres, and the distance from them that keeps a crop whose
-    /// half-diagonal is `crop_half_diagonal` px clear of every painted pixel.
-    fn exclusion(&self, crop_half_diagonal: f64) -> (Vec<(f64, f64)>, f64) {
-        let widest = self.figures.iter().map(|f| f.1).fold(0.0, f64::max);
-        (
-            self.figures.iter().map(|f| f.0).collect(),
-            widest + crop_half_diagonal + 2.0,
-        )
-    }
-}
-
-/// `<id>_overlay.jpg` with its pixel lists `<id>.csv` in `icpr2012/pixel-masks/`
-/// (none when the folder is absent: the data README lists it as optional extra).
-fn load_painted_hpfs(root: &Path) -> Result<Vec<PaintedHpf>, DetectError> {
-    let dir = root.join("icpr2012/pixel-masks");
-    if !dir.is_dir() {
-        tracing::warn!(dir = %dir.display(), "no ICPR overlays: stage 2 gets no painted-HPF negatives");
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for csv in sorted_files(&dir, &["csv"])? {
-        let name = crate::batch::image_id(&csv);
-        let overlay = dir.join(format!("{name}_overlay.jpg"));
-        if !overlay.is_file() {
-            continue;
-        }
-        let set = mitoscope_formats::icpr::read_pixel_lists(
-            &csv,
-            &mitoscope_formats::ReadOptions::default(),
-        )?;
-        let figures = set
-            .images
-            .iter()
-            .flat_map(|i| &i.objects)
-            .map(|o| {
-                let radius = o
-                    .bbox
-                    .map(|b| 0.5 * (b.x_max - b.x_min + 1.0).hypot(b.y_max - b.y_min + 1.0))
-                    .unwrap_or(0.0);
-                ((o.centroid.x, o.centroid.y), radius)
-            })
-            .collect();
-        out.push(PaintedHpf {
-            image: mitoscope_imaging::read_image(&overlay)?,
-            name,
-            figures,
-        });
-    }
-    Ok(out)
-}
-
-fn load_mask_patches(root: &Path) -> Result<Vec<MaskPatch>, DetectError> {
-    let dir = root.join("icpr2012/mask-patches");
-    let mut out = Vec::new();
-    for file in sorted_files(&dir.join("images"), &["jpg", "png"])? {
-        let mask_path = dir.join("masks").join(file.file_name().unwrap_or_default());
-        let image = mitoscope_imaging::read_image(&file)?;
-        let mask = mitoscope_imaging::read_mask(&mask_path)?;
-        if mask.dimensions() != image.dimensions() {
-            return Err(DetectError::Input {
-                path: mask_path,
-                message: format!(
-                    "mask is {}x{}, image is {}x{}",
-                    mask.width(),
-                    mask.height(),
-                    image.width(),
-                    image.height()
-                ),
-            });
-        }
-        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
-        for (x, y, p) in mask.enumerate_pixels() {
-            if p.0[0] > 0 {
-                sx += f64::from(x);
-                sy += f64::from(y);
-                n += 1;
-            }
-        }
-        // Tiny blobs are JPEG noise, not a figure.
-        let centroid = (n >= 20).then(|| (sx / n as f64, sy / n as f64));
-        out.push(MaskPatch {
-            name: crate::batch::image_id(&file),
-            image,
-            mask,
-            centroid,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -1944,8 +1895,12 @@ mod tests {
             ..RecipeConfig::default()
         };
         let quiet = |_: &str| {};
-        let missing = select_figures(figures.clone(), &config, root.path(), &quiet).unwrap_err();
+        let table = root.path().join("amibr/AMI-BR.csv");
+        let missing = select_figures(figures.clone(), &config, Some(&table), &quiet).unwrap_err();
         assert!(missing.to_string().contains("AMI-BR.csv"), "{missing}");
+        // No table at all (a run on other datasets) says what the selection needs.
+        let none = select_figures(figures.clone(), &config, None, &quiet).unwrap_err();
+        assert!(none.to_string().contains("AMI-BR.csv"), "{none}");
 
         std::fs::create_dir_all(root.path().join("amibr")).unwrap();
         std::fs::write(
@@ -1955,19 +1910,19 @@ mod tests {
         )
         .unwrap();
         let origins = |kept: Vec<LabelledCrop>| kept.into_iter().map(|c| c.origin).collect::<Vec<_>>();
-        let kept = origins(select_figures(figures.clone(), &config, root.path(), &quiet).unwrap());
+        let kept = origins(select_figures(figures.clone(), &config, Some(&table), &quiet).unwrap());
         assert_eq!(kept[0], "amibr/patches/normal/TUPAC16_1.png");
         assert_eq!(kept.len(), 2);
         // Per slide, room for 4: one crop of each of the 4 slides (the unlisted crop is its own).
         config.classifier_figure_crops = Some(4);
         config.classifier_figure_selection = FigureSelection::PerSlide;
-        let kept = origins(select_figures(figures.clone(), &config, root.path(), &quiet).unwrap());
+        let kept = origins(select_figures(figures.clone(), &config, Some(&table), &quiet).unwrap());
         assert_eq!(kept.len(), 4);
         assert_eq!(kept.iter().filter(|o| o.contains("TUPAC16_7") || o.contains("TUPAC16_8")).count(), 1);
         assert!(kept.iter().any(|o| o.contains("atnorm")));
         // Evenly spread needs no table.
         config.classifier_figure_selection = FigureSelection::Even;
-        let kept = select_figures(figures, &config, Path::new("/nonexistent"), &quiet).unwrap();
+        let kept = select_figures(figures, &config, None, &quiet).unwrap();
         assert_eq!(kept.len(), 4);
     }
 
@@ -2016,9 +1971,10 @@ mod tests {
                 }
             }
         }
-        let painted = PaintedHpf {
+        let painted = PaintedField {
             name: "p".into(),
             image,
+            mpp: ICPR_MPP,
             figures: figures.to_vec(),
         };
         let spec = CropSpec {
@@ -2055,27 +2011,45 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_icpr_contest_overlays() {
-        let dir = mitoscope_testdata::require_data!("icpr2012/pixel-masks");
-        let painted = load_painted_hpfs(dir.parent().and_then(Path::parent).unwrap()).unwrap();
-        let counts: Vec<(&str, usize)> = painted
-            .iter()
-            .map(|p| (p.name.as_str(), p.figures.len()))
-            .collect();
-        assert_eq!(counts, [("A00_01", 5), ("A00_02", 2)]);
-        for p in &painted {
-            assert_eq!(p.image.dimensions(), (2084, 2084));
-            // The contest paints each figure yellow: its centre pixel is yellow.
-            for &((x, y), r) in &p.figures {
-                assert!((5.0..60.0).contains(&r), "{} radius {r}", p.name);
-                let px = p.image.get_pixel(x.round() as u32, y.round() as u32).0;
-                assert!(
-                    px[0] > 200 && px[1] > 200 && px[2] < 90,
-                    "{} at {x},{y}: {px:?}",
-                    p.name
-                );
-            }
+    fn own_datasets_repeat_in_field_figures_only_as_far_as_crops_outnumber_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for k in 0..300 {
+            let sub = if k < 250 { "mitosis" } else { "negative" };
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(format!("{sub}/{k}.png")), b"").unwrap();
         }
+        let field = |n: usize, mitoses: usize| crate::training_data::LabelledField {
+            name: format!("f_{n}"),
+            image: RgbImage::new(1, 1),
+            mpp: 0.25,
+            centroids: vec![(0.0, 0.0); mitoses],
+            lookalikes: Vec::new(),
+            mask: None,
+            subset: None,
+            slide: "f".into(),
+        };
+        let data = |fields: usize, mitoses: usize, crops: bool| TrainingData {
+            fields: (0..fields).map(|n| field(n, mitoses)).collect(),
+            negative_fields: Vec::new(),
+            mask_patches: Vec::new(),
+            painted: Vec::new(),
+            crop_folders: if crops {
+                vec![crate::training_data::CropFolder { path: dir.path().to_path_buf(), mpp: 0.25 }]
+            } else {
+                Vec::new()
+            },
+            amibr_table: None,
+            source: "test".into(),
+        };
+        // 250 crop figures against 50 in-field ones: 5x; the shared recipe's 16x is the ceiling.
+        let c = RecipeConfig::default().fitted_to(&data(10, 5, true));
+        assert_eq!((c.in_domain_repeats, c.negatives_per_hpf), (5, 300));
+        assert_eq!(c.threshold_on, ThresholdImages::Validation);
+        assert!(!c.cv_stage1 && !c.painted_hpf_negatives);
+        assert_eq!(RecipeConfig::default().fitted_to(&data(2, 1, true)).in_domain_repeats, 16);
+        // Many fields, no crops: no repeats, ~60,000 random negatives in all.
+        let c = RecipeConfig::default().fitted_to(&data(1500, 2, false));
+        assert_eq!((c.in_domain_repeats, c.negatives_per_hpf), (1, 40));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Score crops (or the centre crop of larger images) with the stage-2 classifier.
     Classify(ClassifyArgs),
-    /// Train a model with a committed recipe from the shared real data.
+    /// Train a model with a committed recipe, from the shared real data or your own datasets.
     Train(TrainArgs),
     /// Summarise a dataset or annotation file: images, masks, objects per subset, mpp, inconsistencies.
     Inspect(InspectArgs),
@@ -317,7 +317,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "default")]
     pub recipe: String,
     /// Root of the shared data (default: $MITOSCOPE_DATA, else ../shared/data).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["datasets", "crops", "negatives"])]
     pub data: Option<PathBuf>,
     /// Output folder: model.bundle, MODEL.md, checkpoints, metrics logs. Re-running resumes.
     #[arg(long, value_name = "DIR")]
@@ -325,6 +325,44 @@ pub struct TrainArgs {
     /// Recipe settings as JSON (overrides --recipe).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Train on this dataset instead of the shared data (repeatable): a dataset folder or
+    /// annotation file any reader understands (GZMH, ICPR pixel lists, COCO/MIDOG JSON, CSV,
+    /// GeoJSON, SlideRunner, YOLO, VOC) whose images have every mitosis labelled.
+    #[arg(long = "dataset", value_name = "PATH")]
+    pub datasets: Vec<PathBuf>,
+    /// Format of the --dataset files (default: detected).
+    #[arg(long, value_name = "F")]
+    pub format: Option<String>,
+    /// Folder of the images the --dataset annotation files name (default: beside them).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Microns per pixel of dataset images that do not state it (and of --negatives).
+    #[arg(long, value_name = "M")]
+    pub mpp: Option<f64>,
+    /// Crop folder labelled by subfolder name (repeatable): `mitosis/`, `normal/`, `atypical/`,
+    /// `positive/` are figures, `negative/`, `non-mitosis/`, `imposter/` look-alikes.
+    #[arg(long = "crops", value_name = "DIR")]
+    pub crops: Vec<PathBuf>,
+    /// Microns per pixel of the --crops images.
+    #[arg(long, value_name = "M", default_value_t = 0.25)]
+    pub crops_mpp: f64,
+    /// Folder of mitosis-free fields (repeatable): random and mined negatives.
+    #[arg(long = "negatives", value_name = "DIR")]
+    pub negatives: Vec<PathBuf>,
+    /// Validate on this subset of the datasets (e.g. GZMH's `test_3_score`).
+    #[arg(long, value_name = "NAME", conflicts_with = "val_fraction")]
+    pub val_subset: Option<String>,
+    /// Else validate on about this fraction of the fields, whole slides at a time
+    /// (fields named `<slide>_<n>`).
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+    /// Which stages to train: both, candidate (stage 1; keeps --base-model's stage 2) or
+    /// classifier (stage 2, on --base-model's stage-1 candidates).
+    #[arg(long, value_name = "S", default_value = "both")]
+    pub stage: String,
+    /// The model whose other stage a one-stage run keeps (default: the embedded model).
+    #[arg(long, value_name = "PATH")]
+    pub base_model: Option<PathBuf>,
 }
 
 /// `mitoscope report`.

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use mitoscope_detect::{
     BatchConfig, BatchSummary, DetectOptions, Detector, ModelBundle, Outputs, classify_images, parse_device,
-    recipe::{RecipeConfig, train_default},
+    recipe::{RecipeConfig, Stages, train_recipe},
+    training_data::{DatasetSources, TrainingData, validation_split},
     run_batch, run_demo,
 };
 
@@ -104,7 +105,8 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
 }
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
-    let config = match (&args.config, args.recipe.as_str()) {
+    let own_data = !(args.datasets.is_empty() && args.crops.is_empty() && args.negatives.is_empty());
+    let mut config = match (&args.config, args.recipe.as_str()) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("{}: not a recipe config", path.display()))?
@@ -113,14 +115,71 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         (None, "quick") => RecipeConfig::quick(),
         (None, other) => bail!("unknown --recipe '{other}': expected default or quick"),
     };
-    let data = args.data.clone().unwrap_or_else(|| {
-        std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
-    });
-    if !data.is_dir() {
-        bail!("{}: data folder not found (pass --data or set MITOSCOPE_DATA)", data.display());
+    if !own_data && (args.val_subset.is_some() || args.val_fraction.is_some()) {
+        bail!("--val-subset and --val-fraction split --dataset fields; the shared-data recipe names its own");
     }
+    let device = parse_device("cpu")?;
+    let base = || -> Result<Box<ModelBundle>> {
+        Ok(Box::new(match &args.base_model {
+            Some(path) => {
+                ModelBundle::load(path, &device).with_context(|| format!("loading --base-model {}", path.display()))?
+            }
+            None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
+        }))
+    };
+    let stages = match args.stage.as_str() {
+        "both" => {
+            if args.base_model.is_some() {
+                bail!("--base-model is for one-stage runs (--stage candidate or classifier)");
+            }
+            Stages::Both
+        }
+        "candidate" | "1" => Stages::CandidateOnly(base()?),
+        "classifier" | "2" => Stages::ClassifierOnly(base()?),
+        other => bail!("unknown --stage '{other}': expected both, candidate or classifier"),
+    };
+    let data = if own_data {
+        let sources = DatasetSources {
+            datasets: args.datasets.clone(),
+            format: super::parse_format(args.format.as_deref())?,
+            images_dir: args.images.clone(),
+            mpp: args.mpp,
+            crop_folders: args.crops.clone(),
+            crops_mpp: args.crops_mpp,
+            negative_folders: args.negatives.clone(),
+        };
+        for path in sources.datasets.iter().chain(&sources.crop_folders).chain(&sources.negative_folders) {
+            if !path.exists() {
+                bail!("{}: no such file or folder", path.display());
+            }
+        }
+        let data = TrainingData::from_datasets(&sources)?;
+        // Folds per field are for a handful of fields: a dataset validates on a held-out part
+        // (a --config may still ask for cross_validated).
+        if args.config.is_none() {
+            config = config.fitted_to(&data);
+        }
+        config.val_hpfs =
+            validation_split(&data.fields, args.val_subset.as_deref(), args.val_fraction.unwrap_or(0.2), config.seed)?;
+        config.val_cmc.clear();
+        eprintln!(
+            "[recipe] {} labelled fields: {} validate ({})",
+            data.fields.len(),
+            config.val_hpfs.len(),
+            config.val_hpfs.join(", ")
+        );
+        data
+    } else {
+        let root = args.data.clone().unwrap_or_else(|| {
+            std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
+        });
+        if !root.is_dir() {
+            bail!("{}: data folder not found (pass --data or set MITOSCOPE_DATA, or --dataset)", root.display());
+        }
+        TrainingData::shared(&root, config.painted_hpf_negatives)?
+    };
     let command: Vec<String> = std::env::args().collect();
-    let (bundle, report) = train_default(&data, &args.out, &config, &command.join(" "), true)?;
+    let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &command.join(" "), true)?;
     super::print(&format!(
         "{}\nmodel written to {} (operating threshold {:.3})\n",
         serde_json::to_string_pretty(&report)?,

@@ -1,0 +1,194 @@
+//! `mitoscope train` on datasets of one's own (not the shared data): a tiny
+//! synthetic dataset in the formats users bring (CSV points + images, crop
+//! folders labelled by folder name), trained end to end with a minutes-free
+//! config, the model used by `detect`, one stage retrained, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use image::RgbImage;
+use mitoscope_detect::recipe::{RecipeConfig, ThresholdImages};
+use mitoscope_detect::synthetic::render_hpf;
+use mitoscope_testdata::require_data;
+
+fn mitoscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mitoscope(args);
+    assert!(
+        out.status.success(),
+        "mitoscope {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = mitoscope(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "mitoscope {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
+    stderr
+}
+
+fn crop(img: &RgbImage, (cx, cy): (f64, f64), size: u32) -> RgbImage {
+    let x0 = (cx as i64 - i64::from(size) / 2).clamp(0, i64::from(img.width() - size)) as u32;
+    let y0 = (cy as i64 - i64::from(size) / 2).clamp(0, i64::from(img.height() - size)) as u32;
+    image::imageops::crop_imm(img, x0, y0, size, size).to_image()
+}
+
+/// Four synthetic fields of three "slides" with a points CSV, and a crop
+/// folder (figures and background) cut from two further fields.
+fn dataset(root: &Path) {
+    let mut csv = String::from("image,x,y\n");
+    for (i, name) in ["s1_1", "s1_2", "s2_1", "s3_1"].iter().enumerate() {
+        let (img, centres) = render_hpf(100 + i as u64, 384);
+        std::fs::create_dir_all(root.join("fields")).unwrap();
+        img.save(root.join(format!("fields/{name}.png"))).unwrap();
+        for (x, y) in centres {
+            csv.push_str(&format!("{name},{x:.1},{y:.1}\n"));
+        }
+    }
+    std::fs::write(root.join("labels.csv"), csv).unwrap();
+    for folder in ["crops/mitosis", "crops/negative"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    for seed in [200u64, 201] {
+        let (img, centres) = render_hpf(seed, 384);
+        for (k, &c) in centres.iter().enumerate() {
+            crop(&img, c, 96).save(root.join(format!("crops/mitosis/{seed}_{k}.png"))).unwrap();
+            // Background: away from every figure.
+            let away = ((c.0 + 120.0) % 384.0, (c.1 + 150.0) % 384.0);
+            if centres.iter().all(|&o| (o.0 - away.0).hypot(o.1 - away.1) > 60.0) {
+                crop(&img, away, 96).save(root.join(format!("crops/negative/{seed}_{k}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+/// The recipe cut down to seconds: every step runs, the model is a placeholder.
+fn tiny_config(path: &Path) {
+    let config = RecipeConfig {
+        candidate_epochs: 1,
+        candidate_decay_epochs: 0,
+        candidate_tiles_per_epoch: 32,
+        classifier_epochs: 1,
+        classifier_decay_epochs: 0,
+        negatives_per_hpf: 10,
+        negatives_per_cmc: 10,
+        hard_negatives_per_image: 10,
+        in_domain_repeats: 2,
+        threshold_on: ThresholdImages::Validation,
+        cv_stage1: false,
+        version: "tiny-test".into(),
+        ..RecipeConfig::quick()
+    };
+    std::fs::write(path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    dataset(root);
+    let config = root.join("tiny.json");
+    tiny_config(&config);
+    let p = |rel: &str| root.join(rel).display().to_string();
+    let out = p("model");
+    let log = ok(&[
+        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
+        "--mpp", "0.25", "--crops", &p("crops"), "--val-fraction", "0.25", "--out", &out,
+    ]);
+    assert!(log.contains("4 labelled fields"), "{log}");
+    let model = root.join("model/model.bundle");
+    assert!(model.is_file());
+    // The split held out whole slides: s1's two fields together, or one of the others.
+    let recipe: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("model/recipe.json")).unwrap()).unwrap();
+    let val: Vec<&str> = recipe["val_hpfs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(
+        [vec!["s1_1", "s1_2"], vec!["s2_1"], vec!["s3_1"]].iter().any(|w| {
+            let mut v = val.clone();
+            v.sort();
+            &v == w
+        }),
+        "{val:?}"
+    );
+    let card = std::fs::read_to_string(root.join("model/MODEL.md")).unwrap();
+    assert!(card.contains("labels.csv: 4 fields") && card.contains("crops at 0.25 um/px"), "{card}");
+    assert!(card.contains(&format!("validation images (held out): {}", val.join(", "))), "{card}");
+
+    // detect runs the trained model on a field and writes its outputs.
+    let det = p("det");
+    ok(&["detect", &p("fields/s3_1.png"), "--model", model.to_str().unwrap(), "--out", &det, "--mpp", "0.25"]);
+    let csv = std::fs::read_to_string(root.join("det/detections.csv")).unwrap();
+    assert!(csv.starts_with("image,x,y,score"), "{csv}");
+
+    // Stage 2 alone, on the candidates of the model just trained.
+    let log = ok(&[
+        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
+        "--mpp", "0.25", "--stage", "classifier", "--base-model", model.to_str().unwrap(), "--out", &p("stage2"),
+    ]);
+    assert!(log.contains("stage 1: kept from the given model"), "{log}");
+    let card = std::fs::read_to_string(root.join("stage2/MODEL.md")).unwrap();
+    assert!(card.contains("stage 1 kept from tiny-test"), "{card}");
+    assert!(root.join("stage2/model.bundle").is_file());
+    // No stage 1 was trained there, a stage 2 was.
+    assert!(!root.join("stage2/candidate").exists() && root.join("stage2/classifier").is_dir());
+}
+
+#[test]
+fn bad_training_input_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let p = |rel: &str| root.join(rel).display().to_string();
+    std::fs::create_dir_all(root.join("fields")).unwrap();
+    render_hpf(1, 128).0.save(root.join("fields/a_1.png")).unwrap();
+    std::fs::write(root.join("labels.csv"), "image,x,y\na_1,10,10\nb_1,5,5\n").unwrap();
+    let err = fails(&["train", "--dataset", &p("labels.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
+    assert!(err.contains("b_1") && err.contains("not found"), "{err}");
+    let err = fails(&["train", "--dataset", &p("nowhere.csv"), "--out", &p("o")]);
+    assert!(err.contains("nowhere.csv"), "{err}");
+    std::fs::write(root.join("one.csv"), "image,x,y\na_1,10,10\n").unwrap();
+    let err = fails(&["train", "--dataset", &p("one.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
+    assert!(err.contains("at least one must train and one validate"), "{err}");
+    let err = fails(&[
+        "train", "--dataset", &p("one.csv"), "--images", &p("fields"), "--mpp", "0.25", "--val-subset", "test",
+        "--out", &p("o"),
+    ]);
+    assert!(err.contains("--val-subset"), "{err}");
+    let err = fails(&["train", "--stage", "both", "--base-model", &p("x.bundle"), "--dataset", &p("one.csv"), "--out", &p("o")]);
+    assert!(err.contains("--base-model"), "{err}");
+    let err = fails(&["train", "--stage", "classifier", "--base-model", &p("x.bundle"), "--dataset", &p("one.csv"), "--out", &p("o")]);
+    assert!(err.contains("x.bundle"), "{err}");
+    let err = fails(&["train", "--val-fraction", "0.3", "--out", &p("o")]);
+    assert!(err.contains("--val-fraction"), "{err}");
+    assert!(!root.join("o").exists(), "nothing written for refused runs");
+}
+
+#[test]
+fn trains_on_the_real_icpr_hpfs_named_by_a_points_csv() {
+    let icpr = require_data!("icpr2012");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.json");
+    tiny_config(&config);
+    let out = dir.path().join("model");
+    let log = ok(&[
+        "train", "--config", config.to_str().unwrap(),
+        "--dataset", icpr.join("centroids.csv").to_str().unwrap(),
+        "--images", icpr.join("hpf").to_str().unwrap(),
+        "--mpp", "0.2456", "--out", out.to_str().unwrap(),
+    ]);
+    // Five slides (A00 ... A04) of one HPF each: 20% is one of them.
+    assert!(log.contains("5 labelled fields: 1 validate"), "{log}");
+    let card = std::fs::read_to_string(out.join("MODEL.md")).unwrap();
+    assert!(card.contains("centroids.csv: 5 fields, 35 mitoses, 0 look-alikes, 0 masks"), "{card}");
+    let recipe: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("recipe.json")).unwrap()).unwrap();
+    let val = recipe["val_hpfs"][0].as_str().unwrap().to_owned();
+    assert!(["A00_00", "A01_04", "A02_07", "A03_01", "A04_07"].contains(&val.as_str()), "{val}");
+    assert!(card.contains(&format!("validation images (held out): {val}")), "{card}");
+}
