@@ -84,7 +84,37 @@ pub fn parse_device(name: &str) -> Result<Device, DetectError> {
         };
         return cuda_device(index);
     }
-    Err(DetectError::Config(format!("unknown device '{name}'; use cpu or cuda")))
+    if let Some(rest) = n.strip_prefix("wgpu") {
+        let index = match rest.strip_prefix(':') {
+            Some(i) => Some(
+                i.parse::<usize>()
+                    .map_err(|_| DetectError::Config(format!("bad wgpu device '{name}'; use wgpu or wgpu:N")))?,
+            ),
+            None if rest.is_empty() => None,
+            None => return Err(DetectError::Config(format!("bad device '{name}'; use cpu, wgpu, wgpu:N or cuda"))),
+        };
+        return wgpu_device(index);
+    }
+    Err(DetectError::Config(format!("unknown device '{name}'; use cpu, wgpu or cuda")))
+}
+
+/// `wgpu`: the adapter wgpu prefers (a discrete GPU first); `wgpu:N`: discrete GPU N.
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> Result<Device, DetectError> {
+    use mitoscope_model::burn::tensor::DeviceKind;
+    Ok(Device::wgpu(match index {
+        Some(i) => DeviceKind::DiscreteGpu(i),
+        None => DeviceKind::DefaultDevice,
+    }))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device(_index: Option<usize>) -> Result<Device, DetectError> {
+    Err(DetectError::Config(
+        "this build has no wgpu support (build with `--features wgpu`; the GPU machine needs a Vulkan loader); \
+         use --device cpu"
+            .into(),
+    ))
 }
 
 #[cfg(feature = "cuda")]

@@ -610,7 +610,7 @@ pub fn train_default(
 ) -> Result<(ModelBundle, RecipeReport), DetectError> {
     check_config(config, &Stages::Both)?;
     let data = TrainingData::shared(data_root, config.painted_hpf_negatives)?;
-    train_recipe(&data, out_dir, config, &Stages::Both, command, show_progress)
+    train_recipe(&data, out_dir, config, &Stages::Both, &Device::flex(), command, show_progress)
 }
 
 /// Settings that cannot work together, refused before any data is read.
@@ -635,18 +635,20 @@ fn check_config(config: &RecipeConfig, stages: &Stages) -> Result<(), DetectErro
 }
 
 /// Trains the stages `stages` names on `data` into `out_dir` with `config`
-/// (the fields named in `config.val_hpfs` / `val_cmc` validate); `command` is
+/// (the fields named in `config.val_hpfs` / `val_cmc` validate) on `device`
+/// (a GPU only after `mitoscope check-device` passed on it); `command` is
 /// recorded in the card. Returns the bundle and report.
 pub fn train_recipe(
     data: &TrainingData,
     out_dir: &Path,
     config: &RecipeConfig,
     stages: &Stages,
+    device: &Device,
     command: &str,
     show_progress: bool,
 ) -> Result<(ModelBundle, RecipeReport), DetectError> {
     check_config(config, stages)?;
-    let device = Device::flex();
+    let device = device.clone();
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
     mitoscope_formats::atomic::write_atomic(&out_dir.join("recipe.json"), &json)?;

@@ -228,6 +228,14 @@ fn devices_parse() {
     assert!(mitoscope_detect::parse_device("tpu").is_err());
     #[cfg(not(feature = "cuda"))]
     assert!(mitoscope_detect::parse_device("cuda").unwrap_err().to_string().contains("CUDA"));
+    #[cfg(not(feature = "wgpu"))]
+    assert!(mitoscope_detect::parse_device("wgpu").unwrap_err().to_string().contains("--features wgpu"));
+    // wgpu devices are created lazily: parsing needs no GPU.
+    #[cfg(feature = "wgpu")]
+    assert!(mitoscope_detect::parse_device("wgpu:1").is_ok());
+    for bad in ["wgpu:x", "wgpux", "cuda:-1"] {
+        assert!(mitoscope_detect::parse_device(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 pub mod augment;
+pub mod backend_check;
 pub mod candidate;
 pub mod candidate_training;
 pub mod classifier;

@@ -30,6 +30,9 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Train a model with a committed recipe, from the shared real data or your own datasets.
     Train(TrainArgs),
+    /// Check that a GPU device computes what the CPU computes (forward outputs and the first
+    /// training steps' losses, same weights, same batch), and time both.
+    CheckDevice(CheckDeviceArgs),
     /// Summarise a dataset or annotation file: images, masks, objects per subset, mpp, inconsistencies.
     Inspect(InspectArgs),
     /// Convert annotations between formats (any reader to any writer).
@@ -363,6 +366,24 @@ pub struct TrainArgs {
     /// The model whose other stage a one-stage run keeps (default: the embedded model).
     #[arg(long, value_name = "PATH")]
     pub base_model: Option<PathBuf>,
+    /// Device to train on: cpu, wgpu[:N] (build with --features wgpu; run `mitoscope
+    /// check-device` there first) or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `mitoscope check-device`.
+#[derive(Debug, Args)]
+pub struct CheckDeviceArgs {
+    /// Device to compare with the CPU: wgpu[:N] or cuda[:N] (cpu checks the check).
+    #[arg(long, default_value = "wgpu")]
+    pub device: String,
+    /// Adam steps to compare.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mitoscope report`.

@@ -192,3 +192,20 @@ fn trains_on_the_real_icpr_hpfs_named_by_a_points_csv() {
     assert!(["A00_00", "A01_04", "A02_07", "A03_01", "A04_07"].contains(&val.as_str()), "{val}");
     assert!(card.contains(&format!("validation images (held out): {val}")), "{card}");
 }
+
+#[test]
+fn check_device_compares_a_device_with_the_cpu() {
+    // The CPU against itself: the check's own plumbing, end to end.
+    let out = mitoscope(&["check-device", "--device", "cpu", "--steps", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["passed"], true);
+    assert_eq!(check["cpu_losses"].as_array().unwrap().len(), 2);
+    assert_eq!(check["cpu_losses"], check["device_losses"]);
+    // A build without the GPU backend says how to get one.
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let err = fails(&["check-device", "--device", "wgpu"]);
+        assert!(err.contains("--features wgpu"), "{err}");
+    }
+}

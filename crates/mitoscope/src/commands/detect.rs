@@ -13,7 +13,7 @@ use mitoscope_detect::{
     run_batch, run_demo,
 };
 
-use crate::cli::{ClassifyArgs, DemoArgs, DetectArgs, ModelArgs, TrainArgs};
+use crate::cli::{CheckDeviceArgs, ClassifyArgs, DemoArgs, DetectArgs, ModelArgs, TrainArgs};
 
 fn detector(args: &ModelArgs) -> Result<Detector> {
     let device = parse_device(&args.device)?;
@@ -118,7 +118,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     if !own_data && (args.val_subset.is_some() || args.val_fraction.is_some()) {
         bail!("--val-subset and --val-fraction split --dataset fields; the shared-data recipe names its own");
     }
-    let device = parse_device("cpu")?;
+    let device = parse_device(&args.device)?;
     let base = || -> Result<Box<ModelBundle>> {
         Ok(Box::new(match &args.base_model {
             Some(path) => {
@@ -179,7 +179,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         TrainingData::shared(&root, config.painted_hpf_negatives)?
     };
     let command: Vec<String> = std::env::args().collect();
-    let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &command.join(" "), true)?;
+    let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &device, &command.join(" "), true)?;
     super::print(&format!(
         "{}\nmodel written to {} (operating threshold {:.3})\n",
         serde_json::to_string_pretty(&report)?,
@@ -187,4 +187,39 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         bundle.card.operating_threshold
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mitoscope check-device`: does `--device` compute what the CPU computes?
+pub fn check_device(args: CheckDeviceArgs) -> Result<ExitCode> {
+    use mitoscope_model::backend_check::{BackendCheckConfig, check_device};
+    let device = parse_device(&args.device)?;
+    let config = BackendCheckConfig { steps: args.steps, ..BackendCheckConfig::default() };
+    let check = check_device(&device, &config).with_context(|| format!("checking device {}", args.device))?;
+    if args.json {
+        super::print(&(serde_json::to_string_pretty(&check)? + "\n"))?;
+    } else {
+        let mut text = String::new();
+        let _ = writeln!(text, "device: {} ({})", args.device, check.device);
+        let _ = writeln!(text, "forward outputs, largest |device - cpu|: {:e}", check.forward_max_abs_diff);
+        let _ = writeln!(text, "step  cpu loss   device loss");
+        for (i, (c, d)) in check.cpu_losses.iter().zip(&check.device_losses).enumerate() {
+            let _ = writeln!(text, "{:>4}  {c:<9.6}  {d:.6}", i + 1);
+        }
+        let _ = writeln!(text, "ms per training step: cpu {:.1}, device {:.1}", check.cpu_step_ms, check.device_step_ms);
+        let _ = writeln!(
+            text,
+            "ms per {0}x{0} inference: cpu {1:.1}, device {2:.1}",
+            config.infer_side, check.cpu_infer_ms, check.device_infer_ms
+        );
+        let _ = writeln!(
+            text,
+            "{}",
+            match &check.failure {
+                None => "PASS: the device agrees with the CPU".to_owned(),
+                Some(why) => format!("FAIL: {why}"),
+            }
+        );
+        super::print(&text)?;
+    }
+    Ok(if check.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

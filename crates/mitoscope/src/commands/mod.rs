@@ -29,6 +29,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Demo(a) => detect::demo(a),
         Command::Classify(a) => detect::classify(a),
         Command::Train(a) => detect::train(a),
+        Command::CheckDevice(a) => detect::check_device(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run(a),
