@@ -2086,6 +2086,24 @@ mod tests {
     }
 
     #[test]
+    fn training_stage_1_alone_needs_a_threshold_the_kept_stage_2_can_be_scored_for() {
+        let device = Device::flex();
+        let base = || {
+            Box::new(ModelBundle::untrained(
+                CandidateNetConfig::new().with_base_channels(2),
+                PatchClassifierConfig::new().with_base_channels(2),
+                &device,
+            ))
+        };
+        let err = check_config(&RecipeConfig::default(), &Stages::CandidateOnly(base())).unwrap_err().to_string();
+        assert!(err.contains("threshold_on"), "{err}");
+        let validation = RecipeConfig { threshold_on: ThresholdImages::Validation, ..RecipeConfig::default() };
+        assert!(check_config(&validation, &Stages::CandidateOnly(base())).is_ok());
+        // Stage 2 alone keeps cross-validation: each fold retrains stage 2 on the kept stage 1's candidates.
+        assert!(check_config(&RecipeConfig::default(), &Stages::ClassifierOnly(base())).is_ok());
+    }
+
+    #[test]
     fn old_recipe_files_still_parse() {
         // 0.1 recipes lack the stage-2 fields added since: they mean "off".
         let mut json = serde_json::to_value(RecipeConfig::default()).unwrap();

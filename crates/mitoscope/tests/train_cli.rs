@@ -139,6 +139,16 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     assert!(root.join("stage2/model.bundle").is_file());
     // No stage 1 was trained there, a stage 2 was.
     assert!(!root.join("stage2/candidate").exists() && root.join("stage2/classifier").is_dir());
+
+    // Stage 1 alone, keeping the model's stage 2.
+    let log = ok(&[
+        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
+        "--mpp", "0.25", "--stage", "candidate", "--base-model", model.to_str().unwrap(), "--out", &p("stage1"),
+    ]);
+    assert!(log.contains("stage 2: kept from the given model"), "{log}");
+    assert!(root.join("stage1/candidate").is_dir() && !root.join("stage1/classifier").exists());
+    let card = std::fs::read_to_string(root.join("stage1/MODEL.md")).unwrap();
+    assert!(card.contains("stage 2 kept from tiny-test"), "{card}");
 }
 
 #[test]
