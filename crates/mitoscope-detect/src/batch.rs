@@ -435,6 +435,13 @@ where
     Ok(())
 }
 
+/// One `candidates.csv` row (see [`CANDIDATES_HEADER`]) for the image id `id`
+/// (already CSV-quoted), scores to `decimals` places. The recipe's
+/// `out-of-fold.csv` uses it too, with more places near its strict thresholds.
+pub(crate) fn candidate_row(id: &str, d: &Detection, decimals: usize) -> String {
+    format!("{id},{:.2},{:.2},{:.decimals$},{:.decimals$}", d.x, d.y, d.score, d.candidate_score)
+}
+
 fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Result<(), DetectError> {
     mitoscope_formats::atomic::write_atomic_with(path, |w| {
         writeln!(w, "{}", if candidates { CANDIDATES_HEADER } else { DETECTIONS_HEADER })?;
@@ -443,7 +450,7 @@ fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Re
             let id = csv_field(&r.image);
             for d in rows {
                 if candidates {
-                    writeln!(w, "{id},{:.2},{:.2},{:.4},{:.4}", d.x, d.y, d.score, d.candidate_score)?;
+                    writeln!(w, "{}", candidate_row(&id, d, 4))?;
                 } else {
                     writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
                 }
@@ -455,7 +462,7 @@ fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Re
 }
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
