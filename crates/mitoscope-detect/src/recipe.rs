@@ -1239,7 +1239,13 @@ pub fn train_recipe(
             }
         }
         .to_owned()
-            + if data.source == "shared" { "; crop sources assumed at 0.25 um/px" } else { "" },
+            + if data.source == "shared" { "; crop sources assumed at 0.25 um/px" } else { "" }
+            + match stages {
+                Stages::Both => "",
+                // The kept stage may have seen the validation fields: its part of the scores is not held out.
+                Stages::ClassifierOnly(_) => "; stage 1 was kept, not retrained: its peaks are not out of fold",
+                Stages::CandidateOnly(_) => "; stage 2 was kept, not retrained: its scores are not held out",
+            },
     };
     bundle.card.metrics =
         serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
