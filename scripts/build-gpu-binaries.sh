@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the wgpu variants of `mitoscope` that scripts/gpu-check.sh compares on a GPU machine,
-# stripped, into .gpu-bin/ (ignored by git; carried to the device as one path). Each variant
+# stripped and gzipped, into .gpu-bin/ (ignored by git; carried to the device as one path). A
+# stripped wgpu binary is ~71 MB, over the device's 64 MiB carry limit; gzipped ~20 MB. Each variant
 # is a separate burn + wgpu build (~10 min on 2 cores the first time). The GPU machine has no
 # Rust toolchain and reaches no network: everything it runs is built here.
 #
@@ -22,6 +23,7 @@ for v in ${variants[*]}; do
   CARGO_TARGET_DIR="target/gpu-$v" cargo build --release -p mitoscope --features "$features"
   cp "target/gpu-$v/release/mitoscope" ".gpu-bin/mitoscope-$v"
   strip ".gpu-bin/mitoscope-$v"
-  ls -l ".gpu-bin/mitoscope-$v"
+  gzip -f -9 ".gpu-bin/mitoscope-$v"
+  ls -l ".gpu-bin/mitoscope-$v.gz"
 done
 du -sh .gpu-bin

@@ -21,8 +21,11 @@ fi
 LOG="$OUT/summary.log"
 nvidia-smi -L > "$LOG" 2>&1
 passed=()
-for bin in .gpu-bin/mitoscope-*; do
-  v=${bin##*/mitoscope-}
+mkdir -p /tmp/gpu-bin
+for gz in .gpu-bin/mitoscope-*.gz; do
+  v=${gz##*/mitoscope-}; v=${v%.gz}
+  bin=/tmp/gpu-bin/mitoscope-$v
+  gunzip -c "$gz" > "$bin" && chmod +x "$bin"
   # The first step compiles the kernels (minutes on a cold machine).
   timeout 240 "$bin" check-device --device wgpu --json > "$OUT/check-$v.json" 2>> "$LOG"
   rc=$?
@@ -35,7 +38,7 @@ echo "passed: ${passed[*]:-none}" >> "$LOG"
 for v in "${passed[@]:0:1}"; do
   for device in wgpu cpu; do
     echo "== detect $v on $device" >> "$LOG"
-    /usr/bin/time -v timeout 180 ".gpu-bin/mitoscope-$v" detect .gpu-data --out "/tmp/det-$device" \
+    /usr/bin/time -v timeout 180 "/tmp/gpu-bin/mitoscope-$v" detect .gpu-data --out "/tmp/det-$device" \
       --mpp 0.2456 --device "$device" >> "$LOG" 2>&1
     cp "/tmp/det-$device/detections.csv" "$OUT/detections-$device.csv" 2>> "$LOG"
   done
