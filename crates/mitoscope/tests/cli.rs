@@ -3,36 +3,11 @@
 //! reference implementation, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use mitoscope_testdata::require_data;
 
-fn mitoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = mitoscope(args);
-    assert!(
-        out.status.success(),
-        "mitoscope {args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs a command that must fail; returns its stderr, checked to be one clean
-/// `error:` line (no panic, no backtrace).
-fn fails(args: &[&str]) -> String {
-    let out = mitoscope(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "mitoscope {args:?} should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(lines.last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
-    stderr
-}
+mod common;
+use common::{fails, mitoscope, ok};
 
 fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(args)).expect("valid JSON")

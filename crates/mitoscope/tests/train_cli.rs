@@ -4,35 +4,18 @@
 //! config, the model used by `detect`, one stage retrained, and bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image::RgbImage;
 use mitoscope_detect::recipe::{RecipeConfig, ThresholdImages};
 use mitoscope_detect::synthetic::render_hpf;
 use mitoscope_testdata::require_data;
 
-fn mitoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mitoscope")).args(args).output().expect("the binary runs")
-}
+mod common;
+use common::{fails, mitoscope, succeeds};
 
+/// Runs a command that must succeed; returns its stderr (the recipe's log).
 fn ok(args: &[&str]) -> String {
-    let out = mitoscope(args);
-    assert!(
-        out.status.success(),
-        "mitoscope {args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = mitoscope(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "mitoscope {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "panic on bad input: {stderr}");
-    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("error: ")), "expected an error line: {stderr}");
-    stderr
+    String::from_utf8_lossy(&succeeds(args).stderr).into_owned()
 }
 
 fn crop(img: &RgbImage, (cx, cy): (f64, f64), size: u32) -> RgbImage {
