@@ -50,7 +50,7 @@ use mitoscope_model::candidate_training::{
     CandidateSample, CandidateTrainingConfig, train_candidate_net,
 };
 use mitoscope_model::data::{
-    CropSpec, LabelledCrop, NegativeDraw, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
+    CropSpec, LabelledCrop, NegativeDraw, centred_crops, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
 };
 use mitoscope_model::training::TrainingConfig;
 use mitoscope_model::{
@@ -1296,20 +1296,8 @@ fn crop_half_diagonal(spec: CropSpec, image_mpp: f64) -> f64 {
 }
 
 /// Stage-2 negative crops centred on labelled look-alikes.
-fn lookalike_crops(
-    image: &RgbImage,
-    at: &[(f64, f64)],
-    mpp: Mpp,
-    spec: CropSpec,
-    name: &str,
-) -> Vec<LabelledCrop> {
-    at.iter()
-        .map(|&(x, y)| LabelledCrop {
-            image: resample_crop(image, (x, y), mpp, spec),
-            positive: false,
-            origin: format!("lookalike:{name}@{x:.0},{y:.0}"),
-        })
-        .collect()
+fn lookalike_crops(image: &RgbImage, at: &[(f64, f64)], mpp: Mpp, spec: CropSpec, name: &str) -> Vec<LabelledCrop> {
+    centred_crops(image, at, mpp, spec, false, &format!("lookalike:{name}"))
 }
 
 /// Trains (or resumes) stage 1 in `folder` on the `train` HPFs and the run's

@@ -203,12 +203,25 @@ pub fn positive_crops(
     spec: CropSpec,
     origin: &str,
 ) -> Vec<LabelledCrop> {
-    centroids
-        .iter()
+    centred_crops(image, centroids, source_mpp, spec, true, origin)
+}
+
+/// Crops labelled `positive` centred on each finite point `(x, y)` of `image`
+/// (labelled figures, or labelled look-alikes as negatives); each crop's
+/// origin is `<origin>@x,y`.
+pub fn centred_crops(
+    image: &RgbImage,
+    at: &[(f64, f64)],
+    source_mpp: Mpp,
+    spec: CropSpec,
+    positive: bool,
+    origin: &str,
+) -> Vec<LabelledCrop> {
+    at.iter()
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .map(|&(x, y)| LabelledCrop {
             image: resample_crop(image, (x, y), source_mpp, spec),
-            positive: true,
+            positive,
             origin: format!("{origin}@{x:.0},{y:.0}"),
         })
         .collect()
