@@ -829,7 +829,7 @@ pub fn train_recipe(
     let stage2_crops = |member_seed: u64,
                         held_out: Option<&str>,
                         hard: &[LabelledCrop]|
-     -> Vec<LabelledCrop> {
+     -> Result<Vec<LabelledCrop>, DetectError> {
         let mut rng_seed = member_seed;
         let mut crops = figures.clone();
         // Random negatives from `image`, `clear_px` away from `centres`, each image its own stream.
@@ -856,20 +856,21 @@ pub fn train_recipe(
             .filter(|h| Some(h.name.as_str()) != held_out)
         {
             let Ok(mpp) = Mpp::new(h.mpp) else { continue };
-            let pos = positive_crops(&h.image, &h.centroids, mpp, cls_spec, &h.name);
+            let image = h.image.load()?;
+            let pos = positive_crops(&image, &h.centroids, mpp, cls_spec, &h.name);
             for _ in 0..repeats {
                 crops.extend(pos.iter().cloned());
             }
             let min_d = 2.0 * config.match_radius_um / h.mpp;
             crops.extend(negatives(
-                &h.image,
+                &image,
                 &h.centroids,
                 mpp,
                 config.negatives_per_hpf,
                 min_d,
                 &h.name,
             ));
-            let lookalikes = lookalike_crops(&h.image, &h.lookalikes, mpp, cls_spec, &h.name);
+            let lookalikes = lookalike_crops(&image, &h.lookalikes, mpp, cls_spec, &h.name);
             for _ in 0..repeats {
                 crops.extend(lookalikes.iter().cloned());
             }
@@ -888,15 +889,16 @@ pub fn train_recipe(
         }
         for c in &train_cmc {
             let Ok(mpp) = Mpp::new(c.mpp) else { continue };
+            let image = c.image.load()?;
             crops.extend(negatives(
-                &c.image,
+                &image,
                 &[],
                 mpp,
                 config.negatives_per_cmc,
                 0.0,
                 &c.name,
             ));
-            let lookalikes = lookalike_crops(&c.image, &c.lookalikes, mpp, cls_spec, &c.name);
+            let lookalikes = lookalike_crops(&image, &c.lookalikes, mpp, cls_spec, &c.name);
             for _ in 0..repeats {
                 crops.extend(lookalikes.iter().cloned());
             }
@@ -921,7 +923,7 @@ pub fn train_recipe(
             held_out.is_none_or(|name| !c.origin.starts_with(&format!("hard:{name}@")))
         };
         crops.extend(hard.iter().filter(mined_elsewhere).cloned());
-        crops
+        Ok(crops)
     };
     let train_network = |seed: u64,
                          crops: Vec<LabelledCrop>,
@@ -960,7 +962,7 @@ pub fn train_recipe(
     let networks = if train_stage2 { config.classifier_ensemble.max(1) } else { 0 };
     for member in 0..networks {
         let member_seed = config.seed.wrapping_add(1000 * member as u64);
-        let crops = stage2_crops(member_seed, None, &stage1.hard);
+        let crops = stage2_crops(member_seed, None, &stage1.hard)?;
         let n_pos = crops.iter().filter(|c| c.positive).count();
         let n_neg = crops.len() - n_pos;
         say(&format!(
@@ -1009,13 +1011,13 @@ pub fn train_recipe(
     let mut hpf_seconds = Vec::new();
     for h in &val_hpfs {
         let t = Instant::now();
-        let dets = detector.detect_image(&h.image, h.mpp, &all)?;
+        let dets = detector.detect_image(&*h.image.load()?, h.mpp, &all)?;
         hpf_seconds.push(t.elapsed().as_secs_f64());
         val_sets.push((dets, h.centroids.clone(), config.match_radius_um / h.mpp));
     }
     for c in &val_cmc {
         val_sets.push((
-            detector.detect_image(&c.image, c.mpp, &all)?,
+            detector.detect_image(&*c.image.load()?, c.mpp, &all)?,
             Vec::new(),
             config.match_radius_um / c.mpp,
         ));
@@ -1048,7 +1050,7 @@ pub fn train_recipe(
             } else {
                 &stage1
             };
-            let crops = stage2_crops(config.seed, Some(&h.name), &s1.hard);
+            let crops = stage2_crops(config.seed, Some(&h.name), &s1.hard)?;
             let n_pos = crops.iter().filter(|c| c.positive).count();
             say(&format!(
                 "cross-validation: network without {} ({n_pos} positive, {} negative crops)",
@@ -1062,7 +1064,7 @@ pub fn train_recipe(
             fold.card.candidate_threshold = s1.candidate_threshold;
             fold.classifier = trained.model;
             fold.extra_classifiers.clear();
-            let dets = Detector::new(fold, device.clone()).detect_image(&h.image, h.mpp, &all)?;
+            let dets = Detector::new(fold, device.clone()).detect_image(&*h.image.load()?, h.mpp, &all)?;
             out_of_fold.push((dets, h.centroids.clone(), config.match_radius_um / h.mpp));
         }
         // Every candidate with its out-of-fold score, for `mitoscope eval` (AP, FROC, sweeps),
@@ -1118,7 +1120,7 @@ pub fn train_recipe(
     if config.threshold_on == ThresholdImages::AllHpfs {
         for h in &train_hpfs {
             select_sets.push((
-                detector.detect_image(&h.image, h.mpp, &all)?,
+                detector.detect_image(&*h.image.load()?, h.mpp, &all)?,
                 h.centroids.clone(),
                 config.match_radius_um / h.mpp,
             ));
@@ -1318,18 +1320,19 @@ fn train_stage1(
     let model_mpp = data.candidate_config.mpp;
     let radius_px = config.disc_radius_um / model_mpp;
     // Training HPFs weight tiles centred on their figures 20x; validation ones do not.
-    let icpr_sample = |h: &LabelledField, centre_weight: f64| {
-        hpf_sample(
-            &h.image,
+    let icpr_sample = |h: &LabelledField, centre_weight: f64| -> Result<CandidateSample, DetectError> {
+        let mask = h.mask.as_ref().map(|m| m.load()).transpose()?;
+        Ok(hpf_sample(
+            &*h.image.load()?,
             &h.centroids,
-            h.mask.as_ref(),
+            mask.as_deref(),
             h.mpp,
             model_mpp,
             radius_px,
             &h.name,
             1.0,
             centre_weight,
-        )
+        ))
     };
     let stage1 = match data.fixed {
         Some((model, _)) => {
@@ -1337,10 +1340,11 @@ fn train_stage1(
             model.clone()
         }
         None => {
-            let mut samples: Vec<CandidateSample> = train.iter().map(|h| icpr_sample(h, 20.0)).collect();
+            let mut samples: Vec<CandidateSample> =
+                train.iter().map(|h| icpr_sample(h, 20.0)).collect::<Result<_, _>>()?;
             for c in data.train_cmc {
                 samples.push(hpf_sample(
-                    &c.image,
+                    &*c.image.load()?,
                     &[],
                     None,
                     c.mpp,
@@ -1382,7 +1386,8 @@ fn train_stage1(
                 s.random_weight = if c.positive { 0.0 } else { 0.1 };
                 samples.push(s);
             }
-            let val_samples: Vec<CandidateSample> = val.iter().map(|h| icpr_sample(h, 1.0)).collect();
+            let val_samples: Vec<CandidateSample> =
+                val.iter().map(|h| icpr_sample(h, 1.0)).collect::<Result<_, _>>()?;
             let cand_train = CandidateTrainingConfig::new(data.candidate_config.clone())
                 .with_num_epochs(config.candidate_epochs)
                 .with_decay_epochs(config.candidate_decay_epochs)
@@ -1428,7 +1433,7 @@ fn train_stage1(
     };
     let mut train_peaks = Vec::new();
     for h in train {
-        train_peaks.push((detector.candidates(&h.image, h.mpp, &low)?, &h.centroids, h.mpp));
+        train_peaks.push((detector.candidates(&*h.image.load()?, h.mpp, &low)?, &h.centroids, h.mpp));
     }
     let grid: Vec<f64> = (1..=19).map(|i| f64::from(i) * 0.05).collect();
     let recall_at = |t: f64, sets: &[(Vec<crate::Detection>, &Points, f64)]| -> f64 {
@@ -1498,11 +1503,12 @@ fn train_stage1(
     };
     for h in mine {
         // The training HPFs' peaks are at hand; the others are found now.
+        let image = h.image.load()?;
         let found;
         let dets = match train.iter().position(|t| t.name == h.name) {
             Some(i) => &train_peaks[i].0,
             None => {
-                found = detector.candidates(&h.image, h.mpp, &low)?;
+                found = detector.candidates(&image, h.mpp, &low)?;
                 &found
             }
         };
@@ -1510,7 +1516,7 @@ fn train_stage1(
             dets,
             &h.centroids,
             config.match_radius_um / h.mpp,
-            &h.image,
+            &image,
             h.mpp,
             &h.name,
             &mut hard,
@@ -1527,8 +1533,9 @@ fn train_stage1(
     probe.card.candidate_threshold = candidate_threshold;
     let detector = Detector::new(probe, data.device.clone());
     for c in data.train_cmc {
-        let dets = detector.candidates(&c.image, c.mpp, &low)?;
-        take_hard(&dets, &[], 0.0, &c.image, c.mpp, &c.name, &mut hard);
+        let image = c.image.load()?;
+        let dets = detector.candidates(&image, c.mpp, &low)?;
+        take_hard(&dets, &[], 0.0, &image, c.mpp, &c.name, &mut hard);
     }
     say(&format!("hard negatives: {}", hard.len()));
     phase_done("mining");
@@ -2020,7 +2027,7 @@ mod tests {
         }
         let field = |n: usize, mitoses: usize| crate::training_data::LabelledField {
             name: format!("f_{n}"),
-            image: RgbImage::new(1, 1),
+            image: crate::training_data::FieldImage::held(RgbImage::new(1, 1)),
             mpp: 0.25,
             centroids: vec![(0.0, 0.0); mitoses],
             lookalikes: Vec::new(),

@@ -5,16 +5,20 @@
 //! plus crop folders labelled by folder name and folders of mitosis-free
 //! fields). Every image carries its own mpp; the recipe resamples.
 //!
-//! All images are held in memory (about 13 MB per 2084x2084 field), as the
-//! recipe revisits them in every stage: a dataset the size of GZMH (1534
-//! HPFs, ~20 GB) needs a machine with that much memory, or a subset.
+//! Fields and masks read from files stay files ([`Pixels`]): each is decoded
+//! once to check it and again at each use, so memory does not grow with the
+//! number of fields (GZMH's 1534 HPFs would take ~20 GB decoded). What the
+//! recipe keeps for a whole stage is smaller: stage 1's copy of each field at
+//! its 0.5 um/px (about a quarter of the pixels) and stage 2's crops.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::{GrayImage, RgbImage};
 use mitoscope_annotations::{AnnotationSet, ImageAnnotations, ObjectClass};
 use mitoscope_formats::{Format, ReadOptions};
+use rayon::prelude::*;
 
 use crate::DetectError;
 
@@ -23,12 +27,108 @@ pub const ICPR_MPP: f64 = 0.2456;
 /// AMi-Br, AtNorM-Br and CMC (MIDOG / TUPAC / MITOS_WSI_CMC scans at 40x), assumed.
 pub const CROP_SOURCE_MPP: f64 = 0.25;
 
+/// A raster that [`Pixels`] can hold or read from its file.
+pub trait Raster: Sized {
+    /// Decodes `path`.
+    fn read(path: &Path) -> Result<Self, DetectError>;
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+}
+
+impl Raster for RgbImage {
+    fn read(path: &Path) -> Result<Self, DetectError> {
+        Ok(mitoscope_imaging::read_image(path)?)
+    }
+    fn size(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+}
+
+impl Raster for GrayImage {
+    /// A mask: any encoding [`mitoscope_imaging::read_mask`] understands, non-zero = mitosis.
+    fn read(path: &Path) -> Result<Self, DetectError> {
+        Ok(mitoscope_imaging::read_mask(path)?)
+    }
+    fn size(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+}
+
+/// Pixels held in memory, or a file read again at each use.
+///
+/// Fields from files are not held: the recipe visits each a handful of times
+/// (crops, stage-1 tiles, thresholds, mining, out-of-fold scores), a 2084x2084
+/// HPF decodes in tens of milliseconds, and holding thousands of them would
+/// take tens of GB. [`Pixels::file`] decodes the file once, so a truncated
+/// image fails when the data are read, not hours into a run.
+#[derive(Debug, Clone)]
+pub enum Pixels<P> {
+    /// Read from its file at each use.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Width and height when it was checked.
+        size: (u32, u32),
+    },
+    /// Held in memory (generated or small images).
+    Held(Arc<P>),
+}
+
+/// A field's RGB pixels.
+pub type FieldImage = Pixels<RgbImage>;
+/// A field's mitosis mask (non-zero = mitosis).
+pub type FieldMask = Pixels<GrayImage>;
+
+impl<P: Raster> Pixels<P> {
+    /// Holds `raster` in memory.
+    pub fn held(raster: P) -> Self {
+        Self::Held(Arc::new(raster))
+    }
+
+    /// The file at `path`, decoded once now to check that it can be.
+    pub fn file(path: &Path) -> Result<Self, DetectError> {
+        let size = P::read(path)?.size();
+        Ok(Self::File { path: path.to_path_buf(), size })
+    }
+
+    /// Width and height in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Self::File { size, .. } => *size,
+            Self::Held(p) => p.size(),
+        }
+    }
+
+    /// The pixels (decoded now for a file; an error if it changed size since it was checked).
+    pub fn load(&self) -> Result<Arc<P>, DetectError> {
+        match self {
+            Self::Held(p) => Ok(Arc::clone(p)),
+            Self::File { path, size } => {
+                let raster = P::read(path)?;
+                if raster.size() != *size {
+                    return Err(DetectError::Input {
+                        path: path.clone(),
+                        message: format!(
+                            "changed during training: was {}x{}, now {}x{}",
+                            size.0,
+                            size.1,
+                            raster.size().0,
+                            raster.size().1
+                        ),
+                    });
+                }
+                Ok(Arc::new(raster))
+            }
+        }
+    }
+}
+
 /// A field whose mitoses are all labelled: everything else in it is negative.
 pub struct LabelledField {
     /// Image identifier (file stem).
     pub name: String,
     /// The pixels.
-    pub image: RgbImage,
+    pub image: FieldImage,
     /// Microns per pixel of `image`.
     pub mpp: f64,
     /// Mitosis centres (x = column, y = row, pixels).
@@ -37,7 +137,7 @@ pub struct LabelledField {
     pub lookalikes: Vec<(f64, f64)>,
     /// Pixel mask of the mitoses (non-zero = mitosis), where the dataset has one:
     /// stage 1 then learns the figures' outlines, not discs around their centres.
-    pub mask: Option<GrayImage>,
+    pub mask: Option<FieldMask>,
     /// The dataset's subset (`train`, `test_3_score`, ...), when it has splits.
     pub subset: Option<String>,
     /// The slide it was taken from, as far as names tell (`A04` for `A04_07`):
@@ -50,7 +150,7 @@ pub struct NegativeField {
     /// Image identifier (file stem).
     pub name: String,
     /// The pixels.
-    pub image: RgbImage,
+    pub image: FieldImage,
     /// Microns per pixel of `image`.
     pub mpp: f64,
     /// Labelled look-alikes (hard negatives), pixels.
@@ -127,9 +227,10 @@ impl TrainingData {
         for path in &sources.datasets {
             let set = read_dataset(path, sources)?;
             let before = fields.len();
-            for img in &set.images {
-                fields.push(load_field(path, img, sources)?);
-            }
+            // Each image is decoded here to check it: in parallel, in the dataset's order.
+            let loaded: Vec<LabelledField> =
+                set.images.par_iter().map(|img| load_field(path, img, sources)).collect::<Result<_, _>>()?;
+            fields.extend(loaded);
             let mitoses: usize = fields[before..].iter().map(|f| f.centroids.len()).sum();
             let lookalikes: usize = fields[before..].iter().map(|f| f.lookalikes.len()).sum();
             let masks = fields[before..].iter().filter(|f| f.mask.is_some()).count();
@@ -165,14 +266,18 @@ impl TrainingData {
             let mpp = sources.mpp.ok_or_else(|| {
                 DetectError::Config(format!("{}: mitosis-free fields need --mpp", dir.display()))
             })?;
-            for file in &files {
-                negative_fields.push(NegativeField {
-                    name: crate::batch::image_id(file),
-                    image: mitoscope_imaging::read_image(file)?,
-                    mpp,
-                    lookalikes: Vec::new(),
-                });
-            }
+            let loaded: Vec<NegativeField> = files
+                .par_iter()
+                .map(|file| {
+                    Ok(NegativeField {
+                        name: crate::batch::image_id(file),
+                        image: FieldImage::file(file)?,
+                        mpp,
+                        lookalikes: Vec::new(),
+                    })
+                })
+                .collect::<Result<_, DetectError>>()?;
+            negative_fields.extend(loaded);
             described.push(format!("{}: {} mitosis-free fields", dir.display(), files.len()));
         }
         let mut crop_folders = Vec::new();
@@ -349,7 +454,8 @@ fn image_file(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
 
 fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) -> Result<LabelledField, DetectError> {
     let file = image_file(dataset, img, sources)?;
-    let image = mitoscope_imaging::read_image(&file)?;
+    let image = FieldImage::file(&file)?;
+    let (width, height) = image.size();
     let stem = crate::batch::image_id(&file);
     let mpp = img.mpp.map(|m| m.get()).or(sources.mpp).ok_or_else(|| DetectError::Input {
         path: file.clone(),
@@ -360,17 +466,15 @@ fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
     };
     let mask = match &img.mask_path {
         Some(path) => {
-            let mask = mitoscope_imaging::read_mask(path)?;
-            if mask.dimensions() != image.dimensions() {
+            let mask = FieldMask::file(path)?;
+            if mask.size() != (width, height) {
                 return Err(DetectError::Input {
                     path: path.clone(),
                     message: format!(
-                        "mask is {}x{}, its image {} is {}x{}",
-                        mask.width(),
-                        mask.height(),
+                        "mask is {}x{}, its image {} is {width}x{height}",
+                        mask.size().0,
+                        mask.size().1,
                         file.display(),
-                        image.width(),
-                        image.height()
                     ),
                 });
             }
@@ -382,7 +486,7 @@ fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
             && img.objects.iter().all(|o| o.class != ObjectClass::Mitosis || o.shape.is_some()) =>
         {
             let figures = img.objects.iter().filter(|o| o.class == ObjectClass::Mitosis && o.shape.is_some());
-            Some(mitoscope_annotations::mask::rasterise(figures, image.width(), image.height()).0)
+            Some(FieldMask::held(mitoscope_annotations::mask::rasterise(figures, width, height).0))
         }
         None => None,
     };
@@ -472,7 +576,7 @@ fn load_icpr(root: &Path) -> Result<Vec<LabelledField>, DetectError> {
             }
         }
         out.push(LabelledField {
-            image: mitoscope_imaging::read_image(&file)?,
+            image: FieldImage::file(&file)?,
             mpp: ICPR_MPP,
             centroids,
             lookalikes: Vec::new(),
@@ -488,8 +592,8 @@ fn load_icpr(root: &Path) -> Result<Vec<LabelledField>, DetectError> {
 fn load_cmc(root: &Path) -> Result<Vec<NegativeField>, DetectError> {
     let mut out = Vec::new();
     for file in sorted_files(&root.join("cmc-negatives"), &["jpg"])? {
-        let image = mitoscope_imaging::read_image(&file)?;
-        let (w, h) = (f64::from(image.width()), f64::from(image.height()));
+        let image = FieldImage::file(&file)?;
+        let (w, h) = (f64::from(image.size().0), f64::from(image.size().1));
         let labels = file.with_extension("txt");
         let mut lookalikes = Vec::new();
         if labels.is_file() {
@@ -625,7 +729,7 @@ mod tests {
     fn field(name: &str, subset: Option<&str>) -> LabelledField {
         LabelledField {
             name: name.into(),
-            image: RgbImage::new(2, 2),
+            image: FieldImage::held(RgbImage::new(2, 2)),
             mpp: 0.25,
             centroids: Vec::new(),
             lookalikes: Vec::new(),
@@ -699,8 +803,14 @@ mod tests {
             .collect();
         assert_eq!(got, [("s1_1", 2, 0, "s1"), ("s1_2", 1, 0, "s1"), ("s2_1", 0, 1, "s2")]);
         assert_eq!(data.fields[0].centroids[1], (30.0, 5.0));
-        assert!(data.fields.iter().all(|f| f.mpp == 0.25 && f.image.dimensions() == (40, 30) && f.mask.is_none()));
+        assert!(data.fields.iter().all(|f| f.mpp == 0.25 && f.image.size() == (40, 30) && f.mask.is_none()));
         assert!(data.source.contains("labels.csv: 3 fields, 3 mitoses, 1 look-alikes, 0 masks"), "{}", data.source);
+        // Fields stay files: read at each use, and refused if they changed under the run.
+        assert_eq!(data.fields[0].image.load().unwrap().get_pixel(3, 3).0, [200, 150, 190]);
+        write_png(&root.join("images/s1_1.png"), &RgbImage::new(20, 20));
+        let err = data.fields[0].image.load().err().unwrap().to_string();
+        assert!(err.contains("s1_1.png") && err.contains("changed"), "{err}");
+        write_png(&root.join("images/s1_1.png"), &RgbImage::from_pixel(40, 30, image::Rgb([200, 150, 190])));
 
         // An image the labels name but nobody has.
         std::fs::write(root.join("more.csv"), "image,x,y\nghost,1,1\n").unwrap();
@@ -753,7 +863,9 @@ mod tests {
         let train = data.fields.iter().find(|f| f.name == "train/001").unwrap();
         assert_eq!(train.centroids, [(22.0, 11.5)]);
         let m = train.mask.as_ref().expect("the mask is kept for stage 1");
-        assert_eq!(m.pixels().filter(|p| p.0[0] > 0).count(), 20);
+        // Both stay files, read again at each use.
+        assert!(matches!(m, Pixels::File { .. }) && matches!(train.image, Pixels::File { .. }));
+        assert_eq!(m.load().unwrap().pixels().filter(|p| p.0[0] > 0).count(), 20);
         assert_eq!(validation_split(&data.fields, Some("test_3_score"), 0.2, 0).unwrap(), ["test_3_score/001"]);
         // A mask of the wrong size is refused, naming it.
         GrayImage::new(20, 20).save(root.join("train/masks/001.png")).unwrap();
