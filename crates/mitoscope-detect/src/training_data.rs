@@ -224,8 +224,20 @@ impl TrainingData {
     pub fn from_datasets(sources: &DatasetSources) -> Result<Self, DetectError> {
         let mut fields = Vec::new();
         let mut described = Vec::new();
-        for path in &sources.datasets {
-            let set = read_dataset(path, sources)?;
+        let formats: Vec<Option<Format>> = match sources.formats.as_slice() {
+            [] => vec![None; sources.datasets.len()],
+            [one] => vec![Some(*one); sources.datasets.len()],
+            many if many.len() == sources.datasets.len() => many.iter().copied().map(Some).collect(),
+            many => {
+                return Err(DetectError::Config(format!(
+                    "{} formats for {} datasets: give one format for all, or one per dataset in order",
+                    many.len(),
+                    sources.datasets.len()
+                )));
+            }
+        };
+        for (path, format) in sources.datasets.iter().zip(formats) {
+            let set = read_dataset(path, format, sources)?;
             let before = fields.len();
             // Each image is decoded here to check it: in parallel, in the dataset's order.
             let loaded: Vec<LabelledField> =
@@ -321,8 +333,9 @@ impl TrainingData {
 pub struct DatasetSources {
     /// Annotation files or dataset folders with complete labels per image.
     pub datasets: Vec<PathBuf>,
-    /// Their format, when detection should not decide.
-    pub format: Option<Format>,
+    /// Their formats, when detection should not decide: none (each detected),
+    /// one (all of them), or one per dataset in the same order.
+    pub formats: Vec<Format>,
     /// Folder of the images an annotation file refers to (default: beside it).
     pub images_dir: Option<PathBuf>,
     /// Microns per pixel where a dataset does not say.
@@ -399,7 +412,7 @@ pub fn validation_split(
     Ok(val)
 }
 
-fn read_dataset(path: &Path, sources: &DatasetSources) -> Result<AnnotationSet, DetectError> {
+fn read_dataset(path: &Path, format: Option<Format>, sources: &DatasetSources) -> Result<AnnotationSet, DetectError> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
         return Err(DetectError::Input {
             path: path.to_path_buf(),
@@ -414,7 +427,7 @@ fn read_dataset(path: &Path, sources: &DatasetSources) -> Result<AnnotationSet, 
         .transpose()
         .map_err(|e| DetectError::Config(format!("--mpp: {e}")))?;
     let opts = ReadOptions { mpp, images_dir: sources.images_dir.clone(), ..ReadOptions::default() };
-    let set = mitoscope_formats::read(path, sources.format, &opts)
+    let set = mitoscope_formats::read(path, format, &opts)
         .map_err(|e| DetectError::Input { path: path.to_path_buf(), message: e.to_string() })?;
     if set.images.is_empty() {
         return Err(DetectError::Input { path: path.to_path_buf(), message: "holds no labelled image".into() });
@@ -805,6 +818,20 @@ mod tests {
         assert_eq!(data.fields[0].centroids[1], (30.0, 5.0));
         assert!(data.fields.iter().all(|f| f.mpp == 0.25 && f.image.size() == (40, 30) && f.mask.is_none()));
         assert!(data.source.contains("labels.csv: 3 fields, 3 mitoses, 1 look-alikes, 0 masks"), "{}", data.source);
+        // Formats: one for all datasets, one per dataset, or a clear refusal.
+        let csv2 = root.join("labels2.csv");
+        std::fs::write(&csv2, "image,x,y\ns1_1,10,12\n").unwrap();
+        let two = |formats: Vec<Format>| DatasetSources {
+            datasets: vec![root.join("labels.csv"), csv2.clone()],
+            formats,
+            ..sources.clone()
+        };
+        let err = TrainingData::from_datasets(&two(vec![Format::Csv, Format::Csv])).err().unwrap().to_string();
+        assert!(err.contains("both called 's1_1'"), "read both as CSV: {err}");
+        let err = TrainingData::from_datasets(&two(vec![Format::Csv, Format::Coco])).err().unwrap().to_string();
+        assert!(err.contains("labels2.csv"), "the second read as COCO: {err}");
+        let err = TrainingData::from_datasets(&two(vec![Format::Csv; 3])).err().unwrap().to_string();
+        assert!(err.contains("3 formats for 2 datasets"), "{err}");
         // Fields stay files: read at each use, and refused if they changed under the run.
         assert_eq!(data.fields[0].image.load().unwrap().get_pixel(3, 3).0, [200, 150, 190]);
         write_png(&root.join("images/s1_1.png"), &RgbImage::new(20, 20));

@@ -333,9 +333,10 @@ pub struct TrainArgs {
     /// GeoJSON, SlideRunner, YOLO, VOC) whose images have every mitosis labelled.
     #[arg(long = "dataset", value_name = "PATH")]
     pub datasets: Vec<PathBuf>,
-    /// Format of the --dataset files (default: detected).
-    #[arg(long, value_name = "F")]
-    pub format: Option<String>,
+    /// Format of the --dataset files (default: detected): once for all of them, or once per
+    /// --dataset, in the same order.
+    #[arg(long = "format", value_name = "F")]
+    pub formats: Vec<String>,
     /// Folder of the images the --dataset annotation files name (default: beside them).
     #[arg(long, value_name = "DIR")]
     pub images: Option<PathBuf>,

@@ -158,6 +158,13 @@ fn bad_training_input_is_one_clear_error() {
     assert!(err.contains("--base-model"), "{err}");
     let err = fails(&["train", "--stage", "classifier", "--base-model", &p("x.bundle"), "--dataset", &p("one.csv"), "--out", &p("o")]);
     assert!(err.contains("x.bundle"), "{err}");
+    let err = fails(&[
+        "train", "--dataset", &p("one.csv"), "--format", "csv", "--format", "coco", "--format", "csv",
+        "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o"),
+    ]);
+    assert!(err.contains("3 formats for 1 datasets"), "{err}");
+    let err = fails(&["train", "--dataset", &p("one.csv"), "--format", "jsonl", "--out", &p("o")]);
+    assert!(err.contains("unknown format 'jsonl'"), "{err}");
     let err = fails(&["train", "--val-fraction", "0.3", "--out", &p("o")]);
     assert!(err.contains("--val-fraction"), "{err}");
     assert!(!root.join("o").exists(), "nothing written for refused runs");

@@ -141,7 +141,11 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let data = if own_data {
         let sources = DatasetSources {
             datasets: args.datasets.clone(),
-            format: super::parse_format(args.format.as_deref())?,
+            formats: args
+                .formats
+                .iter()
+                .map(|f| super::parse_format(Some(f)).map(Option::unwrap))
+                .collect::<Result<_>>()?,
             images_dir: args.images.clone(),
             mpp: args.mpp,
             crop_folders: args.crops.clone(),
