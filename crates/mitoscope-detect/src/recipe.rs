@@ -1681,11 +1681,11 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
          | what | value |\n|---|---|\n\
          | candidate threshold (stage 1) | {ct:.2} |\n\
          | candidate recall, training HPFs | {trc:.3} |\n\
-         | candidate recall, validation HPFs | {vrc:.3} |\n\
-         | candidates per validation HPF | {cph:.1} |\n\
+         | candidate recall, {scored} | {vrc:.3} |\n\
+         | candidates per HPF, {scored} | {cph:.1} |\n\
          | operating threshold (stage 2, best pooled F1) | {ot:.3} |\n\
-         | validation precision / recall / F1 | {p:.3} / {rc:.3} / {f1:.3} |\n\
-         | validation mitoses, TP, FP (FP on held-out CMC tile) | {m}, {tp}, {fp} ({cfp}) |\n\
+         | precision / recall / F1, {scored} | {p:.3} / {rc:.3} / {f1:.3} |\n\
+         | mitoses, TP, FP, {scored} (FP on the held-out mitosis-free fields) | {m}, {tp}, {fp} ({cfp}) |\n\
          | stage-2 crops: positive / negative (hard) | {np} / {nn} ({nh}) |\n\
          | seconds per 2084x2084 HPF (detect_image scoring all candidates, CPU) | {sph:.1} |\n\n\
          {cv}\
@@ -1719,6 +1719,8 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
         val = t.val_images.join(", "),
         ct = r.candidate_threshold,
         trc = r.train_candidate_recall,
+        // Cross-validated runs report every labelled HPF, each scored by a fold that never saw it.
+        scored = if r.cross_validation.is_some() { "out-of-fold HPFs" } else { "validation HPFs" },
         vrc = r.val_candidate_recall,
         cph = r.val_candidates_per_hpf,
         ot = r.operating_threshold,
