@@ -315,6 +315,9 @@ impl Default for RecipeConfig {
             // (0.7: 0.48, 0.51, 0.43): no better on the measures for unseen HPFs.
             classifier_jpeg_probability: 0.0,
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
+            // Measured in session 13 and not taken: 80 px at 0.25 µm/px (the same field,
+            // 1.56x the pixels), out of fold AP 0.39, best F1 0.42, nested F1 0.29
+            // (0.9: 0.45, 0.51, 0.46 on the same HPF-only measure; BENCHMARKS.md).
             classifier_crop_px: 64,
             classifier_mpp: 0.3,
             score_fusion: ScoreFusion::GeometricMean,
