@@ -8,6 +8,8 @@
 //! JSON BundleHeader               card, network configs, blob lengths
 //! candidate-net burnpack bytes
 //! classifier burnpack bytes
+//! further classifiers' bytes       (ensembles, 0.4 on)
+//! mask-head burnpack bytes         (bundles with a mask head, 0.10 on)
 //! ```
 //!
 //! One file, no archive dependency, readable from `include_bytes!`; the header
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use mitoscope_model::weights::{load_weights_from_bytes, weights_to_bytes};
 use mitoscope_model::{
-    CandidateNet, CandidateNetConfig, PatchClassifier, PatchClassifierConfig, burn,
+    CandidateNet, CandidateNetConfig, MaskHead, MaskHeadConfig, PatchClassifier, PatchClassifierConfig, burn,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +159,15 @@ struct BundleHeader {
     /// Absent in bundles from before 0.4: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     extra_classifier_bytes: Vec<u64>,
+    /// The mask head's settings and size, when the bundle has one (0.10 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mask_head: Option<MaskHeadEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MaskHeadEntry {
+    config: MaskHeadConfig,
+    bytes: u64,
 }
 
 /// Fills in config fields added since older bundles were written, with the
@@ -183,6 +194,9 @@ pub struct ModelBundle {
     pub extra_classifiers: Vec<PatchClassifier>,
     /// Stage 2 shape.
     pub classifier_config: PatchClassifierConfig,
+    /// Outlines detections at the scan's resolution, where the model has one
+    /// (else outlines come from the stage-1 map).
+    pub mask_head: Option<MaskHead>,
     /// Metadata.
     pub card: ModelCard,
 }
@@ -247,11 +261,13 @@ impl ModelBundle {
             header.classifier_bytes as usize,
         );
         let extra_lens: Vec<usize> = header.extra_classifier_bytes.iter().map(|&n| n as usize).collect();
-        let total = extra_lens.iter().fold(c_len.saturating_add(k_len), |a, &n| a.saturating_add(n));
+        let mask_len = header.mask_head.as_ref().map_or(0, |m| m.bytes as usize);
+        let total = extra_lens.iter().fold(c_len.saturating_add(k_len), |a, &n| a.saturating_add(n)).saturating_add(mask_len);
         if blobs.len() != total {
             return Err(bad(format!(
-                "expected {total} bytes of weights ({c_len} + {k_len}{}), found {} (truncated or padded file)",
+                "expected {total} bytes of weights ({c_len} + {k_len}{}{}), found {} (truncated or padded file)",
                 extra_lens.iter().map(|n| format!(" + {n}")).collect::<String>(),
+                header.mask_head.as_ref().map(|_| format!(" + mask head {mask_len}")).unwrap_or_default(),
                 blobs.len()
             )));
         }
@@ -268,6 +284,14 @@ impl ModelBundle {
                 &format!("{name} (classifier {})", i + 2),
             )?);
         }
+        let mask_head = match &header.mask_head {
+            Some(entry) => {
+                entry.config.check().map_err(|e| bad(e.to_string()))?;
+                let net = load_weights_from_bytes(entry.config.net.init(device), rest, &format!("{name} (mask head)"))?;
+                Some(MaskHead { net, config: entry.config.clone() })
+            }
+            None => None,
+        };
         let candidate = load_weights_from_bytes(
             header.candidate_config.init(device),
             c_bytes,
@@ -297,6 +321,7 @@ impl ModelBundle {
             classifier,
             extra_classifiers,
             classifier_config: header.classifier_config,
+            mask_head,
             card: header.card,
         })
     }
@@ -306,7 +331,13 @@ impl ModelBundle {
         let c = weights_to_bytes(&self.candidate)?;
         let k = weights_to_bytes(&self.classifier)?;
         let extras = self.extra_classifiers.iter().map(weights_to_bytes).collect::<Result<Vec<_>, _>>()?;
+        let mask = self.mask_head.as_ref().map(|m| weights_to_bytes(&m.net)).transpose()?;
         let header = BundleHeader {
+            mask_head: self
+                .mask_head
+                .as_ref()
+                .zip(mask.as_ref())
+                .map(|(m, b)| MaskHeadEntry { config: m.config.clone(), bytes: b.len() as u64 }),
             extra_classifier_bytes: extras.iter().map(|e| e.len() as u64).collect(),
             card: self.card.clone(),
             candidate_config: self.candidate_config.clone(),
@@ -324,6 +355,9 @@ impl ModelBundle {
         out.extend_from_slice(&k);
         for e in &extras {
             out.extend_from_slice(e);
+        }
+        if let Some(m) = &mask {
+            out.extend_from_slice(m);
         }
         Ok(out)
     }
@@ -349,6 +383,7 @@ impl ModelBundle {
             classifier: classifier_config.init(device),
             extra_classifiers: Vec::new(),
             classifier_config,
+            mask_head: None,
             card,
         }
     }
@@ -481,6 +516,29 @@ mod tests {
         // One network: no field in the header (older readers see the bundle they know).
         let single = tiny_bundle(&device).to_bytes().unwrap();
         assert!(!String::from_utf8_lossy(&single).contains("extra_classifier_bytes"));
+    }
+
+    #[test]
+    fn a_mask_head_round_trips_and_is_checked() {
+        let device = Device::flex();
+        let mut bundle = tiny_bundle(&device);
+        let config = MaskHeadConfig { net: CandidateNetConfig::new().with_base_channels(4).with_mpp(0.25), crop_size: 16, ..Default::default() };
+        bundle.mask_head = Some(MaskHead { net: config.net.init(&device), config: config.clone() });
+        let bytes = bundle.to_bytes().unwrap();
+        let back = ModelBundle::from_bytes(&bytes, "mask.bundle", &device).unwrap();
+        assert_eq!(back.mask_head.as_ref().map(|m| &m.config), Some(&config));
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        // Cut into the head's weights: named, not a panic.
+        let err = ModelBundle::from_bytes(&bytes[..bytes.len() - 3], "mask.bundle", &device).unwrap_err().to_string();
+        assert!(err.contains("mask.bundle") && err.contains("mask head"), "{err}");
+        // An unusable crop size in the header is refused by name.
+        let odd = with_header(&bytes, |h| h["mask_head"]["config"]["crop_size"] = 13.into());
+        let err = ModelBundle::from_bytes(&odd, "mask.bundle", &device).unwrap_err().to_string();
+        assert!(err.contains("mask head config"), "{err}");
+        // Without a head the header has no entry (0.9 bundles read as before).
+        let plain = tiny_bundle(&device).to_bytes().unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("mask_head"));
+        assert!(ModelBundle::from_bytes(&plain, "plain.bundle", &device).unwrap().mask_head.is_none());
     }
 
     #[test]

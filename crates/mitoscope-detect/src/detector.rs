@@ -9,6 +9,8 @@
 //!    thresholded heat-map blob around the peak).
 //! 3. Candidates from all tiles are merged by centre distance.
 //! 4. Stage 2 scores a crop at each candidate, in batches.
+//! 5. Where the bundle has a mask head, it outlines each detection at or
+//!    above the threshold from a crop at its own resolution.
 //!
 //! Coordinates in [`Detection`] are input-image pixels (x = column, y = row).
 
@@ -111,6 +113,9 @@ impl ModelGrid {
         (x + 0.5) / self.step - 0.5
     }
 }
+
+/// A detection's outline, input pixels (none where no figure is seen).
+type Outline = Option<Vec<(f64, f64)>>;
 
 /// Peaks farther than this (µm) from their seed are not part of its outline.
 const OUTLINE_RADIUS_UM: f64 = 10.0;
@@ -333,6 +338,9 @@ impl Detector {
         if !options.keep_all_candidates {
             candidates.retain(|d| d.score >= threshold);
         }
+        if options.polygons {
+            self.outline_with_mask_head(&mut candidates, image, in_mpp, threshold)?;
+        }
         candidates.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
@@ -340,6 +348,57 @@ impl Detector {
                 .then(a.x.total_cmp(&b.x))
         });
         Ok(candidates)
+    }
+
+    /// Replaces the stage-1 outline of each detection at or above `threshold`
+    /// by the mask head's (none where the head sees no figure), when the
+    /// bundle has a head.
+    fn outline_with_mask_head(
+        &self,
+        detections: &mut [Detection],
+        image: &RgbImage,
+        in_mpp: Mpp,
+        threshold: f64,
+    ) -> Result<(), DetectError> {
+        let Some(head) = &self.bundle.mask_head else {
+            return Ok(());
+        };
+        let spec = CropSpec {
+            crop_size: head.config.crop_size as u32,
+            mpp: Mpp::new(head.config.net.mpp).map_err(|e| DetectError::Config(format!("mask head mpp: {e}")))?,
+        };
+        let step = spec.mpp.get() / in_mpp.get(); // input pixels per crop pixel
+        let half = (head.config.crop_size as f64 - 1.0) / 2.0;
+        let started = std::time::Instant::now();
+        let mut chosen: Vec<&mut Detection> = detections.iter_mut().filter(|d| d.score >= threshold).collect();
+        let outlines: Vec<Result<Vec<Outline>, DetectError>> = chosen
+            .par_chunks(CROP_CHUNK)
+            .map(|chunk| {
+                let crops: Vec<RgbImage> = chunk.iter().map(|d| resample_crop(image, (d.x, d.y), in_mpp, spec)).collect();
+                let maps = head.maps(&crops, &self.device)?;
+                Ok(chunk
+                    .iter()
+                    .zip(&maps)
+                    .map(|(d, map)| {
+                        let pixels = head.figure(map);
+                        let hull = mitoscope_formats::geojson::pixel_hull(&pixels);
+                        (pixels.len() >= 3 && hull.vertices.len() >= 3).then(|| {
+                            // Crop pixel u lies at centre + (u - half) * step in the input.
+                            hull.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
+                        })
+                    })
+                    .collect())
+            })
+            .collect();
+        let mut outlines = outlines.into_iter();
+        for chunk in chosen.chunks_mut(CROP_CHUNK) {
+            let polygons = outlines.next().unwrap_or_else(|| Ok(Vec::new()))?;
+            for (d, polygon) in chunk.iter_mut().zip(polygons) {
+                d.polygon = polygon;
+            }
+        }
+        tracing::debug!(mask_ms = started.elapsed().as_millis() as u64, "mask head");
+        Ok(())
     }
 
     /// Stage-2 probabilities of crops: the mean over the bundle's networks,
@@ -519,6 +578,47 @@ mod tests {
         for i in 0..centres.len() {
             assert!((mean[i] - (a[i] + b[i]) / 2.0).abs() < 1e-6, "{mean:?} vs {a:?} {b:?}");
         }
+    }
+
+    #[test]
+    fn a_mask_head_outlines_the_detections_it_sees_a_figure_in() {
+        use mitoscope_model::{CandidateNetConfig, MaskHead, MaskHeadConfig};
+        let device = Device::flex();
+        let mut bundle = crate::testutil::tiny_bundle(&device);
+        bundle.card.operating_threshold = 0.0;
+        let (img, _) = crate::synthetic::render_hpf(5, 240);
+        let options = DetectOptions::default();
+        let map_outlined = Detector::new(bundle.clone(), device.clone()).detect_image(&img, 0.25, &options).unwrap();
+        assert!(!map_outlined.is_empty());
+        // A head at 0.5 µm/px with every pixel on (threshold 0): the outline is
+        // its whole 16-px crop, 32 input px square around the detection.
+        let config = MaskHeadConfig {
+            net: CandidateNetConfig::new().with_base_channels(2).with_mpp(0.5),
+            crop_size: 16,
+            threshold: 0.0,
+            reach_um: 2.0,
+        };
+        bundle.mask_head = Some(MaskHead { net: config.net.init(&device), config: config.clone() });
+        let with_head = Detector::new(bundle.clone(), device.clone()).detect_image(&img, 0.25, &options).unwrap();
+        assert_eq!(with_head.len(), map_outlined.len(), "the head changes outlines, not detections");
+        for d in &with_head {
+            let poly = d.polygon.as_ref().expect("an outline");
+            let xs: Vec<f64> = poly.iter().map(|p| p.0 - d.x).collect();
+            let ys: Vec<f64> = poly.iter().map(|p| p.1 - d.y).collect();
+            let span = |v: &[f64]| (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            // Pixel edges of crop pixels 0 and 15 around the centre 7.5, 2 input px per crop px.
+            assert_eq!(span(&xs), (-16.0, 16.0), "{poly:?}");
+            assert_eq!(span(&ys), (-16.0, 16.0), "{poly:?}");
+        }
+        // A head that sees no figure (no probability reaches 1): no outline at all.
+        bundle.mask_head.as_mut().unwrap().config.threshold = 1.0;
+        let blind = Detector::new(bundle.clone(), device.clone()).detect_image(&img, 0.25, &options).unwrap();
+        assert!(blind.iter().all(|d| d.polygon.is_none()));
+        // Polygons off: the head is not run.
+        let off = DetectOptions { polygons: false, ..DetectOptions::default() };
+        bundle.mask_head.as_mut().unwrap().config.threshold = 0.0;
+        let none = Detector::new(bundle, device).detect_image(&img, 0.25, &off).unwrap();
+        assert!(none.iter().all(|d| d.polygon.is_none()));
     }
 
     #[test]

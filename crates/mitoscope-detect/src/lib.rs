@@ -45,6 +45,7 @@ mod detector;
 mod error;
 pub mod fixtures;
 pub mod hpf_set;
+pub mod mask_training;
 pub mod recipe;
 pub mod training_data;
 pub mod slide_run;

@@ -58,6 +58,7 @@ use mitoscope_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::mask_training::{MaskHeadRecipe, MaskImage, train_mask_head};
 use crate::training_data::{LabelledField, MaskPatch, NegativeField, PaintedField, TrainingData};
 use crate::{
     DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord,
@@ -187,6 +188,10 @@ pub struct RecipeConfig {
     /// older recipes: false.
     #[serde(default)]
     pub stage1_on_all_hpfs: bool,
+    /// The mask head's training (`epochs: 0`: none). Absent in older recipes:
+    /// the default head.
+    #[serde(default)]
+    pub mask_head: MaskHeadRecipe,
     /// Model name written into the card.
     pub version: String,
 }
@@ -341,7 +346,10 @@ impl Default for RecipeConfig {
             // HPFs in-sample at F1 0.51, AP 0.62 (0.8: 0.52, 0.63) with 1 false
             // positive on the held-out CMC tile (0.8: 0). No gain that shows here.
             stage1_on_all_hpfs: false,
-            version: "mitoscope-default-0.9".into(),
+            // 0.10: outlines from a mask head at 0.25 µm/px trained on the mask
+            // patches (0.9: convex hulls of the 0.5 µm/px stage-1 map).
+            mask_head: MaskHeadRecipe::default(),
+            version: "mitoscope-default-0.10".into(),
         }
     }
 }
@@ -358,6 +366,7 @@ impl RecipeConfig {
             negatives_per_hpf: 60,
             negatives_per_cmc: 60,
             hard_negatives_per_image: 60,
+            mask_head: MaskHeadRecipe { epochs: 2, decay_epochs: 1, tiles_per_epoch: 128, folds: 2, ..MaskHeadRecipe::default() },
             ..Self::default()
         }
     }
@@ -439,6 +448,9 @@ pub struct RecipeReport {
     /// Per-HPF out-of-fold results (`threshold_on: cross_validated` only).
     #[serde(default)]
     pub cross_validation: Option<CrossValidation>,
+    /// The mask head's Dice, out of fold over the mask images (runs with a head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_head: Option<crate::mask_training::MaskHeadReport>,
 }
 
 /// Out-of-fold results: every labelled HPF scored by a network that never saw it.
@@ -617,6 +629,66 @@ pub fn train_default(
     check_config(config, &Stages::Both)?;
     let data = TrainingData::shared(data_root, config.painted_hpf_negatives)?;
     train_recipe(&data, out_dir, config, &Stages::Both, &Device::flex(), command, show_progress)
+}
+
+/// Adds a mask head to `base` (its stages, thresholds and card kept), trained
+/// on the pixel masks of `data` (the mask patches and the masks of the
+/// fields `config.val_hpfs` does not name) with `config.mask_head`, and
+/// measured out of fold against `base`'s own stage-1 outlines. Writes
+/// `model.bundle`, `recipe.json` and `MASK-HEAD.md` into `out_dir`; re-running
+/// resumes.
+pub fn add_mask_head(
+    data: &TrainingData,
+    out_dir: &Path,
+    config: &RecipeConfig,
+    base: &ModelBundle,
+    device: &Device,
+    command: &str,
+    show_progress: bool,
+) -> Result<(ModelBundle, Option<crate::mask_training::MaskHeadReport>), DetectError> {
+    if config.mask_head.epochs == 0 {
+        return Err(DetectError::Config("the recipe's mask_head.epochs is 0: no mask head to train".into()));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
+    let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
+    mitoscope_formats::atomic::write_atomic(&out_dir.join("recipe.json"), &json)?;
+    let say = |m: &str| {
+        if show_progress {
+            eprintln!("[recipe] {m}");
+        }
+    };
+    let fields: Vec<&LabelledField> = data.fields.iter().filter(|f| !config.val_hpfs.contains(&f.name)).collect();
+    let images = MaskImage::all(&data.mask_patches, &fields);
+    say(&format!(
+        "mask head: {} mask images ({} with a figure), stages kept from {}",
+        images.len(),
+        images.iter().filter(|m| m.has_figure()).count(),
+        base.card.version
+    ));
+    let seed = config.seed.wrapping_add(7000);
+    let options = TrainOptions { stop_after_epochs: None, show_progress };
+    let (head, report) =
+        train_mask_head(base, &images, &config.mask_head, seed, &out_dir.join("mask-head"), device, options, &say)?;
+    let mut bundle = base.clone();
+    bundle.mask_head = Some(head);
+    bundle.card.version = config.version.clone();
+    let n_images = images.len();
+    bundle.card.training.notes += &format!(
+        "; mask head added to {} by `{command}` (seed {seed}) from {n_images} mask images",
+        base.card.version
+    );
+    if let (Some(r), Some(metrics)) = (&report, bundle.card.metrics.as_object_mut()) {
+        metrics.insert("mask_head".into(), serde_json::to_value(r).map_err(|e| DetectError::Config(e.to_string()))?);
+    }
+    bundle.save(&out_dir.join(crate::BUNDLE_FILE))?;
+    let md = format!(
+        "# Mask head of `{}`\n\nAdded to `{}` (its stages, thresholds and card kept) by\n\n```\n{command}\n```\n\n{}",
+        config.version,
+        base.card.version,
+        mask_head_md(&bundle.card, report.as_ref(), &config.mask_head)
+    );
+    mitoscope_formats::atomic::write_atomic(&out_dir.join("MASK-HEAD.md"), md.as_bytes())?;
+    Ok((bundle, report))
 }
 
 /// Settings that cannot work together, refused before any data is read.
@@ -1002,6 +1074,11 @@ pub fn train_recipe(
         classifier,
         extra_classifiers,
         classifier_config: classifier_config.clone(),
+        // A one-stage run keeps the given model's head unless the recipe trains one.
+        mask_head: match stages {
+            Stages::CandidateOnly(base) | Stages::ClassifierOnly(base) => base.mask_head.clone(),
+            Stages::Both => None,
+        },
         card: card.clone(),
     };
     let detector = Detector::new(bundle, device.clone());
@@ -1149,6 +1226,37 @@ pub fn train_recipe(
     };
     lap("threshold", &mut seconds);
 
+    // ---- Mask head: outlines at the scan's resolution, trained on the pixel masks ----
+    let mut bundle = detector.bundle().clone();
+    bundle.card.operating_threshold = operating_threshold;
+    let mut mask_head_report = None;
+    if config.mask_head.epochs > 0 {
+        let images = MaskImage::all(patches, &train_hpfs);
+        if images.iter().any(|m| m.has_figure()) {
+            let (head, report) = train_mask_head(
+                &bundle,
+                &images,
+                &config.mask_head,
+                config.seed.wrapping_add(7000),
+                &out_dir.join("mask-head"),
+                &device,
+                options,
+                &say,
+            )?;
+            if let Some(r) = &report {
+                say(&format!(
+                    "mask head, out of fold over {} mask images: Dice {:.3} pooled, {:.3} mean (stage-1 outlines: {:.3}, {:.3})",
+                    r.images, r.head_dice_pooled, r.head_dice_mean, r.map_dice_pooled, r.map_dice_mean
+                ));
+            }
+            bundle.mask_head = Some(head);
+            mask_head_report = report;
+        } else {
+            say("mask head: no image with a pixel mask of a figure; outlines come from the stage-1 map");
+        }
+        lap("mask-head", &mut seconds);
+    }
+
     let report = RecipeReport {
         candidate_threshold,
         train_candidate_recall,
@@ -1167,9 +1275,8 @@ pub fn train_recipe(
         classifier_val_f1,
         seconds,
         cross_validation,
+        mask_head: mask_head_report,
     };
-    let mut bundle = detector.bundle().clone();
-    bundle.card.operating_threshold = operating_threshold;
     bundle.card.training = TrainingRecord {
         command: command.to_owned(),
         data: if data.source == "shared" {
@@ -1426,6 +1533,7 @@ fn train_stage1(
         classifier: data.classifier_config.init(data.device),
         extra_classifiers: Vec::new(),
         classifier_config: data.classifier_config.clone(),
+        mask_head: None,
         card,
     };
     let detector = Detector::new(probe, data.device.clone());
@@ -1691,7 +1799,7 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
          | mitoses, TP, FP, {scored} (FP on the held-out mitosis-free fields) | {m}, {tp}, {fp} ({cfp}) |\n\
          | stage-2 crops: positive / negative (hard) | {np} / {nn} ({nh}) |\n\
          | seconds per 2084x2084 HPF (detect_image scoring all candidates, CPU) | {sph:.1} |\n\n\
-         {cv}\
+         {cv}{mask}\
          Phase wall-clock seconds: {secs}\n\n\
          **Caveats.** {notes}. The validation set is tiny ({m} mitoses), so these numbers are noisy.\n\
          Not a validated medical device.\n\n\
@@ -1750,8 +1858,51 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
             .as_ref()
             .map(|cv| cross_validation_md(cv, config.cv_stage1))
             .unwrap_or_default(),
+        mask = mask_head_md(card, r.mask_head.as_ref(), &config.mask_head),
         json = serde_json::to_string_pretty(config).unwrap_or_default(),
     )
+}
+
+/// Where outlines come from, and the mask head's out-of-fold Dice.
+pub(crate) fn mask_head_md(
+    card: &ModelCard,
+    report: Option<&crate::mask_training::MaskHeadReport>,
+    recipe: &MaskHeadRecipe,
+) -> String {
+    if recipe.epochs == 0 {
+        return format!(
+            "## Outlines\n\nConvex hulls of the stage-1 map at {} um/px (no mask head).\n\n",
+            card.model_mpp
+        );
+    }
+    let mut md = format!(
+        "## Mask head\n\nOutlines come from a mask head: a {c}-channel encoder-decoder on a {px}x{px} crop at {mpp} um/px \
+         around each detection, trained on the pixel masks alone ({e} epochs of {t} tiles); a pixel is the figure's at \
+         probability {th} or more, and the blobs within {reach} um of the centre make the figure.\n\n",
+        c = recipe.channels,
+        px = recipe.crop_px,
+        mpp = recipe.mpp,
+        e = recipe.epochs,
+        t = recipe.tiles_per_epoch,
+        th = recipe.threshold,
+        reach = recipe.reach_um,
+    );
+    if let Some(r) = report {
+        md += &format!(
+            "| Dice against the truth masks, detections at the operating threshold ({n} mask images, {f} with a figure; \
+             {k}-fold, each image outlined by a head trained without it) | pooled | mean per image |\n|---|---|---|\n\
+             | mask head (out of fold) | {hp:.3} | {hm:.3} |\n\
+             | convex hull of the stage-1 map (stage 1 trained on these masks) | {mp:.3} | {mm:.3} |\n\n",
+            n = r.images,
+            f = r.images_with_figures,
+            k = r.folds,
+            hp = r.head_dice_pooled,
+            hm = r.head_dice_mean,
+            mp = r.map_dice_pooled,
+            mm = r.map_dice_mean,
+        );
+    }
+    md
 }
 
 /// The per-HPF table of a cross-validated run (validation rows above are its pooled sums).

@@ -18,9 +18,16 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mitoscope-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".mitoscope-").suffix(".tmp");
+    // Temp files are private (0600) by default; an output should get the mode
+    // a plain create gives it (0666 less the umask), so colleagues can read it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| FormatError::io(dir, e))?;
     {
@@ -36,6 +43,19 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_a_plain_file_mode_not_a_private_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let atomic = dir.path().join("atomic.csv");
+        let plain = dir.path().join("plain.csv");
+        write_atomic(&atomic, b"x").unwrap();
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain), "the umask decides, as for any new file");
+    }
 
     #[test]
     fn replaces_whole_file_and_leaves_no_temp() {

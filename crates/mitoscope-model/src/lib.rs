@@ -14,6 +14,10 @@
 //!    at 0.5 µm/px (32 µm of tissue) centred on each candidate; one logit per
 //!    crop, score = sigmoid. [`infer::classify_crops`] batches crops.
 //!
+//! A model may also carry a **mask head** ([`MaskHead`]): the candidate net's
+//! shape at 0.25 µm/px on a crop around each detection, trained on pixel masks
+//! alone, whose thresholded map outlines the figure.
+//!
 //! Networks are deliberately lean: the default CPU backend (burn's pure-Rust
 //! `flex`) trains several times slower than PyTorch on CPU.
 //!
@@ -62,6 +66,7 @@ pub mod data;
 mod error;
 pub mod infer;
 mod layers;
+pub mod mask_head;
 pub mod run_data;
 pub mod training;
 pub mod weights;
@@ -72,6 +77,7 @@ mod test_support;
 pub use candidate::{CandidateNet, CandidateNetConfig, Peak, ProbabilityMap, peaks};
 pub use classifier::{PatchClassifier, PatchClassifierConfig};
 pub use error::ModelError;
+pub use mask_head::{MaskHead, MaskHeadConfig};
 pub use layers::conv3x3_in_slices;
 pub use candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
 pub use training::{TrainOptions, TrainOutcome, TrainingConfig, train_classifier};

@@ -360,11 +360,13 @@ pub struct TrainArgs {
     /// (fields named `<slide>_<n>`).
     #[arg(long, value_name = "F")]
     pub val_fraction: Option<f64>,
-    /// Which stages to train: both, candidate (stage 1; keeps --base-model's stage 2) or
-    /// classifier (stage 2, on --base-model's stage-1 candidates).
+    /// Which stages to train: both (and the mask head), candidate (stage 1; keeps
+    /// --base-model's stage 2), classifier (stage 2, on --base-model's stage-1 candidates) or
+    /// mask (only a mask head, added to --base-model, its Dice measured out of fold).
     #[arg(long, value_name = "S", default_value = "both")]
     pub stage: String,
-    /// The model whose other stage a one-stage run keeps (default: the embedded model).
+    /// The model whose other stage a one-stage run keeps, or that --stage mask adds a head to
+    /// (default: the embedded model).
     #[arg(long, value_name = "PATH")]
     pub base_model: Option<PathBuf>,
     /// Device to train on: cpu, wgpu[:N] (build with --features wgpu; run `mitoscope

@@ -209,3 +209,53 @@ fn check_device_compares_a_device_with_the_cpu() {
         assert!(err.contains("--features wgpu"), "{err}");
     }
 }
+
+#[test]
+fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
+    let icpr = require_data!("icpr2012");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.json");
+    tiny_config(&config);
+    let p = |rel: &str| dir.path().join(rel).display().to_string();
+    let patches = icpr.join("mask-patches");
+    let patches = patches.to_str().unwrap();
+    // Both stages and then the head, on the 50 mask patches read as a GZMH-like folder.
+    let log = ok(&[
+        "train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--out", &p("model"),
+    ]);
+    assert!(log.contains("mask head: fold 2 of 2") && log.contains("mask head, out of fold over"), "{log}");
+    let device = mitoscope_model::burn::tensor::Device::flex();
+    let bundle = mitoscope_detect::ModelBundle::load(&dir.path().join("model/model.bundle"), &device).unwrap();
+    let head = bundle.mask_head.as_ref().expect("the recipe adds a mask head");
+    assert_eq!((head.config.crop_size, head.config.net.mpp), (80, 0.25));
+    let card = std::fs::read_to_string(dir.path().join("model/MODEL.md")).unwrap();
+    assert!(card.contains("## Mask head") && card.contains("mask head (out of fold)"), "{card}");
+    // Its out-of-fold Dice is in the card's metrics, beside the stage-1 outlines'.
+    let report = &bundle.card.metrics["mask_head"];
+    for key in ["head_dice_pooled", "head_dice_mean", "map_dice_pooled", "map_dice_mean"] {
+        let v = report[key].as_f64().unwrap_or(f64::NAN);
+        assert!((0.0..=1.0).contains(&v), "{key}: {report}");
+    }
+    assert!(report["images"].as_u64().unwrap() >= 30, "{report}");
+
+    // A head alone, added to that model: its stages and threshold are kept.
+    let log = ok(&[
+        "train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--stage", "mask",
+        "--base-model", &p("model/model.bundle"), "--out", &p("head"),
+    ]);
+    assert!(log.contains("stages kept from tiny-test"), "{log}");
+    let added = mitoscope_detect::ModelBundle::load(&dir.path().join("head/model.bundle"), &device).unwrap();
+    assert!(added.mask_head.is_some());
+    assert_eq!(added.card.operating_threshold, bundle.card.operating_threshold);
+    assert_eq!(added.card.candidate_threshold, bundle.card.candidate_threshold);
+    assert!(std::fs::read_to_string(dir.path().join("head/MASK-HEAD.md")).unwrap().contains("Added to `tiny-test`"));
+    // A recipe without a head has nothing for --stage mask to do: one clear error.
+    let mut no_head: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    no_head["mask_head"]["epochs"] = 0.into();
+    std::fs::write(dir.path().join("nohead.json"), serde_json::to_vec(&no_head).unwrap()).unwrap();
+    let err = fails(&[
+        "train", "--config", &p("nohead.json"), "--dataset", patches, "--mpp", "0.2456", "--stage", "mask",
+        "--base-model", &p("model/model.bundle"), "--out", &p("none"),
+    ]);
+    assert!(err.contains("mask_head.epochs is 0"), "{err}");
+}

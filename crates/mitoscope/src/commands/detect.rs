@@ -127,7 +127,10 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
         }))
     };
+    let mask_only = matches!(args.stage.as_str(), "mask" | "mask-head");
     let stages = match args.stage.as_str() {
+        // Checked here, trained below: the mask head needs no stage of its own.
+        "mask" | "mask-head" => Stages::Both,
         "both" => {
             if args.base_model.is_some() {
                 bail!("--base-model is for one-stage runs (--stage candidate or classifier)");
@@ -136,7 +139,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         }
         "candidate" | "1" => Stages::CandidateOnly(base()?),
         "classifier" | "2" => Stages::ClassifierOnly(base()?),
-        other => bail!("unknown --stage '{other}': expected both, candidate or classifier"),
+        other => bail!("unknown --stage '{other}': expected both, candidate, classifier or mask"),
     };
     let data = if own_data {
         let sources = DatasetSources {
@@ -183,6 +186,18 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         TrainingData::shared(&root, config.painted_hpf_negatives)?
     };
     let command: Vec<String> = std::env::args().collect();
+    if mask_only {
+        let base = base()?;
+        let (bundle, report) =
+            mitoscope_detect::recipe::add_mask_head(&data, &args.out, &config, &base, &device, &command.join(" "), true)?;
+        super::print(&format!(
+            "{}\nmodel with mask head written to {} ({})\n",
+            serde_json::to_string_pretty(&report)?,
+            args.out.join(mitoscope_detect::BUNDLE_FILE).display(),
+            bundle.card.version
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &device, &command.join(" "), true)?;
     super::print(&format!(
         "{}\nmodel written to {} (operating threshold {:.3})\n",
