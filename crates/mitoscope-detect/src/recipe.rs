@@ -673,6 +673,11 @@ pub fn add_mask_head(
     bundle.mask_head = Some(head);
     bundle.card.version = config.version.clone();
     let n_images = images.len();
+    // A head replacing another: its note replaces the old one.
+    let notes = &mut bundle.card.training.notes;
+    if let Some(at) = notes.find("; mask head added to ") {
+        notes.truncate(at);
+    }
     bundle.card.training.notes += &format!(
         "; mask head added to {} by `{command}` (seed {seed}) from {n_images} mask images",
         base.card.version
@@ -1082,8 +1087,10 @@ pub fn train_recipe(
         card: card.clone(),
     };
     let detector = Detector::new(bundle, device.clone());
+    // Scoring only: outlines (and a kept mask head's work) are not needed here.
     let all = DetectOptions {
         keep_all_candidates: true,
+        polygons: false,
         ..DetectOptions::default()
     };
     // (scores of detections, ground truth, match radius in px)
