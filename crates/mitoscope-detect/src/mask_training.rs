@@ -63,7 +63,9 @@ impl Default for MaskHeadRecipe {
         Self {
             epochs: 10,
             decay_epochs: 3,
-            tiles_per_epoch: 1024,
+            // Measured on the ICPR mask patches, out of fold: 1024 tiles per epoch gave
+            // pooled Dice 0.605 (mean 0.824) in 2x the time of 512's 0.599 (0.822).
+            tiles_per_epoch: 512,
             channels: 8,
             crop_px: head.crop_size,
             mpp: head.net.mpp,
