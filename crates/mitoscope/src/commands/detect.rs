@@ -127,18 +127,17 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             None => ModelBundle::embedded(&device).context("loading the embedded default model")?,
         }))
     };
-    let mask_only = matches!(args.stage.as_str(), "mask" | "mask-head");
+    // None: only a mask head, added to the base model (no stage is trained).
     let stages = match args.stage.as_str() {
-        // Checked here, trained below: the mask head needs no stage of its own.
-        "mask" | "mask-head" => Stages::Both,
+        "mask" | "mask-head" => None,
         "both" => {
             if args.base_model.is_some() {
                 bail!("--base-model is for one-stage runs (--stage candidate or classifier)");
             }
-            Stages::Both
+            Some(Stages::Both)
         }
-        "candidate" | "1" => Stages::CandidateOnly(base()?),
-        "classifier" | "2" => Stages::ClassifierOnly(base()?),
+        "candidate" | "1" => Some(Stages::CandidateOnly(base()?)),
+        "classifier" | "2" => Some(Stages::ClassifierOnly(base()?)),
         other => bail!("unknown --stage '{other}': expected both, candidate, classifier or mask"),
     };
     let data = if own_data {
@@ -186,7 +185,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         TrainingData::shared(&root, config.painted_hpf_negatives)?
     };
     let command: Vec<String> = std::env::args().collect();
-    if mask_only {
+    let Some(stages) = stages else {
         let base = base()?;
         let (bundle, report) =
             mitoscope_detect::recipe::add_mask_head(&data, &args.out, &config, &base, &device, &command.join(" "), true)?;
@@ -197,7 +196,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             bundle.card.version
         ))?;
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &device, &command.join(" "), true)?;
     super::print(&format!(
         "{}\nmodel written to {} (operating threshold {:.3})\n",
