@@ -241,7 +241,7 @@ impl TrainingData {
             let before = fields.len();
             // Each image is decoded here to check it: in parallel, in the dataset's order.
             let loaded: Vec<LabelledField> =
-                set.images.par_iter().map(|img| load_field(path, img, sources)).collect::<Result<_, _>>()?;
+                in_order(set.images.par_iter().map(|img| load_field(path, img, sources)).collect())?;
             fields.extend(loaded);
             let mitoses: usize = fields[before..].iter().map(|f| f.centroids.len()).sum();
             let lookalikes: usize = fields[before..].iter().map(|f| f.lookalikes.len()).sum();
@@ -278,7 +278,7 @@ impl TrainingData {
             let mpp = sources.mpp.ok_or_else(|| {
                 DetectError::Config(format!("{}: mitosis-free fields need --mpp", dir.display()))
             })?;
-            let loaded: Vec<NegativeField> = files
+            let loaded = files
                 .par_iter()
                 .map(|file| {
                     Ok(NegativeField {
@@ -288,8 +288,8 @@ impl TrainingData {
                         lookalikes: Vec::new(),
                     })
                 })
-                .collect::<Result<_, DetectError>>()?;
-            negative_fields.extend(loaded);
+                .collect::<Vec<Result<_, DetectError>>>();
+            negative_fields.extend(in_order(loaded)?);
             described.push(format!("{}: {} mitosis-free fields", dir.display(), files.len()));
         }
         let mut crop_folders = Vec::new();
@@ -463,6 +463,13 @@ fn image_file(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
             sources.images_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
         ),
     })
+}
+
+/// The results of a parallel pass, or the first failure in input order.
+/// (`collect::<Result<..>>` on a parallel iterator returns whichever failure
+/// finished first, so the same bad dataset could name a different file each run.)
+fn in_order<T>(results: Vec<Result<T, DetectError>>) -> Result<Vec<T>, DetectError> {
+    results.into_iter().collect()
 }
 
 fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) -> Result<LabelledField, DetectError> {
