@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use burn::optim::AdamConfig;
 use burn::prelude::*;
-use image::{Rgb, RgbImage};
+use image::{GrayImage, Rgb, RgbImage};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +48,10 @@ use crate::{ModelError, TrainOptions};
 pub struct CandidateSample {
     /// RGB image at the network's resolution ([`CandidateNetConfig::mpp`]).
     pub image: RgbImage,
-    /// Heat-map target, same size as `image`.
-    pub target: ProbabilityMap,
+    /// Heat-map target, same size as `image`, in 1/255 steps (255 = mitosis).
+    /// A byte a pixel, not an f32: a GZMH-sized set holds ~1500 of these at
+    /// ~1 MP each, and its targets (binary discs and masks) lose nothing.
+    pub target: GrayImage,
     /// Mitosis centres `(x, y)` in `image` pixels (for positive tile sampling
     /// and validation recall); empty for mitosis-free images.
     pub centres: Vec<(f64, f64)>,
@@ -64,9 +66,30 @@ pub struct CandidateSample {
 }
 
 impl CandidateSample {
-    /// A sample with weight 1 for both kinds of draws.
+    /// A sample with weight 1 for both kinds of draws; `target`'s values are
+    /// clamped to [0, 1] and kept in 1/255 steps (NaN reads as 0).
     pub fn new(image: RgbImage, target: ProbabilityMap, centres: Vec<(f64, f64)>, origin: impl Into<String>) -> Self {
+        let bytes = target.values.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+        // A malformed map becomes 0x0, which `validate` refuses, naming the sample.
+        let target = (target.values.len() == target.width * target.height)
+            .then(|| GrayImage::from_raw(target.width as u32, target.height as u32, bytes))
+            .flatten()
+            .unwrap_or_else(|| GrayImage::new(0, 0));
         Self { image, target, centres, origin: origin.into(), random_weight: 1.0, centre_weight: 1.0 }
+    }
+
+    /// The target at pixel index `i` (row-major), in [0, 1].
+    fn target_at(&self, i: usize) -> f32 {
+        f32::from(self.target.as_raw()[i]) / 255.0
+    }
+
+    /// The target as a map of probabilities.
+    pub fn target_map(&self) -> ProbabilityMap {
+        ProbabilityMap {
+            width: self.target.width() as usize,
+            height: self.target.height() as usize,
+            values: (0..self.target.as_raw().len()).map(|i| self.target_at(i)).collect(),
+        }
     }
 }
 
@@ -209,7 +232,8 @@ pub fn train_candidate_net(
     }
     let mut hash = Fingerprint::default();
     for sample in train.iter().chain(val) {
-        hash.image(&sample.image).f32s(&sample.target.values);
+        // Hashed as the f32 maps they were up to 0.10, so older run folders still resume.
+        hash.image(&sample.image).f32s(&sample.target_map().values);
         let centres: Vec<f32> = sample.centres.iter().flat_map(|&(x, y)| [x as f32, y as f32]).collect();
         hash.f32s(&centres).f32s(&[sample.random_weight as f32]);
     }
@@ -308,11 +332,9 @@ fn validate(config: &CandidateTrainingConfig, train: &[CandidateSample]) -> Resu
     }
     for s in train {
         let (w, h) = (s.image.width() as usize, s.image.height() as usize);
-        if w == 0 || h == 0 || (s.target.width, s.target.height) != (w, h) || s.target.values.len() != w * h {
-            return Err(ModelError::Data(format!(
-                "{}: image is {w}x{h}, target is {}x{}",
-                s.origin, s.target.width, s.target.height
-            )));
+        let (tw, th) = (s.target.width() as usize, s.target.height() as usize);
+        if w == 0 || h == 0 || (tw, th) != (w, h) {
+            return Err(ModelError::Data(format!("{}: image is {w}x{h}, target is {tw}x{th}", s.origin)));
         }
     }
     Ok(())
@@ -360,7 +382,7 @@ fn draw_tile(
             let sx = (x0 + a as i64).clamp(0, w - 1) as usize;
             let sy = (y0 + b as i64).clamp(0, h - 1) as usize;
             tile.put_pixel(tx as u32, ty as u32, *s.image.get_pixel(sx as u32, sy as u32));
-            target.values[ty * size + tx] = s.target.values[sy * w as usize + sx];
+            target.values[ty * size + tx] = s.target_at(sy * w as usize + sx);
         }
     }
     if config.hed_scale > 0.0 || config.hed_shift > 0.0 {
@@ -402,7 +424,7 @@ fn evaluate_candidates(
     let (mut loss_sum, mut found, mut total, mut n_peaks) = (0.0f64, 0usize, 0usize, 0usize);
     for s in val {
         let map = candidate_map(model, &s.image, device)?;
-        loss_sum += f64::from(map_loss(&s.image, &s.target, model, device)?);
+        loss_sum += f64::from(map_loss(&s.image, &s.target_map(), model, device)?);
         let found_peaks = peaks(&map, config.peak_threshold, config.peak_min_distance);
         n_peaks += found_peaks.len();
         let d2 = config.match_distance * config.match_distance;
@@ -611,12 +633,23 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ModelError::Data(_)));
         let mut bad = samples();
-        bad[0].target = ProbabilityMap::zeros(3, 3);
+        bad[0].target = GrayImage::new(3, 3);
         assert!(train_candidate_net(&tiny(1), &bad, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
         assert_eq!(pad_to(&RgbImage::new(3, 5), 8).dimensions(), (8, 8));
         let mut none = samples();
         none.iter_mut().for_each(|s| s.random_weight = 0.0);
         assert!(train_candidate_net(&tiny(1), &none, &[], dir.path(), &device, TrainOptions::quiet()).is_err());
+    }
+
+    #[test]
+    fn targets_keep_binary_maps_exactly_and_soft_ones_in_255_steps() {
+        let map = ProbabilityMap { width: 3, height: 2, values: vec![0.0, 1.0, 0.5, f32::NAN, 2.0, -1.0] };
+        let s = CandidateSample::new(RgbImage::new(3, 2), map, Vec::new(), "t");
+        assert_eq!(s.target.as_raw(), &[0, 255, 128, 0, 255, 0]);
+        assert_eq!(s.target_map().values, vec![0.0, 1.0, 128.0 / 255.0, 0.0, 1.0, 0.0]);
+        // A map whose values do not fill it is refused by training, not read past.
+        let short = ProbabilityMap { width: 3, height: 2, values: vec![1.0; 5] };
+        assert_eq!(CandidateSample::new(RgbImage::new(3, 2), short, Vec::new(), "t").target.dimensions(), (0, 0));
     }
 
     #[test]
