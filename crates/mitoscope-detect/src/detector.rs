@@ -381,10 +381,11 @@ impl Detector {
                     .zip(&maps)
                     .map(|(d, map)| {
                         let pixels = head.figure(map);
-                        let hull = mitoscope_formats::geojson::pixel_hull(&pixels);
-                        (pixels.len() >= 3 && hull.vertices.len() >= 3).then(|| {
+                        // The figure's own edges where it is one blob; two masses (anaphase) get their hull.
+                        let outline = mitoscope_formats::geojson::pixel_polygon(&pixels);
+                        (pixels.len() >= 3 && outline.vertices.len() >= 3).then(|| {
                             // Crop pixel u lies at centre + (u - half) * step in the input.
-                            hull.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
+                            outline.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
                         })
                     })
                     .collect())

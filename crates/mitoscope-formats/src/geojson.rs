@@ -3,8 +3,9 @@
 //! Writer: a `FeatureCollection` with one `Feature` per object. Geometry is
 //! the centroid as a `Point`, or with [`WriteOptions::polygons`] the outline
 //! as a `Polygon` where the object has a shape (a polygon as is; a pixel set
-//! as the convex hull of its pixels' squares, a simple outline that covers
-//! every pixel). Properties, as QuPath 0.4+ reads them:
+//! as the outline along its pixels' edges where it is one 4-connected blob,
+//! else the convex hull of its pixels' squares; either covers every pixel).
+//! Properties, as QuPath 0.4+ reads them:
 //!
 //! ```json
 //! {"objectType": "annotation",            // "detection" when scored
@@ -251,6 +252,72 @@ pub fn pixel_hull(pixels: &[(u32, u32)]) -> Polygon {
     Polygon::new(hull.into_iter().map(|(x, y)| Point::new(x, y)).collect())
 }
 
+/// The outline of a pixel set along its pixels' edges, holes filled, when the
+/// set is one 4-connected blob (else `None`): it covers exactly the blob's
+/// pixels, where [`pixel_hull`] also covers its concavities. Clockwise on
+/// screen (y down), a vertex at each turn, in the same half-pixel frame as
+/// [`pixel_hull`].
+///
+/// Written here rather than taken from `imageproc::contours`: that traces
+/// through pixel centres, so a filled contour loses half a pixel all round
+/// and a one-pixel-wide figure has no area at all.
+pub fn pixel_outline(pixels: &[(u32, u32)]) -> Option<Polygon> {
+    let set: std::collections::HashSet<(i64, i64)> = pixels.iter().map(|&(x, y)| (i64::from(x), i64::from(y))).collect();
+    let &start = set.iter().min_by_key(|&&(x, y)| (y, x))?;
+    // One blob: everything reachable from `start` through edge neighbours.
+    let mut seen = std::collections::HashSet::from([start]);
+    let mut stack = vec![start];
+    while let Some((x, y)) = stack.pop() {
+        for n in [(x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)] {
+            if set.contains(&n) && seen.insert(n) {
+                stack.push(n);
+            }
+        }
+    }
+    if seen.len() != set.len() {
+        return None;
+    }
+    let on = |x: i64, y: i64| set.contains(&(x, y));
+    // Walk the pixel corners (corner (cx, cy) is the top-left of pixel (cx, cy))
+    // with the blob on the right: east, south, west, north.
+    const STEP: [(i64, i64); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
+    // The two pixels ahead of corner (cx, cy) heading `d`: (left, right).
+    let ahead = |cx: i64, cy: i64, d: usize| match d {
+        0 => (on(cx, cy - 1), on(cx, cy)),
+        1 => (on(cx, cy), on(cx - 1, cy)),
+        2 => (on(cx - 1, cy), on(cx - 1, cy - 1)),
+        _ => (on(cx - 1, cy - 1), on(cx, cy - 1)),
+    };
+    let (mut c, mut d) = (start, 0usize);
+    let mut vertices = vec![start];
+    // Each edge of the boundary is walked once: 4 per pixel bounds the walk.
+    for _ in 0..=4 * set.len() {
+        c = (c.0 + STEP[d].0, c.1 + STEP[d].1);
+        if c == start {
+            break;
+        }
+        let (left, right) = ahead(c.0, c.1, d);
+        let turn = if !right {
+            (d + 1) % 4 // the edge turns right (also where a pixel only touches diagonally)
+        } else if left {
+            (d + 3) % 4 // a pixel ahead on the left too: the edge turns left
+        } else {
+            d
+        };
+        if turn != d {
+            vertices.push(c);
+            d = turn;
+        }
+    }
+    let vertices = vertices.into_iter().map(|(x, y)| Point::new(x as f64 - 0.5, y as f64 - 0.5)).collect();
+    Some(Polygon::new(vertices))
+}
+
+/// [`pixel_outline`] where the pixels are one blob, else [`pixel_hull`].
+pub fn pixel_polygon(pixels: &[(u32, u32)]) -> Polygon {
+    pixel_outline(pixels).unwrap_or_else(|| pixel_hull(pixels))
+}
+
 fn class_label(class: ObjectClass) -> (&'static str, [u8; 3]) {
     match class {
         ObjectClass::Mitosis => ("Mitosis", [220, 30, 30]),
@@ -261,7 +328,7 @@ fn class_label(class: ObjectClass) -> (&'static str, [u8; 3]) {
 fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
     let outline = match (&o.shape, polygons) {
         (Some(Shape::Polygon(p)), true) if p.vertices.len() >= 3 => Some(p.clone()),
-        (Some(Shape::Pixels(px)), true) if !px.is_empty() => Some(pixel_hull(px)),
+        (Some(Shape::Pixels(px)), true) if !px.is_empty() => Some(pixel_polygon(px)),
         _ => None,
     };
     let geometry = match outline {
@@ -322,5 +389,37 @@ mod tests {
         let l = pixel_hull(&[(0, 0), (0, 1), (1, 1)]);
         assert_eq!(l.area(), 3.5);
         assert!(l.vertices.iter().all(|v| v.x.fract().abs() == 0.5));
+    }
+
+    #[test]
+    fn outline_of_pixels_follows_their_edges() {
+        let single = pixel_outline(&[(5, 5)]).unwrap();
+        assert_eq!((single.area(), single.vertices.len()), (1.0, 4));
+        assert_eq!(single.centroid(), Some(Point::new(5.0, 5.0)));
+        // The L: exactly its 3 pixels (the hull: 3.5), 6 corners, centred on its pixels' mean.
+        let l = pixel_outline(&[(0, 0), (0, 1), (1, 1)]).unwrap();
+        assert_eq!((l.area(), l.vertices.len()), (3.0, 6));
+        let c = l.centroid().unwrap();
+        assert!((c.x - 1.0 / 3.0).abs() < 1e-12 && (c.y - 2.0 / 3.0).abs() < 1e-12, "{c:?}");
+        // A U (concave, 7 pixels) and a ring (its hole filled: 9).
+        let u = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0)];
+        assert_eq!(pixel_outline(&u).unwrap().area(), 7.0);
+        let ring: Vec<(u32, u32)> = (0..3).flat_map(|y| (0..3).map(move |x| (x, y))).filter(|&p| p != (1, 1)).collect();
+        assert_eq!(pixel_outline(&ring).unwrap().area(), 9.0);
+        // Diagonal neighbours are two blobs, as are two masses apart: no outline, the hull instead.
+        assert!(pixel_outline(&[(0, 0), (1, 1)]).is_none());
+        assert!(pixel_outline(&[(0, 0), (5, 0)]).is_none());
+        assert_eq!(pixel_polygon(&[(0, 0), (5, 0)]).area(), 6.0);
+        assert!(pixel_outline(&[]).is_none());
+        // A random blob: the outline's area is its pixel count whenever it has no hole.
+        let blob: Vec<(u32, u32)> = (0..40u32)
+            .flat_map(|y| (0..40u32).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let (dx, dy) = (x as f64 - 20.0, y as f64 - 20.0);
+                dx.hypot(dy) < 12.0 + 5.0 * (3.0 * dy.atan2(dx)).sin()
+            })
+            .collect();
+        assert_eq!(pixel_outline(&blob).unwrap().area(), blob.len() as f64);
+        assert!(pixel_hull(&blob).area() > blob.len() as f64 + 50.0);
     }
 }
