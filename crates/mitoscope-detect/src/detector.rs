@@ -143,7 +143,8 @@ impl Detector {
             .unwrap_or(self.bundle.card.operating_threshold)
     }
 
-    /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first.
+    /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first;
+    /// outlined from the map (with `options.polygons`) only when the bundle has no mask head.
     pub fn candidates(
         &self,
         image: &RgbImage,
@@ -188,6 +189,9 @@ impl Detector {
         };
         let resampled = started.elapsed();
 
+        // A mask head outlines the detections afterwards (and only them), so the
+        // map's outlines of its candidates would be thrown away.
+        let map_outlines = options.polygons && self.bundle.mask_head.is_none();
         // Tiles in parallel: on one large image this is what uses every core.
         let per_tile: Vec<Result<Vec<Detection>, DetectError>> = tiles
             .par_iter()
@@ -205,7 +209,7 @@ impl Detector {
                     if !t.owns(gx, gy) {
                         continue;
                     }
-                    let polygon = if options.polygons {
+                    let polygon = if map_outlines {
                         // The map is a per-pixel probability (trained on masks where a dataset has
                         // them): cut at 0.5, or at half a weaker peak so weak figures get an outline.
                         let level = (0.5 * p.score)
