@@ -298,12 +298,10 @@ impl Default for RecipeConfig {
             negatives_per_cmc: 800,
             in_domain_repeats: 16,
             hard_negatives_per_image: 400,
-            // With 30 training figures 0.95 lets the weakest go, and an unseen
-            // HPF loses more (out of fold 33 of 35 for 0.9/0.10). Being measured
-            // (session 15): 0.99 here with `mining_recall_target: 0.95`, which
-            // keeps the mined negatives, so stage 2 and every detection stay the
-            // same and only `candidates.csv` gains rows (a detection needs a peak
-            // above ~0.95 at the operating threshold anyway).
+            // With 30 training figures 0.95 lets the weakest go; out of fold stage 1
+            // finds 33 of 35. Measured in session 15: 0.99 with `mining_recall_target:
+            // 0.95` (same mined negatives, so the same stage 2) still finds 33 of 35,
+            // with 354 candidates per HPF instead of 168 (BENCHMARKS.md): not taken.
             candidate_recall_target: 0.95,
             mining_recall_target: None,
             match_radius_um: 8.0,
