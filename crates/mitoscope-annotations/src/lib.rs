@@ -77,6 +77,9 @@ pub enum Shape {
     Pixels(Vec<(u32, u32)>),
     /// A polygon outline.
     Polygon(Polygon),
+    /// One object in several separate parts (a figure in anaphase or
+    /// telophase: two chromatin masses), each with its own outline.
+    MultiPolygon(Vec<Polygon>),
 }
 
 impl Shape {
@@ -85,6 +88,7 @@ impl Shape {
         match self {
             Shape::Pixels(px) => pixel_centroid(px),
             Shape::Polygon(p) => p.centroid(),
+            Shape::MultiPolygon(parts) => parts_centroid(parts),
         }
     }
 
@@ -93,6 +97,7 @@ impl Shape {
         match self {
             Shape::Pixels(px) => pixel_bbox(px),
             Shape::Polygon(p) => p.bbox(),
+            Shape::MultiPolygon(parts) => BBox::enclosing(parts.iter().flat_map(|p| &p.vertices)),
         }
     }
 
@@ -101,8 +106,36 @@ impl Shape {
         match self {
             Shape::Pixels(px) => px.len() as f64,
             Shape::Polygon(p) => p.area(),
+            Shape::MultiPolygon(parts) => parts.iter().map(Polygon::area).sum(),
         }
     }
+
+    /// The outlines of a polygonal shape: one for a polygon, each part's for a
+    /// multipolygon, none for a pixel set.
+    pub fn polygons(&self) -> &[Polygon] {
+        match self {
+            Shape::Pixels(_) => &[],
+            Shape::Polygon(p) => std::slice::from_ref(p),
+            Shape::MultiPolygon(parts) => parts,
+        }
+    }
+}
+
+/// The area-weighted centroid of separate parts (the vertex mean of each
+/// part weighs by its vertex count where every part has no area).
+fn parts_centroid(parts: &[Polygon]) -> Option<Point> {
+    let weighted: Vec<(Point, f64)> = parts.iter().filter_map(|p| Some((p.centroid()?, p.area()))).collect();
+    let total: f64 = weighted.iter().map(|(_, a)| a).sum();
+    if total > 0.0 {
+        let (sx, sy) = weighted.iter().fold((0.0, 0.0), |(sx, sy), (c, a)| (sx + c.x * a, sy + c.y * a));
+        return Some(Point::new(sx / total, sy / total));
+    }
+    let vertices: Vec<&Point> = parts.iter().flat_map(|p| &p.vertices).collect();
+    let n = vertices.len() as f64;
+    (!vertices.is_empty()).then(|| {
+        let (sx, sy) = vertices.iter().fold((0.0, 0.0), |(sx, sy), p| (sx + p.x, sy + p.y));
+        Point::new(sx / n, sy / n)
+    })
 }
 
 /// Mean position of a pixel set.

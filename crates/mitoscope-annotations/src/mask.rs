@@ -62,18 +62,23 @@ pub fn rasterise<'a>(objects: impl IntoIterator<Item = &'a Annotation>, width: u
                     }
                 }
             }
-            Some(Shape::Polygon(poly)) if poly.vertices.len() >= 3 => {
-                let pts: Vec<imageproc::point::Point<i32>> = poly
-                    .vertices
-                    .iter()
-                    .map(|p| imageproc::point::Point::new(p.x.round() as i32, p.y.round() as i32))
-                    .collect();
-                // draw_polygon_mut refuses a closed ring; Polygon::new already opened it,
-                // but rounding can make the ends meet again.
-                let pts = if pts.len() > 1 && pts.first() == pts.last() { &pts[..pts.len() - 1] } else { &pts[..] };
-                if pts.len() >= 3 {
-                    imageproc::drawing::draw_polygon_mut(&mut mask, pts, Luma([FOREGROUND]));
-                } else {
+            Some(shape @ (Shape::Polygon(_) | Shape::MultiPolygon(_))) => {
+                let mut drawn = false;
+                for poly in shape.polygons() {
+                    let pts: Vec<imageproc::point::Point<i32>> = poly
+                        .vertices
+                        .iter()
+                        .map(|p| imageproc::point::Point::new(p.x.round() as i32, p.y.round() as i32))
+                        .collect();
+                    // draw_polygon_mut refuses a closed ring; Polygon::new already opened it,
+                    // but rounding can make the ends meet again.
+                    let pts = if pts.len() > 1 && pts.first() == pts.last() { &pts[..pts.len() - 1] } else { &pts[..] };
+                    if pts.len() >= 3 {
+                        imageproc::drawing::draw_polygon_mut(&mut mask, pts, Luma([FOREGROUND]));
+                        drawn = true;
+                    }
+                }
+                if !drawn {
                     skipped += 1;
                 }
             }
@@ -129,6 +134,33 @@ mod tests {
         let back = objects_from_mask(&m, 1);
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].bbox, Some(BBox { x_min: 2.0, y_min: 2.0, x_max: 8.0, y_max: 6.0 }));
+    }
+
+    #[test]
+    fn a_multipolygon_rasterises_every_part_and_nothing_between() {
+        let square = |x0: f64, y0: f64, side: f64| {
+            mitoscope_geom::Polygon::new(vec![
+                Point::new(x0, y0),
+                Point::new(x0 + side, y0),
+                Point::new(x0 + side, y0 + side),
+                Point::new(x0, y0 + side),
+            ])
+        };
+        // Two masses of an anaphase figure, 4x4 and 2x2 squares, 6 px apart.
+        let shape = Shape::MultiPolygon(vec![square(2.0, 2.0, 4.0), square(12.0, 2.0, 2.0)]);
+        assert_eq!(shape.area_px(), 20.0);
+        // Area-weighted: (16 * 4 + 4 * 13) / 20 = 5.8 across, (16 * 4 + 4 * 3) / 20 = 3.8 down.
+        let c = shape.centroid().unwrap();
+        assert!((c.x - 5.8).abs() < 1e-12 && (c.y - 3.8).abs() < 1e-12, "{c:?}");
+        assert_eq!(shape.bbox(), Some(BBox { x_min: 2.0, y_min: 2.0, x_max: 14.0, y_max: 6.0 }));
+        let obj = Annotation::from_shape(shape, ObjectClass::Mitosis).unwrap();
+        let (m, skipped) = rasterise([&obj], 20, 10);
+        assert_eq!(skipped, 0);
+        let back = objects_from_mask(&m, 1);
+        assert_eq!(back.len(), 2, "two parts, not their hull");
+        assert_eq!(back[0].bbox, Some(BBox { x_min: 2.0, y_min: 2.0, x_max: 6.0, y_max: 6.0 }));
+        assert_eq!(back[1].bbox, Some(BBox { x_min: 12.0, y_min: 2.0, x_max: 14.0, y_max: 4.0 }));
+        assert!((7..12).all(|x| m.get_pixel(x, 3).0[0] == 0), "the gap stays empty");
     }
 
     proptest! {

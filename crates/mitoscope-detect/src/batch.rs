@@ -413,10 +413,7 @@ fn process_one(
 pub fn detection_mask(detections: &[Detection], width: u32, height: u32) -> image::GrayImage {
     let objects: Vec<Annotation> = detections
         .iter()
-        .filter_map(|d| {
-            let poly = Polygon::new(d.polygon.as_ref()?.iter().map(|&(x, y)| Point::new(x, y)).collect());
-            Annotation::from_shape(Shape::Polygon(poly), ObjectClass::Mitosis)
-        })
+        .filter_map(|d| Annotation::from_shape(outline_shape(&d.outline)?, ObjectClass::Mitosis))
         .collect();
     mitoscope_annotations::mask::rasterise(&objects, width, height).0
 }
@@ -466,7 +463,19 @@ pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
-/// Detections as an annotation set (class mitosis, score, polygon shape).
+/// A detection's outline as a shape: a polygon, a multipolygon for a figure in
+/// several parts, none without an outline.
+fn outline_shape(outline: &[Vec<(f64, f64)>]) -> Option<Shape> {
+    let mut parts: Vec<Polygon> =
+        outline.iter().map(|ring| Polygon::new(ring.iter().map(|&(x, y)| Point::new(x, y)).collect())).collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.pop().map(Shape::Polygon),
+        _ => Some(Shape::MultiPolygon(parts)),
+    }
+}
+
+/// Detections as an annotation set (class mitosis, score, outline shape).
 pub fn annotation_set(images: &[ImageResult], input_mpp: f64) -> AnnotationSet {
     let images = images
         .iter()
@@ -482,10 +491,9 @@ pub fn annotation_set(images: &[ImageResult], input_mpp: f64) -> AnnotationSet {
                 .map(|d| {
                     let centre = Point::new(d.x, d.y);
                     let mut a = Annotation::point(centre, ObjectClass::Mitosis).with_score(d.score);
-                    if let Some(poly) = &d.polygon {
-                        let poly = Polygon::new(poly.iter().map(|&(x, y)| Point::new(x, y)).collect());
-                        a.bbox = poly.bbox();
-                        a.shape = Some(Shape::Polygon(poly));
+                    if let Some(shape) = outline_shape(&d.outline) {
+                        a.bbox = shape.bbox();
+                        a.shape = Some(shape);
                     }
                     a
                 })
@@ -577,13 +585,18 @@ mod tests {
     #[test]
     fn detection_mask_fills_outlines_only() {
         let square = vec![(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)];
-        let with = Detection { x: 15.0, y: 15.0, score: 0.9, candidate_score: 0.9, polygon: Some(square) };
-        let without = Detection { x: 40.0, y: 40.0, score: 0.9, candidate_score: 0.9, polygon: None };
+        let shifted = |dx: f64| square.iter().map(|&(x, y)| (x + dx, y)).collect::<Vec<_>>();
+        let with = Detection { x: 15.0, y: 15.0, score: 0.9, candidate_score: 0.9, outline: vec![square.clone()] };
+        let without = Detection { x: 40.0, y: 40.0, score: 0.9, candidate_score: 0.9, outline: Vec::new() };
         let mask = detection_mask(&[with, without], 50, 50);
         assert_eq!(mask.get_pixel(15, 15).0, [255]);
         assert_eq!(mask.get_pixel(40, 40).0, [0]);
         let on = mask.pixels().filter(|p| p.0[0] == 255).count();
         assert!((100..=121).contains(&on), "{on} pixels for a 10x10 square");
+        // A figure in two parts fills both and leaves the gap between them.
+        let anaphase = Detection { x: 27.5, y: 15.0, score: 0.9, candidate_score: 0.9, outline: vec![shifted(0.0), shifted(25.0)] };
+        let mask = detection_mask(&[anaphase], 50, 50);
+        assert_eq!((mask.get_pixel(15, 15).0, mask.get_pixel(40, 15).0, mask.get_pixel(27, 15).0), ([255], [255], [0]));
     }
 
     #[test]
@@ -598,7 +611,7 @@ mod tests {
     #[test]
     fn overlay_draws_circle_and_digits() {
         let mut img = RgbImage::from_pixel(100, 100, Rgb([255, 255, 255]));
-        let d = Detection { x: 40.0, y: 50.0, score: 0.87, candidate_score: 0.9, polygon: None };
+        let d = Detection { x: 40.0, y: 50.0, score: 0.87, candidate_score: 0.9, outline: Vec::new() };
         draw_overlay(&mut img, &[d]);
         assert_ne!(*img.get_pixel(52, 50), Rgb([255, 255, 255]), "circle at radius 12");
         let coloured = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();

@@ -68,8 +68,10 @@ pub struct Detection {
     pub score: f64,
     /// Stage-1 heat-map peak value.
     pub candidate_score: f64,
-    /// Outline (input-image pixels), where the heat map gives one.
-    pub polygon: Option<Vec<(f64, f64)>>,
+    /// Outline (input-image pixels): a ring per separate part of the figure
+    /// (two for the chromatin masses of an anaphase), none where neither the
+    /// mask head nor the heat map gives one.
+    pub outline: Vec<Vec<(f64, f64)>>,
 }
 
 impl Scored for Detection {
@@ -114,8 +116,8 @@ impl ModelGrid {
     }
 }
 
-/// A detection's outline, input pixels (none where no figure is seen).
-type Outline = Option<Vec<(f64, f64)>>;
+/// A detection's outline parts, input pixels (none where no figure is seen).
+type Outline = Vec<Vec<(f64, f64)>>;
 
 /// Peaks farther than this (µm) from their seed are not part of its outline.
 const OUTLINE_RADIUS_UM: f64 = 10.0;
@@ -209,13 +211,13 @@ impl Detector {
                     if !t.owns(gx, gy) {
                         continue;
                     }
-                    let polygon = if map_outlines {
+                    let outline = if map_outlines {
                         // The map is a per-pixel probability (trained on masks where a dataset has
                         // them): cut at 0.5, or at half a weaker peak so weak figures get an outline.
                         let level = (0.5 * p.score)
                             .min(0.5)
                             .max(card.candidate_threshold as f32);
-                        outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(
+                        map_outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(
                             |poly| {
                                 poly.into_iter()
                                     .map(|(u, v)| {
@@ -235,7 +237,7 @@ impl Detector {
                         y: grid.to_input(f64::from(gy)),
                         score: 0.0,
                         candidate_score: f64::from(p.score),
-                        polygon,
+                        outline: outline.into_iter().collect(),
                     });
                 }
                 Ok(out)
@@ -385,21 +387,26 @@ impl Detector {
                     .zip(&maps)
                     .map(|(d, map)| {
                         let pixels = head.figure(map);
-                        // The figure's own edges where it is one blob; two masses (anaphase) get their hull.
-                        let outline = mitoscope_formats::geojson::pixel_polygon(&pixels);
-                        (pixels.len() >= 3 && outline.vertices.len() >= 3).then(|| {
-                            // Crop pixel u lies at centre + (u - half) * step in the input.
-                            outline.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
-                        })
+                        if pixels.len() < 3 {
+                            return Vec::new(); // too small to be the figure
+                        }
+                        // The figure's own edges: a ring per mass (two in anaphase).
+                        mitoscope_formats::geojson::pixel_outlines(&pixels)
+                            .iter()
+                            .map(|part| {
+                                // Crop pixel u lies at centre + (u - half) * step in the input.
+                                part.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
+                            })
+                            .collect()
                     })
                     .collect())
             })
             .collect();
         let mut outlines = outlines.into_iter();
         for chunk in chosen.chunks_mut(CROP_CHUNK) {
-            let polygons = outlines.next().unwrap_or_else(|| Ok(Vec::new()))?;
-            for (d, polygon) in chunk.iter_mut().zip(polygons) {
-                d.polygon = polygon;
+            let found = outlines.next().unwrap_or_else(|| Ok(Vec::new()))?;
+            for (d, outline) in chunk.iter_mut().zip(found) {
+                d.outline = outline;
             }
         }
         tracing::debug!(mask_ms = started.elapsed().as_millis() as u64, "mask head");
@@ -459,7 +466,7 @@ fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
 /// Convex outline (map pixels, pixel edges) of the 4-connected blob of map
 /// values >= `threshold` containing `(x, y)`, within `radius` pixels of it.
 /// `None` for blobs of fewer than 3 pixels.
-fn outline(
+fn map_outline(
     map: &ProbabilityMap,
     x: usize,
     y: usize,
@@ -607,7 +614,7 @@ mod tests {
         let with_head = Detector::new(bundle.clone(), device.clone()).detect_image(&img, 0.25, &options).unwrap();
         assert_eq!(with_head.len(), map_outlined.len(), "the head changes outlines, not detections");
         for d in &with_head {
-            let poly = d.polygon.as_ref().expect("an outline");
+            let [poly] = d.outline.as_slice() else { panic!("one outline: {:?}", d.outline) };
             let xs: Vec<f64> = poly.iter().map(|p| p.0 - d.x).collect();
             let ys: Vec<f64> = poly.iter().map(|p| p.1 - d.y).collect();
             let span = |v: &[f64]| (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
@@ -618,12 +625,12 @@ mod tests {
         // A head that sees no figure (no probability reaches 1): no outline at all.
         bundle.mask_head.as_mut().unwrap().config.threshold = 1.0;
         let blind = Detector::new(bundle.clone(), device.clone()).detect_image(&img, 0.25, &options).unwrap();
-        assert!(blind.iter().all(|d| d.polygon.is_none()));
+        assert!(blind.iter().all(|d| d.outline.is_empty()));
         // Polygons off: the head is not run.
         let off = DetectOptions { polygons: false, ..DetectOptions::default() };
         bundle.mask_head.as_mut().unwrap().config.threshold = 0.0;
         let none = Detector::new(bundle, device).detect_image(&img, 0.25, &off).unwrap();
-        assert!(none.iter().all(|d| d.polygon.is_none()));
+        assert!(none.iter().all(|d| d.outline.is_empty()));
     }
 
     #[test]
@@ -661,12 +668,12 @@ mod tests {
         for (x, y) in [(4, 4), (5, 4), (4, 5), (5, 5), (8, 8)] {
             map.values[y * 10 + x] = 0.9;
         }
-        let poly = outline(&map, 4, 4, 0.5, 5.0).unwrap();
+        let poly = map_outline(&map, 4, 4, 0.5, 5.0).unwrap();
         let xs: Vec<f64> = poly.iter().map(|p| p.0).collect();
         assert_eq!(xs.iter().cloned().fold(f64::MAX, f64::min), 3.5);
         assert_eq!(xs.iter().cloned().fold(f64::MIN, f64::max), 5.5);
         assert!(
-            outline(&map, 8, 8, 0.5, 5.0).is_none(),
+            map_outline(&map, 8, 8, 0.5, 5.0).is_none(),
             "a single pixel has no outline"
         );
     }

@@ -2033,7 +2033,7 @@ mod tests {
                 y: 0.0,
                 score,
                 candidate_score: score,
-                polygon: None,
+                outline: Vec::new(),
             })
             .collect();
         dets.sort_by(|a, b| b.score.total_cmp(&a.score));

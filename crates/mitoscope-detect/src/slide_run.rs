@@ -469,9 +469,15 @@ pub fn detect_slide(
                 .map(|d| Detection {
                     x: to_level0(t.x as f64 + d.x),
                     y: to_level0(t.y as f64 + d.y),
-                    polygon: d.polygon.map(|p| {
-                        p.into_iter().map(|(u, v)| (to_level0(t.x as f64 + u), to_level0(t.y as f64 + v))).collect()
-                    }),
+                    outline: d
+                        .outline
+                        .into_iter()
+                        .map(|ring| {
+                            ring.into_iter()
+                                .map(|(u, v)| (to_level0(t.x as f64 + u), to_level0(t.y as f64 + v)))
+                                .collect()
+                        })
+                        .collect(),
                     ..d
                 })
                 .collect();
@@ -835,7 +841,7 @@ mod tests {
     use super::*;
 
     fn det(x: f64, y: f64, score: f64) -> Detection {
-        Detection { x, y, score, candidate_score: score, polygon: None }
+        Detection { x, y, score, candidate_score: score, outline: Vec::new() }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! COCO-like JSON: MIDOG 2021 / MIDOG++ and standard COCO.
 //!
 //! Reader: `images` (id, file_name, width, height), `annotations` (image_id,
-//! category_id, bbox, optional polygon `segmentation`, optional `score`) and
+//! category_id, bbox, optional polygon `segmentation`: each list one part of
+//! the object, RLE masks not read; optional `score`) and
 //! `categories` (id, name). The category name decides the class through
 //! [`ObjectClass::parse`] ("mitotic figure" / "not mitotic figure"); a
 //! category no name of which is recognised is an error naming it. The image
@@ -16,7 +17,7 @@
 //!
 //! Writer: standard COCO (`[x, y, w, h]`, categories 1 "mitotic figure" and
 //! 2 "not mitotic figure", `score` for detections, polygon shapes as
-//! `segmentation`). An object without a box gets a [`DEFAULT_BOX_PX`] square
+//! `segmentation`, a list per part of a figure in several parts). An object without a box gets a [`DEFAULT_BOX_PX`] square
 //! around its centroid, as MIDOG draws its 50 px boxes.
 //!
 //! Boxes are continuous: `[x, y, w, h]` maps to `x_min = x, x_max = x + w`.
@@ -181,10 +182,10 @@ pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConventi
             Some(b) if b.is_empty() => None,
             Some(b) => Some(parse_box(b, convention).map_err(|m| FormatError::malformed(path, loc(), m))?),
         };
-        let polygon = ann.segmentation.as_ref().and_then(first_polygon);
-        let mut obj = match (polygon, bbox) {
-            (Some(poly), bbox) => {
-                let mut a = Annotation::from_shape(Shape::Polygon(poly), class)
+        let shape = ann.segmentation.as_ref().and_then(segmentation_shape);
+        let mut obj = match (shape, bbox) {
+            (Some(shape), bbox) => {
+                let mut a = Annotation::from_shape(shape, class)
                     .ok_or_else(|| FormatError::malformed(path, loc(), "empty segmentation polygon"))?;
                 if bbox.is_some() {
                     a.bbox = bbox;
@@ -236,16 +237,28 @@ fn parse_box(b: &[f64], convention: BoxConvention) -> std::result::Result<BBox, 
     r.map_err(|err| format!("bbox {b:?} ({convention:?}): {err}"))
 }
 
-/// The first polygon of a COCO `segmentation` (`[[x1,y1,x2,y2,...], ...]`);
-/// RLE masks are not read.
-fn first_polygon(seg: &serde_json::Value) -> Option<Polygon> {
-    let rings = seg.as_array()?;
-    let ring = rings.first()?.as_array()?;
-    let nums: Vec<f64> = ring.iter().filter_map(serde_json::Value::as_f64).collect();
-    if nums.len() < 6 || nums.len() != ring.len() || !nums.len().is_multiple_of(2) {
-        return None;
+/// A polygon segmentation (a list of flat `[x1, y1, x2, y2, ...]` lists, one
+/// per part of the object) as a shape: a polygon, or a multipolygon where the
+/// object has several parts. Run-length (mask) segmentations and parts with
+/// fewer than 3 vertices give none.
+fn segmentation_shape(seg: &serde_json::Value) -> Option<Shape> {
+    let mut parts: Vec<Polygon> = seg
+        .as_array()?
+        .iter()
+        .filter_map(|ring| {
+            let ring = ring.as_array()?;
+            let nums: Vec<f64> = ring.iter().filter_map(serde_json::Value::as_f64).collect();
+            if nums.len() < 6 || nums.len() != ring.len() || !nums.len().is_multiple_of(2) {
+                return None;
+            }
+            Some(Polygon::new(nums.chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect()))
+        })
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.pop().map(Shape::Polygon),
+        _ => Some(Shape::MultiPolygon(parts)),
     }
-    Some(Polygon::new(nums.chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect()))
 }
 
 fn detect_convention(coco: &CocoIn) -> BoxConvention {
@@ -337,12 +350,16 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
         images.push(ImageOut { id: i + 1, file_name, width: img.width, height: img.height });
         for o in &img.objects {
             let b = crate::box_for_writing(o, path, &img.image)?;
-            let segmentation = match &o.shape {
-                Some(Shape::Polygon(p)) if p.vertices.len() >= 3 => {
-                    Some(vec![p.vertices.iter().flat_map(|v| [v.x, v.y]).collect()])
-                }
-                _ => None,
-            };
+            // One flat list per part of the object (COCO's polygon segmentation).
+            let parts: Vec<Vec<f64>> = o
+                .shape
+                .as_ref()
+                .map_or(&[][..], Shape::polygons)
+                .iter()
+                .filter(|p| p.vertices.len() >= 3)
+                .map(|p| p.vertices.iter().flat_map(|v| [v.x, v.y]).collect())
+                .collect();
+            let segmentation = (!parts.is_empty()).then_some(parts);
             annotations.push(AnnOut {
                 id: annotations.len() + 1,
                 image_id: i + 1,

@@ -2,9 +2,10 @@
 //!
 //! Writer: a `FeatureCollection` with one `Feature` per object. Geometry is
 //! the centroid as a `Point`, or with [`WriteOptions::polygons`] the outline
-//! as a `Polygon` where the object has a shape (a polygon as is; a pixel set
-//! as the outline along its pixels' edges where it is one 4-connected blob,
-//! else the convex hull of its pixels' squares; either covers every pixel).
+//! where the object has a shape: a polygon as is, a multipolygon (a figure in
+//! several parts) as a `MultiPolygon`, and a pixel set as the outline along
+//! its pixels' edges, a `Polygon` where it is one 4-connected blob, else a
+//! `MultiPolygon` with a part per blob (exactly its pixels either way).
 //! Properties, as QuPath 0.4+ reads them:
 //!
 //! ```json
@@ -28,8 +29,8 @@
 //! Reader: a `FeatureCollection`, a single `Feature` or a plain array of
 //! features, or a folder of `*.geojson`/`*.json` files. `Point` and each
 //! point of a `MultiPoint` are objects; a `Polygon` is one object with its
-//! outer ring as shape; a `MultiPolygon` is one object shaped by its largest
-//! polygon. Class from `properties.classification.name` (QuPath; a plain
+//! outer ring as shape; a `MultiPolygon` is one object in several parts,
+//! each part's outer ring kept (holes are dropped: a mitosis has none). Class from `properties.classification.name` (QuPath; a plain
 //! string is accepted too), else `properties.class`, parsed by
 //! [`ObjectClass::parse`]; `properties.name` (free text in QuPath) counts
 //! only when it parses. Unclassified features are mitoses; unknown class
@@ -136,11 +137,16 @@ fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
             }
             GeometryValue::Polygon { coordinates } => objs.push(polygon_object(path, &loc, coordinates, class)?),
             GeometryValue::MultiPolygon { coordinates } => {
-                let mut parts =
-                    coordinates.iter().map(|p| polygon_object(path, &loc, p, class)).collect::<Result<Vec<_>>>()?;
-                let area = |a: &Annotation| a.shape.as_ref().map_or(0.0, Shape::area_px);
-                parts.sort_by(|a, b| area(b).total_cmp(&area(a)));
-                objs.extend(parts.into_iter().next());
+                let mut parts = coordinates.iter().map(|p| outer_ring(path, &loc, p)).collect::<Result<Vec<_>>>()?;
+                let shape = match parts.len() {
+                    0 => return Err(FormatError::malformed(path, loc(), "multipolygon without polygons")),
+                    1 => Shape::Polygon(parts.remove(0)),
+                    _ => Shape::MultiPolygon(parts),
+                };
+                objs.push(
+                    Annotation::from_shape(shape, class)
+                        .ok_or_else(|| FormatError::malformed(path, loc(), "empty multipolygon"))?,
+                );
             }
             other => {
                 set.inconsistencies.push(Inconsistency {
@@ -206,6 +212,12 @@ fn polygon_object(
     rings: &[Vec<Position>],
     class: ObjectClass,
 ) -> Result<Annotation> {
+    Annotation::from_shape(Shape::Polygon(outer_ring(path, loc, rings)?), class)
+        .ok_or_else(|| FormatError::malformed(path, loc(), "empty polygon"))
+}
+
+/// A polygon's outer ring (holes are not kept: a mitosis has none).
+fn outer_ring(path: &Path, loc: &dyn Fn() -> String, rings: &[Vec<Position>]) -> Result<Polygon> {
     let outer = rings.first().ok_or_else(|| FormatError::malformed(path, loc(), "polygon without rings"))?;
     let pts = outer.iter().map(|p| position(path, loc, p)).collect::<Result<Vec<_>>>()?;
     let poly = Polygon::new(pts);
@@ -216,8 +228,7 @@ fn polygon_object(
             format!("polygon ring has {} distinct vertices", poly.vertices.len()),
         ));
     }
-    Annotation::from_shape(Shape::Polygon(poly), class)
-        .ok_or_else(|| FormatError::malformed(path, loc(), "empty polygon"))
+    Ok(poly)
 }
 
 /// Convex hull (counter-clockwise, Andrew's monotone chain) of the squares of
@@ -313,9 +324,37 @@ pub fn pixel_outline(pixels: &[(u32, u32)]) -> Option<Polygon> {
     Some(Polygon::new(vertices))
 }
 
-/// [`pixel_outline`] where the pixels are one blob, else [`pixel_hull`].
-pub fn pixel_polygon(pixels: &[(u32, u32)]) -> Polygon {
-    pixel_outline(pixels).unwrap_or_else(|| pixel_hull(pixels))
+/// The outlines of a pixel set's 4-connected blobs along their pixels' edges
+/// ([`pixel_outline`] of each), largest first (ties in raster order of their
+/// first pixel): together they cover exactly the set, holes filled, so two
+/// masses (a figure in anaphase) stay two parts instead of one hull over the
+/// gap between them.
+pub fn pixel_outlines(pixels: &[(u32, u32)]) -> Vec<Polygon> {
+    let mut left: std::collections::HashSet<(u32, u32)> = pixels.iter().copied().collect();
+    let mut firsts: Vec<(u32, u32)> = left.iter().copied().collect();
+    firsts.sort_by_key(|&(x, y)| (y, x));
+    let mut blobs: Vec<Vec<(u32, u32)>> = Vec::new();
+    for first in firsts {
+        if !left.remove(&first) {
+            continue; // already part of an earlier blob
+        }
+        let mut blob = vec![first];
+        let mut i = 0;
+        while i < blob.len() {
+            let (x, y) = blob[i];
+            let near = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
+            for n in near {
+                if left.remove(&n) {
+                    blob.push(n);
+                }
+            }
+            i += 1;
+        }
+        blobs.push(blob);
+    }
+    // Stable: equal sizes keep raster order.
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.len()));
+    blobs.iter().filter_map(|b| pixel_outline(b)).collect()
 }
 
 fn class_label(class: ObjectClass) -> (&'static str, [u8; 3]) {
@@ -326,20 +365,24 @@ fn class_label(class: ObjectClass) -> (&'static str, [u8; 3]) {
 }
 
 fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
-    let outline = match (&o.shape, polygons) {
-        (Some(Shape::Polygon(p)), true) if p.vertices.len() >= 3 => Some(p.clone()),
-        (Some(Shape::Pixels(px)), true) if !px.is_empty() => Some(pixel_polygon(px)),
-        _ => None,
+    let outlines: Vec<Polygon> = match (&o.shape, polygons) {
+        (Some(Shape::Pixels(px)), true) => pixel_outlines(px),
+        (Some(shape), true) => shape.polygons().iter().filter(|p| p.vertices.len() >= 3).cloned().collect(),
+        _ => Vec::new(),
     };
-    let geometry = match outline {
-        Some(poly) => {
-            // GeoJSON rings are closed: repeat the first vertex.
-            let mut ring: Vec<Position> =
-                poly.vertices.iter().map(|v| Position::from([v.x + QUPATH_OFFSET, v.y + QUPATH_OFFSET])).collect();
-            ring.extend(ring.first().cloned());
-            Geometry::new(GeometryValue::Polygon { coordinates: vec![ring] })
-        }
-        None => Geometry::new_point([o.centroid.x + QUPATH_OFFSET, o.centroid.y + QUPATH_OFFSET]),
+    // GeoJSON rings are closed: repeat the first vertex.
+    let ring = |poly: &Polygon| -> Vec<Position> {
+        let mut ring: Vec<Position> =
+            poly.vertices.iter().map(|v| Position::from([v.x + QUPATH_OFFSET, v.y + QUPATH_OFFSET])).collect();
+        ring.extend(ring.first().cloned());
+        ring
+    };
+    let geometry = match outlines.as_slice() {
+        [] => Geometry::new_point([o.centroid.x + QUPATH_OFFSET, o.centroid.y + QUPATH_OFFSET]),
+        [one] => Geometry::new(GeometryValue::Polygon { coordinates: vec![ring(one)] }),
+        parts => Geometry::new(GeometryValue::MultiPolygon {
+            coordinates: parts.iter().map(|p| vec![ring(p)]).collect(),
+        }),
     };
     let (name, color) = class_label(o.class);
     let mut props = JsonObject::new();
@@ -406,11 +449,20 @@ mod tests {
         assert_eq!(pixel_outline(&u).unwrap().area(), 7.0);
         let ring: Vec<(u32, u32)> = (0..3).flat_map(|y| (0..3).map(move |x| (x, y))).filter(|&p| p != (1, 1)).collect();
         assert_eq!(pixel_outline(&ring).unwrap().area(), 9.0);
-        // Diagonal neighbours are two blobs, as are two masses apart: no outline, the hull instead.
+        // Diagonal neighbours are two blobs, as are two masses apart: no one outline, a part per blob.
         assert!(pixel_outline(&[(0, 0), (1, 1)]).is_none());
         assert!(pixel_outline(&[(0, 0), (5, 0)]).is_none());
-        assert_eq!(pixel_polygon(&[(0, 0), (5, 0)]).area(), 6.0);
         assert!(pixel_outline(&[]).is_none());
+        assert!(pixel_outlines(&[]).is_empty());
+        assert_eq!(pixel_outlines(&[(0, 0), (1, 1)]).len(), 2);
+        // Anaphase: a 2-pixel mass and a 3-pixel mass 5 px apart; largest first, nothing between.
+        let parts = pixel_outlines(&[(0, 0), (0, 1), (6, 0), (7, 0), (8, 0)]);
+        let areas: Vec<f64> = parts.iter().map(Polygon::area).collect();
+        assert_eq!(areas, [3.0, 2.0]);
+        assert_eq!(parts[0].centroid(), Some(Point::new(7.0, 0.0)));
+        assert_eq!(parts[1].centroid(), Some(Point::new(0.0, 0.5)));
+        // One blob: the one outline.
+        assert_eq!(pixel_outlines(&u), vec![pixel_outline(&u).unwrap()]);
         // A random blob: the outline's area is its pixel count whenever it has no hole.
         let blob: Vec<(u32, u32)> = (0..40u32)
             .flat_map(|y| (0..40u32).map(move |x| (x, y)))
@@ -421,5 +473,27 @@ mod tests {
             .collect();
         assert_eq!(pixel_outline(&blob).unwrap().area(), blob.len() as f64);
         assert!(pixel_hull(&blob).area() > blob.len() as f64 + 50.0);
+    }
+
+    #[test]
+    fn a_figure_in_two_parts_is_written_and_read_as_one_multipolygon() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut img = ImageAnnotations::new("HPF");
+        // Anaphase as a pixel set: two 2x2 masses 4 px apart, one object.
+        let masses = vec![(10, 10), (11, 10), (10, 11), (11, 11), (16, 10), (17, 10), (16, 11), (17, 11)];
+        img.objects.push(Annotation::from_shape(Shape::Pixels(masses), ObjectClass::Mitosis).unwrap().with_score(0.9));
+        let set = AnnotationSet::from_images(vec![img]);
+        let path = dir.path().join("out.geojson");
+        write(&set, &path, &WriteOptions { mpp: None, polygons: true }).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"MultiPolygon\""), "{text}");
+        let back = read(&path, &ReadOptions::default()).unwrap();
+        let objects = &back.images[0].objects;
+        assert_eq!(objects.len(), 1, "one figure, not two");
+        let Some(Shape::MultiPolygon(parts)) = &objects[0].shape else { panic!("{:?}", objects[0].shape) };
+        // Each part covers exactly its mass's 4 pixels, back in our pixel-centre frame.
+        assert_eq!(parts.iter().map(Polygon::area).collect::<Vec<_>>(), [4.0, 4.0]);
+        assert_eq!(objects[0].centroid, Point::new(13.5, 10.5));
+        assert_eq!(objects[0].score, Some(0.9));
     }
 }

@@ -285,7 +285,11 @@ fn coco_round_trip() {
     let mut set = sample_set();
     let poly =
         Polygon::new(vec![Point::new(0.0, 0.0), Point::new(10.0, 0.0), Point::new(10.0, 10.0), Point::new(0.0, 10.0)]);
-    set.images[1].objects.push(Annotation::from_shape(Shape::Polygon(poly), ObjectClass::NonMitosis).unwrap());
+    set.images[1].objects.push(Annotation::from_shape(Shape::Polygon(poly.clone()), ObjectClass::NonMitosis).unwrap());
+    // A figure in two parts (anaphase): one object, both parts kept.
+    let apart = Polygon::new(poly.vertices.iter().map(|v| Point::new(v.x + 30.0, v.y)).collect());
+    let two = Shape::MultiPolygon(vec![poly, apart]);
+    set.images[1].objects.push(Annotation::from_shape(two.clone(), ObjectClass::Mitosis).unwrap());
     set.images.push(ImageAnnotations::new("empty.one"));
     coco::write(&set, &p, &WriteOptions::default()).unwrap();
     assert_eq!(detect_format(&p).unwrap(), Format::Coco);
@@ -295,6 +299,8 @@ fn coco_round_trip() {
     assert_eq!(back.images[0].objects[0].bbox.unwrap().width(), coco::DEFAULT_BOX_PX);
     assert_eq!(back.images[0].objects[2].bbox, set.images[0].objects[2].bbox);
     assert!(matches!(back.images[1].objects[1].shape, Some(Shape::Polygon(_))));
+    assert_eq!(back.images[1].objects[2].shape, Some(two));
+    assert_eq!(back.images[1].objects[2].centroid, Point::new(20.0, 5.0));
     assert_eq!(back.images[0].width, Some(2084));
 }
 
@@ -602,7 +608,12 @@ fn geojson_reads_qupath_exports() {
     assert_eq!(img.objects[1].centroid, Point::new(2.5, 3.5));
     assert_eq!(img.objects[2].class, ObjectClass::NonMitosis);
     assert_eq!(img.objects[2].score, Some(0.3));
-    assert_eq!(img.objects[3].centroid, Point::new(14.5, 14.5), "largest part of the MultiPolygon");
+    // The MultiPolygon is one object of both parts: a triangle of area 0.5 and a 10x10 square.
+    let Some(Shape::MultiPolygon(parts)) = &img.objects[3].shape else { panic!("{:?}", img.objects[3].shape) };
+    assert_eq!(parts.len(), 2);
+    assert_eq!(img.objects[3].shape.as_ref().unwrap().area_px(), 100.5);
+    let expected_x = (0.5 * (1.0 / 6.0) + 100.0 * 14.5) / 100.5;
+    assert!((img.objects[3].centroid.x - expected_x).abs() < 1e-9, "area-weighted: {:?}", img.objects[3].centroid);
     assert_eq!(set.inconsistencies.len(), 1, "the LineString is reported");
 
     let single =
