@@ -180,7 +180,8 @@ pub struct RecipeConfig {
     pub classifier_views: u8,
     /// Stage-2 networks trained (seeds `seed`, `seed + 1000`, ...; run
     /// folders `classifier/`, `classifier-2/`, ...) whose probabilities the
-    /// detector averages. Absent in older recipes: 1.
+    /// detector averages; each cross-validation fold trains as many (its
+    /// `cv-<HPF>/classifier*`). Absent in older recipes: 1.
     #[serde(default = "default_classifier_ensemble")]
     pub classifier_ensemble: usize,
     /// Cross-validated runs: each fold also trains its own stage 1 without the
@@ -237,8 +238,9 @@ pub enum ThresholdImages {
     /// still reported on the held-out images alone.
     AllHpfs,
     /// Out-of-fold scores: each labelled ICPR HPF is scored by a stage-2
-    /// network trained without it (network 1's data, seed and schedule, that
-    /// HPF's crops and mined negatives left out), and the threshold is the
+    /// network trained without it (the shipped networks' data, seeds and
+    /// schedule, that HPF's crops and mined negatives left out; as many
+    /// networks as `classifier_ensemble`, averaged), and the threshold is the
     /// best pooled F1 over all of them. The shipped stage 2 then trains on
     /// every labelled HPF (stage 1 keeps its own split). Out-of-fold scores
     /// for all 35 mitoses, at the cost of one extra network per HPF; with
@@ -1156,20 +1158,28 @@ pub fn train_recipe(
             } else {
                 &stage1
             };
-            let crops = stage2_crops(config.seed, Some(&h.name), &s1.hard)?;
-            let n_pos = crops.iter().filter(|c| c.positive).count();
-            say(&format!(
-                "cross-validation: network without {} ({n_pos} positive, {} negative crops)",
-                h.name,
-                crops.len() - n_pos
-            ));
-            let folder = out_dir.join(format!("cv-{}", h.name)).join("classifier");
-            let trained = train_network(config.seed, crops, &folder)?;
+            // As many networks as the shipped ensemble, seeded alike, so that the
+            // out-of-fold scores the threshold is placed on are averaged as its are.
+            let mut members = Vec::new();
+            for member in 0..config.classifier_ensemble.max(1) {
+                let member_seed = config.seed.wrapping_add(1000 * member as u64);
+                let crops = stage2_crops(member_seed, Some(&h.name), &s1.hard)?;
+                let n_pos = crops.iter().filter(|c| c.positive).count();
+                say(&format!(
+                    "cross-validation: network {} without {} ({n_pos} positive, {} negative crops)",
+                    member + 1,
+                    h.name,
+                    crops.len() - n_pos
+                ));
+                let folder = out_dir.join(format!("cv-{}", h.name)).join(classifier_folder(member));
+                members.push(train_network(member_seed, crops, &folder)?.model);
+            }
+            let mut members = members.into_iter();
             let mut fold = detector.bundle().clone();
             fold.candidate = s1.model.clone();
             fold.card.candidate_threshold = s1.candidate_threshold;
-            fold.classifier = trained.model;
-            fold.extra_classifiers.clear();
+            fold.classifier = members.next().ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
+            fold.extra_classifiers = members.collect();
             let dets = Detector::new(fold, device.clone()).detect_image(&*h.image.load()?, h.mpp, &all)?;
             out_of_fold.push((dets, h.centroids.clone(), config.match_radius_um / h.mpp));
         }
@@ -1361,18 +1371,18 @@ pub fn train_recipe(
             }
             ThresholdImages::CrossValidated if config.cv_stage1 && config.stage1_on_all_hpfs => {
                 "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage 1 and a stage-2 network both trained \
-                 without it (network 1's recipe; the shipped stages train on all of them); the operating threshold is their best \
+                 without it (the shipped recipe, as many stage-2 networks averaged; the shipped stages train on all of them); the operating threshold is their best \
                  pooled F1, so the nested F1 (threshold chosen without the HPF it judges) is the estimate for unseen HPFs"
             }
             ThresholdImages::CrossValidated if config.cv_stage1 => {
                 "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage 1 and a stage-2 network both trained \
-                 without it (network 1's recipe; the shipped stage 2 trains on all of them, the shipped stage 1 on all but the \
+                 without it (the shipped recipe, as many stage-2 networks averaged; the shipped stage 2 trains on all of them, the shipped stage 1 on all but the \
                  validation HPF); the operating threshold is their best pooled F1, so the nested F1 (threshold chosen without the \
                  HPF it judges) is the estimate for unseen HPFs"
             }
             ThresholdImages::CrossValidated => {
                 "validation numbers are out-of-fold: each labelled ICPR HPF scored by a stage-2 network trained without it \
-                 (network 1's recipe; the shipped stage 2 trains on all of them) on the peaks of the shipped stage 1, which saw \
+                 (the shipped recipe, as many stage-2 networks averaged; the shipped stage 2 trains on all of them) on the peaks of the shipped stage 1, which saw \
                  all but the validation HPF; the operating threshold is their best pooled F1, so the nested F1 (threshold chosen \
                  without the HPF it judges) is the estimate for unseen HPFs"
             }

@@ -135,6 +135,64 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
 }
 
 #[test]
+fn cross_validation_scores_each_field_by_an_ensemble_trained_without_it_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    dataset(root);
+    // The default recipe's way (out-of-fold threshold, a stage 1 per fold), with two networks.
+    let config = RecipeConfig {
+        threshold_on: ThresholdImages::CrossValidated,
+        cv_stage1: true,
+        classifier_ensemble: 2,
+        ..serde_json::from_slice(&{
+            tiny_config(&root.join("tiny.json"));
+            std::fs::read(root.join("tiny.json")).unwrap()
+        })
+        .unwrap()
+    };
+    std::fs::write(root.join("cv.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let p = |rel: &str| root.join(rel).display().to_string();
+    let train = [
+        "train", "--config", &p("cv.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
+        "--mpp", "0.25", "--crops", &p("crops"), "--val-fraction", "0.25", "--out", &p("model"),
+    ];
+    let log = ok(&train);
+    // Every labelled field is scored out of fold, by its own stage 1 and both networks without it.
+    let fields = ["s1_1", "s1_2", "s2_1", "s3_1"];
+    for f in fields {
+        for sub in ["candidate", "classifier", "classifier-2"] {
+            assert!(root.join(format!("model/cv-{f}/{sub}/model.bpk")).is_file(), "cv-{f}/{sub}: {log}");
+        }
+        assert!(log.contains(&format!("cross-validation: network 2 without {f}")), "{log}");
+    }
+    let oof = std::fs::read_to_string(root.join("model/out-of-fold.csv")).unwrap();
+    assert!(oof.starts_with("image,x,y,score,candidate_score"), "{oof}");
+    let scored: std::collections::BTreeSet<&str> = oof.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    assert!(scored.iter().all(|f| fields.contains(f)), "{scored:?}");
+    let device = mitoscope_model::burn::tensor::Device::flex();
+    let bundle = mitoscope_detect::ModelBundle::load(&root.join("model/model.bundle"), &device).unwrap();
+    assert_eq!(bundle.extra_classifiers.len(), 1, "the shipped ensemble has two networks");
+    let card = std::fs::read_to_string(root.join("model/MODEL.md")).unwrap();
+    assert!(card.contains("Nested estimate for unseen HPFs"), "{card}");
+
+    // Run again: every network is found finished (none rewritten), and the scores are the same.
+    let weights = || -> Vec<(String, std::time::SystemTime)> {
+        let mut files: Vec<String> = ["candidate", "classifier", "classifier-2"].iter().map(|s| format!("model/{s}")).collect();
+        for f in fields {
+            files.extend(["candidate", "classifier", "classifier-2"].iter().map(|s| format!("model/cv-{f}/{s}")));
+        }
+        files.into_iter().map(|f| {
+            let t = std::fs::metadata(root.join(&f).join("model.bpk")).and_then(|m| m.modified()).unwrap();
+            (f, t)
+        }).collect()
+    };
+    let before = weights();
+    ok(&train);
+    assert_eq!(weights(), before, "nothing retrained");
+    assert_eq!(std::fs::read_to_string(root.join("model/out-of-fold.csv")).unwrap(), oof);
+}
+
+#[test]
 fn bad_training_input_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
