@@ -83,6 +83,18 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The shape of an object outlined in `parts`: none for no part, a
+    /// polygon for one, a multipolygon for several (readers and writers of
+    /// every format build outlines this way, so one part is never a
+    /// one-element multipolygon).
+    pub fn from_parts(mut parts: Vec<Polygon>) -> Option<Shape> {
+        match parts.len() {
+            0 => None,
+            1 => parts.pop().map(Shape::Polygon),
+            _ => Some(Shape::MultiPolygon(parts)),
+        }
+    }
+
     /// Centroid: mean of the pixels, or the polygon's area centroid.
     pub fn centroid(&self) -> Option<Point> {
         match self {
@@ -338,6 +350,22 @@ impl AnnotationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unit_square_at(x: f64, y: f64) -> Polygon {
+        Polygon::new(vec![Point::new(x, y), Point::new(x + 1.0, y), Point::new(x + 1.0, y + 1.0), Point::new(x, y + 1.0)])
+    }
+
+    #[test]
+    fn an_outline_in_parts_is_nothing_a_polygon_or_a_multipolygon_by_its_count() {
+        assert_eq!(Shape::from_parts(Vec::new()), None);
+        assert_eq!(Shape::from_parts(vec![unit_square_at(0.0, 0.0)]), Some(Shape::Polygon(unit_square_at(0.0, 0.0))));
+        let two = Shape::from_parts(vec![unit_square_at(0.0, 0.0), unit_square_at(4.0, 0.0)]).unwrap();
+        let Shape::MultiPolygon(parts) = &two else { panic!("{two:?}") };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(two.area_px(), 2.0);
+        let c = two.centroid().unwrap();
+        assert!((c.x - 2.5).abs() < 1e-9 && (c.y - 0.5).abs() < 1e-9, "{c:?}");
+    }
 
     #[test]
     fn class_names_from_datasets() {

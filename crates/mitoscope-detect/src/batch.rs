@@ -466,13 +466,9 @@ pub(crate) fn csv_field(s: &str) -> String {
 /// A detection's outline as a shape: a polygon, a multipolygon for a figure in
 /// several parts, none without an outline.
 fn outline_shape(outline: &[Vec<(f64, f64)>]) -> Option<Shape> {
-    let mut parts: Vec<Polygon> =
-        outline.iter().map(|ring| Polygon::new(ring.iter().map(|&(x, y)| Point::new(x, y)).collect())).collect();
-    match parts.len() {
-        0 => None,
-        1 => parts.pop().map(Shape::Polygon),
-        _ => Some(Shape::MultiPolygon(parts)),
-    }
+    Shape::from_parts(
+        outline.iter().map(|ring| Polygon::new(ring.iter().map(|&(x, y)| Point::new(x, y)).collect())).collect(),
+    )
 }
 
 /// Detections as an annotation set (class mitosis, score, outline shape).

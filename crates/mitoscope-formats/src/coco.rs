@@ -242,7 +242,7 @@ fn parse_box(b: &[f64], convention: BoxConvention) -> std::result::Result<BBox, 
 /// object has several parts. Run-length (mask) segmentations and parts with
 /// fewer than 3 vertices give none.
 fn segmentation_shape(seg: &serde_json::Value) -> Option<Shape> {
-    let mut parts: Vec<Polygon> = seg
+    let parts: Vec<Polygon> = seg
         .as_array()?
         .iter()
         .filter_map(|ring| {
@@ -254,11 +254,7 @@ fn segmentation_shape(seg: &serde_json::Value) -> Option<Shape> {
             Some(Polygon::new(nums.chunks_exact(2).map(|c| Point::new(c[0], c[1])).collect()))
         })
         .collect();
-    match parts.len() {
-        0 => None,
-        1 => parts.pop().map(Shape::Polygon),
-        _ => Some(Shape::MultiPolygon(parts)),
-    }
+    Shape::from_parts(parts)
 }
 
 fn detect_convention(coco: &CocoIn) -> BoxConvention {

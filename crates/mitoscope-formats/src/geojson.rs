@@ -137,12 +137,9 @@ fn read_file(path: &Path, set: &mut AnnotationSet) -> Result<()> {
             }
             GeometryValue::Polygon { coordinates } => objs.push(polygon_object(path, &loc, coordinates, class)?),
             GeometryValue::MultiPolygon { coordinates } => {
-                let mut parts = coordinates.iter().map(|p| outer_ring(path, &loc, p)).collect::<Result<Vec<_>>>()?;
-                let shape = match parts.len() {
-                    0 => return Err(FormatError::malformed(path, loc(), "multipolygon without polygons")),
-                    1 => Shape::Polygon(parts.remove(0)),
-                    _ => Shape::MultiPolygon(parts),
-                };
+                let parts = coordinates.iter().map(|p| outer_ring(path, &loc, p)).collect::<Result<Vec<_>>>()?;
+                let shape = Shape::from_parts(parts)
+                    .ok_or_else(|| FormatError::malformed(path, loc(), "multipolygon without polygons"))?;
                 objs.push(
                     Annotation::from_shape(shape, class)
                         .ok_or_else(|| FormatError::malformed(path, loc(), "empty multipolygon"))?,
