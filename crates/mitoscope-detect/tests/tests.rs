@@ -76,27 +76,43 @@ fn corrupt_and_odd_inputs_fail_alone() {
     let tiny = save(dir.path(), "tiny.png", &RgbImage::from_pixel(5, 3, Rgb([200, 150, 200])));
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
-    // A truncated PNG (a truncated JPEG decodes, grey-filled, in the image crate).
+    // A truncated PNG, and a truncated JPEG (which the image crate would decode grey-filled).
     let truncated = dir.path().join("truncated.png");
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     std::fs::write(&truncated, &png[..png.len() / 3]).unwrap();
+    let truncated_jpeg = dir.path().join("truncated.jpg");
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    std::fs::write(&truncated_jpeg, &jpeg[..jpeg.len() / 2]).unwrap();
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
     let missing = dir.path().join("missing.png");
 
-    let inputs = vec![corrupt.clone(), good, gray, truncated.clone(), rgba, empty.clone(), tiny, missing.clone()];
+    let inputs = vec![
+        corrupt.clone(),
+        good,
+        gray,
+        truncated.clone(),
+        truncated_jpeg.clone(),
+        rgba,
+        empty.clone(),
+        tiny,
+        missing.clone(),
+    ];
     let out = dir.path().join("out");
     let summary = run_batch(&detector, &inputs, &out, &BatchConfig::default()).unwrap();
     let ok: Vec<&str> = summary.per_image.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(ok, vec!["good", "gray", "rgba", "tiny"]);
     let failed: Vec<&PathBuf> = summary.failures.iter().map(|(p, _)| p).collect();
-    assert_eq!(failed.len(), 4, "{:?}", summary.failures);
+    assert_eq!(failed.len(), 5, "{:?}", summary.failures);
     for (path, message) in &summary.failures {
         let name = path.file_name().unwrap().to_string_lossy();
         assert!(message.contains(name.as_ref()), "error names the file: {message}");
     }
-    assert!(failed.contains(&&missing) && failed.contains(&&corrupt) && failed.contains(&&truncated) && failed.contains(&&empty));
+    for bad in [&missing, &corrupt, &truncated, &truncated_jpeg, &empty] {
+        assert!(failed.contains(&bad), "{} should have failed: {:?}", bad.display(), summary.failures);
+    }
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert!(csv.starts_with("image,x,y,score\n"));
     assert!(csv.lines().skip(1).all(|l| ["good,", "gray,", "rgba,", "tiny,"].iter().any(|p| l.starts_with(p))));

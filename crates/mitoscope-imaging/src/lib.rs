@@ -21,7 +21,7 @@ pub use resolution::{PLAUSIBLE_MPP, stated_mpp, tiff_decoder_mpp};
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
 
 /// Extensions Mitoscope reads as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
@@ -54,6 +54,15 @@ pub enum ImagingError {
         #[source]
         source: image::ImageError,
     },
+    /// The file ends before the image does (a decoder may still have
+    /// returned pixels for the part that is there).
+    #[error("image {path} is truncated: {detail}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        detail: &'static str,
+    },
     /// Zero width or height.
     #[error("image {path} is empty ({width}x{height})")]
     Empty {
@@ -74,11 +83,47 @@ fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>,
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
-    let img = reader(path)?.decode().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImagingError::Io { path: path.to_owned(), source })?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decodes an image held in memory (a file read whole, a zip entry); `path`
+/// names it in errors. Refuses truncated JPEGs (see [`jpeg_is_truncated`])
+/// and zero-sized images.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingError> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?;
+    if reader.format() == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        return Err(ImagingError::Truncated {
+            path: path.to_owned(),
+            detail: "no JPEG end-of-image marker after the last scan",
+        });
+    }
+    let img = reader.decode().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
     if img.width() == 0 || img.height() == 0 {
         return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
     }
     Ok(img)
+}
+
+/// Whether JPEG `bytes` stop inside the image: no end-of-image marker
+/// (FF D9) after the last start-of-scan marker (FF DA).
+///
+/// Written here because `image`'s JPEG decoder (zune-jpeg) fills a cut-off
+/// scan with grey and returns success, and `image` exposes no strict mode: a
+/// half-downloaded HPF would be scored as a field half empty of cells. PNG,
+/// TIFF and BMP decoders already fail on a short file. Entropy-coded scan
+/// data stuffs every FF byte with 00, so neither marker can occur inside a
+/// scan; an EXIF thumbnail's own markers come before the main image's scans.
+/// Bytes without any scan are left to the decoder to reject.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    const SOS: [u8; 2] = [0xFF, 0xDA];
+    const EOI: [u8; 2] = [0xFF, 0xD9];
+    match bytes.windows(2).rposition(|w| w == SOS) {
+        Some(last_scan) => !bytes[last_scan..].windows(2).any(|w| w == EOI),
+        None => false,
+    }
 }
 
 /// Width and height from the header, without decoding pixels.
@@ -169,6 +214,42 @@ mod tests {
         assert!(err.contains("cut.png"), "{err}");
         let err = read_image(&dir.path().join("nope.png")).unwrap_err().to_string();
         assert!(err.contains("nope.png"), "{err}");
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_where_the_decoder_would_fill_them_with_grey() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut field = RgbImage::new(96, 80);
+        for (x, y, p) in field.enumerate_pixels_mut() {
+            *p = image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8]);
+        }
+        let mut bytes = Vec::new();
+        field.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Jpeg).unwrap();
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &bytes).unwrap();
+        assert_eq!(read_image(&whole).unwrap().dimensions(), (96, 80));
+        // Trailing bytes after the end-of-image marker are not truncation.
+        let padded = dir.path().join("padded.jpg");
+        std::fs::write(&padded, [bytes.as_slice(), &[0u8; 16]].concat()).unwrap();
+        assert!(read_image(&padded).is_ok());
+        for keep in [bytes.len() - 2, bytes.len() * 2 / 3] {
+            let cut = dir.path().join(format!("cut-{keep}.jpg"));
+            std::fs::write(&cut, &bytes[..keep]).unwrap();
+            let err = read_image(&cut).unwrap_err();
+            assert!(matches!(err, ImagingError::Truncated { .. }), "{err}");
+            assert!(err.to_string().contains(&format!("cut-{keep}.jpg")), "{err}");
+        }
+    }
+
+    #[test]
+    fn real_hpf_jpegs_are_whole() {
+        let dir = mitoscope_testdata::require_data!("icpr2012/hpf");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!jpeg_is_truncated(&bytes), "{}", path.display());
+            assert!(jpeg_is_truncated(&bytes[..bytes.len() / 2]), "{}", path.display());
+        }
     }
 
     #[test]

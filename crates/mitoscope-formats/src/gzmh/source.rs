@@ -167,18 +167,7 @@ impl Tree {
             return Ok(mitoscope_imaging::read_mask(&shown)?);
         }
         let bytes = self.read_bytes(rel, None)?;
-        let img = image::load_from_memory(&bytes).map_err(|source| ImagingError::Decode {
-            path: shown.clone(),
-            source,
-        })?;
-        if img.width() == 0 || img.height() == 0 {
-            return Err(ImagingError::Empty {
-                path: shown,
-                width: img.width(),
-                height: img.height(),
-            }
-            .into());
-        }
+        let img = mitoscope_imaging::decode_bytes(&bytes, &shown)?;
         let lossy = matches!(extension(rel).as_str(), "jpg" | "jpeg");
         Ok(mitoscope_imaging::normalise_mask(&img, lossy))
     }
