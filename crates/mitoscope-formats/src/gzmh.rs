@@ -197,6 +197,20 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     let tree = Tree::open(path)?;
     let layout = Layout::from_plan(&tree, layout::plan(&tree)?);
     tracing::debug!(%layout, "GZMH layout detected");
+    // Images with neither masks nor labels would read as fields free of
+    // mitoses: as truth every detection would count false, as training data
+    // every figure a negative. Say so instead of guessing.
+    if layout.masks == 0 && layout.label_files == 0 && layout.dataset_label_files.is_empty() {
+        return Err(FormatError::UnknownFormat {
+            path: path.to_owned(),
+            hint: format!(
+                "{} images but no masks and no label files, so nothing says where the mitoses are ({layout}); \
+                 a GZMH-like dataset has a mask or a label file per image; annotations in another format: give \
+                 that file (with --images for the image folder)",
+                layout.images
+            ),
+        });
+    }
     let plan = &layout.plan;
     let mut inconsistencies = plan.problems.clone();
     let mut dataset_labels = dataset_level_labels(&tree, plan, &mut inconsistencies);

@@ -496,6 +496,27 @@ fn empty_folder_is_a_clear_error() {
 }
 
 #[test]
+fn images_without_masks_or_labels_are_not_read_as_mitosis_free() {
+    let d = tree(&[("images/A00_00.png", he_image(8, 8)), ("images/A00_01.png", he_image(8, 8))]);
+    let err = gzmh::read(d.path(), &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, FormatError::UnknownFormat { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("2 images but no masks and no label files") && msg.contains(&d.path().display().to_string()),
+        "{msg}"
+    );
+    // One label file is enough to make the others labelled mitosis-free.
+    let d = tree(&[
+        ("images/A00_00.png", he_image(8, 8)),
+        ("images/A00_01.png", he_image(8, 8)),
+        ("labels/A00_00.csv", b"cx,cy\n4,4\n".to_vec()),
+    ]);
+    let set = read(d.path());
+    let mitoses: Vec<usize> = set.images.iter().map(|i| i.objects.len()).collect();
+    assert_eq!(mitoses, vec![1, 0]);
+}
+
+#[test]
 fn corrupt_zip_names_the_archive() {
     let d = tree(&[(
         "broken.zip",
