@@ -463,8 +463,9 @@ fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
     round((len + (tiles - 1) * overlap).div_ceil(tiles)).min(want)
 }
 
-/// Convex outline (map pixels, pixel edges) of the 4-connected blob of map
-/// values >= `threshold` containing `(x, y)`, within `radius` pixels of it.
+/// Outline (map pixels, along the pixels' edges) of the 4-connected blob of
+/// map values >= `threshold` containing `(x, y)`, within `radius` pixels of
+/// it: what the map drew, not its convex hull (as the mask head's outlines).
 /// `None` for blobs of fewer than 3 pixels.
 fn map_outline(
     map: &ProbabilityMap,
@@ -501,8 +502,8 @@ fn map_outline(
     if pixels.len() < 3 {
         return None;
     }
-    let hull = mitoscope_formats::geojson::pixel_hull(&pixels);
-    (hull.vertices.len() >= 3).then(|| hull.vertices.iter().map(|p| (p.x, p.y)).collect())
+    let outline = mitoscope_formats::geojson::pixel_outline(&pixels)?;
+    (outline.vertices.len() >= 3).then(|| outline.vertices.iter().map(|p| (p.x, p.y)).collect())
 }
 
 #[cfg(test)]
@@ -676,5 +677,16 @@ mod tests {
             map_outline(&map, 8, 8, 0.5, 5.0).is_none(),
             "a single pixel has no outline"
         );
+        // An L of three pixels: the outline turns at the notch (6 corners)
+        // where a hull would cut across it (5 corners, half a pixel more area).
+        let mut l = ProbabilityMap::zeros(10, 10);
+        for (x, y) in [(2, 2), (2, 3), (3, 3)] {
+            l.values[y * 10 + x] = 0.9;
+        }
+        let poly = map_outline(&l, 2, 3, 0.5, 5.0).unwrap();
+        assert_eq!(poly.len(), 6, "{poly:?}");
+        assert!(poly.contains(&(2.5, 2.5)), "the notch's corner: {poly:?}");
+        let area = poly.iter().zip(poly.iter().cycle().skip(1)).map(|(a, b)| a.0 * b.1 - b.0 * a.1).sum::<f64>().abs() / 2.0;
+        assert_eq!(area, 3.0, "exactly the three pixels");
     }
 }

@@ -1932,7 +1932,7 @@ pub(crate) fn mask_head_md(
 ) -> String {
     if recipe.epochs == 0 {
         return format!(
-            "## Outlines\n\nConvex hulls of the stage-1 map at {} um/px (no mask head).\n\n",
+            "## Outlines\n\nThe stage-1 map's blobs at {} um/px, along their pixels' edges (no mask head).\n\n",
             card.model_mpp
         );
     }
@@ -1953,7 +1953,7 @@ pub(crate) fn mask_head_md(
             "| Dice against the truth masks, detections at the operating threshold ({n} mask images, {f} with a figure; \
              {k}-fold, each image outlined by a head trained without it) | pooled | mean per image |\n|---|---|---|\n\
              | mask head (out of fold) | {hp:.3} | {hm:.3} |\n\
-             | convex hull of the stage-1 map (stage 1 trained on these masks) | {mp:.3} | {mm:.3} |\n\n",
+             | stage-1 map outlines (stage 1 trained on these masks) | {mp:.3} | {mm:.3} |\n\n",
             n = r.images,
             f = r.images_with_figures,
             k = r.folds,

@@ -107,6 +107,7 @@ pub struct ConvertArgs {
 
 /// `mitoscope eval`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("radius").required(true).args(["radius_px", "radius_um"])))]
 pub struct EvalArgs {
     /// Ground truth: CSV with a header holding image,x,y, or any readable format.
     #[arg(long, value_name = "T")]
@@ -114,18 +115,11 @@ pub struct EvalArgs {
     /// Predictions: CSV with image,x,y,score, or any readable format.
     #[arg(long, value_name = "P")]
     pub pred: PathBuf,
-    /// Match radius in pixels.
-    #[arg(long, value_name = "R", conflicts_with = "radius_um", required_unless_present = "radius_um")]
-    pub radius_px: Option<f64>,
-    /// Match radius in microns (needs --mpp).
-    #[arg(long, value_name = "R")]
-    pub radius_um: Option<f64>,
+    #[command(flatten)]
+    pub matching: MatchArgs,
     /// Microns per pixel (converts --radius-um; also fills images lacking mpp).
     #[arg(long, value_name = "M")]
     pub mpp: Option<f64>,
-    /// Matching rule.
-    #[arg(long = "match", value_name = "RULE", default_value = "greedy")]
-    pub rule: String,
     /// Drop predictions scoring below S before matching.
     #[arg(long, value_name = "S")]
     pub threshold: Option<f64>,
@@ -144,6 +138,21 @@ pub struct EvalArgs {
     /// Also print the per-image table.
     #[arg(long)]
     pub per_image: bool,
+}
+
+/// How detections are matched to the truth: shared by `eval` and `report` so
+/// that the two read the same flags the same way.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// Match radius in pixels.
+    #[arg(long, value_name = "R", conflicts_with = "radius_um")]
+    pub radius_px: Option<f64>,
+    /// Match radius in microns (needs --mpp unless every truth image states its mpp).
+    #[arg(long, value_name = "R")]
+    pub radius_um: Option<f64>,
+    /// Matching rule (greedy, optimal, wang2024).
+    #[arg(long = "match", value_name = "RULE", default_value = "greedy")]
+    pub rule: String,
 }
 
 /// `mitoscope segeval`.
@@ -407,18 +416,12 @@ pub struct ReportArgs {
     /// Output HTML file (self-contained: images embedded).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Match radius in microns (needs --mpp unless the files state it).
-    #[arg(long, value_name = "R", conflicts_with = "radius_px")]
-    pub radius_um: Option<f64>,
-    /// Match radius in pixels.
-    #[arg(long, value_name = "R")]
-    pub radius_px: Option<f64>,
+    // Without --truth the radius defaults to 8 µm where --mpp is given (for the error galleries' scale).
+    #[command(flatten)]
+    pub matching: MatchArgs,
     /// Microns per pixel of the images (radius in µm, density and score).
     #[arg(long, value_name = "M")]
     pub mpp: Option<f64>,
-    /// Matching rule (greedy, optimal, wang2024).
-    #[arg(long = "match", value_name = "RULE", default_value = "greedy")]
-    pub rule: String,
     /// Leave out predictions scoring below S (the curves still use all).
     #[arg(long, value_name = "S")]
     pub threshold: Option<f64>,

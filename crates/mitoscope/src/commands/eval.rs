@@ -4,21 +4,21 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mitoscope_eval::{EvalConfig, EvalReport, Metrics};
 use mitoscope_formats::ReadOptions;
-use mitoscope_geom::Mpp;
 
 use crate::cli::EvalArgs;
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let rule = super::parse_rule(&args.rule)?;
+    let rule = super::parse_rule(&args.matching.rule)?;
     super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
     let pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
-    let radius_px = radius_px(&args, mpp, &truth)?;
+    let radius_px = super::match_radius_px(&args.matching, mpp, Some(&truth))?
+        .context("give --radius-px R or --radius-um R --mpp M")?;
     let inputs = mitoscope_eval::inputs_from_sets(&truth, &pred);
     let cfg = EvalConfig { radius_px, rule, threshold: args.threshold };
     let report = mitoscope_eval::evaluate(&inputs, &cfg).context("evaluating")?;
@@ -28,31 +28,6 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         super::print(&render(&report, args.per_image))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The match radius in pixels: given directly, or µm through `--mpp` (else the
-/// truth's own mpp when all its images agree).
-fn radius_px(args: &EvalArgs, mpp: Option<Mpp>, truth: &mitoscope_annotations::AnnotationSet) -> Result<f64> {
-    let r = match (args.radius_px, args.radius_um) {
-        (Some(px), None) => px,
-        (None, Some(um)) => {
-            let mpp = match mpp {
-                Some(m) => m,
-                None => uniform_mpp(truth).context("--radius-um needs --mpp M (microns per pixel of the images)")?,
-            };
-            mpp.um_to_px(um)
-        }
-        _ => bail!("give exactly one of --radius-px R or --radius-um R --mpp M"),
-    };
-    if !(r.is_finite() && r > 0.0) {
-        bail!("the match radius must be a positive number of pixels, got {r}");
-    }
-    Ok(r)
-}
-
-fn uniform_mpp(set: &mitoscope_annotations::AnnotationSet) -> Option<Mpp> {
-    let first = set.images.first()?.mpp?;
-    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
 }
 
 fn row(out: &mut String, name: &str, m: &Metrics) {

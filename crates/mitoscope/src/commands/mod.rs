@@ -20,7 +20,7 @@ use mitoscope_annotations::AnnotationSet;
 use mitoscope_formats::{Format, ReadOptions};
 use mitoscope_geom::Mpp;
 
-use crate::cli::Command;
+use crate::cli::{Command, MatchArgs};
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> Result<ExitCode> {
@@ -55,6 +55,36 @@ fn parse_format(name: Option<&str>) -> Result<Option<Format>> {
 /// Parses `--match`.
 fn parse_rule(name: &str) -> Result<mitoscope_eval::MatchRule> {
     name.parse().map_err(|_| anyhow::anyhow!("unknown --match '{name}': expected greedy, optimal or wang2024"))
+}
+
+/// The match radius in pixels from `--radius-px`, or `--radius-um` through
+/// `--mpp` (else the truth's own mpp when all its images agree); `None` when
+/// neither flag is given.
+fn match_radius_px(args: &MatchArgs, mpp: Option<Mpp>, truth: Option<&AnnotationSet>) -> Result<Option<f64>> {
+    let r = match (args.radius_px, args.radius_um) {
+        (Some(px), None) => px,
+        (None, Some(um)) => {
+            let mpp = match mpp {
+                Some(m) => m,
+                None => truth
+                    .and_then(uniform_mpp)
+                    .context("--radius-um needs --mpp M (microns per pixel of the images)")?,
+            };
+            mpp.um_to_px(um)
+        }
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!("give one of --radius-px R or --radius-um R, not both"),
+    };
+    if !(r.is_finite() && r > 0.0) {
+        bail!("the match radius must be a positive number of pixels, got {r}");
+    }
+    Ok(Some(r))
+}
+
+/// The mpp every image of `set` states, when they all state the same one.
+fn uniform_mpp(set: &AnnotationSet) -> Option<Mpp> {
+    let first = set.images.first()?.mpp?;
+    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
 }
 
 /// Validates a `--threshold` value.

@@ -10,7 +10,7 @@ use mitoscope_report::{ImageSource, Provenance, ReportInput, ReportOptions};
 use crate::cli::ReportArgs;
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let rule = super::parse_rule(&args.rule)?;
+    let rule = super::parse_rule(&args.matching.rule)?;
     super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     if let Some(dir) = &args.images
@@ -26,28 +26,13 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let pred = super::load(&args.pred, None, &opts)?;
     let truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
-    let radius_px = match (args.radius_px, args.radius_um) {
-        (Some(px), _) => Some(px),
-        (None, Some(um)) => {
-            let m = match mpp {
-                Some(m) => m,
-                None => truth
-                    .as_ref()
-                    .and_then(uniform_mpp)
-                    .context("--radius-um needs --mpp M (microns per pixel of the images)")?,
-            };
-            Some(m.um_to_px(um))
-        }
-        (None, None) if truth.is_some() => {
+    let radius_px = match super::match_radius_px(&args.matching, mpp, truth.as_ref())? {
+        Some(r) => Some(r),
+        None if truth.is_some() => {
             bail!("--truth needs a match radius: --radius-px R, or --radius-um R with --mpp M")
         }
-        (None, None) => mpp.map(|m| m.um_to_px(8.0)),
+        None => mpp.map(|m| m.um_to_px(8.0)),
     };
-    if let Some(r) = radius_px
-        && !(r.is_finite() && r > 0.0)
-    {
-        bail!("the match radius must be a positive number of pixels, got {r}");
-    }
     let images = match (&args.images, &args.slide) {
         (Some(d), _) => ImageSource::Dir(d.clone()),
         (None, Some(s)) => ImageSource::Slide(s.clone()),
@@ -99,9 +84,4 @@ fn recorded_model(pred: &std::path::Path) -> Option<String> {
         model.push_str(&format!(", from: {cmd}"));
     }
     Some(model)
-}
-
-fn uniform_mpp(set: &mitoscope_annotations::AnnotationSet) -> Option<mitoscope_geom::Mpp> {
-    let first = set.images.first()?.mpp?;
-    set.images.iter().all(|i| i.mpp == Some(first)).then_some(first)
 }
