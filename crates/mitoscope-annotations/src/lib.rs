@@ -352,7 +352,12 @@ mod tests {
     use super::*;
 
     fn unit_square_at(x: f64, y: f64) -> Polygon {
-        Polygon::new(vec![Point::new(x, y), Point::new(x + 1.0, y), Point::new(x + 1.0, y + 1.0), Point::new(x, y + 1.0)])
+        Polygon::new(vec![
+            Point::new(x, y),
+            Point::new(x + 1.0, y),
+            Point::new(x + 1.0, y + 1.0),
+            Point::new(x, y + 1.0),
+        ])
     }
 
     #[test]
@@ -379,9 +384,13 @@ mod tests {
     #[test]
     fn grouping_and_filters() {
         let mut set = AnnotationSet::default();
-        set.image_mut_or_insert("b").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::Mitosis).with_score(0.2));
+        set.image_mut_or_insert("b")
+            .objects
+            .push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::Mitosis).with_score(0.2));
         set.image_mut_or_insert("a").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::NonMitosis));
-        set.image_mut_or_insert("b").objects.push(Annotation::point(Point::new(2.0, 2.0), ObjectClass::Mitosis).with_score(0.9));
+        set.image_mut_or_insert("b")
+            .objects
+            .push(Annotation::point(Point::new(2.0, 2.0), ObjectClass::Mitosis).with_score(0.9));
         assert_eq!(set.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         assert_eq!(set.count(ObjectClass::Mitosis), 2);
         set.retain_score_at_least(0.5);
@@ -392,7 +401,8 @@ mod tests {
 
     #[test]
     fn shape_derives_centroid_and_box() {
-        let a = Annotation::from_shape(Shape::Pixels(vec![(1, 1), (2, 1), (3, 1), (2, 4)]), ObjectClass::Mitosis).unwrap();
+        let a =
+            Annotation::from_shape(Shape::Pixels(vec![(1, 1), (2, 1), (3, 1), (2, 4)]), ObjectClass::Mitosis).unwrap();
         assert_eq!(a.centroid, Point::new(2.0, 1.75));
         assert_eq!(a.bbox, Some(BBox { x_min: 1.0, y_min: 1.0, x_max: 3.0, y_max: 4.0 }));
         assert!(Annotation::from_shape(Shape::Pixels(vec![]), ObjectClass::Mitosis).is_none());

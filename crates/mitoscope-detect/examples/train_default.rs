@@ -11,12 +11,13 @@
 
 use std::path::PathBuf;
 
-use mitoscope_detect::recipe::{train_default, RecipeConfig};
+use mitoscope_detect::recipe::{RecipeConfig, train_default};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut config = RecipeConfig::default();
-    let mut data = std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"));
+    let mut data =
+        std::env::var_os("MITOSCOPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"));
     let mut out = PathBuf::from("target/train-default");
     let mut i = 0;
     while i < args.len() {

@@ -126,7 +126,6 @@ pub struct BatchConfig {
     pub command: Option<String>,
 }
 
-
 /// Result for one input image.
 #[derive(Debug, Clone)]
 pub struct ImageResult {
@@ -176,7 +175,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
                         .collect();
                     found.sort();
                     if found.is_empty() {
-                        failures.push((input.clone(), format!("folder {} holds no PNG/JPEG/TIFF/BMP image", input.display())));
+                        failures.push((
+                            input.clone(),
+                            format!("folder {} holds no PNG/JPEG/TIFF/BMP image", input.display()),
+                        ));
                     }
                     files.extend(found);
                 }
@@ -276,7 +278,8 @@ pub fn run_batch(
     let (files, mut failures) = expand_inputs(inputs);
 
     let bar = if config.show_progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
-    if let Ok(style) = ProgressStyle::with_template("detect [{bar:30}] {pos}/{len} images ({elapsed}, eta {eta}) {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("detect [{bar:30}] {pos}/{len} images ({elapsed}, eta {eta}) {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     let overlay_dir = out_dir.join("overlays");
@@ -590,7 +593,13 @@ mod tests {
         let on = mask.pixels().filter(|p| p.0[0] == 255).count();
         assert!((100..=121).contains(&on), "{on} pixels for a 10x10 square");
         // A figure in two parts fills both and leaves the gap between them.
-        let anaphase = Detection { x: 27.5, y: 15.0, score: 0.9, candidate_score: 0.9, outline: vec![shifted(0.0), shifted(25.0)] };
+        let anaphase = Detection {
+            x: 27.5,
+            y: 15.0,
+            score: 0.9,
+            candidate_score: 0.9,
+            outline: vec![shifted(0.0), shifted(25.0)],
+        };
         let mask = detection_mask(&[anaphase], 50, 50);
         assert_eq!((mask.get_pixel(15, 15).0, mask.get_pixel(40, 15).0, mask.get_pixel(27, 15).0), ([255], [255], [0]));
     }

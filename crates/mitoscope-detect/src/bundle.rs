@@ -139,10 +139,7 @@ impl ModelCard {
             default_input_mpp: 0.25,
             score_fusion: ScoreFusion::default(),
             classifier_views: 1,
-            training: TrainingRecord {
-                notes: "untrained".into(),
-                ..Default::default()
-            },
+            training: TrainingRecord { notes: "untrained".into(), ..Default::default() },
             metrics: serde_json::Value::Null,
         }
     }
@@ -220,11 +217,7 @@ impl ModelBundle {
 
     /// Loads a bundle file, or `model.bundle` inside a folder.
     pub fn load(path: &Path, device: &Device) -> Result<Self, DetectError> {
-        let file: PathBuf = if path.is_dir() {
-            path.join(BUNDLE_FILE)
-        } else {
-            path.to_owned()
-        };
+        let file: PathBuf = if path.is_dir() { path.join(BUNDLE_FILE) } else { path.to_owned() };
         let bytes = std::fs::read(&file).map_err(|e| DetectError::io(&file, e))?;
         Self::from_bytes(&bytes, &file.display().to_string(), device)
     }
@@ -233,36 +226,25 @@ impl ModelBundle {
     pub fn from_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self, DetectError> {
         let bad = |m: String| DetectError::bundle(name, m);
         let rest = bytes.strip_prefix(BUNDLE_MAGIC).ok_or_else(|| {
-            bad(format!(
-                "not a Mitoscope model bundle (expected it to start with {:?})",
-                "MITOSCOPE-BUNDLE-1"
-            ))
+            bad(format!("not a Mitoscope model bundle (expected it to start with {:?})", "MITOSCOPE-BUNDLE-1"))
         })?;
-        let (len, rest) = rest
-            .split_at_checked(8)
-            .ok_or_else(|| bad("truncated before the header length".into()))?;
+        let (len, rest) = rest.split_at_checked(8).ok_or_else(|| bad("truncated before the header length".into()))?;
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(len);
-        let header_len = usize::try_from(u64::from_le_bytes(len_bytes))
-            .map_err(|_| bad("header too large".into()))?;
-        let (header, blobs) = rest.split_at_checked(header_len).ok_or_else(|| {
-            bad(format!(
-                "header of {header_len} bytes but only {} bytes follow",
-                rest.len()
-            ))
-        })?;
-        let mut header: serde_json::Value = serde_json::from_slice(header)
-            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let header_len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad("header too large".into()))?;
+        let (header, blobs) = rest
+            .split_at_checked(header_len)
+            .ok_or_else(|| bad(format!("header of {header_len} bytes but only {} bytes follow", rest.len())))?;
+        let mut header: serde_json::Value =
+            serde_json::from_slice(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
         upgrade_header(&mut header);
-        let header: BundleHeader = serde_json::from_value(header)
-            .map_err(|e| bad(format!("header does not describe a bundle: {e}")))?;
-        let (c_len, k_len) = (
-            header.candidate_bytes as usize,
-            header.classifier_bytes as usize,
-        );
+        let header: BundleHeader =
+            serde_json::from_value(header).map_err(|e| bad(format!("header does not describe a bundle: {e}")))?;
+        let (c_len, k_len) = (header.candidate_bytes as usize, header.classifier_bytes as usize);
         let extra_lens: Vec<usize> = header.extra_classifier_bytes.iter().map(|&n| n as usize).collect();
         let mask_len = header.mask_head.as_ref().map_or(0, |m| m.bytes as usize);
-        let total = extra_lens.iter().fold(c_len.saturating_add(k_len), |a, &n| a.saturating_add(n)).saturating_add(mask_len);
+        let total =
+            extra_lens.iter().fold(c_len.saturating_add(k_len), |a, &n| a.saturating_add(n)).saturating_add(mask_len);
         if blobs.len() != total {
             return Err(bad(format!(
                 "expected {total} bytes of weights ({c_len} + {k_len}{}{}), found {} (truncated or padded file)",
@@ -292,16 +274,10 @@ impl ModelBundle {
             }
             None => None,
         };
-        let candidate = load_weights_from_bytes(
-            header.candidate_config.init(device),
-            c_bytes,
-            &format!("{name} (candidate net)"),
-        )?;
-        let classifier = load_weights_from_bytes(
-            header.classifier_config.init(device),
-            k_bytes,
-            &format!("{name} (classifier)"),
-        )?;
+        let candidate =
+            load_weights_from_bytes(header.candidate_config.init(device), c_bytes, &format!("{name} (candidate net)"))?;
+        let classifier =
+            load_weights_from_bytes(header.classifier_config.init(device), k_bytes, &format!("{name} (classifier)"))?;
         if header.classifier_config.crop_size != header.card.crop_size as usize
             || (header.candidate_config.mpp - header.card.model_mpp).abs() > 1e-9
             || !(header.classifier_config.mpp.is_finite() && header.classifier_config.mpp > 0.0)
@@ -345,8 +321,7 @@ impl ModelBundle {
             candidate_bytes: c.len() as u64,
             classifier_bytes: k.len() as u64,
         };
-        let json =
-            serde_json::to_vec_pretty(&header).map_err(|e| DetectError::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&header).map_err(|e| DetectError::Config(e.to_string()))?;
         let mut out = Vec::with_capacity(BUNDLE_MAGIC.len() + 8 + json.len() + c.len() + k.len());
         out.extend_from_slice(BUNDLE_MAGIC);
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
@@ -395,10 +370,7 @@ fn one_view() -> u8 {
 
 fn validate_card(card: &ModelCard) -> Result<(), String> {
     if ![1, 2, 4, 8].contains(&card.classifier_views) {
-        return Err(format!(
-            "card classifier_views must be 1, 2, 4 or 8, found {}",
-            card.classifier_views
-        ));
+        return Err(format!("card classifier_views must be 1, 2, 4 or 8, found {}", card.classifier_views));
     }
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
@@ -415,10 +387,7 @@ fn validate_card(card: &ModelCard) -> Result<(), String> {
         ));
     }
     if card.crop_size < 4 || !(card.min_distance_um.is_finite() && card.min_distance_um >= 0.0) {
-        return Err(format!(
-            "card crop size {} / min distance {} unusable",
-            card.crop_size, card.min_distance_um
-        ));
+        return Err(format!("card crop size {} / min distance {} unusable", card.crop_size, card.min_distance_um));
     }
     Ok(())
 }
@@ -463,39 +432,17 @@ mod tests {
         let bytes = bundle.to_bytes().unwrap();
         // Rewrite the header without the fields, as 0.1 bundles were written.
         let old = with_header(&bytes, |h| {
-            h["classifier_config"]
-                .as_object_mut()
-                .unwrap()
-                .remove("input_norm")
-                .unwrap();
-            h["classifier_config"]
-                .as_object_mut()
-                .unwrap()
-                .remove("stain_input")
-                .unwrap();
-            h["classifier_config"]
-                .as_object_mut()
-                .unwrap()
-                .remove("fourth_block")
-                .unwrap();
-            h["card"]
-                .as_object_mut()
-                .unwrap()
-                .remove("classifier_views")
-                .unwrap();
+            h["classifier_config"].as_object_mut().unwrap().remove("input_norm").unwrap();
+            h["classifier_config"].as_object_mut().unwrap().remove("stain_input").unwrap();
+            h["classifier_config"].as_object_mut().unwrap().remove("fourth_block").unwrap();
+            h["card"].as_object_mut().unwrap().remove("classifier_views").unwrap();
         });
         let loaded = ModelBundle::from_bytes(&old, "old.bundle", &device).unwrap();
         assert!(!loaded.classifier_config.input_norm);
         assert!(!loaded.classifier_config.stain_input);
         assert!(!loaded.classifier_config.fourth_block);
         assert_eq!(loaded.card.classifier_views, 1);
-        assert_eq!(
-            ModelBundle::from_bytes(&bytes, "new.bundle", &device)
-                .unwrap()
-                .card
-                .classifier_views,
-            8
-        );
+        assert_eq!(ModelBundle::from_bytes(&bytes, "new.bundle", &device).unwrap().card.classifier_views, 8);
     }
 
     #[test]
@@ -522,7 +469,11 @@ mod tests {
     fn a_mask_head_round_trips_and_is_checked() {
         let device = Device::flex();
         let mut bundle = tiny_bundle(&device);
-        let config = MaskHeadConfig { net: CandidateNetConfig::new().with_base_channels(4).with_mpp(0.25), crop_size: 16, ..Default::default() };
+        let config = MaskHeadConfig {
+            net: CandidateNetConfig::new().with_base_channels(4).with_mpp(0.25),
+            crop_size: 16,
+            ..Default::default()
+        };
         bundle.mask_head = Some(MaskHead { net: config.net.init(&device), config: config.clone() });
         let bytes = bundle.to_bytes().unwrap();
         let back = ModelBundle::from_bytes(&bytes, "mask.bundle", &device).unwrap();
@@ -547,13 +498,8 @@ mod tests {
         let bytes = tiny_bundle(&device).to_bytes().unwrap();
         for views in [0, 3, 9] {
             let bad = with_header(&bytes, |h| h["card"]["classifier_views"] = views.into());
-            let err = ModelBundle::from_bytes(&bad, "views.bundle", &device)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("views.bundle") && err.contains("classifier_views"),
-                "{err}"
-            );
+            let err = ModelBundle::from_bytes(&bad, "views.bundle", &device).unwrap_err().to_string();
+            assert!(err.contains("views.bundle") && err.contains("classifier_views"), "{err}");
         }
     }
 

@@ -40,7 +40,9 @@ pub fn classify_images(detector: &Detector, paths: &[PathBuf], input_mpp: Option
                     mitosis: Some(score >= threshold),
                     error: None,
                 },
-                Err(e) => ClassifyResult { path: path.clone(), image, score: None, mitosis: None, error: Some(e.to_string()) },
+                Err(e) => {
+                    ClassifyResult { path: path.clone(), image, score: None, mitosis: None, error: Some(e.to_string()) }
+                }
             }
         })
         .collect()

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::batch::{run_batch, write_png, BatchConfig, BatchSummary, Outputs};
+use crate::batch::{BatchConfig, BatchSummary, Outputs, run_batch, write_png};
 use crate::{DetectError, Detector};
 
 /// File name of the rendered field (the word *synthetic* is in every output name).

@@ -46,13 +46,7 @@ impl Default for DetectOptions {
     fn default() -> Self {
         // At most 640 px at 0.5 µm/px = 320 µm (an HPF at 0.25 µm/px is 1042
         // model px: 2 x 2 balanced tiles); 64 px overlap = 32 µm, two figure widths.
-        Self {
-            threshold: None,
-            keep_all_candidates: false,
-            tile_px: 640,
-            overlap_px: 64,
-            polygons: true,
-        }
+        Self { threshold: None, keep_all_candidates: false, tile_px: 640, overlap_px: 64, polygons: true }
     }
 }
 
@@ -140,9 +134,7 @@ impl Detector {
 
     /// The threshold `options` resolve to.
     pub fn threshold(&self, options: &DetectOptions) -> f64 {
-        options
-            .threshold
-            .unwrap_or(self.bundle.card.operating_threshold)
+        options.threshold.unwrap_or(self.bundle.card.operating_threshold)
     }
 
     /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first;
@@ -163,15 +155,13 @@ impl Detector {
         input_mpp: f64,
         options: &DetectOptions,
     ) -> Result<(Vec<Detection>, ModelGrid), DetectError> {
-        let in_mpp = Mpp::new(input_mpp)
-            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Err(DetectError::Config(format!("image is empty ({w}x{h})")));
         }
         let card = &self.bundle.card;
-        let model_mpp =
-            Mpp::new(card.model_mpp).map_err(|e| DetectError::Config(format!("model mpp: {e}")))?;
+        let model_mpp = Mpp::new(card.model_mpp).map_err(|e| DetectError::Config(format!("model mpp: {e}")))?;
         let step = card.model_mpp / input_mpp; // input pixels per model pixel
         let model_w = (f64::from(w) / step).ceil().max(1.0) as u32;
         let model_h = (f64::from(h) / step).ceil().max(1.0) as u32;
@@ -184,11 +174,7 @@ impl Detector {
         let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
         let grid_h = tiles.iter().map(|t| t.y + t.size).max().unwrap_or(model_h);
         let started = std::time::Instant::now();
-        let grid = ModelGrid {
-            image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h),
-            step,
-            mpp: model_mpp,
-        };
+        let grid = ModelGrid { image: resample_grid(image, in_mpp, model_mpp, grid_w, grid_h), step, mpp: model_mpp };
         let resampled = started.elapsed();
 
         // A mask head outlines the detections afterwards (and only them), so the
@@ -200,11 +186,7 @@ impl Detector {
             .map(|t| {
                 let tile_img = copy_block(&grid.image, i64::from(t.x), i64::from(t.y), t.size);
                 let map = candidate_map(&self.bundle.candidate, &tile_img, &self.device)?;
-                let found = peaks(
-                    &map,
-                    card.candidate_threshold as f32,
-                    min_distance_model as f32,
-                );
+                let found = peaks(&map, card.candidate_threshold as f32, min_distance_model as f32);
                 let mut out = Vec::new();
                 for p in found {
                     let (gx, gy) = (t.x + p.x as u32, t.y + p.y as u32);
@@ -214,21 +196,12 @@ impl Detector {
                     let outline = if map_outlines {
                         // The map is a per-pixel probability (trained on masks where a dataset has
                         // them): cut at 0.5, or at half a weaker peak so weak figures get an outline.
-                        let level = (0.5 * p.score)
-                            .min(0.5)
-                            .max(card.candidate_threshold as f32);
-                        map_outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(
-                            |poly| {
-                                poly.into_iter()
-                                    .map(|(u, v)| {
-                                        (
-                                            grid.to_input(f64::from(t.x) + u),
-                                            grid.to_input(f64::from(t.y) + v),
-                                        )
-                                    })
-                                    .collect()
-                            },
-                        )
+                        let level = (0.5 * p.score).min(0.5).max(card.candidate_threshold as f32);
+                        map_outline(&map, p.x, p.y, level, OUTLINE_RADIUS_UM / card.model_mpp).map(|poly| {
+                            poly.into_iter()
+                                .map(|(u, v)| (grid.to_input(f64::from(t.x) + u), grid.to_input(f64::from(t.y) + v)))
+                                .collect()
+                        })
                     } else {
                         None
                     };
@@ -256,10 +229,7 @@ impl Detector {
             candidates = candidates.len(),
             "stage 1 of a {w}x{h} image"
         );
-        Ok((
-            merge_by_distance(candidates, min_distance_model * step),
-            grid,
-        ))
+        Ok((merge_by_distance(candidates, min_distance_model * step), grid))
     }
 
     /// Detections in `image` (at `input_mpp` µm/px), strongest stage-2 score first.
@@ -284,9 +254,7 @@ impl Detector {
     ) -> Result<Vec<Detection>, DetectError> {
         let threshold = self.threshold(options);
         if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
-            return Err(DetectError::Config(format!(
-                "threshold {threshold} is not in [0, 1]"
-            )));
+            return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
         }
         let (mut candidates, grid) = self.stage1(image, input_mpp, options)?;
         candidates.retain(|d| keep(d.x, d.y));
@@ -296,8 +264,7 @@ impl Detector {
             let min_peak = fusion.min_peak_for(threshold);
             candidates.retain(|d| d.candidate_score >= min_peak);
         }
-        let in_mpp = Mpp::new(input_mpp)
-            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let started = std::time::Instant::now();
         // Same resolution as stage 1 (the default models): crops are copies out
@@ -311,10 +278,7 @@ impl Detector {
                     .iter()
                     .map(|d| {
                         if from_grid {
-                            let (u, v) = (
-                                grid.to_model(d.x).round() as i64,
-                                grid.to_model(d.y).round() as i64,
-                            );
+                            let (u, v) = (grid.to_model(d.x).round() as i64, grid.to_model(d.y).round() as i64);
                             copy_block(&grid.image, u - half, v - half, crop_spec.crop_size)
                         } else {
                             resample_crop(image, (d.x, d.y), in_mpp, crop_spec)
@@ -328,16 +292,10 @@ impl Detector {
         for chunk in scores {
             flat.extend(chunk?);
         }
-        tracing::debug!(
-            stage2_ms = started.elapsed().as_millis() as u64,
-            crops = flat.len(),
-            "stage 2"
-        );
+        tracing::debug!(stage2_ms = started.elapsed().as_millis() as u64, crops = flat.len(), "stage 2");
         for (d, s) in candidates.iter_mut().zip(flat) {
             if !s.is_finite() {
-                return Err(DetectError::Config(
-                    "the classifier produced a non-finite score".into(),
-                ));
+                return Err(DetectError::Config("the classifier produced a non-finite score".into()));
             }
             d.score = fusion.fuse(d.candidate_score, f64::from(s));
         }
@@ -347,12 +305,7 @@ impl Detector {
         if options.polygons {
             self.outline_with_mask_head(&mut candidates, image, in_mpp, threshold)?;
         }
-        candidates.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(a.y.total_cmp(&b.y))
-                .then(a.x.total_cmp(&b.x))
-        });
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.y.total_cmp(&b.y)).then(a.x.total_cmp(&b.x)));
         Ok(candidates)
     }
 
@@ -380,7 +333,8 @@ impl Detector {
         let outlines: Vec<Result<Vec<Outline>, DetectError>> = chosen
             .par_chunks(CROP_CHUNK)
             .map(|chunk| {
-                let crops: Vec<RgbImage> = chunk.iter().map(|d| resample_crop(image, (d.x, d.y), in_mpp, spec)).collect();
+                let crops: Vec<RgbImage> =
+                    chunk.iter().map(|d| resample_crop(image, (d.x, d.y), in_mpp, spec)).collect();
                 let maps = head.maps(&crops, &self.device)?;
                 Ok(chunk
                     .iter()
@@ -395,7 +349,10 @@ impl Detector {
                             .iter()
                             .map(|part| {
                                 // Crop pixel u lies at centre + (u - half) * step in the input.
-                                part.vertices.iter().map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step)).collect()
+                                part.vertices
+                                    .iter()
+                                    .map(|p| (d.x + (p.x - half) * step, d.y + (p.y - half) * step))
+                                    .collect()
                             })
                             .collect()
                     })
@@ -427,21 +384,12 @@ impl Detector {
     }
 
     /// Stage-2 score of the crop centred on `(x, y)` of `image` (input pixels at `input_mpp`).
-    pub fn score_at(
-        &self,
-        image: &RgbImage,
-        centres: &[(f64, f64)],
-        input_mpp: f64,
-    ) -> Result<Vec<f64>, DetectError> {
-        let in_mpp = Mpp::new(input_mpp)
-            .map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+    pub fn score_at(&self, image: &RgbImage, centres: &[(f64, f64)], input_mpp: f64) -> Result<Vec<f64>, DetectError> {
+        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
         let spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let mut out = Vec::with_capacity(centres.len());
         for chunk in centres.chunks(CROP_CHUNK) {
-            let crops: Vec<RgbImage> = chunk
-                .iter()
-                .map(|&c| resample_crop(image, c, in_mpp, spec))
-                .collect();
+            let crops: Vec<RgbImage> = chunk.iter().map(|&c| resample_crop(image, c, in_mpp, spec)).collect();
             out.extend(self.classify(&crops)?.into_iter().map(f64::from));
         }
         Ok(out)
@@ -467,13 +415,7 @@ fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
 /// map values >= `threshold` containing `(x, y)`, within `radius` pixels of
 /// it: what the map drew, not its convex hull (as the mask head's outlines).
 /// `None` for blobs of fewer than 3 pixels.
-fn map_outline(
-    map: &ProbabilityMap,
-    x: usize,
-    y: usize,
-    threshold: f32,
-    radius: f64,
-) -> Option<Vec<(f64, f64)>> {
+fn map_outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64) -> Option<Vec<(f64, f64)>> {
     let (w, h) = (map.width, map.height);
     let r2 = radius * radius;
     let mut seen = std::collections::HashSet::new();
@@ -482,12 +424,7 @@ fn map_outline(
     seen.insert((x, y));
     while let Some((px, py)) = stack.pop() {
         pixels.push((px as u32, py as u32));
-        let neighbours = [
-            (px.wrapping_sub(1), py),
-            (px + 1, py),
-            (px, py.wrapping_sub(1)),
-            (px, py + 1),
-        ];
+        let neighbours = [(px.wrapping_sub(1), py), (px + 1, py), (px, py.wrapping_sub(1)), (px, py + 1)];
         for (nx, ny) in neighbours {
             if nx >= w || ny >= h || seen.contains(&(nx, ny)) {
                 continue;
@@ -517,32 +454,20 @@ mod tests {
         bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
         let detector = Detector::new(bundle, device);
         let (img, _) = crate::synthetic::render_hpf(7, 300);
-        let all = DetectOptions {
-            keep_all_candidates: true,
-            ..DetectOptions::default()
-        };
+        let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
         let scored = detector.detect_image(&img, 0.25, &all).unwrap();
         assert!(scored.len() > 4, "{} candidates", scored.len());
         for d in &scored {
-            assert!(
-                (d.score - (d.candidate_score * d.score.powi(2) / d.candidate_score).sqrt()).abs()
-                    < 1e-9
-            );
+            assert!((d.score - (d.candidate_score * d.score.powi(2) / d.candidate_score).sqrt()).abs() < 1e-9);
         }
         // A threshold in the middle of the fused scores, so some pass and some do not.
         let mut s: Vec<f64> = scored.iter().map(|d| d.score).collect();
         s.sort_by(f64::total_cmp);
         let t = s[s.len() / 2];
-        let cut = DetectOptions {
-            threshold: Some(t),
-            ..DetectOptions::default()
-        };
+        let cut = DetectOptions { threshold: Some(t), ..DetectOptions::default() };
         let kept = detector.detect_image(&img, 0.25, &cut).unwrap();
-        let expected: Vec<(f64, f64, f64)> = scored
-            .iter()
-            .filter(|d| d.score >= t)
-            .map(|d| (d.x, d.y, d.score))
-            .collect();
+        let expected: Vec<(f64, f64, f64)> =
+            scored.iter().filter(|d| d.score >= t).map(|d| (d.x, d.y, d.score)).collect();
         let got: Vec<(f64, f64, f64)> = kept.iter().map(|d| (d.x, d.y, d.score)).collect();
         assert_eq!(got, expected);
     }
@@ -554,25 +479,12 @@ mod tests {
         bundle.card.score_fusion = crate::ScoreFusion::GeometricMean;
         let detector = Detector::new(bundle, device);
         let (img, _) = crate::synthetic::render_hpf(8, 300);
-        let options = DetectOptions {
-            threshold: Some(0.3),
-            ..DetectOptions::default()
-        };
+        let options = DetectOptions { threshold: Some(0.3), ..DetectOptions::default() };
         let all = detector.detect_image(&img, 0.25, &options).unwrap();
-        let left = detector
-            .detect_image_where(&img, 0.25, &options, &|x, _| x < 150.0)
-            .unwrap();
+        let left = detector.detect_image_where(&img, 0.25, &options, &|x, _| x < 150.0).unwrap();
         let expected: Vec<_> = all.iter().filter(|d| d.x < 150.0).cloned().collect();
-        assert!(
-            !expected.is_empty() && expected.len() < all.len(),
-            "{} of {}",
-            expected.len(),
-            all.len()
-        );
-        assert_eq!(
-            left, expected,
-            "same fused scores, same threshold, only the kept part"
-        );
+        assert!(!expected.is_empty() && expected.len() < all.len(), "{} of {}", expected.len(), all.len());
+        assert_eq!(left, expected, "same fused scores, same threshold, only the kept part");
     }
 
     #[test]
@@ -618,7 +530,9 @@ mod tests {
             let [poly] = d.outline.as_slice() else { panic!("one outline: {:?}", d.outline) };
             let xs: Vec<f64> = poly.iter().map(|p| p.0 - d.x).collect();
             let ys: Vec<f64> = poly.iter().map(|p| p.1 - d.y).collect();
-            let span = |v: &[f64]| (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            let span = |v: &[f64]| {
+                (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+            };
             // Pixel edges of crop pixels 0 and 15 around the centre 7.5, 2 input px per crop px.
             assert_eq!(span(&xs), (-16.0, 16.0), "{poly:?}");
             assert_eq!(span(&ys), (-16.0, 16.0), "{poly:?}");
@@ -641,11 +555,7 @@ mod tests {
         assert_eq!(side % 8, 0);
         assert!(side <= 640 && 2 * side - 64 >= 1042, "{side}");
         assert_eq!(tile_grid(1042, 1042, side, 64).len(), 4);
-        assert_eq!(
-            balanced_side(100, 640, 64),
-            104,
-            "small inputs: one padded tile"
-        );
+        assert_eq!(balanced_side(100, 640, 64), 104, "small inputs: one padded tile");
         // Long strips still get tiles no larger than asked.
         let long = balanced_side(10_000, 640, 64);
         assert!((560..=640).contains(&long), "{long}");
@@ -654,11 +564,7 @@ mod tests {
             let tiles = tile_grid(len, 8, s, 64);
             assert!(tiles.iter().all(|t| t.size == s));
             // Every column is owned by exactly one tile.
-            let owned: u32 = tiles
-                .iter()
-                .filter(|t| t.y == 0)
-                .map(|t| t.core_x.1 - t.core_x.0)
-                .sum();
+            let owned: u32 = tiles.iter().filter(|t| t.y == 0).map(|t| t.core_x.1 - t.core_x.0).sum();
             assert_eq!(owned, len, "len {len}");
         }
     }
@@ -673,10 +579,7 @@ mod tests {
         let xs: Vec<f64> = poly.iter().map(|p| p.0).collect();
         assert_eq!(xs.iter().cloned().fold(f64::MAX, f64::min), 3.5);
         assert_eq!(xs.iter().cloned().fold(f64::MIN, f64::max), 5.5);
-        assert!(
-            map_outline(&map, 8, 8, 0.5, 5.0).is_none(),
-            "a single pixel has no outline"
-        );
+        assert!(map_outline(&map, 8, 8, 0.5, 5.0).is_none(), "a single pixel has no outline");
         // An L of three pixels: the outline turns at the notch (6 corners)
         // where a hull would cut across it (5 corners, half a pixel more area).
         let mut l = ProbabilityMap::zeros(10, 10);
@@ -686,7 +589,8 @@ mod tests {
         let poly = map_outline(&l, 2, 3, 0.5, 5.0).unwrap();
         assert_eq!(poly.len(), 6, "{poly:?}");
         assert!(poly.contains(&(2.5, 2.5)), "the notch's corner: {poly:?}");
-        let area = poly.iter().zip(poly.iter().cycle().skip(1)).map(|(a, b)| a.0 * b.1 - b.0 * a.1).sum::<f64>().abs() / 2.0;
+        let area =
+            poly.iter().zip(poly.iter().cycle().skip(1)).map(|(a, b)| a.0 * b.1 - b.0 * a.1).sum::<f64>().abs() / 2.0;
         assert_eq!(area, 3.0, "exactly the three pixels");
     }
 }

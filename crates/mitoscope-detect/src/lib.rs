@@ -47,26 +47,28 @@ pub mod fixtures;
 pub mod hpf_set;
 pub mod mask_training;
 pub mod recipe;
-pub mod training_data;
 pub mod slide_run;
 pub mod synthetic;
 pub mod tiling;
+pub mod training_data;
 
 #[cfg(test)]
 mod testutil;
 
-pub use batch::{run_batch, BatchConfig, BatchSummary, ImageResult, Outputs, RunRecord, DETECTIONS_HEADER, RUN_RECORD_FILE};
-pub use bundle::{ModelBundle, ModelCard, ScoreFusion, TrainingRecord, BUNDLE_FILE};
-pub use classify::{classify_images, ClassifyResult};
-pub use demo::{run_demo, DEMO_IMAGE};
+pub use batch::{
+    BatchConfig, BatchSummary, DETECTIONS_HEADER, ImageResult, Outputs, RUN_RECORD_FILE, RunRecord, run_batch,
+};
+pub use bundle::{BUNDLE_FILE, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
+pub use classify::{ClassifyResult, classify_images};
+pub use demo::{DEMO_IMAGE, run_demo};
 pub use detector::{DetectOptions, Detection, Detector};
 pub use error::DetectError;
-pub use hpf_set::{run_hpf_set, HpfSetConfig, HpfSetError, HpfSetReport};
-pub use slide_run::{run_slide, run_slides, SlideReport, SlideRunConfig, SlideRunError, TileDetector};
-/// The slide reader, tissue and hotspot crate, re-exported for the CLI.
-pub use mitoscope_slide;
+pub use hpf_set::{HpfSetConfig, HpfSetError, HpfSetReport, run_hpf_set};
 /// The evaluation crate (mitotic score, field presets), re-exported for the CLI.
 pub use mitoscope_eval;
+/// The slide reader, tissue and hotspot crate, re-exported for the CLI.
+pub use mitoscope_slide;
+pub use slide_run::{SlideReport, SlideRunConfig, SlideRunError, TileDetector, run_slide, run_slides};
 
 use mitoscope_model::burn::tensor::Device;
 
@@ -79,7 +81,9 @@ pub fn parse_device(name: &str) -> Result<Device, DetectError> {
     }
     if let Some(rest) = n.strip_prefix("cuda") {
         let index: usize = match rest.strip_prefix(':') {
-            Some(i) => i.parse().map_err(|_| DetectError::Config(format!("bad CUDA device '{name}'; use cuda or cuda:N")))?,
+            Some(i) => {
+                i.parse().map_err(|_| DetectError::Config(format!("bad CUDA device '{name}'; use cuda or cuda:N")))?
+            }
             None if rest.is_empty() => 0,
             None => return Err(DetectError::Config(format!("bad device '{name}'; use cpu, cuda or cuda:N"))),
         };

@@ -22,8 +22,8 @@ use mitoscope_geom::Mpp;
 use mitoscope_model::candidate::ProbabilityMap;
 use mitoscope_model::data::{CropSpec, resample_crop};
 use mitoscope_model::{
-    CandidateNetConfig, CandidateSample, CandidateTrainingConfig, MaskHead, MaskHeadConfig, TrainOptions, burn::tensor::Device,
-    train_candidate_net,
+    CandidateNetConfig, CandidateSample, CandidateTrainingConfig, MaskHead, MaskHeadConfig, TrainOptions,
+    burn::tensor::Device, train_candidate_net,
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,12 @@ impl<'a> MaskImage<'a> {
     pub fn all(patches: &'a [MaskPatch], fields: &[&'a LabelledField]) -> Vec<Self> {
         let mut out: Vec<Self> = patches
             .iter()
-            .map(|p| Self { name: p.name.clone(), mpp: p.mpp, centres: p.centroid.into_iter().collect(), source: Source::Patch(p) })
+            .map(|p| Self {
+                name: p.name.clone(),
+                mpp: p.mpp,
+                centres: p.centroid.into_iter().collect(),
+                source: Source::Patch(p),
+            })
             .collect();
         out.extend(fields.iter().filter(|f| f.mask.is_some()).map(|f| Self {
             name: f.name.clone(),
@@ -150,7 +155,8 @@ impl<'a> MaskImage<'a> {
             Source::Patch(p) => Ok((Arc::new(p.image.clone()), Arc::new(p.mask.clone()))),
             Source::Field(f) => {
                 let image = f.image.load()?;
-                let mask = f.mask.as_ref().ok_or_else(|| DetectError::Config(format!("{}: no mask", f.name)))?.load()?;
+                let mask =
+                    f.mask.as_ref().ok_or_else(|| DetectError::Config(format!("{}: no mask", f.name)))?.load()?;
                 if mask.dimensions() != image.dimensions() {
                     return Err(DetectError::Config(format!(
                         "{}: mask is {}x{}, image is {}x{}",
@@ -235,7 +241,9 @@ pub fn train_mask_head(
     let config = recipe.head_config();
     config.check()?;
     if images.iter().all(|m| m.centres.is_empty()) {
-        return Err(DetectError::Config("no image with a pixel mask of a figure: the mask head has nothing to learn".into()));
+        return Err(DetectError::Config(
+            "no image with a pixel mask of a figure: the mask head has nothing to learn".into(),
+        ));
     }
     let mut samples: Vec<Vec<CandidateSample>> = Vec::with_capacity(images.len());
     for m in images {
@@ -298,7 +306,12 @@ pub fn train_mask_head(
 }
 
 /// Pixel counts of `detector`'s outlines (at its operating threshold) against `truth`.
-fn outline_counts(detector: &Detector, image: &RgbImage, truth: &GrayImage, mpp: f64) -> Result<PixelCounts, DetectError> {
+fn outline_counts(
+    detector: &Detector,
+    image: &RgbImage,
+    truth: &GrayImage,
+    mpp: f64,
+) -> Result<PixelCounts, DetectError> {
     let detections = detector.detect_image(image, mpp, &DetectOptions::default())?;
     let pred = crate::batch::detection_mask(&detections, image.width(), image.height());
     pixel_counts(truth, &pred).map_err(|e| DetectError::Config(e.to_string()))
@@ -319,8 +332,7 @@ mod tests {
         }
         // Same resolution, centred on the block: the block sits in the middle.
         let t = nearest_mask_crop(&mask, (11.5, 21.5), 1.0, 8);
-        let on: Vec<(usize, usize)> =
-            (0..64).filter(|&i| t.values[i] > 0.0).map(|i| (i % 8, i / 8)).collect();
+        let on: Vec<(usize, usize)> = (0..64).filter(|&i| t.values[i] > 0.0).map(|i| (i % 8, i / 8)).collect();
         assert_eq!(on.len(), 16);
         assert!(on.iter().all(|&(x, y)| (2..6).contains(&x) && (2..6).contains(&y)), "{on:?}");
         // Half the resolution: the block is 2x2; beyond the edge is background.

@@ -49,23 +49,18 @@ use mitoscope_geom::Mpp;
 use mitoscope_model::augment::AugmentConfig;
 use mitoscope_model::burn::tensor::Device;
 use mitoscope_model::candidate::{ProbabilityMap, disc_target, mask_target};
-use mitoscope_model::candidate_training::{
-    CandidateSample, CandidateTrainingConfig, train_candidate_net,
-};
+use mitoscope_model::candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
 use mitoscope_model::data::{
-    CropSpec, LabelledCrop, NegativeDraw, centred_crops, load_crop_folders, positive_crops, random_negative_crops, resample_crop,
+    CropSpec, LabelledCrop, NegativeDraw, centred_crops, load_crop_folders, positive_crops, random_negative_crops,
+    resample_crop,
 };
 use mitoscope_model::training::TrainingConfig;
-use mitoscope_model::{
-    CandidateNet, CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier,
-};
+use mitoscope_model::{CandidateNet, CandidateNetConfig, PatchClassifierConfig, TrainOptions, train_classifier};
 use serde::{Deserialize, Serialize};
 
 use crate::mask_training::{MaskHeadRecipe, MaskImage, train_mask_head};
 use crate::training_data::{LabelledField, MaskPatch, NegativeField, PaintedField, TrainingData};
-use crate::{
-    DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord,
-};
+use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
 
 pub use crate::training_data::{CROP_SOURCE_MPP, ICPR_MPP};
 
@@ -382,7 +377,13 @@ impl RecipeConfig {
             negatives_per_hpf: 60,
             negatives_per_cmc: 60,
             hard_negatives_per_image: 60,
-            mask_head: MaskHeadRecipe { epochs: 2, decay_epochs: 1, tiles_per_epoch: 128, folds: 2, ..MaskHeadRecipe::default() },
+            mask_head: MaskHeadRecipe {
+                epochs: 2,
+                decay_epochs: 1,
+                tiles_per_epoch: 128,
+                folds: 2,
+                ..MaskHeadRecipe::default()
+            },
             ..Self::default()
         }
     }
@@ -518,12 +519,7 @@ fn evenly_spread<T>(items: Vec<T>, keep: Option<usize>) -> Vec<T> {
     match keep {
         Some(k) if k < n => {
             let wanted: std::collections::BTreeSet<usize> = (0..k).map(|j| j * n / k).collect();
-            items
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| wanted.contains(i))
-                .map(|(_, t)| t)
-                .collect()
+            items.into_iter().enumerate().filter(|(i, _)| wanted.contains(i)).map(|(_, t)| t).collect()
         }
         _ => items,
     }
@@ -698,10 +694,8 @@ pub fn add_mask_head(
     if let Some(at) = notes.find("; mask head added to ") {
         notes.truncate(at);
     }
-    bundle.card.training.notes += &format!(
-        "; mask head added to {} by `{command}` (seed {seed}) from {n_images} mask images",
-        base.card.version
-    );
+    bundle.card.training.notes +=
+        &format!("; mask head added to {} by `{command}` (seed {seed}) from {n_images} mask images", base.card.version);
     if let (Some(r), Some(metrics)) = (&report, bundle.card.metrics.as_object_mut()) {
         metrics.insert("mask_head".into(), serde_json::to_value(r).map_err(|e| DetectError::Config(e.to_string()))?);
     }
@@ -718,9 +712,7 @@ pub fn add_mask_head(
 
 /// Settings that cannot work together, refused before any data is read.
 fn check_config(config: &RecipeConfig, stages: &Stages) -> Result<(), DetectError> {
-    if config.stage1_on_all_hpfs
-        && !(config.threshold_on == ThresholdImages::CrossValidated && config.cv_stage1)
-    {
+    if config.stage1_on_all_hpfs && !(config.threshold_on == ThresholdImages::CrossValidated && config.cv_stage1) {
         return Err(DetectError::Config(
             "stage1_on_all_hpfs needs threshold_on: cross_validated and cv_stage1: true \
              (else no stage 1 would be left without the HPFs it is judged on)"
@@ -759,11 +751,7 @@ pub fn train_recipe(
     let mut clock = Instant::now();
     let mut lap = |name: &str, seconds: &mut Vec<(String, f64)>| {
         seconds.push((name.to_owned(), clock.elapsed().as_secs_f64()));
-        tracing::info!(
-            phase = name,
-            seconds = clock.elapsed().as_secs_f64(),
-            "recipe phase done"
-        );
+        tracing::info!(phase = name, seconds = clock.elapsed().as_secs_f64(), "recipe phase done");
         clock = Instant::now();
     };
     let say = |m: &str| {
@@ -779,10 +767,8 @@ pub fn train_recipe(
     let (train_hpfs, val_hpfs): (Vec<&LabelledField>, Vec<&LabelledField>) =
         data.fields.iter().partition(|h| !config.val_hpfs.contains(&h.name));
     let cross_validated = config.threshold_on == ThresholdImages::CrossValidated;
-    let (train_cmc, val_cmc): (Vec<&NegativeField>, Vec<&NegativeField>) = data
-        .negative_fields
-        .iter()
-        .partition(|c| !config.val_cmc.contains(&c.name));
+    let (train_cmc, val_cmc): (Vec<&NegativeField>, Vec<&NegativeField>) =
+        data.negative_fields.iter().partition(|c| !config.val_cmc.contains(&c.name));
     let patches = &data.mask_patches;
     let painted = &data.painted;
     if train_hpfs.is_empty() || val_hpfs.is_empty() {
@@ -792,10 +778,7 @@ pub fn train_recipe(
             config.val_hpfs
         )));
     }
-    let spec = CropSpec {
-        crop_size: 64,
-        mpp: Mpp::new(model_mpp).map_err(|e| DetectError::Config(e.to_string()))?,
-    };
+    let spec = CropSpec { crop_size: 64, mpp: Mpp::new(model_mpp).map_err(|e| DetectError::Config(e.to_string()))? };
     let mpp_of = |m: f64| Mpp::new(m).map_err(|e| DetectError::Config(e.to_string()));
     // Stage 2's crop geometry: the kept model's when stage 2 is not trained.
     let (cls_crop_px, cls_mpp) = match stages {
@@ -830,9 +813,7 @@ pub fn train_recipe(
     // ---- Stage 1, its candidate threshold and the hard negatives it mines ----
     let candidate_config = match stages {
         Stages::ClassifierOnly(base) => base.candidate_config.clone(),
-        _ => CandidateNetConfig::new()
-            .with_base_channels(config.candidate_channels)
-            .with_mpp(model_mpp),
+        _ => CandidateNetConfig::new().with_base_channels(config.candidate_channels).with_mpp(model_mpp),
     };
     let classifier_config = match stages {
         Stages::CandidateOnly(base) => base.classifier_config.clone(),
@@ -856,10 +837,7 @@ pub fn train_recipe(
         card.score_fusion = base.card.score_fusion;
         card.classifier_views = base.card.classifier_views;
     }
-    let options = TrainOptions {
-        stop_after_epochs: None,
-        show_progress,
-    };
+    let options = TrainOptions { stop_after_epochs: None, show_progress };
     let stage1_data = Stage1Data {
         config,
         train_cmc: &train_cmc,
@@ -879,11 +857,8 @@ pub fn train_recipe(
         mine_hard: !matches!(stages, Stages::CandidateOnly(_)),
     };
     // Cross-validated, stage 2 trains on every labelled HPF (stage 1 keeps its split).
-    let stage2_hpfs: Vec<&LabelledField> = if cross_validated {
-        train_hpfs.iter().chain(&val_hpfs).copied().collect()
-    } else {
-        train_hpfs.clone()
-    };
+    let stage2_hpfs: Vec<&LabelledField> =
+        if cross_validated { train_hpfs.iter().chain(&val_hpfs).copied().collect() } else { train_hpfs.clone() };
     // With `stage1_on_all_hpfs` the validation HPFs train the shipped stage 1 too
     // (no stage-1 validation metrics then): the folds' stage 1s are what stay unseen.
     let (stage1_hpfs, stage1_val): (Vec<&LabelledField>, Vec<&LabelledField>) = if config.stage1_on_all_hpfs {
@@ -927,105 +902,73 @@ pub fn train_recipe(
     // positives, look-alikes and hard negatives for every network; random
     // negatives drawn with its own seed. `held_out` names an HPF whose crops
     // (positives, random and mined negatives) stay out, for cross-validation.
-    let stage2_crops = |member_seed: u64,
-                        held_out: Option<&str>,
-                        hard: &[LabelledCrop]|
-     -> Result<Vec<LabelledCrop>, DetectError> {
-        let mut rng_seed = member_seed;
-        let mut crops = figures.clone();
-        // Random negatives from `image`, `clear_px` away from `centres`, each image its own stream.
-        let mut negatives = |image: &RgbImage,
-                             centres: &[(f64, f64)],
-                             mpp: Mpp,
-                             count: usize,
-                             clear_px: f64,
-                             name: &str| {
-            rng_seed = rng_seed.wrapping_add(1);
-            random_negative_crops(
-                image,
-                centres,
-                mpp,
-                cls_spec,
-                NegativeDraw { count, min_distance_px: clear_px },
-                &mut seeded(rng_seed),
-                name,
-            )
+    let stage2_crops =
+        |member_seed: u64, held_out: Option<&str>, hard: &[LabelledCrop]| -> Result<Vec<LabelledCrop>, DetectError> {
+            let mut rng_seed = member_seed;
+            let mut crops = figures.clone();
+            // Random negatives from `image`, `clear_px` away from `centres`, each image its own stream.
+            let mut negatives =
+                |image: &RgbImage, centres: &[(f64, f64)], mpp: Mpp, count: usize, clear_px: f64, name: &str| {
+                    rng_seed = rng_seed.wrapping_add(1);
+                    random_negative_crops(
+                        image,
+                        centres,
+                        mpp,
+                        cls_spec,
+                        NegativeDraw { count, min_distance_px: clear_px },
+                        &mut seeded(rng_seed),
+                        name,
+                    )
+                };
+            let repeats = config.in_domain_repeats.max(1);
+            for h in stage2_hpfs.iter().filter(|h| Some(h.name.as_str()) != held_out) {
+                let Ok(mpp) = Mpp::new(h.mpp) else { continue };
+                let image = h.image.load()?;
+                let pos = positive_crops(&image, &h.centroids, mpp, cls_spec, &h.name);
+                for _ in 0..repeats {
+                    crops.extend(pos.iter().cloned());
+                }
+                let min_d = 2.0 * config.match_radius_um / h.mpp;
+                crops.extend(negatives(&image, &h.centroids, mpp, config.negatives_per_hpf, min_d, &h.name));
+                let lookalikes = lookalike_crops(&image, &h.lookalikes, mpp, cls_spec, &h.name);
+                for _ in 0..repeats {
+                    crops.extend(lookalikes.iter().cloned());
+                }
+            }
+            for p in painted {
+                let Ok(mpp) = Mpp::new(p.mpp) else { continue };
+                let (centres, clear_px) = p.exclusion(crop_half_diagonal(cls_spec, p.mpp));
+                crops.extend(negatives(&p.image, &centres, mpp, config.negatives_per_hpf, clear_px, &p.name));
+            }
+            for c in &train_cmc {
+                let Ok(mpp) = Mpp::new(c.mpp) else { continue };
+                let image = c.image.load()?;
+                crops.extend(negatives(&image, &[], mpp, config.negatives_per_cmc, 0.0, &c.name));
+                let lookalikes = lookalike_crops(&image, &c.lookalikes, mpp, cls_spec, &c.name);
+                for _ in 0..repeats {
+                    crops.extend(lookalikes.iter().cloned());
+                }
+            }
+            for p in patches {
+                let Ok(mpp) = Mpp::new(p.mpp) else { continue };
+                let centre = p
+                    .centroid
+                    .unwrap_or(((f64::from(p.image.width()) - 1.0) / 2.0, (f64::from(p.image.height()) - 1.0) / 2.0));
+                let crop = LabelledCrop {
+                    image: resample_crop(&p.image, centre, mpp, cls_spec),
+                    positive: p.centroid.is_some(),
+                    origin: p.name.clone(),
+                };
+                for _ in 0..repeats {
+                    crops.push(crop.clone());
+                }
+            }
+            // Mined crops carry their image in the origin: `hard:<name>@x,y`.
+            let mined_elsewhere =
+                |c: &&LabelledCrop| held_out.is_none_or(|name| !c.origin.starts_with(&format!("hard:{name}@")));
+            crops.extend(hard.iter().filter(mined_elsewhere).cloned());
+            Ok(crops)
         };
-        let repeats = config.in_domain_repeats.max(1);
-        for h in stage2_hpfs
-            .iter()
-            .filter(|h| Some(h.name.as_str()) != held_out)
-        {
-            let Ok(mpp) = Mpp::new(h.mpp) else { continue };
-            let image = h.image.load()?;
-            let pos = positive_crops(&image, &h.centroids, mpp, cls_spec, &h.name);
-            for _ in 0..repeats {
-                crops.extend(pos.iter().cloned());
-            }
-            let min_d = 2.0 * config.match_radius_um / h.mpp;
-            crops.extend(negatives(
-                &image,
-                &h.centroids,
-                mpp,
-                config.negatives_per_hpf,
-                min_d,
-                &h.name,
-            ));
-            let lookalikes = lookalike_crops(&image, &h.lookalikes, mpp, cls_spec, &h.name);
-            for _ in 0..repeats {
-                crops.extend(lookalikes.iter().cloned());
-            }
-        }
-        for p in painted {
-            let Ok(mpp) = Mpp::new(p.mpp) else { continue };
-            let (centres, clear_px) = p.exclusion(crop_half_diagonal(cls_spec, p.mpp));
-            crops.extend(negatives(
-                &p.image,
-                &centres,
-                mpp,
-                config.negatives_per_hpf,
-                clear_px,
-                &p.name,
-            ));
-        }
-        for c in &train_cmc {
-            let Ok(mpp) = Mpp::new(c.mpp) else { continue };
-            let image = c.image.load()?;
-            crops.extend(negatives(
-                &image,
-                &[],
-                mpp,
-                config.negatives_per_cmc,
-                0.0,
-                &c.name,
-            ));
-            let lookalikes = lookalike_crops(&image, &c.lookalikes, mpp, cls_spec, &c.name);
-            for _ in 0..repeats {
-                crops.extend(lookalikes.iter().cloned());
-            }
-        }
-        for p in patches {
-            let Ok(mpp) = Mpp::new(p.mpp) else { continue };
-            let centre = p.centroid.unwrap_or((
-                (f64::from(p.image.width()) - 1.0) / 2.0,
-                (f64::from(p.image.height()) - 1.0) / 2.0,
-            ));
-            let crop = LabelledCrop {
-                image: resample_crop(&p.image, centre, mpp, cls_spec),
-                positive: p.centroid.is_some(),
-                origin: p.name.clone(),
-            };
-            for _ in 0..repeats {
-                crops.push(crop.clone());
-            }
-        }
-        // Mined crops carry their image in the origin: `hard:<name>@x,y`.
-        let mined_elsewhere = |c: &&LabelledCrop| {
-            held_out.is_none_or(|name| !c.origin.starts_with(&format!("hard:{name}@")))
-        };
-        crops.extend(hard.iter().filter(mined_elsewhere).cloned());
-        Ok(crops)
-    };
     let train_network = |seed: u64,
                          crops: Vec<LabelledCrop>,
                          folder: &Path|
@@ -1044,14 +987,7 @@ pub fn train_recipe(
                     .with_hed_shift(config.stain_jitter.1)
                     .with_jpeg_probability(config.classifier_jpeg_probability),
             );
-        Ok(train_classifier(
-            &cls_config,
-            &train_crops,
-            &val_crops,
-            folder,
-            &device,
-            options,
-        )?)
+        Ok(train_classifier(&cls_config, &train_crops, &val_crops, folder, &device, options)?)
     };
     // Each network of the ensemble: its own seed for the random negatives, the
     // validation split, initialisation and augmentation; the same data otherwise.
@@ -1066,18 +1002,11 @@ pub fn train_recipe(
         let crops = stage2_crops(member_seed, None, &stage1.hard)?;
         let n_pos = crops.iter().filter(|c| c.positive).count();
         let n_neg = crops.len() - n_pos;
-        say(&format!(
-            "stage 2, network {}: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)",
-            member + 1
-        ));
+        say(&format!("stage 2, network {}: {n_pos} positive, {n_neg} negative crops ({n_hard} hard)", member + 1));
         classifier_crops = (n_pos, n_neg, n_hard);
         let stage2 = train_network(member_seed, crops, &out_dir.join(classifier_folder(member)))?;
         for m in &stage2.history {
-            say(&format!(
-                "  stage-2 network {} epoch {}: {m:?}",
-                member + 1,
-                m.epoch
-            ));
+            say(&format!("  stage-2 network {} epoch {}: {m:?}", member + 1, m.epoch));
         }
         if member == 0 {
             classifier_val_f1 = stage2.history.last().and_then(|m| m.val_f1);
@@ -1086,9 +1015,7 @@ pub fn train_recipe(
     }
     let (n_pos, n_neg, _) = classifier_crops;
     let mut classifiers = classifiers.into_iter();
-    let classifier = classifiers
-        .next()
-        .ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
+    let classifier = classifiers.next().ok_or_else(|| DetectError::Config("no stage-2 network trained".into()))?;
     let extra_classifiers: Vec<_> = classifiers.collect();
     lap("stage2", &mut seconds);
 
@@ -1109,11 +1036,7 @@ pub fn train_recipe(
     };
     let detector = Detector::new(bundle, device.clone());
     // Scoring only: outlines (and a kept mask head's work) are not needed here.
-    let all = DetectOptions {
-        keep_all_candidates: true,
-        polygons: false,
-        ..DetectOptions::default()
-    };
+    let all = DetectOptions { keep_all_candidates: true, polygons: false, ..DetectOptions::default() };
     // (scores of detections, ground truth, match radius in px)
     let mut val_sets: Vec<ScoredImage> = Vec::new();
     let mut hpf_seconds = Vec::new();
@@ -1138,12 +1061,10 @@ pub fn train_recipe(
         for h in &stage2_hpfs {
             // The fold's stage 1: the run's own where that was trained without exactly
             // this HPF, else one trained now without it, which mines its own negatives.
-            let own_split = stage1_hpfs.len() + 1 == stage2_hpfs.len()
-                && stage1_hpfs.iter().all(|s| s.name != h.name);
+            let own_split = stage1_hpfs.len() + 1 == stage2_hpfs.len() && stage1_hpfs.iter().all(|s| s.name != h.name);
             let fold_stage1;
             let s1 = if config.cv_stage1 && !own_split {
-                let others: Vec<&LabelledField> =
-                    stage2_hpfs.iter().copied().filter(|o| o.name != h.name).collect();
+                let others: Vec<&LabelledField> = stage2_hpfs.iter().copied().filter(|o| o.name != h.name).collect();
                 say(&format!("cross-validation: stage 1 without {}", h.name));
                 fold_stage1 = train_stage1(
                     &stage1_data,
@@ -1200,15 +1121,9 @@ pub fn train_recipe(
     }
     // The HPFs the report speaks for: out-of-fold scores of every labelled HPF, or the held-out ones.
     let (report_hpfs, report_names): (Vec<ScoredImage>, Vec<String>) = if cross_validated {
-        (
-            out_of_fold.clone(),
-            stage2_hpfs.iter().map(|h| h.name.clone()).collect(),
-        )
+        (out_of_fold.clone(), stage2_hpfs.iter().map(|h| h.name.clone()).collect())
     } else {
-        (
-            val_sets[..val_hpfs.len()].to_vec(),
-            val_hpfs.iter().map(|h| h.name.clone()).collect(),
-        )
+        (val_sets[..val_hpfs.len()].to_vec(), val_hpfs.iter().map(|h| h.name.clone()).collect())
     };
     let cmc_sets = &val_sets[val_hpfs.len()..];
     let report_sets: Vec<ScoredImage> = report_hpfs.iter().chain(cmc_sets).cloned().collect();
@@ -1216,21 +1131,12 @@ pub fn train_recipe(
     let found_val = report_hpfs
         .iter()
         .map(|(dets, gt, r)| {
-            gt.iter()
-                .filter(|&&(gx, gy)| dets.iter().any(|d| (d.x - gx).hypot(d.y - gy) <= *r))
-                .count()
+            gt.iter().filter(|&&(gx, gy)| dets.iter().any(|d| (d.x - gx).hypot(d.y - gy) <= *r)).count()
         })
         .sum::<usize>();
-    let val_candidate_recall = if val_mitoses == 0 {
-        0.0
-    } else {
-        found_val as f64 / val_mitoses as f64
-    };
-    let val_candidates_per_hpf = report_hpfs
-        .iter()
-        .map(|(d, _, _)| d.len())
-        .sum::<usize>() as f64
-        / report_hpfs.len().max(1) as f64;
+    let val_candidate_recall = if val_mitoses == 0 { 0.0 } else { found_val as f64 / val_mitoses as f64 };
+    let val_candidates_per_hpf =
+        report_hpfs.iter().map(|(d, _, _)| d.len()).sum::<usize>() as f64 / report_hpfs.len().max(1) as f64;
     // The images that place the threshold: the reported ones, plus the training HPFs when asked.
     let mut select_sets: Vec<ScoredImage> = report_sets.clone();
     if config.threshold_on == ThresholdImages::AllHpfs {
@@ -1246,20 +1152,11 @@ pub fn train_recipe(
     // Held-out numbers at that threshold, whichever images chose it.
     let (val_tp, val_fp) = count_matches(&report_sets, operating_threshold);
     let val_cmc_fp = count_matches(cmc_sets, operating_threshold).1;
-    let cross_validation = cross_validated.then(|| {
-        cross_validation(&report_names, &report_hpfs, cmc_sets, operating_threshold)
-    });
+    let cross_validation =
+        cross_validated.then(|| cross_validation(&report_names, &report_hpfs, cmc_sets, operating_threshold));
     let val_f1 = f1_score(val_tp, val_fp, val_mitoses);
-    let val_precision = if val_tp + val_fp == 0 {
-        0.0
-    } else {
-        val_tp as f64 / (val_tp + val_fp) as f64
-    };
-    let val_recall = if val_mitoses == 0 {
-        0.0
-    } else {
-        val_tp as f64 / val_mitoses as f64
-    };
+    let val_precision = if val_tp + val_fp == 0 { 0.0 } else { val_tp as f64 / (val_tp + val_fp) as f64 };
+    let val_recall = if val_mitoses == 0 { 0.0 } else { val_tp as f64 / val_mitoses as f64 };
     lap("threshold", &mut seconds);
 
     // ---- Mask head: outlines at the scan's resolution, trained on the pixel masks ----
@@ -1396,8 +1293,7 @@ pub fn train_recipe(
                 Stages::CandidateOnly(_) => "; stage 2 was kept, not retrained: its scores are not held out",
             },
     };
-    bundle.card.metrics =
-        serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
+    bundle.card.metrics = serde_json::to_value(&report).map_err(|e| DetectError::Config(e.to_string()))?;
     bundle.save(&out_dir.join(crate::BUNDLE_FILE))?;
     let md = model_md(&bundle.card, &report, config);
     mitoscope_formats::atomic::write_atomic(&out_dir.join("MODEL.md"), md.as_bytes())?;
@@ -1492,45 +1388,24 @@ fn train_stage1(
             let mut samples: Vec<CandidateSample> =
                 train.iter().map(|h| icpr_sample(h, 20.0)).collect::<Result<_, _>>()?;
             for c in data.train_cmc {
-                samples.push(hpf_sample(
-                    &*c.image.load()?,
-                    &[],
-                    None,
-                    c.mpp,
-                    model_mpp,
-                    radius_px,
-                    &c.name,
-                    1.0,
-                    0.0,
-                ));
+                samples.push(hpf_sample(&*c.image.load()?, &[], None, c.mpp, model_mpp, radius_px, &c.name, 1.0, 0.0));
             }
             for p in data.patches {
                 let step = model_mpp / p.mpp;
                 let (w, h) = scaled_size(p.image.dimensions(), step);
                 let image = image::imageops::resize(&p.image, w, h, FilterType::Triangle);
                 let mask: GrayImage = image::imageops::resize(&p.mask, w, h, FilterType::Nearest);
-                let centres: Vec<(f64, f64)> = p
-                    .centroid
-                    .map(|c| vec![to_model(c, step)])
-                    .unwrap_or_default();
+                let centres: Vec<(f64, f64)> = p.centroid.map(|c| vec![to_model(c, step)]).unwrap_or_default();
                 let mut s = CandidateSample::new(image, mask_target(&mask), centres, p.name.clone());
                 (s.random_weight, s.centre_weight) = (0.1, 20.0);
                 samples.push(s);
             }
             for c in data.figures {
-                let centre = (
-                    (f64::from(c.image.width()) - 1.0) / 2.0,
-                    (f64::from(c.image.height()) - 1.0) / 2.0,
-                );
+                let centre = ((f64::from(c.image.width()) - 1.0) / 2.0, (f64::from(c.image.height()) - 1.0) / 2.0);
                 // A figure: a disc at the centre, tiles centred on it. A labelled
                 // negative crop: all background, drawn like a mask patch.
                 let centres = if c.positive { vec![centre] } else { Vec::new() };
-                let target = disc_target(
-                    c.image.width() as usize,
-                    c.image.height() as usize,
-                    &centres,
-                    radius_px,
-                );
+                let target = disc_target(c.image.width() as usize, c.image.height() as usize, &centres, radius_px);
                 let mut s = CandidateSample::new(c.image.clone(), target, centres, c.origin.clone());
                 s.random_weight = if c.positive { 0.0 } else { 0.1 };
                 samples.push(s);
@@ -1546,14 +1421,7 @@ fn train_stage1(
                 .with_peak_min_distance((config.min_distance_um / model_mpp) as f32)
                 .with_seed(config.seed);
             say("stage 1: training the candidate net");
-            let stage1 = train_candidate_net(
-                &cand_train,
-                &samples,
-                &val_samples,
-                folder,
-                data.device,
-                data.options,
-            )?;
+            let stage1 = train_candidate_net(&cand_train, &samples, &val_samples, folder, data.device, data.options)?;
             for m in &stage1.history {
                 say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
             }
@@ -1576,11 +1444,7 @@ fn train_stage1(
         card,
     };
     let detector = Detector::new(probe, data.device.clone());
-    let low = DetectOptions {
-        keep_all_candidates: true,
-        polygons: false,
-        ..DetectOptions::default()
-    };
+    let low = DetectOptions { keep_all_candidates: true, polygons: false, ..DetectOptions::default() };
     let mut train_peaks = Vec::new();
     for h in train {
         train_peaks.push((detector.candidates(&*h.image.load()?, h.mpp, &low)?, &h.centroids, h.mpp));
@@ -1591,19 +1455,12 @@ fn train_stage1(
             let match_px = config.match_radius_um / mpp;
             for &(gx, gy) in gt.iter() {
                 total += 1;
-                if dets
-                    .iter()
-                    .any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px)
-                {
+                if dets.iter().any(|d| d.candidate_score >= t && (d.x - gx).hypot(d.y - gy) <= match_px) {
                     found += 1;
                 }
             }
         }
-        if total == 0 {
-            0.0
-        } else {
-            found as f64 / total as f64
-        }
+        if total == 0 { 0.0 } else { found as f64 / total as f64 }
     };
     let best = recall_at(0.02, &train_peaks);
     let (candidate_threshold, mining_threshold) = match data.fixed {
@@ -1639,10 +1496,7 @@ fn train_stage1(
         let mut fps: Vec<&crate::Detection> = dets
             .iter()
             .filter(|d| d.candidate_score >= mining_threshold)
-            .filter(|d| {
-                gt.iter()
-                    .all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > clear_px)
-            })
+            .filter(|d| gt.iter().all(|&(gx, gy)| (d.x - gx).hypot(d.y - gy) > clear_px))
             .collect();
         fps.sort_by(|a, b| b.candidate_score.total_cmp(&a.candidate_score));
         let Ok(m) = Mpp::new(mpp) else { return };
@@ -1665,15 +1519,7 @@ fn train_stage1(
                 &found
             }
         };
-        take_hard(
-            dets,
-            &h.centroids,
-            config.match_radius_um / h.mpp,
-            &image,
-            h.mpp,
-            &h.name,
-            &mut hard,
-        );
+        take_hard(dets, &h.centroids, config.match_radius_um / h.mpp, &image, h.mpp, &h.name, &mut hard);
     }
     for p in data.painted {
         let dets = detector.candidates(&p.image, p.mpp, &low)?;
@@ -1692,13 +1538,7 @@ fn train_stage1(
     }
     say(&format!("hard negatives: {}", hard.len()));
     phase_done("mining");
-    Ok(Stage1 {
-        model: stage1,
-        candidate_threshold,
-        mining_threshold,
-        train_candidate_recall,
-        hard,
-    })
+    Ok(Stage1 { model: stage1, candidate_threshold, mining_threshold, train_candidate_recall, hard })
 }
 
 /// The candidate and mining thresholds for a stage 1 whose training recall at
@@ -1708,10 +1548,7 @@ fn train_stage1(
 fn candidate_thresholds(recall_at: impl Fn(f64) -> f64, config: &RecipeConfig) -> (f64, f64) {
     let best = recall_at(0.02);
     let keeping = |share: f64| {
-        (1..=19)
-            .map(|i| f64::from(i) * 0.05)
-            .filter(|&t| recall_at(t) >= share * best)
-            .fold(0.02, f64::max)
+        (1..=19).map(|i| f64::from(i) * 0.05).filter(|&t| recall_at(t) >= share * best).fold(0.02, f64::max)
     };
     let candidate = keeping(config.candidate_recall_target);
     let mining = config.mining_recall_target.map_or(candidate, keeping);
@@ -1723,29 +1560,18 @@ pub const OUT_OF_FOLD_FILE: &str = "out-of-fold.csv";
 
 /// Run folder of stage-2 network `member` (0-based) of the ensemble.
 fn classifier_folder(member: usize) -> String {
-    if member == 0 {
-        "classifier".into()
-    } else {
-        format!("classifier-{}", member + 1)
-    }
+    if member == 0 { "classifier".into() } else { format!("classifier-{}", member + 1) }
 }
 
 /// F1 from true and false positives and the number of labelled mitoses (0 when all are 0).
 fn f1_score(tp: usize, fp: usize, mitoses: usize) -> f64 {
-    if tp + fp + mitoses == 0 {
-        0.0
-    } else {
-        2.0 * tp as f64 / (tp + fp + mitoses) as f64
-    }
+    if tp + fp + mitoses == 0 { 0.0 } else { 2.0 * tp as f64 / (tp + fp + mitoses) as f64 }
 }
 
 /// The stage-2 threshold of best pooled F1 over `sets`, strictest among ties.
 fn best_f1_threshold(sets: &[ScoredImage]) -> f64 {
     let mitoses: usize = sets.iter().map(|(_, gt, _)| gt.len()).sum();
-    let mut thresholds: Vec<f64> = sets
-        .iter()
-        .flat_map(|(d, _, _)| d.iter().map(|d| d.score))
-        .collect();
+    let mut thresholds: Vec<f64> = sets.iter().flat_map(|(d, _, _)| d.iter().map(|d| d.score)).collect();
     thresholds.push(1.0);
     thresholds.sort_by(f64::total_cmp);
     thresholds.dedup();
@@ -1804,12 +1630,7 @@ fn cross_validation(
             nested_fp: nfp,
         });
     }
-    CrossValidation {
-        folds: results,
-        nested_f1: f1_score(nested_tp, nested_fp, mitoses),
-        nested_tp,
-        nested_fp,
-    }
+    CrossValidation { folds: results, nested_f1: f1_score(nested_tp, nested_fp, mitoses), nested_tp, nested_fp }
 }
 
 /// (true positives, false positives) at stage-2 threshold `t`, greedy by score.
@@ -1823,11 +1644,7 @@ fn count_matches(sets: &[ScoredImage], t: f64) -> (usize, usize) {
                 .iter()
                 .enumerate()
                 .filter(|(i, g)| !used[*i] && (d.x - g.0).hypot(d.y - g.1) <= *r)
-                .min_by(|a, b| {
-                    (d.x - a.1.0)
-                        .hypot(d.y - a.1.1)
-                        .total_cmp(&(d.x - b.1.0).hypot(d.y - b.1.1))
-                });
+                .min_by(|a, b| (d.x - a.1.0).hypot(d.y - a.1.1).total_cmp(&(d.x - b.1.0).hypot(d.y - b.1.1)));
             match hit {
                 Some((i, _)) => {
                     used[i] = true;
@@ -1872,10 +1689,7 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
             1 => "one network".to_owned(),
             n => format!(
                 "{n} networks, seeds {}, probabilities averaged",
-                (0..n)
-                    .map(|k| (config.seed + 1000 * k as u64).to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                (0..n).map(|k| (config.seed + 1000 * k as u64).to_string()).collect::<Vec<_>>().join(", ")
             ),
         },
         views = card.classifier_views,
@@ -1907,18 +1721,9 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
         nn = r.classifier_crops.1,
         nh = r.classifier_crops.2,
         sph = r.seconds_per_hpf,
-        secs = r
-            .seconds
-            .iter()
-            .map(|(n, s)| format!("{n} {s:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        secs = r.seconds.iter().map(|(n, s)| format!("{n} {s:.0}")).collect::<Vec<_>>().join(", "),
         notes = t.notes,
-        cv = r
-            .cross_validation
-            .as_ref()
-            .map(|cv| cross_validation_md(cv, config.cv_stage1))
-            .unwrap_or_default(),
+        cv = r.cross_validation.as_ref().map(|cv| cross_validation_md(cv, config.cv_stage1)).unwrap_or_default(),
         mask = mask_head_md(card, r.mask_head.as_ref(), &config.mask_head),
         json = serde_json::to_string_pretty(config).unwrap_or_default(),
     )
@@ -1993,10 +1798,7 @@ fn seeded(seed: u64) -> rand::rngs::ChaCha8Rng {
 }
 
 fn scaled_size((w, h): (u32, u32), step: f64) -> (u32, u32) {
-    (
-        (f64::from(w) / step).round().max(1.0) as u32,
-        (f64::from(h) / step).round().max(1.0) as u32,
-    )
+    ((f64::from(w) / step).round().max(1.0) as u32, (f64::from(h) / step).round().max(1.0) as u32)
 }
 
 /// Source pixel -> model pixel for a resize by `1 / step` (pixel centres).
@@ -2038,13 +1840,7 @@ mod tests {
     fn scored(dets: &[(f64, f64)]) -> ScoredImage {
         let mut dets: Vec<crate::Detection> = dets
             .iter()
-            .map(|&(x, score)| crate::Detection {
-                x,
-                y: 0.0,
-                score,
-                candidate_score: score,
-                outline: Vec::new(),
-            })
+            .map(|&(x, score)| crate::Detection { x, y: 0.0, score, candidate_score: score, outline: Vec::new() })
             .collect();
         dets.sort_by(|a, b| b.score.total_cmp(&a.score));
         (dets, vec![(0.0, 0.0)], 10.0)
@@ -2056,11 +1852,8 @@ mod tests {
         let mut peaks = vec![0.12, 0.43];
         peaks.extend(std::iter::repeat_n(0.9, 28));
         let recall = |t: f64| peaks.iter().filter(|&&p| p >= t).count() as f64 / peaks.len() as f64;
-        let config = RecipeConfig {
-            candidate_recall_target: 0.99,
-            mining_recall_target: Some(0.95),
-            ..RecipeConfig::default()
-        };
+        let config =
+            RecipeConfig { candidate_recall_target: 0.99, mining_recall_target: Some(0.95), ..RecipeConfig::default() };
         let (candidate, mining) = candidate_thresholds(recall, &config);
         // 0.99 keeps all 30: the highest grid value at or under 0.12; 0.95 lets one go.
         assert!((candidate - 0.10).abs() < 1e-9, "{candidate}");
@@ -2126,11 +1919,8 @@ mod tests {
     #[test]
     fn figure_selection_reads_each_crops_slide_from_the_amibr_table() {
         let root = tempfile::tempdir().unwrap();
-        let crop = |origin: &str| LabelledCrop {
-            image: RgbImage::new(4, 4),
-            positive: true,
-            origin: origin.to_owned(),
-        };
+        let crop =
+            |origin: &str| LabelledCrop { image: RgbImage::new(4, 4), positive: true, origin: origin.to_owned() };
         // Two crops of one Leica slide, one Hamamatsu, one Aperio XT, one unlisted (AtNorM-Br).
         let figures = vec![
             crop("amibr/patches/normal/TUPAC16_7.png"),
@@ -2200,10 +1990,7 @@ mod tests {
     fn evenly_spread_keeps_a_spread_subset() {
         let kept = evenly_spread((0..10).collect(), Some(4));
         assert_eq!(kept, vec![0, 2, 5, 7]);
-        assert_eq!(
-            evenly_spread((0..3).collect::<Vec<i32>>(), Some(5)).len(),
-            3
-        );
+        assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), Some(5)).len(), 3);
         assert_eq!(evenly_spread((0..3).collect::<Vec<i32>>(), None).len(), 3);
     }
 
@@ -2214,23 +2001,13 @@ mod tests {
         let figures = [((100.0, 80.0), 12.0), ((300.0, 200.0), 25.0)];
         for &((cx, cy), r) in &figures {
             for (x, y, p) in image.enumerate_pixels_mut() {
-                if (f64::from(x) - cx).abs() <= r / 2.0_f64.sqrt()
-                    && (f64::from(y) - cy).abs() <= r / 2.0_f64.sqrt()
-                {
+                if (f64::from(x) - cx).abs() <= r / 2.0_f64.sqrt() && (f64::from(y) - cy).abs() <= r / 2.0_f64.sqrt() {
                     *p = image::Rgb([250, 242, 20]);
                 }
             }
         }
-        let painted = PaintedField {
-            name: "p".into(),
-            image,
-            mpp: ICPR_MPP,
-            figures: figures.to_vec(),
-        };
-        let spec = CropSpec {
-            crop_size: 32,
-            mpp: Mpp::new(0.3).unwrap(),
-        };
+        let painted = PaintedField { name: "p".into(), image, mpp: ICPR_MPP, figures: figures.to_vec() };
+        let spec = CropSpec { crop_size: 32, mpp: Mpp::new(0.3).unwrap() };
         let src = Mpp::new(ICPR_MPP).unwrap();
         let half_diagonal = std::f64::consts::SQRT_2 * 32.0 * 0.3 / ICPR_MPP / 2.0;
         let (centres, clear_px) = painted.exclusion(half_diagonal);
@@ -2307,10 +2084,7 @@ mod tests {
         // MODEL.md says `mitoscope train` (the default recipe) made the shipped
         // bundle: the settings it saved must be today's defaults.
         let shipped: RecipeConfig = serde_json::from_str(include_str!("../model/recipe.json")).unwrap();
-        assert_eq!(
-            serde_json::to_value(&shipped).unwrap(),
-            serde_json::to_value(RecipeConfig::default()).unwrap()
-        );
+        assert_eq!(serde_json::to_value(&shipped).unwrap(), serde_json::to_value(RecipeConfig::default()).unwrap());
     }
 
     #[test]
@@ -2325,9 +2099,8 @@ mod tests {
                 ..RecipeConfig::default()
             },
         ] {
-            let err = train_default(Path::new("/nonexistent-data"), &out, &config, "test", false)
-                .unwrap_err()
-                .to_string();
+            let err =
+                train_default(Path::new("/nonexistent-data"), &out, &config, "test", false).unwrap_err().to_string();
             assert!(err.contains("stage1_on_all_hpfs"), "{err}");
             assert!(!out.exists());
         }

@@ -62,7 +62,16 @@ pub fn render_hpf(seed: u64, size: u32) -> (RgbImage, Vec<(f64, f64)>) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn paint_blob(img: &mut RgbImage, cx: f64, cy: f64, rx: f64, ry: f64, colour: [f64; 3], alpha: f64, rng: &mut SplitMix) {
+fn paint_blob(
+    img: &mut RgbImage,
+    cx: f64,
+    cy: f64,
+    rx: f64,
+    ry: f64,
+    colour: [f64; 3],
+    alpha: f64,
+    rng: &mut SplitMix,
+) {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let x0 = ((cx - rx).floor() as i64).max(0);
     let x1 = ((cx + rx).ceil() as i64).min(w - 1);

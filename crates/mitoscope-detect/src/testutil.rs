@@ -1,7 +1,7 @@
 //! Helpers for unit tests.
 
 use burn::tensor::Device;
-use mitoscope_model::{burn, CandidateNetConfig, PatchClassifierConfig};
+use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig, burn};
 
 use crate::ModelBundle;
 

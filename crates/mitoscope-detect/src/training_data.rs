@@ -275,9 +275,9 @@ impl TrainingData {
         let mut negative_fields = Vec::new();
         for dir in &sources.negative_folders {
             let files = image_files(dir)?;
-            let mpp = sources.mpp.ok_or_else(|| {
-                DetectError::Config(format!("{}: mitosis-free fields need --mpp", dir.display()))
-            })?;
+            let mpp = sources
+                .mpp
+                .ok_or_else(|| DetectError::Config(format!("{}: mitosis-free fields need --mpp", dir.display())))?;
             let loaded = files
                 .par_iter()
                 .map(|file| {
@@ -444,7 +444,8 @@ fn image_file(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
     if let Some(p) = img.path.as_ref().filter(|p| p.is_file()) {
         return Ok(p.clone());
     }
-    let beside = if dataset.is_dir() { dataset.to_path_buf() } else { dataset.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let beside =
+        if dataset.is_dir() { dataset.to_path_buf() } else { dataset.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let stem = Path::new(&img.image);
     let stem = if mitoscope_imaging::is_image_path(stem) { stem.with_extension("") } else { stem.to_path_buf() };
     for dir in sources.images_dir.iter().chain(std::iter::once(&beside)) {
@@ -553,9 +554,7 @@ fn sorted_files(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>, DetectError> {
         .map_err(|e| DetectError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e)))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| ext.iter().any(|x| x.eq_ignore_ascii_case(e)))
         })
         .collect();
     files.sort();
@@ -577,20 +576,13 @@ fn load_icpr(root: &Path) -> Result<Vec<LabelledField>, DetectError> {
             if f.get(3).is_some_and(|c| !c.eq_ignore_ascii_case("mitosis")) {
                 continue;
             }
-            let parse = |k: usize| {
-                f.get(k)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|v| v.is_finite())
-            };
+            let parse = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
             match (parse(1), parse(2)) {
                 (Some(x), Some(y)) => centroids.push((x, y)),
                 _ => {
                     return Err(DetectError::Input {
                         path: csv_path.clone(),
-                        message: format!(
-                            "line {}: expected image,x,y,class with numeric x,y, found '{line}'",
-                            i + 1
-                        ),
+                        message: format!("line {}: expected image,x,y,class with numeric x,y, found '{line}'", i + 1),
                     });
                 }
             }
@@ -618,22 +610,14 @@ fn load_cmc(root: &Path) -> Result<Vec<NegativeField>, DetectError> {
         let mut lookalikes = Vec::new();
         if labels.is_file() {
             for line in read_text(&labels)?.lines() {
-                let f: Vec<f64> = line
-                    .split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
+                let f: Vec<f64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
                 // Class 1 = mitosis look-alike (hard negative); boxes are normalised centres.
                 if f.len() == 5 && f[0] == 1.0 {
                     lookalikes.push((f[1] * w, f[2] * h));
                 }
             }
         }
-        out.push(NegativeField {
-            name: crate::batch::image_id(&file),
-            image,
-            mpp: CROP_SOURCE_MPP,
-            lookalikes,
-        });
+        out.push(NegativeField { name: crate::batch::image_id(&file), image, mpp: CROP_SOURCE_MPP, lookalikes });
     }
     Ok(out)
 }
@@ -653,10 +637,7 @@ impl PaintedField {
     /// half-diagonal is `crop_half_diagonal` px (of this image) clear of every painted pixel.
     pub(crate) fn exclusion(&self, crop_half_diagonal: f64) -> (Vec<(f64, f64)>, f64) {
         let widest = self.figures.iter().map(|f| f.1).fold(0.0, f64::max);
-        (
-            self.figures.iter().map(|f| f.0).collect(),
-            widest + crop_half_diagonal + 2.0,
-        )
+        (self.figures.iter().map(|f| f.0).collect(), widest + crop_half_diagonal + 2.0)
     }
 }
 
@@ -675,28 +656,18 @@ pub(crate) fn load_painted_hpfs(root: &Path) -> Result<Vec<PaintedField>, Detect
         if !overlay.is_file() {
             continue;
         }
-        let set = mitoscope_formats::icpr::read_pixel_lists(
-            &csv,
-            &mitoscope_formats::ReadOptions::default(),
-        )?;
+        let set = mitoscope_formats::icpr::read_pixel_lists(&csv, &mitoscope_formats::ReadOptions::default())?;
         let figures = set
             .images
             .iter()
             .flat_map(|i| &i.objects)
             .map(|o| {
-                let radius = o
-                    .bbox
-                    .map(|b| 0.5 * (b.x_max - b.x_min + 1.0).hypot(b.y_max - b.y_min + 1.0))
-                    .unwrap_or(0.0);
+                let radius =
+                    o.bbox.map(|b| 0.5 * (b.x_max - b.x_min + 1.0).hypot(b.y_max - b.y_min + 1.0)).unwrap_or(0.0);
                 ((o.centroid.x, o.centroid.y), radius)
             })
             .collect();
-        out.push(PaintedField {
-            image: mitoscope_imaging::read_image(&overlay)?,
-            name,
-            mpp: ICPR_MPP,
-            figures,
-        });
+        out.push(PaintedField { image: mitoscope_imaging::read_image(&overlay)?, name, mpp: ICPR_MPP, figures });
     }
     Ok(out)
 }
@@ -730,17 +701,10 @@ fn load_mask_patches(root: &Path) -> Result<Vec<MaskPatch>, DetectError> {
         }
         // Tiny blobs are JPEG noise, not a figure.
         let centroid = (n >= 20).then(|| (sx / n as f64, sy / n as f64));
-        out.push(MaskPatch {
-            name: crate::batch::image_id(&file),
-            image,
-            mask,
-            mpp: ICPR_MPP,
-            centroid,
-        });
+        out.push(MaskPatch { name: crate::batch::image_id(&file), image, mask, mpp: ICPR_MPP, centroid });
     }
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -802,9 +766,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for name in ["s1_1", "s1_2", "s2_1"] {
-            write_png(&root.join(format!("images/{name}.png")), &RgbImage::from_pixel(40, 30, image::Rgb([200, 150, 190])));
+            write_png(
+                &root.join(format!("images/{name}.png")),
+                &RgbImage::from_pixel(40, 30, image::Rgb([200, 150, 190])),
+            );
         }
-        std::fs::write(root.join("labels.csv"), "image,x,y,class\ns1_1,10,12,mitosis\ns1_1,30,5,mitosis\ns1_2,7,7,mitosis\ns2_1,20,20,non-mitosis\n").unwrap();
+        std::fs::write(
+            root.join("labels.csv"),
+            "image,x,y,class\ns1_1,10,12,mitosis\ns1_1,30,5,mitosis\ns1_2,7,7,mitosis\ns2_1,20,20,non-mitosis\n",
+        )
+        .unwrap();
         let mut sources = DatasetSources {
             datasets: vec![root.join("labels.csv")],
             images_dir: Some(root.join("images")),
@@ -889,7 +860,8 @@ mod tests {
         write_png(&root.join("test/test_3_score/images/001.png"), &tissue);
         std::fs::create_dir_all(root.join("test/test_3_score/masks")).unwrap();
         GrayImage::new(48, 40).save(root.join("test/test_3_score/masks/001.png")).unwrap();
-        let sources = DatasetSources { datasets: vec![root.clone()], mpp: Some(0.25), crops_mpp: 0.25, ..Default::default() };
+        let sources =
+            DatasetSources { datasets: vec![root.clone()], mpp: Some(0.25), crops_mpp: 0.25, ..Default::default() };
         let data = TrainingData::from_datasets(&sources).unwrap();
         let mut names: Vec<&str> = data.fields.iter().map(|f| f.name.as_str()).collect();
         names.sort();
@@ -914,10 +886,7 @@ mod tests {
     fn reads_the_icpr_contest_overlays() {
         let dir = mitoscope_testdata::require_data!("icpr2012/pixel-masks");
         let painted = load_painted_hpfs(dir.parent().and_then(Path::parent).unwrap()).unwrap();
-        let counts: Vec<(&str, usize)> = painted
-            .iter()
-            .map(|p| (p.name.as_str(), p.figures.len()))
-            .collect();
+        let counts: Vec<(&str, usize)> = painted.iter().map(|p| (p.name.as_str(), p.figures.len())).collect();
         assert_eq!(counts, [("A00_01", 5), ("A00_02", 2)]);
         for p in &painted {
             assert_eq!(p.image.dimensions(), (2084, 2084));
@@ -925,11 +894,7 @@ mod tests {
             for &((x, y), r) in &p.figures {
                 assert!((5.0..60.0).contains(&r), "{} radius {r}", p.name);
                 let px = p.image.get_pixel(x.round() as u32, y.round() as u32).0;
-                assert!(
-                    px[0] > 200 && px[1] > 200 && px[2] < 90,
-                    "{} at {x},{y}: {px:?}",
-                    p.name
-                );
+                assert!(px[0] > 200 && px[1] > 200 && px[2] < 90, "{} at {x},{y}: {px:?}", p.name);
             }
         }
     }

@@ -51,7 +51,13 @@ impl TileDetector for DarkBlobs {
         Ok(acc
             .values()
             .filter(|(_, _, n)| *n >= 4.0)
-            .map(|&(sx, sy, n)| Detection { x: sx / n, y: sy / n, score: 0.9, candidate_score: 0.9, outline: Vec::new() })
+            .map(|&(sx, sy, n)| Detection {
+                x: sx / n,
+                y: sy / n,
+                score: 0.9,
+                candidate_score: 0.9,
+                outline: Vec::new(),
+            })
             .collect())
     }
 

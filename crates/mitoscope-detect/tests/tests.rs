@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 
 use image::{Rgb, RgbImage};
-use mitoscope_detect::{
-    run_batch, BatchConfig, DetectOptions, Detector, ModelBundle, Outputs, DETECTIONS_HEADER,
-};
+use mitoscope_detect::{BatchConfig, DETECTIONS_HEADER, DetectOptions, Detector, ModelBundle, Outputs, run_batch};
 use mitoscope_model::burn::tensor::Device;
 use mitoscope_model::{CandidateNetConfig, PatchClassifierConfig};
 
@@ -156,7 +154,13 @@ fn tiling_does_not_change_detections_much() {
     // tile edges), and there are no duplicates within the merge radius.
     let detector = tiny_detector();
     let (img, _) = mitoscope_detect::synthetic::render_hpf(5, 600);
-    let one = DetectOptions { keep_all_candidates: true, tile_px: 512, overlap_px: 0, polygons: false, ..DetectOptions::default() };
+    let one = DetectOptions {
+        keep_all_candidates: true,
+        tile_px: 512,
+        overlap_px: 0,
+        polygons: false,
+        ..DetectOptions::default()
+    };
     let many = DetectOptions { tile_px: 96, overlap_px: 48, ..one.clone() };
     let a = detector.detect_image(&img, 0.25, &one).unwrap();
     let b = detector.detect_image(&img, 0.25, &many).unwrap();
@@ -218,7 +222,14 @@ fn demo_writes_a_labelled_synthetic_folder() {
     let dir = tempfile::tempdir().unwrap();
     let summary = mitoscope_detect::run_demo(&detector, dir.path(), 1, 300).unwrap();
     assert!(summary.failures.is_empty());
-    for f in ["synthetic-hpf.png", "synthetic-truth.csv", "README.txt", "detections.csv", "candidates.csv", "detections.geojson"] {
+    for f in [
+        "synthetic-hpf.png",
+        "synthetic-truth.csv",
+        "README.txt",
+        "detections.csv",
+        "candidates.csv",
+        "detections.geojson",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
     let readme = std::fs::read_to_string(dir.path().join("README.txt")).unwrap();
@@ -276,7 +287,11 @@ fn skipping_hopeless_candidates_keeps_the_detections() {
             let all = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
             let peaks: Vec<f64> = all.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
             let hopeless = peaks.iter().filter(|&&p| p < min_peak).count();
-            assert!(hopeless > 0 && hopeless < peaks.len(), "{hopeless} of {} candidates below {min_peak}", peaks.len());
+            assert!(
+                hopeless > 0 && hopeless < peaks.len(),
+                "{hopeless} of {} candidates below {min_peak}",
+                peaks.len()
+            );
         }
     }
     assert_eq!(csvs[0], csvs[1]);

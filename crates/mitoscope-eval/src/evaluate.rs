@@ -159,12 +159,8 @@ pub fn evaluate(images: &[ImageInput], cfg: &EvalConfig) -> Result<EvalReport, E
     let mut subsets: BTreeMap<String, Counts> = BTreeMap::new();
     let mut count_pairs = Vec::with_capacity(images.len());
     for img in images {
-        let kept: Vec<Point> = img
-            .pred
-            .iter()
-            .filter(|p| cfg.threshold.is_none_or(|t| p.score >= t))
-            .map(|p| p.point)
-            .collect();
+        let kept: Vec<Point> =
+            img.pred.iter().filter(|p| cfg.threshold.is_none_or(|t| p.score >= t)).map(|p| p.point).collect();
         let m = match_image(&img.truth, &kept, r, rule);
         let c = Counts::of_image(m.tp, img.truth.len(), kept.len(), rule);
         pooled.add(&c);
@@ -247,8 +243,7 @@ fn sweep_curve(images: &[ImageInput], r: f64, rule: MatchRule) -> Vec<(f64, Coun
             // Input order of truths is kept within each component.
             comp_truth[k].push(img.truth[i]);
         }
-        let pred_comp: Vec<Option<usize>> =
-            (0..np).map(|j| comp_of_root.get(&dsu.find(nt + j)).copied()).collect();
+        let pred_comp: Vec<Option<usize>> = (0..np).map(|j| comp_of_root.get(&dsu.find(nt + j)).copied()).collect();
         let mut comp_pred: Vec<Vec<usize>> = vec![Vec::new(); comp_truth.len()];
         let mut comp_tp = vec![0usize; comp_truth.len()];
         let mut touched = vec![false; comp_truth.len()];
@@ -285,8 +280,7 @@ fn sweep_curve(images: &[ImageInput], r: f64, rule: MatchRule) -> Vec<(f64, Coun
     // Stable sort keeps each image's own events in decreasing order.
     events.sort_by(|a, b| b.0.total_cmp(&a.0));
 
-    let mut state: Vec<Counts> =
-        images.iter().map(|img| Counts::of_image(0, img.truth.len(), 0, rule)).collect();
+    let mut state: Vec<Counts> = images.iter().map(|img| Counts::of_image(0, img.truth.len(), 0, rule)).collect();
     let mut total = Counts::default();
     for c in &state {
         total.add(c);

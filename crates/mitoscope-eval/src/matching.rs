@@ -198,9 +198,7 @@ pub(crate) fn candidates(truth: &[Point], pred: &[Point], r: f64) -> Vec<Vec<(f6
         }
     } else {
         for t in truth {
-            out.push(
-                pred.iter().enumerate().map(|(j, q)| (t.distance(q), j)).filter(|&(d, _)| d <= r).collect(),
-            );
+            out.push(pred.iter().enumerate().map(|(j, q)| (t.distance(q), j)).filter(|&(d, _)| d <= r).collect());
         }
     }
     for c in &mut out {

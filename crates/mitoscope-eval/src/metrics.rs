@@ -108,14 +108,7 @@ pub struct ImageMetrics {
 impl ImageMetrics {
     /// The counts and ratios as a [`Metrics`].
     pub fn metrics(&self) -> Metrics {
-        Metrics {
-            tp: self.tp,
-            fp: self.fp,
-            fn_: self.fn_,
-            precision: self.precision,
-            recall: self.recall,
-            f1: self.f1,
-        }
+        Metrics { tp: self.tp, fp: self.fp, fn_: self.fn_, precision: self.precision, recall: self.recall, f1: self.f1 }
     }
 }
 

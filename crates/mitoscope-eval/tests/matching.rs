@@ -177,13 +177,11 @@ impl Rng {
 /// are common) or continuous.
 fn random_points(rng: &mut Rng, n: usize, grid: bool) -> Vec<Point> {
     (0..n)
-        .map(|_| {
-            if grid {
-                p(rng.below(8) as f64, rng.below(8) as f64)
-            } else {
-                p(rng.unit() * 12.0, rng.unit() * 12.0)
-            }
-        })
+        .map(
+            |_| {
+                if grid { p(rng.below(8) as f64, rng.below(8) as f64) } else { p(rng.unit() * 12.0, rng.unit() * 12.0) }
+            },
+        )
         .collect()
 }
 
@@ -213,7 +211,16 @@ fn reference_greedy(truth: &[Point], pred: &[Point], r: f64) -> Vec<Option<usize
 /// min total distance among those).
 fn reference_optimal(truth: &[Point], pred: &[Point], r: f64) -> (usize, f64) {
     #[allow(clippy::too_many_arguments)] // a plain recursive enumeration, kept obvious
-    fn rec(i: usize, truth: &[Point], pred: &[Point], r: f64, used: &mut Vec<bool>, card: usize, dist: f64, best: &mut (usize, f64)) {
+    fn rec(
+        i: usize,
+        truth: &[Point],
+        pred: &[Point],
+        r: f64,
+        used: &mut Vec<bool>,
+        card: usize,
+        dist: f64,
+        best: &mut (usize, f64),
+    ) {
         if i == truth.len() {
             if card > best.0 || (card == best.0 && dist < best.1) {
                 *best = (card, dist);
@@ -294,7 +301,10 @@ fn randomized_against_references() {
         let (card, min_dist) = reference_optimal(&truth, &pred, r);
         assert_eq!(o.tp, card, "optimal cardinality {ctx}");
         let total: f64 = o.pairs().map(|(t, j)| truth[t].distance(&pred[j])).sum();
-        assert!((total - min_dist).abs() <= 1e-9 * r * (card as f64 + 1.0), "optimal distance {total} vs {min_dist} {ctx}");
+        assert!(
+            (total - min_dist).abs() <= 1e-9 * r * (card as f64 + 1.0),
+            "optimal distance {total} vs {min_dist} {ctx}"
+        );
         assert!(o.tp >= g.tp, "optimal below greedy {ctx}");
 
         let w = match_image(&truth, &pred, r, MatchRule::Wang2024);

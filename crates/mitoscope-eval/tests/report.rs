@@ -32,7 +32,12 @@ fn close(a: f64, b: f64) -> bool {
 /// 0.9 hit, 0.8 false positive (in b), 0.7 hit.
 fn ap_case() -> Vec<ImageInput> {
     vec![
-        img("a", Some("test"), vec![p(0.0, 0.0), p(100.0, 0.0), p(200.0, 0.0)], vec![pr(1.0, 0.0, 0.9), pr(101.0, 0.0, 0.7)]),
+        img(
+            "a",
+            Some("test"),
+            vec![p(0.0, 0.0), p(100.0, 0.0), p(200.0, 0.0)],
+            vec![pr(1.0, 0.0, 0.9), pr(101.0, 0.0, 0.7)],
+        ),
         img("b", Some("train"), vec![], vec![pr(500.0, 500.0, 0.8)]),
     ]
 }
@@ -41,7 +46,8 @@ fn ap_case() -> Vec<ImageInput> {
 fn hand_worked_sweep_ap_and_froc() {
     for rule in [MatchRule::Greedy, MatchRule::Optimal, MatchRule::Wang2024] {
         let r = evaluate(&ap_case(), &cfg(rule)).unwrap();
-        let pts: Vec<(f64, usize, usize, usize)> = r.sweep.points.iter().map(|s| (s.threshold, s.tp, s.fp, s.fn_)).collect();
+        let pts: Vec<(f64, usize, usize, usize)> =
+            r.sweep.points.iter().map(|s| (s.threshold, s.tp, s.fp, s.fn_)).collect();
         assert_eq!(pts, [(0.9, 1, 0, 2), (0.8, 1, 1, 2), (0.7, 2, 1, 1)], "{rule}");
         assert_eq!(r.sweep.n_thresholds, 3);
         assert!(!r.sweep.thinned);
@@ -78,9 +84,26 @@ fn pooled_per_image_subsets_and_json_shape() {
     assert_eq!(r.subsets["train"].fp, 1);
 
     let v = serde_json::to_value(&r).unwrap();
-    for key in ["rule", "radius_px", "threshold", "tp", "fp", "fn", "precision", "recall", "f1", "n_images", "n_truth",
-        "n_pred", "per_image", "subsets", "sweep", "average_precision", "froc", "counts"]
-    {
+    for key in [
+        "rule",
+        "radius_px",
+        "threshold",
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "n_images",
+        "n_truth",
+        "n_pred",
+        "per_image",
+        "subsets",
+        "sweep",
+        "average_precision",
+        "froc",
+        "counts",
+    ] {
         assert!(v.get(key).is_some(), "missing top-level key {key}");
     }
     assert_eq!(v["rule"], "greedy");
@@ -123,7 +146,8 @@ fn wang2024_pooled_precision_is_tp_over_predictions() {
 
 #[test]
 fn equal_scores_form_one_threshold() {
-    let images = vec![img("a", None, vec![p(0.0, 0.0)], vec![pr(0.0, 0.0, 0.5), pr(40.0, 0.0, 0.5), pr(80.0, 0.0, 0.2)])];
+    let images =
+        vec![img("a", None, vec![p(0.0, 0.0)], vec![pr(0.0, 0.0, 0.5), pr(40.0, 0.0, 0.5), pr(80.0, 0.0, 0.2)])];
     let r = evaluate(&images, &cfg(MatchRule::Greedy)).unwrap();
     let pts: Vec<(f64, usize, usize)> = r.sweep.points.iter().map(|s| (s.threshold, s.tp, s.fp)).collect();
     assert_eq!(pts, [(0.5, 1, 1), (0.2, 1, 2)]);
@@ -152,7 +176,8 @@ fn count_statistics_hand_worked() {
     // (truth, pred) counts: (2,3), (4,4), (0,1); predictions far from every truth.
     let far = |n: usize| (0..n).map(|k| pr(1000.0 + 100.0 * k as f64, 0.0, 1.0)).collect::<Vec<_>>();
     let truths = |n: usize| (0..n).map(|k| p(100.0 * k as f64, 0.0)).collect::<Vec<_>>();
-    let images = vec![img("a", None, truths(2), far(3)), img("b", None, truths(4), far(4)), img("c", None, truths(0), far(1))];
+    let images =
+        vec![img("a", None, truths(2), far(3)), img("b", None, truths(4), far(4)), img("c", None, truths(0), far(1))];
     let c = evaluate(&images, &cfg(MatchRule::Greedy)).unwrap().counts;
     assert!(close(c.mean_error, 2.0 / 3.0));
     assert!(close(c.mean_abs_error, 2.0 / 3.0));
@@ -219,13 +244,18 @@ fn sweep_equals_direct_evaluation_at_every_threshold() {
             assert_eq!(r.sweep.points.iter().map(|s| s.threshold).collect::<Vec<_>>(), distinct);
             for s in &r.sweep.points {
                 let direct = evaluate(&images, &EvalConfig { threshold: Some(s.threshold), ..c }).unwrap();
-                assert_eq!((s.tp, s.fp, s.fn_), (direct.pooled.tp, direct.pooled.fp, direct.pooled.fn_), "{rule} case {case}");
+                assert_eq!(
+                    (s.tp, s.fp, s.fn_),
+                    (direct.pooled.tp, direct.pooled.fp, direct.pooled.fn_),
+                    "{rule} case {case}"
+                );
                 assert_eq!(s.f1, direct.pooled.f1);
                 // And pooled = sum of independent per-image matchings.
                 let tp: usize = images
                     .iter()
                     .map(|i| {
-                        let kept: Vec<Point> = i.pred.iter().filter(|q| q.score >= s.threshold).map(|q| q.point).collect();
+                        let kept: Vec<Point> =
+                            i.pred.iter().filter(|q| q.score >= s.threshold).map(|q| q.point).collect();
                         match_image(&i.truth, &kept, c.radius_px, rule).tp
                     })
                     .sum();
@@ -288,10 +318,7 @@ fn inputs_from_sets_pairs_images() {
     p_only.subset = Some("extra".into());
     p_only.objects = vec![mitosis(3.0).with_score(0.25)];
     let mut p1 = ImageAnnotations::new("t1");
-    p1.objects = vec![
-        mitosis(2.0),
-        Annotation::point(p(5.0, 5.0), ObjectClass::NonMitosis).with_score(0.9),
-    ];
+    p1.objects = vec![mitosis(2.0), Annotation::point(p(5.0, 5.0), ObjectClass::NonMitosis).with_score(0.9)];
     let pred = AnnotationSet::from_images(vec![p_only, p1]);
 
     let inputs = inputs_from_sets(&truth, &pred);
@@ -313,7 +340,10 @@ fn every_error_path() {
     let mut bad = ok();
     bad[0].truth[0].x = f64::NAN;
     let e = evaluate(&bad, &c).unwrap_err();
-    assert!(matches!(&e, EvalError::NotFinite { what, .. } if what.contains("ground truth 0") && what.contains("\"a\"")), "{e}");
+    assert!(
+        matches!(&e, EvalError::NotFinite { what, .. } if what.contains("ground truth 0") && what.contains("\"a\"")),
+        "{e}"
+    );
 
     let mut bad = ok();
     bad[0].pred[0].point.y = f64::INFINITY;
@@ -332,8 +362,5 @@ fn every_error_path() {
         let e = evaluate(&ok(), &EvalConfig { radius_px: radius, ..c }).unwrap_err();
         assert!(matches!(e, EvalError::BadRadius(_)), "{radius}");
     }
-    assert!(matches!(
-        evaluate(&ok(), &EvalConfig { threshold: Some(f64::NAN), ..c }),
-        Err(EvalError::BadThreshold(_))
-    ));
+    assert!(matches!(evaluate(&ok(), &EvalConfig { threshold: Some(f64::NAN), ..c }), Err(EvalError::BadThreshold(_))));
 }

@@ -46,7 +46,10 @@ fn pixel_scores_empty_masks() {
 fn mask_size_mismatch_names_both_sizes() {
     let e = pixel_scores(&GrayImage::new(2084, 2084), &GrayImage::new(2048, 2048)).unwrap_err();
     assert_eq!(e.to_string(), "truth mask is 2084x2084, prediction 2048x2048");
-    assert!(matches!(object_dice_masks(&GrayImage::new(3, 2), &GrayImage::new(2, 3)), Err(EvalError::MaskSizeMismatch { .. })));
+    assert!(matches!(
+        object_dice_masks(&GrayImage::new(3, 2), &GrayImage::new(2, 3)),
+        Err(EvalError::MaskSizeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -117,10 +117,7 @@ pub fn read_amibr_table(path: &Path) -> Result<AmiBrTable> {
         location: format!("line {line}"),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| csv_error(path, e))?;
     let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let required = ["dataset", "uid", "slide", "x", "y"].map(|name| column(name).ok_or(name));
@@ -136,10 +133,7 @@ pub fn read_amibr_table(path: &Path) -> Result<AmiBrTable> {
         let record = record.map_err(|e| csv_error(path, e))?;
         let line = record.position().map_or(0, csv::Position::line);
         let cell = |i: usize, name: &str| {
-            record
-                .get(i)
-                .map(str::trim)
-                .ok_or_else(|| malformed(line, format!("no `{name}` cell")))
+            record.get(i).map(str::trim).ok_or_else(|| malformed(line, format!("no `{name}` cell")))
         };
         let number = |i: usize, name: &str| -> Result<f64> {
             let text = cell(i, name)?;
@@ -214,7 +208,10 @@ mod tests {
         let table = read_amibr_table(&path).unwrap();
         assert_eq!(table.crops.len(), 2);
         let tupac = table.get("TUPAC16_625").unwrap();
-        assert_eq!((tupac.slide.as_str(), tupac.x, tupac.y, tupac.atypical), ("04_stitched1.tif", 14478.0, 9124.0, true));
+        assert_eq!(
+            (tupac.slide.as_str(), tupac.x, tupac.y, tupac.atypical),
+            ("04_stitched1.tif", 14478.0, 9124.0, true)
+        );
         assert_eq!(table.scanner_of_stem("TUPAC16_625"), Some(Scanner::AperioXt));
         assert_eq!(table.scanner_of_stem("MIDOG21_6"), Some(Scanner::HamamatsuXr));
         assert_eq!(table.scanner_of_stem("MIDOG21_7"), None);

@@ -27,9 +27,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| FormatError::io(dir, e))?;
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| FormatError::io(dir, e))?;
     {
         let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut buf).map_err(|e| FormatError::io(path, e))?;

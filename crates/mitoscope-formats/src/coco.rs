@@ -411,7 +411,11 @@ mod tests {
         use BoxConvention::*;
         assert_eq!(detect_convention(&file(Some("MIDOG 2021"), &[[10.0, 10.0, 5.0, 5.0]])), X1Y1X2Y2);
         assert_eq!(detect_convention(&file(None, &[[100.0, 100.0, 50.0, 50.0]])), Xywh, "inverted as x1y1x2y2");
-        assert_eq!(detect_convention(&file(None, &[[700.0, 10.0, 750.0, 60.0]])), X1Y1X2Y2, "xywh would leave the image");
+        assert_eq!(
+            detect_convention(&file(None, &[[700.0, 10.0, 750.0, 60.0]])),
+            X1Y1X2Y2,
+            "xywh would leave the image"
+        );
         // A 50 px box around a point near the border is still xywh.
         assert_eq!(detect_convention(&file(None, &[[10.0, 10.0, 20.0, 20.0], [980.0, 5.0, 50.0, 50.0]])), Xywh);
         assert_eq!(detect_convention(&file(Some(WRITER_DESCRIPTION), &[[700.0, 10.0, 750.0, 60.0]])), Xywh);

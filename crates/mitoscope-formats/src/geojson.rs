@@ -270,7 +270,8 @@ pub fn pixel_hull(pixels: &[(u32, u32)]) -> Polygon {
 /// through pixel centres, so a filled contour loses half a pixel all round
 /// and a one-pixel-wide figure has no area at all.
 pub fn pixel_outline(pixels: &[(u32, u32)]) -> Option<Polygon> {
-    let set: std::collections::HashSet<(i64, i64)> = pixels.iter().map(|&(x, y)| (i64::from(x), i64::from(y))).collect();
+    let set: std::collections::HashSet<(i64, i64)> =
+        pixels.iter().map(|&(x, y)| (i64::from(x), i64::from(y))).collect();
     let &start = set.iter().min_by_key(|&&(x, y)| (y, x))?;
     // One blob: everything reachable from `start` through edge neighbours.
     let mut seen = std::collections::HashSet::from([start]);
@@ -377,9 +378,9 @@ fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
     let geometry = match outlines.as_slice() {
         [] => Geometry::new_point([o.centroid.x + QUPATH_OFFSET, o.centroid.y + QUPATH_OFFSET]),
         [one] => Geometry::new(GeometryValue::Polygon { coordinates: vec![ring(one)] }),
-        parts => Geometry::new(GeometryValue::MultiPolygon {
-            coordinates: parts.iter().map(|p| vec![ring(p)]).collect(),
-        }),
+        parts => {
+            Geometry::new(GeometryValue::MultiPolygon { coordinates: parts.iter().map(|p| vec![ring(p)]).collect() })
+        }
     };
     let (name, color) = class_label(o.class);
     let mut props = JsonObject::new();

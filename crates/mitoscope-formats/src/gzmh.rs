@@ -89,17 +89,13 @@ pub struct Layout {
 }
 
 fn dir_of(rel: &str) -> String {
-    rel.rsplit_once('/')
-        .map_or_else(|| ".".to_owned(), |(d, _)| d.to_owned())
+    rel.rsplit_once('/').map_or_else(|| ".".to_owned(), |(d, _)| d.to_owned())
 }
 
 impl Layout {
     fn from_plan(tree: &Tree, plan: Plan) -> Self {
-        let set = |it: &mut dyn Iterator<Item = String>| {
-            it.collect::<BTreeSet<String>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-        };
+        let set =
+            |it: &mut dyn Iterator<Item = String>| it.collect::<BTreeSet<String>>().into_iter().collect::<Vec<_>>();
         let imgs = &plan.images;
         Self {
             root: tree.root().to_owned(),
@@ -110,10 +106,7 @@ impl Layout {
             mask_dirs: set(&mut imgs.iter().filter_map(|i| i.mask.as_deref()).map(dir_of)),
             mask_suffixes: plan.mask_suffixes.iter().cloned().collect(),
             label_files: imgs.iter().map(|i| i.labels.len()).sum(),
-            label_kinds: set(&mut imgs
-                .iter()
-                .flat_map(|i| i.labels.iter())
-                .map(|l| extension(l))),
+            label_kinds: set(&mut imgs.iter().flat_map(|i| i.labels.iter()).map(|l| extension(l))),
             label_dirs: set(&mut imgs.iter().flat_map(|i| i.labels.iter()).map(|l| dir_of(l))),
             dataset_label_files: plan.dataset_labels.clone(),
             subsets: set(&mut imgs.iter().filter_map(|i| i.subset.clone())),
@@ -135,13 +128,7 @@ fn list(names: &[String]) -> String {
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = if self.archive { "zip" } else { "folder" };
-        write!(
-            f,
-            "{what} {}: {} images in {}",
-            self.root.display(),
-            self.images,
-            list(&self.image_dirs)
-        )?;
+        write!(f, "{what} {}: {} images in {}", self.root.display(), self.images, list(&self.image_dirs))?;
         if self.masks == 0 {
             write!(f, "; no masks")?;
         } else {
@@ -150,12 +137,7 @@ impl std::fmt::Display for Layout {
             } else {
                 format!("suffix {}", self.mask_suffixes.join("/"))
             };
-            write!(
-                f,
-                "; {} masks in {} ({suffix})",
-                self.masks,
-                list(&self.mask_dirs)
-            )?;
+            write!(f, "; {} masks in {} ({suffix})", self.masks, list(&self.mask_dirs))?;
         }
         if self.label_files > 0 {
             write!(
@@ -215,16 +197,10 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     let mut inconsistencies = plan.problems.clone();
     let mut dataset_labels = dataset_level_labels(&tree, plan, &mut inconsistencies);
     let has_dataset_labels = !plan.dataset_labels.is_empty();
-    let jobs: Vec<(&ImagePlan, Vec<LabelObject>)> = plan
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p, dataset_labels.remove(&i).unwrap_or_default()))
-        .collect();
-    let results: Vec<(ImageAnnotations, Vec<Inconsistency>)> = jobs
-        .into_par_iter()
-        .map(|(p, extra)| read_image(&tree, p, extra, has_dataset_labels, opts))
-        .collect();
+    let jobs: Vec<(&ImagePlan, Vec<LabelObject>)> =
+        plan.images.iter().enumerate().map(|(i, p)| (p, dataset_labels.remove(&i).unwrap_or_default())).collect();
+    let results: Vec<(ImageAnnotations, Vec<Inconsistency>)> =
+        jobs.into_par_iter().map(|(p, extra)| read_image(&tree, p, extra, has_dataset_labels, opts)).collect();
     let mut images = Vec::with_capacity(results.len());
     for (img, problems) in results {
         images.push(img);
@@ -233,10 +209,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     if !inconsistencies.is_empty() {
         tracing::warn!(count = inconsistencies.len(), path = %path.display(), "GZMH dataset has inconsistencies");
     }
-    Ok(AnnotationSet {
-        images,
-        inconsistencies,
-    })
+    Ok(AnnotationSet { images, inconsistencies })
 }
 
 /// Labels from dataset-level files, by image index.
@@ -249,10 +222,7 @@ fn dataset_level_labels(
     for (i, p) in plan.images.iter().enumerate() {
         by_stem.entry(p.id.to_lowercase()).or_default().push(i);
         if p.id != stem(&p.rel) {
-            by_stem
-                .entry(stem(&p.rel).to_lowercase())
-                .or_default()
-                .push(i);
+            by_stem.entry(stem(&p.rel).to_lowercase()).or_default().push(i);
         }
     }
     let mut out: HashMap<usize, Vec<LabelObject>> = HashMap::new();
@@ -261,17 +231,11 @@ fn dataset_level_labels(
         let parsed = match tree.read_bytes(rel, None) {
             Ok(bytes) => labels::parse(&bytes, &shown, &extension(rel)),
             Err(e) => {
-                problems.push(Inconsistency {
-                    image: stem(rel).to_owned(),
-                    message: format!("{e} (file skipped)"),
-                });
+                problems.push(Inconsistency { image: stem(rel).to_owned(), message: format!("{e} (file skipped)") });
                 continue;
             }
         };
-        problems.extend(parsed.problems.into_iter().map(|m| Inconsistency {
-            image: stem(rel).to_owned(),
-            message: m,
-        }));
+        problems.extend(parsed.problems.into_iter().map(|m| Inconsistency { image: stem(rel).to_owned(), message: m }));
         let mut unknown = BTreeSet::new();
         for (name, obj) in parsed.objects {
             let Some(name) = name.filter(|n| !n.is_empty()) else {
@@ -309,17 +273,11 @@ fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>) ->
     } else {
         norm.rsplit('/').next().unwrap_or(&norm)
     };
-    let cands = by_stem
-        .get(&key.to_lowercase())
-        .or_else(|| by_stem.get(&norm.to_lowercase()))?;
+    let cands = by_stem.get(&key.to_lowercase()).or_else(|| by_stem.get(&norm.to_lowercase()))?;
     match cands.as_slice() {
         [i] => Some(*i),
         _ => {
-            let hits: Vec<usize> = cands
-                .iter()
-                .copied()
-                .filter(|&i| plan.images[i].rel.ends_with(&norm))
-                .collect();
+            let hits: Vec<usize> = cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect();
             (hits.len() == 1).then(|| hits[0])
         }
     }
@@ -335,10 +293,7 @@ fn read_image(
     opts: &ReadOptions,
 ) -> (ImageAnnotations, Vec<Inconsistency>) {
     let mut problems = Vec::new();
-    let report = |message: String| Inconsistency {
-        image: plan.id.clone(),
-        message,
-    };
+    let report = |message: String| Inconsistency { image: plan.id.clone(), message };
     let mut img = ImageAnnotations::new(plan.id.clone());
     img.path = Some(tree.display_path(&plan.rel));
     img.subset = plan.subset.clone();
@@ -380,21 +335,15 @@ fn read_image(
             }
         }
     }
-    let from_mask = plan
-        .mask
-        .as_deref()
-        .and_then(|m| mask_components(tree, &plan.rel, m, size, opts, &mut problems, &report));
+    let from_mask =
+        plan.mask.as_deref().and_then(|m| mask_components(tree, &plan.rel, m, size, opts, &mut problems, &report));
     // When the image header is unreadable, a usable mask still tells the size.
     if let Some((w, h)) = size.or(from_mask.as_ref().map(|(_, d)| *d)) {
         (img.width, img.height) = (Some(w), Some(h));
     }
     let components = from_mask.map(|(c, _)| c);
     let has_labels = !plan.labels.is_empty() || has_dataset_labels;
-    let mask_name = plan
-        .mask
-        .as_deref()
-        .map(|m| tree.display_path(m).display().to_string())
-        .unwrap_or_default();
+    let mask_name = plan.mask.as_deref().map(|m| tree.display_path(m).display().to_string()).unwrap_or_default();
     let merged = merge::merge(components, label_objects, has_labels, &mask_name);
     problems.extend(merged.problems.into_iter().map(&report));
     img.objects = merged.objects;
@@ -403,13 +352,7 @@ fn read_image(
 
 /// A YOLO label file (normalised `class cx cy w h`) through [`crate::yolo`],
 /// which needs the image size. Zip entries go through a temporary file.
-fn yolo_labels(
-    tree: &Tree,
-    rel: &str,
-    bytes: &[u8],
-    size: Option<(u32, u32)>,
-    opts: &ReadOptions,
-) -> labels::Parsed {
+fn yolo_labels(tree: &Tree, rel: &str, bytes: &[u8], size: Option<(u32, u32)>, opts: &ReadOptions) -> labels::Parsed {
     let shown = tree.display_path(rel);
     let mut parsed = labels::Parsed::default();
     let Some((w, h)) = size else {
@@ -420,15 +363,10 @@ fn yolo_labels(
         return parsed;
     };
     let result = if tree.is_zip() {
-        let tmp = tempfile::NamedTempFile::new()
-            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).map(|()| f));
+        let tmp = tempfile::NamedTempFile::new().and_then(|mut f| std::io::Write::write_all(&mut f, bytes).map(|()| f));
         match tmp {
-            Ok(f) => crate::yolo::read_txt(f.path(), w, h, &opts.yolo_classes).map_err(|e| {
-                e.to_string().replace(
-                    &f.path().display().to_string(),
-                    &shown.display().to_string(),
-                )
-            }),
+            Ok(f) => crate::yolo::read_txt(f.path(), w, h, &opts.yolo_classes)
+                .map_err(|e| e.to_string().replace(&f.path().display().to_string(), &shown.display().to_string())),
             Err(e) => Err(format!("{}: {e}", shown.display())),
         }
     } else {
@@ -439,15 +377,7 @@ fn yolo_labels(
             for (i, o) in img.objects.into_iter().enumerate() {
                 // A YOLO box centre is no centroid label.
                 let origin = format!("{} object {}", shown.display(), i + 1);
-                parsed.objects.push((
-                    None,
-                    LabelObject {
-                        bbox: o.bbox,
-                        centroid: None,
-                        class: o.class,
-                        origin,
-                    },
-                ));
+                parsed.objects.push((None, LabelObject { bbox: o.bbox, centroid: None, class: o.class, origin }));
             }
         }
         Err(e) => parsed.problems.push(format!("{e} (file skipped)")),
@@ -486,8 +416,5 @@ fn mask_components(
         problems.push(report(format!("{err} (mask ignored)")));
         return None;
     }
-    Some((
-        objects_from_mask(&mask, opts.min_mask_pixels.max(1)),
-        mask.dimensions(),
-    ))
+    Some((objects_from_mask(&mask, opts.min_mask_pixels.max(1)), mask.dimensions()))
 }

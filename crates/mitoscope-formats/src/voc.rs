@@ -33,11 +33,7 @@ use crate::{FormatError, ReadOptions, Result, WriteOptions, atomic};
 
 /// Reads one VOC `.xml` file, or every `.xml` file under a folder.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
-    let files = if path.is_dir() {
-        xml_files_under(path)?
-    } else {
-        vec![path.to_owned()]
-    };
+    let files = if path.is_dir() { xml_files_under(path)? } else { vec![path.to_owned()] };
     let mut images = Vec::with_capacity(files.len());
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| FormatError::io(file, e))?;
@@ -77,11 +73,7 @@ fn xml_files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 fn image_path(xml: &Path, bytes: &[u8], opts: &ReadOptions) -> Option<PathBuf> {
     let filename = parse_raw(bytes, xml).ok()?.filename?;
     let name = Path::new(&filename).file_name()?.to_owned();
-    let dirs = opts
-        .images_dir
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(xml.parent());
+    let dirs = opts.images_dir.iter().map(PathBuf::as_path).chain(xml.parent());
     dirs.map(|d| d.join(&name)).find(|p| p.is_file())
 }
 
@@ -91,10 +83,7 @@ pub fn parse(bytes: &[u8], source: &Path) -> Result<ImageAnnotations> {
     let raw = parse_raw(bytes, source)?;
     let image = match &raw.filename {
         Some(f) if !f.trim().is_empty() => image_id_from_filename(f.trim()),
-        _ => source
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        _ => source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     let mut img = ImageAnnotations::new(image);
     img.width = raw.width.filter(|&w| w > 0);
@@ -109,14 +98,9 @@ pub fn parse(bytes: &[u8], source: &Path) -> Result<ImageAnnotations> {
 /// so identifiers containing dots survive a write/read round trip.
 fn image_id_from_filename(filename: &str) -> String {
     let p = Path::new(filename);
-    let file = p
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| filename.to_owned());
+    let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| filename.to_owned());
     if mitoscope_imaging::is_image_path(p) {
-        p.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or(file)
+        p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(file)
     } else {
         file
     }
@@ -149,18 +133,16 @@ impl RawObject {
         let class = match self.name.as_deref().map(str::trim) {
             None | Some("") => ObjectClass::Mitosis,
             Some(n) => ObjectClass::parse(n).ok_or_else(|| {
-                bad(format!("unknown class name '{n}' (expected e.g. mitosis, mitotic figure, non-mitosis, hard negative)"))
+                bad(format!(
+                    "unknown class name '{n}' (expected e.g. mitosis, mitotic figure, non-mitosis, hard negative)"
+                ))
             })?,
         };
         let mut v = [0.0; 4];
         for (i, text) in self.corners.iter().enumerate() {
-            let text = text
-                .as_deref()
-                .ok_or_else(|| bad(format!("<bndbox> lacks <{}>", CORNERS[i])))?;
-            v[i] = text
-                .trim()
-                .parse::<f64>()
-                .map_err(|_| bad(format!("<{}> is '{text}', not a number", CORNERS[i])))?;
+            let text = text.as_deref().ok_or_else(|| bad(format!("<bndbox> lacks <{}>", CORNERS[i])))?;
+            v[i] =
+                text.trim().parse::<f64>().map_err(|_| bad(format!("<{}> is '{text}', not a number", CORNERS[i])))?;
             if v[i] < 0.0 {
                 return Err(bad(format!("<{}> is negative ({})", CORNERS[i], v[i])));
             }
@@ -191,13 +173,10 @@ fn parse_raw(bytes: &[u8], source: &Path) -> Result<RawDoc> {
     let mut saw_root = false;
     let mut text = String::new();
     let mut buf = Vec::new();
-    let malformed = |pos: u64, msg: String| {
-        FormatError::malformed(source, format!("line {}", line_at(bytes, pos)), msg)
-    };
+    let malformed =
+        |pos: u64, msg: String| FormatError::malformed(source, format!("line {}", line_at(bytes, pos)), msg);
     loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| malformed(reader.error_position(), e.to_string()))?;
+        let event = reader.read_event_into(&mut buf).map_err(|e| malformed(reader.error_position(), e.to_string()))?;
         // The end of the event just read: on the line of its closing `>`.
         let pos = reader.buffer_position();
         match event {
@@ -217,32 +196,20 @@ fn parse_raw(bytes: &[u8], source: &Path) -> Result<RawDoc> {
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 if stack.len() == 1 && name == "object" {
-                    doc.objects.push(RawObject {
-                        line: line_at(bytes, pos),
-                        ..Default::default()
-                    });
+                    doc.objects.push(RawObject { line: line_at(bytes, pos), ..Default::default() });
                 }
                 stack.push(name);
                 text.clear();
             }
             Event::End(_) => {
-                store_field(&mut doc, &stack, std::mem::take(&mut text), |m| {
-                    malformed(pos, m)
-                })?;
+                store_field(&mut doc, &stack, std::mem::take(&mut text), |m| malformed(pos, m))?;
                 stack.pop();
             }
-            Event::Text(t) => {
-                text.push_str(&t.xml_content().map_err(|e| malformed(pos, e.to_string()))?)
-            }
-            Event::CData(t) => {
-                text.push_str(&t.decode().map_err(|e| malformed(pos, e.to_string()))?)
-            }
+            Event::Text(t) => text.push_str(&t.xml_content().map_err(|e| malformed(pos, e.to_string()))?),
+            Event::CData(t) => text.push_str(&t.decode().map_err(|e| malformed(pos, e.to_string()))?),
             Event::GeneralRef(r) => {
                 let name = r.decode().map_err(|e| malformed(pos, e.to_string()))?;
-                if let Some(c) = r
-                    .resolve_char_ref()
-                    .map_err(|e| malformed(pos, e.to_string()))?
-                {
+                if let Some(c) = r.resolve_char_ref().map_err(|e| malformed(pos, e.to_string()))? {
                     text.push(c);
                 } else if let Some(s) = quick_xml::escape::resolve_predefined_entity(&name) {
                     text.push_str(s);
@@ -256,37 +223,21 @@ fn parse_raw(bytes: &[u8], source: &Path) -> Result<RawDoc> {
         buf.clear();
     }
     if !stack.is_empty() {
-        return Err(malformed(
-            bytes.len() as u64,
-            format!("document ends inside <{}>", stack.join("><")),
-        ));
+        return Err(malformed(bytes.len() as u64, format!("document ends inside <{}>", stack.join("><"))));
     }
     if !saw_root {
-        return Err(malformed(
-            0,
-            "no <annotation> element (empty or not Pascal VOC XML)".into(),
-        ));
+        return Err(malformed(0, "no <annotation> element (empty or not Pascal VOC XML)".into()));
     }
     Ok(doc)
 }
 
 /// Stores the text of the element that `stack` ends in, if VOC defines it.
-fn store_field(
-    doc: &mut RawDoc,
-    stack: &[String],
-    text: String,
-    bad: impl Fn(String) -> FormatError,
-) -> Result<()> {
+fn store_field(doc: &mut RawDoc, stack: &[String], text: String, bad: impl Fn(String) -> FormatError) -> Result<()> {
     let path: Vec<&str> = stack.iter().map(String::as_str).collect();
     let size = |text: &str| -> Result<u32> {
-        let v = text
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| bad(format!("image size '{text}' is not a number")))?;
+        let v = text.trim().parse::<f64>().map_err(|_| bad(format!("image size '{text}' is not a number")))?;
         if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f64 {
-            return Err(bad(format!(
-                "image size '{text}' is not a whole number of pixels"
-            )));
+            return Err(bad(format!("image size '{text}' is not a whole number of pixels")));
         }
         Ok(v as u32)
     };
@@ -304,10 +255,7 @@ fn store_field(
             }
         }
         ["annotation", "object", "bndbox", corner] => {
-            if let (Some(obj), Some(i)) = (
-                doc.objects.last_mut(),
-                CORNERS.iter().position(|c| c == corner),
-            ) {
+            if let (Some(obj), Some(i)) = (doc.objects.last_mut(), CORNERS.iter().position(|c| c == corner)) {
                 obj.corners[i] = Some(text);
             }
         }
@@ -318,10 +266,7 @@ fn store_field(
 
 /// Writes one XML per image (see the module docs for where).
 pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<()> {
-    let single_file = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
-        && set.images.len() == 1;
+    let single_file = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) && set.images.len() == 1;
     if single_file {
         return atomic::write_atomic(path, to_xml(&set.images[0], path)?.as_bytes());
     }
@@ -340,9 +285,7 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
         if !seen.insert(name.clone()) {
             return Err(FormatError::Unsupported {
                 path: path.to_owned(),
-                message: format!(
-                    "two images would both be written to {name}; image identifiers must be unique"
-                ),
+                message: format!("two images would both be written to {name}; image identifiers must be unique"),
             });
         }
         let file = path.join(&name);
@@ -359,19 +302,9 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
 fn file_safe(id: &str) -> String {
     let s: String = id
         .chars()
-        .map(|c| {
-            if matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') { '_' } else { c })
         .collect();
-    if s.is_empty() || s.chars().all(|c| c == '.') {
-        format!("_{s}")
-    } else {
-        s
-    }
+    if s.is_empty() || s.chars().all(|c| c == '.') { format!("_{s}") } else { s }
 }
 
 /// The VOC document for one image. `target` names the output in errors.
@@ -434,15 +367,7 @@ mod tests {
         assert_eq!(img.image, "A00_00");
         assert_eq!((img.width, img.height), (Some(2084), Some(2084)));
         assert_eq!(img.objects.len(), 3);
-        assert_eq!(
-            img.objects[0].bbox,
-            Some(BBox {
-                x_min: 10.0,
-                y_min: 20.5,
-                x_max: 30.0,
-                y_max: 40.0
-            })
-        );
+        assert_eq!(img.objects[0].bbox, Some(BBox { x_min: 10.0, y_min: 20.5, x_max: 30.0, y_max: 40.0 }));
         assert_eq!(img.objects[0].centroid, Point::new(20.0, 30.25));
         assert_eq!(img.objects[1].class, ObjectClass::NonMitosis);
         assert_eq!(img.objects[2].class, ObjectClass::Mitosis);
@@ -453,52 +378,33 @@ mod tests {
         let err = parse_str("<annotation>\n<object><name>tumour</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("t.xml") && err.contains("line 2") && err.contains("tumour"),
-            "{err}"
-        );
-        let err =
-            parse_str("<annotation><object><bndbox><xmin>a</xmin></bndbox></object></annotation>")
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("'a'"), "{err}");
-        let err = parse_str("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object></annotation>")
+        assert!(err.contains("t.xml") && err.contains("line 2") && err.contains("tumour"), "{err}");
+        let err = parse_str("<annotation><object><bndbox><xmin>a</xmin></bndbox></object></annotation>")
             .unwrap_err()
             .to_string();
+        assert!(err.contains("'a'"), "{err}");
+        let err = parse_str(
+            "<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object></annotation>",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("<ymax>"), "{err}");
         let err = parse_str("<annotation><object><bndbox><xmin>NaN</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>")
             .unwrap_err()
             .to_string();
         assert!(err.contains("finite"), "{err}");
-        assert!(
-            parse_str("<annotation><object>")
-                .unwrap_err()
-                .to_string()
-                .contains("ends inside")
-        );
-        assert!(
-            parse_str("<coco/>")
-                .unwrap_err()
-                .to_string()
-                .contains("expected one <annotation>")
-        );
+        assert!(parse_str("<annotation><object>").unwrap_err().to_string().contains("ends inside"));
+        assert!(parse_str("<coco/>").unwrap_err().to_string().contains("expected one <annotation>"));
         assert!(parse_str("<annotation/>").unwrap().objects.is_empty());
-        assert!(
-            parse_str("<coco></coco>")
-                .unwrap_err()
-                .to_string()
-                .contains("expected one <annotation>")
-        );
+        assert!(parse_str("<coco></coco>").unwrap_err().to_string().contains("expected one <annotation>"));
         assert!(parse_str("").is_err());
     }
 
     #[test]
     fn escapes_and_entities_round_trip() {
         let mut img = ImageAnnotations::new("a&b <c>");
-        img.objects.push(
-            Annotation::from_bbox(BBox::new(1.0, 2.0, 3.0, 4.0).unwrap(), ObjectClass::Mitosis)
-                .with_score(0.75),
-        );
+        img.objects
+            .push(Annotation::from_bbox(BBox::new(1.0, 2.0, 3.0, 4.0).unwrap(), ObjectClass::Mitosis).with_score(0.75));
         let xml = to_xml(&img, Path::new("o.xml")).unwrap();
         let back = parse_str(&xml).unwrap();
         assert_eq!(back.image, "a&b <c>");
@@ -508,10 +414,7 @@ mod tests {
     #[test]
     fn point_only_objects_get_the_default_box() {
         let mut img = ImageAnnotations::new("p");
-        img.objects.push(Annotation::point(
-            Point::new(100.0, 40.0),
-            ObjectClass::Mitosis,
-        ));
+        img.objects.push(Annotation::point(Point::new(100.0, 40.0), ObjectClass::Mitosis));
         let xml = to_xml(&img, Path::new("o.xml")).unwrap();
         let back = parse(xml.as_bytes(), Path::new("o.xml")).unwrap();
         let b = back.objects[0].bbox.unwrap();

@@ -18,26 +18,16 @@ const A: Blob = (5, 6, 4, 3); // centroid (6.5, 7), box [5, 6, 8, 8]
 const B: Blob = (30, 20, 5, 5); // centroid (32, 22), box [30, 20, 34, 24]
 
 fn centre(b: Blob) -> Point {
-    Point::new(
-        b.0 as f64 + (b.2 - 1) as f64 / 2.0,
-        b.1 as f64 + (b.3 - 1) as f64 / 2.0,
-    )
+    Point::new(b.0 as f64 + (b.2 - 1) as f64 / 2.0, b.1 as f64 + (b.3 - 1) as f64 / 2.0)
 }
 
 fn bbox(b: Blob) -> BBox {
-    BBox::new(
-        b.0 as f64,
-        b.1 as f64,
-        (b.0 + b.2 - 1) as f64,
-        (b.1 + b.3 - 1) as f64,
-    )
-    .unwrap()
+    BBox::new(b.0 as f64, b.1 as f64, (b.0 + b.2 - 1) as f64, (b.1 + b.3 - 1) as f64).unwrap()
 }
 
 fn png(img: image::DynamicImage) -> Vec<u8> {
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png).unwrap();
     out
 }
 
@@ -47,24 +37,14 @@ fn he_image(w: u32, h: u32) -> Vec<u8> {
 
 /// A grey mask with `fg` inside the blobs.
 fn mask(w: u32, h: u32, blobs: &[Blob], fg: u8) -> Vec<u8> {
-    let m = GrayImage::from_fn(w, h, |x, y| {
-        Luma([if blobs.iter().any(|b| in_blob(*b, x, y)) {
-            fg
-        } else {
-            0
-        }])
-    });
+    let m = GrayImage::from_fn(w, h, |x, y| Luma([if blobs.iter().any(|b| in_blob(*b, x, y)) { fg } else { 0 }]));
     png(m.into())
 }
 
 /// An RGB mask with a coloured foreground.
 fn rgb_mask(w: u32, h: u32, blobs: &[Blob]) -> Vec<u8> {
     let m = RgbImage::from_fn(w, h, |x, y| {
-        Rgb(if blobs.iter().any(|b| in_blob(*b, x, y)) {
-            [0, 0, 90]
-        } else {
-            [0, 0, 0]
-        })
+        Rgb(if blobs.iter().any(|b| in_blob(*b, x, y)) { [0, 0, 90] } else { [0, 0, 0] })
     });
     png(m.into())
 }
@@ -87,8 +67,7 @@ fn tree(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
 fn zip_of(files: &[(&str, Vec<u8>)], at: &Path) {
     let mut z = zip::ZipWriter::new(std::fs::File::create(at).unwrap());
     for (rel, bytes) in files {
-        z.start_file(*rel, zip::write::SimpleFileOptions::default())
-            .unwrap();
+        z.start_file(*rel, zip::write::SimpleFileOptions::default()).unwrap();
         z.write_all(bytes).unwrap();
     }
     z.finish().unwrap();
@@ -99,20 +78,12 @@ fn read(path: &Path) -> AnnotationSet {
 }
 
 fn img<'a>(set: &'a AnnotationSet, id: &str) -> &'a ImageAnnotations {
-    set.image(id).unwrap_or_else(|| {
-        panic!(
-            "no image {id} in {:?}",
-            set.images.iter().map(|i| &i.image).collect::<Vec<_>>()
-        )
-    })
+    set.image(id)
+        .unwrap_or_else(|| panic!("no image {id} in {:?}", set.images.iter().map(|i| &i.image).collect::<Vec<_>>()))
 }
 
 fn problems(set: &AnnotationSet) -> String {
-    set.inconsistencies
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    set.inconsistencies.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 fn assert_mask_objects(i: &ImageAnnotations, blobs: &[Blob]) {
@@ -120,10 +91,7 @@ fn assert_mask_objects(i: &ImageAnnotations, blobs: &[Blob]) {
     for (o, b) in i.objects.iter().zip(blobs) {
         assert_eq!(o.centroid, centre(*b));
         assert_eq!(o.bbox, Some(bbox(*b)));
-        assert_eq!(
-            o.shape.as_ref().map(|s| s.area_px() as u32),
-            Some(b.2 * b.3)
-        );
+        assert_eq!(o.shape.as_ref().map(|s| s.area_px() as u32), Some(b.2 * b.3));
         assert_eq!(o.class, ObjectClass::Mitosis);
     }
 }
@@ -141,27 +109,12 @@ fn sibling_masks_folder_with_an_empty_mask() {
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     let a = img(&set, "a");
     assert_mask_objects(a, &[A, B]);
-    assert_eq!(
-        (a.width, a.height, a.subset.as_deref()),
-        (Some(W), Some(H), None)
-    );
-    assert_eq!(
-        a.path.as_deref(),
-        Some(d.path().join("images/a.png").as_path())
-    );
-    assert_eq!(
-        a.mask_path.as_deref(),
-        Some(d.path().join("masks/a.png").as_path())
-    );
-    assert!(
-        img(&set, "b").objects.is_empty(),
-        "an all-black mask is a mitosis-free HPF"
-    );
+    assert_eq!((a.width, a.height, a.subset.as_deref()), (Some(W), Some(H), None));
+    assert_eq!(a.path.as_deref(), Some(d.path().join("images/a.png").as_path()));
+    assert_eq!(a.mask_path.as_deref(), Some(d.path().join("masks/a.png").as_path()));
+    assert!(img(&set, "b").objects.is_empty(), "an all-black mask is a mitosis-free HPF");
     let layout = gzmh::detect_layout(d.path()).unwrap();
-    assert_eq!(
-        (layout.images, layout.masks, layout.mask_dirs.clone()),
-        (2, 2, vec!["masks".to_owned()])
-    );
+    assert_eq!((layout.images, layout.masks, layout.mask_dirs.clone()), (2, 2, vec!["masks".to_owned()]));
     let text = layout.to_string();
     assert!(
         text.contains("2 images in images")
@@ -173,40 +126,25 @@ fn sibling_masks_folder_with_an_empty_mask() {
 
 #[test]
 fn mask_suffix_beside_image_and_rgb_masks() {
-    let d = tree(&[
-        ("hpf/a.png", he_image(W, H)),
-        ("hpf/a_mask.png", rgb_mask(W, H, &[B])),
-    ]);
+    let d = tree(&[("hpf/a.png", he_image(W, H)), ("hpf/a_mask.png", rgb_mask(W, H, &[B]))]);
     let set = read(d.path());
     assert_eq!(set.images.len(), 1, "the mask is not an image");
     assert_mask_objects(img(&set, "a"), &[B]);
-    assert_eq!(
-        gzmh::detect_layout(d.path()).unwrap().mask_suffixes,
-        vec!["_mask".to_owned()]
-    );
+    assert_eq!(gzmh::detect_layout(d.path()).unwrap().mask_suffixes, vec!["_mask".to_owned()]);
 }
 
 #[test]
 fn zero_one_masks_in_a_gt_folder_and_min_pixels() {
-    let d = tree(&[
-        ("img/a.png", he_image(W, H)),
-        ("GT/a.png", mask(W, H, &[A, B], 1)),
-    ]);
+    let d = tree(&[("img/a.png", he_image(W, H)), ("GT/a.png", mask(W, H, &[A, B], 1))]);
     assert_mask_objects(img(&read(d.path()), "a"), &[A, B]);
-    let opts = ReadOptions {
-        min_mask_pixels: 20,
-        ..Default::default()
-    };
+    let opts = ReadOptions { min_mask_pixels: 20, ..Default::default() };
     let set = gzmh::read(d.path(), &opts).unwrap();
     assert_mask_objects(img(&set, "a"), &[B]);
 }
 
 #[test]
 fn headered_csv_labels_merge_with_the_mask() {
-    let csv = format!(
-        "centroid_y,centroid_x,xmin,ymin,xmax,ymax\n{},{},5,6,8,8\n22,32,30,20,34,24\n",
-        7.5, 6.0
-    );
+    let csv = format!("centroid_y,centroid_x,xmin,ymin,xmax,ymax\n{},{},5,6,8,8\n22,32,30,20,34,24\n", 7.5, 6.0);
     let d = tree(&[
         ("images/a.png", he_image(W, H)),
         ("masks/a.png", mask(W, H, &[A, B], 255)),
@@ -215,26 +153,12 @@ fn headered_csv_labels_merge_with_the_mask() {
     let set = read(d.path());
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     let a = img(&set, "a");
-    assert_eq!(
-        a.objects.len(),
-        2,
-        "one object per mitosis, not one per source"
-    );
-    assert_eq!(
-        a.objects[0].centroid,
-        Point::new(6.0, 7.5),
-        "the label's centroid is kept"
-    );
+    assert_eq!(a.objects.len(), 2, "one object per mitosis, not one per source");
+    assert_eq!(a.objects[0].centroid, Point::new(6.0, 7.5), "the label's centroid is kept");
     assert_eq!(a.objects[0].bbox, Some(bbox(A)));
-    assert!(
-        a.objects.iter().all(|o| o.shape.is_some()),
-        "the mask's shape is kept"
-    );
+    assert!(a.objects.iter().all(|o| o.shape.is_some()), "the mask's shape is kept");
     let text = gzmh::detect_layout(d.path()).unwrap().to_string();
-    assert!(
-        text.contains("labels: 1 csv files per image in labels"),
-        "{text}"
-    );
+    assert!(text.contains("labels: 1 csv files per image in labels"), "{text}");
 }
 
 #[test]
@@ -242,14 +166,8 @@ fn headerless_labels_in_both_column_orders_without_masks() {
     let d = tree(&[
         ("images/a.png", he_image(W, H)),
         ("images/b.png", he_image(W, H)),
-        (
-            "labels/a.txt",
-            b"5 6 8 8 6.5 7\n30 20 34 24 32 22\n".to_vec(),
-        ),
-        (
-            "labels/b.txt",
-            b"6.5,7,5,6,8,8\n32,22,30,20,34,24\n".to_vec(),
-        ),
+        ("labels/a.txt", b"5 6 8 8 6.5 7\n30 20 34 24 32 22\n".to_vec()),
+        ("labels/b.txt", b"6.5,7,5,6,8,8\n32,22,30,20,34,24\n".to_vec()),
     ]);
     let set = read(d.path());
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
@@ -297,18 +215,12 @@ fn voc_xml_labels_with_masks() {
 #[test]
 fn json_labels() {
     let json = r#"{"objects": [{"bbox": [30, 20, 34, 24], "centroid": {"x": 32, "y": 22}, "class": "mitosis"}]}"#;
-    let d = tree(&[
-        ("images/a.png", he_image(W, H)),
-        ("annotations/a.json", json.as_bytes().to_vec()),
-    ]);
+    let d = tree(&[("images/a.png", he_image(W, H)), ("annotations/a.json", json.as_bytes().to_vec())]);
     let set = read(d.path());
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     let a = img(&set, "a");
     assert_eq!(a.objects.len(), 1);
-    assert_eq!(
-        (a.objects[0].centroid, a.objects[0].bbox),
-        (centre(B), Some(bbox(B)))
-    );
+    assert_eq!((a.objects[0].centroid, a.objects[0].bbox), (centre(B), Some(bbox(B))));
 }
 
 /// GZMH V2-like: a wrapping folder, train and two nested test sets, stems
@@ -319,19 +231,10 @@ fn v2_files() -> Vec<(&'static str, Vec<u8>)> {
         ("GZMH_V2/train/masks/001.png", mask(W, H, &[A], 255)),
         ("GZMH_V2/train/images/002.png", he_image(W, H)),
         ("GZMH_V2/train/masks/002.png", mask(W, H, &[], 255)),
-        (
-            "GZMH_V2/test/test_1or2_score/images/001.png",
-            he_image(W, H),
-        ),
-        (
-            "GZMH_V2/test/test_1or2_score/masks/001.png",
-            mask(W, H, &[A, B], 255),
-        ),
+        ("GZMH_V2/test/test_1or2_score/images/001.png", he_image(W, H)),
+        ("GZMH_V2/test/test_1or2_score/masks/001.png", mask(W, H, &[A, B], 255)),
         ("GZMH_V2/test/test_3_score/images/001.png", he_image(W, H)),
-        (
-            "GZMH_V2/test/test_3_score/masks/001.png",
-            mask(W, H, &[B], 255),
-        ),
+        ("GZMH_V2/test/test_3_score/masks/001.png", mask(W, H, &[B], 255)),
         ("GZMH_V2/README.txt", b"GZMH V2".to_vec()),
     ]
 }
@@ -339,25 +242,13 @@ fn v2_files() -> Vec<(&'static str, Vec<u8>)> {
 fn check_v2(set: &AnnotationSet) {
     assert!(set.inconsistencies.is_empty(), "{}", problems(set));
     assert_eq!(set.images.len(), 4);
-    let by_subset: Vec<(Option<&str>, usize)> = set
-        .images
-        .iter()
-        .map(|i| (i.subset.as_deref(), i.objects.len()))
-        .collect();
+    let by_subset: Vec<(Option<&str>, usize)> =
+        set.images.iter().map(|i| (i.subset.as_deref(), i.objects.len())).collect();
     assert_eq!(
         by_subset,
-        vec![
-            (Some("test_1or2_score"), 2),
-            (Some("test_3_score"), 1),
-            (Some("train"), 1),
-            (Some("train"), 0)
-        ]
+        vec![(Some("test_1or2_score"), 2), (Some("test_3_score"), 1), (Some("train"), 1), (Some("train"), 0)]
     );
-    assert_eq!(
-        img(set, "002").objects.len(),
-        0,
-        "a unique stem stays the identifier"
-    );
+    assert_eq!(img(set, "002").objects.len(), 0, "a unique stem stays the identifier");
     assert_mask_objects(img(set, "GZMH_V2/test/test_3_score/images/001"), &[B]);
     assert_eq!(set.subsets().len(), 3);
 }
@@ -367,10 +258,7 @@ fn v2_split_folders_become_subsets() {
     let d = tree(&v2_files());
     check_v2(&read(d.path()));
     let text = gzmh::detect_layout(d.path()).unwrap().to_string();
-    assert!(
-        text.contains("subsets: test_1or2_score, test_3_score, train"),
-        "{text}"
-    );
+    assert!(text.contains("subsets: test_1or2_score, test_3_score, train"), "{text}");
 }
 
 #[test]
@@ -381,24 +269,12 @@ fn zip_reads_like_the_folder() {
     let set = read(&z);
     check_v2(&set);
     let i = img(&set, "GZMH_V2/test/test_3_score/images/001");
-    assert_eq!(
-        i.path.as_deref(),
-        Some(z.join("GZMH_V2/test/test_3_score/images/001.png").as_path())
-    );
+    assert_eq!(i.path.as_deref(), Some(z.join("GZMH_V2/test/test_3_score/images/001.png").as_path()));
     assert_eq!((i.width, i.height), (Some(W), Some(H)));
     let layout = gzmh::detect_layout(&z).unwrap();
-    assert!(
-        layout.archive && layout.to_string().starts_with("zip "),
-        "{layout}"
-    );
+    assert!(layout.archive && layout.to_string().starts_with("zip "), "{layout}");
     // The dispatcher sends a .zip here too.
-    assert_eq!(
-        mitoscope_formats::read(&z, None, &ReadOptions::default())
-            .unwrap()
-            .images
-            .len(),
-        4
-    );
+    assert_eq!(mitoscope_formats::read(&z, None, &ReadOptions::default()).unwrap().images.len(), 4);
 }
 
 #[test]
@@ -411,25 +287,11 @@ fn dataset_level_csv_labels_many_images() {
         ("labels.csv", csv.as_bytes().to_vec()),
     ]);
     let set = read(d.path());
-    assert_eq!(
-        [
-            img(&set, "a").objects.len(),
-            img(&set, "b").objects.len(),
-            img(&set, "c").objects.len()
-        ],
-        [1, 2, 0]
-    );
+    assert_eq!([img(&set, "a").objects.len(), img(&set, "b").objects.len(), img(&set, "c").objects.len()], [1, 2, 0]);
     assert_eq!(img(&set, "b").objects[0].centroid, centre(B));
     assert_eq!(set.inconsistencies.len(), 1, "{}", problems(&set));
-    assert!(
-        set.inconsistencies[0].message.contains("'ghost.png'"),
-        "{}",
-        problems(&set)
-    );
-    assert_eq!(
-        gzmh::detect_layout(d.path()).unwrap().dataset_label_files,
-        vec!["labels.csv".to_owned()]
-    );
+    assert!(set.inconsistencies[0].message.contains("'ghost.png'"), "{}", problems(&set));
+    assert_eq!(gzmh::detect_layout(d.path()).unwrap().dataset_label_files, vec!["labels.csv".to_owned()]);
 }
 
 #[test]
@@ -438,7 +300,10 @@ fn disagreements_are_reported_not_fatal() {
         ("images/a.png", he_image(W, H)),
         ("masks/a.png", mask(W, H, &[A, B], 255)),
         // A's centroid is off its component; B's box is far too big; a third label has no component.
-        ("labels/a.csv", b"cx,cy,xmin,ymin,xmax,ymax\n9.5,9.5,5,6,9.5,9.5\n32,22,20,10,60,44\n50,40,48,38,52,42\n".to_vec()),
+        (
+            "labels/a.csv",
+            b"cx,cy,xmin,ymin,xmax,ymax\n9.5,9.5,5,6,9.5,9.5\n32,22,20,10,60,44\n50,40,48,38,52,42\n".to_vec(),
+        ),
         ("images/small.png", he_image(W, H)),
         ("masks/small.png", mask(W / 2, H, &[A], 255)),
         ("labels/orphan.csv", b"cx,cy\n1,1\n".to_vec()),
@@ -465,16 +330,9 @@ fn disagreements_are_reported_not_fatal() {
         assert!(all.contains(e), "missing '{e}' in:\n{all}");
     }
     assert_eq!(set.inconsistencies.len(), 6, "{all}");
-    assert_eq!(
-        img(&set, "a").objects.len(),
-        3,
-        "labelled objects are kept even when they disagree"
-    );
+    assert_eq!(img(&set, "a").objects.len(), 3, "labelled objects are kept even when they disagree");
     let small = img(&set, "small");
-    assert!(
-        small.objects.is_empty() && small.width == Some(W),
-        "the wrong-size mask is ignored, the image kept"
-    );
+    assert!(small.objects.is_empty() && small.width == Some(W), "the wrong-size mask is ignored, the image kept");
 }
 
 #[test]
@@ -484,14 +342,10 @@ fn empty_folder_is_a_clear_error() {
     assert!(matches!(err, FormatError::UnknownFormat { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("no images found")
-            && msg.contains(&d.path().display().to_string())
-            && msg.contains("png/jpg"),
+        msg.contains("no images found") && msg.contains(&d.path().display().to_string()) && msg.contains("png/jpg"),
         "{msg}"
     );
-    let err = gzmh::read(&d.path().join("missing"), &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = gzmh::read(&d.path().join("missing"), &ReadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("missing"), "{err}");
 }
 
@@ -518,14 +372,9 @@ fn images_without_masks_or_labels_are_not_read_as_mitosis_free() {
 
 #[test]
 fn corrupt_zip_names_the_archive() {
-    let d = tree(&[(
-        "broken.zip",
-        b"PK\x03\x04 this is not really a zip".to_vec(),
-    )]);
+    let d = tree(&[("broken.zip", b"PK\x03\x04 this is not really a zip".to_vec())]);
     let z = d.path().join("broken.zip");
-    let err = gzmh::read(&z, &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = gzmh::read(&z, &ReadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("broken.zip") && err.contains("zip"), "{err}");
 }
 
@@ -536,10 +385,7 @@ fn truncated_mask_and_bad_label_lines_are_reported() {
         ("images/a.png", he_image(W, H)),
         ("masks/a.png", good_mask[..good_mask.len() / 2].to_vec()),
         ("images/b.png", he_image(W, H)),
-        (
-            "labels/b.csv",
-            b"xmin,ymin,xmax,ymax\n5,6,8,8\n5,six,8,8\n-1,2,3,4\nnan,1,2,3\n".to_vec(),
-        ),
+        ("labels/b.csv", b"xmin,ymin,xmax,ymax\n5,6,8,8\n5,six,8,8\n-1,2,3,4\nnan,1,2,3\n".to_vec()),
     ];
     let d = tree(&files);
     let zdir = tempfile::tempdir().unwrap();
@@ -548,16 +394,12 @@ fn truncated_mask_and_bad_label_lines_are_reported() {
     for (root, set) in [(d.path().to_owned(), read(d.path())), (z.clone(), read(&z))] {
         let all = problems(&set);
         assert!(
-            all.contains(&format!("{}", root.join("masks/a.png").display()))
-                && all.contains("mask ignored"),
+            all.contains(&format!("{}", root.join("masks/a.png").display())) && all.contains("mask ignored"),
             "{all}"
         );
         let csv = root.join("labels/b.csv").display().to_string();
         for line in [3, 4, 5] {
-            assert!(
-                all.contains(&format!("{csv} line {line}")),
-                "line {line} missing:\n{all}"
-            );
+            assert!(all.contains(&format!("{csv} line {line}")), "line {line} missing:\n{all}");
         }
         assert!(all.contains("negative") && all.contains("NaN"), "{all}");
         assert_eq!(set.inconsistencies.len(), 4, "{all}");
@@ -573,30 +415,19 @@ fn real_icpr_mask_patches() {
     assert_eq!(set.images.len(), 50);
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     let with_objects = set.images.iter().filter(|i| !i.objects.is_empty()).count();
-    assert_eq!(
-        with_objects, 20,
-        "objects in exactly the 20 patches with foreground"
-    );
-    assert!(set.images.iter().all(|i| i.width == Some(256)
-        && i.height == Some(256)
-        && i.mask_path.is_some()
-        && i.subset.is_none()));
-    let text = gzmh::detect_layout(&dir).unwrap().to_string();
+    assert_eq!(with_objects, 20, "objects in exactly the 20 patches with foreground");
     assert!(
-        text.contains("50 images in images") && text.contains("50 masks in masks"),
-        "{text}"
+        set.images
+            .iter()
+            .all(|i| i.width == Some(256) && i.height == Some(256) && i.mask_path.is_some() && i.subset.is_none())
     );
+    let text = gzmh::detect_layout(&dir).unwrap().to_string();
+    assert!(text.contains("50 images in images") && text.contains("50 masks in masks"), "{text}");
 }
 
 #[test]
 fn yolo_txt_beside_images_in_folder_and_zip() {
-    let files = [
-        ("tiles/a.png", he_image(W, H)),
-        (
-            "tiles/a.txt",
-            b"1 0.5 0.5 0.25 0.25\n0 0.1 0.2 0.05 0.1".to_vec(),
-        ),
-    ];
+    let files = [("tiles/a.png", he_image(W, H)), ("tiles/a.txt", b"1 0.5 0.5 0.25 0.25\n0 0.1 0.2 0.05 0.1".to_vec())];
     let d = tree(&files);
     let z = d.path().join("y.zip");
     zip_of(&files, &z);
@@ -604,15 +435,9 @@ fn yolo_txt_beside_images_in_folder_and_zip() {
         assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
         let a = img(&set, "a");
         assert_eq!(a.objects.len(), 2);
-        assert_eq!(
-            a.objects[0].bbox,
-            Some(BBox::new(24.0, 18.0, 40.0, 30.0).unwrap())
-        );
+        assert_eq!(a.objects[0].bbox, Some(BBox::new(24.0, 18.0, 40.0, 30.0).unwrap()));
         assert_eq!(a.objects[0].centroid, Point::new(32.0, 24.0));
-        assert_eq!(
-            (a.objects[0].class, a.objects[1].class),
-            (ObjectClass::NonMitosis, ObjectClass::Mitosis)
-        );
+        assert_eq!((a.objects[0].class, a.objects[1].class), (ObjectClass::NonMitosis, ObjectClass::Mitosis));
     }
 }
 
@@ -622,32 +447,18 @@ fn real_cmc_negatives_with_yolo_labels() {
     let set = read(&dir);
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     assert_eq!(set.images.len(), 3);
-    assert_eq!(
-        (
-            set.count(ObjectClass::NonMitosis),
-            set.count(ObjectClass::Mitosis)
-        ),
-        (14, 0)
-    );
-    assert!(
-        set.images
-            .iter()
-            .all(|i| i.width == Some(7215) && i.height == Some(5412))
-    );
+    assert_eq!((set.count(ObjectClass::NonMitosis), set.count(ObjectClass::Mitosis)), (14, 0));
+    assert!(set.images.iter().all(|i| i.width == Some(7215) && i.height == Some(5412)));
 }
 
 #[test]
 fn label_position_outside_the_image_is_reported() {
-    let d = tree(&[
-        ("images/c.png", he_image(W, H)),
-        ("labels/c.csv", b"cx,cy\n100,10\n3,4\n".to_vec()),
-    ]);
+    let d = tree(&[("images/c.png", he_image(W, H)), ("labels/c.csv", b"cx,cy\n100,10\n3,4\n".to_vec())]);
     let set = read(d.path());
     assert_eq!(img(&set, "c").objects.len(), 2);
     assert_eq!(set.inconsistencies.len(), 1, "{}", problems(&set));
     assert!(
-        problems(&set).contains("label at (100, 10)")
-            && problems(&set).contains("outside the 64x48 image"),
+        problems(&set).contains("label at (100, 10)") && problems(&set).contains("outside the 64x48 image"),
         "{}",
         problems(&set)
     );
@@ -657,13 +468,7 @@ fn label_position_outside_the_image_is_reported() {
 fn zip_with_windows_separators() {
     let d = tempfile::tempdir().unwrap();
     let z = d.path().join("win.zip");
-    zip_of(
-        &[
-            ("images\\a.png", he_image(W, H)),
-            ("masks\\a.png", mask(W, H, &[A], 255)),
-        ],
-        &z,
-    );
+    zip_of(&[("images\\a.png", he_image(W, H)), ("masks\\a.png", mask(W, H, &[A], 255))], &z);
     let set = read(&z);
     assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
     assert_mask_objects(img(&set, "a"), &[A]);

@@ -8,16 +8,9 @@ fn sample() -> AnnotationSet {
     let mut a = ImageAnnotations::new("A00_00");
     a.width = Some(2084);
     a.height = Some(2084);
-    a.objects.push(Annotation::from_bbox(
-        BBox::new(10.0, 20.0, 40.0, 52.0).unwrap(),
-        ObjectClass::Mitosis,
-    ));
+    a.objects.push(Annotation::from_bbox(BBox::new(10.0, 20.0, 40.0, 52.0).unwrap(), ObjectClass::Mitosis));
     a.objects.push(
-        Annotation::from_bbox(
-            BBox::new(100.5, 7.0, 130.0, 33.25).unwrap(),
-            ObjectClass::NonMitosis,
-        )
-        .with_score(0.25),
+        Annotation::from_bbox(BBox::new(100.5, 7.0, 130.0, 33.25).unwrap(), ObjectClass::NonMitosis).with_score(0.25),
     );
     let empty = ImageAnnotations::new("A01_04");
     AnnotationSet::from_images(vec![a, empty])
@@ -49,20 +42,12 @@ fn single_file_round_trip_and_detection() {
     set.images[0].path = Some(image_file.clone());
     voc::write(&set, &out, &WriteOptions::default()).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
-    assert!(
-        text.contains("<filename>A00_00.png</filename>")
-            && text.contains("<name>non-mitosis</name>"),
-        "{text}"
-    );
+    assert!(text.contains("<filename>A00_00.png</filename>") && text.contains("<name>non-mitosis</name>"), "{text}");
     assert_eq!(mitoscope_formats::detect_format(&out).unwrap(), Format::Voc);
     let back = mitoscope_formats::read(&out, None, &ReadOptions::default()).unwrap();
     assert_eq!(back.images[0].image, "A00_00");
     assert_eq!(back.images[0].objects, set.images[0].objects);
-    assert_eq!(
-        back.images[0].path.as_deref(),
-        Some(image_file.as_path()),
-        "the image beside the XML is found"
-    );
+    assert_eq!(back.images[0].path.as_deref(), Some(image_file.as_path()), "the image beside the XML is found");
 }
 
 #[test]
@@ -70,33 +55,21 @@ fn many_images_need_a_folder_and_unique_names() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("exists.xml");
     std::fs::write(&file, "x").unwrap();
-    let err = voc::write(&sample(), &file, &WriteOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = voc::write(&sample(), &file, &WriteOptions::default()).unwrap_err().to_string();
     assert!(err.contains("folder"), "{err}");
     let mut dup = sample();
     dup.images[1].image = "A00_00".into();
-    let err = voc::write(&dup, &dir.path().join("out"), &WriteOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = voc::write(&dup, &dir.path().join("out"), &WriteOptions::default()).unwrap_err().to_string();
     assert!(err.contains("A00_00.xml"), "{err}");
 }
 
 #[test]
 fn folder_without_xml_and_bad_file_are_errors_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let err = voc::read(dir.path(), &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = voc::read(dir.path(), &ReadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("no .xml files"), "{err}");
     let bad = dir.path().join("bad.xml");
-    std::fs::write(
-        &bad,
-        "<annotation>\n<object><name>mitosis</name><bndbox><xmin>1</xmin>\n</annotation>",
-    )
-    .unwrap();
-    let err = voc::read(&bad, &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    std::fs::write(&bad, "<annotation>\n<object><name>mitosis</name><bndbox><xmin>1</xmin>\n</annotation>").unwrap();
+    let err = voc::read(&bad, &ReadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("bad.xml") && err.contains("line"), "{err}");
 }

@@ -47,11 +47,7 @@ pub enum GeomError {
 }
 
 fn finite(what: &'static str, value: f64) -> Result<f64, GeomError> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(GeomError::NotFinite { what, value })
-    }
+    if value.is_finite() { Ok(value) } else { Err(GeomError::NotFinite { what, value }) }
 }
 
 /// A position in pixels (`x` = column, `y` = row).
@@ -174,12 +170,7 @@ impl BBox {
 
     /// This box moved by (`dx`, `dy`).
     pub fn translate(&self, dx: f64, dy: f64) -> Self {
-        Self {
-            x_min: self.x_min + dx,
-            y_min: self.y_min + dy,
-            x_max: self.x_max + dx,
-            y_max: self.y_max + dy,
-        }
+        Self { x_min: self.x_min + dx, y_min: self.y_min + dy, x_max: self.x_max + dx, y_max: self.y_max + dy }
     }
 }
 

@@ -128,9 +128,8 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 
 /// Width and height from the header, without decoding pixels.
 pub fn image_size(path: &Path) -> Result<(u32, u32), ImagingError> {
-    let (w, h) = reader(path)?
-        .into_dimensions()
-        .map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
+    let (w, h) =
+        reader(path)?.into_dimensions().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
     if w == 0 || h == 0 {
         return Err(ImagingError::Empty { path: path.to_owned(), width: w, height: h });
     }

@@ -34,9 +34,16 @@ fn main() {
     println!("{side}x{side} input, {} rayon threads", rayon::current_num_threads());
     // Every 3x3 convolution of the default candidate net (8 base channels), at its resolution.
     for (c_in, c_out, scale) in [
-        (3, 8, 1), (8, 8, 1), (16, 8, 1),
-        (8, 16, 2), (16, 16, 2), (32, 8, 2),
-        (16, 32, 4), (32, 32, 4), (64, 16, 4), (16, 16, 4),
+        (3, 8, 1),
+        (8, 8, 1),
+        (16, 8, 1),
+        (8, 16, 2),
+        (16, 16, 2),
+        (32, 8, 2),
+        (16, 32, 4),
+        (32, 32, 4),
+        (64, 16, 4),
+        (16, 16, 4),
         (32, 32, 8),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
@@ -62,7 +69,9 @@ fn main() {
         let conv = Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
         let x = Tensor::<4>::random([64, c_in, s, s], Distribution::Default, &device);
         time(&format!("64 crops: conv {c_in}->{c_out} at {s}"), || conv.forward(x.clone()));
-        time(&format!("64 crops: conv {c_in}->{c_out} at {s}, sliced"), || mitoscope_model::conv3x3_in_slices(&conv, x.clone()));
+        time(&format!("64 crops: conv {c_in}->{c_out} at {s}, sliced"), || {
+            mitoscope_model::conv3x3_in_slices(&conv, x.clone())
+        });
     }
     for (c, s) in [(8, 64), (16, 32), (32, 16)] {
         let norm = GroupNormConfig::new(4, c).init(&device);

@@ -19,12 +19,12 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::ModelError;
 use crate::candidate::{CandidateNetConfig, ProbabilityMap, disc_target};
 use crate::data::images_to_tensor;
 use crate::infer::tensor_values;
 use crate::training::candidate_step;
 use crate::weights::{load_weights_from_bytes, weights_to_bytes};
-use crate::ModelError;
 
 /// What [`check_device`] runs and how close is close enough.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,7 +169,12 @@ pub fn check_device(device: &Device, config: &BackendCheckConfig) -> Result<Back
 
 /// `Ok` when the forward outputs and every step's loss agree within the
 /// tolerances of `config`; else what disagreed, first.
-pub fn judge(forward_diff: f32, cpu_losses: &[f32], device_losses: &[f32], config: &BackendCheckConfig) -> Result<(), String> {
+pub fn judge(
+    forward_diff: f32,
+    cpu_losses: &[f32],
+    device_losses: &[f32],
+    config: &BackendCheckConfig,
+) -> Result<(), String> {
     if !forward_diff.is_finite() || forward_diff > config.forward_tolerance {
         return Err(format!(
             "forward outputs differ by up to {forward_diff:e} (tolerance {:e})",
@@ -209,8 +214,9 @@ fn fixed_batch(config: &BackendCheckConfig) -> (Vec<RgbImage>, Vec<ProbabilityMa
         let mut tile = RgbImage::from_fn(side, side, |_, _| {
             Rgb([rng.random_range(200..240u8), rng.random_range(140..180u8), rng.random_range(180..220u8)])
         });
-        let blobs: Vec<(f64, f64)> =
-            (0..3).map(|_| (rng.random_range(4.0..f64::from(side) - 4.0), rng.random_range(4.0..f64::from(side) - 4.0))).collect();
+        let blobs: Vec<(f64, f64)> = (0..3)
+            .map(|_| (rng.random_range(4.0..f64::from(side) - 4.0), rng.random_range(4.0..f64::from(side) - 4.0)))
+            .collect();
         for (x, y, p) in tile.enumerate_pixels_mut() {
             if blobs.iter().any(|&(bx, by)| (f64::from(x) - bx).hypot(f64::from(y) - by) < 4.0) {
                 *p = Rgb([60, 30, 90]);
@@ -244,7 +250,11 @@ mod tests {
         assert!(check.forward_max_abs_diff <= 1e-5, "{check:?}");
         assert_eq!(check.cpu_losses.len(), 3);
         assert_eq!(check.cpu_losses, check.device_losses, "the same backend, the same numbers");
-        assert!(check.cpu_losses[2] < check.cpu_losses[0], "Adam on a fixed batch lowers its loss: {:?}", check.cpu_losses);
+        assert!(
+            check.cpu_losses[2] < check.cpu_losses[0],
+            "Adam on a fixed batch lowers its loss: {:?}",
+            check.cpu_losses
+        );
         assert!(check.cpu_step_ms > 0.0 && check.device_infer_ms > 0.0);
     }
 

@@ -31,15 +31,15 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::hed_jitter;
-use crate::candidate::{peaks, CandidateNet, CandidateNetConfig, ProbabilityMap, SIDE_MULTIPLE};
-use crate::infer::candidate_map;
-use crate::training::{
-    annealed_rate, append_metrics, bce_with_logits, candidate_step, derived_rng, latest_checkpoint, progress_bar, resume_from,
-    truncate_metrics, write_checkpoint, CONFIG_FILE, METRICS_FILE, MODEL_FILE,
-};
+use crate::candidate::{CandidateNet, CandidateNetConfig, ProbabilityMap, SIDE_MULTIPLE, peaks};
 use crate::data::images_to_tensor;
+use crate::infer::candidate_map;
 use crate::infer::tensor_values;
 use crate::run_data::{self, Fingerprint};
+use crate::training::{
+    CONFIG_FILE, METRICS_FILE, MODEL_FILE, annealed_rate, append_metrics, bce_with_logits, candidate_step, derived_rng,
+    latest_checkpoint, progress_bar, resume_from, truncate_metrics, write_checkpoint,
+};
 use crate::weights::{save_weights, write_atomically};
 use crate::{ModelError, TrainOptions};
 
@@ -105,10 +105,12 @@ fn pick(cumulative: &[f64], rng: &mut impl Rng) -> Option<usize> {
 
 fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
     let mut acc = 0.0;
-    weights.map(|w| {
-        acc += if w.is_finite() && w > 0.0 { w } else { 0.0 };
-        acc
-    }).collect()
+    weights
+        .map(|w| {
+            acc += if w.is_finite() && w > 0.0 { w } else { 0.0 };
+            acc
+        })
+        .collect()
 }
 
 /// Everything that defines a candidate training run; saved as `config.json`.
@@ -442,7 +444,12 @@ fn evaluate_candidates(
 }
 
 /// BCE of the whole image against its target, cropped to a multiple of 8.
-fn map_loss(image: &RgbImage, target: &ProbabilityMap, model: &CandidateNet, device: &Device) -> Result<f32, ModelError> {
+fn map_loss(
+    image: &RgbImage,
+    target: &ProbabilityMap,
+    model: &CandidateNet,
+    device: &Device,
+) -> Result<f32, ModelError> {
     let w = (image.width() as usize / SIDE_MULTIPLE) * SIDE_MULTIPLE;
     let h = (image.height() as usize / SIDE_MULTIPLE) * SIDE_MULTIPLE;
     if w == 0 || h == 0 {
@@ -519,8 +526,8 @@ mod tests {
         let device = Device::flex();
         let data = samples();
         let full_dir = tempfile::tempdir().unwrap();
-        let full = train_candidate_net(&tiny(2), &data, &data[..2], full_dir.path(), &device, TrainOptions::quiet())
-            .unwrap();
+        let full =
+            train_candidate_net(&tiny(2), &data, &data[..2], full_dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((full.first_epoch, full.last_epoch), (1, 2));
         assert!(full.history.iter().all(|m| m.train_loss.is_finite() && m.val_recall.is_some()));
         let log = std::fs::read_to_string(full_dir.path().join(METRICS_FILE)).unwrap();
@@ -542,9 +549,10 @@ mod tests {
         }
         let first_line = log.lines().next().unwrap();
         // Plus a stale epoch-2 line written after the checkpoint, which the resume must drop.
-        std::fs::write(dir.path().join(METRICS_FILE), format!("{first_line}\n{}\n", log.lines().nth(1).unwrap())).unwrap();
-        let resumed = train_candidate_net(&tiny(2), &data, &data[..2], dir.path(), &device, TrainOptions::quiet())
+        std::fs::write(dir.path().join(METRICS_FILE), format!("{first_line}\n{}\n", log.lines().nth(1).unwrap()))
             .unwrap();
+        let resumed =
+            train_candidate_net(&tiny(2), &data, &data[..2], dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (2, 2));
         assert_eq!(resumed.history[0].train_loss, full.history[1].train_loss);
         // Compare what the networks compute (records also carry parameter ids).
@@ -561,8 +569,8 @@ mod tests {
         // Same config and seed, a mitosis centre moved: other data, refused.
         let mut moved = data.clone();
         moved[0].centres.push((1.0, 1.0));
-        let err = train_candidate_net(&tiny(2), &moved, &data[..2], dir.path(), &device, TrainOptions::quiet())
-            .unwrap_err();
+        let err =
+            train_candidate_net(&tiny(2), &moved, &data[..2], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
         assert!(err.to_string().contains("other data"), "{err}");
     }
 
@@ -629,8 +637,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = train_candidate_net(&tiny(1), &[], &[], dir.path(), &device, TrainOptions::quiet()).unwrap_err();
         assert!(matches!(err, ModelError::Data(_)));
-        let err = train_candidate_net(&tiny(1).with_tile_size(12), &samples(), &[], dir.path(), &device, TrainOptions::quiet())
-            .unwrap_err();
+        let err = train_candidate_net(
+            &tiny(1).with_tile_size(12),
+            &samples(),
+            &[],
+            dir.path(),
+            &device,
+            TrainOptions::quiet(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ModelError::Data(_)));
         let mut bad = samples();
         bad[0].target = GrayImage::new(3, 3);

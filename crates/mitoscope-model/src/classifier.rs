@@ -119,9 +119,7 @@ impl PatchClassifierConfig {
             block1: ConvBlock::new(3, c, self.norm_groups, device),
             block2: ConvBlock::new(c, 2 * c, self.norm_groups, device),
             block3: ConvBlock::new(2 * c, 4 * c, self.norm_groups, device),
-            block4: self
-                .fourth_block
-                .then(|| ConvBlock::new(4 * c, 8 * c, self.norm_groups, device)),
+            block4: self.fourth_block.then(|| ConvBlock::new(4 * c, 8 * c, self.norm_groups, device)),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             global_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             head: LinearConfig::new(if self.fourth_block { 8 * c } else { 4 * c }, 1).init(device),
@@ -185,8 +183,22 @@ mod tests {
         assert!(gap < 1e-6, "logits changed by {gap} after a round trip");
         // Weights of one shape never load silently into the other.
         let three_bytes = crate::weights::weights_to_bytes(&three).unwrap();
-        assert!(crate::weights::load_weights_from_bytes(PatchClassifierConfig::new().with_base_channels(4).with_fourth_block(true).init(&device), &three_bytes, "three").is_err());
-        assert!(crate::weights::load_weights_from_bytes(PatchClassifierConfig::new().with_base_channels(4).init(&device), &bytes, "four").is_err());
+        assert!(
+            crate::weights::load_weights_from_bytes(
+                PatchClassifierConfig::new().with_base_channels(4).with_fourth_block(true).init(&device),
+                &three_bytes,
+                "three"
+            )
+            .is_err()
+        );
+        assert!(
+            crate::weights::load_weights_from_bytes(
+                PatchClassifierConfig::new().with_base_channels(4).init(&device),
+                &bytes,
+                "four"
+            )
+            .is_err()
+        );
     }
 
     #[test]

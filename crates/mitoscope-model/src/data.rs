@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use image::{Rgb, RgbImage};
 use mitoscope_geom::Mpp;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt, SeedableRng};
-use rand::rngs::ChaCha8Rng;
 
-use crate::augment::sample_bilinear;
 use crate::ModelError;
+use crate::augment::sample_bilinear;
 
 /// Per-channel mean (R, G, B) subtracted after scaling to `[0, 1]`: typical of
 /// H&E at 40x. Part of the model contract: changing it invalidates trained weights.
@@ -405,7 +405,15 @@ mod tests {
         let centroids = [(100.0, 100.0), (40.0, 150.0)];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let s = spec(8, 0.5);
-        let crops = random_negative_crops(&img, &centroids, Mpp::new(0.25).unwrap(), s, NegativeDraw { count: 30, min_distance_px: 50.0 }, &mut rng, "t");
+        let crops = random_negative_crops(
+            &img,
+            &centroids,
+            Mpp::new(0.25).unwrap(),
+            s,
+            NegativeDraw { count: 30, min_distance_px: 50.0 },
+            &mut rng,
+            "t",
+        );
         assert_eq!(crops.len(), 30);
         for c in &crops {
             assert!(!c.positive);
@@ -466,14 +474,23 @@ mod tests {
             .skip(1)
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(',').collect();
-                (f.first()?.trim_end_matches(".jpg") == "A00_00").then(|| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))?
+                (f.first()?.trim_end_matches(".jpg") == "A00_00")
+                    .then(|| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))?
             })
             .collect();
         assert_eq!(centroids.len(), 6, "A00_00 has 6 mitoses");
         let icpr_mpp = Mpp::new(0.2456).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let origin = hpf_path.display().to_string();
-        let negatives = random_negative_crops(&hpf, &centroids, icpr_mpp, spec, NegativeDraw { count: 5, min_distance_px: 100.0 }, &mut rng, &origin);
+        let negatives = random_negative_crops(
+            &hpf,
+            &centroids,
+            icpr_mpp,
+            spec,
+            NegativeDraw { count: 5, min_distance_px: 100.0 },
+            &mut rng,
+            &origin,
+        );
         let hpf_positives = positive_crops(&hpf, &centroids, icpr_mpp, spec, &origin);
         assert_eq!(negatives.len(), 5);
         assert!(negatives.iter().all(|c| !c.positive));

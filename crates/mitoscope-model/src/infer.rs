@@ -17,11 +17,7 @@ pub const CLASSIFY_BATCH: usize = 64;
 ///
 /// Crops must already be at the classifier's size and resolution (see
 /// [`crate::data::resample_crop`]); sizes may not be mixed within a call.
-pub fn classify_crops(
-    model: &PatchClassifier,
-    crops: &[RgbImage],
-    device: &Device,
-) -> Result<Vec<f32>, ModelError> {
+pub fn classify_crops(model: &PatchClassifier, crops: &[RgbImage], device: &Device) -> Result<Vec<f32>, ModelError> {
     let mut scores = Vec::with_capacity(crops.len());
     for chunk in crops.chunks(CLASSIFY_BATCH) {
         let logits = model.forward(images_to_tensor(chunk, device)?);
@@ -63,9 +59,7 @@ pub fn classify_crops_averaged(
     // Fewer crops per pass, so that a pass holds about CLASSIFY_BATCH views.
     for chunk in crops.chunks(CLASSIFY_BATCH.div_ceil(views).max(1)) {
         let batch = images_to_tensor(chunk, device)?;
-        let oriented: Vec<Tensor<4>> = (0..views)
-            .map(|v| dihedral_view(batch.clone(), v))
-            .collect();
+        let oriented: Vec<Tensor<4>> = (0..views).map(|v| dihedral_view(batch.clone(), v)).collect();
         let probs = tensor_values(sigmoid(model.forward(Tensor::cat(oriented, 0))))?;
         let n = chunk.len();
         for i in 0..n {
@@ -93,11 +87,7 @@ fn dihedral_view(x: Tensor<4>, v: usize) -> Tensor<4> {
 /// The image is padded by edge replication to a multiple of
 /// [`SIDE_MULTIPLE`] and the padding is cropped from the map again. The whole
 /// image goes through in one pass; callers tile whole-slide regions.
-pub fn candidate_map(
-    model: &CandidateNet,
-    image: &RgbImage,
-    device: &Device,
-) -> Result<ProbabilityMap, ModelError> {
+pub fn candidate_map(model: &CandidateNet, image: &RgbImage, device: &Device) -> Result<ProbabilityMap, ModelError> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     if w == 0 || h == 0 {
         return Err(ModelError::Data("candidate map of an empty image".into()));
@@ -107,35 +97,22 @@ pub fn candidate_map(
     let padded = if (pw, ph) == (w, h) {
         image.clone()
     } else {
-        RgbImage::from_fn(pw as u32, ph as u32, |x, y| {
-            *image.get_pixel(x.min(w as u32 - 1), y.min(h as u32 - 1))
-        })
+        RgbImage::from_fn(pw as u32, ph as u32, |x, y| *image.get_pixel(x.min(w as u32 - 1), y.min(h as u32 - 1)))
     };
     let input = images_to_tensor(std::slice::from_ref(&padded), device)?;
     // The sliced convolutions only pay off on burn-flex's direct CPU kernel.
-    let logits = if *device == Device::flex() {
-        model.forward_sliced(input)
-    } else {
-        model.forward(input)
-    };
+    let logits = if *device == Device::flex() { model.forward_sliced(input) } else { model.forward(input) };
     let probs = tensor_values(sigmoid(logits))?;
     let mut values = Vec::with_capacity(w * h);
     for row in probs.chunks(pw).take(h) {
         values.extend_from_slice(&row[..w]);
     }
-    Ok(ProbabilityMap {
-        width: w,
-        height: h,
-        values,
-    })
+    Ok(ProbabilityMap { width: w, height: h, values })
 }
 
 /// All values of a float tensor as `f32`, row-major.
 pub(crate) fn tensor_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ModelError> {
-    tensor
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ModelError::Tensor(format!("{e:?}")))
+    tensor.into_data().try_into_vec::<f32>().map_err(|e| ModelError::Tensor(format!("{e:?}")))
 }
 
 #[cfg(test)]
@@ -147,10 +124,7 @@ mod tests {
     #[test]
     fn classify_crops_gives_one_probability_per_crop() {
         let device = Device::flex();
-        let model = PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .with_base_channels(4)
-            .init(&device);
+        let model = PatchClassifierConfig::new().with_crop_size(16).with_base_channels(4).init(&device);
         let crops: Vec<_> = (0..3).map(|i| random_image(16, 16, i)).collect();
         let scores = classify_crops(&model, &crops, &device).unwrap();
         assert_eq!(scores.len(), 3);
@@ -161,10 +135,7 @@ mod tests {
     #[test]
     fn averaged_views_are_the_mean_over_turned_and_mirrored_crops() {
         let device = Device::flex();
-        let model = PatchClassifierConfig::new()
-            .with_crop_size(16)
-            .with_base_channels(4)
-            .init(&device);
+        let model = PatchClassifierConfig::new().with_crop_size(16).with_base_channels(4).init(&device);
         let crop = random_image(16, 16, 5);
         let turn = |img: &RgbImage| image::imageops::rotate90(img);
         let mirror = |img: &RgbImage| image::imageops::flip_horizontal(img);
@@ -178,12 +149,9 @@ mod tests {
         }
         let singles = classify_crops(&model, &all, &device).unwrap();
         let mean8 = singles.iter().sum::<f32>() / 8.0;
-        let spread = singles.iter().cloned().fold(f32::MIN, f32::max)
-            - singles.iter().cloned().fold(f32::MAX, f32::min);
-        assert!(
-            spread > 1e-4,
-            "an untrained net should see orientation: {singles:?}"
-        );
+        let spread =
+            singles.iter().cloned().fold(f32::MIN, f32::max) - singles.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 1e-4, "an untrained net should see orientation: {singles:?}");
         // Averaged over 8 views, every orientation of a crop scores the same: the mean.
         let averaged = classify_crops_averaged(&model, &all, 8, &device).unwrap();
         for a in &averaged {
@@ -193,10 +161,7 @@ mod tests {
         let two = classify_crops_averaged(&model, std::slice::from_ref(&crop), 2, &device).unwrap();
         assert!((two[0] - (singles[0] + singles[1]) / 2.0).abs() < 1e-5);
         // One view is the plain score; many crops (more than a pass) keep their order.
-        assert_eq!(
-            classify_crops_averaged(&model, &all, 1, &device).unwrap(),
-            singles
-        );
+        assert_eq!(classify_crops_averaged(&model, &all, 1, &device).unwrap(), singles);
         let many: Vec<RgbImage> = (0..70).map(|i| random_image(16, 16, i)).collect();
         let plain = classify_crops(&model, &many, &device).unwrap();
         let by4 = classify_crops_averaged(&model, &many, 4, &device).unwrap();
@@ -204,10 +169,7 @@ mod tests {
         let mirrored: Vec<RgbImage> = many.iter().map(image::imageops::rotate180).collect();
         let by4_turned = classify_crops_averaged(&model, &mirrored, 4, &device).unwrap();
         for i in 0..70 {
-            assert!(
-                (by4[i] - by4_turned[i]).abs() < 1e-5,
-                "180° turns are among the 4 views"
-            );
+            assert!((by4[i] - by4_turned[i]).abs() < 1e-5, "180° turns are among the 4 views");
         }
         assert!(plain.iter().zip(&by4).any(|(a, b)| (a - b).abs() > 1e-5));
         assert!(classify_crops_averaged(&model, &[random_image(16, 12, 1)], 8, &device).is_err());
@@ -216,9 +178,7 @@ mod tests {
     #[test]
     fn candidate_map_matches_odd_image_sizes() {
         let device = Device::flex();
-        let model = CandidateNetConfig::new()
-            .with_base_channels(4)
-            .init(&device);
+        let model = CandidateNetConfig::new().with_base_channels(4).init(&device);
         let map = candidate_map(&model, &random_image(21, 13, 1), &device).unwrap();
         assert_eq!((map.width, map.height, map.values.len()), (21, 13, 21 * 13));
         assert!(map.values.iter().all(|v| (0.0..=1.0).contains(v)));

@@ -75,11 +75,11 @@ pub mod weights;
 mod test_support;
 
 pub use candidate::{CandidateNet, CandidateNetConfig, Peak, ProbabilityMap, peaks};
+pub use candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
 pub use classifier::{PatchClassifier, PatchClassifierConfig};
 pub use error::ModelError;
-pub use mask_head::{MaskHead, MaskHeadConfig};
 pub use layers::conv3x3_in_slices;
-pub use candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
+pub use mask_head::{MaskHead, MaskHeadConfig};
 pub use training::{TrainOptions, TrainOutcome, TrainingConfig, train_classifier};
 
 /// Re-export so callers name the same burn version (`mitoscope_model::burn::tensor::Device`).

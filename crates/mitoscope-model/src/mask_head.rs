@@ -39,12 +39,7 @@ pub struct MaskHeadConfig {
 impl Default for MaskHeadConfig {
     fn default() -> Self {
         // 80 px at 0.25 µm/px = 20 µm: the largest figures (late anaphase) fit.
-        Self {
-            net: CandidateNetConfig::new().with_mpp(0.25),
-            crop_size: 80,
-            threshold: 0.5,
-            reach_um: 3.0,
-        }
+        Self { net: CandidateNetConfig::new().with_mpp(0.25), crop_size: 80, threshold: 0.5, reach_um: 3.0 }
     }
 }
 
@@ -97,11 +92,8 @@ impl MaskHead {
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(MASK_BATCH) {
             let input = images_to_tensor(chunk, device)?;
-            let logits = if *device == Device::flex() {
-                self.net.forward_sliced(input)
-            } else {
-                self.net.forward(input)
-            };
+            let logits =
+                if *device == Device::flex() { self.net.forward_sliced(input) } else { self.net.forward(input) };
             let probs = tensor_values(sigmoid(logits))?;
             out.extend(probs.chunks(side * side).map(|v| ProbabilityMap {
                 width: side,
@@ -207,13 +199,19 @@ mod tests {
     #[test]
     fn maps_have_the_crop_size_and_refuse_other_sizes() {
         let device = Device::flex();
-        let config = MaskHeadConfig { net: CandidateNetConfig::new().with_base_channels(4).with_mpp(0.25), crop_size: 16, ..Default::default() };
+        let config = MaskHeadConfig {
+            net: CandidateNetConfig::new().with_base_channels(4).with_mpp(0.25),
+            crop_size: 16,
+            ..Default::default()
+        };
         config.check().unwrap();
         let head = MaskHead { net: config.net.init(&device), config };
         let crops = vec![RgbImage::new(16, 16); 3];
         let maps = head.maps(&crops, &device).unwrap();
         assert_eq!(maps.len(), 3);
-        assert!(maps.iter().all(|m| m.width == 16 && m.height == 16 && m.values.iter().all(|v| (0.0..=1.0).contains(v))));
+        assert!(
+            maps.iter().all(|m| m.width == 16 && m.height == 16 && m.values.iter().all(|v| (0.0..=1.0).contains(v)))
+        );
         let err = head.maps(&[RgbImage::new(16, 8)], &device).unwrap_err().to_string();
         assert!(err.contains("16x16") && err.contains("16x8"), "{err}");
         let bad = MaskHeadConfig { crop_size: 20, ..MaskHeadConfig::default() };

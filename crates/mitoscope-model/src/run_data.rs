@@ -10,8 +10,8 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::weights::write_atomically;
 use crate::ModelError;
+use crate::weights::write_atomically;
 
 /// Name of the data record in a run folder.
 pub const DATA_FILE: &str = "data.json";
@@ -81,11 +81,15 @@ pub(crate) fn check_and_record(out_dir: &Path, data: &RunData, resuming: bool) -
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!("{} has checkpoints but no {DATA_FILE}: resuming without checking its data", out_dir.display());
+                tracing::warn!(
+                    "{} has checkpoints but no {DATA_FILE}: resuming without checking its data",
+                    out_dir.display()
+                );
             }
             Err(e) => return Err(ModelError::io(&path, e)),
         }
     }
-    let json = serde_json::to_string_pretty(data).map_err(|e| ModelError::Config { path: path.clone(), message: e.to_string() })?;
+    let json = serde_json::to_string_pretty(data)
+        .map_err(|e| ModelError::Config { path: path.clone(), message: e.to_string() })?;
     write_atomically(&path, json.as_bytes())
 }

@@ -28,19 +28,19 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::{augment, AugmentConfig};
+use crate::ModelError;
+use crate::augment::{AugmentConfig, augment};
 use crate::candidate::{CandidateNet, ProbabilityMap, SIDE_MULTIPLE};
 use crate::classifier::{PatchClassifier, PatchClassifierConfig};
-use crate::data::{images_to_tensor, LabelledCrop};
+use crate::data::{LabelledCrop, images_to_tensor};
 use crate::infer::tensor_values;
 use crate::run_data::{self, Fingerprint};
 use crate::weights::{load_weights, save_weights, write_atomically};
-use crate::ModelError;
 
 /// Everything that defines a classifier training run; saved as `config.json`.
 #[derive(Config, Debug)]
@@ -244,7 +244,10 @@ fn crops_fingerprint(train: &[LabelledCrop], val: &[LabelledCrop]) -> run_data::
 
 /// Loads the classifier of a finished (or interrupted) run: `config.json` and
 /// `model.bpk` from `out_dir`, on `device`.
-pub fn load_trained_classifier(out_dir: &Path, device: &Device) -> Result<(PatchClassifier, TrainingConfig), ModelError> {
+pub fn load_trained_classifier(
+    out_dir: &Path,
+    device: &Device,
+) -> Result<(PatchClassifier, TrainingConfig), ModelError> {
     let config_path = out_dir.join(CONFIG_FILE);
     let config = read_config(&config_path)?;
     let model = load_weights(config.model.init(device), &out_dir.join(MODEL_FILE))?;
@@ -551,12 +554,10 @@ pub(crate) fn write_checkpoint<M: burn::module::Module, S: Serialize>(
 }
 
 pub(crate) fn append_metrics<T: Serialize>(path: &Path, metrics: &T) -> Result<(), ModelError> {
-    let line = serde_json::to_string(metrics).map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ModelError::io(path, e))?;
+    let line = serde_json::to_string(metrics)
+        .map_err(|e| ModelError::Config { path: path.to_owned(), message: e.to_string() })?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| ModelError::io(path, e))?;
     writeln!(file, "{line}").map_err(|e| ModelError::io(path, e))
 }
 
@@ -685,7 +686,8 @@ mod tests {
             std::fs::copy(full_dir.path().join(file), resumed_dir.path().join(file)).unwrap();
         }
 
-        let resumed = train_classifier(&config, &train, &val, resumed_dir.path(), &device, TrainOptions::quiet()).unwrap();
+        let resumed =
+            train_classifier(&config, &train, &val, resumed_dir.path(), &device, TrainOptions::quiet()).unwrap();
         assert_eq!((resumed.first_epoch, resumed.last_epoch), (3, 3));
         assert_eq!(weights_to_bytes(&resumed.model).unwrap(), weights_to_bytes(&full.model).unwrap());
         assert_eq!(resumed.history[0].train_loss, full.history[2].train_loss);
@@ -774,17 +776,16 @@ mod tests {
         // Weight init draws from burn's global RNG, which concurrent tests share;
         // the bound is loose enough for any initialisation.
         for _ in 0..20 {
-            let (next, loss) =
-                candidate_step(
-                    model,
-                    &mut optimizer,
-                    std::slice::from_ref(&tile),
-                    std::slice::from_ref(&target),
-                    1e-2,
-                    2.0,
-                    &device,
-                )
-                .unwrap();
+            let (next, loss) = candidate_step(
+                model,
+                &mut optimizer,
+                std::slice::from_ref(&tile),
+                std::slice::from_ref(&target),
+                1e-2,
+                2.0,
+                &device,
+            )
+            .unwrap();
             model = next;
             losses.push(loss);
         }

@@ -17,10 +17,11 @@ pub const WEIGHTS_EXTENSION: &str = "bpk";
 
 /// Serialises the weights of `model` to bytes (for `include_bytes!` or shipping).
 pub fn weights_to_bytes<M: Module>(model: &M) -> Result<Vec<u8>, ModelError> {
-    let bytes = model.clone().into_record().into_bytes().map_err(|e| ModelError::SaveWeights {
-        path: PathBuf::from("<memory>"),
-        message: e.to_string(),
-    })?;
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| ModelError::SaveWeights { path: PathBuf::from("<memory>"), message: e.to_string() })?;
     Ok(bytes.to_vec())
 }
 
@@ -54,7 +55,8 @@ fn load_weights_named<M: Module>(model: M, bytes: &[u8], path: &Path) -> Result<
     if bytes.is_empty() {
         return Err(load_error("the file is empty".into()));
     }
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| load_error(e.to_string()))?;
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| load_error(e.to_string()))?;
     let model = model.try_load_record(record).map_err(|e| load_error(e.to_string()))?;
     let count = count_non_finite(&model);
     if count > 0 {
@@ -106,7 +108,10 @@ mod tests {
 
     fn logits(model: &crate::PatchClassifier, device: &Device) -> Vec<f32> {
         let input = Tensor::<4>::from_data(
-            TensorData::new((0..2 * 3 * 16 * 16).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect::<Vec<_>>(), [2, 3, 16, 16]),
+            TensorData::new(
+                (0..2 * 3 * 16 * 16).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect::<Vec<_>>(),
+                [2, 3, 16, 16],
+            ),
             device,
         );
         crate::infer::tensor_values(model.forward(input)).unwrap()

@@ -332,7 +332,11 @@ fn pick_crops(rows: &[ImageRow], max: usize) -> Vec<(Kind, Vec<Crop>, usize)> {
                 .iter()
                 .enumerate()
                 .flat_map(|(i, r)| {
-                    r.objects.iter().enumerate().filter(|(_, o)| o.kind == kind).map(move |(j, o)| (i, j, o.score.unwrap_or(0.0)))
+                    r.objects
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, o)| o.kind == kind)
+                        .map(move |(j, o)| (i, j, o.score.unwrap_or(0.0)))
                 })
                 .collect();
             match kind {
@@ -580,7 +584,10 @@ fn render_html(
         h.push_str(r#"<section id="curves"><h2>Curves</h2><div class="charts">"#);
         let mut pr: Vec<(f64, f64)> = e.sweep.points.iter().map(|p| (p.recall, p.precision)).collect();
         pr.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        let marker = e.sweep.best_threshold.map(|t| ((e.sweep.best.recall, e.sweep.best.precision), format!("best F1, t={t:.2}")));
+        let marker = e
+            .sweep
+            .best_threshold
+            .map(|t| ((e.sweep.best.recall, e.sweep.best.precision), format!("best F1, t={t:.2}")));
         h.push_str(&svg::render(&svg::Chart {
             title: format!("Precision-recall (AP {:.3})", e.average_precision),
             x_label: "recall".into(),
@@ -611,7 +618,12 @@ fn render_html(
     }
     h.push_str("<th>per mm²</th></tr></thead><tbody>");
     for r in rows {
-        let _ = write!(h, r##"<tr><td data-v="{id}"><a href="#img-{id}">{id}</a></td><td data-v="{n}">{n}</td>"##, id = esc(&r.id), n = r.n_pred);
+        let _ = write!(
+            h,
+            r##"<tr><td data-v="{id}"><a href="#img-{id}">{id}</a></td><td data-v="{n}">{n}</td>"##,
+            id = esc(&r.id),
+            n = r.n_pred
+        );
         if eval.is_some() {
             let f1 = if r.n_truth + r.n_pred == 0 { 1.0 } else { 2.0 * r.tp as f64 / (r.n_truth + r.n_pred) as f64 };
             let err = r.n_pred as i64 - r.n_truth as i64;
@@ -819,12 +831,18 @@ mod tests {
         }
         img.save(dir.path().join("a.png")).unwrap();
         std::fs::write(dir.path().join("broken.jpg"), b"not a jpeg").unwrap();
-        let pred = set(&[("a", 150.0, 100.0, Some(0.9)), ("broken", 1.0, 1.0, Some(0.5)), ("missing", 1.0, 1.0, Some(0.5))]);
+        let pred =
+            set(&[("a", 150.0, 100.0, Some(0.9)), ("broken", 1.0, 1.0, Some(0.5)), ("missing", 1.0, 1.0, Some(0.5))]);
         let mut inp = input(&pred, None);
         inp.images = ImageSource::Dir(dir.path().to_owned());
         let r = build(&inp).unwrap();
         assert!(r.html.contains("id=\"img-a\""));
-        assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 2, "a thumbnail and a crop of a only: {:?}", r.warnings);
+        assert_eq!(
+            r.html.matches("data:image/jpeg;base64,").count(),
+            2,
+            "a thumbnail and a crop of a only: {:?}",
+            r.warnings
+        );
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
         assert!(r.warnings.iter().any(|w| w.contains("broken.jpg")));
         assert!(r.warnings.iter().any(|w| w.contains("missing")));

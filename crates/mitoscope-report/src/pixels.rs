@@ -50,10 +50,9 @@ impl Pixels {
                         message: format!("no pyramid level small enough for a thumbnail (coarsest {lw}x{lh})"),
                     });
                 }
-                let region = s.read_region(level, 0, 0, lw as u32, lh as u32).map_err(|e| ReportError::Image {
-                    path: s.path().to_owned(),
-                    message: e.to_string(),
-                })?;
+                let region = s
+                    .read_region(level, 0, 0, lw as u32, lh as u32)
+                    .map_err(|e| ReportError::Image { path: s.path().to_owned(), message: e.to_string() })?;
                 Ok((image::imageops::resize(&region, tw, th, FilterType::Triangle), scale))
             }
         }

@@ -167,7 +167,8 @@ pub fn render(chart: &Chart) -> String {
             .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
         if pts.len() == 1 {
-            let _ = write!(s, r#"<circle cx="{}" r="3" fill="{}"/>"#, pts[0].replace(',', "\" cy=\""), esc(&series.color));
+            let _ =
+                write!(s, r#"<circle cx="{}" r="3" fill="{}"/>"#, pts[0].replace(',', "\" cy=\""), esc(&series.color));
         } else if !pts.is_empty() {
             let _ = write!(
                 s,
@@ -217,7 +218,11 @@ mod tests {
             y_label: "precision".into(),
             x: Scale::Linear { min: 0.0, max: 1.0 },
             y: Scale::Linear { min: 0.0, max: 1.0 },
-            series: vec![Series { name: "all".into(), color: "#000".into(), points: vec![(0.0, 1.0), (0.5, 0.8), (1.0, 0.2)] }],
+            series: vec![Series {
+                name: "all".into(),
+                color: "#000".into(),
+                points: vec![(0.0, 1.0), (0.5, 0.8), (1.0, 0.2)],
+            }],
             marker: Some(((0.5, 0.8), "t=0.5".into())),
         };
         let svg = render(&chart);

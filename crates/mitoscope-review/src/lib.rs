@@ -32,11 +32,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use http::{Request, Response};
 use mitoscope_annotations::AnnotationSet;
 use mitoscope_formats::{Format, WriteOptions};
 use mitoscope_geom::Mpp;
 use serde::Deserialize;
-use http::{Request, Response};
 
 use state::{Decision, Decisions};
 use tiles::TileSource;
@@ -109,10 +109,8 @@ pub fn image_id(path: &Path) -> String {
 pub fn open_review(opts: &ReviewOptions) -> Result<(TileSource, Decisions, bool), ReviewError> {
     let tiles = TileSource::open(&opts.path)?;
     let id = image_id(&opts.path);
-    let mpp = opts
-        .mpp
-        .or(tiles.slide_mpp())
-        .or_else(|| opts.pred.as_ref().and_then(|p| p.image(&id)).and_then(|i| i.mpp));
+    let mpp =
+        opts.mpp.or(tiles.slide_mpp()).or_else(|| opts.pred.as_ref().and_then(|p| p.image(&id)).and_then(|i| i.mpp));
     if opts.decisions.exists() {
         let d = Decisions::load(&opts.decisions)?;
         if d.image != id || (d.width, d.height) != tiles.size() {
@@ -242,10 +240,12 @@ pub fn route(method: &str, url: &str) -> Result<Route, Refusal> {
         "/api/decide" if post => Route::Decide,
         "/api/add" if post => Route::Add,
         "/api/filter" if post => Route::Filter,
-        p if get && p.starts_with("/api/export/") => {
-            Route::Export(export_format(&p["/api/export/".len()..]).ok_or_else(|| refuse(404, "no such export format"))?)
+        p if get && p.starts_with("/api/export/") => Route::Export(
+            export_format(&p["/api/export/".len()..]).ok_or_else(|| refuse(404, "no such export format"))?,
+        ),
+        p if get && p.starts_with("/tile/") => {
+            parse_tile(&p["/tile/".len()..]).ok_or_else(|| refuse(404, "no such tile"))?
         }
-        p if get && p.starts_with("/tile/") => parse_tile(&p["/tile/".len()..]).ok_or_else(|| refuse(404, "no such tile"))?,
         "/" | "/index.html" | "/app.js" | "/app.css" | "/api/info" | "/api/state" | "/api/decide" | "/api/add"
         | "/api/filter" => return Err(refuse(405, "method not allowed")),
         _ => return Err(refuse(404, "not found")),
@@ -387,7 +387,9 @@ fn handle(app: &App, rq: Request) -> Response {
     }
     match route {
         Route::Index => respond(200, "text/html; charset=utf-8", INDEX_HTML.into(), &[("Cache-Control", "no-store")]),
-        Route::Script => respond(200, "text/javascript; charset=utf-8", APP_JS.into(), &[("Cache-Control", "no-store")]),
+        Route::Script => {
+            respond(200, "text/javascript; charset=utf-8", APP_JS.into(), &[("Cache-Control", "no-store")])
+        }
         Route::Style => respond(200, "text/css; charset=utf-8", APP_CSS.into(), &[("Cache-Control", "no-store")]),
         Route::Info => {
             let Ok(d) = app.state.lock() else { return error(500, "state lock poisoned") };
@@ -408,7 +410,9 @@ fn handle(app: &App, rq: Request) -> Response {
             json(200, &v)
         }
         Route::Tile { z, col, row } => match app.tiles.tile(z, col, row) {
-            Ok(Some(bytes)) => respond(200, "image/jpeg", bytes.to_vec(), &[("Cache-Control", "private, max-age=3600")]),
+            Ok(Some(bytes)) => {
+                respond(200, "image/jpeg", bytes.to_vec(), &[("Cache-Control", "private, max-age=3600")])
+            }
             Ok(None) => error(404, "no such tile"),
             Err(e) => {
                 tracing::warn!("tile {z}/{col}/{row}: {e}");
@@ -430,7 +434,8 @@ fn handle(app: &App, rq: Request) -> Response {
             }
         }
         Route::Decide | Route::Add | Route::Filter => {
-            let is_json = rq.header("Content-Type").is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+            let is_json =
+                rq.header("Content-Type").is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
             if !is_json {
                 return error(415, "POST bodies must be application/json");
             }

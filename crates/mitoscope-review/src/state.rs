@@ -179,14 +179,16 @@ impl Decisions {
 
     /// Sets the verdict on an item.
     pub fn decide(&mut self, id: u64, decision: Decision) -> Result<(), ReviewError> {
-        let item = self.items.iter_mut().find(|i| i.id == id).ok_or_else(|| ReviewError::BadInput(format!("no item {id}")))?;
+        let item =
+            self.items.iter_mut().find(|i| i.id == id).ok_or_else(|| ReviewError::BadInput(format!("no item {id}")))?;
         item.decision = decision;
         Ok(())
     }
 
     /// Adds a reviewer's point (accepted); returns its id.
     pub fn add(&mut self, x: f64, y: f64) -> Result<u64, ReviewError> {
-        if !(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x < self.width as f64 && y < self.height as f64) {
+        if !(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x < self.width as f64 && y < self.height as f64)
+        {
             return Err(ReviewError::BadInput(format!(
                 "point ({x}, {y}) is outside the image ({} x {})",
                 self.width, self.height
@@ -269,7 +271,9 @@ mod tests {
     fn pred() -> AnnotationSet {
         let mut s = AnnotationSet::default();
         for (x, score) in [(10.0, 0.9), (20.0, 0.5), (30.0, 0.2)] {
-            s.image_mut_or_insert("A").objects.push(Annotation::point(Point::new(x, 5.0), ObjectClass::Mitosis).with_score(score));
+            s.image_mut_or_insert("A")
+                .objects
+                .push(Annotation::point(Point::new(x, 5.0), ObjectClass::Mitosis).with_score(score));
         }
         s.image_mut_or_insert("A").objects.push(Annotation::point(Point::new(1.0, 1.0), ObjectClass::NonMitosis));
         s

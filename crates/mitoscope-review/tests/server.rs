@@ -52,7 +52,12 @@ fn get(addr: SocketAddr, path: &str) -> Resp {
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
     let host = format!("127.0.0.1:{}", addr.port());
-    raw(addr, &format!("POST {path} HTTP/1.1"), &[("Host", &host), ("Content-Type", "application/json")], body.as_bytes())
+    raw(
+        addr,
+        &format!("POST {path} HTTP/1.1"),
+        &[("Host", &host), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
 }
 
 fn hpf(dir: &Path) -> std::path::PathBuf {
@@ -97,7 +102,10 @@ fn review_round_trip_over_http() {
     assert!(page.head.to_ascii_lowercase().contains("content-security-policy"));
     assert_eq!(get(addr, "/app.js").status, 200);
     let info = get(addr, "/api/info").json();
-    assert_eq!((info["width"].as_u64(), info["height"].as_u64(), info["max_level"].as_u64()), (Some(600), Some(400), Some(2)));
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64(), info["max_level"].as_u64()),
+        (Some(600), Some(400), Some(2))
+    );
     let tile = get(addr, "/tile/0/0/0.jpg");
     assert_eq!(tile.status, 200);
     assert!(tile.body.starts_with(&[0xFF, 0xD8]), "a JPEG");
@@ -110,7 +118,8 @@ fn review_round_trip_over_http() {
     assert_eq!(s["added"], 3);
     let s = post(addr, "/api/filter", r#"{"min_score": 0.5}"#).json();
     assert_eq!(s["summary"]["count"], 2, "0.6 pending + the added point");
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("field_01.review.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("field_01.review.json")).unwrap()).unwrap();
     assert_eq!(saved["min_score"], 0.5);
     assert_eq!(saved["items"][0]["decision"], "rejected");
 
@@ -119,7 +128,12 @@ fn review_round_trip_over_http() {
     assert_eq!(post(addr, "/api/decide", r#"{"id": 42, "decision": "accepted"}"#).status, 400);
     assert_eq!(post(addr, "/api/decide", "not json").status, 400);
     let host = format!("127.0.0.1:{}", addr.port());
-    let form = raw(addr, "POST /api/filter HTTP/1.1", &[("Host", &host), ("Content-Type", "text/plain")], b"{\"min_score\":0}");
+    let form = raw(
+        addr,
+        "POST /api/filter HTTP/1.1",
+        &[("Host", &host), ("Content-Type", "text/plain")],
+        b"{\"min_score\":0}",
+    );
     assert_eq!(form.status, 415, "a cross-site form cannot post");
 
     let csv = get(addr, "/api/export/csv");
@@ -169,13 +183,17 @@ fn requests_outside_the_served_file_are_refused() {
         assert_eq!(r.status, 400, "{path}: {} {}", r.status, r.text());
         assert!(!r.text().contains("do not serve") && !r.text().contains("root:"), "{path}");
     }
-    for path in ["/secret.txt", "/field_01.png", "/field_01.review.json", "/etc/passwd", "/assets/app.js", "/src/lib.rs"] {
+    for path in
+        ["/secret.txt", "/field_01.png", "/field_01.review.json", "/etc/passwd", "/assets/app.js", "/src/lib.rs"]
+    {
         let r = get(addr, path);
         assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
     // Absolute-form and non-origin request targets.
     let host = format!("127.0.0.1:{}", addr.port());
-    for line in ["GET /etc/passwd HTTP/1.1", "GET file:///etc/passwd HTTP/1.1", "GET http://127.0.0.1/../secret.txt HTTP/1.1"] {
+    for line in
+        ["GET /etc/passwd HTTP/1.1", "GET file:///etc/passwd HTTP/1.1", "GET http://127.0.0.1/../secret.txt HTTP/1.1"]
+    {
         let r = raw(addr, line, &[("Host", &host)], b"");
         assert!(r.status == 400 || r.status == 404, "{line}: {}", r.status);
         assert!(!r.text().contains("root:"));

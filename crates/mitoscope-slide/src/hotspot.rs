@@ -165,7 +165,10 @@ pub struct SlideSummary {
 fn eligible(points: &[Point], extent: (f64, f64), tissue: Option<&TissueMask>) -> Result<Vec<Point>, HotspotError> {
     let (w, h) = extent;
     if !(w.is_finite() && h.is_finite() && w > 0.0 && h > 0.0) {
-        return Err(HotspotError::BadParameter { name: "extent", why: format!("slide size must be positive, got {w}x{h}") });
+        return Err(HotspotError::BadParameter {
+            name: "extent",
+            why: format!("slide size must be positive, got {w}x{h}"),
+        });
     }
     let mut out = Vec::with_capacity(points.len());
     for (index, p) in points.iter().enumerate() {
@@ -397,7 +400,10 @@ mod tests {
         let w = best_window(&[], mpp1(), (100.0, 100.0), &p, None).unwrap();
         assert_eq!((w.width, w.height), (20.0, 5.0));
         let nan = pts(&[(1.0, f64::NAN)]);
-        assert!(matches!(best_window(&nan, mpp1(), (9.0, 9.0), &unit_params(1), None), Err(HotspotError::NonFinitePoint { index: 0, .. })));
+        assert!(matches!(
+            best_window(&nan, mpp1(), (9.0, 9.0), &unit_params(1), None),
+            Err(HotspotError::NonFinitePoint { index: 0, .. })
+        ));
         assert!(best_window(&[], mpp1(), (0.0, 9.0), &unit_params(1), None).is_err());
         assert!(best_window(&[], mpp1(), (9.0, 9.0), &unit_params(0), None).is_err());
         assert!(best_window(&[], mpp1(), (9.0, 9.0), &HotspotParams::with_field_area_mm2(-1.0), None).is_err());
@@ -475,7 +481,15 @@ mod tests {
         let mut best = 0;
         for x in 0..=(extent - side) as i64 {
             for y in 0..=(extent - side) as i64 {
-                let w = Window { x: x as f64, y: y as f64, width: side, height: side, count: 0, area_mm2: 0.0, tissue_fraction: None };
+                let w = Window {
+                    x: x as f64,
+                    y: y as f64,
+                    width: side,
+                    height: side,
+                    count: 0,
+                    area_mm2: 0.0,
+                    tissue_fraction: None,
+                };
                 best = best.max(p.iter().filter(|q| w.contains(q)).count());
             }
         }

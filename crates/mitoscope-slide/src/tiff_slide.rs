@@ -148,11 +148,8 @@ impl TiffSlide {
                 ifd: info.index,
                 what,
             })?;
-            let downsample = if levels.is_empty() {
-                1.0
-            } else {
-                (w0 / info.width as f64 + h0 / info.height as f64) / 2.0
-            };
+            let downsample =
+                if levels.is_empty() { 1.0 } else { (w0 / info.width as f64 + h0 / info.height as f64) / 2.0 };
             levels.push(Level {
                 width: info.width as u64,
                 height: info.height as u64,
@@ -397,7 +394,9 @@ fn aperio_layout(ifds: &[IfdInfo]) -> (Vec<IfdInfo>, Vec<(String, IfdInfo)>) {
             None
         };
         match name {
-            Some(n) if !assoc.iter().any(|(m, _): &(String, IfdInfo)| m == n) => assoc.push((n.to_owned(), info.clone())),
+            Some(n) if !assoc.iter().any(|(m, _): &(String, IfdInfo)| m == n) => {
+                assoc.push((n.to_owned(), info.clone()))
+            }
             _ => {}
         }
     }
@@ -500,7 +499,9 @@ mod tests {
 
     #[test]
     fn aperio_description_fields() {
-        let p = parse_aperio_description("Aperio Image Library v11\r\n46000x32914 (240x240) JPEG/RGB Q=30|AppMag = 20|MPP = 0.4990|Date = 12/29/09");
+        let p = parse_aperio_description(
+            "Aperio Image Library v11\r\n46000x32914 (240x240) JPEG/RGB Q=30|AppMag = 20|MPP = 0.4990|Date = 12/29/09",
+        );
         assert_eq!(p["aperio.AppMag"], "20");
         assert_eq!(p["aperio.MPP"], "0.4990");
         assert_eq!(p.len(), 3);

@@ -30,11 +30,7 @@ pub fn data_dir(name: &str) -> Option<PathBuf> {
     if dir.exists() {
         return Some(dir);
     }
-    let msg = format!(
-        "real data '{}' not found at {} (set {DATA_ENV} to the shared data folder)",
-        name,
-        dir.display()
-    );
+    let msg = format!("real data '{}' not found at {} (set {DATA_ENV} to the shared data folder)", name, dir.display());
     if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
         panic!("{msg}, and {REQUIRE_ENV}=1 requires it");
     }

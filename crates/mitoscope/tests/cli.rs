@@ -30,7 +30,8 @@ fn inspect_mask_patches() {
     let dir = require_data!("icpr2012/mask-patches");
     let v = json(&["inspect", s(&dir), "--json"]);
     assert_eq!(v["images"], 50);
-    let with_mitoses: u64 = v["subsets"].as_array().unwrap().iter().map(|s| s["images_with_mitoses"].as_u64().unwrap()).sum();
+    let with_mitoses: u64 =
+        v["subsets"].as_array().unwrap().iter().map(|s| s["images_with_mitoses"].as_u64().unwrap()).sum();
     assert_eq!(with_mitoses, 20);
 }
 
@@ -127,7 +128,9 @@ fn hand_case(dir: &Path) -> (PathBuf, PathBuf) {
 fn eval_three_rules_hand_worked() {
     let tmp = tempfile::tempdir().unwrap();
     let (t, p) = hand_case(tmp.path());
-    let run = |rule: &str, r: &str| json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", r, "--match", rule, "--json"]);
+    let run = |rule: &str, r: &str| {
+        json(&["eval", "--truth", s(&t), "--pred", s(&p), "--radius-px", r, "--match", rule, "--json"])
+    };
     // greedy: truth (0,0) takes p1 (d=5, inclusive), truth (10,0) takes p2 (d=4).
     let g = run("greedy", "5");
     assert_eq!((g["tp"].as_u64(), g["fp"].as_u64(), g["fn"].as_u64()), (Some(2), Some(1), Some(1)));
@@ -218,10 +221,7 @@ fn ref_optimal(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
 }
 
 fn ref_wang(truth: &[Pt], pred: &[Pt], r: f64) -> usize {
-    truth
-        .iter()
-        .filter(|&&t| pred.iter().map(|&p| dist(t, p)).fold(f64::INFINITY, f64::min) < r)
-        .count()
+    truth.iter().filter(|&&t| pred.iter().map(|&p| dist(t, p)).fold(f64::INFINITY, f64::min) < r).count()
 }
 
 #[test]
@@ -331,7 +331,16 @@ fn demo_writes_every_output() {
     }
     assert!(std::fs::read_dir(out.join("overlays")).unwrap().count() >= 1);
     // The demo's detections file is valid input to eval.
-    let v = json(&["eval", "--truth", s(&out.join("synthetic-truth.csv")), "--pred", s(&out.join("detections.csv")), "--radius-px", "30", "--json"]);
+    let v = json(&[
+        "eval",
+        "--truth",
+        s(&out.join("synthetic-truth.csv")),
+        "--pred",
+        s(&out.join("detections.csv")),
+        "--radius-px",
+        "30",
+        "--json",
+    ]);
     assert!(v["f1"].as_f64().is_some());
 }
 
@@ -345,7 +354,8 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     image::DynamicImage::ImageRgb8(img.clone()).to_luma8().save(inputs.join("gray.png")).unwrap();
     std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let out = tmp.path().join("out");
-    let o = mitoscope(&["detect", s(&inputs), "--out", s(&out), "--format", "csv,geojson,midog,overlay", "--mpp", "0.25"]);
+    let o =
+        mitoscope(&["detect", s(&inputs), "--out", s(&out), "--format", "csv,geojson,midog,overlay", "--mpp", "0.25"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a failed input must give a non-zero exit");
     assert!(stderr.contains("broken.png") && !stderr.contains("panicked"), "{stderr}");
@@ -360,7 +370,17 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     assert!(run["command"].as_str().unwrap().contains("detect"), "{run}");
     assert_eq!((run["images"].as_u64(), run["failures"].as_u64()), (Some(2), Some(1)));
     let html = out.join("report.html");
-    ok(&["report", "--pred", s(&out.join("detections.csv")), "--images", s(&inputs), "--mpp", "0.25", "--out", s(&html)]);
+    ok(&[
+        "report",
+        "--pred",
+        s(&out.join("detections.csv")),
+        "--images",
+        s(&inputs),
+        "--mpp",
+        "0.25",
+        "--out",
+        s(&html),
+    ]);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains(&model), "the report names the model from run.json");
 }
@@ -374,7 +394,15 @@ fn same_stem_inputs_keep_separate_outputs() {
         img.save(tmp.path().join(dir).join("x.png")).unwrap();
     }
     let out = tmp.path().join("out");
-    let text = ok(&["detect", s(&tmp.path().join("a")), s(&tmp.path().join("b")), "--out", s(&out), "--format", "overlay,masks"]);
+    let text = ok(&[
+        "detect",
+        s(&tmp.path().join("a")),
+        s(&tmp.path().join("b")),
+        "--out",
+        s(&out),
+        "--format",
+        "overlay,masks",
+    ]);
     assert!(text.contains("a_x.png:") && text.contains("b_x.png:"), "{text}");
     for id in ["a_x.png", "b_x.png"] {
         assert!(out.join("overlays").join(format!("{id}.png")).is_file(), "{id} overlay");
@@ -406,6 +434,7 @@ fn bad_model_file_is_one_clear_error() {
     img.save(&input).unwrap();
     let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&model)]);
     assert!(err.contains("junk.bundle"), "{err}");
-    let err = fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&tmp.path().join("none.bundle"))]);
+    let err =
+        fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&tmp.path().join("none.bundle"))]);
     assert!(err.contains("none.bundle"), "{err}");
 }

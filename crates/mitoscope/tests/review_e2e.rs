@@ -124,7 +124,8 @@ fn assert_rendered(png: &Path) {
 #[test]
 fn report_and_review_in_headless_chromium() {
     let data = require_data!("icpr2012");
-    let chromium = std::env::var_os("MITOSCOPE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var_os("MITOSCOPE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
     let e2e = workspace_root().join("e2e");
     if !chromium.is_file() {
         return missing(&format!("no Chromium at {}", chromium.display()));
@@ -177,7 +178,10 @@ fn report_and_review_in_headless_chromium() {
     let mut server = Server(child);
     let mut line = String::new();
     BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
 
     let out = dir.path().join("e2e");
     std::fs::create_dir_all(&out).unwrap();
@@ -240,7 +244,14 @@ fn report_and_review_in_headless_chromium() {
     assert_eq!(saved["items"][0]["decision"], "rejected");
     assert_eq!(saved["items"][3]["origin"], "added");
     let geo = dir.path().join("again.geojson");
-    let printed = ok(&["review", image.to_str().unwrap(), "--decisions", decisions.to_str().unwrap(), "--export", geo.to_str().unwrap()]);
+    let printed = ok(&[
+        "review",
+        image.to_str().unwrap(),
+        "--decisions",
+        decisions.to_str().unwrap(),
+        "--export",
+        geo.to_str().unwrap(),
+    ]);
     assert!(printed.contains("exported 3 mitoses"), "{printed}");
     let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(&geo).unwrap()).unwrap();
     assert_eq!(geo["features"].as_array().unwrap().len(), 3);
@@ -265,7 +276,15 @@ fn report_and_review_bad_input_are_clear_errors() {
     std::fs::write(&good, "image,x,y,score\nA,12,13,0.5\n").unwrap();
     let err = fails(&["report", "--pred", good.to_str().unwrap(), "--truth", good.to_str().unwrap(), "--out", out_s]);
     assert!(err.contains("radius"), "{err}");
-    let err = fails(&["report", "--pred", good.to_str().unwrap(), "--images", d.join("no-dir").to_str().unwrap(), "--out", out_s]);
+    let err = fails(&[
+        "report",
+        "--pred",
+        good.to_str().unwrap(),
+        "--images",
+        d.join("no-dir").to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
     assert!(err.contains("no-dir"), "{err}");
     assert!(!out.exists());
     // Without images or truth: still a report (counts only).
@@ -286,7 +305,16 @@ fn report_and_review_bad_input_are_clear_errors() {
     let err = fails(&["review", img.to_str().unwrap(), "--export", d.join("x.xml").to_str().unwrap()]);
     assert!(err.contains("x.xml"), "{err}");
     let csv = d.join("out.csv");
-    let printed = ok(&["review", img.to_str().unwrap(), "--pred", good.to_str().unwrap(), "--decisions", dec.to_str().unwrap(), "--export", csv.to_str().unwrap()]);
+    let printed = ok(&[
+        "review",
+        img.to_str().unwrap(),
+        "--pred",
+        good.to_str().unwrap(),
+        "--decisions",
+        dec.to_str().unwrap(),
+        "--export",
+        csv.to_str().unwrap(),
+    ]);
     assert!(printed.contains("exported 1 mitoses"), "{printed}");
     assert!(std::fs::read_to_string(&csv).unwrap().contains("A,12,13,0.5,mitosis"));
 }

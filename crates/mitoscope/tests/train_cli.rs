@@ -83,8 +83,21 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     let p = |rel: &str| root.join(rel).display().to_string();
     let out = p("model");
     let log = ok(&[
-        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
-        "--mpp", "0.25", "--crops", &p("crops"), "--val-fraction", "0.25", "--out", &out,
+        "train",
+        "--config",
+        &p("tiny.json"),
+        "--dataset",
+        &p("labels.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--crops",
+        &p("crops"),
+        "--val-fraction",
+        "0.25",
+        "--out",
+        &out,
     ]);
     assert!(log.contains("4 labelled fields"), "{log}");
     let model = root.join("model/model.bundle");
@@ -113,8 +126,21 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
 
     // Stage 2 alone, on the candidates of the model just trained.
     let log = ok(&[
-        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
-        "--mpp", "0.25", "--stage", "classifier", "--base-model", model.to_str().unwrap(), "--out", &p("stage2"),
+        "train",
+        "--config",
+        &p("tiny.json"),
+        "--dataset",
+        &p("labels.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--stage",
+        "classifier",
+        "--base-model",
+        model.to_str().unwrap(),
+        "--out",
+        &p("stage2"),
     ]);
     assert!(log.contains("stage 1: kept from the given model"), "{log}");
     let card = std::fs::read_to_string(root.join("stage2/MODEL.md")).unwrap();
@@ -125,8 +151,21 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
 
     // Stage 1 alone, keeping the model's stage 2.
     let log = ok(&[
-        "train", "--config", &p("tiny.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
-        "--mpp", "0.25", "--stage", "candidate", "--base-model", model.to_str().unwrap(), "--out", &p("stage1"),
+        "train",
+        "--config",
+        &p("tiny.json"),
+        "--dataset",
+        &p("labels.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--stage",
+        "candidate",
+        "--base-model",
+        model.to_str().unwrap(),
+        "--out",
+        &p("stage1"),
     ]);
     assert!(log.contains("stage 2: kept from the given model"), "{log}");
     assert!(root.join("stage1/candidate").is_dir() && !root.join("stage1/classifier").exists());
@@ -153,8 +192,21 @@ fn cross_validation_scores_each_field_by_an_ensemble_trained_without_it_and_resu
     std::fs::write(root.join("cv.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     let p = |rel: &str| root.join(rel).display().to_string();
     let train = [
-        "train", "--config", &p("cv.json"), "--dataset", &p("labels.csv"), "--images", &p("fields"),
-        "--mpp", "0.25", "--crops", &p("crops"), "--val-fraction", "0.25", "--out", &p("model"),
+        "train",
+        "--config",
+        &p("cv.json"),
+        "--dataset",
+        &p("labels.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--crops",
+        &p("crops"),
+        "--val-fraction",
+        "0.25",
+        "--out",
+        &p("model"),
     ];
     let log = ok(&train);
     // Every labelled field is scored out of fold, by its own stage 1 and both networks without it.
@@ -177,14 +229,18 @@ fn cross_validation_scores_each_field_by_an_ensemble_trained_without_it_and_resu
 
     // Run again: every network is found finished (none rewritten), and the scores are the same.
     let weights = || -> Vec<(String, std::time::SystemTime)> {
-        let mut files: Vec<String> = ["candidate", "classifier", "classifier-2"].iter().map(|s| format!("model/{s}")).collect();
+        let mut files: Vec<String> =
+            ["candidate", "classifier", "classifier-2"].iter().map(|s| format!("model/{s}")).collect();
         for f in fields {
             files.extend(["candidate", "classifier", "classifier-2"].iter().map(|s| format!("model/cv-{f}/{s}")));
         }
-        files.into_iter().map(|f| {
-            let t = std::fs::metadata(root.join(&f).join("model.bpk")).and_then(|m| m.modified()).unwrap();
-            (f, t)
-        }).collect()
+        files
+            .into_iter()
+            .map(|f| {
+                let t = std::fs::metadata(root.join(&f).join("model.bpk")).and_then(|m| m.modified()).unwrap();
+                (f, t)
+            })
+            .collect()
     };
     let before = weights();
     ok(&train);
@@ -200,25 +256,69 @@ fn bad_training_input_is_one_clear_error() {
     std::fs::create_dir_all(root.join("fields")).unwrap();
     render_hpf(1, 128).0.save(root.join("fields/a_1.png")).unwrap();
     std::fs::write(root.join("labels.csv"), "image,x,y\na_1,10,10\nb_1,5,5\n").unwrap();
-    let err = fails(&["train", "--dataset", &p("labels.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
+    let err =
+        fails(&["train", "--dataset", &p("labels.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
     assert!(err.contains("b_1") && err.contains("not found"), "{err}");
     let err = fails(&["train", "--dataset", &p("nowhere.csv"), "--out", &p("o")]);
     assert!(err.contains("nowhere.csv"), "{err}");
     std::fs::write(root.join("one.csv"), "image,x,y\na_1,10,10\n").unwrap();
-    let err = fails(&["train", "--dataset", &p("one.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
+    let err =
+        fails(&["train", "--dataset", &p("one.csv"), "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o")]);
     assert!(err.contains("at least one must train and one validate"), "{err}");
     let err = fails(&[
-        "train", "--dataset", &p("one.csv"), "--images", &p("fields"), "--mpp", "0.25", "--val-subset", "test",
-        "--out", &p("o"),
+        "train",
+        "--dataset",
+        &p("one.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--val-subset",
+        "test",
+        "--out",
+        &p("o"),
     ]);
     assert!(err.contains("--val-subset"), "{err}");
-    let err = fails(&["train", "--stage", "both", "--base-model", &p("x.bundle"), "--dataset", &p("one.csv"), "--out", &p("o")]);
+    let err = fails(&[
+        "train",
+        "--stage",
+        "both",
+        "--base-model",
+        &p("x.bundle"),
+        "--dataset",
+        &p("one.csv"),
+        "--out",
+        &p("o"),
+    ]);
     assert!(err.contains("--base-model"), "{err}");
-    let err = fails(&["train", "--stage", "classifier", "--base-model", &p("x.bundle"), "--dataset", &p("one.csv"), "--out", &p("o")]);
+    let err = fails(&[
+        "train",
+        "--stage",
+        "classifier",
+        "--base-model",
+        &p("x.bundle"),
+        "--dataset",
+        &p("one.csv"),
+        "--out",
+        &p("o"),
+    ]);
     assert!(err.contains("x.bundle"), "{err}");
     let err = fails(&[
-        "train", "--dataset", &p("one.csv"), "--format", "csv", "--format", "coco", "--format", "csv",
-        "--images", &p("fields"), "--mpp", "0.25", "--out", &p("o"),
+        "train",
+        "--dataset",
+        &p("one.csv"),
+        "--format",
+        "csv",
+        "--format",
+        "coco",
+        "--format",
+        "csv",
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--out",
+        &p("o"),
     ]);
     assert!(err.contains("3 formats for 1 datasets"), "{err}");
     let err = fails(&["train", "--dataset", &p("one.csv"), "--format", "jsonl", "--out", &p("o")]);
@@ -236,10 +336,17 @@ fn trains_on_the_real_icpr_hpfs_named_by_a_points_csv() {
     tiny_config(&config);
     let out = dir.path().join("model");
     let log = ok(&[
-        "train", "--config", config.to_str().unwrap(),
-        "--dataset", icpr.join("centroids.csv").to_str().unwrap(),
-        "--images", icpr.join("hpf").to_str().unwrap(),
-        "--mpp", "0.2456", "--out", out.to_str().unwrap(),
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--dataset",
+        icpr.join("centroids.csv").to_str().unwrap(),
+        "--images",
+        icpr.join("hpf").to_str().unwrap(),
+        "--mpp",
+        "0.2456",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     // Five slides (A00 ... A04) of one HPF each: 20% is one of them.
     assert!(log.contains("5 labelled fields: 1 validate"), "{log}");
@@ -278,9 +385,8 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
     let patches = icpr.join("mask-patches");
     let patches = patches.to_str().unwrap();
     // Both stages and then the head, on the 50 mask patches read as a GZMH-like folder.
-    let log = ok(&[
-        "train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--out", &p("model"),
-    ]);
+    let log =
+        ok(&["train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--out", &p("model")]);
     assert!(log.contains("mask head: fold 2 of 2") && log.contains("mask head, out of fold over"), "{log}");
     let device = mitoscope_model::burn::tensor::Device::flex();
     let bundle = mitoscope_detect::ModelBundle::load(&dir.path().join("model/model.bundle"), &device).unwrap();
@@ -298,8 +404,19 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
 
     // A head alone, added to that model: its stages and threshold are kept.
     let log = ok(&[
-        "train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--stage", "mask",
-        "--base-model", &p("model/model.bundle"), "--out", &p("head"),
+        "train",
+        "--config",
+        &p("tiny.json"),
+        "--dataset",
+        patches,
+        "--mpp",
+        "0.2456",
+        "--stage",
+        "mask",
+        "--base-model",
+        &p("model/model.bundle"),
+        "--out",
+        &p("head"),
     ]);
     assert!(log.contains("stages kept from tiny-test"), "{log}");
     let added = mitoscope_detect::ModelBundle::load(&dir.path().join("head/model.bundle"), &device).unwrap();
@@ -312,8 +429,19 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
     no_head["mask_head"]["epochs"] = 0.into();
     std::fs::write(dir.path().join("nohead.json"), serde_json::to_vec(&no_head).unwrap()).unwrap();
     let err = fails(&[
-        "train", "--config", &p("nohead.json"), "--dataset", patches, "--mpp", "0.2456", "--stage", "mask",
-        "--base-model", &p("model/model.bundle"), "--out", &p("none"),
+        "train",
+        "--config",
+        &p("nohead.json"),
+        "--dataset",
+        patches,
+        "--mpp",
+        "0.2456",
+        "--stage",
+        "mask",
+        "--base-model",
+        &p("model/model.bundle"),
+        "--out",
+        &p("none"),
     ]);
     assert!(err.contains("mask_head.epochs is 0"), "{err}");
 }

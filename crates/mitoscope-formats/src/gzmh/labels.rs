@@ -27,9 +27,7 @@ pub(crate) struct LabelObject {
 impl LabelObject {
     /// The centroid as given, else the box centre.
     pub(crate) fn position(&self) -> Point {
-        self.centroid
-            .or(self.bbox.map(|b| b.center()))
-            .unwrap_or(Point::new(0.0, 0.0))
+        self.centroid.or(self.bbox.map(|b| b.center())).unwrap_or(Point::new(0.0, 0.0))
     }
 }
 
@@ -67,25 +65,26 @@ fn col_role(name: &str) -> Option<Col> {
         return Some(Col::Image);
     }
     Some(match n {
-        "xmin" | "x1" | "x0" | "left" | "minx" | "xleft" | "xstart" | "bboxxmin" | "boxxmin"
-        | "bboxx1" | "topleftx" => Col::XMin,
-        "ymin" | "y1" | "y0" | "top" | "miny" | "ytop" | "ystart" | "bboxymin" | "boxymin"
-        | "bboxy1" | "toplefty" => Col::YMin,
-        "xmax" | "x2" | "right" | "maxx" | "xright" | "xend" | "bboxxmax" | "boxxmax"
-        | "bboxx2" | "bottomrightx" => Col::XMax,
-        "ymax" | "y2" | "bottom" | "maxy" | "ybottom" | "yend" | "bboxymax" | "boxymax"
-        | "bboxy2" | "bottomrighty" => Col::YMax,
+        "xmin" | "x1" | "x0" | "left" | "minx" | "xleft" | "xstart" | "bboxxmin" | "boxxmin" | "bboxx1"
+        | "topleftx" => Col::XMin,
+        "ymin" | "y1" | "y0" | "top" | "miny" | "ytop" | "ystart" | "bboxymin" | "boxymin" | "bboxy1" | "toplefty" => {
+            Col::YMin
+        }
+        "xmax" | "x2" | "right" | "maxx" | "xright" | "xend" | "bboxxmax" | "boxxmax" | "bboxx2" | "bottomrightx" => {
+            Col::XMax
+        }
+        "ymax" | "y2" | "bottom" | "maxy" | "ybottom" | "yend" | "bboxymax" | "boxymax" | "bboxy2" | "bottomrighty" => {
+            Col::YMax
+        }
         "w" | "width" | "bboxw" | "bboxwidth" | "boxwidth" | "boxw" => Col::Width,
         "h" | "height" | "bboxh" | "bboxheight" | "boxheight" | "boxh" => Col::Height,
-        "cx" | "xc" | "centerx" | "centrex" | "centroidx" | "xcenter" | "xcentre" | "xcentroid"
-        | "col" | "column" | "mx" | "centerofmassx" | "cenx" => Col::Cx,
-        "cy" | "yc" | "centery" | "centrey" | "centroidy" | "ycenter" | "ycentre" | "ycentroid"
-        | "row" | "my" | "centerofmassy" | "ceny" => Col::Cy,
+        "cx" | "xc" | "centerx" | "centrex" | "centroidx" | "xcenter" | "xcentre" | "xcentroid" | "col" | "column"
+        | "mx" | "centerofmassx" | "cenx" => Col::Cx,
+        "cy" | "yc" | "centery" | "centrey" | "centroidy" | "ycenter" | "ycentre" | "ycentroid" | "row" | "my"
+        | "centerofmassy" | "ceny" => Col::Cy,
         "x" => Col::PlainX,
         "y" => Col::PlainY,
-        "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => {
-            Col::Class
-        }
+        "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => Col::Class,
         _ => return None,
     })
 }
@@ -104,8 +103,7 @@ impl Fields {
             Col::Image => self.image = Some(text.trim().to_owned()),
             Col::Class => self.class = Some(text.trim().to_owned()),
             _ => {
-                let v = parse_number(text)
-                    .ok_or_else(|| format!("'{}' is not a number", text.trim()))?;
+                let v = parse_number(text).ok_or_else(|| format!("'{}' is not a number", text.trim()))?;
                 self.nums.insert(col, v);
             }
         }
@@ -117,11 +115,7 @@ impl Fields {
         let g = |c: Col| self.nums.get(&c).copied();
         let sized = g(Col::Width).is_some() || g(Col::Height).is_some();
         let plain_is_corner = sized && g(Col::XMin).is_none() && g(Col::Cx).is_none();
-        let (left, top) = if plain_is_corner {
-            (g(Col::PlainX), g(Col::PlainY))
-        } else {
-            (g(Col::XMin), g(Col::YMin))
-        };
+        let (left, top) = if plain_is_corner { (g(Col::PlainX), g(Col::PlainY)) } else { (g(Col::XMin), g(Col::YMin)) };
         let (cx, cy) = if plain_is_corner {
             (g(Col::Cx), g(Col::Cy))
         } else {
@@ -142,12 +136,7 @@ impl Fields {
                     g(Col::Width).ok_or("has a height but no width")?,
                     g(Col::Height).ok_or("has a width but no height")?,
                 );
-                Some(make_box(
-                    x - w / 2.0,
-                    y - h / 2.0,
-                    x + w / 2.0,
-                    y + h / 2.0,
-                )?)
+                Some(make_box(x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0)?)
             }
             (None, None, ..) if g(Col::XMax).is_some() || g(Col::YMax).is_some() => {
                 return Err("has a right/bottom edge but no left/top".into());
@@ -166,15 +155,7 @@ impl Fields {
             return Err("has neither a box nor a centroid".into());
         }
         let class = parse_class(self.class.as_deref())?;
-        Ok((
-            self.image.clone(),
-            LabelObject {
-                bbox,
-                centroid,
-                class,
-                origin,
-            },
-        ))
+        Ok((self.image.clone(), LabelObject { bbox, centroid, class, origin }))
     }
 }
 
@@ -241,10 +222,7 @@ fn parse_voc(bytes: &[u8], shown: &Path) -> Parsed {
                 .collect(),
             problems: Vec::new(),
         },
-        Err(e) => Parsed {
-            objects: Vec::new(),
-            problems: vec![format!("{e} (file skipped)")],
-        },
+        Err(e) => Parsed { objects: Vec::new(), problems: vec![format!("{e} (file skipped)")] },
     }
 }
 
@@ -252,19 +230,13 @@ fn parse_voc(bytes: &[u8], shown: &Path) -> Parsed {
 /// integer class and the four box values within [0, 1].
 pub(crate) fn looks_like_yolo(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .peekable();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).peekable();
     lines.peek().is_some()
         && lines.all(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() == 5 || f.len() == 6)
                 && f[0].parse::<u32>().is_ok()
-                && f[1..5]
-                    .iter()
-                    .all(|v| v.parse::<f64>().is_ok_and(|x| (0.0..=1.0).contains(&x)))
+                && f[1..5].iter().all(|v| v.parse::<f64>().is_ok_and(|x| (0.0..=1.0).contains(&x)))
         })
 }
 
@@ -326,12 +298,7 @@ fn parse_table(text: &str, shown: &Path) -> Parsed {
     parsed
 }
 
-fn parse_headed(
-    recs: &[(usize, Vec<String>)],
-    cols: &[Option<Col>],
-    shown: &Path,
-    parsed: &mut Parsed,
-) {
+fn parse_headed(recs: &[(usize, Vec<String>)], cols: &[Option<Col>], shown: &Path, parsed: &mut Parsed) {
     for (line, fields) in recs {
         let at = format!("{} line {line}", shown.display());
         if fields.len() != cols.len() {
@@ -366,10 +333,7 @@ fn split_row(fields: &[String]) -> Result<Row, String> {
     for (i, f) in fields.iter().enumerate() {
         match parse_number(f) {
             Some(v) => nums.push(v),
-            None if (i == 0 || i + 1 == fields.len())
-                && class.is_none()
-                && ObjectClass::parse(f).is_some() =>
-            {
+            None if (i == 0 || i + 1 == fields.len()) && class.is_none() && ObjectClass::parse(f).is_some() => {
                 class = Some(f.clone())
             }
             None => return Err(format!("'{f}' is not a number")),
@@ -384,8 +348,7 @@ fn inside(p: &[f64], b: &[f64]) -> bool {
 }
 
 fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Parsed) {
-    let rows: Vec<(usize, Result<Row, String>)> =
-        recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
+    let rows: Vec<(usize, Result<Row, String>)> = recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
     // Six numbers are a box and a centroid in one of two orders: the order
     // under which most centroids fall inside their boxes wins, file-wide.
     let (mut box_first, mut centroid_first) = (0, 0);
@@ -408,7 +371,10 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Pa
                 (6, false) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
                 (6, true) => &[Col::Cx, Col::Cy, Col::XMin, Col::YMin, Col::XMax, Col::YMax],
                 (5, _) if v.iter().all(|x| (0.0..=1.0).contains(x) || *x == v[0]) => {
-                    return Err("5 numbers look like YOLO (class cx cy w h, normalised), but the file as a whole is not YOLO".into());
+                    return Err(
+                        "5 numbers look like YOLO (class cx cy w h, normalised), but the file as a whole is not YOLO"
+                            .into(),
+                    );
                 }
                 (n, _) => return Err(format!("{n} numbers; expected 2 (centroid), 4 (box) or 6 (box and centroid)")),
             };
@@ -437,37 +403,17 @@ const LIST_KEYS: &[&str] = &[
     "items",
     "cells",
 ];
-const BOX_KEYS: &[&str] = &[
-    "bbox",
-    "box",
-    "bndbox",
-    "rect",
-    "rectangle",
-    "boundingbox",
-    "boundingrect",
-    "boundingrectangle",
-    "mbr",
-];
-const CENTROID_KEYS: &[&str] = &[
-    "centroid",
-    "center",
-    "centre",
-    "point",
-    "position",
-    "location",
-    "centerofmass",
-    "centroids",
-];
+const BOX_KEYS: &[&str] =
+    &["bbox", "box", "bndbox", "rect", "rectangle", "boundingbox", "boundingrect", "boundingrectangle", "mbr"];
+const CENTROID_KEYS: &[&str] =
+    &["centroid", "center", "centre", "point", "position", "location", "centerofmass", "centroids"];
 
 fn parse_json(bytes: &[u8], shown: &Path) -> Parsed {
     let mut parsed = Parsed::default();
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
-            parsed.problems.push(format!(
-                "{}: not valid JSON: {e} (file skipped)",
-                shown.display()
-            ));
+            parsed.problems.push(format!("{}: not valid JSON: {e} (file skipped)", shown.display()));
             return parsed;
         }
     };
@@ -486,21 +432,14 @@ fn json_items(value: &Value) -> Vec<(Option<String>, &Value)> {
     match value {
         Value::Array(a) => a.iter().map(|v| (None, v)).collect(),
         Value::Object(o) => {
-            if let Some(list) = o
-                .iter()
-                .find(|(k, v)| LIST_KEYS.contains(&normalise_name(k).as_str()) && v.is_array())
+            if let Some(list) = o.iter().find(|(k, v)| LIST_KEYS.contains(&normalise_name(k).as_str()) && v.is_array())
             {
                 return json_items(list.1);
             }
             if !o.is_empty() && o.values().all(Value::is_array) {
                 return o
                     .iter()
-                    .flat_map(|(k, v)| {
-                        v.as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(move |x| (Some(k.clone()), x))
-                    })
+                    .flat_map(|(k, v)| v.as_array().into_iter().flatten().map(move |x| (Some(k.clone()), x)))
                     .collect();
             }
             vec![(None, value)]
@@ -535,16 +474,13 @@ fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObj
         f.nums = cols.iter().copied().zip(v).collect();
         return f.build(origin);
     }
-    let obj = item
-        .as_object()
-        .ok_or_else(|| format!("expected an object, found {item}"))?;
+    let obj = item.as_object().ok_or_else(|| format!("expected an object, found {item}"))?;
     for (k, v) in obj {
         let key = normalise_name(k);
         if BOX_KEYS.contains(&key.as_str()) {
             json_box(v, &mut f)?;
         } else if CENTROID_KEYS.contains(&key.as_str()) {
-            let p = json_point(v)
-                .ok_or_else(|| format!("'{k}' is {v}, expected [x, y] or {{\"x\", \"y\"}}"))?;
+            let p = json_point(v).ok_or_else(|| format!("'{k}' is {v}, expected [x, y] or {{\"x\", \"y\"}}"))?;
             f.nums.insert(Col::Cx, p.0);
             f.nums.insert(Col::Cy, p.1);
         } else if key == "points" {
@@ -553,10 +489,7 @@ fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObj
             match col {
                 Col::Image | Col::Class => f.set(col, &json_text(v))?,
                 _ => {
-                    f.nums.insert(
-                        col,
-                        json_number(v).ok_or_else(|| format!("'{k}' is {v}, not a number"))?,
-                    );
+                    f.nums.insert(col, json_number(v).ok_or_else(|| format!("'{k}' is {v}, not a number"))?);
                 }
             }
         }
@@ -570,9 +503,7 @@ fn json_point(v: &Value) -> Option<(f64, f64)> {
     }
     let o = v.as_object()?;
     let get = |names: &[&str]| {
-        o.iter()
-            .find(|(k, _)| names.contains(&normalise_name(k).as_str()))
-            .and_then(|(_, v)| json_number(v))
+        o.iter().find(|(k, _)| names.contains(&normalise_name(k).as_str())).and_then(|(_, v)| json_number(v))
     };
     Some((get(&["x", "cx", "col"])?, get(&["y", "cy", "row"])?))
 }
@@ -581,22 +512,14 @@ fn json_point(v: &Value) -> Option<(f64, f64)> {
 fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
     if let Some(b) = json_numbers(v) {
         if b.len() != 4 {
-            return Err(format!(
-                "box {v} has {} numbers, expected [xmin, ymin, xmax, ymax]",
-                b.len()
-            ));
+            return Err(format!("box {v} has {} numbers, expected [xmin, ymin, xmax, ymax]", b.len()));
         }
-        for (c, x) in [Col::XMin, Col::YMin, Col::XMax, Col::YMax]
-            .into_iter()
-            .zip(b)
-        {
+        for (c, x) in [Col::XMin, Col::YMin, Col::XMax, Col::YMax].into_iter().zip(b) {
             f.nums.insert(c, x);
         }
         return Ok(());
     }
-    let o = v
-        .as_object()
-        .ok_or_else(|| format!("box is {v}, expected [xmin, ymin, xmax, ymax] or an object"))?;
+    let o = v.as_object().ok_or_else(|| format!("box is {v}, expected [xmin, ymin, xmax, ymax] or an object"))?;
     for (k, x) in o {
         if let Some(col) = col_role(k).filter(|c| !matches!(c, Col::Image | Col::Class)) {
             // Inside a box, a bare x/y is its corner.
@@ -605,10 +528,7 @@ fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
                 Col::PlainY => Col::YMin,
                 c => c,
             };
-            f.nums.insert(
-                col,
-                json_number(x).ok_or_else(|| format!("box '{k}' is {x}, not a number"))?,
-            );
+            f.nums.insert(col, json_number(x).ok_or_else(|| format!("box '{k}' is {x}, not a number"))?);
         }
     }
     Ok(())
@@ -628,22 +548,9 @@ fn labelme_points(v: &Value, f: &mut Fields) -> Result<(), String> {
             Ok(())
         }
         _ => {
-            let (x0, x1) = pts
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                    (a.min(p.0), b.max(p.0))
-                });
-            let (y0, y1) = pts
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                    (a.min(p.1), b.max(p.1))
-                });
-            f.nums.extend([
-                (Col::XMin, x0),
-                (Col::YMin, y0),
-                (Col::XMax, x1),
-                (Col::YMax, y1),
-            ]);
+            let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+            let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            f.nums.extend([(Col::XMin, x0), (Col::YMin, y0), (Col::XMax, x1), (Col::YMax, y1)]);
             Ok(())
         }
     }
@@ -653,19 +560,16 @@ fn labelme_points(v: &Value, f: &mut Fields) -> Result<(), String> {
 /// (nearest box centre first), for datasets that ship boxes and centroids in
 /// separate files.
 pub(crate) fn combine(objects: Vec<LabelObject>) -> Vec<LabelObject> {
-    let (points, mut rest): (Vec<LabelObject>, Vec<LabelObject>) =
-        objects.into_iter().partition(|o| o.bbox.is_none());
+    let (points, mut rest): (Vec<LabelObject>, Vec<LabelObject>) = objects.into_iter().partition(|o| o.bbox.is_none());
     let mut unjoined = Vec::new();
     for p in points {
         let Some(c) = p.centroid else { continue };
-        let target = rest
-            .iter_mut()
-            .filter(|o| o.centroid.is_none() && o.bbox.is_some_and(|b| b.contains(&c)))
-            .min_by(|a, b| {
-                let d =
-                    |o: &LabelObject| o.bbox.map_or(f64::INFINITY, |b| b.center().distance_sq(&c));
+        let target = rest.iter_mut().filter(|o| o.centroid.is_none() && o.bbox.is_some_and(|b| b.contains(&c))).min_by(
+            |a, b| {
+                let d = |o: &LabelObject| o.bbox.map_or(f64::INFINITY, |b| b.center().distance_sq(&c));
                 d(a).total_cmp(&d(b))
-            });
+            },
+        );
         match target {
             Some(o) => {
                 o.centroid = Some(c);
@@ -695,107 +599,42 @@ mod tests {
     fn headers_in_any_order_and_naming() {
         let p = table("cy,cx,x2,y2,x1,y1\n20,10,15,25,5,15\n");
         let o = only(&p);
-        assert_eq!(
-            o.bbox,
-            Some(BBox {
-                x_min: 5.0,
-                y_min: 15.0,
-                x_max: 15.0,
-                y_max: 25.0
-            })
-        );
+        assert_eq!(o.bbox, Some(BBox { x_min: 5.0, y_min: 15.0, x_max: 15.0, y_max: 25.0 }));
         assert_eq!(o.centroid, Some(Point::new(10.0, 20.0)));
         let o = only(&table("Left;Top;Right;Bottom\n1;2;3;4\n")).clone();
-        assert_eq!(
-            o.bbox,
-            Some(BBox {
-                x_min: 1.0,
-                y_min: 2.0,
-                x_max: 3.0,
-                y_max: 4.0
-            })
-        );
+        assert_eq!(o.bbox, Some(BBox { x_min: 1.0, y_min: 2.0, x_max: 3.0, y_max: 4.0 }));
         assert_eq!(o.centroid, None);
-        assert_eq!(
-            only(&table("x,y\n7,8\n")).centroid,
-            Some(Point::new(7.0, 8.0))
-        );
+        assert_eq!(only(&table("x,y\n7,8\n")).centroid, Some(Point::new(7.0, 8.0)));
         let o = only(&table("x y w h\n10 20 4 6\n")).clone();
         assert_eq!(
             o.bbox,
-            Some(BBox {
-                x_min: 10.0,
-                y_min: 20.0,
-                x_max: 14.0,
-                y_max: 26.0
-            }),
+            Some(BBox { x_min: 10.0, y_min: 20.0, x_max: 14.0, y_max: 26.0 }),
             "bare x,y with a size are the corner"
         );
-        let o = only(&table(
-            "centroid_x,centroid_y,width,height,class\n10,20,4,6,hard negative\n",
-        ))
-        .clone();
-        assert_eq!(
-            o.bbox,
-            Some(BBox {
-                x_min: 8.0,
-                y_min: 17.0,
-                x_max: 12.0,
-                y_max: 23.0
-            })
-        );
+        let o = only(&table("centroid_x,centroid_y,width,height,class\n10,20,4,6,hard negative\n")).clone();
+        assert_eq!(o.bbox, Some(BBox { x_min: 8.0, y_min: 17.0, x_max: 12.0, y_max: 23.0 }));
         assert_eq!(o.class, ObjectClass::NonMitosis);
     }
 
     #[test]
     fn headerless_six_columns_decide_order_by_containment() {
         let box_first = table("10 10 20 20 15 16\n30 30 40 44 35 37\n");
-        assert_eq!(
-            box_first.objects[1].1.centroid,
-            Some(Point::new(35.0, 37.0))
-        );
-        assert_eq!(
-            box_first.objects[1].1.bbox,
-            Some(BBox {
-                x_min: 30.0,
-                y_min: 30.0,
-                x_max: 40.0,
-                y_max: 44.0
-            })
-        );
+        assert_eq!(box_first.objects[1].1.centroid, Some(Point::new(35.0, 37.0)));
+        assert_eq!(box_first.objects[1].1.bbox, Some(BBox { x_min: 30.0, y_min: 30.0, x_max: 40.0, y_max: 44.0 }));
         let centroid_first = table("15,16,10,10,20,20\n35,37,30,30,40,44\n");
-        assert_eq!(
-            centroid_first.objects[1].1.centroid,
-            Some(Point::new(35.0, 37.0))
-        );
-        assert_eq!(
-            centroid_first.objects[1].1.bbox,
-            Some(BBox {
-                x_min: 30.0,
-                y_min: 30.0,
-                x_max: 40.0,
-                y_max: 44.0
-            })
-        );
-        assert_eq!(
-            table("mitosis 1 2\n").objects[0].1.centroid,
-            Some(Point::new(1.0, 2.0))
-        );
+        assert_eq!(centroid_first.objects[1].1.centroid, Some(Point::new(35.0, 37.0)));
+        assert_eq!(centroid_first.objects[1].1.bbox, Some(BBox { x_min: 30.0, y_min: 30.0, x_max: 40.0, y_max: 44.0 }));
+        assert_eq!(table("mitosis 1 2\n").objects[0].1.centroid, Some(Point::new(1.0, 2.0)));
     }
 
     #[test]
     fn bad_lines_are_reported_with_line_numbers() {
-        let p =
-            table("xmin,ymin,xmax,ymax\n1,2,3,4\n1,2,3\n1,abc,3,4\nNaN,1,2,3\n-5,1,2,3\n5,5,1,1\n");
+        let p = table("xmin,ymin,xmax,ymax\n1,2,3,4\n1,2,3\n1,abc,3,4\nNaN,1,2,3\n-5,1,2,3\n5,5,1,1\n");
         assert_eq!(p.objects.len(), 1);
         let all = p.problems.join("\n");
-        for needle in [
-            "l.csv line 3",
-            "line 4: 'abc'",
-            "line 5: coordinate NaN",
-            "line 6: coordinate -5 is negative",
-            "line 7",
-        ] {
+        for needle in
+            ["l.csv line 3", "line 4: 'abc'", "line 5: coordinate NaN", "line 6: coordinate -5 is negative", "line 7"]
+        {
             assert!(all.contains(needle), "{needle} missing in:\n{all}");
         }
         let p = table("1 2 3\n");
@@ -805,33 +644,13 @@ mod tests {
     #[test]
     fn json_shapes() {
         let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
-        let p = j(
-            r#"[{"bbox":[1,2,5,6],"centroid":[3,4]},{"xmin":1,"ymin":1,"xmax":2,"ymax":2,"label":"mitosis"}]"#,
-        );
+        let p = j(r#"[{"bbox":[1,2,5,6],"centroid":[3,4]},{"xmin":1,"ymin":1,"xmax":2,"ymax":2,"label":"mitosis"}]"#);
         assert_eq!(p.objects.len(), 2, "{:?}", p.problems);
         assert_eq!(p.objects[0].1.centroid, Some(Point::new(3.0, 4.0)));
         let p = j(r#"{"objects":[{"box":{"x":1,"y":2,"w":3,"h":4},"center":{"x":2,"y":3}}]}"#);
-        assert_eq!(
-            only(&p).bbox,
-            Some(BBox {
-                x_min: 1.0,
-                y_min: 2.0,
-                x_max: 4.0,
-                y_max: 6.0
-            })
-        );
-        let p = j(
-            r#"{"shapes":[{"label":"mitosis","points":[[5,6],[1,2]],"shape_type":"rectangle"}]}"#,
-        );
-        assert_eq!(
-            only(&p).bbox,
-            Some(BBox {
-                x_min: 1.0,
-                y_min: 2.0,
-                x_max: 5.0,
-                y_max: 6.0
-            })
-        );
+        assert_eq!(only(&p).bbox, Some(BBox { x_min: 1.0, y_min: 2.0, x_max: 4.0, y_max: 6.0 }));
+        let p = j(r#"{"shapes":[{"label":"mitosis","points":[[5,6],[1,2]],"shape_type":"rectangle"}]}"#);
+        assert_eq!(only(&p).bbox, Some(BBox { x_min: 1.0, y_min: 2.0, x_max: 5.0, y_max: 6.0 }));
         let p = j(r#"{"a.png":[[1,2]],"b.png":[]}"#);
         assert_eq!(p.objects[0].0.as_deref(), Some("a.png"));
         assert!(j("{oops").problems[0].contains("not valid JSON"));
@@ -852,10 +671,7 @@ mod tests {
             class: ObjectClass::Mitosis,
             origin: "c".into(),
         };
-        let far = LabelObject {
-            centroid: Some(Point::new(40.0, 5.0)),
-            ..c.clone()
-        };
+        let far = LabelObject { centroid: Some(Point::new(40.0, 5.0)), ..c.clone() };
         let out = combine(vec![b, c, far]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].centroid, Some(Point::new(4.0, 5.0)));

@@ -36,33 +36,11 @@ const MASK_WORDS: &[&str] = &[
     "annos",
 ];
 /// Folder words that mark the images themselves (not a subset).
-const IMAGE_WORDS: &[&str] = &[
-    "image",
-    "images",
-    "img",
-    "imgs",
-    "hpf",
-    "hpfs",
-    "rgb",
-    "jpegimages",
-    "patches",
-    "tiles",
-    "data",
-];
+const IMAGE_WORDS: &[&str] =
+    &["image", "images", "img", "imgs", "hpf", "hpfs", "rgb", "jpegimages", "patches", "tiles", "data"];
 /// Stem suffixes that mark a mask beside its image.
-const MASK_SUFFIXES: &[&str] = &[
-    "_mask",
-    "-mask",
-    "_masks",
-    " mask",
-    "_gt",
-    "-gt",
-    "_seg",
-    "_segmentation",
-    "_label",
-    "_labels",
-    "-label",
-];
+const MASK_SUFFIXES: &[&str] =
+    &["_mask", "-mask", "_masks", " mask", "_gt", "-gt", "_seg", "_segmentation", "_label", "_labels", "-label"];
 /// Stem suffixes a label file may carry after the image stem.
 const LABEL_SUFFIXES: &[&str] = &[
     "_label",
@@ -91,16 +69,7 @@ const LABEL_SUFFIXES: &[&str] = &[
     "_points",
 ];
 /// File stems that are documentation, not labels.
-const NOT_LABELS: &[&str] = &[
-    "readme",
-    "license",
-    "licence",
-    "notes",
-    "changelog",
-    "citation",
-    "classes",
-    "obj",
-];
+const NOT_LABELS: &[&str] = &["readme", "license", "licence", "notes", "changelog", "citation", "classes", "obj"];
 /// Header names of an image column in a dataset-level label file.
 pub(crate) const IMAGE_COLUMN_NAMES: &[&str] = &[
     "image",
@@ -120,10 +89,7 @@ pub(crate) const IMAGE_COLUMN_NAMES: &[&str] = &[
 
 /// Lowercase words of a name, split on anything not alphanumeric.
 fn words(name: &str) -> Vec<String> {
-    name.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    name.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 fn is_mask_dir(name: &str) -> bool {
@@ -146,33 +112,16 @@ fn strip_role(name: &str) -> Option<String> {
             !MASK_WORDS.contains(&l.as_str()) && !IMAGE_WORDS.contains(&l.as_str())
         })
         .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("_"))
-    }
+    if kept.is_empty() { None } else { Some(kept.join("_")) }
 }
 
 /// `train`, `test_3_score`, `validation`, ...: a name that is a split even
 /// when it is the only folder level.
 fn is_split_name(name: &str) -> bool {
     let l = name.to_lowercase();
-    [
-        "train",
-        "training",
-        "test",
-        "testing",
-        "val",
-        "valid",
-        "validation",
-        "dev",
-        "trainval",
-    ]
-    .contains(&l.as_str())
+    ["train", "training", "test", "testing", "val", "valid", "validation", "dev", "trainval"].contains(&l.as_str())
         || ["train", "test", "val"].iter().any(|p| {
-            l.strip_prefix(p).is_some_and(|r| {
-                r.starts_with(['_', '-']) || r.starts_with(|c: char| c.is_ascii_digit())
-            })
+            l.strip_prefix(p).is_some_and(|r| r.starts_with(['_', '-']) || r.starts_with(|c: char| c.is_ascii_digit()))
         })
 }
 
@@ -198,23 +147,14 @@ pub(crate) fn stem(rel: &str) -> &str {
 
 /// Folders with role words removed: what must agree between an image and its mask.
 fn context(rel: &str) -> Vec<String> {
-    dirs(rel)
-        .into_iter()
-        .filter_map(strip_role)
-        .map(|s| s.to_lowercase())
-        .collect()
+    dirs(rel).into_iter().filter_map(strip_role).map(|s| s.to_lowercase()).collect()
 }
 
 /// `stem` without the first of `suffixes` it ends with (ASCII case-insensitive), and that suffix.
 fn strip_suffix<'a>(stem: &'a str, suffixes: &[&'static str]) -> Option<(&'a str, &'static str)> {
     suffixes.iter().copied().find_map(|s| {
-        let cut = stem
-            .len()
-            .checked_sub(s.len())
-            .filter(|&c| c > 0 && stem.is_char_boundary(c))?;
-        stem[cut..]
-            .eq_ignore_ascii_case(s)
-            .then(|| (&stem[..cut], s))
+        let cut = stem.len().checked_sub(s.len()).filter(|&c| c > 0 && stem.is_char_boundary(c))?;
+        stem[cut..].eq_ignore_ascii_case(s).then(|| (&stem[..cut], s))
     })
 }
 
@@ -231,16 +171,10 @@ fn role(rel: &str) -> Role {
     let ext = extension(rel);
     if mitoscope_imaging::IMAGE_EXTENSIONS.contains(&ext.as_str()) {
         let in_mask_dir = dirs(rel).iter().any(|d| is_mask_dir(d));
-        if in_mask_dir || strip_suffix(stem(rel), MASK_SUFFIXES).is_some() {
-            Role::Mask
-        } else {
-            Role::Image
-        }
+        if in_mask_dir || strip_suffix(stem(rel), MASK_SUFFIXES).is_some() { Role::Mask } else { Role::Image }
     } else if LABEL_EXTENSIONS.contains(&ext.as_str()) {
         let s = stem(rel).to_lowercase();
-        let in_imagesets = dirs(rel)
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case("imagesets"));
+        let in_imagesets = dirs(rel).iter().any(|d| d.eq_ignore_ascii_case("imagesets"));
         if NOT_LABELS.contains(&s.as_str()) || s.starts_with("readme") || in_imagesets {
             Role::Other
         } else {
@@ -305,16 +239,8 @@ impl<'a> ImageIndex<'a> {
             prefix * 2 + usize::from(c == ctx)
         };
         let best = cands.iter().map(|&i| score(i)).max()?;
-        let tied: Vec<usize> = cands
-            .iter()
-            .copied()
-            .filter(|&i| score(i) == best)
-            .collect();
-        Some(if tied.len() == 1 {
-            Ok(tied[0])
-        } else {
-            Err(tied)
-        })
+        let tied: Vec<usize> = cands.iter().copied().filter(|&i| score(i) == best).collect();
+        Some(if tied.len() == 1 { Ok(tied[0]) } else { Err(tied) })
     }
 }
 
@@ -331,11 +257,8 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
     }
     if images.is_empty() {
         let what = if tree.is_zip() { "zip" } else { "folder" };
-        let masks_note = if masks.is_empty() {
-            String::new()
-        } else {
-            format!("; found {} mask-like images only", masks.len())
-        };
+        let masks_note =
+            if masks.is_empty() { String::new() } else { format!("; found {} mask-like images only", masks.len()) };
         return Err(FormatError::UnknownFormat {
             path: tree.root().to_owned(),
             hint: format!(
@@ -346,10 +269,7 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
         });
     }
     let index = ImageIndex::new(&images);
-    let mut plan = Plan {
-        images: image_plans(&images),
-        ..Default::default()
-    };
+    let mut plan = Plan { images: image_plans(&images), ..Default::default() };
     for m in &masks {
         pair_mask(&index, m, &mut plan);
     }
@@ -369,23 +289,10 @@ fn image_plans(images: &[String]) -> Vec<ImagePlan> {
         .iter()
         .map(|r| {
             let unique = stem_count.get(&stem(r).to_lowercase()) == Some(&1);
-            let id = if unique {
-                stem(r).to_owned()
-            } else {
-                r.rsplit_once('.').map_or(r.as_str(), |(p, _)| p).to_owned()
-            };
-            let subset = dirs(r)
-                .into_iter()
-                .skip(wrapper)
-                .filter_map(strip_role)
-                .next_back();
-            ImagePlan {
-                rel: r.clone(),
-                id,
-                subset,
-                mask: None,
-                labels: Vec::new(),
-            }
+            let id =
+                if unique { stem(r).to_owned() } else { r.rsplit_once('.').map_or(r.as_str(), |(p, _)| p).to_owned() };
+            let subset = dirs(r).into_iter().skip(wrapper).filter_map(strip_role).next_back();
+            ImagePlan { rel: r.clone(), id, subset, mask: None, labels: Vec::new() }
         })
         .collect()
 }
@@ -399,10 +306,7 @@ fn wrapper_depth(images: &[String]) -> usize {
         let d = dirs(r);
         depth = depth.min(first.iter().zip(&d).take_while(|(a, b)| a == b).count());
     }
-    first[..depth]
-        .iter()
-        .take_while(|d| !is_split_name(d))
-        .count()
+    first[..depth].iter().take_while(|d| !is_split_name(d)).count()
 }
 
 fn pair_mask(index: &ImageIndex, mask: &str, plan: &mut Plan) {
@@ -418,16 +322,11 @@ fn pair_mask(index: &ImageIndex, mask: &str, plan: &mut Plan) {
             image: s.to_owned(),
             message: format!("mask {mask} matches no image (by file stem)"),
         }),
-        Some(Err(tied)) => plan
-            .problems
-            .push(ambiguous("mask", mask, &tied, &plan.images)),
+        Some(Err(tied)) => plan.problems.push(ambiguous("mask", mask, &tied, &plan.images)),
         Some(Ok(i)) => match &plan.images[i].mask {
             Some(first) => plan.problems.push(Inconsistency {
                 image: plan.images[i].id.clone(),
-                message: format!(
-                    "two masks for image {}: {first} (used) and {mask} (ignored)",
-                    plan.images[i].rel
-                ),
+                message: format!("two masks for image {}: {first} (used) and {mask} (ignored)", plan.images[i].rel),
             }),
             None => plan.images[i].mask = Some(mask.to_owned()),
         },
@@ -436,20 +335,14 @@ fn pair_mask(index: &ImageIndex, mask: &str, plan: &mut Plan) {
 
 fn pair_label(tree: &Tree, index: &ImageIndex, label: &str, plan: &mut Plan) {
     let s = stem(label);
-    let found = index
-        .find(s, label)
-        .or_else(|| index.find(strip_suffix(s, LABEL_SUFFIXES)?.0, label));
+    let found = index.find(s, label).or_else(|| index.find(strip_suffix(s, LABEL_SUFFIXES)?.0, label));
     match found {
         Some(Ok(i)) => plan.images[i].labels.push(label.to_owned()),
-        Some(Err(tied)) => plan
-            .problems
-            .push(ambiguous("label file", label, &tied, &plan.images)),
+        Some(Err(tied)) => plan.problems.push(ambiguous("label file", label, &tied, &plan.images)),
         None if is_dataset_level(tree, label) => plan.dataset_labels.push(label.to_owned()),
         None => plan.problems.push(Inconsistency {
             image: s.to_owned(),
-            message: format!(
-                "label file {label} matches no image (by file stem) and has no image column"
-            ),
+            message: format!("label file {label} matches no image (by file stem) and has no image column"),
         }),
     }
 }
@@ -458,10 +351,7 @@ fn ambiguous(what: &str, rel: &str, tied: &[usize], images: &[ImagePlan]) -> Inc
     let names: Vec<&str> = tied.iter().map(|&i| images[i].rel.as_str()).collect();
     Inconsistency {
         image: stem(rel).to_owned(),
-        message: format!(
-            "{what} {rel} could belong to any of {} (ignored)",
-            names.join(", ")
-        ),
+        message: format!("{what} {rel} could belong to any of {} (ignored)", names.join(", ")),
     }
 }
 
@@ -474,17 +364,11 @@ fn is_dataset_level(tree: &Tree, rel: &str) -> bool {
     let text = String::from_utf8_lossy(&head);
     let text = text.trim_start_matches('\u{feff}');
     match extension(rel).as_str() {
-        "json" => IMAGE_COLUMN_NAMES
-            .iter()
-            .any(|k| text.to_lowercase().contains(&format!("\"{k}"))),
+        "json" => IMAGE_COLUMN_NAMES.iter().any(|k| text.to_lowercase().contains(&format!("\"{k}"))),
         "xml" => false,
-        _ => text
-            .lines()
-            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .is_some_and(|l| {
-                l.split([',', '\t', ';', ' '])
-                    .any(|f| IMAGE_COLUMN_NAMES.contains(&normalise_name(f).as_str()))
-            }),
+        _ => text.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).is_some_and(|l| {
+            l.split([',', '\t', ';', ' ']).any(|f| IMAGE_COLUMN_NAMES.contains(&normalise_name(f).as_str()))
+        }),
     }
 }
 
@@ -513,10 +397,7 @@ mod tests {
         assert!(!is_mask_dir("images") && !is_mask_dir("test_3_score"));
         assert_eq!(strip_role("train_images").as_deref(), Some("train"));
         assert_eq!(strip_role("JPEGImages"), None);
-        assert_eq!(
-            strip_role("test_1or2_score").as_deref(),
-            Some("test_1or2_score")
-        );
+        assert_eq!(strip_role("test_1or2_score").as_deref(), Some("test_1or2_score"));
         assert!(
             is_split_name("test_3_score")
                 && is_split_name("train")
@@ -533,27 +414,12 @@ mod tests {
     #[test]
     fn wrapper_folder_is_not_a_subset_but_a_lone_split_is() {
         let imgs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            wrapper_depth(&imgs(&[
-                "GZMH/train/images/a.png",
-                "GZMH/test/images/b.png"
-            ])),
-            1
-        );
-        assert_eq!(
-            wrapper_depth(&imgs(&["train/images/a.png", "train/images/b.png"])),
-            0
-        );
+        assert_eq!(wrapper_depth(&imgs(&["GZMH/train/images/a.png", "GZMH/test/images/b.png"])), 1);
+        assert_eq!(wrapper_depth(&imgs(&["train/images/a.png", "train/images/b.png"])), 0);
         let plans = image_plans(&imgs(&["GZMH/images/a.png", "GZMH/images/b.png"]));
         assert_eq!(plans[0].subset, None);
-        let plans = image_plans(&imgs(&[
-            "test/test_3_score/images/a.png",
-            "train/images/a.png",
-        ]));
+        let plans = image_plans(&imgs(&["test/test_3_score/images/a.png", "train/images/a.png"]));
         assert_eq!(plans[0].subset.as_deref(), Some("test_3_score"));
-        assert_eq!(
-            plans[0].id, "test/test_3_score/images/a",
-            "colliding stems get the path"
-        );
+        assert_eq!(plans[0].id, "test/test_3_score/images/a", "colliding stems get the path");
     }
 }

@@ -33,13 +33,7 @@ pub(crate) fn fmt_point(p: &Point) -> String {
 }
 
 pub(crate) fn fmt_box(b: &BBox) -> String {
-    format!(
-        "[{}, {}, {}, {}]",
-        round1(b.x_min),
-        round1(b.y_min),
-        round1(b.x_max),
-        round1(b.y_max)
-    )
+    format!("[{}, {}, {}, {}]", round1(b.x_min), round1(b.y_min), round1(b.x_max), round1(b.y_max))
 }
 
 fn round1(v: f64) -> f64 {
@@ -85,19 +79,12 @@ fn affinity(label: &LabelObject, comp: &Annotation) -> Option<f64> {
     }
     .contains(&pos);
     (hit || iou > 0.0 || near).then(|| {
-        2.0 * f64::from(u8::from(hit)) + iou + 0.5 * f64::from(u8::from(near))
-            - pos.distance(&comp.centroid) * 1e-6
+        2.0 * f64::from(u8::from(hit)) + iou + 0.5 * f64::from(u8::from(near)) - pos.distance(&comp.centroid) * 1e-6
     })
 }
 
 fn label_only(l: &LabelObject) -> Annotation {
-    Annotation {
-        centroid: l.position(),
-        bbox: l.bbox,
-        shape: None,
-        score: None,
-        class: l.class,
-    }
+    Annotation { centroid: l.position(), bbox: l.bbox, shape: None, score: None, class: l.class }
 }
 
 /// Merges mask components (`None` when the image has no usable mask) with the
@@ -110,16 +97,10 @@ pub(crate) fn merge(
     mask_name: &str,
 ) -> Merged {
     let Some(components) = components else {
-        return Merged {
-            objects: labels.iter().map(label_only).collect(),
-            problems: Vec::new(),
-        };
+        return Merged { objects: labels.iter().map(label_only).collect(), problems: Vec::new() };
     };
     if !has_labels {
-        return Merged {
-            objects: components,
-            problems: Vec::new(),
-        };
+        return Merged { objects: components, problems: Vec::new() };
     }
     let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
     for (li, l) in labels.iter().enumerate() {
@@ -141,9 +122,7 @@ pub(crate) fn merge(
     let mut out = Merged::default();
     for (comp, li) in components.into_iter().zip(label_of) {
         match li {
-            Some(li) => out
-                .objects
-                .push(paired(comp, &labels[li], &mut out.problems)),
+            Some(li) => out.objects.push(paired(comp, &labels[li], &mut out.problems)),
             None => {
                 out.problems.push(format!(
                     "mask {mask_name} has a component at {} (box {}, {} px) with no label",
@@ -206,9 +185,7 @@ mod tests {
     use mitoscope_annotations::ObjectClass;
 
     fn square(x0: u32, y0: u32, n: u32) -> Annotation {
-        let px = (y0..y0 + n)
-            .flat_map(|y| (x0..x0 + n).map(move |x| (x, y)))
-            .collect();
+        let px = (y0..y0 + n).flat_map(|y| (x0..x0 + n).map(move |x| (x, y))).collect();
         Annotation::from_shape(Shape::Pixels(px), ObjectClass::Mitosis).unwrap()
     }
 
@@ -225,10 +202,7 @@ mod tests {
     fn agreeing_pairs_merge_silently() {
         let m = merge(
             Some(vec![square(10, 10, 5), square(40, 40, 5)]),
-            vec![
-                label(Some([40.0, 40.0, 44.0, 44.0]), Some((42.0, 42.0))),
-                label(None, Some((12.0, 12.0))),
-            ],
+            vec![label(Some([40.0, 40.0, 44.0, 44.0]), Some((42.0, 42.0))), label(None, Some((12.0, 12.0)))],
             true,
             "m.png",
         );
@@ -243,46 +217,22 @@ mod tests {
         // Centroid just off the component, box far larger: both reported on the one pair.
         let m = merge(
             Some(vec![square(10, 10, 5), square(100, 100, 3)]),
-            vec![
-                label(Some([5.0, 5.0, 40.0, 40.0]), Some((16.0, 16.0))),
-                label(None, Some((300.0, 300.0))),
-            ],
+            vec![label(Some([5.0, 5.0, 40.0, 40.0]), Some((16.0, 16.0))), label(None, Some((300.0, 300.0)))],
             true,
             "m.png",
         );
         let all = m.problems.join("\n");
-        assert!(
-            all.contains("(16, 16)") && all.contains("outside its mask component"),
-            "{all}"
-        );
-        assert!(
-            all.contains("disagrees") && all.contains("[10, 10, 14, 14]"),
-            "{all}"
-        );
-        assert!(
-            all.contains("component at (101, 101)") && all.contains("no label"),
-            "{all}"
-        );
-        assert!(
-            all.contains("label at (300, 300)") && all.contains("no component in mask m.png"),
-            "{all}"
-        );
+        assert!(all.contains("(16, 16)") && all.contains("outside its mask component"), "{all}");
+        assert!(all.contains("disagrees") && all.contains("[10, 10, 14, 14]"), "{all}");
+        assert!(all.contains("component at (101, 101)") && all.contains("no label"), "{all}");
+        assert!(all.contains("label at (300, 300)") && all.contains("no component in mask m.png"), "{all}");
         assert_eq!(m.objects.len(), 3);
     }
 
     #[test]
     fn no_label_files_means_mask_only_and_no_mask_means_labels_only() {
-        assert!(
-            merge(Some(vec![square(1, 1, 2)]), vec![], false, "m")
-                .problems
-                .is_empty()
-        );
-        let m = merge(
-            None,
-            vec![label(Some([1.0, 1.0, 3.0, 5.0]), None)],
-            true,
-            "m",
-        );
+        assert!(merge(Some(vec![square(1, 1, 2)]), vec![], false, "m").problems.is_empty());
+        let m = merge(None, vec![label(Some([1.0, 1.0, 3.0, 5.0]), None)], true, "m");
         assert_eq!(m.objects[0].centroid, Point::new(2.0, 3.0));
     }
 }

@@ -54,12 +54,7 @@ impl Tree {
             list_dir(path, "", &mut files)?;
             files.retain(|f| !is_junk(f));
             files.sort();
-            return Ok(Self {
-                root: path.to_owned(),
-                backing: Backing::Dir,
-                files,
-                zip_names: HashMap::new(),
-            });
+            return Ok(Self { root: path.to_owned(), backing: Backing::Dir, files, zip_names: HashMap::new() });
         }
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
         let archive = ZipArchive::new(file).map_err(|e| FormatError::UnknownFormat {
@@ -79,12 +74,7 @@ impl Tree {
             files.push(rel);
         }
         files.sort();
-        Ok(Self {
-            root: path.to_owned(),
-            backing: Backing::Zip(Mutex::new(archive)),
-            files,
-            zip_names,
-        })
+        Ok(Self { root: path.to_owned(), backing: Backing::Zip(Mutex::new(archive)), files, zip_names })
     }
 
     /// The folder or zip this tree was opened from.
@@ -110,9 +100,7 @@ impl Tree {
         match &self.backing {
             Backing::Dir => {
                 let f = std::fs::File::open(&shown).map_err(|e| FormatError::io(&shown, e))?;
-                f.take(limit.unwrap_or(u64::MAX))
-                    .read_to_end(&mut buf)
-                    .map_err(|e| FormatError::io(&shown, e))?;
+                f.take(limit.unwrap_or(u64::MAX)).read_to_end(&mut buf).map_err(|e| FormatError::io(&shown, e))?;
             }
             Backing::Zip(archive) => {
                 // A poisoned lock only means another reader panicked; the archive is still usable.
@@ -120,10 +108,7 @@ impl Tree {
                 let entry = archive
                     .by_name(self.zip_names.get(rel).map_or(rel, String::as_str))
                     .map_err(|e| FormatError::io(&shown, std::io::Error::other(e)))?;
-                entry
-                    .take(limit.unwrap_or(u64::MAX))
-                    .read_to_end(&mut buf)
-                    .map_err(|e| FormatError::io(&shown, e))?;
+                entry.take(limit.unwrap_or(u64::MAX)).read_to_end(&mut buf).map_err(|e| FormatError::io(&shown, e))?;
             }
         }
         Ok(buf)
@@ -138,22 +123,12 @@ impl Tree {
         match dimensions(&head) {
             Ok(d) => Ok(d),
             // The header lies further in (e.g. TIFF with its directory at the end).
-            Err(_) => dimensions(&self.read_bytes(rel, None)?).map_err(|source| {
-                ImagingError::Decode {
-                    path: self.display_path(rel),
-                    source,
-                }
-                .into()
-            }),
+            Err(_) => dimensions(&self.read_bytes(rel, None)?)
+                .map_err(|source| ImagingError::Decode { path: self.display_path(rel), source }.into()),
         }
         .and_then(|(w, h)| {
             if w == 0 || h == 0 {
-                Err(ImagingError::Empty {
-                    path: self.display_path(rel),
-                    width: w,
-                    height: h,
-                }
-                .into())
+                Err(ImagingError::Empty { path: self.display_path(rel), width: w, height: h }.into())
             } else {
                 Ok((w, h))
             }
@@ -174,10 +149,7 @@ impl Tree {
 }
 
 fn dimensions(bytes: &[u8]) -> image::ImageResult<(u32, u32)> {
-    ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(image::ImageError::IoError)?
-        .into_dimensions()
+    ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(image::ImageError::IoError)?.into_dimensions()
 }
 
 /// Lowercase extension of a relative path, "" when none.
@@ -193,11 +165,7 @@ fn list_dir(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, e))? {
         let entry = entry.map_err(|e| FormatError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
         // Follows symlinks: datasets are often assembled from linked folders.
         let path = entry.path();
         if path.is_dir() {

@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use mitoscope_detect::{
     BatchConfig, BatchSummary, DetectOptions, Detector, ModelBundle, Outputs, classify_images, parse_device,
     recipe::{RecipeConfig, Stages, train_recipe},
-    training_data::{DatasetSources, TrainingData, validation_split},
     run_batch, run_demo,
+    training_data::{DatasetSources, TrainingData, validation_split},
 };
 
 use crate::cli::{CheckDeviceArgs, ClassifyArgs, DemoArgs, DetectArgs, ModelArgs, TrainArgs};
@@ -187,8 +187,15 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let command: Vec<String> = std::env::args().collect();
     let Some(stages) = stages else {
         let base = base()?;
-        let (bundle, report) =
-            mitoscope_detect::recipe::add_mask_head(&data, &args.out, &config, &base, &device, &command.join(" "), true)?;
+        let (bundle, report) = mitoscope_detect::recipe::add_mask_head(
+            &data,
+            &args.out,
+            &config,
+            &base,
+            &device,
+            &command.join(" "),
+            true,
+        )?;
         super::print(&format!(
             "{}\nmodel with mask head written to {} ({})\n",
             serde_json::to_string_pretty(&report)?,
@@ -223,7 +230,8 @@ pub fn check_device(args: CheckDeviceArgs) -> Result<ExitCode> {
         for (i, (c, d)) in check.cpu_losses.iter().zip(&check.device_losses).enumerate() {
             let _ = writeln!(text, "{:>4}  {c:<9.6}  {d:.6}", i + 1);
         }
-        let _ = writeln!(text, "ms per training step: cpu {:.1}, device {:.1}", check.cpu_step_ms, check.device_step_ms);
+        let _ =
+            writeln!(text, "ms per training step: cpu {:.1}, device {:.1}", check.cpu_step_ms, check.device_step_ms);
         let _ = writeln!(
             text,
             "ms per {0}x{0} inference: cpu {1:.1}, device {2:.1}",

@@ -43,7 +43,8 @@ fn render(r: &EvalReport, per_image: bool) -> String {
     let threshold = r.threshold.map_or("none".to_owned(), |t| t.to_string());
     let _ = writeln!(out, "match: {}  radius: {:.2} px  threshold: {threshold}", r.rule, r.radius_px);
     let _ = writeln!(out, "images: {}  truths: {}  predictions: {}\n", r.n_images, r.n_truth, r.n_pred);
-    let _ = writeln!(out, "{:<20} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}", "", "tp", "fp", "fn", "precision", "recall", "f1");
+    let _ =
+        writeln!(out, "{:<20} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}", "", "tp", "fp", "fn", "precision", "recall", "f1");
     row(&mut out, "pooled", &r.pooled);
     for (name, m) in &r.subsets {
         row(&mut out, name, m);

@@ -77,11 +77,8 @@ fn summarise(path: &str, format: Format, layout: Option<String>, set: &Annotatio
         })
         .collect();
     let mpp: BTreeSet<String> = set.images.iter().filter_map(|i| i.mpp).map(|m| format!("{}", m.get())).collect();
-    let sizes: BTreeSet<String> = set
-        .images
-        .iter()
-        .filter_map(|i| Some(format!("{}x{}", i.width?, i.height?)))
-        .collect();
+    let sizes: BTreeSet<String> =
+        set.images.iter().filter_map(|i| Some(format!("{}x{}", i.width?, i.height?))).collect();
     Summary {
         path: path.to_owned(),
         format: format.name().to_owned(),
@@ -124,7 +121,11 @@ fn render(s: &Summary, max_issues: usize) -> String {
             if more > 0 { format!(" (+{more} more)") } else { String::new() }
         );
     }
-    let _ = writeln!(out, "\n{:<24} {:>7} {:>7} {:>13} {:>8} {:>12}", "subset", "images", "masks", "with mitoses", "mitoses", "look-alikes");
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>7} {:>7} {:>13} {:>8} {:>12}",
+        "subset", "images", "masks", "with mitoses", "mitoses", "look-alikes"
+    );
     for sub in &s.subsets {
         let _ = writeln!(
             out,

@@ -144,11 +144,7 @@ fn fill_image_sizes(set: &mut AnnotationSet, dir: &Path) {
 
 fn strip_image_extension(name: &str) -> Option<String> {
     let p = Path::new(name);
-    if mitoscope_imaging::is_image_path(p) {
-        p.file_stem().map(|s| s.to_string_lossy().into_owned())
-    } else {
-        None
-    }
+    if mitoscope_imaging::is_image_path(p) { p.file_stem().map(|s| s.to_string_lossy().into_owned()) } else { None }
 }
 
 /// Writes `text` to stdout, treating a closed pipe (`| head`) as success.

@@ -15,11 +15,8 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
         bail!("{}: no such image or slide file", args.path.display());
     }
     let mpp = super::parse_mpp(args.mpp)?;
-    let pred = args
-        .pred
-        .as_ref()
-        .map(|p| super::load(p, None, &ReadOptions { mpp, ..ReadOptions::default() }))
-        .transpose()?;
+    let pred =
+        args.pred.as_ref().map(|p| super::load(p, None, &ReadOptions { mpp, ..ReadOptions::default() })).transpose()?;
     let opts = ReviewOptions {
         path: args.path.clone(),
         pred,

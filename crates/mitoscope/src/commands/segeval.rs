@@ -82,7 +82,8 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
     } else {
         let mut v = Vec::new();
         for (name, t) in &truth {
-            let p = pred.get(name).with_context(|| format!("no predicted mask for {} in {}", name, args.pred.display()))?;
+            let p =
+                pred.get(name).with_context(|| format!("no predicted mask for {} in {}", name, args.pred.display()))?;
             v.push((name.clone(), t, p));
         }
         v
@@ -92,7 +93,8 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
     for (name, t, p) in pairs {
         let tm = mitoscope_imaging::read_mask(t)?;
         let pm = mitoscope_imaging::read_mask(p)?;
-        let counts = segmentation::pixel_counts(&tm, &pm).with_context(|| format!("{} vs {}", t.display(), p.display()))?;
+        let counts =
+            segmentation::pixel_counts(&tm, &pm).with_context(|| format!("{} vs {}", t.display(), p.display()))?;
         pooled += counts;
         let px = counts.scores();
         let to = mitoscope_annotations::mask::objects_from_mask(&tm, 1);
