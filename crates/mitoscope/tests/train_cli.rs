@@ -18,6 +18,21 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&succeeds(args).stderr).into_owned()
 }
 
+/// `mitoscope train --config CONFIG --dataset labels.csv --images fields --mpp 0.25 REST...`
+/// on the synthetic dataset under `root` (see [`dataset`]), which most tests here train on.
+fn train_own(root: &Path, config: &str, rest: &[&str]) -> Vec<String> {
+    let p = |rel: &str| root.join(rel).display().to_string();
+    let mut args: Vec<String> = vec!["train".into(), "--config".into(), p(config), "--dataset".into(), p("labels.csv")];
+    args.extend(["--images".into(), p("fields"), "--mpp".into(), "0.25".into()]);
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
+/// An owned argument list borrowed for [`ok`] and [`fails`].
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn crop(img: &RgbImage, (cx, cy): (f64, f64), size: u32) -> RgbImage {
     let x0 = (cx as i64 - i64::from(size) / 2).clamp(0, i64::from(img.width() - size)) as u32;
     let y0 = (cy as i64 - i64::from(size) / 2).clamp(0, i64::from(img.height() - size)) as u32;
@@ -82,23 +97,8 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     tiny_config(&config);
     let p = |rel: &str| root.join(rel).display().to_string();
     let out = p("model");
-    let log = ok(&[
-        "train",
-        "--config",
-        &p("tiny.json"),
-        "--dataset",
-        &p("labels.csv"),
-        "--images",
-        &p("fields"),
-        "--mpp",
-        "0.25",
-        "--crops",
-        &p("crops"),
-        "--val-fraction",
-        "0.25",
-        "--out",
-        &out,
-    ]);
+    let log =
+        ok(&strs(&train_own(root, "tiny.json", &["--crops", &p("crops"), "--val-fraction", "0.25", "--out", &out])));
     assert!(log.contains("4 labelled fields"), "{log}");
     let model = root.join("model/model.bundle");
     assert!(model.is_file());
@@ -125,23 +125,8 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     assert!(csv.starts_with("image,x,y,score"), "{csv}");
 
     // Stage 2 alone, on the candidates of the model just trained.
-    let log = ok(&[
-        "train",
-        "--config",
-        &p("tiny.json"),
-        "--dataset",
-        &p("labels.csv"),
-        "--images",
-        &p("fields"),
-        "--mpp",
-        "0.25",
-        "--stage",
-        "classifier",
-        "--base-model",
-        model.to_str().unwrap(),
-        "--out",
-        &p("stage2"),
-    ]);
+    let rest = ["--stage", "classifier", "--base-model", model.to_str().unwrap(), "--out", &p("stage2")];
+    let log = ok(&strs(&train_own(root, "tiny.json", &rest)));
     assert!(log.contains("stage 1: kept from the given model"), "{log}");
     let card = std::fs::read_to_string(root.join("stage2/MODEL.md")).unwrap();
     assert!(card.contains("stage 1 kept from tiny-test"), "{card}");
@@ -150,23 +135,8 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     assert!(!root.join("stage2/candidate").exists() && root.join("stage2/classifier").is_dir());
 
     // Stage 1 alone, keeping the model's stage 2.
-    let log = ok(&[
-        "train",
-        "--config",
-        &p("tiny.json"),
-        "--dataset",
-        &p("labels.csv"),
-        "--images",
-        &p("fields"),
-        "--mpp",
-        "0.25",
-        "--stage",
-        "candidate",
-        "--base-model",
-        model.to_str().unwrap(),
-        "--out",
-        &p("stage1"),
-    ]);
+    let rest = ["--stage", "candidate", "--base-model", model.to_str().unwrap(), "--out", &p("stage1")];
+    let log = ok(&strs(&train_own(root, "tiny.json", &rest)));
     assert!(log.contains("stage 2: kept from the given model"), "{log}");
     assert!(root.join("stage1/candidate").is_dir() && !root.join("stage1/classifier").exists());
     let card = std::fs::read_to_string(root.join("stage1/MODEL.md")).unwrap();
@@ -191,24 +161,8 @@ fn cross_validation_scores_each_field_by_an_ensemble_trained_without_it_and_resu
     };
     std::fs::write(root.join("cv.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     let p = |rel: &str| root.join(rel).display().to_string();
-    let train = [
-        "train",
-        "--config",
-        &p("cv.json"),
-        "--dataset",
-        &p("labels.csv"),
-        "--images",
-        &p("fields"),
-        "--mpp",
-        "0.25",
-        "--crops",
-        &p("crops"),
-        "--val-fraction",
-        "0.25",
-        "--out",
-        &p("model"),
-    ];
-    let log = ok(&train);
+    let train = train_own(root, "cv.json", &["--crops", &p("crops"), "--val-fraction", "0.25", "--out", &p("model")]);
+    let log = ok(&strs(&train));
     // Every labelled field is scored out of fold, by its own stage 1 and both networks without it.
     let fields = ["s1_1", "s1_2", "s2_1", "s3_1"];
     for f in fields {
@@ -243,7 +197,7 @@ fn cross_validation_scores_each_field_by_an_ensemble_trained_without_it_and_resu
             .collect()
     };
     let before = weights();
-    ok(&train);
+    ok(&strs(&train));
     assert_eq!(weights(), before, "nothing retrained");
     assert_eq!(std::fs::read_to_string(root.join("model/out-of-fold.csv")).unwrap(), oof);
 }
@@ -384,9 +338,15 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
     let p = |rel: &str| dir.path().join(rel).display().to_string();
     let patches = icpr.join("mask-patches");
     let patches = patches.to_str().unwrap();
-    // Both stages and then the head, on the 50 mask patches read as a GZMH-like folder.
-    let log =
-        ok(&["train", "--config", &p("tiny.json"), "--dataset", patches, "--mpp", "0.2456", "--out", &p("model")]);
+    // `mitoscope train --config CONFIG ... REST` on the 50 mask patches read as a GZMH-like folder.
+    let on_patches = |config: &str, rest: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec!["train".into(), "--config".into(), p(config), "--dataset".into()];
+        args.extend([patches.to_owned(), "--mpp".into(), "0.2456".into()]);
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args
+    };
+    // Both stages and then the head.
+    let log = ok(&strs(&on_patches("tiny.json", &["--out", &p("model")])));
     assert!(log.contains("mask head: fold 2 of 2") && log.contains("mask head, out of fold over"), "{log}");
     let device = mitoscope_model::burn::tensor::Device::flex();
     let bundle = mitoscope_detect::ModelBundle::load(&dir.path().join("model/model.bundle"), &device).unwrap();
@@ -403,21 +363,8 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
     assert!(report["images"].as_u64().unwrap() >= 30, "{report}");
 
     // A head alone, added to that model: its stages and threshold are kept.
-    let log = ok(&[
-        "train",
-        "--config",
-        &p("tiny.json"),
-        "--dataset",
-        patches,
-        "--mpp",
-        "0.2456",
-        "--stage",
-        "mask",
-        "--base-model",
-        &p("model/model.bundle"),
-        "--out",
-        &p("head"),
-    ]);
+    let rest = ["--stage", "mask", "--base-model", &p("model/model.bundle"), "--out", &p("head")];
+    let log = ok(&strs(&on_patches("tiny.json", &rest)));
     assert!(log.contains("stages kept from tiny-test"), "{log}");
     let added = mitoscope_detect::ModelBundle::load(&dir.path().join("head/model.bundle"), &device).unwrap();
     assert!(added.mask_head.is_some());
@@ -428,20 +375,7 @@ fn a_dataset_with_pixel_masks_trains_a_mask_head_measured_out_of_fold() {
     let mut no_head: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     no_head["mask_head"]["epochs"] = 0.into();
     std::fs::write(dir.path().join("nohead.json"), serde_json::to_vec(&no_head).unwrap()).unwrap();
-    let err = fails(&[
-        "train",
-        "--config",
-        &p("nohead.json"),
-        "--dataset",
-        patches,
-        "--mpp",
-        "0.2456",
-        "--stage",
-        "mask",
-        "--base-model",
-        &p("model/model.bundle"),
-        "--out",
-        &p("none"),
-    ]);
+    let rest = ["--stage", "mask", "--base-model", &p("model/model.bundle"), "--out", &p("none")];
+    let err = fails(&strs(&on_patches("nohead.json", &rest)));
     assert!(err.contains("mask_head.epochs is 0"), "{err}");
 }
