@@ -387,6 +387,7 @@ fn process_one(
     let Job { path, id, mpp: input_mpp } = job;
     let started = Instant::now();
     let mut image = mitoscope_imaging::read_image(path)?;
+    warn_if_grayscale(path, &image);
     let all = detector
         .detect_image(&image, input_mpp, options)
         .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
@@ -409,6 +410,17 @@ fn process_one(
         candidates: if config.write_candidates { all } else { Vec::new() },
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Says on stderr that an image without colour is scored anyway (it is not
+/// refused: a user may want to see what the model makes of it).
+pub(crate) fn warn_if_grayscale(path: &Path, image: &RgbImage) {
+    if mitoscope_imaging::is_grayscale(image) {
+        tracing::warn!(
+            "{}: grayscale image (no colour); the model reads H&E stain colours, so its scores here are unreliable",
+            path.display()
+        );
+    }
 }
 
 /// The detections' outlines filled into a `width` x `height` mask (255 =

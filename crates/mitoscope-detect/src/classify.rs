@@ -50,6 +50,7 @@ pub fn classify_images(detector: &Detector, paths: &[PathBuf], input_mpp: Option
 
 fn classify_one(detector: &Detector, path: &Path, mpp: f64) -> Result<f64, DetectError> {
     let image = mitoscope_imaging::read_image(path)?;
+    crate::batch::warn_if_grayscale(path, &image);
     let centre = ((f64::from(image.width()) - 1.0) / 2.0, (f64::from(image.height()) - 1.0) / 2.0);
     let scores = detector
         .score_at(&image, &[centre], mpp)

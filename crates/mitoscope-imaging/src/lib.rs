@@ -141,6 +141,14 @@ pub fn read_image(path: &Path) -> Result<RgbImage, ImagingError> {
     Ok(decode(path)?.into_rgb8())
 }
 
+/// Whether every pixel is grey (R = G = B): a grayscale file, or one saved
+/// as RGB without colour. H&E is told apart by its stains' colours, so a
+/// detector can only guess on such an image; callers warn. Stops at the
+/// first coloured pixel, so a colour image costs next to nothing.
+pub fn is_grayscale(img: &RgbImage) -> bool {
+    img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])
+}
+
 /// Whether the file is stored lossily (JPEG), so mask values near zero are noise.
 fn is_lossy(path: &Path) -> bool {
     path.extension()
@@ -185,6 +193,16 @@ pub fn normalise_mask(img: &DynamicImage, lossy: bool) -> GrayImage {
 mod tests {
     use super::*;
     use image::{Luma, Rgb, RgbImage};
+
+    #[test]
+    fn grayscale_is_told_from_colour_by_one_pixel() {
+        let mut img = RgbImage::from_pixel(4, 4, Rgb([120, 120, 120]));
+        assert!(is_grayscale(&img));
+        let luma = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, Luma([7]))).into_rgb8();
+        assert!(is_grayscale(&luma));
+        img.put_pixel(3, 3, Rgb([120, 121, 120]));
+        assert!(!is_grayscale(&img));
+    }
 
     #[test]
     fn rgb_labels_and_jpeg_noise() {

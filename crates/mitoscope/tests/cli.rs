@@ -359,6 +359,9 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a failed input must give a non-zero exit");
     assert!(stderr.contains("broken.png") && !stderr.contains("panicked"), "{stderr}");
+    // The grayscale input is scored, with a warning that names it (and only it).
+    let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("grayscale image (no colour)")).collect();
+    assert!(warned.len() == 1 && warned[0].contains("gray.png"), "{stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
