@@ -63,6 +63,12 @@ pub enum ImagingError {
         /// What is missing.
         detail: &'static str,
     },
+    /// The file holds no bytes at all (an interrupted copy or download).
+    #[error("image {path} is an empty file (0 bytes)")]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// Zero width or height.
     #[error("image {path} is empty ({width}x{height})")]
     Empty {
@@ -91,6 +97,10 @@ fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
 /// names it in errors. Refuses truncated JPEGs (see [`jpeg_is_truncated`])
 /// and zero-sized images.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingError> {
+    // Said plainly: the decoder's own words for no bytes are "format could not be determined".
+    if bytes.is_empty() {
+        return Err(ImagingError::EmptyFile { path: path.to_owned() });
+    }
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?;
@@ -128,6 +138,10 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 
 /// Width and height from the header, without decoding pixels.
 pub fn image_size(path: &Path) -> Result<(u32, u32), ImagingError> {
+    let bytes = std::fs::metadata(path).map_err(|source| ImagingError::Io { path: path.to_owned(), source })?.len();
+    if bytes == 0 {
+        return Err(ImagingError::EmptyFile { path: path.to_owned() });
+    }
     let (w, h) =
         reader(path)?.into_dimensions().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
     if w == 0 || h == 0 {
@@ -231,6 +245,18 @@ mod tests {
         assert!(err.contains("cut.png"), "{err}");
         let err = read_image(&dir.path().join("nope.png")).unwrap_err().to_string();
         assert!(err.contains("nope.png"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_byte_file_is_called_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("zero.png");
+        std::fs::write(&p, b"").unwrap();
+        for err in [read_image(&p).unwrap_err(), image_size(&p).unwrap_err()] {
+            let msg = err.to_string();
+            assert!(matches!(err, ImagingError::EmptyFile { .. }), "{msg}");
+            assert!(msg.contains("zero.png is an empty file (0 bytes)"), "{msg}");
+        }
     }
 
     #[test]
