@@ -43,7 +43,13 @@ impl ObjectClass {
     /// "1", "hard negative", "not mitotic figure", "impostor", ...).
     pub fn parse(name: &str) -> Option<Self> {
         let n = name.trim().to_ascii_lowercase().replace(['_', '-'], " ");
-        match n.as_str() {
+        // Group and folder names are often plural ("mitotic figures", "imposters").
+        Self::parse_normalised(&n).or_else(|| n.strip_suffix('s').and_then(Self::parse_normalised))
+    }
+
+    /// [`Self::parse`] on a lower-case name with `_` and `-` made spaces.
+    fn parse_normalised(n: &str) -> Option<Self> {
+        match n {
             "mitosis" | "mitoses" | "mitotic figure" | "mitotic" | "mf" | "1" | "true" | "positive" | "pos" => {
                 Some(Self::Mitosis)
             }
@@ -379,6 +385,11 @@ mod tests {
         assert_eq!(ObjectClass::parse("Non-mitotic figure"), Some(ObjectClass::NonMitosis));
         assert_eq!(ObjectClass::parse("Mitosis"), Some(ObjectClass::Mitosis));
         assert_eq!(ObjectClass::parse("tumour"), None);
+        assert_eq!(ObjectClass::parse("Mitotic figures"), Some(ObjectClass::Mitosis));
+        assert_eq!(ObjectClass::parse("imposters"), Some(ObjectClass::NonMitosis));
+        assert_eq!(ObjectClass::parse("hard_negatives"), Some(ObjectClass::NonMitosis));
+        assert_eq!(ObjectClass::parse("mitoses"), Some(ObjectClass::Mitosis));
+        assert_eq!(ObjectClass::parse("tumours"), None);
     }
 
     #[test]

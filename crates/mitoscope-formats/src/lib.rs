@@ -11,6 +11,7 @@
 //! | SlideRunner SQLite | yes | - | [`sliderunner`] |
 //! | YOLO txt | yes | yes | [`yolo`] |
 //! | Pascal-VOC XML | yes | yes | [`voc`] |
+//! | ASAP XML (`<ASAP_Annotations>`: dots, point sets, rectangles, polygons) | yes | yes | [`asap`] |
 //! | QuPath GeoJSON | yes | yes | [`geojson`] |
 //! | AMi-Br crop table (`AMI-BR.csv`: source slide, subtype, scanner) | yes | - | [`amibr`] |
 //!
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod amibr;
+pub mod asap;
 pub mod atomic;
 pub mod coco;
 pub mod csv_points;
@@ -30,6 +32,7 @@ pub mod icpr;
 pub mod midog_points;
 pub mod sliderunner;
 pub mod voc;
+mod xml_files;
 pub mod yolo;
 
 use std::io::Read;
@@ -59,13 +62,15 @@ pub enum Format {
     Yolo,
     /// Pascal-VOC XML, a file or a folder of them.
     Voc,
+    /// ASAP XML (the ASAP viewer's `<ASAP_Annotations>`), a file or a folder of them.
+    Asap,
     /// QuPath-compatible GeoJSON.
     GeoJson,
 }
 
 impl Format {
     /// All formats, for help texts.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::Gzmh,
         Format::Csv,
         Format::IcprPixels,
@@ -74,6 +79,7 @@ impl Format {
         Format::SlideRunner,
         Format::Yolo,
         Format::Voc,
+        Format::Asap,
         Format::GeoJson,
     ];
 
@@ -88,6 +94,7 @@ impl Format {
             Format::SlideRunner => "sliderunner",
             Format::Yolo => "yolo",
             Format::Voc => "voc",
+            Format::Asap => "asap",
             Format::GeoJson => "geojson",
         }
     }
@@ -104,6 +111,7 @@ impl Format {
             "sliderunner" | "sqlite" => Format::SlideRunner,
             "yolo" => Format::Yolo,
             "voc" | "pascal-voc" | "xml" => Format::Voc,
+            "asap" | "asap-xml" => Format::Asap,
             "geojson" | "qupath" => Format::GeoJson,
             _ => return None,
         })
@@ -111,7 +119,16 @@ impl Format {
 
     /// Whether [`write()`] supports this format.
     pub fn writable(self) -> bool {
-        matches!(self, Format::Csv | Format::Coco | Format::MidogPoints | Format::Yolo | Format::Voc | Format::GeoJson)
+        matches!(
+            self,
+            Format::Csv
+                | Format::Coco
+                | Format::MidogPoints
+                | Format::Yolo
+                | Format::Voc
+                | Format::Asap
+                | Format::GeoJson
+        )
     }
 }
 
@@ -186,7 +203,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
         "zip" => return Ok(Format::Gzmh),
         "sqlite" | "sqlite3" | "db" => return Ok(Format::SlideRunner),
         "geojson" => return Ok(Format::GeoJson),
-        "xml" => return Ok(Format::Voc),
+        "xml" => return Ok(detect_xml(&read_head(path, 4096)?)),
         "txt" => return Ok(Format::Yolo),
         _ => {}
     }
@@ -217,6 +234,20 @@ fn read_head(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     f.take(limit).read_to_end(&mut buf).map_err(|e| FormatError::io(path, e))?;
     Ok(buf)
+}
+
+/// ASAP XML where the first element is `<ASAP_Annotations>`, else Pascal-VOC
+/// (whose reader then says what it found).
+fn detect_xml(head: &[u8]) -> Format {
+    let text = String::from_utf8_lossy(head);
+    let first_element = text
+        .match_indices('<')
+        .map(|(i, _)| &text[i + 1..])
+        .find(|rest| !rest.starts_with('?') && !rest.starts_with('!'));
+    match first_element {
+        Some(rest) if rest.starts_with(asap::ROOT) => Format::Asap,
+        _ => Format::Voc,
+    }
 }
 
 /// A CSV whose first line is all numbers, many of them, is an ICPR pixel list;
@@ -266,6 +297,7 @@ pub fn read(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<A
         Format::SlideRunner => sliderunner::read(path, opts),
         Format::Yolo => yolo::read(path, opts),
         Format::Voc => voc::read(path, opts),
+        Format::Asap => asap::read(path, opts),
         Format::GeoJson => geojson::read(path, opts),
     }?;
     if let Some(mpp) = opts.mpp {
@@ -282,10 +314,11 @@ pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptio
         Format::MidogPoints => midog_points::write(set, path, opts),
         Format::Yolo => yolo::write(set, path, opts),
         Format::Voc => voc::write(set, path, opts),
+        Format::Asap => asap::write(set, path, opts),
         Format::GeoJson => geojson::write(set, path, opts),
         Format::Gzmh | Format::IcprPixels | Format::SlideRunner => Err(FormatError::Unsupported {
             path: path.to_owned(),
-            message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc or geojson"),
+            message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc, asap or geojson"),
         }),
     }
 }
@@ -312,6 +345,14 @@ mod tests {
     fn csv_sniffing() {
         assert_eq!(detect_csv("image,x,y\nA,1,2\n"), Format::Csv);
         assert_eq!(detect_csv("606,299,607,299,608,299\n"), Format::IcprPixels);
+    }
+
+    #[test]
+    fn xml_sniffing() {
+        assert_eq!(detect_xml(b"<?xml version=\"1.0\"?>\n<!-- ASAP -->\n<ASAP_Annotations>"), Format::Asap);
+        assert_eq!(detect_xml(b"\xef\xbb\xbf<ASAP_Annotations/>"), Format::Asap);
+        assert_eq!(detect_xml(b"<?xml version=\"1.0\"?><annotation><filename>"), Format::Voc);
+        assert_eq!(detect_xml(b""), Format::Voc);
     }
 
     #[test]

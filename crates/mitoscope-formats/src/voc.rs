@@ -29,11 +29,12 @@ use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, ObjectC
 use mitoscope_geom::BBox;
 use quick_xml::events::Event;
 
-use crate::{FormatError, ReadOptions, Result, WriteOptions, atomic};
+use crate::xml_files::{line_at, write_per_image, xml_inputs};
+use crate::{FormatError, ReadOptions, Result, WriteOptions};
 
 /// Reads one VOC `.xml` file, or every `.xml` file under a folder.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
-    let files = if path.is_dir() { xml_files_under(path)? } else { vec![path.to_owned()] };
+    let files = xml_inputs(path)?;
     let mut images = Vec::with_capacity(files.len());
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| FormatError::io(file, e))?;
@@ -42,30 +43,6 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         images.push(img);
     }
     Ok(AnnotationSet::from_images(images))
-}
-
-/// Every `.xml` file under `dir`, recursively, sorted by path.
-fn xml_files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| FormatError::io(&d, e))? {
-            let p = entry.map_err(|e| FormatError::io(&d, e))?.path();
-            if p.is_dir() {
-                pending.push(p);
-            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        return Err(FormatError::UnknownFormat {
-            path: dir.to_owned(),
-            hint: "no .xml files found in the folder".into(),
-        });
-    }
-    Ok(out)
 }
 
 /// The image file the annotation names, when it exists in `opts.images_dir`
@@ -155,12 +132,6 @@ impl RawObject {
         }
         Ok(ann)
     }
-}
-
-/// 1-based line of byte offset `pos`.
-fn line_at(bytes: &[u8], pos: u64) -> usize {
-    let end = (pos as usize).min(bytes.len());
-    bytes[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Walks the XML events, keeping the element path, and collects the fields
@@ -266,45 +237,7 @@ fn store_field(doc: &mut RawDoc, stack: &[String], text: String, bad: impl Fn(St
 
 /// Writes one XML per image (see the module docs for where).
 pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<()> {
-    let single_file = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) && set.images.len() == 1;
-    if single_file {
-        return atomic::write_atomic(path, to_xml(&set.images[0], path)?.as_bytes());
-    }
-    if path.is_file() {
-        return Err(FormatError::Unsupported {
-            path: path.to_owned(),
-            message: format!(
-                "VOC writes one XML per image; {} images need a folder, and this is a file",
-                set.images.len()
-            ),
-        });
-    }
-    let mut seen = std::collections::HashSet::new();
-    for img in &set.images {
-        let name = format!("{}.xml", file_safe(&img.image));
-        if !seen.insert(name.clone()) {
-            return Err(FormatError::Unsupported {
-                path: path.to_owned(),
-                message: format!("two images would both be written to {name}; image identifiers must be unique"),
-            });
-        }
-        let file = path.join(&name);
-        atomic::write_atomic(&file, to_xml(img, &file)?.as_bytes())?;
-    }
-    if set.images.is_empty() {
-        std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
-    }
-    Ok(())
-}
-
-/// An image identifier as a single file name (path separators and other
-/// characters file systems refuse become `_`).
-fn file_safe(id: &str) -> String {
-    let s: String = id
-        .chars()
-        .map(|c| if matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') { '_' } else { c })
-        .collect();
-    if s.is_empty() || s.chars().all(|c| c == '.') { format!("_{s}") } else { s }
+    write_per_image(set, path, "VOC", to_xml)
 }
 
 /// The VOC document for one image. `target` names the output in errors.

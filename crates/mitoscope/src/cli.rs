@@ -87,7 +87,7 @@ pub struct InspectArgs {
 pub struct ConvertArgs {
     /// Input dataset folder, zip, or annotation file.
     pub input: PathBuf,
-    /// Output file (or folder for per-image formats: yolo, voc, midog with several images).
+    /// Output file (or folder for per-image formats: yolo, voc, asap, midog with several images).
     pub output: PathBuf,
     /// Input format (default: detected).
     #[arg(long, value_name = "FORMAT")]
@@ -97,7 +97,7 @@ pub struct ConvertArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub read: ReadArgs,
-    /// Write outlines as polygons where known (GeoJSON).
+    /// Write outlines as polygons where known (GeoJSON, ASAP).
     #[arg(long)]
     pub polygons: bool,
     /// Keep only mitoses (drop look-alikes / hard negatives).
@@ -339,7 +339,7 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
     /// Train on this dataset instead of the shared data (repeatable): a dataset folder or
     /// annotation file any reader understands (GZMH, ICPR pixel lists, COCO/MIDOG JSON, CSV,
-    /// GeoJSON, SlideRunner, YOLO, VOC) whose images have every mitosis labelled.
+    /// GeoJSON, SlideRunner, YOLO, VOC, ASAP) whose images have every mitosis labelled.
     #[arg(long = "dataset", value_name = "PATH")]
     pub datasets: Vec<PathBuf>,
     /// Format of the --dataset files (default: detected): once for all of them, or once per

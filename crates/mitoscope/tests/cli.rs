@@ -86,6 +86,7 @@ fn convert_round_trips_through_every_writer() {
         ("midog", vec!["--to", "midog", "--mpp", "0.2456"]),
         ("yolo", vec!["--to", "yolo", "--images", s(&hpf)]),
         ("voc", vec!["--to", "voc", "--images", s(&hpf)]),
+        ("asap", vec!["--to", "asap"]),
         ("out.csv", vec![]),
     ] {
         let out = tmp.path().join(name);
