@@ -11,6 +11,7 @@
 //!   candidates.csv        image,x,y,score,candidate_score   (--all-candidates)
 //!   detections.geojson    QuPath GeoJSON, a polygon per detection where one exists
 //!   midog/<image>.json    grand-challenge "Multiple points" (MIDOG), mm
+//!   asap/<image>.xml      ASAP XML, a polygon per detection where one exists
 //!   overlays/<image>.png  input with each detection circled and its score written
 //!   masks/<image>.png     detection outlines filled, 0/255, input size
 //!   run.json              what made these files: command, model, thresholds, mpp
@@ -44,6 +45,8 @@ pub struct Outputs {
     pub geojson: bool,
     /// `midog/<image>.json`.
     pub midog: bool,
+    /// `asap/<image>.xml`: ASAP XML for review in the ASAP viewer.
+    pub asap: bool,
     /// `overlays/<image>.png`.
     pub overlay: bool,
     /// `masks/<image>.png`: the outlines of the detections filled (255 =
@@ -54,7 +57,7 @@ pub struct Outputs {
 impl Outputs {
     /// Every output.
     pub fn all() -> Self {
-        Self { geojson: true, midog: true, overlay: true, masks: true }
+        Self { geojson: true, midog: true, asap: true, overlay: true, masks: true }
     }
 
     /// Parses a `--format` list such as `csv,geojson,midog,overlay`
@@ -66,12 +69,13 @@ impl Outputs {
                 "csv" => {}
                 "geojson" | "qupath" => out.geojson = true,
                 "midog" | "json" => out.midog = true,
+                "asap" | "xml" => out.asap = true,
                 "overlay" | "overlays" | "png" => out.overlay = true,
                 "mask" | "masks" => out.masks = true,
                 "all" => out = Self::all(),
                 other => {
                     return Err(DetectError::Config(format!(
-                        "unknown output format '{other}'; expected csv, geojson, midog, overlay, masks or all"
+                        "unknown output format '{other}'; expected csv, geojson, midog, asap, overlay, masks or all"
                     )));
                 }
             }
@@ -339,6 +343,11 @@ pub fn run_batch(
         let path = out_dir.join("midog");
         let mpp = Mpp::new(input_mpp).ok();
         mitoscope_formats::write(&set, &path, Format::MidogPoints, &WriteOptions { mpp, polygons: false })?;
+        written.push(path);
+    }
+    if config.outputs.asap {
+        let path = out_dir.join("asap");
+        mitoscope_formats::write(&set, &path, Format::Asap, &WriteOptions { mpp: None, polygons: true })?;
         written.push(path);
     }
     if config.outputs.overlay && !images.is_empty() {
@@ -619,9 +628,10 @@ mod tests {
     #[test]
     fn format_lists() {
         assert_eq!(Outputs::parse_list("csv").unwrap(), Outputs::default());
-        assert_eq!(Outputs::parse_list("csv,geojson,midog,overlay,masks").unwrap(), Outputs::all());
+        assert_eq!(Outputs::parse_list("csv,geojson,midog,asap,overlay,masks").unwrap(), Outputs::all());
         assert!(!Outputs::parse_list("csv,geojson,midog,overlay").unwrap().masks);
         assert!(Outputs::parse_list("GeoJSON").unwrap().geojson);
+        assert!(Outputs::parse_list("csv,asap").unwrap().asap && !Outputs::parse_list("csv").unwrap().asap);
         assert!(Outputs::parse_list("csv,pdf").unwrap_err().to_string().contains("pdf"));
     }
 

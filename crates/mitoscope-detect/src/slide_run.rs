@@ -21,7 +21,8 @@
 //!
 //! Output, in `OUT/<slide stem>/` (see [`write_slide_outputs`]):
 //! `detections.csv` (`image,x,y,score`, level-0 px), `detections.geojson`
-//! (QuPath), `midog.json` (mm), `summary.json`, `thumbnail.png`. The folder
+//! (QuPath), `detections.xml` (ASAP), `midog.json` (mm), `summary.json`,
+//! `thumbnail.png`. The folder
 //! is built under a temporary name and renamed into place, so a re-run
 //! replaces the previous output whole and a failed run leaves it untouched.
 
@@ -639,8 +640,8 @@ pub fn run_slide(
 }
 
 /// Files in a slide output folder.
-pub const SLIDE_OUTPUT_FILES: [&str; 5] =
-    ["detections.csv", "detections.geojson", "midog.json", "summary.json", "thumbnail.png"];
+pub const SLIDE_OUTPUT_FILES: [&str; 6] =
+    ["detections.csv", "detections.geojson", "detections.xml", "midog.json", "summary.json", "thumbnail.png"];
 
 /// Writes `out_root/<slide_id>/` (see the module docs): all files into a
 /// fresh temporary folder beside it, then renamed into place. A previous
@@ -679,7 +680,7 @@ pub fn write_slide_outputs(
         Ok(())
     })?;
 
-    // GeoJSON and MIDOG, through the shared writers.
+    // GeoJSON, ASAP and MIDOG, through the shared writers.
     let result = ImageResult {
         image: report.slide_id.clone(),
         path: report.slide.clone(),
@@ -691,6 +692,8 @@ pub fn write_slide_outputs(
     let set = annotation_set(std::slice::from_ref(&result), report.mpp);
     let geo = dir.join("detections.geojson");
     mitoscope_formats::write(&set, &geo, Format::GeoJson, &WriteOptions { mpp: None, polygons: true })?;
+    let asap = dir.join("detections.xml");
+    mitoscope_formats::write(&set, &asap, Format::Asap, &WriteOptions { mpp: None, polygons: true })?;
     let midog = dir.join("midog.json");
     mitoscope_formats::write(
         &set,

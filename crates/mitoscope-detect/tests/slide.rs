@@ -220,6 +220,8 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     let geo: serde_json::Value =
         serde_json::from_slice(&std::fs::read(folder.join("detections.geojson")).unwrap()).unwrap();
     assert_eq!(geo["features"].as_array().unwrap().len(), 24);
+    let asap = mitoscope_formats::read(&folder.join("detections.xml"), None, &Default::default()).unwrap();
+    assert_eq!((asap.images[0].image.as_str(), asap.images[0].objects.len()), ("synthetic-large", 24));
     let midog = std::fs::read_to_string(folder.join("midog.json")).unwrap();
     assert!(midog.contains("\"points\""), "{midog}");
     let thumb = image::open(folder.join("thumbnail.png")).unwrap().to_rgb8();

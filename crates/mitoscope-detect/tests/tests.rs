@@ -56,6 +56,9 @@ fn synthetic_hpf_end_to_end_writes_every_output() {
     assert!(cands.starts_with("image,x,y,score,candidate_score\n"));
     assert!(out.join("detections.geojson").is_file());
     assert!(out.join("midog/synthetic-a.json").is_file());
+    let asap = mitoscope_formats::read(&out.join("asap/synthetic-a.xml"), None, &Default::default()).unwrap();
+    assert_eq!(asap.images[0].image, "synthetic-a");
+    assert_eq!(asap.images[0].objects.len(), summary.total, "ASAP holds every detection");
     let overlay = image::open(out.join("overlays/synthetic-a.png")).unwrap();
     assert_eq!((overlay.width(), overlay.height()), (400, 400));
 }

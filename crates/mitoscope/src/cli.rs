@@ -282,7 +282,7 @@ pub struct DetectArgs {
     pub threshold: Option<f64>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Outputs besides detections.csv: any of csv,geojson,midog,overlay,masks (or all).
+    /// Outputs besides detections.csv: any of csv,geojson,midog,asap,overlay,masks (or all).
     #[arg(long, value_name = "LIST", default_value = "csv")]
     pub format: String,
     /// Also write candidates.csv: every stage-1 candidate with its stage-2 score (for AP and FROC).

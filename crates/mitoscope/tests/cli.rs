@@ -327,7 +327,7 @@ fn demo_writes_every_output() {
     assert!(text.to_lowercase().contains("synthetic"), "{text}");
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some("image,x,y,score"));
-    for name in ["detections.geojson", "candidates.csv", "README.txt"] {
+    for name in ["detections.geojson", "candidates.csv", "README.txt", "asap/synthetic-hpf.xml"] {
         assert!(out.join(name).is_file(), "{name} missing");
     }
     assert!(std::fs::read_dir(out.join("overlays")).unwrap().count() >= 1);

@@ -82,6 +82,9 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
     }
     let geo = read_json(&dir.join("detections.geojson"));
     assert_eq!(geo["features"].as_array().unwrap().len(), n);
+    let asap = std::fs::read_to_string(dir.join("detections.xml")).unwrap();
+    assert!(asap.contains("<ASAP_Annotations Image=\"CMU-1-Small-Region\">"), "{asap}");
+    assert_eq!(asap.matches("<Annotation ").count(), n, "{asap}");
     let midog = read_json(&dir.join("midog.json"));
     assert_eq!(midog["points"].as_array().map(Vec::len).unwrap_or(0), n, "{midog}");
     let thumb = image::open(dir.join("thumbnail.png")).unwrap();
