@@ -367,7 +367,6 @@ pub fn to_xml(img: &ImageAnnotations, polygons: bool) -> String {
     let mut out = String::from("<?xml version=\"1.0\"?>\n");
     let _ = writeln!(out, "<{ROOT} Image=\"{}\">", esc(&img.image));
     out.push_str("  <Annotations>\n");
-    let mut n = 0usize;
     for (index, obj) in img.objects.iter().enumerate() {
         let (group, color) = group_of(obj.class);
         let outlines: Vec<Polygon> = match (&obj.shape, polygons) {
@@ -393,12 +392,15 @@ pub fn to_xml(img: &ImageAnnotations, polygons: bool) -> String {
         };
         let figure = if parts.len() > 1 { format!(" Figure=\"{index}\"") } else { String::new() };
         let score = obj.score.map(|s| format!(" Score=\"{s}\"")).unwrap_or_default();
-        for part in &parts {
-            let label = match obj.score {
-                Some(s) => format!("{group} {n} ({s:.3})"),
-                None => format!("{group} {n}"),
-            };
-            n += 1;
+        for (k, part) in parts.iter().enumerate() {
+            // Named by object, so the parts of a split figure share a number.
+            let mut label = format!("{group} {index}");
+            if parts.len() > 1 {
+                let _ = write!(label, " part {}", k + 1);
+            }
+            if let Some(s) = obj.score {
+                let _ = write!(label, " ({s:.3})");
+            }
             let _ = writeln!(
                 out,
                 "    <Annotation Name=\"{label}\" Type=\"{kind}\" PartOfGroup=\"{group}\" Color=\"{color}\"{score}{figure}>"
@@ -554,7 +556,9 @@ mod tests {
         img.objects.push(Annotation::from_shape(split, ObjectClass::Mitosis).unwrap().with_score(0.5));
         img.objects.push(Annotation::from_shape(Shape::Polygon(square(300.0)), ObjectClass::Mitosis).unwrap());
 
-        let (back, skipped) = parse(to_xml(&img, true).as_bytes(), Path::new("other.xml")).unwrap();
+        let xml = to_xml(&img, true);
+        assert!(xml.contains("Name=\"mitosis 2 part 2 (0.500)\"") && xml.contains("Figure=\"2\""), "{xml}");
+        let (back, skipped) = parse(xml.as_bytes(), Path::new("other.xml")).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(back.image, img.image, "the Image attribute names it, not the file");
         assert_eq!(back.objects, img.objects, "outlines, boxes, split figures and scores survive");
