@@ -12,7 +12,7 @@
 //! | `POST /api/decide` `{id, decision}` | accept / reject / undo |
 //! | `POST /api/add` `{x, y}` | add a missed mitosis |
 //! | `POST /api/filter` `{min_score}` | score filter |
-//! | `GET /api/export/{csv,geojson,midog}` | the corrected set, as a download |
+//! | `GET /api/export/{csv,geojson,midog,asap}` | the corrected set, as a download |
 //!
 //! Nothing else is served: the routes are fixed, tiles are computed from the
 //! opened file, and no part of a request becomes a file-system path. Requests
@@ -140,6 +140,7 @@ pub fn export_format(name: &str) -> Option<Format> {
         "csv" => Some(Format::Csv),
         "geojson" => Some(Format::GeoJson),
         "midog" | "json" => Some(Format::MidogPoints),
+        "asap" | "xml" => Some(Format::Asap),
         _ => None,
     }
 }
@@ -148,6 +149,7 @@ fn export_extension(format: Format) -> &'static str {
     match format {
         Format::GeoJson => "geojson",
         Format::MidogPoints => "json",
+        Format::Asap => "xml",
         _ => "csv",
     }
 }
@@ -426,7 +428,11 @@ fn handle(app: &App, rq: Request) -> Response {
             };
             match result {
                 Ok((bytes, name)) => {
-                    let ct = if format == Format::Csv { "text/csv; charset=utf-8" } else { "application/json" };
+                    let ct = match format {
+                        Format::Csv => "text/csv; charset=utf-8",
+                        Format::Asap => "application/xml",
+                        _ => "application/json",
+                    };
                     let disp = format!("attachment; filename=\"{name}\"");
                     respond(200, ct, bytes, &[("Content-Disposition", &disp), ("Cache-Control", "no-store")])
                 }
@@ -516,7 +522,8 @@ mod tests {
         assert_eq!(route("GET", "/tile/1/2.jpg").unwrap_err().status, 404);
         assert_eq!(route("GET", "/tile/a/1/2.jpg").unwrap_err().status, 404);
         assert_eq!(route("GET", "/tile/1/+2/2.jpg").unwrap_err().status, 404);
-        assert_eq!(route("GET", "/api/export/xml").unwrap_err().status, 404);
+        assert_eq!(route("GET", "/api/export/asap"), Ok(Route::Export(Format::Asap)));
+        assert_eq!(route("GET", "/api/export/pdf").unwrap_err().status, 404);
         assert_eq!(route("GET", "/etc/passwd").unwrap_err().status, 404);
     }
 

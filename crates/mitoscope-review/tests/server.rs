@@ -148,6 +148,10 @@ fn review_round_trip_over_http() {
     assert_eq!(geo["features"].as_array().unwrap().len(), 2);
     let midog = get(addr, "/api/export/midog").json();
     assert_eq!(midog["points"].as_array().unwrap().len(), 2);
+    let asap = get(addr, "/api/export/asap");
+    assert!(asap.head.contains("field_01.reviewed.xml"), "{}", asap.head);
+    let back = mitoscope_formats::asap::parse(asap.text().as_bytes(), std::path::Path::new("x.xml")).unwrap().0;
+    assert_eq!((back.image.as_str(), back.objects.len()), ("field_01", 2));
     server.shutdown();
 
     // A restart resumes the saved review (even with --pred given again).

@@ -450,7 +450,7 @@ pub struct ReviewArgs {
     /// Microns per pixel of the image (density, score, MIDOG export).
     #[arg(long, value_name = "M")]
     pub mpp: Option<f64>,
-    /// Write the corrected set to FILE (.csv, .geojson, or .json = MIDOG) and exit instead of serving.
+    /// Write the corrected set to FILE (.csv, .geojson, .json = MIDOG, or .xml = ASAP) and exit instead of serving.
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
 }

@@ -302,8 +302,8 @@ fn report_and_review_bad_input_are_clear_errors() {
     assert!(err.contains("cannot listen on"), "{err}");
     let err = fails(&["review", img.to_str().unwrap(), "--pred", bad.to_str().unwrap(), "--port", "0"]);
     assert!(err.contains("bad.csv"), "{err}");
-    let err = fails(&["review", img.to_str().unwrap(), "--export", d.join("x.xml").to_str().unwrap()]);
-    assert!(err.contains("x.xml"), "{err}");
+    let err = fails(&["review", img.to_str().unwrap(), "--export", d.join("x.pdf").to_str().unwrap()]);
+    assert!(err.contains("x.pdf"), "{err}");
     let csv = d.join("out.csv");
     let printed = ok(&[
         "review",

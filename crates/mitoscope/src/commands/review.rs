@@ -27,8 +27,9 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
 
     if let Some(out) = &args.export {
         let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let format = mitoscope_review::export_format(&ext)
-            .with_context(|| format!("{}: --export writes .csv, .geojson or .json (MIDOG)", out.display()))?;
+        let format = mitoscope_review::export_format(&ext).with_context(|| {
+            format!("{}: --export writes .csv, .geojson, .json (MIDOG) or .xml (ASAP)", out.display())
+        })?;
         let (_, decisions, resumed) = mitoscope_review::open_review(&opts)?;
         mitoscope_review::export_to(&decisions, out, format)?;
         let s = decisions.summary();
