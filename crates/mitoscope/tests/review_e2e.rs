@@ -255,6 +255,11 @@ fn report_and_review_in_headless_chromium() {
     assert!(printed.contains("exported 3 mitoses"), "{printed}");
     let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(&geo).unwrap()).unwrap();
     assert_eq!(geo["features"].as_array().unwrap().len(), 3);
+    let xml = dir.path().join("again.xml");
+    let args = ["review", image.to_str().unwrap(), "--decisions", decisions.to_str().unwrap(), "--export"];
+    ok(&[&args[..], &[xml.to_str().unwrap()]].concat());
+    let asap = mitoscope_formats::read(&xml, None, &Default::default()).unwrap();
+    assert_eq!(asap.images[0].objects.len(), 3, "the ASAP export holds the corrected set");
 
     assert_rendered(&out.join("review.png"));
     assert_rendered(&out.join("report.png"));
