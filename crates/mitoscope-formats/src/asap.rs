@@ -181,7 +181,7 @@ enum Entry {
 struct RawDoc {
     image: Option<String>,
     annotations: Vec<RawAnnotation>,
-    /// Group name -> its parent group (`None` written as the empty string).
+    /// Group name -> its parent group as written (`None` or empty: no parent).
     groups: BTreeMap<String, String>,
 }
 
