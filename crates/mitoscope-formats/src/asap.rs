@@ -369,26 +369,14 @@ pub fn to_xml(img: &ImageAnnotations, polygons: bool) -> String {
     out.push_str("  <Annotations>\n");
     for (index, obj) in img.objects.iter().enumerate() {
         let (group, color) = group_of(obj.class);
-        let outlines: Vec<Polygon> = match (&obj.shape, polygons) {
-            (Some(Shape::Pixels(px)), true) => crate::geojson::pixel_outlines(px),
-            (Some(shape), true) => shape.polygons().iter().filter(|p| p.vertices.len() >= 3).cloned().collect(),
-            _ => Vec::new(),
-        };
-        let boxed = match (polygons, outlines.is_empty(), obj.bbox) {
-            (true, true, Some(b)) => vec![Polygon::new(vec![
-                Point::new(b.x_min, b.y_min),
-                Point::new(b.x_max, b.y_min),
-                Point::new(b.x_max, b.y_max),
-                Point::new(b.x_min, b.y_max),
-            ])],
-            _ => Vec::new(),
-        };
-        let (kind, parts) = if !outlines.is_empty() {
-            ("Polygon", outlines)
-        } else if !boxed.is_empty() {
-            ("Rectangle", boxed)
-        } else {
-            ("Dot", vec![Polygon { vertices: vec![obj.centroid] }])
+        let outlines = if polygons { crate::geojson::outlines_for_writing(obj.shape.as_ref()) } else { Vec::new() };
+        let (kind, parts) = match obj.bbox {
+            _ if !outlines.is_empty() => ("Polygon", outlines),
+            Some(b) if polygons => {
+                let corners = [(b.x_min, b.y_min), (b.x_max, b.y_min), (b.x_max, b.y_max), (b.x_min, b.y_max)];
+                ("Rectangle", vec![Polygon::new(corners.map(|(x, y)| Point::new(x, y)).to_vec())])
+            }
+            _ => ("Dot", vec![Polygon { vertices: vec![obj.centroid] }]),
         };
         let figure = if parts.len() > 1 { format!(" Figure=\"{index}\"") } else { String::new() };
         let score = obj.score.map(|s| format!(" Score=\"{s}\"")).unwrap_or_default();

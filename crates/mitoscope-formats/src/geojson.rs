@@ -362,12 +362,19 @@ fn class_label(class: ObjectClass) -> (&'static str, [u8; 3]) {
     }
 }
 
+/// The outlines a polygon writer draws for `shape`: a polygon's or each
+/// part's (3 vertices or more), a pixel set's along its pixel edges; none
+/// without a shape.
+pub(crate) fn outlines_for_writing(shape: Option<&Shape>) -> Vec<Polygon> {
+    match shape {
+        Some(Shape::Pixels(px)) => pixel_outlines(px),
+        Some(shape) => shape.polygons().iter().filter(|p| p.vertices.len() >= 3).cloned().collect(),
+        None => Vec::new(),
+    }
+}
+
 fn feature(img: &ImageAnnotations, o: &Annotation, polygons: bool) -> Feature {
-    let outlines: Vec<Polygon> = match (&o.shape, polygons) {
-        (Some(Shape::Pixels(px)), true) => pixel_outlines(px),
-        (Some(shape), true) => shape.polygons().iter().filter(|p| p.vertices.len() >= 3).cloned().collect(),
-        _ => Vec::new(),
-    };
+    let outlines = if polygons { outlines_for_writing(o.shape.as_ref()) } else { Vec::new() };
     // GeoJSON rings are closed: repeat the first vertex.
     let ring = |poly: &Polygon| -> Vec<Position> {
         let mut ring: Vec<Position> =
