@@ -34,6 +34,10 @@ from PIL import Image
 
 BETA = 0.15  # OD below this in any channel is background or too faint to say which stain
 ALPHA = 1.0  # percentile of the angles taken as the extreme stain directions
+# Scanner padding: crops cut at a slide's edge are filled black (OD 5.5 in every channel). Left
+# in, it is the extreme angle of whole slides (their "haematoxylin" came out grey, and their
+# figures faded); no stain is that dark in all three channels.
+PADDING_OD = 3.0
 
 
 def optical_density(path):
@@ -49,7 +53,7 @@ def subsample(od, n):
 
 def macenko(od):
     """(2x3 unit stain vectors [H; E], 99th-percentile concentrations [H, E])."""
-    tissue = od[(od > BETA).all(axis=1)]
+    tissue = od[(od > BETA).all(axis=1) & ~(od > PADDING_OD).all(axis=1)]
     if len(tissue) < 100:
         raise ValueError(f'only {len(tissue)} stained pixels')
     _, vecs = np.linalg.eigh(np.cov(tissue.T))
@@ -79,6 +83,8 @@ def normalise(job):
         stains = macenko(od)[0]
     conc = np.linalg.lstsq(stains.T, od.T, rcond=None)[0] * (target[1] / scale)[:, None]
     rgb = 256.0 * np.exp(-(target[0].T @ conc)).T - 1.0
+    padding = (od > PADDING_OD).all(axis=1)
+    rgb[padding] = 256.0 * np.exp(-od[padding]) - 1.0  # kept as it was
     out = np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(h, w, 3)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     Image.fromarray(out).save(dst, **({'quality': 95} if dst.endswith('.jpg') else {}))
