@@ -120,15 +120,15 @@ def main():
           f'99th-percentile concentrations {np.round(target[1], 2)}')
     jobs = []
     for name, paths, how in sources(data):
-        stain = pooled(paths)
+        if not copy and how == 'pool' and len(paths) < 50:
+            continue  # too few crops to print a slide's stain
+        stain = pooled(paths)  # an 'each' source is one image: its own estimate
         if not copy:
-            if how != 'pool' or len(paths) >= 50 or name == 'icpr mask patches':
-                print(f'{name:26s} H {np.round(stain[0][0], 3)} E {np.round(stain[0][1], 3)} '
-                      f'conc {np.round(stain[1], 2)} ({len(paths)} images)')
+            print(f'{name:26s} H {np.round(stain[0][0], 3)} E {np.round(stain[0][1], 3)} '
+                  f'conc {np.round(stain[1], 2)} ({len(paths)} images)')
             continue
-        for p in paths:
-            given = (None, stain[1]) if how == 'vectors' else (macenko(optical_density(p)) if how == 'each' else stain)
-            jobs.append((p, out_dir + p[len(data):], given, target))
+        given = (None, stain[1]) if how == 'vectors' else stain
+        jobs += [(p, out_dir + p[len(data):], given, target) for p in paths]
     if not copy:
         return
     shutil.rmtree(out_dir, ignore_errors=True)
