@@ -19,6 +19,10 @@ each crop keeps its own vectors and takes the dataset's concentration scale.
 Usage:
   python3 scripts/stain-normalize.py vectors [DATA]          # print each source's stain
   python3 scripts/stain-normalize.py copy OUT [DATA]         # write the normalised copy to OUT
+  python3 scripts/stain-normalize.py copy OUT [DATA] --keep-scale
+      # turn only the stain vectors; each source keeps its own concentration scale. Crops
+      # centred on figures put their 99th-percentile haematoxylin on the figures, an HPF's on
+      # ordinary nuclei: matching the two scales lightens the crops' figures.
 (DATA default ../shared/data; needs numpy, pillow)
 """
 import collections
@@ -108,6 +112,9 @@ def sources(data):
 
 
 def main():
+    keep_scale = '--keep-scale' in sys.argv
+    if keep_scale:
+        sys.argv.remove('--keep-scale')
     if len(sys.argv) < 2 or sys.argv[1] not in ('vectors', 'copy'):
         sys.exit(__doc__)
     copy = sys.argv[1] == 'copy'
@@ -128,7 +135,10 @@ def main():
                   f'conc {np.round(stain[1], 2)} ({len(paths)} images)')
             continue
         given = (None, stain[1]) if how == 'vectors' else stain
-        jobs += [(p, out_dir + p[len(data):], given, target) for p in paths]
+        to = (target[0], stain[1]) if keep_scale else target
+        if how == 'pool':
+            print(f'{name:26s} 99th-percentile concentrations {np.round(stain[1], 2)} ({len(paths)} images)')
+        jobs += [(p, out_dir + p[len(data):], given, to) for p in paths]
     if not copy:
         return
     shutil.rmtree(out_dir, ignore_errors=True)
