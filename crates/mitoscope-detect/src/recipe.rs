@@ -145,6 +145,11 @@ pub struct RecipeConfig {
     /// before 0.8: never.
     #[serde(default)]
     pub classifier_jpeg_probability: f32,
+    /// Stage-2 stain rotation: largest angle (degrees) by which the H and E
+    /// vectors of a training crop are turned (`AugmentConfig::stain_rotation_deg`).
+    /// Absent before 0.11: 0, none.
+    #[serde(default)]
+    pub classifier_stain_rotation_deg: f32,
     /// Stage-2 crop side in pixels (0.1: 64).
     #[serde(default = "default_classifier_crop_px")]
     pub classifier_crop_px: u32,
@@ -330,6 +335,7 @@ impl Default for RecipeConfig {
             // (quality 60-95) gave out of fold AP 0.46, best F1 0.54, nested F1 0.38
             // (0.7: 0.48, 0.51, 0.43): no better on the measures for unseen HPFs.
             classifier_jpeg_probability: 0.0,
+            classifier_stain_rotation_deg: 0.0,
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
             // Measured in session 13 and not taken: 80 px at 0.25 µm/px (the same field,
             // 1.56x the pixels), out of fold AP 0.39, best F1 0.42, nested F1 0.29
@@ -985,7 +991,8 @@ pub fn train_recipe(
                 AugmentConfig::new()
                     .with_hed_scale(config.stain_jitter.0)
                     .with_hed_shift(config.stain_jitter.1)
-                    .with_jpeg_probability(config.classifier_jpeg_probability),
+                    .with_jpeg_probability(config.classifier_jpeg_probability)
+                    .with_stain_rotation_deg(config.classifier_stain_rotation_deg),
             );
         Ok(train_classifier(&cls_config, &train_crops, &val_crops, folder, &device, options)?)
     };
@@ -2136,6 +2143,7 @@ mod tests {
             "classifier_figure_crops",
             "stain_jitter",
             "classifier_jpeg_probability",
+            "classifier_stain_rotation_deg",
             "classifier_crop_px",
             "classifier_mpp",
             "score_fusion",
@@ -2157,6 +2165,7 @@ mod tests {
         assert_eq!(old.classifier_figure_selection, FigureSelection::Even);
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!(old.classifier_jpeg_probability, 0.0);
+        assert_eq!(old.classifier_stain_rotation_deg, 0.0);
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
         assert!(!old.painted_hpf_negatives);

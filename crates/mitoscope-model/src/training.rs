@@ -269,6 +269,8 @@ pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
         if let Some(augment) = fields.get_mut("augment").and_then(|a| a.as_object_mut()) {
             augment.entry("jpeg_probability").or_insert(serde_json::Value::from(0.0));
             augment.entry("jpeg_quality").or_insert(serde_json::json!([60, 95]));
+            // ... and before stain rotation, without it.
+            augment.entry("stain_rotation_deg").or_insert(serde_json::Value::from(0.0));
         }
     }
     serde_json::from_value(value).map_err(bad)
@@ -753,6 +755,8 @@ mod tests {
         // ... and 0.7 and earlier: no JPEG augmentation.
         saved["augment"].as_object_mut().unwrap().remove("jpeg_probability").unwrap();
         saved["augment"].as_object_mut().unwrap().remove("jpeg_quality").unwrap();
+        // ... and 0.10 and earlier: no stain rotation.
+        saved["augment"].as_object_mut().unwrap().remove("stain_rotation_deg").unwrap();
         std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
         let read = read_config(&path).unwrap();
         assert_eq!(read.model, config.model);
