@@ -37,7 +37,7 @@ pub struct AugmentConfig {
     pub hed_shift: f32,
     /// Largest angle, in degrees, by which the haematoxylin and the eosin
     /// optical-density vectors are each turned (about a random axis
-    /// perpendicular to the vector) before recomposing. 0 (the default, and
+    /// perpendicular to the vector) before recomposing; at most 45°. 0 (the default, and
     /// what configs saved before it existed mean) draws nothing, so the
     /// random stream of older configs is unchanged.
     #[config(default = 0.0)]
@@ -395,11 +395,18 @@ mod tests {
         assert_ne!(turned, nucleus);
         let only_e = stain_rotate(&nucleus, [(0.0, 0.0), (0.15, 0.0)]);
         assert_ne!(only_e, turned, "H and E turn independently");
-        // Through `augment`: deterministic for a seed, and off draws nothing.
+        // Through `augment`: deterministic for a seed and drawing from the
+        // stream when on; off, it draws nothing (older configs keep their crops).
         let config = AugmentConfig::none().with_stain_rotation_deg(8.0);
-        let a = augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(4));
+        let mut on = ChaCha8Rng::seed_from_u64(4);
+        let a = augment(&img, &config, &mut on);
         assert_eq!(a, augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(4)));
         assert_ne!(a, img);
+        let mut off = ChaCha8Rng::seed_from_u64(4);
+        augment(&img, &AugmentConfig::none(), &mut off);
+        let untouched = ChaCha8Rng::seed_from_u64(4).random::<u64>();
+        assert_eq!(off.random::<u64>(), untouched);
+        assert_ne!(on.random::<u64>(), untouched);
     }
 
     #[test]
