@@ -150,6 +150,12 @@ pub struct RecipeConfig {
     /// Absent before 0.11: 0, none.
     #[serde(default)]
     pub classifier_stain_rotation_deg: f32,
+    /// Stage-2 centre shift: largest offset (µm, per axis) by which a training
+    /// crop's content is moved (`AugmentConfig::shift_px`), since at inference
+    /// crops are centred on stage-1 peaks, not on annotated centres.
+    /// Absent before 0.11: 0, none.
+    #[serde(default)]
+    pub classifier_shift_um: f32,
     /// Stage-2 crop side in pixels (0.1: 64).
     #[serde(default = "default_classifier_crop_px")]
     pub classifier_crop_px: u32,
@@ -336,6 +342,7 @@ impl Default for RecipeConfig {
             // (0.7: 0.48, 0.51, 0.43): no better on the measures for unseen HPFs.
             classifier_jpeg_probability: 0.0,
             classifier_stain_rotation_deg: 0.0,
+            classifier_shift_um: 0.0,
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
             // Measured in session 13 and not taken: 80 px at 0.25 µm/px (the same field,
             // 1.56x the pixels), out of fold AP 0.39, best F1 0.42, nested F1 0.29
@@ -992,7 +999,8 @@ pub fn train_recipe(
                     .with_hed_scale(config.stain_jitter.0)
                     .with_hed_shift(config.stain_jitter.1)
                     .with_jpeg_probability(config.classifier_jpeg_probability)
-                    .with_stain_rotation_deg(config.classifier_stain_rotation_deg),
+                    .with_stain_rotation_deg(config.classifier_stain_rotation_deg)
+                    .with_shift_px(config.classifier_shift_um / config.classifier_mpp as f32),
             );
         Ok(train_classifier(&cls_config, &train_crops, &val_crops, folder, &device, options)?)
     };
@@ -2144,6 +2152,7 @@ mod tests {
             "stain_jitter",
             "classifier_jpeg_probability",
             "classifier_stain_rotation_deg",
+            "classifier_shift_um",
             "classifier_crop_px",
             "classifier_mpp",
             "score_fusion",
@@ -2166,6 +2175,7 @@ mod tests {
         assert_eq!(old.stain_jitter, (0.05, 0.02));
         assert_eq!(old.classifier_jpeg_probability, 0.0);
         assert_eq!(old.classifier_stain_rotation_deg, 0.0);
+        assert_eq!(old.classifier_shift_um, 0.0);
         assert_eq!((old.classifier_crop_px, old.classifier_mpp), (64, 0.5));
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
         assert!(!old.painted_hpf_negatives);

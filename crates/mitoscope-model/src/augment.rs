@@ -1,5 +1,6 @@
 //! Training-time augmentation of RGB crops: stain jitter in HED space, flips,
-//! 90° rotations, scale jitter, a small Gaussian blur and JPEG recompression.
+//! 90° rotations, scale jitter, a shift of the centre, a small Gaussian blur
+//! and JPEG recompression.
 //!
 //! Everything is driven by the caller's RNG, so a seeded `ChaCha8Rng` gives the
 //! same augmented crop on every run (and after a resume).
@@ -52,6 +53,15 @@ pub struct AugmentConfig {
     /// crop centre (mimics scanner-to-scanner magnification differences).
     #[config(default = 0.1)]
     pub scale_jitter: f32,
+    /// Largest shift of the crop's content along each axis, in pixels (drawn
+    /// uniformly from `[-shift_px, shift_px]` per axis; bilinear, edges
+    /// clamped). Training crops are centred exactly on their annotations, while
+    /// at inference a crop is centred on a stage-1 peak, which lies a little off
+    /// the figure's centre; the shift teaches the classifier that offset. 0
+    /// (the default, and what configs saved before it existed mean) draws
+    /// nothing, so the random stream of older configs is unchanged.
+    #[config(default = 0.0)]
+    pub shift_px: f32,
     /// Probability of re-encoding a crop as JPEG (quality drawn uniformly from
     /// `jpeg_quality`). Scanner-A HPFs are JPEG re-encodes while the
     /// off-domain figure crops are PNGs, so block artefacts could be a label
@@ -76,6 +86,7 @@ impl AugmentConfig {
             blur_probability: 0.0,
             blur_sigma_max: 0.0,
             scale_jitter: 0.0,
+            shift_px: 0.0,
             jpeg_probability: 0.0,
             jpeg_quality: (60, 95),
         }
@@ -89,6 +100,12 @@ pub fn augment(crop: &RgbImage, config: &AugmentConfig, rng: &mut impl Rng) -> R
         let j = config.scale_jitter.min(0.9);
         let factor = rng.random_range(1.0 - j..=1.0 + j);
         img = scale_about_centre(&img, factor);
+    }
+    // Drawn only when on, so configs without it keep their random stream.
+    if config.shift_px > 0.0 {
+        let m = config.shift_px.min(img.width().min(img.height()) as f32 / 4.0);
+        let (dx, dy) = (rng.random_range(-m..=m), rng.random_range(-m..=m));
+        img = shift(&img, dx, dy);
     }
     if config.flips {
         if rng.random_bool(0.5) {
@@ -290,6 +307,15 @@ pub fn scale_about_centre(img: &RgbImage, factor: f32) -> RgbImage {
     })
 }
 
+/// Moves the content by `(dx, dy)` pixels (right and down for positive
+/// values; bilinear, edges clamped), keeping the size.
+pub fn shift(img: &RgbImage, dx: f32, dy: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb(sample_bilinear(img, f64::from(x) - f64::from(dx), f64::from(y) - f64::from(dy)))
+    })
+}
+
 /// Bilinear sample at `(x, y)` (pixel centres on integers), clamped to the edges.
 pub(crate) fn sample_bilinear(img: &RgbImage, x: f64, y: f64) -> [u8; 3] {
     // Hot: every resampled pixel of every tile and crop passes here, so it
@@ -415,6 +441,33 @@ mod tests {
         assert_eq!(scale_about_centre(&img, 1.0), img);
         let zoomed = scale_about_centre(&img, 2.0);
         assert_eq!(zoomed.dimensions(), (10, 10));
+    }
+
+    #[test]
+    fn shift_moves_the_content_and_zero_is_identity() {
+        let img = random_image(20, 20, 11);
+        assert_eq!(shift(&img, 0.0, 0.0), img);
+        // A whole-pixel shift moves every pixel; the strip it uncovers repeats the edge.
+        let moved = shift(&img, 3.0, -2.0);
+        assert_eq!(moved.dimensions(), img.dimensions());
+        for y in 0..18 {
+            for x in 3..20 {
+                assert_eq!(moved.get_pixel(x, y), img.get_pixel(x - 3, y + 2), "({x}, {y})");
+            }
+            assert_eq!(moved.get_pixel(0, y), img.get_pixel(0, y + 2));
+        }
+        assert_eq!(moved.get_pixel(5, 19), img.get_pixel(2, 19));
+        // Through `augment`: on, a seeded draw moves the crop; off, it draws nothing.
+        let config = AugmentConfig::none().with_shift_px(4.0);
+        let mut on = ChaCha8Rng::seed_from_u64(6);
+        let a = augment(&img, &config, &mut on);
+        assert_eq!(a, augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(6)));
+        assert_ne!(a, img);
+        let mut off = ChaCha8Rng::seed_from_u64(6);
+        augment(&img, &AugmentConfig::none(), &mut off);
+        let untouched = ChaCha8Rng::seed_from_u64(6).random::<u64>();
+        assert_eq!(off.random::<u64>(), untouched);
+        assert_ne!(on.random::<u64>(), untouched);
     }
 
     #[test]

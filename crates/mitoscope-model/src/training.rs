@@ -271,6 +271,8 @@ pub fn read_config(path: &Path) -> Result<TrainingConfig, ModelError> {
             augment.entry("jpeg_quality").or_insert(serde_json::json!([60, 95]));
             // ... and before stain rotation, without it.
             augment.entry("stain_rotation_deg").or_insert(serde_json::Value::from(0.0));
+            // ... and before the centre shift, without it.
+            augment.entry("shift_px").or_insert(serde_json::Value::from(0.0));
         }
     }
     serde_json::from_value(value).map_err(bad)
@@ -757,6 +759,8 @@ mod tests {
         saved["augment"].as_object_mut().unwrap().remove("jpeg_quality").unwrap();
         // ... and 0.10 and earlier: no stain rotation.
         saved["augment"].as_object_mut().unwrap().remove("stain_rotation_deg").unwrap();
+        // ... and 0.11's experiments and earlier: no centre shift.
+        saved["augment"].as_object_mut().unwrap().remove("shift_px").unwrap();
         std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
         let read = read_config(&path).unwrap();
         assert_eq!(read.model, config.model);
