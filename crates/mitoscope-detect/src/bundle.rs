@@ -64,11 +64,27 @@ pub struct ModelCard {
     /// The operating threshold was chosen with this many. Older bundles: 1.
     #[serde(default = "one_view")]
     pub classifier_views: u8,
+    /// Where stage 2 centres a candidate's crop. Older bundles: the peak pixel.
+    #[serde(default)]
+    pub candidate_centre: CandidateCentre,
     /// Training provenance.
     pub training: TrainingRecord,
     /// Validation numbers, free-form (recall, F1, thresholds, ...).
     #[serde(default)]
     pub metrics: serde_json::Value,
+}
+
+/// Where a candidate sits (its reported position and the centre of its stage-2 crop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateCentre {
+    /// The heat map's maximum (a pixel of the stage-1 grid).
+    #[default]
+    Peak,
+    /// The weighted centre of the peak's blob (`mitoscope_model::blob_centre`):
+    /// the map learns a disc per figure, whose flat top leaves the maximum
+    /// up to a few pixels off the figure's centre.
+    BlobCentre,
 }
 
 /// How a detection's final score is made from the stage-1 peak `p1` and the
@@ -139,6 +155,7 @@ impl ModelCard {
             default_input_mpp: 0.25,
             score_fusion: ScoreFusion::default(),
             classifier_views: 1,
+            candidate_centre: CandidateCentre::default(),
             training: TrainingRecord { notes: "untrained".into(), ..Default::default() },
             metrics: serde_json::Value::Null,
         }

@@ -18,13 +18,13 @@ use burn::tensor::Device;
 use image::RgbImage;
 use mitoscope_geom::Mpp;
 use mitoscope_model::burn;
-use mitoscope_model::candidate::{ProbabilityMap, SIDE_MULTIPLE, peaks};
+use mitoscope_model::candidate::{ProbabilityMap, SIDE_MULTIPLE, blob_centre, peaks};
 use mitoscope_model::data::{CropSpec, copy_block, resample_crop, resample_grid};
 use mitoscope_model::infer::{candidate_map, classify_crops_averaged};
 use rayon::prelude::*;
 
 use crate::tiling::{Scored, merge_by_distance, tile_grid};
-use crate::{DetectError, ModelBundle};
+use crate::{CandidateCentre, DetectError, ModelBundle};
 
 /// Per-call settings of [`Detector::detect_image`].
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +169,11 @@ impl Detector {
         let overlap = options.overlap_px.min(want / 2);
         let tile = balanced_side(model_w, want, overlap).max(balanced_side(model_h, want, overlap));
         let min_distance_model = card.min_distance_um / card.model_mpp;
+        let centre_of = |map: &ProbabilityMap, p: &mitoscope_model::Peak| match card.candidate_centre {
+            CandidateCentre::Peak => (p.x as f64, p.y as f64),
+            // The blob may reach as far as the spacing candidates keep.
+            CandidateCentre::BlobCentre => blob_centre(map, p, min_distance_model as f32),
+        };
         let tiles = tile_grid(model_w, model_h, tile, overlap);
         // The grid covers every tile, so tiles are plain copies out of it.
         let grid_w = tiles.iter().map(|t| t.x + t.size).max().unwrap_or(model_w);
@@ -205,9 +210,10 @@ impl Detector {
                     } else {
                         None
                     };
+                    let (cx, cy) = centre_of(&map, &p);
                     out.push(Detection {
-                        x: grid.to_input(f64::from(gx)),
-                        y: grid.to_input(f64::from(gy)),
+                        x: grid.to_input(f64::from(t.x) + cx),
+                        y: grid.to_input(f64::from(t.y) + cy),
                         score: 0.0,
                         candidate_score: f64::from(p.score),
                         outline: outline.into_iter().collect(),

@@ -58,7 +58,7 @@ mod testutil;
 pub use batch::{
     BatchConfig, BatchSummary, DETECTIONS_HEADER, ImageResult, Outputs, RUN_RECORD_FILE, RunRecord, run_batch,
 };
-pub use bundle::{BUNDLE_FILE, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
+pub use bundle::{BUNDLE_FILE, CandidateCentre, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
 pub use classify::{ClassifyResult, classify_images};
 pub use demo::{DEMO_IMAGE, run_demo};
 pub use detector::{DetectOptions, Detection, Detector};

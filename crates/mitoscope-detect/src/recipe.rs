@@ -60,7 +60,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::mask_training::{MaskHeadRecipe, MaskImage, train_mask_head};
 use crate::training_data::{LabelledField, MaskPatch, NegativeField, PaintedField, TrainingData};
-use crate::{DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
+use crate::{
+    CandidateCentre, DetectError, DetectOptions, Detector, ModelBundle, ModelCard, ScoreFusion, TrainingRecord,
+};
 
 pub use crate::training_data::{CROP_SOURCE_MPP, ICPR_MPP};
 
@@ -184,6 +186,11 @@ pub struct RecipeConfig {
     /// older recipes: 1.
     #[serde(default = "default_classifier_views")]
     pub classifier_views: u8,
+    /// Where a candidate's stage-2 crop is centred (written into the card, so
+    /// hard negatives are mined and the threshold chosen with it). Absent in
+    /// older recipes: the heat map's peak pixel.
+    #[serde(default)]
+    pub candidate_centre: CandidateCentre,
     /// Stage-2 networks trained (seeds `seed`, `seed + 1000`, ...; run
     /// folders `classifier/`, `classifier-2/`, ...) whose probabilities the
     /// detector averages; each cross-validation fold trains as many (its
@@ -361,6 +368,7 @@ impl Default for RecipeConfig {
             // two is distributed differently), and the 5 cross-validation networks
             // take the time a second one would.
             classifier_views: 1,
+            candidate_centre: CandidateCentre::Peak,
             classifier_ensemble: 1,
             // 0.8: the out-of-fold peaks of 0.7's stage 1 were in-sample for 4 of
             // the 5 HPFs, inflating the scores the threshold was placed on.
@@ -843,12 +851,14 @@ pub fn train_recipe(
     card.crop_size = cls_crop_px;
     card.score_fusion = config.score_fusion;
     card.classifier_views = config.classifier_views;
+    card.candidate_centre = config.candidate_centre;
     card.min_distance_um = config.min_distance_um;
     card.operating_threshold = 0.0;
     if let Stages::CandidateOnly(base) = stages {
         // The kept stage 2 is scored as its own card says.
         card.score_fusion = base.card.score_fusion;
         card.classifier_views = base.card.classifier_views;
+        card.candidate_centre = base.card.candidate_centre;
     }
     let options = TrainOptions { stop_after_epochs: None, show_progress };
     let stage1_data = Stage1Data {
@@ -2158,6 +2168,7 @@ mod tests {
             "score_fusion",
             "painted_hpf_negatives",
             "classifier_views",
+            "candidate_centre",
             "classifier_ensemble",
             "cv_stage1",
             "stage1_on_all_hpfs",
@@ -2180,6 +2191,7 @@ mod tests {
         assert_eq!(old.score_fusion, ScoreFusion::Classifier);
         assert!(!old.painted_hpf_negatives);
         assert_eq!(old.classifier_views, 1);
+        assert_eq!(old.candidate_centre, CandidateCentre::Peak);
         assert_eq!(old.classifier_ensemble, 1);
         assert!(!old.cv_stage1);
         assert!(!old.stage1_on_all_hpfs);

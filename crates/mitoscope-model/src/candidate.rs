@@ -185,6 +185,48 @@ pub fn peaks(map: &ProbabilityMap, threshold: f32, min_distance: f32) -> Vec<Pea
     accepted
 }
 
+/// The centre of `peak`'s blob: the mean position of the pixels connected to
+/// it (4-neighbours) at or above half its value and within `radius` pixels,
+/// each weighted by how far it rises above that half.
+///
+/// The heat map learns a disc around each figure, so its maximum can sit
+/// anywhere on the disc's flat top; the blob's weighted centre is the map's
+/// estimate of the figure's centre, which is where stage 2 should look. Falls
+/// back to the peak itself where the blob has no weight (a NaN or flat map).
+pub fn blob_centre(map: &ProbabilityMap, peak: &Peak, radius: f32) -> (f64, f64) {
+    let (w, h) = (map.width, map.height);
+    let fallback = (peak.x as f64, peak.y as f64);
+    if map.values.len() != w * h || peak.x >= w || peak.y >= h || !peak.score.is_finite() {
+        return fallback;
+    }
+    let level = peak.score / 2.0;
+    let r2 = f64::from(radius.max(0.0)).powi(2);
+    let mut seen = vec![false; w * h];
+    let mut stack = vec![(peak.x, peak.y)];
+    seen[peak.y * w + peak.x] = true;
+    let (mut sum_w, mut sum_x, mut sum_y) = (0.0f64, 0.0f64, 0.0f64);
+    while let Some((x, y)) = stack.pop() {
+        let weight = f64::from(map.values[y * w + x] - level);
+        sum_w += weight;
+        sum_x += weight * x as f64;
+        sum_y += weight * y as f64;
+        let neighbours = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
+        for (nx, ny) in neighbours {
+            if nx >= w || ny >= h || seen[ny * w + nx] {
+                continue;
+            }
+            let (dx, dy) = (nx as f64 - peak.x as f64, ny as f64 - peak.y as f64);
+            let v = map.values[ny * w + nx];
+            // `v >= level` is false for NaN, so NaN pixels never join.
+            if dx * dx + dy * dy <= r2 && v >= level {
+                seen[ny * w + nx] = true;
+                stack.push((nx, ny));
+            }
+        }
+    }
+    if sum_w > 0.0 && sum_w.is_finite() { (sum_x / sum_w, sum_y / sum_w) } else { fallback }
+}
+
 /// Training target from centroids: 1 inside a disc of `radius` pixels around
 /// each `(x, y)`, 0 elsewhere (used where only point labels exist).
 pub fn disc_target(width: usize, height: usize, centroids: &[(f64, f64)], radius: f64) -> ProbabilityMap {
@@ -239,6 +281,42 @@ mod tests {
         let x = Tensor::<4>::random([1, 3, 40, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let diff: f32 = (net.forward(x.clone()) - net.forward_sliced(x)).abs().max().into_scalar();
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn blob_centre_is_the_weighted_centre_of_the_peaks_blob() {
+        // A flat-topped disc centred at (10.5, 7): its maximum is the first
+        // pixel of the top in row order, its blob centre the disc's centre.
+        let mut map = ProbabilityMap::zeros(24, 16);
+        for y in 0..16 {
+            for x in 0..24 {
+                let d = ((x as f64 - 10.5).powi(2) + (y as f64 - 7.0).powi(2)).sqrt();
+                map.values[y * 24 + x] = if d <= 2.0 {
+                    0.9
+                } else if d <= 4.0 {
+                    0.6
+                } else {
+                    0.0
+                };
+            }
+        }
+        // A second, stronger blob 9 px away stays out: it is not connected.
+        map.values[7 * 24 + 20] = 1.0;
+        let peak = peaks(&map, 0.5, 6.0).into_iter().find(|p| p.x < 16).unwrap();
+        assert_eq!((peak.x, peak.y), (9, 6));
+        let (cx, cy) = blob_centre(&map, &peak, 8.0);
+        assert!((cx - 10.5).abs() < 1e-9 && (cy - 7.0).abs() < 1e-9, "({cx}, {cy})");
+        // The radius bounds the blob: within 0.5 px the peak is alone.
+        assert_eq!(blob_centre(&map, &peak, 0.5), (9.0, 6.0));
+        // A lone peak is its own centre, a NaN neighbour is left out, and a
+        // peak off the map falls back to itself.
+        let mut lone = ProbabilityMap::zeros(5, 5);
+        lone.values[12] = 0.8;
+        let p = Peak { x: 2, y: 2, score: 0.8 };
+        assert_eq!(blob_centre(&lone, &p, 3.0), (2.0, 2.0));
+        lone.values[13] = f32::NAN;
+        assert_eq!(blob_centre(&lone, &p, 3.0), (2.0, 2.0));
+        assert_eq!(blob_centre(&lone, &Peak { x: 9, y: 0, score: 0.8 }, 3.0), (9.0, 0.0));
     }
 
     #[test]
