@@ -421,16 +421,20 @@ mod tests {
         assert_ne!(turned, nucleus);
         let only_e = stain_rotate(&nucleus, [(0.0, 0.0), (0.15, 0.0)]);
         assert_ne!(only_e, turned, "H and E turn independently");
-        // Through `augment`: deterministic for a seed and drawing from the
-        // stream when on; off, it draws nothing (older configs keep their crops).
-        let config = AugmentConfig::none().with_stain_rotation_deg(8.0);
-        let mut on = ChaCha8Rng::seed_from_u64(4);
-        let a = augment(&img, &config, &mut on);
-        assert_eq!(a, augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(4)));
-        assert_ne!(a, img);
-        let mut off = ChaCha8Rng::seed_from_u64(4);
-        augment(&img, &AugmentConfig::none(), &mut off);
-        let untouched = ChaCha8Rng::seed_from_u64(4).random::<u64>();
+        assert_changes_only_when_on(&img, &AugmentConfig::none().with_stain_rotation_deg(8.0), 4);
+    }
+
+    /// Through `augment`, `config` (one augmentation on) is deterministic for a
+    /// seed, changes `img` and draws from the stream; with everything off,
+    /// nothing is drawn (so older configs keep their crops).
+    fn assert_changes_only_when_on(img: &RgbImage, config: &AugmentConfig, seed: u64) {
+        let mut on = ChaCha8Rng::seed_from_u64(seed);
+        let a = augment(img, config, &mut on);
+        assert_eq!(a, augment(img, config, &mut ChaCha8Rng::seed_from_u64(seed)));
+        assert_ne!(&a, img);
+        let mut off = ChaCha8Rng::seed_from_u64(seed);
+        augment(img, &AugmentConfig::none(), &mut off);
+        let untouched = ChaCha8Rng::seed_from_u64(seed).random::<u64>();
         assert_eq!(off.random::<u64>(), untouched);
         assert_ne!(on.random::<u64>(), untouched);
     }
@@ -457,17 +461,7 @@ mod tests {
             assert_eq!(moved.get_pixel(0, y), img.get_pixel(0, y + 2));
         }
         assert_eq!(moved.get_pixel(5, 19), img.get_pixel(2, 19));
-        // Through `augment`: on, a seeded draw moves the crop; off, it draws nothing.
-        let config = AugmentConfig::none().with_shift_px(4.0);
-        let mut on = ChaCha8Rng::seed_from_u64(6);
-        let a = augment(&img, &config, &mut on);
-        assert_eq!(a, augment(&img, &config, &mut ChaCha8Rng::seed_from_u64(6)));
-        assert_ne!(a, img);
-        let mut off = ChaCha8Rng::seed_from_u64(6);
-        augment(&img, &AugmentConfig::none(), &mut off);
-        let untouched = ChaCha8Rng::seed_from_u64(6).random::<u64>();
-        assert_eq!(off.random::<u64>(), untouched);
-        assert_ne!(on.random::<u64>(), untouched);
+        assert_changes_only_when_on(&img, &AugmentConfig::none().with_shift_px(4.0), 6);
     }
 
     #[test]
