@@ -349,6 +349,8 @@ impl Default for RecipeConfig {
             // (0.7: 0.48, 0.51, 0.43): no better on the measures for unseen HPFs.
             classifier_jpeg_probability: 0.0,
             classifier_stain_rotation_deg: 0.0,
+            // Measured in session 26 and not taken: training crops shifted by up to 1.5 µm
+            // per axis, out of fold nested F1 0.34 (AP 0.39) against the control's 0.48 (0.45).
             classifier_shift_um: 0.0,
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
             // Measured in session 13 and not taken: 80 px at 0.25 µm/px (the same field,
@@ -368,6 +370,8 @@ impl Default for RecipeConfig {
             // two is distributed differently), and the 5 cross-validation networks
             // take the time a second one would.
             classifier_views: 1,
+            // Session 26: blob centres localise the figures better (median 0.88 -> 0.53 µm
+            // out of fold) but, with 0.10's networks, gave nested F1 0.40 against 0.48.
             candidate_centre: CandidateCentre::Peak,
             classifier_ensemble: 1,
             // 0.8: the out-of-fold peaks of 0.7's stage 1 were in-sample for 4 of
