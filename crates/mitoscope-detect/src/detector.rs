@@ -479,6 +479,33 @@ mod tests {
     }
 
     #[test]
+    fn blob_centres_move_candidates_off_the_map_grid_and_within_reach() {
+        let device = Device::flex();
+        let bundle = crate::testutil::tiny_bundle(&device);
+        let mut centred = bundle.clone();
+        centred.card.candidate_centre = CandidateCentre::BlobCentre;
+        let (img, _) = crate::synthetic::render_hpf(7, 300);
+        let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
+        let at_peaks = Detector::new(bundle, device.clone()).detect_image(&img, 0.25, &all).unwrap();
+        let at_blobs = Detector::new(centred, device).detect_image(&img, 0.25, &all).unwrap();
+        // Peaks on one blob share its centre and merge there, so there can be fewer.
+        assert!(at_peaks.len() > 4, "{} candidates", at_peaks.len());
+        assert!(!at_blobs.is_empty() && at_blobs.len() <= at_peaks.len());
+        // Stage 1 runs at 0.5 µm/px, 2 input pixels per map pixel: a peak is a
+        // map pixel, x = 2u + 0.5; a blob centre need not be.
+        let on_grid = |v: f64| ((v - 0.5) / 2.0).fract().abs() < 1e-9;
+        assert!(at_peaks.iter().all(|d| on_grid(d.x) && on_grid(d.y)));
+        assert!(at_blobs.iter().any(|d| !on_grid(d.x) || !on_grid(d.y)), "no candidate moved");
+        // A centre lies within the spacing (6 µm = 24 px) of its own peak, and
+        // that peak within the spacing of a candidate kept at peaks.
+        let spacing_px = 6.0 / 0.25;
+        for b in &at_blobs {
+            let d = at_peaks.iter().map(|p| (b.x - p.x).hypot(b.y - p.y)).fold(f64::INFINITY, f64::min);
+            assert!(d <= 2.0 * spacing_px, "{d} px from every peak");
+        }
+    }
+
+    #[test]
     fn keeping_part_of_the_image_scores_that_part_alike() {
         let device = Device::flex();
         let mut bundle = crate::testutil::tiny_bundle(&device);
