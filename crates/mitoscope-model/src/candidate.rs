@@ -201,9 +201,15 @@ pub fn blob_centre(map: &ProbabilityMap, peak: &Peak, radius: f32) -> (f64, f64)
     }
     let level = peak.score / 2.0;
     let r2 = f64::from(radius.max(0.0)).powi(2);
-    let mut seen = vec![false; w * h];
+    // Visited pixels in the window the radius allows (not the whole map: this
+    // runs once per candidate).
+    let reach = (f64::from(radius.max(0.0)).floor() as usize).min(w.max(h));
+    let (x0, y0) = (peak.x.saturating_sub(reach), peak.y.saturating_sub(reach));
+    let side = 2 * reach + 1;
+    let mut seen = vec![false; side * side];
+    let at = |x: usize, y: usize| (y - y0) * side + (x - x0);
     let mut stack = vec![(peak.x, peak.y)];
-    seen[peak.y * w + peak.x] = true;
+    seen[at(peak.x, peak.y)] = true;
     let (mut sum_w, mut sum_x, mut sum_y) = (0.0f64, 0.0f64, 0.0f64);
     while let Some((x, y)) = stack.pop() {
         let weight = f64::from(map.values[y * w + x] - level);
@@ -212,14 +218,14 @@ pub fn blob_centre(map: &ProbabilityMap, peak: &Peak, radius: f32) -> (f64, f64)
         sum_y += weight * y as f64;
         let neighbours = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
         for (nx, ny) in neighbours {
-            if nx >= w || ny >= h || seen[ny * w + nx] {
+            let (dx, dy) = (nx as f64 - peak.x as f64, ny as f64 - peak.y as f64);
+            // Inside the radius means inside the window, so `at` is in range.
+            if nx >= w || ny >= h || dx * dx + dy * dy > r2 || seen[at(nx, ny)] {
                 continue;
             }
-            let (dx, dy) = (nx as f64 - peak.x as f64, ny as f64 - peak.y as f64);
-            let v = map.values[ny * w + nx];
             // `v >= level` is false for NaN, so NaN pixels never join.
-            if dx * dx + dy * dy <= r2 && v >= level {
-                seen[ny * w + nx] = true;
+            if map.values[ny * w + nx] >= level {
+                seen[at(nx, ny)] = true;
                 stack.push((nx, ny));
             }
         }
