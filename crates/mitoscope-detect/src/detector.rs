@@ -484,6 +484,8 @@ mod tests {
         let bundle = crate::testutil::tiny_bundle(&device);
         let mut centred = bundle.clone();
         centred.card.candidate_centre = CandidateCentre::BlobCentre;
+        // The candidate spacing in input pixels (0.25 µm/px).
+        let spacing_px = bundle.card.min_distance_um / 0.25;
         let (img, _) = crate::synthetic::render_hpf(7, 300);
         let all = DetectOptions { keep_all_candidates: true, ..DetectOptions::default() };
         let at_peaks = Detector::new(bundle, device.clone()).detect_image(&img, 0.25, &all).unwrap();
@@ -496,9 +498,8 @@ mod tests {
         let on_grid = |v: f64| ((v - 0.5) / 2.0).fract().abs() < 1e-9;
         assert!(at_peaks.iter().all(|d| on_grid(d.x) && on_grid(d.y)));
         assert!(at_blobs.iter().any(|d| !on_grid(d.x) || !on_grid(d.y)), "no candidate moved");
-        // A centre lies within the spacing (6 µm = 24 px) of its own peak, and
-        // that peak within the spacing of a candidate kept at peaks.
-        let spacing_px = 6.0 / 0.25;
+        // A centre lies within the spacing of its own peak, and that peak
+        // within the spacing of a candidate kept at peaks.
         for b in &at_blobs {
             let d = at_peaks.iter().map(|p| (b.x - p.x).hypot(b.y - p.y)).fold(f64::INFINITY, f64::min);
             assert!(d <= 2.0 * spacing_px, "{d} px from every peak");
