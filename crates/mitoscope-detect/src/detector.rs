@@ -18,7 +18,7 @@ use burn::tensor::Device;
 use image::RgbImage;
 use mitoscope_geom::Mpp;
 use mitoscope_model::burn;
-use mitoscope_model::candidate::{ProbabilityMap, SIDE_MULTIPLE, blob_centre, peaks};
+use mitoscope_model::candidate::{ProbabilityMap, SIDE_MULTIPLE, blob_centre, blob_pixels, peaks};
 use mitoscope_model::data::{CropSpec, copy_block, resample_crop, resample_grid};
 use mitoscope_model::infer::{candidate_map, classify_crops_averaged};
 use rayon::prelude::*;
@@ -422,26 +422,8 @@ fn balanced_side(len: u32, want: u32, overlap: u32) -> u32 {
 /// it: what the map drew, not its convex hull (as the mask head's outlines).
 /// `None` for blobs of fewer than 3 pixels.
 fn map_outline(map: &ProbabilityMap, x: usize, y: usize, threshold: f32, radius: f64) -> Option<Vec<(f64, f64)>> {
-    let (w, h) = (map.width, map.height);
-    let r2 = radius * radius;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![(x, y)];
-    let mut pixels = Vec::new();
-    seen.insert((x, y));
-    while let Some((px, py)) = stack.pop() {
-        pixels.push((px as u32, py as u32));
-        let neighbours = [(px.wrapping_sub(1), py), (px + 1, py), (px, py.wrapping_sub(1)), (px, py + 1)];
-        for (nx, ny) in neighbours {
-            if nx >= w || ny >= h || seen.contains(&(nx, ny)) {
-                continue;
-            }
-            let d2 = (nx as f64 - x as f64).powi(2) + (ny as f64 - y as f64).powi(2);
-            if d2 <= r2 && map.values[ny * w + nx] >= threshold {
-                seen.insert((nx, ny));
-                stack.push((nx, ny));
-            }
-        }
-    }
+    let pixels: Vec<(u32, u32)> =
+        blob_pixels(map, x, y, threshold, radius).into_iter().map(|(px, py)| (px as u32, py as u32)).collect();
     if pixels.len() < 3 {
         return None;
     }

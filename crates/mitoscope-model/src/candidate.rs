@@ -185,50 +185,64 @@ pub fn peaks(map: &ProbabilityMap, threshold: f32, min_distance: f32) -> Vec<Pea
     accepted
 }
 
+/// The pixels of the 4-connected blob of map values `>= level` that holds
+/// `(x, y)`, within `radius` pixels of it, in the order a depth-first fill
+/// visits them (`(x, y)` first, whatever its value). Empty if `(x, y)` is off
+/// the map. NaN values never join (`NaN >= level` is false).
+pub fn blob_pixels(map: &ProbabilityMap, x: usize, y: usize, level: f32, radius: f64) -> Vec<(usize, usize)> {
+    let (w, h) = (map.width, map.height);
+    if map.values.len() != w * h || x >= w || y >= h {
+        return Vec::new();
+    }
+    let r2 = radius.max(0.0).powi(2);
+    // Visited pixels in the window the radius allows (not the whole map: this
+    // runs once per candidate).
+    let reach = (radius.max(0.0).floor() as usize).min(w.max(h));
+    let (x0, y0) = (x.saturating_sub(reach), y.saturating_sub(reach));
+    let side = 2 * reach + 1;
+    let mut seen = vec![false; side * side];
+    let at = |px: usize, py: usize| (py - y0) * side + (px - x0);
+    let mut stack = vec![(x, y)];
+    seen[at(x, y)] = true;
+    let mut pixels = Vec::new();
+    while let Some((px, py)) = stack.pop() {
+        pixels.push((px, py));
+        let neighbours = [(px.wrapping_sub(1), py), (px + 1, py), (px, py.wrapping_sub(1)), (px, py + 1)];
+        for (nx, ny) in neighbours {
+            let (dx, dy) = (nx as f64 - x as f64, ny as f64 - y as f64);
+            // Inside the radius means inside the window, so `at` is in range.
+            if nx >= w || ny >= h || dx * dx + dy * dy > r2 || seen[at(nx, ny)] {
+                continue;
+            }
+            if map.values[ny * w + nx] >= level {
+                seen[at(nx, ny)] = true;
+                stack.push((nx, ny));
+            }
+        }
+    }
+    pixels
+}
+
 /// The centre of `peak`'s blob: the mean position of the pixels connected to
-/// it (4-neighbours) at or above half its value and within `radius` pixels,
-/// each weighted by how far it rises above that half.
+/// it (4-neighbours) at or above half its value and within `radius` pixels
+/// ([`blob_pixels`]), each weighted by how far it rises above that half.
 ///
 /// The heat map learns a disc around each figure, so its maximum can sit
 /// anywhere on the disc's flat top; the blob's weighted centre is the map's
 /// estimate of the figure's centre, which is where stage 2 should look. Falls
 /// back to the peak itself where the blob has no weight (a NaN or flat map).
 pub fn blob_centre(map: &ProbabilityMap, peak: &Peak, radius: f32) -> (f64, f64) {
-    let (w, h) = (map.width, map.height);
     let fallback = (peak.x as f64, peak.y as f64);
-    if map.values.len() != w * h || peak.x >= w || peak.y >= h || !peak.score.is_finite() {
+    if !peak.score.is_finite() {
         return fallback;
     }
     let level = peak.score / 2.0;
-    let r2 = f64::from(radius.max(0.0)).powi(2);
-    // Visited pixels in the window the radius allows (not the whole map: this
-    // runs once per candidate).
-    let reach = (f64::from(radius.max(0.0)).floor() as usize).min(w.max(h));
-    let (x0, y0) = (peak.x.saturating_sub(reach), peak.y.saturating_sub(reach));
-    let side = 2 * reach + 1;
-    let mut seen = vec![false; side * side];
-    let at = |x: usize, y: usize| (y - y0) * side + (x - x0);
-    let mut stack = vec![(peak.x, peak.y)];
-    seen[at(peak.x, peak.y)] = true;
     let (mut sum_w, mut sum_x, mut sum_y) = (0.0f64, 0.0f64, 0.0f64);
-    while let Some((x, y)) = stack.pop() {
-        let weight = f64::from(map.values[y * w + x] - level);
+    for (x, y) in blob_pixels(map, peak.x, peak.y, level, f64::from(radius)) {
+        let weight = f64::from(map.values[y * map.width + x] - level);
         sum_w += weight;
         sum_x += weight * x as f64;
         sum_y += weight * y as f64;
-        let neighbours = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
-        for (nx, ny) in neighbours {
-            let (dx, dy) = (nx as f64 - peak.x as f64, ny as f64 - peak.y as f64);
-            // Inside the radius means inside the window, so `at` is in range.
-            if nx >= w || ny >= h || dx * dx + dy * dy > r2 || seen[at(nx, ny)] {
-                continue;
-            }
-            // `v >= level` is false for NaN, so NaN pixels never join.
-            if map.values[ny * w + nx] >= level {
-                seen[at(nx, ny)] = true;
-                stack.push((nx, ny));
-            }
-        }
     }
     if sum_w > 0.0 && sum_w.is_finite() { (sum_x / sum_w, sum_y / sum_w) } else { fallback }
 }

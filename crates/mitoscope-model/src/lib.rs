@@ -74,7 +74,7 @@ pub mod weights;
 #[cfg(test)]
 mod test_support;
 
-pub use candidate::{CandidateNet, CandidateNetConfig, Peak, ProbabilityMap, blob_centre, peaks};
+pub use candidate::{CandidateNet, CandidateNetConfig, Peak, ProbabilityMap, blob_centre, blob_pixels, peaks};
 pub use candidate_training::{CandidateSample, CandidateTrainingConfig, train_candidate_net};
 pub use classifier::{PatchClassifier, PatchClassifierConfig};
 pub use error::ModelError;
