@@ -69,7 +69,7 @@ pub use crate::training_data::{CROP_SOURCE_MPP, ICPR_MPP};
 /// Every knob of the recipe (saved as `recipe.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipeConfig {
-    /// Seed of everything.
+    /// Seed of everything (stage 2's too unless `classifier_seed` is set).
     pub seed: u64,
     /// ICPR HPFs held out for validation / the operating threshold.
     pub val_hpfs: Vec<String>,
@@ -191,6 +191,13 @@ pub struct RecipeConfig {
     /// older recipes: the heat map's peak pixel.
     #[serde(default)]
     pub candidate_centre: CandidateCentre,
+    /// Seed of stage 2 alone (its random negatives, validation split,
+    /// initialisation and augmentation), so that a run folder's finished
+    /// stage 1s can be kept while stage 2 is redrawn: what measures stage 2's
+    /// own seed-to-seed spread. Absent (the default, and in older recipes):
+    /// `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_seed: Option<u64>,
     /// Stage-2 networks trained (seeds `seed`, `seed + 1000`, ...; run
     /// folders `classifier/`, `classifier-2/`, ...) whose probabilities the
     /// detector averages; each cross-validation fold trains as many (its
@@ -373,6 +380,7 @@ impl Default for RecipeConfig {
             // Session 26: blob centres localise the figures better (median 0.88 -> 0.53 µm
             // out of fold) but, with 0.10's networks, gave nested F1 0.40 against 0.48.
             candidate_centre: CandidateCentre::Peak,
+            classifier_seed: None,
             classifier_ensemble: 1,
             // 0.8: the out-of-fold peaks of 0.7's stage 1 were in-sample for 4 of
             // the 5 HPFs, inflating the scores the threshold was placed on.
@@ -391,6 +399,11 @@ impl Default for RecipeConfig {
 }
 
 impl RecipeConfig {
+    /// Seed of stage 2: `classifier_seed` where set, else `seed`.
+    pub fn stage2_seed(&self) -> u64 {
+        self.classifier_seed.unwrap_or(self.seed)
+    }
+
     /// A few-minute configuration that exercises every step (placeholder quality).
     pub fn quick() -> Self {
         Self {
@@ -1027,7 +1040,7 @@ pub fn train_recipe(
     }
     let networks = if train_stage2 { config.classifier_ensemble.max(1) } else { 0 };
     for member in 0..networks {
-        let member_seed = config.seed.wrapping_add(1000 * member as u64);
+        let member_seed = config.stage2_seed().wrapping_add(1000 * member as u64);
         let crops = stage2_crops(member_seed, None, &stage1.hard)?;
         let n_pos = crops.iter().filter(|c| c.positive).count();
         let n_neg = crops.len() - n_pos;
@@ -1112,7 +1125,7 @@ pub fn train_recipe(
             // out-of-fold scores the threshold is placed on are averaged as its are.
             let mut members = Vec::new();
             for member in 0..config.classifier_ensemble.max(1) {
-                let member_seed = config.seed.wrapping_add(1000 * member as u64);
+                let member_seed = config.stage2_seed().wrapping_add(1000 * member as u64);
                 let crops = stage2_crops(member_seed, Some(&h.name), &s1.hard)?;
                 let n_pos = crops.iter().filter(|c| c.positive).count();
                 say(&format!(
@@ -1718,7 +1731,10 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
             1 => "one network".to_owned(),
             n => format!(
                 "{n} networks, seeds {}, probabilities averaged",
-                (0..n).map(|k| (config.seed + 1000 * k as u64).to_string()).collect::<Vec<_>>().join(", ")
+                (0..n)
+                    .map(|k| config.stage2_seed().wrapping_add(1000 * k as u64).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         },
         views = card.classifier_views,
@@ -1727,7 +1743,10 @@ fn model_md(card: &ModelCard, r: &RecipeReport, config: &RecipeConfig) -> String
             ScoreFusion::GeometricMean => "sqrt(stage-1 peak x classifier probability)",
         },
         command = t.command,
-        seed = t.seed,
+        seed = match config.classifier_seed {
+            Some(s2) if s2 != t.seed => format!("{} (stage 2: {s2})", t.seed),
+            _ => t.seed.to_string(),
+        },
         data = t.data,
         train = t.train_images.join(", "),
         val = t.val_images.join(", "),
@@ -2200,5 +2219,6 @@ mod tests {
         assert!(!old.cv_stage1);
         assert!(!old.stage1_on_all_hpfs);
         assert_eq!(old.candidate_decay_epochs, 0);
+        assert_eq!((old.classifier_seed, old.stage2_seed()), (None, old.seed));
     }
 }
