@@ -378,7 +378,8 @@ impl Default for RecipeConfig {
             // take the time a second one would.
             classifier_views: 1,
             // Session 26: blob centres localise the figures better (median 0.88 -> 0.53 µm
-            // out of fold) but, with 0.10's networks, gave nested F1 0.40 against 0.48.
+            // out of fold) but, with 0.10's networks, gave nested F1 0.40 against 0.48;
+            // session 27, stage 2 retrained on them: AP 0.45, nested F1 0.28.
             candidate_centre: CandidateCentre::Peak,
             classifier_seed: None,
             classifier_ensemble: 1,
