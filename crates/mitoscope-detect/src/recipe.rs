@@ -356,8 +356,8 @@ impl Default for RecipeConfig {
             // (0.7: 0.48, 0.51, 0.43): no better on the measures for unseen HPFs.
             classifier_jpeg_probability: 0.0,
             // Measured in sessions 25 and 28 and not taken: 5°, three stage-2 draws a side,
-            // out of fold AP 0.36 and best F1 0.43 on average against the control's 0.39 and
-            // 0.46 (nested F1 0.42 against 0.39, within the draws' spread); 10°, one draw, lower.
+            // out of fold AP 0.36 and best F1 0.44 on average against the control's 0.39 and
+            // 0.45 (nested F1 0.42 against 0.39, within the draws' spread); 10°, one draw, lower.
             classifier_stain_rotation_deg: 0.0,
             // Measured in session 26 and not taken: training crops shifted by up to 1.5 µm
             // per axis, out of fold nested F1 0.34 (AP 0.39) against the control's 0.48 (0.45).
