@@ -365,7 +365,8 @@ impl Default for RecipeConfig {
             // 64 px at 0.3 µm/px = 19 µm: a figure and its rim, at the cost of 64 px at 0.5.
             // Measured in session 13 and not taken: 80 px at 0.25 µm/px (the same field,
             // 1.56x the pixels), out of fold AP 0.39, best F1 0.42, nested F1 0.29
-            // (0.9: 0.45, 0.51, 0.46 on the same HPF-only measure; BENCHMARKS.md).
+            // (0.9: 0.45, 0.51, 0.46 on the same HPF-only measure; BENCHMARKS.md). Nor 48 px
+            // (14 µm), three stage-2 draws (session 29): mean AP 0.37, best F1 0.43 against 0.39, 0.45.
             classifier_crop_px: 64,
             classifier_mpp: 0.3,
             score_fusion: ScoreFusion::GeometricMean,
