@@ -137,6 +137,17 @@ impl Detector {
         options.threshold.unwrap_or(self.bundle.card.operating_threshold)
     }
 
+    /// The finest µm/px any network of the model reads: stage 1's grid,
+    /// stage 2's crops, the mask head's crops.
+    pub fn finest_mpp(&self) -> f64 {
+        let head = self.bundle.mask_head.as_ref().map(|h| h.config.net.mpp);
+        [self.bundle.card.model_mpp, self.bundle.classifier_config.mpp]
+            .into_iter()
+            .chain(head)
+            .filter(|m| m.is_finite() && *m > 0.0)
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// Stage 1 only: merged candidates (input pixels) with `score` 0, strongest peak first;
     /// outlined from the map (with `options.polygons`) only when the bundle has no mask head.
     pub fn candidates(

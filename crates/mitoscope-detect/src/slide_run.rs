@@ -69,8 +69,13 @@ pub trait TileDetector: Sync {
 pub struct DetectorInfo {
     /// Model name / version (the model card's `version`).
     pub name: String,
-    /// Microns per pixel the model works at.
+    /// Microns per pixel the model works at (stage 1).
     pub model_mpp: f64,
+    /// The finest µm/px any of the model's networks reads (stage 2's crops,
+    /// the mask head's); the slide level read is chosen for it, so that no
+    /// network sees upsampled pixels. 0 in summaries written before it.
+    #[serde(default)]
+    pub finest_mpp: f64,
     /// Operating threshold in use.
     pub threshold: f64,
     /// Detections closer than this (µm) are one figure.
@@ -96,6 +101,7 @@ impl TileDetector for Detector {
         DetectorInfo {
             name: card.version.clone(),
             model_mpp: card.model_mpp,
+            finest_mpp: self.finest_mpp(),
             threshold: self.threshold(options),
             min_distance_um: card.min_distance_um,
             default_input_mpp: card.default_input_mpp,
@@ -298,6 +304,7 @@ fn checked_mpp(slide: &dyn Slide, detector: &DetectorInfo) -> Result<(f64, Vec<S
 }
 
 /// The coarsest level whose mpp is at most `model_mpp` (with 10% slack), else level 0.
+/// (`model_mpp <= 0`, as in old summaries' `finest_mpp`, gives level 0.)
 pub fn read_level_for(slide: &dyn Slide, model_mpp: f64) -> usize {
     let mpp0 = slide.mpp().mpp.get();
     let mut best = 0;
@@ -411,7 +418,10 @@ pub fn detect_slide(
     }
 
     // 2. Level and tiles.
-    let level = read_level_for(slide, info.model_mpp);
+    // Stage 2 and the mask head read finer pixels than stage 1 (0.3 and
+    // 0.25 µm/px against 0.5 in the default model): a level of ~0.5 µm/px
+    // (a 2x pyramid of a 40x scan) would hand them upsampled crops.
+    let level = read_level_for(slide, info.finest_mpp.min(info.model_mpp));
     let ds = slide.downsample(level).unwrap_or(1.0);
     let level_mpp = mpp0 * ds;
     let (lw, lh) = slide.dimensions(level).unwrap_or((w0, h0));

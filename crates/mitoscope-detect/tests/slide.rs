@@ -65,6 +65,7 @@ impl TileDetector for DarkBlobs {
         DetectorInfo {
             name: "dark-blobs".into(),
             model_mpp: 0.5,
+            finest_mpp: 0.5,
             threshold: 0.5,
             min_distance_um: 5.0,
             default_input_mpp: 0.25,
@@ -178,6 +179,26 @@ fn large_synthetic_slide_finds_every_figure_over_tissue_tiles_only() {
     let patches_mm2: f64 = spec.patches.iter().map(|p| p.width as f64 * p.height as f64 * 0.0625e-6).sum();
     let area = found.tissue.area_mm2();
     assert!((area - patches_mm2).abs() < 0.05 * patches_mm2, "tissue {area} vs {patches_mm2} mm²");
+}
+
+/// Stage 2 and the mask head read finer pixels than stage 1: on the large
+/// synthetic slide (0.25 µm/px, level 1 at 0.5) the embedded model is read
+/// at level 0 although its stage 1 works at 0.5 µm/px, so no network sees
+/// upsampled crops; a detector that reads 0.5 µm/px only gets level 1.
+#[test]
+fn the_level_read_serves_the_finest_network() {
+    let device = mitoscope_detect::parse_device("cpu").unwrap();
+    let detector = Detector::new(mitoscope_detect::ModelBundle::embedded(&device).unwrap(), device);
+    let info = detector.info(&DetectOptions::default());
+    assert!(info.finest_mpp < info.model_mpp, "{info:?}");
+    assert!(info.finest_mpp <= detector.bundle().classifier_config.mpp, "{info:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = large_slide(dir.path());
+    let slide = mitoscope_slide::open(&path).unwrap();
+    assert_eq!(mitoscope_detect::slide_run::read_level_for(slide.as_ref(), info.finest_mpp), 0);
+    assert_eq!(mitoscope_detect::slide_run::read_level_for(slide.as_ref(), info.model_mpp), 1);
+    let blobs = DarkBlobs.info(&DetectOptions::default());
+    assert_eq!(mitoscope_detect::slide_run::read_level_for(slide.as_ref(), blobs.finest_mpp), 1);
 }
 
 #[test]

@@ -65,6 +65,15 @@ pub enum SlideError {
         #[source]
         source: tiff::TiffError,
     },
+    /// A DICOM file that is not a readable whole-slide image, or a series
+    /// this reader cannot decode (transfer syntax, layout).
+    #[error("slide {path}: DICOM: {what}")]
+    Dicom {
+        /// The DICOM file.
+        path: PathBuf,
+        /// What is wrong or unsupported, with the value found.
+        what: String,
+    },
     /// A decoded tile has an unexpected size or sample layout.
     #[error("slide {path}: level {level} tile {tile} is malformed: {what}")]
     BadTile {

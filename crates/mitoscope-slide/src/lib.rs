@@ -6,8 +6,9 @@
 //!   Mitoscope never knows which reader served it. Built in (pure Rust, no
 //!   system library): Aperio SVS (JPEG tiles whose shared `JPEGTables` are
 //!   merged into each tile stream by the `tiff` crate) and generic tiled or
-//!   stripped pyramidal TIFF / BigTIFF. Vendor formats (NDPI, MIRAX, SCN,
-//!   BIF, Philips TIFF; DICOM with OpenSlide 4) are read through the system
+//!   stripped pyramidal TIFF / BigTIFF, and DICOM whole-slide series (JPEG
+//!   baseline or uncompressed frames; see [`DicomSlide`]). Vendor formats
+//!   (NDPI, MIRAX, SCN, BIF, Philips TIFF) are read through the system
 //!   libopenslide behind the `openslide` cargo feature (see [`openslide`]).
 //! - [`Slide::read_region`] decodes only the tiles a region touches, through a
 //!   small LRU tile cache, so memory stays bounded whatever the slide size.
@@ -34,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod dicom_slide;
 mod error;
 pub mod hotspot;
 pub mod openslide;
@@ -52,6 +54,7 @@ use image::RgbImage;
 use mitoscope_geom::Mpp;
 use serde::{Deserialize, Serialize};
 
+pub use dicom_slide::{DicomSlide, WSI_SOP_CLASS};
 pub use error::{HotspotError, SlideError};
 pub use tiff_slide::TiffSlide;
 
@@ -92,6 +95,9 @@ pub enum MppSource {
     AperioDescription,
     /// TIFF `XResolution` / `ResolutionUnit` (cm or inch).
     TiffResolution,
+    /// DICOM Pixel Spacing of the level-0 image (else its Imaged Volume
+    /// Width over its width in pixels).
+    DicomPixelSpacing,
     /// OpenSlide's `openslide.mpp-x` / `openslide.mpp-y` (their mean when
     /// both are given; feature `openslide`).
     OpenSlide,
@@ -133,7 +139,7 @@ impl Default for OpenOptions {
 pub trait Slide: Send + Sync {
     /// The file.
     fn path(&self) -> &Path;
-    /// Which reader / vendor: `aperio`, `generic-tiff`, or OpenSlide's vendor.
+    /// Which reader / vendor: `aperio`, `generic-tiff`, `dicom`, or OpenSlide's vendor.
     fn vendor(&self) -> &str;
     /// Pyramid levels, largest (level 0) first.
     fn levels(&self) -> &[Level];
@@ -205,8 +211,11 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn Slide>, SlideError> {
 }
 
 /// Opens a slide: TIFF-based files (Aperio SVS, pyramidal TIFF, BigTIFF)
-/// with the built-in reader, anything else through OpenSlide when the
-/// `openslide` feature is on, else a clear "unsupported format" error.
+/// and DICOM whole-slide series (any file of the series) with the built-in
+/// readers, anything else through OpenSlide when the `openslide` feature is
+/// on, else a clear "unsupported format" error. A DICOM series the built-in
+/// reader cannot decode (JPEG 2000 frames, say) is tried with OpenSlide too
+/// when the feature is on.
 ///
 /// With the feature on, TIFF-based files that OpenSlide identifies as another
 /// vendor's (NDPI, SCN, BIF, Philips TIFF, …) go to OpenSlide too, and so
@@ -230,6 +239,19 @@ pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dy
             }
             Err(e) => Err(e),
         },
+        Sniffed::Dicom => match DicomSlide::open_with(path, options) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e @ SlideError::Dicom { .. }) if cfg!(feature = "openslide") => {
+                match openslide::open_with(path, options) {
+                    Ok(slide) => {
+                        tracing::info!("{e}; read through OpenSlide instead");
+                        Ok(slide)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
         other => {
             if cfg!(feature = "openslide") {
                 return openslide::open_with(path, options);
@@ -237,7 +259,7 @@ pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dy
             Err(SlideError::UnsupportedFormat {
                 path: path.to_owned(),
                 format: other.name().to_owned(),
-                hint: "; this build reads Aperio SVS and pyramidal TIFF only, build with --features openslide for vendor formats".into(),
+                hint: "; this build reads Aperio SVS, pyramidal TIFF and DICOM only, build with --features openslide for vendor formats".into(),
             })
         }
     }

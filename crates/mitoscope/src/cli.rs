@@ -43,7 +43,7 @@ pub enum Command {
     Segeval(SegevalArgs),
     /// Nottingham mitotic score from a count and the area analysed.
     Grade(GradeArgs),
-    /// Whole slides (Aperio SVS, pyramidal TIFF): detect over tissue, hotspot, mitotic score.
+    /// Whole slides (Aperio SVS, pyramidal TIFF, DICOM): detect over tissue, hotspot, mitotic score.
     Slide(SlideArgs),
     /// Score a folder of HPF images per slide from its top-N HPFs (GZMH V2 style), against truth if given.
     Score(ScoreArgs),
@@ -206,7 +206,7 @@ pub struct FieldArgs {
 /// `mitoscope slide`.
 #[derive(Debug, Args)]
 pub struct SlideArgs {
-    /// Slide files (Aperio .svs, pyramidal .tif/.tiff).
+    /// Slide files (Aperio .svs, pyramidal .tif/.tiff, any .dcm file of a DICOM series).
     #[arg(required = true, value_name = "SLIDE")]
     pub slides: Vec<PathBuf>,
     /// Output folder; each slide's results go to DIR/<slide stem>/ (replaced on a re-run).

@@ -1,0 +1,1246 @@
+//! The built-in DICOM whole-slide reader (VL Whole Slide Microscopy Image
+//! Storage, the format of DICOM-native scanners and of converted archives).
+//!
+//! A DICOM slide is a *series* of files: one per pyramid level (image type
+//! `VOLUME`), plus the `THUMBNAIL`, `LABEL` and `OVERVIEW` images. As
+//! OpenSlide 4 does, [`DicomSlide::open_with`] takes any one file of the
+//! series and gathers the others from the same folder by Series Instance UID
+//! (and Pyramid UID, where the opened file has one).
+//!
+//! Attributes, nested sequences included, are parsed by dicom-rs
+//! (`dicom-object`), read up to the pixel data only. The frames themselves are
+//! located by [`index_frames`], written here because dicom-rs's object API
+//! reads a pixel data element into memory whole (a level can be gigabytes)
+//! and does not report where its fragments lie in the file: it walks element
+//! and item headers only, then each frame is read by offset when a region
+//! needs it, through the same byte-bounded tile cache as the TIFF reader.
+//!
+//! Decoded here: JPEG baseline / extended (8-bit, the common WSI transfer
+//! syntaxes; via zune-jpeg, with colour conversion off for frames stored as
+//! RGB) and uncompressed 8-bit RGB or monochrome frames. Other transfer
+//! syntaxes (JPEG 2000, JPEG-LS, RLE, …) give a clear error; the `openslide`
+//! feature is tried for them where the system OpenSlide reads DICOM (4.0+).
+//! Tiles are placed in `TILED_FULL` order (first focal plane and optical
+//! path) or, for `TILED_SPARSE`, by each frame's position in the total pixel
+//! matrix; positions with no frame read as white.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions, Tag};
+use image::RgbImage;
+
+use crate::cache::{TileCache, TileData};
+use crate::region::{assemble, check_region};
+use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from};
+use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError};
+
+/// SOP Class UID of VL Whole Slide Microscopy Image Storage.
+pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
+
+/// Files of one folder inspected at most when gathering a series.
+const MAX_SERIES_FILES: usize = 10_000;
+
+/// Nesting depth of sequences the header walk follows (the WSI IOD nests
+/// about four deep).
+const MAX_DEPTH: usize = 32;
+
+/// An undefined length in an element or item header.
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// How a file's frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    /// JPEG baseline or extended, 8-bit. `keep_colour`: the frames hold RGB
+    /// (or grey) samples, not YCbCr, so the decoder must not convert them.
+    Jpeg { keep_colour: bool },
+    /// Uncompressed 8-bit samples.
+    Native { planar: bool },
+}
+
+/// Where each tile of an image lies among its frames.
+#[derive(Debug, Clone)]
+enum TileMap {
+    /// `TILED_FULL`: row-major, the first `across * down` frames.
+    Full { across: u32 },
+    /// `TILED_SPARSE`: (column, row) of a tile -> frame.
+    Sparse(HashMap<(u32, u32), usize>),
+}
+
+/// One DICOM instance (file) as a tiled image: a level or an associated image.
+struct DicomImage {
+    path: PathBuf,
+    width: u64,
+    height: u64,
+    tile_width: u32,
+    tile_height: u32,
+    samples: usize,
+    codec: Codec,
+    map: TileMap,
+    /// Byte ranges (offset, length) of each frame's fragments.
+    frames: Vec<Vec<(u64, u64)>>,
+    file: Mutex<File>,
+}
+
+/// What the attributes of one file say (no pixel data read).
+#[derive(Debug, Clone)]
+struct Instance {
+    path: PathBuf,
+    series_uid: String,
+    pyramid_uid: Option<String>,
+    /// Third value of Image Type: `VOLUME`, `THUMBNAIL`, `LABEL`, `OVERVIEW`.
+    flavour: String,
+    transfer_syntax: String,
+    width: u64,
+    height: u64,
+    tile_width: u32,
+    tile_height: u32,
+    frames: usize,
+    samples: usize,
+    photometric: String,
+    bits_allocated: u16,
+    planar: bool,
+    tiled_full: bool,
+    /// 0-based top-left of each frame in the total pixel matrix, where given.
+    positions: Option<Vec<(i64, i64)>>,
+    concatenated: bool,
+    spacing_um: Option<f64>,
+    volume_width_um: Option<f64>,
+    objective_power: Option<f64>,
+    properties: BTreeMap<String, String>,
+}
+
+/// A DICOM whole-slide image (a series of files). Usually used as
+/// `Box<dyn Slide>` from [`crate::open`].
+pub struct DicomSlide {
+    path: PathBuf,
+    levels: Vec<Level>,
+    images: Vec<DicomImage>,
+    associated: Vec<(String, DicomImage)>,
+    mpp: MppInfo,
+    objective_power: Option<f64>,
+    properties: BTreeMap<String, String>,
+    cache: Mutex<TileCache>,
+}
+
+impl std::fmt::Debug for DicomSlide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DicomSlide")
+            .field("path", &self.path)
+            .field("levels", &self.levels)
+            .field("mpp", &self.mpp)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dicom_err(path: &Path, what: impl Into<String>) -> SlideError {
+    SlideError::Dicom { path: path.to_owned(), what: what.into() }
+}
+
+impl DicomSlide {
+    /// Opens the series that `path` belongs to, with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SlideError> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Opens the series that `path` belongs to: reads the attributes of every
+    /// DICOM file in its folder, keeps those of the same series (and
+    /// pyramid), makes the `VOLUME` images the levels (largest first) and
+    /// the others the associated images, and indexes every frame.
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Self, SlideError> {
+        let path = path.as_ref();
+        let opened = read_instance(path)?;
+        let series = gather_series(&opened)?;
+
+        let mut volumes: Vec<&Instance> = series.iter().filter(|i| i.flavour == "VOLUME").collect();
+        if volumes.is_empty() {
+            let found: Vec<&str> = series.iter().map(|i| i.flavour.as_str()).collect();
+            return Err(dicom_err(
+                path,
+                format!("series {} has no VOLUME image to read (found: {})", opened.series_uid, found.join(", ")),
+            ));
+        }
+        // Largest first; one image per size (another focal plane or optical
+        // path in its own file would repeat a size: the opened file, else the
+        // first by name, wins).
+        volumes.sort_by(|a, b| {
+            (b.width, b.height).cmp(&(a.width, a.height)).then_with(|| (a.path != path).cmp(&(b.path != path)))
+        });
+        volumes.dedup_by_key(|i| (i.width, i.height));
+
+        let base = volumes[0];
+        let (w0, h0) = (base.width as f64, base.height as f64);
+        let mut levels = Vec::new();
+        let mut images = Vec::new();
+        for inst in &volumes {
+            let image = DicomImage::open(inst)?;
+            let downsample =
+                if levels.is_empty() { 1.0 } else { (w0 / inst.width as f64 + h0 / inst.height as f64) / 2.0 };
+            levels.push(Level {
+                width: inst.width,
+                height: inst.height,
+                downsample,
+                tile_width: inst.tile_width,
+                tile_height: inst.tile_height,
+            });
+            images.push(image);
+        }
+
+        let mut associated = Vec::new();
+        for (flavour, name) in [("THUMBNAIL", "thumbnail"), ("LABEL", "label"), ("OVERVIEW", "macro")] {
+            if let Some(inst) = series.iter().find(|i| i.flavour == flavour) {
+                match DicomImage::open(inst) {
+                    Ok(image) => associated.push((name.to_owned(), image)),
+                    Err(e) => tracing::warn!("{}: skipping the {name} image: {e}", path.display()),
+                }
+            }
+        }
+
+        let mut properties = base.properties.clone();
+        properties.insert("mitoscope.vendor".into(), "dicom".into());
+        properties.insert("dicom.TransferSyntaxUID".into(), base.transfer_syntax.clone());
+        for (i, inst) in volumes.iter().enumerate() {
+            properties.insert(format!("dicom.level[{i}].file"), inst.path.display().to_string());
+        }
+        let objective_power = base.objective_power;
+        let stated = [
+            (MppSource::DicomPixelSpacing, base.spacing_um),
+            (MppSource::DicomPixelSpacing, base.volume_width_um.map(|w| w / w0)),
+        ];
+        let mpp = settle_mpp_from(path, options.mpp_override, &stated, objective_power);
+
+        Ok(Self {
+            path: path.to_owned(),
+            levels,
+            images,
+            associated,
+            mpp,
+            objective_power,
+            properties,
+            cache: Mutex::new(TileCache::new(options.tile_cache_bytes)),
+        })
+    }
+
+    /// The decoded RGB8 data of one tile of a level, via the cache.
+    fn tile(&self, level: usize, col: u32, row: u32) -> Result<TileData, SlideError> {
+        let image = &self.images[level];
+        let across = image.width.div_ceil(image.tile_width as u64) as u32;
+        let index = row * across + col;
+        if let Some(t) = lock(&self.cache).get((level, index)) {
+            return Ok(t);
+        }
+        let data = Arc::new(image.tile(level, col, row)?);
+        lock(&self.cache).insert((level, index), Arc::clone(&data));
+        Ok(data)
+    }
+}
+
+impl Slide for DicomSlide {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn vendor(&self) -> &str {
+        "dicom"
+    }
+    fn levels(&self) -> &[Level] {
+        &self.levels
+    }
+    fn mpp(&self) -> MppInfo {
+        self.mpp
+    }
+    fn objective_power(&self) -> Option<f64> {
+        self.objective_power
+    }
+    fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+    fn associated_names(&self) -> Vec<String> {
+        self.associated.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn read_associated(&self, name: &str) -> Result<RgbImage, SlideError> {
+        let Some((_, image)) = self.associated.iter().find(|(n, _)| n == name) else {
+            return Err(SlideError::NoSuchAssociated {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                available: self.associated_names().join(", "),
+            });
+        };
+        let pixels = image.width * image.height;
+        if pixels > MAX_ASSOCIATED_PIXELS {
+            return Err(SlideError::TooLarge {
+                path: image.path.clone(),
+                what: format!("associated image '{name}'"),
+                pixels,
+                limit: MAX_ASSOCIATED_PIXELS,
+            });
+        }
+        let level = image.level();
+        let (width, height) = (image.width as u32, image.height as u32);
+        let (l, clip) = check_region(&image.path, &[level], 0, 0, 0, width, height)?;
+        assemble(&l, clip, width, height, |col, row| image.tile(0, col, row).map(Arc::new))
+    }
+
+    fn read_region(&self, level: usize, x: i64, y: i64, width: u32, height: u32) -> Result<RgbImage, SlideError> {
+        let (l, clip) = check_region(&self.path, &self.levels, level, x, y, width, height)?;
+        assemble(&l, clip, width, height, |col, row| self.tile(level, col, row))
+    }
+}
+
+impl DicomImage {
+    /// Checks that the instance can be decoded and indexes its frames.
+    fn open(inst: &Instance) -> Result<Self, SlideError> {
+        let path = &inst.path;
+        let err = |what: String| dicom_err(path, what);
+        if inst.concatenated {
+            return Err(err("instances split into a concatenation are not supported".into()));
+        }
+        if inst.bits_allocated != 8 {
+            return Err(err(format!("{} bits per sample; only 8-bit images are read", inst.bits_allocated)));
+        }
+        if inst.samples != 1 && inst.samples != 3 {
+            return Err(err(format!("{} samples per pixel; only 1 (grey) or 3 (colour) are read", inst.samples)));
+        }
+        if inst.tile_width == 0 || inst.tile_height == 0 || inst.width == 0 || inst.height == 0 {
+            return Err(err(format!(
+                "empty image ({}x{} px in {}x{} tiles)",
+                inst.width, inst.height, inst.tile_width, inst.tile_height
+            )));
+        }
+        if inst.tile_width as u64 * inst.tile_height as u64 > MAX_CHUNK_PIXELS {
+            return Err(err(format!("tiles of {}x{} px are too large", inst.tile_width, inst.tile_height)));
+        }
+        let photometric = inst.photometric.as_str();
+        let codec = match inst.transfer_syntax.as_str() {
+            // JPEG baseline (process 1) and extended (processes 2 and 4, 8-bit).
+            "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => {
+                Codec::Jpeg { keep_colour: matches!(photometric, "RGB" | "MONOCHROME2") }
+            }
+            // Explicit and implicit VR little endian: uncompressed frames.
+            "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2" => {
+                if !matches!(photometric, "RGB" | "MONOCHROME2") {
+                    return Err(err(format!(
+                        "uncompressed {photometric} frames are not read (RGB or MONOCHROME2 only)"
+                    )));
+                }
+                Codec::Native { planar: inst.planar }
+            }
+            other => {
+                return Err(err(format!(
+                    "transfer syntax {other} ({}) is not decoded by the built-in reader (it reads JPEG baseline and uncompressed frames)",
+                    transfer_syntax_name(other)
+                )));
+            }
+        };
+        let across = inst.width.div_ceil(inst.tile_width as u64);
+        let down = inst.height.div_ceil(inst.tile_height as u64);
+        let map = match (&inst.positions, inst.tiled_full) {
+            (Some(positions), false) => sparse_map(path, positions, inst.tile_width, inst.tile_height)?,
+            _ => {
+                if (inst.frames as u64) < across * down {
+                    return Err(err(format!(
+                        "{} frames for {across}x{down} tiles of {}x{} px (TILED_FULL needs one frame a tile)",
+                        inst.frames, inst.tile_width, inst.tile_height
+                    )));
+                }
+                TileMap::Full { across: u32::try_from(across).map_err(|_| err("too many tiles".into()))? }
+            }
+        };
+        let frame_bytes = inst.tile_width as u64 * inst.tile_height as u64 * inst.samples as u64;
+        let native = matches!(codec, Codec::Native { .. });
+        let mut reader = BufReader::new(open_file(path)?);
+        let frames = index_frames(&mut reader, &inst.transfer_syntax, inst.frames, native.then_some(frame_bytes))
+            .map_err(err)?;
+        Ok(Self {
+            path: path.clone(),
+            width: inst.width,
+            height: inst.height,
+            tile_width: inst.tile_width,
+            tile_height: inst.tile_height,
+            samples: inst.samples,
+            codec,
+            map,
+            frames,
+            file: Mutex::new(reader.into_inner()),
+        })
+    }
+
+    /// This image as a single level (for associated images).
+    fn level(&self) -> Level {
+        Level {
+            width: self.width,
+            height: self.height,
+            downsample: 1.0,
+            tile_width: self.tile_width,
+            tile_height: self.tile_height,
+        }
+    }
+
+    /// Tile (`col`, `row`) as RGB8, cropped to the image (edge tiles are
+    /// stored whole, padded); white where the image has no frame there.
+    /// `level` only labels errors.
+    fn tile(&self, level: usize, col: u32, row: u32) -> Result<Vec<u8>, SlideError> {
+        let (tw, th) = (self.tile_width as u64, self.tile_height as u64);
+        let dw = tw.min(self.width - col as u64 * tw) as usize;
+        let dh = th.min(self.height - row as u64 * th) as usize;
+        let frame = match &self.map {
+            TileMap::Full { across } => Some((row * across + col) as usize),
+            TileMap::Sparse(map) => map.get(&(col, row)).copied(),
+        };
+        let Some(frame) = frame else {
+            return Ok(vec![255; dw * dh * 3]);
+        };
+        let bad = |what: String| SlideError::BadTile { path: self.path.clone(), level, tile: frame as u32, what };
+        let bytes = self.read_frame(frame).map_err(|e| bad(format!("cannot read frame {}: {e}", frame + 1)))?;
+        let samples = match self.codec {
+            Codec::Jpeg { keep_colour } => self.decode_jpeg(bytes, keep_colour).map_err(bad)?,
+            Codec::Native { planar } => {
+                let n = tw as usize * th as usize;
+                if bytes.len() < n * self.samples {
+                    return Err(bad(format!("frame of {} bytes, expected {}", bytes.len(), n * self.samples)));
+                }
+                if planar && self.samples == 3 {
+                    (0..n).flat_map(|i| [bytes[i], bytes[n + i], bytes[2 * n + i]]).collect()
+                } else {
+                    bytes
+                }
+            }
+        };
+        // Crop the stored tile to the part inside the image, as RGB.
+        let mut out = Vec::with_capacity(dw * dh * 3);
+        for y in 0..dh {
+            let start = y * tw as usize;
+            for x in start..start + dw {
+                match self.samples {
+                    3 => out.extend_from_slice(&samples[3 * x..3 * x + 3]),
+                    _ => out.extend([samples[x]; 3]),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The frame's bytes (its fragments, concatenated).
+    fn read_frame(&self, frame: usize) -> std::io::Result<Vec<u8>> {
+        let Some(parts) = self.frames.get(frame) else {
+            return Err(std::io::Error::other(format!("the file has {} frames", self.frames.len())));
+        };
+        let mut file = lock(&self.file);
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.1 as usize).sum());
+        for &(offset, len) in parts {
+            file.seek(SeekFrom::Start(offset))?;
+            let start = out.len();
+            out.resize(start + len as usize, 0);
+            file.read_exact(&mut out[start..])?;
+        }
+        Ok(out)
+    }
+
+    /// Decodes a JPEG frame to `samples`-per-pixel bytes of the full tile.
+    fn decode_jpeg(&self, bytes: Vec<u8>, keep_colour: bool) -> Result<Vec<u8>, String> {
+        use zune_core::colorspace::ColorSpace;
+        use zune_core::options::DecoderOptions;
+        let mut decoder = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
+        decoder.decode_headers().map_err(|e| format!("JPEG: {e}"))?;
+        let info = decoder.info().ok_or("JPEG: no frame header")?;
+        if (info.width as u32, info.height as u32) != (self.tile_width, self.tile_height) {
+            return Err(format!(
+                "JPEG frame is {}x{}, the tiles are {}x{}",
+                info.width, info.height, self.tile_width, self.tile_height
+            ));
+        }
+        let out_colour = match (self.samples, keep_colour) {
+            (1, _) => ColorSpace::Luma,
+            // Stored RGB: take the samples as they are. Without an Adobe
+            // marker the decoder assumes YCbCr: asking for YCbCr out then
+            // skips its conversion. With the marker (transform 0) zune-jpeg
+            // 0.5 reports CMYK until the frame header, then reads the three
+            // components as RGB: ask for RGB.
+            (_, true) if decoder.input_colorspace() == Some(ColorSpace::YCbCr) => ColorSpace::YCbCr,
+            _ => ColorSpace::RGB,
+        };
+        decoder.set_options(DecoderOptions::default().jpeg_set_out_colorspace(out_colour));
+        let data = decoder.decode().map_err(|e| format!("JPEG: {e}"))?;
+        let expected = self.tile_width as usize * self.tile_height as usize * self.samples;
+        if data.len() != expected {
+            return Err(format!("JPEG decoded to {} bytes, expected {expected}", data.len()));
+        }
+        Ok(data)
+    }
+}
+
+/// Tile grid of a `TILED_SPARSE` image from its frames' positions.
+fn sparse_map(path: &Path, positions: &[(i64, i64)], tw: u32, th: u32) -> Result<TileMap, SlideError> {
+    let mut map = HashMap::new();
+    for (frame, &(x, y)) in positions.iter().enumerate() {
+        if x < 0 || y < 0 || x % tw as i64 != 0 || y % th as i64 != 0 {
+            return Err(dicom_err(
+                path,
+                format!("frame {} sits at ({x}, {y}), off the {tw}x{th} tile grid", frame + 1),
+            ));
+        }
+        // Later focal planes and optical paths repeat positions: keep the first.
+        map.entry(((x / tw as i64) as u32, (y / th as i64) as u32)).or_insert(frame);
+    }
+    Ok(TileMap::Sparse(map))
+}
+
+fn transfer_syntax_name(uid: &str) -> &'static str {
+    match uid {
+        "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => "JPEG lossless",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "JPEG-LS",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "JPEG 2000",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => "HTJ2K",
+        "1.2.840.10008.1.2.5" => "RLE",
+        "1.2.840.10008.1.2.1.99" => "deflated",
+        "1.2.840.10008.1.2.2" => "big endian",
+        _ => "unknown",
+    }
+}
+
+fn open_file(path: &Path) -> Result<File, SlideError> {
+    File::open(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })
+}
+
+/// Locks a mutex, recovering from poisoning (each read seeks afresh).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the attributes of one file (up to its pixel data).
+fn read_instance(path: &Path) -> Result<Instance, SlideError> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| dicom_err(path, format!("cannot parse: {e}")))?;
+    let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches(['\0', ' ']).to_owned();
+    if sop_class != WSI_SOP_CLASS {
+        return Err(dicom_err(
+            path,
+            format!("SOP class {sop_class} is not a whole-slide image (VL Whole Slide Microscopy, {WSI_SOP_CLASS})"),
+        ));
+    }
+    let transfer_syntax = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_owned();
+    let missing = |what: &str| dicom_err(path, format!("missing or invalid {what}"));
+    let image_type = obj.get(tags::IMAGE_TYPE).and_then(|e| e.to_multi_str().ok()).unwrap_or_default();
+    let flavour = image_type.get(2).map(|s| s.trim().to_ascii_uppercase()).unwrap_or_default();
+    let tile_width: u32 = int(&obj, tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
+    let tile_height: u32 = int(&obj, tags::ROWS).ok_or_else(|| missing("Rows"))?;
+    let width = int(&obj, tags::TOTAL_PIXEL_MATRIX_COLUMNS).unwrap_or(tile_width as u64);
+    let height = int(&obj, tags::TOTAL_PIXEL_MATRIX_ROWS).unwrap_or(tile_height as u64);
+    let frames: usize = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
+    let organisation = text(&obj, tags::DIMENSION_ORGANIZATION_TYPE).unwrap_or_default();
+
+    let shared = first_item(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let spacing_mm = shared
+        .and_then(|s| first_item(s, tags::PIXEL_MEASURES_SEQUENCE))
+        .and_then(|m| m.get(tags::PIXEL_SPACING))
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| !v.is_empty() && v.iter().all(|s| s.is_finite() && *s > 0.0))
+        .map(|v| v.iter().sum::<f64>() / v.len() as f64);
+    let volume_width_mm =
+        obj.get(tags::IMAGED_VOLUME_WIDTH).and_then(|e| e.to_float64().ok()).filter(|w| w.is_finite() && *w > 0.0);
+    let objective_power = first_item(&obj, tags::OPTICAL_PATH_SEQUENCE)
+        .and_then(|o| o.get(tags::OBJECTIVE_LENS_POWER))
+        .and_then(|e| e.to_float64().ok())
+        .filter(|p| p.is_finite() && *p > 0.0);
+
+    let positions = obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).and_then(|e| e.items()).map(|items| {
+        items
+            .iter()
+            .map(|item| {
+                let pos = first_item(item, tags::PLANE_POSITION_SLIDE_SEQUENCE);
+                let at = |tag| pos.and_then(|p| int::<i64>(p, tag)).unwrap_or(0);
+                // 1-based in the file.
+                (
+                    at(tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX) - 1,
+                    at(tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX) - 1,
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+
+    let mut properties = BTreeMap::new();
+    for (name, tag) in [
+        ("Manufacturer", tags::MANUFACTURER),
+        ("ManufacturerModelName", tags::MANUFACTURER_MODEL_NAME),
+        ("DeviceSerialNumber", tags::DEVICE_SERIAL_NUMBER),
+        ("SeriesInstanceUID", tags::SERIES_INSTANCE_UID),
+        ("StudyInstanceUID", tags::STUDY_INSTANCE_UID),
+        ("ContainerIdentifier", tags::CONTAINER_IDENTIFIER),
+        ("PhotometricInterpretation", tags::PHOTOMETRIC_INTERPRETATION),
+    ] {
+        if let Some(v) = text(&obj, tag).filter(|v| !v.is_empty()) {
+            properties.insert(format!("dicom.{name}"), v);
+        }
+    }
+    if let Some(s) = spacing_mm {
+        properties.insert("dicom.PixelSpacing".into(), format!("{s}"));
+    }
+    if let Some(p) = objective_power {
+        properties.insert("dicom.ObjectiveLensPower".into(), format!("{p}"));
+    }
+
+    Ok(Instance {
+        path: path.to_owned(),
+        series_uid: text(&obj, tags::SERIES_INSTANCE_UID).ok_or_else(|| missing("Series Instance UID"))?,
+        pyramid_uid: text(&obj, tags::PYRAMID_UID).filter(|s| !s.is_empty()),
+        flavour,
+        transfer_syntax,
+        width,
+        height,
+        tile_width,
+        tile_height,
+        frames,
+        samples: int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
+        photometric: text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
+        bits_allocated: int(&obj, tags::BITS_ALLOCATED).unwrap_or(8),
+        planar: int::<u16>(&obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1,
+        tiled_full: organisation == "TILED_FULL" || positions.is_none(),
+        positions,
+        concatenated: obj.get(tags::CONCATENATION_FRAME_OFFSET_NUMBER).is_some(),
+        spacing_um: spacing_mm.map(|s| s * 1000.0),
+        volume_width_um: volume_width_mm.map(|w| w * 1000.0),
+        objective_power,
+        properties,
+    })
+}
+
+/// The other files of `opened`'s series (and pyramid) in its folder, with it.
+fn gather_series(opened: &Instance) -> Result<Vec<Instance>, SlideError> {
+    let dir = match opened.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|source| SlideError::Io { path: dir.clone(), source })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+    paths.sort();
+    if paths.len() > MAX_SERIES_FILES {
+        tracing::warn!("{}: looking at the first {MAX_SERIES_FILES} files only for the series", dir.display());
+        paths.truncate(MAX_SERIES_FILES);
+    }
+    let mut series = vec![opened.clone()];
+    for p in paths {
+        if same_file(&p, &opened.path) {
+            continue;
+        }
+        let is_dicom = crate::read_head(&p).is_ok_and(|h| crate::sniff(&h) == crate::Sniffed::Dicom);
+        if !is_dicom {
+            continue;
+        }
+        match read_instance(&p) {
+            Ok(inst) if inst.series_uid == opened.series_uid => {
+                let other_pyramid = inst.flavour == "VOLUME"
+                    && matches!((&opened.pyramid_uid, &inst.pyramid_uid), (Some(a), Some(b)) if a != b);
+                if !other_pyramid {
+                    series.push(inst);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("{}: not part of the series: {e}", p.display()),
+        }
+    }
+    Ok(series)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let v = obj.get(tag)?.to_str().ok()?;
+    Some(v.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned())
+}
+
+fn int<T: num_from::FromI64>(obj: &InMemDicomObject, tag: Tag) -> Option<T> {
+    let v: i64 = obj.get(tag)?.to_int::<i64>().ok()?;
+    T::from_i64(v)
+}
+
+fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+    obj.get(tag)?.items()?.first()
+}
+
+/// Checked conversion from the i64 that DICOM integers are read as.
+mod num_from {
+    pub trait FromI64: Sized {
+        fn from_i64(v: i64) -> Option<Self>;
+    }
+    macro_rules! impl_from_i64 {
+        ($($t:ty),*) => {$(
+            impl FromI64 for $t {
+                fn from_i64(v: i64) -> Option<Self> {
+                    <$t>::try_from(v).ok()
+                }
+            }
+        )*};
+    }
+    impl_from_i64!(u16, u32, u64, usize, i64);
+}
+
+/// Byte ranges of each frame of a file whose reader is at its start.
+///
+/// Walks the file meta group (explicit VR little endian), then the data set
+/// in `transfer_syntax`'s encoding, skipping every value (nested sequences
+/// by their items) until Pixel Data. Encapsulated pixel data: one frame a
+/// fragment, or grouped by the Basic Offset Table; native: `frame_bytes`
+/// each, back to back.
+fn index_frames<R: Read + Seek>(
+    r: &mut R,
+    transfer_syntax: &str,
+    frames: usize,
+    frame_bytes: Option<u64>,
+) -> Result<Vec<Vec<(u64, u64)>>, String> {
+    let file_len = r.seek(SeekFrom::End(0)).map_err(io_text)?;
+    let mut w = Walker { r, explicit: true, file_len };
+    w.seek(128)?;
+    let mut magic = [0u8; 4];
+    w.r.read_exact(&mut magic).map_err(io_text)?;
+    if &magic != b"DICM" {
+        return Err("no DICM magic at byte 128".into());
+    }
+    // The meta group (0002,xxxx) is always explicit VR little endian.
+    loop {
+        let pos = w.pos()?;
+        let h = w.header()?;
+        if h.group != 0x0002 {
+            w.seek(pos)?;
+            break;
+        }
+        w.skip_value(&h, 0)?;
+    }
+    w.explicit = transfer_syntax != "1.2.840.10008.1.2";
+    let pixel = loop {
+        let h = w.header().map_err(|e| format!("no Pixel Data element found ({e})"))?;
+        if (h.group, h.element) == (0x7FE0, 0x0010) {
+            break h;
+        }
+        if h.group > 0x7FE0 && h.group != 0xFFFE {
+            return Err("no Pixel Data element".into());
+        }
+        w.skip_value(&h, 0)?;
+    };
+    let start = w.pos()?;
+    if let Some(frame_bytes) = frame_bytes {
+        if pixel.length == UNDEFINED {
+            return Err("uncompressed pixel data with an undefined length".into());
+        }
+        let needed = frame_bytes * frames as u64;
+        if (pixel.length as u64) < needed || start + needed > file_len {
+            return Err(format!(
+                "pixel data of {} bytes ({} in the file) for {frames} frames of {frame_bytes} bytes",
+                pixel.length,
+                file_len - start
+            ));
+        }
+        return Ok((0..frames as u64).map(|i| vec![(start + i * frame_bytes, frame_bytes)]).collect());
+    }
+    if pixel.length != UNDEFINED {
+        return Err("compressed pixel data must be encapsulated (undefined length)".into());
+    }
+    // Basic Offset Table: the first item, possibly empty.
+    let bot = w.item_header()?;
+    if bot.0 != 0xE000 || bot.1 == UNDEFINED || bot.1 % 4 != 0 {
+        return Err("pixel data does not start with a Basic Offset Table item".into());
+    }
+    let mut offsets = Vec::with_capacity(bot.1 as usize / 4);
+    for _ in 0..bot.1 / 4 {
+        offsets.push(w.u32()? as u64);
+    }
+    let first_item = w.pos()?;
+    // Each fragment: (offset of its item from the first fragment item, data start, length).
+    let mut fragments = Vec::new();
+    loop {
+        let item_pos = w.pos()?;
+        let (element, len) = w.item_header().map_err(|e| format!("truncated pixel data ({e})"))?;
+        match element {
+            0xE000 if len != UNDEFINED => {
+                let data = w.pos()?;
+                if data + len as u64 > file_len {
+                    return Err(format!("fragment {} runs past the end of the file", fragments.len() + 1));
+                }
+                fragments.push((item_pos - first_item, data, len as u64));
+                w.seek(data + len as u64)?;
+            }
+            0xE0DD => break,
+            _ => return Err(format!("unexpected item (FFFE,{element:04X}) in the pixel data")),
+        }
+    }
+    if offsets.len() >= frames && frames > 0 && fragments.len() != frames {
+        let mut out = vec![Vec::new(); frames];
+        for &(rel, data, len) in &fragments {
+            let frame = offsets.partition_point(|&o| o <= rel).saturating_sub(1).min(frames - 1);
+            out[frame].push((data, len));
+        }
+        return Ok(out);
+    }
+    if fragments.len() == frames {
+        return Ok(fragments.iter().map(|&(_, data, len)| vec![(data, len)]).collect());
+    }
+    if frames == 1 && !fragments.is_empty() {
+        return Ok(vec![fragments.iter().map(|&(_, data, len)| (data, len)).collect()]);
+    }
+    Err(format!("{} fragments for {frames} frames and no offset table to group them", fragments.len()))
+}
+
+fn io_text(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// One element or item header.
+struct Header {
+    group: u16,
+    element: u16,
+    /// Sequence (SQ), or a value whose VR is unknown and length undefined.
+    sequence: bool,
+    length: u32,
+}
+
+/// Reads element headers and skips values; never reads a value into memory.
+struct Walker<'a, R> {
+    r: &'a mut R,
+    explicit: bool,
+    file_len: u64,
+}
+
+impl<R: Read + Seek> Walker<'_, R> {
+    fn pos(&mut self) -> Result<u64, String> {
+        self.r.stream_position().map_err(io_text)
+    }
+    fn seek(&mut self, to: u64) -> Result<(), String> {
+        if to > self.file_len {
+            return Err("a length runs past the end of the file".into());
+        }
+        self.r.seek(SeekFrom::Start(to)).map(|_| ()).map_err(io_text)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        let mut b = [0u8; 2];
+        self.r.read_exact(&mut b).map_err(io_text)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut b = [0u8; 4];
+        self.r.read_exact(&mut b).map_err(io_text)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// An item header `(FFFE,eeee) length`: (element, length).
+    fn item_header(&mut self) -> Result<(u16, u32), String> {
+        let group = self.u16()?;
+        let element = self.u16()?;
+        if group != 0xFFFE {
+            return Err(format!("expected an item, found ({group:04X},{element:04X})"));
+        }
+        Ok((element, self.u32()?))
+    }
+
+    fn header(&mut self) -> Result<Header, String> {
+        let group = self.u16()?;
+        let element = self.u16()?;
+        // Item and delimiter tags carry no VR in any encoding.
+        if group == 0xFFFE || !self.explicit {
+            let length = self.u32()?;
+            return Ok(Header { group, element, sequence: length == UNDEFINED, length });
+        }
+        let mut vr = [0u8; 2];
+        self.r.read_exact(&mut vr).map_err(io_text)?;
+        let long = matches!(
+            &vr,
+            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+        );
+        let length = if long {
+            self.u16()?; // reserved
+            self.u32()?
+        } else {
+            self.u16()? as u32
+        };
+        Ok(Header { group, element, sequence: &vr == b"SQ" || length == UNDEFINED, length })
+    }
+
+    /// Skips the value after `h`; sequences of undefined length item by item.
+    fn skip_value(&mut self, h: &Header, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err("sequences nested too deep".into());
+        }
+        if h.length != UNDEFINED {
+            let to = self.pos()? + h.length as u64;
+            return self.seek(to);
+        }
+        if !h.sequence {
+            return Err(format!("({:04X},{:04X}) has an undefined length", h.group, h.element));
+        }
+        // Items until the sequence delimiter.
+        loop {
+            let (element, len) = self.item_header()?;
+            match element {
+                0xE0DD => return Ok(()),
+                0xE000 if len != UNDEFINED => {
+                    let to = self.pos()? + len as u64;
+                    self.seek(to)?;
+                }
+                0xE000 => loop {
+                    let inner = self.header()?;
+                    if (inner.group, inner.element) == (0xFFFE, 0xE00D) {
+                        break;
+                    }
+                    self.skip_value(&inner, depth + 1)?;
+                },
+                _ => return Err(format!("unexpected item (FFFE,{element:04X}) in a sequence")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::value::{DataSetSequence, PixelFragmentSequence};
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
+    use image::Rgb;
+
+    const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+    /// What a synthetic instance holds.
+    struct Spec<'a> {
+        series: &'a str,
+        flavour: &'a str,
+        transfer_syntax: &'a str,
+        /// The whole image; split into `tile` x `tile` frames.
+        image: RgbImage,
+        tile: u32,
+        /// TILED_SPARSE, leaving out these (column, row) tiles.
+        sparse_without: Option<&'a [(u32, u32)]>,
+        spacing_mm: Option<f64>,
+    }
+
+    impl<'a> Spec<'a> {
+        fn volume(image: RgbImage, tile: u32) -> Self {
+            Self {
+                series: "1.2.3.4",
+                flavour: "VOLUME",
+                transfer_syntax: JPEG_BASELINE,
+                image,
+                tile,
+                sparse_without: None,
+                spacing_mm: Some(0.00025),
+            }
+        }
+    }
+
+    /// Pixel (x, y): a pattern that makes misplaced tiles visible.
+    fn pattern(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let block = (x / 8 + 3 * (y / 8)) % 5;
+            Rgb([40 + 40 * block as u8, 200 - 30 * block as u8, if (x / 8 + y / 8) % 2 == 0 { 70 } else { 190 }])
+        })
+    }
+
+    fn jpeg(tile: &RgbImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(tile).expect("encode JPEG");
+        out
+    }
+
+    fn write(path: &Path, spec: &Spec) {
+        let (w, h, t) = (spec.image.width(), spec.image.height(), spec.tile);
+        let (across, down) = (w.div_ceil(t), h.div_ceil(t));
+        let mut tiles = Vec::new();
+        for row in 0..down {
+            for col in 0..across {
+                if spec.sparse_without.is_some_and(|skip| skip.contains(&(col, row))) {
+                    continue;
+                }
+                // Edge tiles are stored whole, padded with black.
+                let tile = RgbImage::from_fn(t, t, |x, y| {
+                    let (ix, iy) = (col * t + x, row * t + y);
+                    if ix < w && iy < h { *spec.image.get_pixel(ix, iy) } else { Rgb([0, 0, 0]) }
+                });
+                tiles.push(((col, row), tile));
+            }
+        }
+        let item = |elements: Vec<DataElement<InMemDicomObject>>| InMemDicomObject::from_element_iter(elements);
+        let seq = |tag, items: Vec<InMemDicomObject>| DataElement::new(tag, VR::SQ, DataSetSequence::from(items));
+        let mut elements = vec![
+            DataElement::new(
+                tags::IMAGE_TYPE,
+                VR::CS,
+                PrimitiveValue::Strs(
+                    ["DERIVED", "PRIMARY", spec.flavour, "NONE"].map(String::from).into_iter().collect(),
+                ),
+            ),
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, WSI_SOP_CLASS),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, format!("{}.{}.{w}", spec.series, spec.flavour.len())),
+            DataElement::new(tags::MANUFACTURER, VR::LO, "Mitoscope tests"),
+            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, spec.series),
+            DataElement::new(
+                tags::DIMENSION_ORGANIZATION_TYPE,
+                VR::CS,
+                if spec.sparse_without.is_some() { "TILED_SPARSE" } else { "TILED_FULL" },
+            ),
+            DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
+            DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                if spec.transfer_syntax == JPEG_BASELINE { "YBR_FULL_422" } else { "RGB" },
+            ),
+            DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
+            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, tiles.len().to_string()),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(t as u16)),
+            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(t as u16)),
+            DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
+            DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
+            DataElement::new(tags::TOTAL_PIXEL_MATRIX_COLUMNS, VR::UL, PrimitiveValue::from(w)),
+            DataElement::new(tags::TOTAL_PIXEL_MATRIX_ROWS, VR::UL, PrimitiveValue::from(h)),
+        ];
+        if let Some(s) = spec.spacing_mm {
+            let measures = item(vec![DataElement::new(tags::PIXEL_SPACING, VR::DS, format!("{s}\\{s}"))]);
+            elements.push(seq(
+                tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+                vec![item(vec![seq(tags::PIXEL_MEASURES_SEQUENCE, vec![measures])])],
+            ));
+        }
+        if spec.sparse_without.is_some() {
+            let per_frame = tiles
+                .iter()
+                .map(|((col, row), _)| {
+                    let position = item(vec![
+                        DataElement::new(
+                            tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+                            VR::SL,
+                            PrimitiveValue::from((col * t + 1) as i32),
+                        ),
+                        DataElement::new(
+                            tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+                            VR::SL,
+                            PrimitiveValue::from((row * t + 1) as i32),
+                        ),
+                    ]);
+                    item(vec![seq(tags::PLANE_POSITION_SLIDE_SEQUENCE, vec![position])])
+                })
+                .collect();
+            elements.push(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame));
+        }
+        if spec.transfer_syntax == EXPLICIT_LE {
+            let bytes: Vec<u8> = tiles.iter().flat_map(|(_, tile)| tile.as_raw().clone()).collect();
+            elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bytes.into())));
+        } else {
+            let fragments: Vec<Vec<u8>> = tiles.iter().map(|(_, tile)| jpeg(tile)).collect();
+            elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], fragments)));
+        }
+        let obj = InMemDicomObject::from_element_iter(elements)
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(spec.transfer_syntax))
+            .expect("meta");
+        obj.write_to_file(path).expect("write DICOM");
+    }
+
+    fn max_diff(a: &RgbImage, b: &RgbImage) -> u8 {
+        assert_eq!(a.dimensions(), b.dimensions());
+        a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn tiled_full_jpeg_pyramid_with_label_reads_like_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(100, 70);
+        let half = image::imageops::resize(&base, 50, 35, image::imageops::FilterType::Triangle);
+        write(&dir.path().join("a_level0.dcm"), &Spec::volume(base.clone(), 32));
+        write(&dir.path().join("b_level1.dcm"), &Spec::volume(half.clone(), 16));
+        write(&dir.path().join("c_label.dcm"), &Spec { flavour: "LABEL", ..Spec::volume(pattern(20, 10), 32) });
+        // Another series in the same folder is not part of this slide.
+        write(&dir.path().join("d_other.dcm"), &Spec { series: "9.9", ..Spec::volume(pattern(300, 300), 64) });
+        std::fs::write(dir.path().join("notes.txt"), "not DICOM").unwrap();
+
+        // Any file of the series opens the whole series.
+        for opened in ["b_level1.dcm", "c_label.dcm", "a_level0.dcm"] {
+            let slide = DicomSlide::open(dir.path().join(opened)).unwrap();
+            assert_eq!(slide.vendor(), "dicom");
+            let dims: Vec<_> = slide.levels().iter().map(|l| (l.width, l.height, l.tile_width)).collect();
+            assert_eq!(dims, [(100, 70, 32), (50, 35, 16)], "{opened}");
+            assert!((slide.downsample(1).unwrap() - 2.0).abs() < 1e-9);
+            assert_eq!(slide.associated_names(), ["label"]);
+            let m = slide.mpp();
+            assert_eq!((m.source, m.mpp_guessed), (MppSource::DicomPixelSpacing, false));
+            assert!((m.mpp.get() - 0.25).abs() < 1e-9);
+        }
+        let slide = DicomSlide::open(dir.path().join("a_level0.dcm")).unwrap();
+        // JPEG at quality 95 on 8-px blocks: close, not exact.
+        let whole = slide.read_region(0, 0, 0, 100, 70).unwrap();
+        assert!(max_diff(&whole, &base) <= 40, "{}", max_diff(&whole, &base));
+        let mean: f64 = whole.as_raw().iter().zip(base.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+            / base.as_raw().len() as f64;
+        assert!(mean < 4.0, "{mean}");
+        // A region across tile borders equals the same pixels of the whole read.
+        let part = slide.read_region(0, 30, 20, 40, 30).unwrap();
+        let expected = image::imageops::crop_imm(&whole, 30, 20, 40, 30).to_image();
+        assert_eq!(max_diff(&part, &expected), 0);
+        // Past the right edge: white padding.
+        let edge = slide.read_region(0, 90, 60, 20, 20).unwrap();
+        assert_eq!(edge.get_pixel(15, 15).0, [255, 255, 255]);
+        assert_eq!(edge.get_pixel(5, 5), whole.get_pixel(95, 65));
+        let level1 = slide.read_region(1, 0, 0, 50, 35).unwrap();
+        assert!(max_diff(&level1, &half) <= 40);
+        assert_eq!(slide.read_associated("label").unwrap().dimensions(), (20, 10));
+        assert!(slide.read_associated("macro").unwrap_err().to_string().contains("label"));
+        assert!(slide.properties()["dicom.level[1].file"].ends_with("b_level1.dcm"));
+    }
+
+    #[test]
+    fn uncompressed_and_sparse_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(40, 24);
+        let spec = Spec {
+            transfer_syntax: EXPLICIT_LE,
+            sparse_without: Some(&[(1, 0)]),
+            spacing_mm: None,
+            ..Spec::volume(base.clone(), 16)
+        };
+        write(&dir.path().join("s.dcm"), &spec);
+        let slide = DicomSlide::open(dir.path().join("s.dcm")).unwrap();
+        let whole = slide.read_region(0, 0, 0, 40, 24).unwrap();
+        for (x, y, p) in whole.enumerate_pixels() {
+            if (16..32).contains(&x) && y < 16 {
+                assert_eq!(p.0, [255, 255, 255], "the missing tile reads white");
+            } else {
+                assert_eq!(p, base.get_pixel(x, y), "({x}, {y})");
+            }
+        }
+        // No spacing stated: guessed, and said so.
+        assert!(slide.mpp().mpp_guessed);
+    }
+
+    #[test]
+    fn bad_files_give_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.dcm");
+        write(&good, &Spec::volume(pattern(64, 64), 32));
+
+        // Truncated inside the pixel data.
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.path().join("cut").join("cut.dcm");
+        std::fs::create_dir(cut.parent().unwrap()).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 300]).unwrap();
+        let err = DicomSlide::open(&cut).unwrap_err().to_string();
+        assert!(err.contains("cut.dcm") && err.contains("DICOM"), "{err}");
+
+        // A corrupt frame fails alone, naming file, level and tile.
+        let corrupt = dir.path().join("bad").join("bad.dcm");
+        std::fs::create_dir(corrupt.parent().unwrap()).unwrap();
+        let mut broken = bytes.clone();
+        let last_sos = broken.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        broken[last_sos + 2..last_sos + 40].fill(0);
+        std::fs::write(&corrupt, &broken).unwrap();
+        let slide = DicomSlide::open(&corrupt).unwrap();
+        assert!(slide.read_region(0, 0, 0, 32, 32).is_ok());
+        let err = slide.read_region(0, 32, 32, 32, 32).unwrap_err();
+        assert!(matches!(err, SlideError::BadTile { level: 0, tile: 3, .. }), "{err:?}");
+        assert!(err.to_string().contains("bad.dcm"), "{err}");
+
+        // Not a whole-slide image.
+        let other = dir.path().join("ct").join("ct.dcm");
+        std::fs::create_dir(other.parent().unwrap()).unwrap();
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3"),
+        ])
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_LE))
+        .unwrap()
+        .write_to_file(&other)
+        .unwrap();
+        let err = crate::open(&other).unwrap_err().to_string();
+        assert!(err.contains("ct.dcm") && err.contains("not a whole-slide image"), "{err}");
+
+        // A transfer syntax the built-in reader does not decode.
+        let j2k = dir.path().join("j2k").join("j2k.dcm");
+        std::fs::create_dir(j2k.parent().unwrap()).unwrap();
+        write(&j2k, &Spec { transfer_syntax: "1.2.840.10008.1.2.4.90", ..Spec::volume(pattern(32, 32), 32) });
+        let err = DicomSlide::open(&j2k).unwrap_err().to_string();
+        assert!(err.contains("j2k.dcm") && err.contains("JPEG 2000"), "{err}");
+
+        // Garbage after the magic.
+        let junk = dir.path().join("junk").join("junk.dcm");
+        std::fs::create_dir(junk.parent().unwrap()).unwrap();
+        let mut b = vec![0u8; 128];
+        b.extend(b"DICM");
+        b.extend([0xAB; 64]);
+        std::fs::write(&junk, b).unwrap();
+        let err = crate::open(&junk).unwrap_err().to_string();
+        assert!(err.contains("junk.dcm"), "{err}");
+    }
+
+    #[test]
+    fn frames_are_found_past_nested_undefined_length_sequences() {
+        // Explicit VR LE: a sequence of undefined length holding an item of
+        // undefined length with a nested sequence, then encapsulated pixel
+        // data with a Basic Offset Table grouping 3 fragments into 2 frames.
+        let mut b = vec![0u8; 128];
+        b.extend(b"DICM");
+        let el = |b: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], value: &[u8]| {
+            b.extend(g.to_le_bytes());
+            b.extend(e.to_le_bytes());
+            b.extend(vr);
+            b.extend((value.len() as u16).to_le_bytes());
+            b.extend(value);
+        };
+        let tag = |b: &mut Vec<u8>, g: u16, e: u16| {
+            b.extend(g.to_le_bytes());
+            b.extend(e.to_le_bytes());
+        };
+        el(&mut b, 0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.4.50\0");
+        el(&mut b, 0x0008, 0x0060, b"CS", b"SM");
+        // (5200,9229) SQ, undefined length.
+        tag(&mut b, 0x5200, 0x9229);
+        b.extend(b"SQ\0\0");
+        b.extend(UNDEFINED.to_le_bytes());
+        tag(&mut b, 0xFFFE, 0xE000);
+        b.extend(UNDEFINED.to_le_bytes());
+        tag(&mut b, 0x0028, 0x9110);
+        b.extend(b"SQ\0\0");
+        b.extend(UNDEFINED.to_le_bytes());
+        tag(&mut b, 0xFFFE, 0xE000);
+        b.extend(12u32.to_le_bytes());
+        el(&mut b, 0x0028, 0x0030, b"DS", b"1\\1 ");
+        tag(&mut b, 0xFFFE, 0xE0DD);
+        b.extend(0u32.to_le_bytes());
+        tag(&mut b, 0xFFFE, 0xE00D);
+        b.extend(0u32.to_le_bytes());
+        tag(&mut b, 0xFFFE, 0xE0DD);
+        b.extend(0u32.to_le_bytes());
+        // Pixel data: BOT [0, 20] (fragments of 4 and 4 bytes: items of 12).
+        tag(&mut b, 0x7FE0, 0x0010);
+        b.extend(b"OB\0\0");
+        b.extend(UNDEFINED.to_le_bytes());
+        tag(&mut b, 0xFFFE, 0xE000);
+        b.extend(8u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(24u32.to_le_bytes());
+        let mut starts = Vec::new();
+        for fragment in [[1u8; 4], [2; 4], [3; 4]] {
+            tag(&mut b, 0xFFFE, 0xE000);
+            b.extend(4u32.to_le_bytes());
+            starts.push(b.len() as u64);
+            b.extend(fragment);
+        }
+        tag(&mut b, 0xFFFE, 0xE0DD);
+        b.extend(0u32.to_le_bytes());
+        // Meta group length is not needed by the walk; the (0002,0010) above is the group.
+        let mut cursor = std::io::Cursor::new(b.clone());
+        let frames = index_frames(&mut cursor, JPEG_BASELINE, 2, None).unwrap();
+        assert_eq!(frames, vec![vec![(starts[0], 4), (starts[1], 4)], vec![(starts[2], 4)]]);
+        // A table shorter than the frames is ignored: one fragment a frame.
+        let one_each = index_frames(&mut std::io::Cursor::new(b.clone()), JPEG_BASELINE, 3, None).unwrap();
+        assert_eq!(one_each, starts.iter().map(|&s| vec![(s, 4)]).collect::<Vec<_>>());
+        // 3 fragments for 4 frames cannot be grouped.
+        let err = index_frames(&mut std::io::Cursor::new(b.clone()), JPEG_BASELINE, 4, None).unwrap_err();
+        assert!(err.contains("3 fragments for 4 frames"), "{err}");
+        // A length past the end of the file is an error, not a panic.
+        let mut short = b.clone();
+        short.truncate(b.len() - 14);
+        assert!(index_frames(&mut std::io::Cursor::new(short), JPEG_BASELINE, 2, None).is_err());
+    }
+}

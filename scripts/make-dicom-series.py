@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Writes an image as a DICOM whole-slide series (analysis aid, not part of the build).
+
+One VL Whole Slide Microscopy file per level, TILED_FULL, JPEG baseline frames (YBR_FULL_422,
+Pillow's encoder), Pixel Spacing from --mpp: level 0 is the image, each further level halves
+it (Pillow's bilinear resize), down to a side of --min-side, plus a THUMBNAIL file. Used to
+check `mitoscope slide` on DICOM against the same pixels as a TIFF (BENCHMARKS.md, "Whole
+slides"). The output folder holds one series; the files are named level-N.dcm, thumbnail.dcm.
+
+Needs pydicom and Pillow (pip install pydicom pillow).
+
+Usage: python3 scripts/make-dicom-series.py IMAGE OUT_DIR [--mpp 0.2456] [--tile 256] [--quality 90]
+"""
+import argparse
+import io
+import os
+
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def write_level(path, image, tile, flavour, mpp, series, study, quality):
+    w, h = image.size
+    frames = []
+    for ty in range(0, h, tile):
+        for tx in range(0, w, tile):
+            # Edge tiles are stored whole, padded with white.
+            frame = Image.new("RGB", (tile, tile), (255, 255, 255))
+            frame.paste(image.crop((tx, ty, min(tx + tile, w), min(ty + tile, h))), (0, 0))
+            out = io.BytesIO()
+            frame.save(out, "JPEG", quality=quality)
+            frames.append(out.getvalue())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = WSI_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = WSI_SOP_CLASS
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series
+    ds.StudyInstanceUID = study
+    ds.Modality = "SM"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", flavour, "NONE"]
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.Rows = tile
+    ds.Columns = tile
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.NumberOfFrames = len(frames)
+    ds.TotalPixelMatrixColumns = w
+    ds.TotalPixelMatrixRows = h
+    measures = Dataset()
+    measures.PixelSpacing = [mpp / 1000, mpp / 1000]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("image")
+    ap.add_argument("out_dir")
+    ap.add_argument("--mpp", type=float, default=0.2456, help="level-0 microns per pixel")
+    ap.add_argument("--tile", type=int, default=256)
+    ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--min-side", type=int, default=256)
+    args = ap.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    image = Image.open(args.image).convert("RGB")
+    series, study = generate_uid(), generate_uid()
+    level, mpp = 0, args.mpp
+    while True:
+        write_level(os.path.join(args.out_dir, f"level-{level}.dcm"), image, args.tile, "VOLUME", mpp, series, study,
+                    args.quality)
+        if max(image.size) // 2 < args.min_side:
+            break
+        image = image.resize((max(1, image.width // 2), max(1, image.height // 2)), Image.BILINEAR)
+        level, mpp = level + 1, mpp * 2
+    thumb = image.copy()
+    thumb.thumbnail((128, 128))
+    write_level(os.path.join(args.out_dir, "thumbnail.dcm"), thumb, max(thumb.size), "THUMBNAIL",
+                mpp * image.width / thumb.width, series, study, args.quality)
+
+
+if __name__ == "__main__":
+    main()
