@@ -37,7 +37,7 @@ use image::RgbImage;
 use crate::cache::{TileCache, TileData};
 use crate::region::{assemble, check_region};
 use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from};
-use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError};
+use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
 pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
@@ -504,11 +504,6 @@ fn transfer_syntax_name(uid: &str) -> &'static str {
 
 fn open_file(path: &Path) -> Result<File, SlideError> {
     File::open(path).map_err(|source| SlideError::Io { path: path.to_owned(), source })
-}
-
-/// Locks a mutex, recovering from poisoning (each read seeks afresh).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads the attributes of one file (up to its pixel data).

@@ -226,32 +226,12 @@ pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dy
     let head = read_head(path)?;
     match sniff(&head) {
         Sniffed::Tiff if openslide::serves_tiff(path) => openslide::open_with(path, options),
-        Sniffed::Tiff => match TiffSlide::open_with(path, options) {
-            Ok(s) => Ok(Box::new(s)),
-            Err(e @ (SlideError::Unsupported { .. } | SlideError::NoLevels { .. })) if cfg!(feature = "openslide") => {
-                match openslide::open_with(path, options) {
-                    Ok(slide) => {
-                        tracing::info!("{e}; read through OpenSlide instead");
-                        Ok(slide)
-                    }
-                    Err(_) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        },
-        Sniffed::Dicom => match DicomSlide::open_with(path, options) {
-            Ok(s) => Ok(Box::new(s)),
-            Err(e @ SlideError::Dicom { .. }) if cfg!(feature = "openslide") => {
-                match openslide::open_with(path, options) {
-                    Ok(slide) => {
-                        tracing::info!("{e}; read through OpenSlide instead");
-                        Ok(slide)
-                    }
-                    Err(_) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        },
+        Sniffed::Tiff => or_openslide(path, options, TiffSlide::open_with(path, options), |e| {
+            matches!(e, SlideError::Unsupported { .. } | SlideError::NoLevels { .. })
+        }),
+        Sniffed::Dicom => {
+            or_openslide(path, options, DicomSlide::open_with(path, options), |e| matches!(e, SlideError::Dicom { .. }))
+        }
         other => {
             if cfg!(feature = "openslide") {
                 return openslide::open_with(path, options);
@@ -263,6 +243,34 @@ pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dy
             })
         }
     }
+}
+
+/// A built-in reader's result; where it failed with an error that
+/// `openslide_may_read` accepts and the `openslide` feature is on, OpenSlide
+/// is tried (if OpenSlide fails too, the built-in reader's error is returned).
+fn or_openslide<S: Slide + 'static>(
+    path: &Path,
+    options: &OpenOptions,
+    builtin: Result<S, SlideError>,
+    openslide_may_read: impl Fn(&SlideError) -> bool,
+) -> Result<Box<dyn Slide>, SlideError> {
+    match builtin {
+        Ok(s) => Ok(Box::new(s)),
+        Err(e) if cfg!(feature = "openslide") && openslide_may_read(&e) => match openslide::open_with(path, options) {
+            Ok(slide) => {
+                tracing::info!("{e}; read through OpenSlide instead");
+                Ok(slide)
+            }
+            Err(_) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: a panic in another reader
+/// leaves a decoder, file handle or cache usable (each read seeks afresh).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// First 132 bytes (or fewer) of the file: enough for TIFF and DICOM magic.

@@ -30,7 +30,7 @@ use tiff::tags::Tag;
 
 use crate::cache::{TileCache, TileData};
 use crate::region::{assemble, check_region};
-use crate::{DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, SlideError};
+use crate::{DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
 
 /// Largest decoded chunk (tile or strip) we accept: 2^26 px. A stripped TIFF
 /// stored as one strip per level would otherwise decode the whole level.
@@ -276,12 +276,6 @@ impl Slide for TiffSlide {
         let (l, clip) = check_region(&self.path, &self.levels, level, x, y, width, height)?;
         assemble(&l, clip, width, height, |col, row| self.tile(level, col, row))
     }
-}
-
-/// Locks a mutex, recovering from poisoning: a panic in another reader
-/// leaves the decoder or cache in a usable state (each call re-seeks).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn open_decoder(path: &Path) -> Result<TiffDecoder, SlideError> {
