@@ -59,9 +59,12 @@ fn levels_for(width: u64, height: u64) -> u32 {
     z
 }
 
-/// What a path is to the review tool: a whole slide (SVS, or a tiled /
-/// multi-level TIFF) or a plain image.
+/// What a path is to the review tool: a whole slide (SVS, DICOM, a folder
+/// holding a DICOM series, or a tiled / multi-level TIFF) or a plain image.
 fn is_slide(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     matches!(ext.as_str(), "svs" | "ndpi" | "mrxs" | "scn" | "vms" | "vmu" | "bif" | "dcm" | "svslide")
 }

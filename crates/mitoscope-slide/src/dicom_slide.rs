@@ -151,10 +151,19 @@ impl DicomSlide {
     /// DICOM file in its folder, keeps those of the same series (and
     /// pyramid), makes the `VOLUME` images the levels (largest first) and
     /// the others the associated images, and indexes every frame.
+    ///
+    /// `path` may also be a folder holding one series: its largest `VOLUME`
+    /// image is then the file opened (a folder of several series is an error
+    /// that names them).
     pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Self, SlideError> {
         let path = path.as_ref();
-        let opened = read_instance(path)?;
-        let series = gather_series(&opened)?;
+        let (opened, series) = if path.is_dir() {
+            series_in_folder(path)?
+        } else {
+            let opened = read_instance(path)?;
+            let series = gather_series(&opened)?;
+            (opened, series)
+        };
 
         let mut volumes: Vec<&Instance> = series.iter().filter(|i| i.flavour == "VOLUME").collect();
         if volumes.is_empty() {
@@ -168,7 +177,9 @@ impl DicomSlide {
         // path in its own file would repeat a size: the opened file, else the
         // first by name, wins).
         volumes.sort_by(|a, b| {
-            (b.width, b.height).cmp(&(a.width, a.height)).then_with(|| (a.path != path).cmp(&(b.path != path)))
+            (b.width, b.height)
+                .cmp(&(a.width, a.height))
+                .then_with(|| (a.path != opened.path).cmp(&(b.path != opened.path)))
         });
         volumes.dedup_by_key(|i| (i.width, i.height));
 
@@ -605,41 +616,91 @@ fn read_instance(path: &Path) -> Result<Instance, SlideError> {
     })
 }
 
-/// The other files of `opened`'s series (and pyramid) in its folder, with it.
-fn gather_series(opened: &Instance) -> Result<Vec<Instance>, SlideError> {
-    let dir = match opened.path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let entries = std::fs::read_dir(&dir).map_err(|source| SlideError::Io { path: dir.clone(), source })?;
+/// The DICOM files of a folder (by their magic), sorted by name.
+fn dicom_files_in(dir: &Path) -> Result<Vec<PathBuf>, SlideError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SlideError::Io { path: dir.to_owned(), source })?;
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
     paths.sort();
     if paths.len() > MAX_SERIES_FILES {
         tracing::warn!("{}: looking at the first {MAX_SERIES_FILES} files only for the series", dir.display());
         paths.truncate(MAX_SERIES_FILES);
     }
+    paths.retain(|p| crate::read_head(p).is_ok_and(|h| crate::sniff(&h) == crate::Sniffed::Dicom));
+    Ok(paths)
+}
+
+/// Whether `inst` belongs to the slide `opened` is part of: the same series,
+/// and for levels the same pyramid where both name one.
+fn same_slide(opened: &Instance, inst: &Instance) -> bool {
+    let other_pyramid =
+        inst.flavour == "VOLUME" && matches!((&opened.pyramid_uid, &inst.pyramid_uid), (Some(a), Some(b)) if a != b);
+    inst.series_uid == opened.series_uid && !other_pyramid
+}
+
+/// The other files of `opened`'s series (and pyramid) in its folder, with it.
+fn gather_series(opened: &Instance) -> Result<Vec<Instance>, SlideError> {
+    let dir = match opened.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
     let mut series = vec![opened.clone()];
-    for p in paths {
+    for p in dicom_files_in(&dir)? {
         if same_file(&p, &opened.path) {
             continue;
         }
-        let is_dicom = crate::read_head(&p).is_ok_and(|h| crate::sniff(&h) == crate::Sniffed::Dicom);
-        if !is_dicom {
-            continue;
-        }
         match read_instance(&p) {
-            Ok(inst) if inst.series_uid == opened.series_uid => {
-                let other_pyramid = inst.flavour == "VOLUME"
-                    && matches!((&opened.pyramid_uid, &inst.pyramid_uid), (Some(a), Some(b)) if a != b);
-                if !other_pyramid {
-                    series.push(inst);
-                }
-            }
+            Ok(inst) if same_slide(opened, &inst) => series.push(inst),
             Ok(_) => {}
             Err(e) => tracing::debug!("{}: not part of the series: {e}", p.display()),
         }
     }
     Ok(series)
+}
+
+/// The one series of a folder: its largest `VOLUME` image and all its files.
+fn series_in_folder(dir: &Path) -> Result<(Instance, Vec<Instance>), SlideError> {
+    let mut instances = Vec::new();
+    let mut first_error = None;
+    for p in dicom_files_in(dir)? {
+        match read_instance(&p) {
+            Ok(inst) => instances.push(inst),
+            Err(e) => {
+                tracing::debug!("{e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let mut uids: Vec<&str> =
+        instances.iter().filter(|i| i.flavour == "VOLUME").map(|i| i.series_uid.as_str()).collect();
+    uids.sort_unstable();
+    uids.dedup();
+    match uids.as_slice() {
+        [] => Err(match first_error {
+            Some(e) if instances.is_empty() => e,
+            _ => dicom_err(
+                dir,
+                "the folder holds no DICOM whole-slide image (VOLUME); a slide folder holds one DICOM series",
+            ),
+        }),
+        [_] => {
+            let opened = instances
+                .iter()
+                .filter(|i| i.flavour == "VOLUME")
+                .max_by_key(|i| (i.width * i.height, std::cmp::Reverse(i.path.clone())))
+                .cloned()
+                .ok_or_else(|| dicom_err(dir, "no VOLUME image"))?;
+            let series = instances.into_iter().filter(|i| same_slide(&opened, i)).collect();
+            Ok((opened, series))
+        }
+        several => Err(dicom_err(
+            dir,
+            format!(
+                "the folder holds {} whole-slide series ({}); pass one file of the series to read",
+                several.len(),
+                several.join(", ")
+            ),
+        )),
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -1083,6 +1144,38 @@ mod tests {
         assert_eq!(slide.read_associated("label").unwrap().dimensions(), (20, 10));
         assert!(slide.read_associated("macro").unwrap_err().to_string().contains("label"));
         assert!(slide.properties()["dicom.level[1].file"].ends_with("b_level1.dcm"));
+
+        // The folder holds two series: opening the folder names both.
+        let err = crate::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("2 whole-slide series") && err.contains("1.2.3.4") && err.contains("9.9"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_of_one_series_opens_as_the_slide() {
+        let dir = tempfile::tempdir().unwrap();
+        let case = dir.path().join("case-17");
+        std::fs::create_dir(&case).unwrap();
+        // Named so that the smaller level comes first.
+        write(&case.join("1.dcm"), &Spec::volume(pattern(30, 20), 16));
+        write(&case.join("2.dcm"), &Spec::volume(pattern(60, 40), 16));
+        write(&case.join("3.dcm"), &Spec { flavour: "OVERVIEW", ..Spec::volume(pattern(20, 10), 16) });
+        let slide = crate::open(&case).unwrap();
+        assert_eq!(slide.path(), case.as_path());
+        let dims: Vec<_> = slide.levels().iter().map(|l| (l.width, l.height)).collect();
+        assert_eq!(dims, [(60, 40), (30, 20)]);
+        assert_eq!(slide.associated_names(), ["macro"]);
+
+        // A folder with no DICOM file, and one with only a label, say so.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::write(empty.join("readme.txt"), "nothing here").unwrap();
+        let err = crate::open(&empty).unwrap_err().to_string();
+        assert!(err.contains("empty") && err.contains("no DICOM whole-slide image"), "{err}");
+        let labels = dir.path().join("labels");
+        std::fs::create_dir(&labels).unwrap();
+        write(&labels.join("l.dcm"), &Spec { flavour: "LABEL", ..Spec::volume(pattern(20, 10), 16) });
+        let err = crate::open(&labels).unwrap_err().to_string();
+        assert!(err.contains("labels") && err.contains("no DICOM whole-slide image"), "{err}");
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn Slide>, SlideError> {
 }
 
 /// Opens a slide: TIFF-based files (Aperio SVS, pyramidal TIFF, BigTIFF)
-/// and DICOM whole-slide series (any file of the series) with the built-in
+/// and DICOM whole-slide series (any file of the series, or its folder) with the built-in
 /// readers, anything else through OpenSlide when the `openslide` feature is
 /// on, else a clear "unsupported format" error. A DICOM series the built-in
 /// reader cannot decode (JPEG 2000 frames, say) is tried with OpenSlide too
@@ -223,6 +223,10 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn Slide>, SlideError> {
 /// cannot read it either, the built-in reader's error is returned).
 pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Slide>, SlideError> {
     let path = path.as_ref();
+    if path.is_dir() {
+        // A folder is a DICOM series (the other formats are single files).
+        return DicomSlide::open_with(path, options).map(|s| Box::new(s) as Box<dyn Slide>);
+    }
     let head = read_head(path)?;
     match sniff(&head) {
         Sniffed::Tiff if openslide::serves_tiff(path) => openslide::open_with(path, options),
