@@ -2,7 +2,8 @@
 """Writes an image as a DICOM whole-slide series (analysis aid, not part of the build).
 
 One VL Whole Slide Microscopy file per level, TILED_FULL, JPEG baseline frames (YBR_FULL_422,
-Pillow's encoder), Pixel Spacing from --mpp: level 0 is the image, each further level halves
+Pillow's encoder; or with --codec j2k, lossy JPEG 2000 codestreams, YBR_ICT), Pixel Spacing from
+--mpp: level 0 is the image, each further level halves
 it (Pillow's bilinear resize), down to a side of --min-side, plus a THUMBNAIL file. Used to
 check `mitoscope slide` on DICOM against the same pixels as a TIFF (BENCHMARKS.md, "Whole
 slides"). The output folder holds one series; the files are named level-N.dcm, thumbnail.dcm.
@@ -10,6 +11,7 @@ slides"). The output folder holds one series; the files are named level-N.dcm, t
 Needs pydicom and Pillow (pip install pydicom pillow).
 
 Usage: python3 scripts/make-dicom-series.py IMAGE OUT_DIR [--mpp 0.2456] [--tile 256] [--quality 90]
+       [--codec jpeg|j2k] [--j2k-rate 10]
 """
 import argparse
 import io
@@ -18,12 +20,22 @@ import os
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pydicom.uid import JPEG2000, JPEGBaseline8Bit, generate_uid
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
-def write_level(path, image, tile, flavour, mpp, series, study, quality):
+def encode(frame, args):
+    out = io.BytesIO()
+    if args.codec == "j2k":
+        frame.save(out, "JPEG2000", irreversible=True, no_jp2=True, quality_mode="rates",
+                   quality_layers=[args.j2k_rate])
+    else:
+        frame.save(out, "JPEG", quality=args.quality)
+    return out.getvalue()
+
+
+def write_level(path, image, tile, flavour, mpp, series, study, args):
     w, h = image.size
     frames = []
     for ty in range(0, h, tile):
@@ -31,13 +43,11 @@ def write_level(path, image, tile, flavour, mpp, series, study, quality):
             # Edge tiles are stored whole, padded with white.
             frame = Image.new("RGB", (tile, tile), (255, 255, 255))
             frame.paste(image.crop((tx, ty, min(tx + tile, w), min(ty + tile, h))), (0, 0))
-            out = io.BytesIO()
-            frame.save(out, "JPEG", quality=quality)
-            frames.append(out.getvalue())
+            frames.append(encode(frame, args))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = WSI_SOP_CLASS
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.TransferSyntaxUID = JPEG2000 if args.codec == "j2k" else JPEGBaseline8Bit
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = WSI_SOP_CLASS
@@ -48,7 +58,7 @@ def write_level(path, image, tile, flavour, mpp, series, study, quality):
     ds.ImageType = ["ORIGINAL", "PRIMARY", flavour, "NONE"]
     ds.DimensionOrganizationType = "TILED_FULL"
     ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PhotometricInterpretation = "YBR_ICT" if args.codec == "j2k" else "YBR_FULL_422"
     ds.PlanarConfiguration = 0
     ds.Rows = tile
     ds.Columns = tile
@@ -77,6 +87,8 @@ def main():
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--quality", type=int, default=90)
     ap.add_argument("--min-side", type=int, default=256)
+    ap.add_argument("--codec", choices=["jpeg", "j2k"], default="jpeg")
+    ap.add_argument("--j2k-rate", type=float, default=10, help="JPEG 2000 compression ratio")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     image = Image.open(args.image).convert("RGB")
@@ -84,7 +96,7 @@ def main():
     level, mpp = 0, args.mpp
     while True:
         write_level(os.path.join(args.out_dir, f"level-{level}.dcm"), image, args.tile, "VOLUME", mpp, series, study,
-                    args.quality)
+                    args)
         if max(image.size) // 2 < args.min_side:
             break
         image = image.resize((max(1, image.width // 2), max(1, image.height // 2)), Image.BILINEAR)
@@ -92,7 +104,7 @@ def main():
     thumb = image.copy()
     thumb.thumbnail((128, 128))
     write_level(os.path.join(args.out_dir, "thumbnail.dcm"), thumb, max(thumb.size), "THUMBNAIL",
-                mpp * image.width / thumb.width, series, study, args.quality)
+                mpp * image.width / thumb.width, series, study, args)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@
 //!
 //! Decoded here: JPEG baseline / extended (8-bit, the common WSI transfer
 //! syntaxes; via zune-jpeg, with colour conversion off for frames stored as
-//! RGB) and uncompressed 8-bit RGB or monochrome frames. Other transfer
-//! syntaxes (JPEG 2000, JPEG-LS, RLE, …) give a clear error; the `openslide`
-//! feature is tried for them where the system OpenSlide reads DICOM (4.0+).
+//! RGB), JPEG 2000 (via hayro-jpeg2000, pure Rust) and uncompressed 8-bit RGB
+//! or monochrome frames. Other transfer syntaxes (JPEG-LS, RLE, HTJ2K, …)
+//! give a clear error; the `openslide` feature is tried for them where the
+//! system OpenSlide reads DICOM (4.0+).
 //! Tiles are placed in `TILED_FULL` order (first focal plane and optical
 //! path) or, for `TILED_SPARSE`, by each frame's position in the total pixel
 //! matrix; positions with no frame read as white.
@@ -36,7 +37,7 @@ use image::RgbImage;
 
 use crate::cache::{TileCache, TileData};
 use crate::region::{assemble, check_region};
-use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from};
+use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from, ycbcr_to_rgb};
 use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
@@ -58,6 +59,10 @@ enum Codec {
     /// JPEG baseline or extended, 8-bit. `keep_colour`: the frames hold RGB
     /// (or grey) samples, not YCbCr, so the decoder must not convert them.
     Jpeg { keep_colour: bool },
+    /// JPEG 2000. `ycbcr`: YCbCr components the codestream does not
+    /// transform itself (`YBR_FULL`); `YBR_ICT` / `YBR_RCT` frames carry
+    /// the transform in the codestream and decode to RGB.
+    Jpeg2000 { ycbcr: bool },
     /// Uncompressed 8-bit samples.
     Native { planar: bool },
 }
@@ -340,9 +345,13 @@ impl DicomImage {
                 }
                 Codec::Native { planar: inst.planar }
             }
+            // JPEG 2000, lossless only and lossy.
+            "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
+                Codec::Jpeg2000 { ycbcr: matches!(photometric, "YBR_FULL" | "YBR_FULL_422") }
+            }
             other => {
                 return Err(err(format!(
-                    "transfer syntax {other} ({}) is not decoded by the built-in reader (it reads JPEG baseline and uncompressed frames)",
+                    "transfer syntax {other} ({}) is not decoded by the built-in reader (it reads JPEG baseline, JPEG 2000 and uncompressed frames)",
                     transfer_syntax_name(other)
                 )));
             }
@@ -409,6 +418,7 @@ impl DicomImage {
         let bytes = self.read_frame(frame).map_err(|e| bad(format!("cannot read frame {}: {e}", frame + 1)))?;
         let samples = match self.codec {
             Codec::Jpeg { keep_colour } => self.decode_jpeg(bytes, keep_colour).map_err(bad)?,
+            Codec::Jpeg2000 { ycbcr } => self.decode_jpeg2000(&bytes, ycbcr).map_err(bad)?,
             Codec::Native { planar } => {
                 let n = tw as usize * th as usize;
                 if bytes.len() < n * self.samples {
@@ -449,6 +459,37 @@ impl DicomImage {
             file.read_exact(&mut out[start..])?;
         }
         Ok(out)
+    }
+
+    /// Decodes a JPEG 2000 codestream to `samples`-per-pixel bytes of the full tile.
+    fn decode_jpeg2000(&self, bytes: &[u8], ycbcr: bool) -> Result<Vec<u8>, String> {
+        let settings = hayro_jpeg2000::DecodeSettings::default();
+        let image = hayro_jpeg2000::Image::new(bytes, &settings).map_err(|e| format!("JPEG 2000: {e}"))?;
+        if (image.width(), image.height()) != (self.tile_width, self.tile_height) {
+            return Err(format!(
+                "JPEG 2000 frame is {}x{}, the tiles are {}x{}",
+                image.width(),
+                image.height(),
+                self.tile_width,
+                self.tile_height
+            ));
+        }
+        let channels = image.color_space().num_channels() as usize + usize::from(image.has_alpha());
+        if channels != self.samples {
+            return Err(format!("JPEG 2000 frame has {channels} components, the image {}", self.samples));
+        }
+        let mut context = hayro_jpeg2000::DecoderContext::default();
+        let mut data = image.decode(&mut context).map_err(|e| format!("JPEG 2000: {e}"))?.data_u8();
+        let expected = self.tile_width as usize * self.tile_height as usize * self.samples;
+        if data.len() != expected {
+            return Err(format!("JPEG 2000 decoded to {} bytes, expected {expected}", data.len()));
+        }
+        if ycbcr && self.samples == 3 {
+            for p in data.chunks_exact_mut(3) {
+                p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
+            }
+        }
+        Ok(data)
     }
 
     /// Decodes a JPEG frame to `samples`-per-pixel bytes of the full tile.
@@ -973,6 +1014,12 @@ mod tests {
         /// TILED_SPARSE, leaving out these (column, row) tiles.
         sparse_without: Option<&'a [(u32, u32)]>,
         spacing_mm: Option<f64>,
+        /// Tile height (else `tile`).
+        tile_rows: Option<u32>,
+        /// Every frame is this codestream (else JPEG or raw tiles of `image`).
+        codestream: Option<&'a [u8]>,
+        /// Photometric Interpretation (else from the transfer syntax).
+        photometric: Option<&'a str>,
     }
 
     impl<'a> Spec<'a> {
@@ -985,6 +1032,9 @@ mod tests {
                 tile,
                 sparse_without: None,
                 spacing_mm: Some(0.00025),
+                tile_rows: None,
+                codestream: None,
+                photometric: None,
             }
         }
     }
@@ -1005,7 +1055,8 @@ mod tests {
 
     fn write(path: &Path, spec: &Spec) {
         let (w, h, t) = (spec.image.width(), spec.image.height(), spec.tile);
-        let (across, down) = (w.div_ceil(t), h.div_ceil(t));
+        let th = spec.tile_rows.unwrap_or(t);
+        let (across, down) = (w.div_ceil(t), h.div_ceil(th));
         let mut tiles = Vec::new();
         for row in 0..down {
             for col in 0..across {
@@ -1013,8 +1064,8 @@ mod tests {
                     continue;
                 }
                 // Edge tiles are stored whole, padded with black.
-                let tile = RgbImage::from_fn(t, t, |x, y| {
-                    let (ix, iy) = (col * t + x, row * t + y);
+                let tile = RgbImage::from_fn(t, th, |x, y| {
+                    let (ix, iy) = (col * t + x, row * th + y);
                     if ix < w && iy < h { *spec.image.get_pixel(ix, iy) } else { Rgb([0, 0, 0]) }
                 });
                 tiles.push(((col, row), tile));
@@ -1043,11 +1094,11 @@ mod tests {
             DataElement::new(
                 tags::PHOTOMETRIC_INTERPRETATION,
                 VR::CS,
-                if spec.transfer_syntax == JPEG_BASELINE { "YBR_FULL_422" } else { "RGB" },
+                spec.photometric.unwrap_or(if spec.transfer_syntax == JPEG_BASELINE { "YBR_FULL_422" } else { "RGB" }),
             ),
             DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
             DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, tiles.len().to_string()),
-            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(t as u16)),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(th as u16)),
             DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(t as u16)),
             DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
             DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
@@ -1074,7 +1125,7 @@ mod tests {
                         DataElement::new(
                             tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
                             VR::SL,
-                            PrimitiveValue::from((row * t + 1) as i32),
+                            PrimitiveValue::from((row * th + 1) as i32),
                         ),
                     ]);
                     item(vec![seq(tags::PLANE_POSITION_SLIDE_SEQUENCE, vec![position])])
@@ -1082,7 +1133,10 @@ mod tests {
                 .collect();
             elements.push(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame));
         }
-        if spec.transfer_syntax == EXPLICIT_LE {
+        if let Some(codestream) = spec.codestream {
+            let fragments = vec![codestream.to_vec(); tiles.len()];
+            elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], fragments)));
+        } else if spec.transfer_syntax == EXPLICIT_LE {
             let bytes: Vec<u8> = tiles.iter().flat_map(|(_, tile)| tile.as_raw().clone()).collect();
             elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bytes.into())));
         } else {
@@ -1148,6 +1202,39 @@ mod tests {
         // The folder holds two series: opening the folder names both.
         let err = crate::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("2 whole-slide series") && err.contains("1.2.3.4") && err.contains("9.9"), "{err}");
+    }
+
+    /// Frames in JPEG 2000 (codestreams written by Pillow, see
+    /// tests/fixtures): the reversible transform decodes exactly, the
+    /// irreversible one within its loss.
+    #[test]
+    fn jpeg2000_frames_decode_to_the_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(48, 32);
+        for (name, codestream, photometric, tolerance) in [
+            ("lossless", &include_bytes!("../tests/fixtures/pattern-48x32-lossless.j2k")[..], "YBR_RCT", 0),
+            ("lossy", &include_bytes!("../tests/fixtures/pattern-48x32-lossy.j2k")[..], "YBR_ICT", 20),
+        ] {
+            let folder = dir.path().join(name);
+            std::fs::create_dir(&folder).unwrap();
+            let spec = Spec {
+                transfer_syntax: if tolerance == 0 { "1.2.840.10008.1.2.4.90" } else { "1.2.840.10008.1.2.4.91" },
+                codestream: Some(codestream),
+                photometric: Some(photometric),
+                ..Spec::volume(base.clone(), 48)
+            };
+            // 48-px tiles but a 48x32 frame: the size check must refuse it.
+            write(&folder.join("square.dcm"), &spec);
+            let err = DicomSlide::open(folder.join("square.dcm")).unwrap().read_region(0, 0, 0, 4, 4).unwrap_err();
+            assert!(err.to_string().contains("48x32"), "{err}");
+            std::fs::remove_file(folder.join("square.dcm")).unwrap();
+            // One 48x32 tile: a 48x32 image.
+            let path = folder.join("slide.dcm");
+            write(&path, &Spec { tile_rows: Some(32), ..spec });
+            let slide = DicomSlide::open(&path).unwrap();
+            let read = slide.read_region(0, 0, 0, 48, 32).unwrap();
+            assert!(max_diff(&read, &base) <= tolerance, "{name}: {}", max_diff(&read, &base));
+        }
     }
 
     #[test]
@@ -1244,10 +1331,17 @@ mod tests {
         assert!(err.contains("ct.dcm") && err.contains("not a whole-slide image"), "{err}");
 
         // A transfer syntax the built-in reader does not decode.
+        let rle = dir.path().join("rle").join("rle.dcm");
+        std::fs::create_dir(rle.parent().unwrap()).unwrap();
+        write(&rle, &Spec { transfer_syntax: "1.2.840.10008.1.2.5", ..Spec::volume(pattern(32, 32), 32) });
+        let err = DicomSlide::open(&rle).unwrap_err().to_string();
+        assert!(err.contains("rle.dcm") && err.contains("RLE"), "{err}");
+
+        // JPEG frames labelled JPEG 2000: the tile fails, naming the codec.
         let j2k = dir.path().join("j2k").join("j2k.dcm");
         std::fs::create_dir(j2k.parent().unwrap()).unwrap();
         write(&j2k, &Spec { transfer_syntax: "1.2.840.10008.1.2.4.90", ..Spec::volume(pattern(32, 32), 32) });
-        let err = DicomSlide::open(&j2k).unwrap_err().to_string();
+        let err = DicomSlide::open(&j2k).unwrap().read_region(0, 0, 0, 8, 8).unwrap_err().to_string();
         assert!(err.contains("j2k.dcm") && err.contains("JPEG 2000"), "{err}");
 
         // Garbage after the magic.
