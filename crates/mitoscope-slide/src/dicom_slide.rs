@@ -36,8 +36,9 @@ use dicom_object::{InMemDicomObject, OpenFileOptions, Tag};
 use image::RgbImage;
 
 use crate::cache::{TileCache, TileData};
+use crate::codec::decode_jpeg2000;
 use crate::region::{assemble, check_region};
-use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from, ycbcr_to_rgb};
+use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from};
 use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
@@ -418,7 +419,9 @@ impl DicomImage {
         let bytes = self.read_frame(frame).map_err(|e| bad(format!("cannot read frame {}: {e}", frame + 1)))?;
         let samples = match self.codec {
             Codec::Jpeg { keep_colour } => self.decode_jpeg(bytes, keep_colour).map_err(bad)?,
-            Codec::Jpeg2000 { ycbcr } => self.decode_jpeg2000(&bytes, ycbcr).map_err(bad)?,
+            Codec::Jpeg2000 { ycbcr } => {
+                decode_jpeg2000(&bytes, (self.tile_width, self.tile_height), self.samples, ycbcr).map_err(bad)?
+            }
             Codec::Native { planar } => {
                 let n = tw as usize * th as usize;
                 if bytes.len() < n * self.samples {
@@ -459,37 +462,6 @@ impl DicomImage {
             file.read_exact(&mut out[start..])?;
         }
         Ok(out)
-    }
-
-    /// Decodes a JPEG 2000 codestream to `samples`-per-pixel bytes of the full tile.
-    fn decode_jpeg2000(&self, bytes: &[u8], ycbcr: bool) -> Result<Vec<u8>, String> {
-        let settings = hayro_jpeg2000::DecodeSettings::default();
-        let image = hayro_jpeg2000::Image::new(bytes, &settings).map_err(|e| format!("JPEG 2000: {e}"))?;
-        if (image.width(), image.height()) != (self.tile_width, self.tile_height) {
-            return Err(format!(
-                "JPEG 2000 frame is {}x{}, the tiles are {}x{}",
-                image.width(),
-                image.height(),
-                self.tile_width,
-                self.tile_height
-            ));
-        }
-        let channels = image.color_space().num_channels() as usize + usize::from(image.has_alpha());
-        if channels != self.samples {
-            return Err(format!("JPEG 2000 frame has {channels} components, the image {}", self.samples));
-        }
-        let mut context = hayro_jpeg2000::DecoderContext::default();
-        let mut data = image.decode(&mut context).map_err(|e| format!("JPEG 2000: {e}"))?.data_u8();
-        let expected = self.tile_width as usize * self.tile_height as usize * self.samples;
-        if data.len() != expected {
-            return Err(format!("JPEG 2000 decoded to {} bytes, expected {expected}", data.len()));
-        }
-        if ycbcr && self.samples == 3 {
-            for p in data.chunks_exact_mut(3) {
-                p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
-            }
-        }
-        Ok(data)
     }
 
     /// Decodes a JPEG frame to `samples`-per-pixel bytes of the full tile.
@@ -995,6 +967,7 @@ impl<R: Read + Seek> Walker<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::pattern;
     use dicom_core::value::{DataSetSequence, PixelFragmentSequence};
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_object::meta::FileMetaTableBuilder;
@@ -1037,14 +1010,6 @@ mod tests {
                 photometric: None,
             }
         }
-    }
-
-    /// Pixel (x, y): a pattern that makes misplaced tiles visible.
-    fn pattern(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| {
-            let block = (x / 8 + 3 * (y / 8)) % 5;
-            Rgb([40 + 40 * block as u8, 200 - 30 * block as u8, if (x / 8 + y / 8) % 2 == 0 { 70 } else { 190 }])
-        })
     }
 
     fn jpeg(tile: &RgbImage) -> Vec<u8> {

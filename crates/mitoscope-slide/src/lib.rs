@@ -5,9 +5,10 @@
 //! - [`open`] / [`open_with`] return a `Box<dyn` [`Slide`]`>`; the rest of
 //!   Mitoscope never knows which reader served it. Built in (pure Rust, no
 //!   system library): Aperio SVS (JPEG tiles whose shared `JPEGTables` are
-//!   merged into each tile stream by the `tiff` crate) and generic tiled or
-//!   stripped pyramidal TIFF / BigTIFF, and DICOM whole-slide series (JPEG
-//!   baseline or uncompressed frames; see [`DicomSlide`]). Vendor formats
+//!   merged into each tile stream by the `tiff` crate, or JPEG 2000 tiles)
+//!   and generic tiled or stripped pyramidal TIFF / BigTIFF, and DICOM
+//!   whole-slide series (JPEG baseline, JPEG 2000 or uncompressed frames;
+//!   see [`DicomSlide`]). Vendor formats
 //!   (NDPI, MIRAX, SCN, BIF, Philips TIFF) are read through the system
 //!   libopenslide behind the `openslide` cargo feature (see [`openslide`]).
 //! - [`Slide::read_region`] decodes only the tiles a region touches, through a
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod codec;
 mod dicom_slide;
 mod error;
 pub mod hotspot;

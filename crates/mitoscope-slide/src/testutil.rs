@@ -11,6 +11,48 @@ use std::path::Path;
 use tiff::encoder::{Rational, TiffEncoder};
 use tiff::tags::Tag;
 
+/// 8-px blocks of five colours: misplaced or mis-coloured tiles show. The
+/// JPEG 2000 fixtures in tests/fixtures are this pattern at 48x32.
+pub(crate) fn pattern(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let block = (x / 8 + 3 * (y / 8)) % 5;
+        image::Rgb([40 + 40 * block as u8, 200 - 30 * block as u8, if (x / 8 + y / 8) % 2 == 0 { 70 } else { 190 }])
+    })
+}
+
+/// Writes one tiled level whose every tile is `tile_data` (a compressed
+/// tile), with compression `compression`: tiles the `tiff` encoder cannot
+/// produce (JPEG 2000).
+pub(crate) fn write_precompressed_tiff(
+    path: &Path,
+    (width, height): (u32, u32),
+    (tile_w, tile_h): (u32, u32),
+    compression: u16,
+    tile_data: &[u8],
+) -> tiff::TiffResult<()> {
+    let mut enc = TiffEncoder::new(BufWriter::new(File::create(path)?))?;
+    let mut dir = enc.image_directory()?;
+    let tiles = width.div_ceil(tile_w) * height.div_ceil(tile_h);
+    let (mut offsets, mut counts) = (Vec::<u32>::new(), Vec::<u32>::new());
+    for _ in 0..tiles {
+        offsets.push(dir.write_data(tile_data)? as u32);
+        counts.push(tile_data.len() as u32);
+    }
+    dir.write_tag(Tag::ImageWidth, width)?;
+    dir.write_tag(Tag::ImageLength, height)?;
+    dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
+    dir.write_tag(Tag::Compression, compression)?;
+    dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
+    dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
+    dir.write_tag(Tag::PlanarConfiguration, 1u16)?;
+    dir.write_tag(Tag::TileWidth, tile_w)?;
+    dir.write_tag(Tag::TileLength, tile_h)?;
+    dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
+    dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
+    dir.finish()?;
+    Ok(())
+}
+
 /// One uncompressed RGB8 level.
 pub(crate) struct TestLevel {
     pub width: u32,

@@ -3,7 +3,9 @@
 //! IFD and tag parsing, `JPEGTables` merging and tile decompression (JPEG via
 //! zune-jpeg, LZW, deflate, PackBits) are the `tiff` crate's. Written here:
 //! which IFD is a level or an associated image, the Aperio description
-//! fields, the sample-layout conversion to RGB8, and the tile cache.
+//! fields, the sample-layout conversion to RGB8, and the tile cache. Aperio's
+//! JPEG 2000 tiles (compressions 33003 and 33005), which the `tiff` crate
+//! does not decode, are read raw and decoded by hayro-jpeg2000.
 //!
 //! Aperio layout (as OpenSlide reads it): IFD 0 is level 0; every *tiled*
 //! IFD is a level; IFD 1, when strip-based, is the thumbnail; strip-based
@@ -29,6 +31,7 @@ use tiff::decoder::{ChunkType, Decoder, DecodingResult};
 use tiff::tags::Tag;
 
 use crate::cache::{TileCache, TileData};
+use crate::codec::{decode_jpeg2000, ycbcr_to_rgb};
 use crate::region::{assemble, check_region};
 use crate::{DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
 
@@ -52,12 +55,17 @@ enum Layout {
     Gray,
     /// JPEG-compressed YCbCr: the crate returns unconverted YCbCr samples.
     YCbCr,
+    /// Aperio JPEG 2000 tiles (compression 33003 YCbCr, 33005 RGB), which
+    /// the `tiff` crate does not decode: read raw and decoded here.
+    Jpeg2000 {
+        ycbcr: bool,
+    },
 }
 
 impl Layout {
     fn samples(self) -> usize {
         match self {
-            Layout::Rgb | Layout::YCbCr => 3,
+            Layout::Rgb | Layout::YCbCr | Layout::Jpeg2000 { .. } => 3,
             Layout::Rgba => 4,
             Layout::Gray => 1,
         }
@@ -84,6 +92,8 @@ struct LevelReader {
     ifd: usize,
     layout: Layout,
     decoder: Mutex<TiffDecoder>,
+    /// (offset, byte count) of each chunk, for layouts read raw (JPEG 2000).
+    raw_chunks: Vec<(u64, u64)>,
 }
 
 /// A slide read by the built-in TIFF reader. Usually used as
@@ -157,7 +167,13 @@ impl TiffSlide {
                 tile_width: info.chunk.0,
                 tile_height: info.chunk.1,
             });
-            readers.push(LevelReader { ifd: info.index, layout, decoder: Mutex::new(decoder_at(path, info.index)?) });
+            let mut decoder = decoder_at(path, info.index)?;
+            let raw_chunks = match layout {
+                Layout::Jpeg2000 { .. } => chunk_locations(&mut decoder, info.tiled)
+                    .map_err(|source| SlideError::Tiff { path: path.to_owned(), ifd: info.index, source })?,
+                _ => Vec::new(),
+            };
+            readers.push(LevelReader { ifd: info.index, layout, decoder: Mutex::new(decoder), raw_chunks });
         }
 
         let objective_power = properties.get("aperio.AppMag").and_then(|v| v.trim().parse::<f64>().ok());
@@ -197,6 +213,30 @@ impl TiffSlide {
                 pixels: dw * dh,
                 limit: MAX_CHUNK_PIXELS,
             });
+        }
+        if let Layout::Jpeg2000 { ycbcr } = reader.layout {
+            let bad = |what: String| SlideError::BadTile {
+                path: self.path.clone(),
+                level,
+                tile: index,
+                what: format!("{what} (IFD {})", reader.ifd),
+            };
+            let bytes = {
+                let mut dec = lock(&reader.decoder);
+                read_raw_chunk(dec.inner(), reader.raw_chunks.get(index as usize).copied())
+                    .map_err(|e| bad(format!("cannot read the tile: {e}")))?
+            };
+            // Aperio stores edge tiles whole: decode the full tile, keep the image's part.
+            let full = decode_jpeg2000(&bytes, (l.tile_width, l.tile_height), 3, ycbcr).map_err(bad)?;
+            let row_bytes = dw as usize * 3;
+            let mut rgb = Vec::with_capacity(row_bytes * dh as usize);
+            for y in 0..dh as usize {
+                let start = y * l.tile_width as usize * 3;
+                rgb.extend_from_slice(&full[start..start + row_bytes]);
+            }
+            let data = Arc::new(rgb);
+            lock(&self.cache).insert((level, index), Arc::clone(&data));
+            return Ok(data);
         }
         let decoded = {
             let mut dec = lock(&reader.decoder);
@@ -333,6 +373,14 @@ fn ifd_layout(dec: &mut TiffDecoder, width: u32, height: u32, chunk: (u32, u32))
         return Err(format!("empty image or chunk ({width}x{height}, chunk {}x{})", chunk.0, chunk.1));
     }
     let compression = dec.find_tag_unsigned::<u16>(Tag::Compression).ok().flatten().unwrap_or(1);
+    if matches!(compression, 33003 | 33005) {
+        let samples = dec.find_tag_unsigned::<u16>(Tag::SamplesPerPixel).ok().flatten().unwrap_or(1);
+        let bits = dec.find_tag_unsigned_vec::<u16>(Tag::BitsPerSample).ok().flatten().unwrap_or_default();
+        if samples != 3 || bits.iter().any(|&b| b != 8) {
+            return Err(format!("JPEG 2000 (compression {compression}) with {samples} samples of {bits:?} bits"));
+        }
+        return Ok(Layout::Jpeg2000 { ycbcr: compression == 33003 });
+    }
     // 1 none, 5 LZW, 7 JPEG, 8 / 32946 deflate, 32773 PackBits: what `tiff` decodes.
     if !matches!(compression, 1 | 5 | 7 | 8 | 32946 | 32773) {
         return Err(format!("compression {compression}"));
@@ -456,6 +504,28 @@ pub(crate) fn settle_mpp_from(
     MppInfo { mpp, source: MppSource::Default, mpp_guessed: true }
 }
 
+/// (offset, byte count) of every tile (or strip) of the decoder's current IFD.
+fn chunk_locations(dec: &mut TiffDecoder, tiled: bool) -> tiff::TiffResult<Vec<(u64, u64)>> {
+    let (offsets, counts) =
+        if tiled { (Tag::TileOffsets, Tag::TileByteCounts) } else { (Tag::StripOffsets, Tag::StripByteCounts) };
+    let offsets = dec.get_tag_u64_vec(offsets)?;
+    let counts = dec.get_tag_u64_vec(counts)?;
+    Ok(offsets.into_iter().zip(counts).collect())
+}
+
+/// The stored bytes of one chunk.
+fn read_raw_chunk(file: &mut BufReader<File>, location: Option<(u64, u64)>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (offset, count) = location.ok_or_else(|| std::io::Error::other("no such tile in the file"))?;
+    if count > 4 * MAX_CHUNK_PIXELS * 3 {
+        return Err(std::io::Error::other(format!("a tile of {count} bytes")));
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; count as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Converts a decoded chunk of `width` x `height` to RGB8.
 fn to_rgb8(data: DecodingResult, width: usize, height: usize, layout: Layout) -> Result<Vec<u8>, String> {
     let DecodingResult::U8(v) = data else {
@@ -475,21 +545,44 @@ fn to_rgb8(data: DecodingResult, width: usize, height: usize, layout: Layout) ->
         Layout::Rgba => v.chunks_exact(4).take(n).flat_map(|p| [p[0], p[1], p[2]]).collect(),
         Layout::Gray => v.iter().take(n).flat_map(|&g| [g, g, g]).collect(),
         Layout::YCbCr => v.chunks_exact(3).take(n).flat_map(|p| ycbcr_to_rgb(p[0], p[1], p[2])).collect(),
+        Layout::Jpeg2000 { .. } => return Err("JPEG 2000 data is read raw, not through the TIFF decoder".into()),
     })
-}
-
-/// JFIF YCbCr -> RGB (full range, as JPEG uses).
-pub(crate) fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
-    let (y, cb, cr) = (y as f32, cb as f32 - 128.0, cr as f32 - 128.0);
-    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-    [c(y + 1.402 * cr), c(y - 0.344_136 * cb - 0.714_136 * cr), c(y + 1.772 * cb)]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{TestLevel, write_tiled_tiff};
+    use crate::testutil::{TestLevel, pattern, write_precompressed_tiff, write_tiled_tiff};
     use crate::{Slide, open};
+
+    /// Aperio's JPEG 2000 compressions: 33005 (RGB; the fixture's reversible
+    /// transform decodes exactly) and 33003 (YCbCr, converted here; within
+    /// the rounding of Pillow's RGB -> YCbCr). Two 48x32 tiles make an
+    /// 88x32 level: the edge tile is stored whole and cut.
+    #[test]
+    fn aperio_jpeg2000_tiles_decode() {
+        let rgb = include_bytes!("../tests/fixtures/pattern-48x32-lossless.j2k");
+        let ycbcr = include_bytes!("../tests/fixtures/pattern-48x32-ycbcr.j2k");
+        let tile = pattern(48, 32);
+        for (compression, codestream, tolerance) in [(33005u16, &rgb[..], 0u8), (33003, &ycbcr[..], 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("j2k.tif");
+            write_precompressed_tiff(&path, (88, 32), (48, 32), compression, codestream).unwrap();
+            let s = TiffSlide::open(&path).unwrap();
+            let r = s.read_region(0, 0, 0, 88, 32).unwrap();
+            for (x, y, p) in r.enumerate_pixels() {
+                let want = tile.get_pixel(x % 48, y);
+                let worst = p.0.iter().zip(want.0).map(|(a, b)| a.abs_diff(b)).max().unwrap();
+                assert!(worst <= tolerance, "{compression}: ({x}, {y}) {p:?} vs {want:?}");
+            }
+        }
+        // A codestream of the wrong size fails the tile, naming it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wrong.tif");
+        write_precompressed_tiff(&path, (64, 64), (64, 64), 33005, rgb).unwrap();
+        let err = TiffSlide::open(&path).unwrap().read_region(0, 0, 0, 8, 8).unwrap_err().to_string();
+        assert!(err.contains("wrong.tif") && err.contains("48x32"), "{err}");
+    }
 
     #[test]
     fn aperio_description_fields() {
