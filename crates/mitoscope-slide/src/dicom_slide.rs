@@ -14,6 +14,9 @@
 //! and does not report where its fragments lie in the file: it walks element
 //! and item headers only, then each frame is read by offset when a region
 //! needs it, through the same byte-bounded tile cache as the TIFF reader.
+//! The same walk runs before dicom-rs sees a file: every declared length
+//! must fit in the file, since the parser allocates a value's declared
+//! length before reading it.
 //!
 //! Decoded here: JPEG baseline / extended (8-bit, the common WSI transfer
 //! syntaxes; via zune-jpeg, with colour conversion off for frames stored as
@@ -359,6 +362,10 @@ impl DicomImage {
         };
         let across = inst.width.div_ceil(inst.tile_width as u64);
         let down = inst.height.div_ceil(inst.tile_height as u64);
+        // Tile indices are u32 (as in the TIFF reader and the tile cache).
+        if across.checked_mul(down).is_none_or(|n| n > u32::MAX as u64) {
+            return Err(err(format!("{}x{} px in {across}x{down} tiles is too many tiles", inst.width, inst.height)));
+        }
         let map = match (&inst.positions, inst.tiled_full) {
             (Some(positions), false) => sparse_map(path, positions, inst.tile_width, inst.tile_height)?,
             _ => {
@@ -374,8 +381,7 @@ impl DicomImage {
         let frame_bytes = inst.tile_width as u64 * inst.tile_height as u64 * inst.samples as u64;
         let native = matches!(codec, Codec::Native { .. });
         let mut reader = BufReader::new(open_file(path)?);
-        let frames = index_frames(&mut reader, &inst.transfer_syntax, inst.frames, native.then_some(frame_bytes))
-            .map_err(err)?;
+        let frames = index_frames(&mut reader, inst.frames, native.then_some(frame_bytes)).map_err(err)?;
         Ok(Self {
             path: path.clone(),
             width: inst.width,
@@ -532,6 +538,12 @@ fn open_file(path: &Path) -> Result<File, SlideError> {
 
 /// Reads the attributes of one file (up to its pixel data).
 fn read_instance(path: &Path) -> Result<Instance, SlideError> {
+    // Lengths first: dicom-rs allocates a value's declared length before
+    // reading it (a 2 KB file declaring a 4 GB text took 4 GB and 6 s).
+    let mut file = BufReader::new(open_file(path)?);
+    Walker::after_meta(&mut file)
+        .and_then(|mut w| w.skip_to_pixel_data())
+        .map_err(|e| dicom_err(path, format!("malformed: {e}")))?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -751,55 +763,28 @@ mod num_from {
     impl_from_i64!(u16, u32, u64, usize, i64);
 }
 
-/// Byte ranges of each frame of a file whose reader is at its start.
+/// Byte ranges of each frame of a file.
 ///
 /// Walks the file meta group (explicit VR little endian), then the data set
-/// in `transfer_syntax`'s encoding, skipping every value (nested sequences
-/// by their items) until Pixel Data. Encapsulated pixel data: one frame a
+/// in the file's transfer syntax, skipping every value (nested sequences by
+/// their items) until Pixel Data. Encapsulated pixel data: one frame a
 /// fragment, or grouped by the Basic Offset Table; native: `frame_bytes`
 /// each, back to back.
 fn index_frames<R: Read + Seek>(
     r: &mut R,
-    transfer_syntax: &str,
     frames: usize,
     frame_bytes: Option<u64>,
 ) -> Result<Vec<Vec<(u64, u64)>>, String> {
-    let file_len = r.seek(SeekFrom::End(0)).map_err(io_text)?;
-    let mut w = Walker { r, explicit: true, file_len };
-    w.seek(128)?;
-    let mut magic = [0u8; 4];
-    w.r.read_exact(&mut magic).map_err(io_text)?;
-    if &magic != b"DICM" {
-        return Err("no DICM magic at byte 128".into());
-    }
-    // The meta group (0002,xxxx) is always explicit VR little endian.
-    loop {
-        let pos = w.pos()?;
-        let h = w.header()?;
-        if h.group != 0x0002 {
-            w.seek(pos)?;
-            break;
-        }
-        w.skip_value(&h, 0)?;
-    }
-    w.explicit = transfer_syntax != "1.2.840.10008.1.2";
-    let pixel = loop {
-        let h = w.header().map_err(|e| format!("no Pixel Data element found ({e})"))?;
-        if (h.group, h.element) == (0x7FE0, 0x0010) {
-            break h;
-        }
-        if h.group > 0x7FE0 && h.group != 0xFFFE {
-            return Err("no Pixel Data element".into());
-        }
-        w.skip_value(&h, 0)?;
-    };
+    let mut w = Walker::after_meta(r)?;
+    let pixel = w.skip_to_pixel_data()?.ok_or("no Pixel Data element")?;
+    let file_len = w.file_len;
     let start = w.pos()?;
     if let Some(frame_bytes) = frame_bytes {
         if pixel.length == UNDEFINED {
             return Err("uncompressed pixel data with an undefined length".into());
         }
-        let needed = frame_bytes * frames as u64;
-        if (pixel.length as u64) < needed || start + needed > file_len {
+        let needed = frame_bytes.saturating_mul(frames as u64);
+        if (pixel.length as u64) < needed || needed > file_len - start.min(file_len) {
             return Err(format!(
                 "pixel data of {} bytes ({} in the file) for {frames} frames of {frame_bytes} bytes",
                 pixel.length,
@@ -813,7 +798,7 @@ fn index_frames<R: Read + Seek>(
     }
     // Basic Offset Table: the first item, possibly empty.
     let bot = w.item_header()?;
-    if bot.0 != 0xE000 || bot.1 == UNDEFINED || bot.1 % 4 != 0 {
+    if bot.0 != 0xE000 || bot.1 == UNDEFINED || bot.1 % 4 != 0 || bot.1 as u64 > file_len {
         return Err("pixel data does not start with a Basic Offset Table item".into());
     }
     let mut offsets = Vec::with_capacity(bot.1 as usize / 4);
@@ -876,7 +861,62 @@ struct Walker<'a, R> {
     file_len: u64,
 }
 
-impl<R: Read + Seek> Walker<'_, R> {
+impl<'a, R: Read + Seek> Walker<'a, R> {
+    /// A walker at the start of the data set, in its transfer syntax's
+    /// encoding, having checked the DICM magic and walked the meta group.
+    fn after_meta(r: &'a mut R) -> Result<Self, String> {
+        let file_len = r.seek(SeekFrom::End(0)).map_err(io_text)?;
+        let mut w = Walker { r, explicit: true, file_len };
+        w.seek(128)?;
+        let mut magic = [0u8; 4];
+        w.r.read_exact(&mut magic).map_err(|_| "no DICM magic at byte 128".to_owned())?;
+        if &magic != b"DICM" {
+            return Err("no DICM magic at byte 128".into());
+        }
+        // The meta group (0002,xxxx) is always explicit VR little endian;
+        // (0002,0010) names the data set's transfer syntax.
+        let mut transfer_syntax = String::new();
+        loop {
+            let pos = w.pos()?;
+            let h = w.header()?;
+            if h.group != 0x0002 {
+                w.seek(pos)?;
+                break;
+            }
+            if h.element == 0x0010 && h.length <= 64 {
+                let mut uid = vec![0u8; h.length as usize];
+                w.r.read_exact(&mut uid).map_err(io_text)?;
+                transfer_syntax = String::from_utf8_lossy(&uid).trim_end_matches(['\0', ' ']).to_owned();
+            } else {
+                w.skip_value(&h, 0)?;
+            }
+        }
+        // Implicit VR little endian; every other transfer syntax's data set
+        // is explicit VR little endian (big endian is retired and refused later).
+        w.explicit = transfer_syntax != "1.2.840.10008.1.2";
+        Ok(w)
+    }
+
+    /// Skips elements up to Pixel Data and returns its header (the reader is
+    /// then at its value); `None` when the data set ends without one. Every
+    /// length on the way must fit in the file, so a hostile length is an
+    /// error here rather than a huge allocation in a parser.
+    fn skip_to_pixel_data(&mut self) -> Result<Option<Header>, String> {
+        loop {
+            if self.pos()? >= self.file_len {
+                return Ok(None);
+            }
+            let h = self.header()?;
+            if (h.group, h.element) == (0x7FE0, 0x0010) {
+                return Ok(Some(h));
+            }
+            if h.group > 0x7FE0 && h.group != 0xFFFE {
+                return Ok(None);
+            }
+            self.skip_value(&h, 0)?;
+        }
+    }
+
     fn pos(&mut self) -> Result<u64, String> {
         self.r.stream_position().map_err(io_text)
     }
@@ -1309,6 +1349,32 @@ mod tests {
         let err = DicomSlide::open(&j2k).unwrap().read_region(0, 0, 0, 8, 8).unwrap_err().to_string();
         assert!(err.contains("j2k.dcm") && err.contains("JPEG 2000"), "{err}");
 
+        // A 4 GB length declared in a small file: refused before any parser
+        // allocates it.
+        let hostile = dir.path().join("hostile").join("hostile.dcm");
+        std::fs::create_dir(hostile.parent().unwrap()).unwrap();
+        let mut b = vec![0u8; 128];
+        b.extend(b"DICM");
+        for (element, uid) in [(0x0002u16, WSI_SOP_CLASS), (0x0003, "1.2.3"), (0x0010, EXPLICIT_LE)] {
+            let mut v = uid.as_bytes().to_vec();
+            if v.len() % 2 == 1 {
+                v.push(0);
+            }
+            b.extend(2u16.to_le_bytes());
+            b.extend(element.to_le_bytes());
+            b.extend(b"UI");
+            b.extend((v.len() as u16).to_le_bytes());
+            b.extend(v);
+        }
+        b.extend(8u16.to_le_bytes());
+        b.extend(0x0060u16.to_le_bytes());
+        b.extend(b"UT\0\0");
+        b.extend(0xFFFF_FFF0u32.to_le_bytes());
+        b.extend(b"abc");
+        std::fs::write(&hostile, b).unwrap();
+        let err = crate::open(&hostile).unwrap_err().to_string();
+        assert!(err.contains("hostile.dcm") && err.contains("malformed"), "{err}");
+
         // Garbage after the magic.
         let junk = dir.path().join("junk").join("junk.dcm");
         std::fs::create_dir(junk.parent().unwrap()).unwrap();
@@ -1377,17 +1443,29 @@ mod tests {
         b.extend(0u32.to_le_bytes());
         // Meta group length is not needed by the walk; the (0002,0010) above is the group.
         let mut cursor = std::io::Cursor::new(b.clone());
-        let frames = index_frames(&mut cursor, JPEG_BASELINE, 2, None).unwrap();
+        let frames = index_frames(&mut cursor, 2, None).unwrap();
         assert_eq!(frames, vec![vec![(starts[0], 4), (starts[1], 4)], vec![(starts[2], 4)]]);
         // A table shorter than the frames is ignored: one fragment a frame.
-        let one_each = index_frames(&mut std::io::Cursor::new(b.clone()), JPEG_BASELINE, 3, None).unwrap();
+        let one_each = index_frames(&mut std::io::Cursor::new(b.clone()), 3, None).unwrap();
         assert_eq!(one_each, starts.iter().map(|&s| vec![(s, 4)]).collect::<Vec<_>>());
         // 3 fragments for 4 frames cannot be grouped.
-        let err = index_frames(&mut std::io::Cursor::new(b.clone()), JPEG_BASELINE, 4, None).unwrap_err();
+        let err = index_frames(&mut std::io::Cursor::new(b.clone()), 4, None).unwrap_err();
         assert!(err.contains("3 fragments for 4 frames"), "{err}");
+        // An absurd offset-table length or frame count is an error, not an
+        // allocation failure.
+        let mut huge = b.clone();
+        // BOT item: tag, length, two offsets; then the first fragment item: tag, length, data.
+        let bot_len_at = starts[0] as usize - 8 - 8 - 4;
+        assert_eq!(huge[bot_len_at..bot_len_at + 4], 8u32.to_le_bytes());
+        huge[bot_len_at..bot_len_at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        assert!(index_frames(&mut std::io::Cursor::new(huge), 2, None).is_err());
+        let err = index_frames(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, None).unwrap_err();
+        assert!(err.contains("fragments for"), "{err}");
+        let native = index_frames(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, Some(1 << 20));
+        assert!(native.is_err());
         // A length past the end of the file is an error, not a panic.
         let mut short = b.clone();
         short.truncate(b.len() - 14);
-        assert!(index_frames(&mut std::io::Cursor::new(short), JPEG_BASELINE, 2, None).is_err());
+        assert!(index_frames(&mut std::io::Cursor::new(short), 2, None).is_err());
     }
 }
