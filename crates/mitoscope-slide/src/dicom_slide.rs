@@ -349,7 +349,7 @@ impl DicomImage {
                 }
                 Codec::Native { planar: inst.planar }
             }
-            // JPEG 2000, lossless only and lossy.
+            // JPEG 2000: lossless only (.90), lossy or lossless (.91).
             "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
                 Codec::Jpeg2000 { ycbcr: matches!(photometric, "YBR_FULL" | "YBR_FULL_422") }
             }
@@ -474,6 +474,11 @@ impl DicomImage {
     fn decode_jpeg(&self, bytes: Vec<u8>, keep_colour: bool) -> Result<Vec<u8>, String> {
         use zune_core::colorspace::ColorSpace;
         use zune_core::options::DecoderOptions;
+        // A JFIF stream is YCbCr by definition (libjpeg writes one from RGB
+        // input unless told to keep RGB): convert it, whatever the
+        // Photometric Interpretation claims.
+        let jfif = bytes[..bytes.len().min(64)].windows(5).any(|w| w == b"JFIF\0");
+        let keep_colour = keep_colour && !jfif;
         let mut decoder = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
         decoder.decode_headers().map_err(|e| format!("JPEG: {e}"))?;
         let info = decoder.info().ok_or("JPEG: no frame header")?;
@@ -1268,6 +1273,20 @@ mod tests {
         write(&labels.join("l.dcm"), &Spec { flavour: "LABEL", ..Spec::volume(pattern(20, 10), 16) });
         let err = crate::open(&labels).unwrap_err().to_string();
         assert!(err.contains("labels") && err.contains("no DICOM whole-slide image"), "{err}");
+    }
+
+    /// A JFIF (YCbCr) frame in a file that says RGB, as converters that
+    /// hand libjpeg RGB without keeping it write: converted all the same.
+    #[test]
+    fn jfif_frames_labelled_rgb_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(64, 32);
+        assert!(jpeg(&base).windows(5).any(|w| w == b"JFIF\0"), "the encoder writes JFIF");
+        write(&dir.path().join("rgb.dcm"), &Spec { photometric: Some("RGB"), ..Spec::volume(base.clone(), 32) });
+        let read = DicomSlide::open(dir.path().join("rgb.dcm")).unwrap().read_region(0, 0, 0, 64, 32).unwrap();
+        let mean = read.as_raw().iter().zip(base.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+            / base.as_raw().len() as f64;
+        assert!(mean < 4.0, "{mean}");
     }
 
     #[test]
