@@ -41,8 +41,8 @@ use image::RgbImage;
 use crate::cache::{TileCache, TileData};
 use crate::codec::decode_jpeg2000;
 use crate::region::{assemble, check_region};
-use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, MAX_CHUNK_PIXELS, settle_mpp_from};
-use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
+use crate::tiff_slide::{MAX_CHUNK_PIXELS, settle_mpp_from};
+use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, check_associated_size, find_associated, lock};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
 pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
@@ -283,22 +283,8 @@ impl Slide for DicomSlide {
     }
 
     fn read_associated(&self, name: &str) -> Result<RgbImage, SlideError> {
-        let Some((_, image)) = self.associated.iter().find(|(n, _)| n == name) else {
-            return Err(SlideError::NoSuchAssociated {
-                path: self.path.clone(),
-                name: name.to_owned(),
-                available: self.associated_names().join(", "),
-            });
-        };
-        let pixels = image.width * image.height;
-        if pixels > MAX_ASSOCIATED_PIXELS {
-            return Err(SlideError::TooLarge {
-                path: image.path.clone(),
-                what: format!("associated image '{name}'"),
-                pixels,
-                limit: MAX_ASSOCIATED_PIXELS,
-            });
-        }
+        let image = find_associated(&self.path, &self.associated, name)?;
+        check_associated_size(&image.path, name, image.width * image.height)?;
         let level = image.level();
         let (width, height) = (image.width as u32, image.height as u32);
         let (l, clip) = check_region(&image.path, &[level], 0, 0, 0, width, height)?;

@@ -273,6 +273,30 @@ fn or_openslide<S: Slide + 'static>(
     }
 }
 
+/// The associated image `name` of a reader's `(name, image)` list, or the
+/// error that lists the names there are.
+fn find_associated<'a, T>(path: &Path, associated: &'a [(String, T)], name: &str) -> Result<&'a T, SlideError> {
+    associated.iter().find(|(n, _)| n == name).map(|(_, image)| image).ok_or_else(|| SlideError::NoSuchAssociated {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        available: associated.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Associated images are decoded whole: at most `MAX_ASSOCIATED_PIXELS`.
+fn check_associated_size(path: &Path, name: &str, pixels: u64) -> Result<(), SlideError> {
+    let limit = tiff_slide::MAX_ASSOCIATED_PIXELS;
+    if pixels > limit {
+        return Err(SlideError::TooLarge {
+            path: path.to_owned(),
+            what: format!("associated image '{name}'"),
+            pixels,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Locks a mutex, recovering from poisoning: a panic in another reader
 /// leaves a decoder, file handle or cache usable (each read seeks afresh).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -91,7 +91,7 @@ mod imp {
     use openslide_rs::{Address, OpenSlide, Region, Size};
 
     use crate::region::check_region;
-    use crate::tiff_slide::{MAX_ASSOCIATED_PIXELS, settle_mpp_from};
+    use crate::tiff_slide::settle_mpp_from;
     use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, Sniffed};
 
     /// Pixels read from OpenSlide per call (its buffer is 4 bytes a pixel:
@@ -273,14 +273,7 @@ mod imp {
             let what = || format!("associated image '{name}'");
             let size = self.call(|h| h.associated_image_dimensions(name)).map_err(|e| self.error(what(), &e))?;
             let pixels = size.w as u64 * size.h as u64;
-            if pixels > MAX_ASSOCIATED_PIXELS {
-                return Err(SlideError::TooLarge {
-                    path: self.path.clone(),
-                    what: what(),
-                    pixels,
-                    limit: MAX_ASSOCIATED_PIXELS,
-                });
-            }
+            crate::check_associated_size(&self.path, name, pixels)?;
             let (size, argb) = self.call(|h| h.read_associated_buffer(name)).map_err(|e| self.error(what(), &e))?;
             let mut rgb = vec![0u8; size.w as usize * size.h as usize * 3];
             argb_over_white(&argb, &mut rgb).map_err(|e| self.error(what(), &e))?;

@@ -33,7 +33,10 @@ use tiff::tags::Tag;
 use crate::cache::{TileCache, TileData};
 use crate::codec::{decode_jpeg2000, ycbcr_to_rgb};
 use crate::region::{assemble, check_region};
-use crate::{DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, lock};
+use crate::{
+    DEFAULT_GUESS_MPP, Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, check_associated_size,
+    find_associated, lock,
+};
 
 /// Largest decoded chunk (tile or strip) we accept: 2^26 px. A stripped TIFF
 /// stored as one strip per level would otherwise decode the whole level.
@@ -214,13 +217,13 @@ impl TiffSlide {
                 limit: MAX_CHUNK_PIXELS,
             });
         }
-        if let Layout::Jpeg2000 { ycbcr } = reader.layout {
-            let bad = |what: String| SlideError::BadTile {
-                path: self.path.clone(),
-                level,
-                tile: index,
-                what: format!("{what} (IFD {})", reader.ifd),
-            };
+        let bad = |what: String| SlideError::BadTile {
+            path: self.path.clone(),
+            level,
+            tile: index,
+            what: format!("{what} (IFD {})", reader.ifd),
+        };
+        let rgb = if let Layout::Jpeg2000 { ycbcr } = reader.layout {
             let bytes = {
                 let mut dec = lock(&reader.decoder);
                 read_raw_chunk(dec.inner(), reader.raw_chunks.get(index as usize).copied())
@@ -229,32 +232,26 @@ impl TiffSlide {
             // Aperio stores edge tiles whole: decode the full tile, keep the image's part.
             let full = decode_jpeg2000(&bytes, (l.tile_width, l.tile_height), 3, ycbcr).map_err(bad)?;
             let row_bytes = dw as usize * 3;
-            let mut rgb = Vec::with_capacity(row_bytes * dh as usize);
-            for y in 0..dh as usize {
-                let start = y * l.tile_width as usize * 3;
-                rgb.extend_from_slice(&full[start..start + row_bytes]);
-            }
-            let data = Arc::new(rgb);
-            lock(&self.cache).insert((level, index), Arc::clone(&data));
-            return Ok(data);
-        }
-        let decoded = {
-            let mut dec = lock(&reader.decoder);
-            dec.read_chunk(index).map_err(|source| SlideError::Tile {
-                path: self.path.clone(),
-                level,
-                tile: index,
-                col,
-                row,
-                source,
-            })?
+            (0..dh as usize)
+                .flat_map(|y| {
+                    let start = y * l.tile_width as usize * 3;
+                    full[start..start + row_bytes].iter().copied()
+                })
+                .collect()
+        } else {
+            let decoded = {
+                let mut dec = lock(&reader.decoder);
+                dec.read_chunk(index).map_err(|source| SlideError::Tile {
+                    path: self.path.clone(),
+                    level,
+                    tile: index,
+                    col,
+                    row,
+                    source,
+                })?
+            };
+            to_rgb8(decoded, dw as usize, dh as usize, reader.layout).map_err(bad)?
         };
-        let rgb = to_rgb8(decoded, dw as usize, dh as usize, reader.layout).map_err(|what| SlideError::BadTile {
-            path: self.path.clone(),
-            level,
-            tile: index,
-            what: format!("{what} (IFD {})", reader.ifd),
-        })?;
         let data = Arc::new(rgb);
         lock(&self.cache).insert((level, index), Arc::clone(&data));
         Ok(data)
@@ -285,24 +282,10 @@ impl Slide for TiffSlide {
     }
 
     fn read_associated(&self, name: &str) -> Result<RgbImage, SlideError> {
-        let Some((_, info)) = self.associated.iter().find(|(n, _)| n == name) else {
-            return Err(SlideError::NoSuchAssociated {
-                path: self.path.clone(),
-                name: name.to_owned(),
-                available: self.associated_names().join(", "),
-            });
-        };
+        let info = find_associated(&self.path, &self.associated, name)?;
         let unsupported = |what: String| SlideError::Unsupported { path: self.path.clone(), ifd: info.index, what };
         let layout = info.layout.clone().map_err(unsupported)?;
-        let pixels = info.width as u64 * info.height as u64;
-        if pixels > MAX_ASSOCIATED_PIXELS {
-            return Err(SlideError::TooLarge {
-                path: self.path.clone(),
-                what: format!("associated image '{name}'"),
-                pixels,
-                limit: MAX_ASSOCIATED_PIXELS,
-            });
-        }
+        check_associated_size(&self.path, name, info.width as u64 * info.height as u64)?;
         let mut dec = decoder_at(&self.path, info.index)?;
         let tiff_err = |source| SlideError::Tiff { path: self.path.clone(), ifd: info.index, source };
         let data = dec.read_image().map_err(tiff_err)?;
