@@ -8,15 +8,16 @@
 //! (and Pyramid UID, where the opened file has one).
 //!
 //! Attributes, nested sequences included, are parsed by dicom-rs
-//! (`dicom-object`), read up to the pixel data only. The frames themselves are
-//! located by [`index_frames`], written here because dicom-rs's object API
-//! reads a pixel data element into memory whole (a level can be gigabytes)
-//! and does not report where its fragments lie in the file: it walks element
-//! and item headers only, then each frame is read by offset when a region
+//! (`dicom-object`), read up to the pixel data only. Where the pixel data
+//! and its frames lie is found by a header walk written here
+//! ([`locate_pixel_data`], [`index_frames`]): dicom-rs's object API reads a
+//! pixel data element into memory whole (a level can be gigabytes) and does
+//! not report where its fragments lie in the file. The walk reads element
+//! and item headers only; each frame is then read by offset when a region
 //! needs it, through the same byte-bounded tile cache as the TIFF reader.
-//! The same walk runs before dicom-rs sees a file: every declared length
-//! must fit in the file, since the parser allocates a value's declared
-//! length before reading it.
+//! The walk runs before dicom-rs sees a file, and every declared length
+//! must fit in the file: the parser allocates a value's declared length
+//! before reading it.
 //!
 //! Decoded here: JPEG baseline / extended (8-bit, the common WSI transfer
 //! syntaxes; via zune-jpeg, with colour conversion off for frames stored as
@@ -117,6 +118,8 @@ struct Instance {
     /// 0-based top-left of each frame in the total pixel matrix, where given.
     positions: Option<Vec<(i64, i64)>>,
     concatenated: bool,
+    /// Where the frames are (the walk that checked the lengths found it).
+    pixel_data: Option<PixelData>,
     spacing_um: Option<f64>,
     volume_width_um: Option<f64>,
     objective_power: Option<f64>,
@@ -367,7 +370,8 @@ impl DicomImage {
         let frame_bytes = inst.tile_width as u64 * inst.tile_height as u64 * inst.samples as u64;
         let native = matches!(codec, Codec::Native { .. });
         let mut reader = BufReader::new(open_file(path)?);
-        let frames = index_frames(&mut reader, inst.frames, native.then_some(frame_bytes)).map_err(err)?;
+        let pixel = inst.pixel_data.ok_or_else(|| err("no Pixel Data element".into()))?;
+        let frames = index_frames(&mut reader, pixel, inst.frames, native.then_some(frame_bytes)).map_err(err)?;
         Ok(Self {
             path: path.clone(),
             width: inst.width,
@@ -532,9 +536,7 @@ fn read_instance(path: &Path) -> Result<Instance, SlideError> {
     // Lengths first: dicom-rs allocates a value's declared length before
     // reading it (a 2 KB file declaring a 4 GB text took 4 GB and 6 s).
     let mut file = BufReader::new(open_file(path)?);
-    Walker::after_meta(&mut file)
-        .and_then(|mut w| w.skip_to_pixel_data())
-        .map_err(|e| dicom_err(path, format!("malformed: {e}")))?;
+    let pixel_data = locate_pixel_data(&mut file).map_err(|e| dicom_err(path, format!("malformed: {e}")))?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -625,6 +627,7 @@ fn read_instance(path: &Path) -> Result<Instance, SlideError> {
         tiled_full: organisation == "TILED_FULL" || positions.is_none(),
         positions,
         concatenated: obj.get(tags::CONCATENATION_FRAME_OFFSET_NUMBER).is_some(),
+        pixel_data,
         spacing_um: spacing_mm.map(|s| s * 1000.0),
         volume_width_um: volume_width_mm.map(|w| w * 1000.0),
         objective_power,
@@ -754,22 +757,39 @@ mod num_from {
     impl_from_i64!(u16, u32, u64, usize, i64);
 }
 
-/// Byte ranges of each frame of a file.
-///
+/// Where a file's Pixel Data value starts, its declared length (maybe
+/// [`UNDEFINED`]) and the file's length, as [`locate_pixel_data`] found them.
+#[derive(Debug, Clone, Copy)]
+struct PixelData {
+    start: u64,
+    length: u32,
+    file_len: u64,
+}
+
 /// Walks the file meta group (explicit VR little endian), then the data set
 /// in the file's transfer syntax, skipping every value (nested sequences by
-/// their items) until Pixel Data. Encapsulated pixel data: one frame a
-/// fragment, or grouped by the Basic Offset Table; native: `frame_bytes`
-/// each, back to back.
+/// their items) until Pixel Data. Every length on the way must fit in the
+/// file. `None` when the data set has no pixel data.
+fn locate_pixel_data<R: Read + Seek>(r: &mut R) -> Result<Option<PixelData>, String> {
+    let mut w = Walker::after_meta(r)?;
+    let Some(header) = w.skip_to_pixel_data()? else {
+        return Ok(None);
+    };
+    Ok(Some(PixelData { start: w.pos()?, length: header.length, file_len: w.file_len }))
+}
+
+/// Byte ranges of each frame of the pixel data at `pixel`. Encapsulated
+/// pixel data: one frame a fragment, or grouped by the Basic Offset Table;
+/// native: `frame_bytes` each, back to back.
 fn index_frames<R: Read + Seek>(
     r: &mut R,
+    pixel: PixelData,
     frames: usize,
     frame_bytes: Option<u64>,
 ) -> Result<Vec<Vec<(u64, u64)>>, String> {
-    let mut w = Walker::after_meta(r)?;
-    let pixel = w.skip_to_pixel_data()?.ok_or("no Pixel Data element")?;
-    let file_len = w.file_len;
-    let start = w.pos()?;
+    let PixelData { start, file_len, .. } = pixel;
+    let mut w = Walker { r, explicit: true, file_len };
+    w.seek(start)?;
     if let Some(frame_bytes) = frame_bytes {
         if pixel.length == UNDEFINED {
             return Err("uncompressed pixel data with an undefined length".into());
@@ -1003,6 +1023,16 @@ mod tests {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_object::meta::FileMetaTableBuilder;
     use image::Rgb;
+
+    /// [`locate_pixel_data`] then [`index_frames`], as opening a file does.
+    fn index_file<R: Read + Seek>(
+        r: &mut R,
+        frames: usize,
+        frame_bytes: Option<u64>,
+    ) -> Result<Vec<Vec<(u64, u64)>>, String> {
+        let pixel = locate_pixel_data(r)?.ok_or("no Pixel Data element")?;
+        index_frames(r, pixel, frames, frame_bytes)
+    }
 
     const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
     const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -1448,13 +1478,13 @@ mod tests {
         b.extend(0u32.to_le_bytes());
         // Meta group length is not needed by the walk; the (0002,0010) above is the group.
         let mut cursor = std::io::Cursor::new(b.clone());
-        let frames = index_frames(&mut cursor, 2, None).unwrap();
+        let frames = index_file(&mut cursor, 2, None).unwrap();
         assert_eq!(frames, vec![vec![(starts[0], 4), (starts[1], 4)], vec![(starts[2], 4)]]);
         // A table shorter than the frames is ignored: one fragment a frame.
-        let one_each = index_frames(&mut std::io::Cursor::new(b.clone()), 3, None).unwrap();
+        let one_each = index_file(&mut std::io::Cursor::new(b.clone()), 3, None).unwrap();
         assert_eq!(one_each, starts.iter().map(|&s| vec![(s, 4)]).collect::<Vec<_>>());
         // 3 fragments for 4 frames cannot be grouped.
-        let err = index_frames(&mut std::io::Cursor::new(b.clone()), 4, None).unwrap_err();
+        let err = index_file(&mut std::io::Cursor::new(b.clone()), 4, None).unwrap_err();
         assert!(err.contains("3 fragments for 4 frames"), "{err}");
         // An absurd offset-table length or frame count is an error, not an
         // allocation failure.
@@ -1463,14 +1493,14 @@ mod tests {
         let bot_len_at = starts[0] as usize - 8 - 8 - 4;
         assert_eq!(huge[bot_len_at..bot_len_at + 4], 8u32.to_le_bytes());
         huge[bot_len_at..bot_len_at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-        assert!(index_frames(&mut std::io::Cursor::new(huge), 2, None).is_err());
-        let err = index_frames(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, None).unwrap_err();
+        assert!(index_file(&mut std::io::Cursor::new(huge), 2, None).is_err());
+        let err = index_file(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, None).unwrap_err();
         assert!(err.contains("fragments for"), "{err}");
-        let native = index_frames(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, Some(1 << 20));
+        let native = index_file(&mut std::io::Cursor::new(b.clone()), usize::MAX / 2, Some(1 << 20));
         assert!(native.is_err());
         // A length past the end of the file is an error, not a panic.
         let mut short = b.clone();
         short.truncate(b.len() - 14);
-        assert!(index_frames(&mut std::io::Cursor::new(short), 2, None).is_err());
+        assert!(index_file(&mut std::io::Cursor::new(short), 2, None).is_err());
     }
 }
