@@ -5,10 +5,10 @@
 //! tile tags pointing at them.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
-use tiff::encoder::{Rational, TiffEncoder};
+use tiff::encoder::{DirectoryEncoder, Rational, TiffEncoder, TiffKind};
 use tiff::tags::Tag;
 
 /// 8-px blocks of five colours: misplaced or mis-coloured tiles show. The
@@ -38,19 +38,40 @@ pub(crate) fn write_precompressed_tiff(
         offsets.push(dir.write_data(tile_data)? as u32);
         counts.push(tile_data.len() as u32);
     }
+    write_rgb8_tags(&mut dir, (width, height), compression, 1)?;
+    write_tile_tags(&mut dir, (tile_w, tile_h), &offsets, &counts)?;
+    dir.finish()?;
+    Ok(())
+}
+
+/// The tags of an 8-bit RGB image: size, compression, sample layout
+/// (`planar`: 1 interleaved, 2 one plane per colour).
+fn write_rgb8_tags<W: Write + Seek, K: TiffKind>(
+    dir: &mut DirectoryEncoder<'_, W, K>,
+    (width, height): (u32, u32),
+    compression: u16,
+    planar: u16,
+) -> tiff::TiffResult<()> {
     dir.write_tag(Tag::ImageWidth, width)?;
     dir.write_tag(Tag::ImageLength, height)?;
     dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
     dir.write_tag(Tag::Compression, compression)?;
     dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
     dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
-    dir.write_tag(Tag::PlanarConfiguration, 1u16)?;
+    dir.write_tag(Tag::PlanarConfiguration, planar)
+}
+
+/// The tags that place tiles written with `write_data`.
+fn write_tile_tags<W: Write + Seek, K: TiffKind>(
+    dir: &mut DirectoryEncoder<'_, W, K>,
+    (tile_w, tile_h): (u32, u32),
+    offsets: &[u32],
+    counts: &[u32],
+) -> tiff::TiffResult<()> {
     dir.write_tag(Tag::TileWidth, tile_w)?;
     dir.write_tag(Tag::TileLength, tile_h)?;
-    dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
-    dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
-    dir.finish()?;
-    Ok(())
+    dir.write_tag(Tag::TileOffsets, offsets)?;
+    dir.write_tag(Tag::TileByteCounts, counts)
 }
 
 /// One uncompressed RGB8 level.
@@ -117,18 +138,9 @@ pub(crate) fn write_tiled_tiff_with_tags(
             }
         }
         dir.write_tag(Tag::NewSubfileType, if i > 0 { 1u32 } else { 0 })?;
-        dir.write_tag(Tag::ImageWidth, l.width)?;
-        dir.write_tag(Tag::ImageLength, l.height)?;
-        dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
-        dir.write_tag(Tag::Compression, 1u16)?;
-        dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
-        dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
-        dir.write_tag(Tag::PlanarConfiguration, 1u16)?;
+        write_rgb8_tags(&mut dir, (l.width, l.height), 1, 1)?;
         if l.tile.is_some() {
-            dir.write_tag(Tag::TileWidth, cw)?;
-            dir.write_tag(Tag::TileLength, ch)?;
-            dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
-            dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
+            write_tile_tags(&mut dir, (cw, ch), &offsets, &counts)?;
         } else {
             dir.write_tag(Tag::RowsPerStrip, ch)?;
             dir.write_tag(Tag::StripOffsets, offsets.as_slice())?;
@@ -172,16 +184,7 @@ pub(crate) fn write_planar_tiff(path: &Path, level: &TestLevel, tile: (u32, u32)
             }
         }
     }
-    dir.write_tag(Tag::ImageWidth, level.width)?;
-    dir.write_tag(Tag::ImageLength, level.height)?;
-    dir.write_tag(Tag::BitsPerSample, &[8u16, 8, 8][..])?;
-    dir.write_tag(Tag::Compression, 1u16)?;
-    dir.write_tag(Tag::PhotometricInterpretation, 2u16)?;
-    dir.write_tag(Tag::SamplesPerPixel, 3u16)?;
-    dir.write_tag(Tag::PlanarConfiguration, 2u16)?;
-    dir.write_tag(Tag::TileWidth, cw)?;
-    dir.write_tag(Tag::TileLength, ch)?;
-    dir.write_tag(Tag::TileOffsets, offsets.as_slice())?;
-    dir.write_tag(Tag::TileByteCounts, counts.as_slice())?;
+    write_rgb8_tags(&mut dir, (level.width, level.height), 1, 2)?;
+    write_tile_tags(&mut dir, (cw, ch), &offsets, &counts)?;
     dir.finish()
 }
