@@ -151,7 +151,7 @@ pub struct Comparison {
     pub weighted_kappa: f64,
     /// `confusion[truth - 1][predicted - 1]`.
     pub confusion: [[usize; 3]; 3],
-    /// Truth slides with no HPF in the folder.
+    /// Truth slides with no prediction (no HPF in the folder; no slide result).
     pub missing_predictions: Vec<String>,
     /// Scored slides absent from the truth file.
     pub missing_truth: Vec<String>,
@@ -274,32 +274,47 @@ pub fn read_truth(path: &Path) -> Result<BTreeMap<String, u8>, HpfSetError> {
 /// Agreement and kappas between `scores` and `truth` over the slides in both;
 /// fills each score's `truth`.
 pub fn compare(scores: &mut [SlideScore], truth: &BTreeMap<String, u8>) -> Result<Comparison, HpfSetError> {
-    let (mut pred, mut gold) = (Vec::new(), Vec::new());
-    let mut confusion = [[0usize; 3]; 3];
-    let mut missing_truth = Vec::new();
     for s in scores.iter_mut() {
-        match truth.get(&s.slide) {
-            Some(&t) => {
-                s.truth = Some(t);
-                pred.push(s.score.score);
-                gold.push(t);
-                confusion[(t - 1) as usize][(s.score.score - 1) as usize] += 1;
-            }
-            None => missing_truth.push(s.slide.clone()),
-        }
+        s.truth = truth.get(&s.slide).copied();
     }
-    let missing_predictions: Vec<String> =
-        truth.keys().filter(|k| !scores.iter().any(|s| &s.slide == *k)).cloned().collect();
-    if pred.is_empty() {
-        return Err(HpfSetError::Config(format!(
+    let predicted: Vec<(&str, u8)> = scores.iter().map(|s| (s.slide.as_str(), s.score.score)).collect();
+    compare_scores(&predicted, truth)?.ok_or_else(|| {
+        HpfSetError::Config(format!(
             "no slide of the folder is in the truth file (truth names e.g. {:?}; the folder's slides are e.g. {:?}); check --group",
             truth.keys().take(3).collect::<Vec<_>>(),
             scores.iter().take(3).map(|s| &s.slide).collect::<Vec<_>>()
-        )));
+        ))
+    })
+}
+
+/// Agreement and kappas between predicted `(slide, score)` pairs and `truth`
+/// over the slides in both; `None` when no slide is in both. Shared by HPF
+/// folders ([`compare`]) and whole-slide runs (`slide --truth`).
+pub fn compare_scores(
+    predicted: &[(&str, u8)],
+    truth: &BTreeMap<String, u8>,
+) -> Result<Option<Comparison>, HpfSetError> {
+    let (mut pred, mut gold) = (Vec::new(), Vec::new());
+    let mut confusion = [[0usize; 3]; 3];
+    let mut missing_truth = Vec::new();
+    for &(slide, score) in predicted {
+        match truth.get(slide) {
+            Some(&t) => {
+                pred.push(score);
+                gold.push(t);
+                confusion[(t - 1) as usize][(score - 1) as usize] += 1;
+            }
+            None => missing_truth.push(slide.to_owned()),
+        }
+    }
+    let missing_predictions: Vec<String> =
+        truth.keys().filter(|k| !predicted.iter().any(|(s, _)| s == k)).cloned().collect();
+    if pred.is_empty() {
+        return Ok(None);
     }
     let eval = |e| HpfSetError::Config(format!("kappa: {e}"));
     let agree = pred.iter().zip(&gold).filter(|(a, b)| a == b).count();
-    Ok(Comparison {
+    Ok(Some(Comparison {
         slides: pred.len(),
         agreement: agree as f64 / pred.len() as f64,
         kappa: cohen_kappa(&gold, &pred).map_err(eval)?,
@@ -307,7 +322,7 @@ pub fn compare(scores: &mut [SlideScore], truth: &BTreeMap<String, u8>) -> Resul
         confusion,
         missing_predictions,
         missing_truth,
-    })
+    }))
 }
 
 /// Detects on every image of `dir`, groups, scores, and compares with

@@ -13,7 +13,8 @@
 //! - [`synthetic::render_hpf`] and [`run_demo`]: a synthetic H&E-like field
 //!   through the whole pipeline.
 //! - [`slide_run`]: whole slides (tissue, tiles over tissue, hotspot, score,
-//!   per-slide output folder); [`hpf_set`]: folders of HPFs scored per slide.
+//!   per-slide output folder); [`slide_table`]: the cohort table `slides.csv`
+//!   over an output folder; [`hpf_set`]: folders of HPFs scored per slide.
 //! - [`recipe::train_default`]: the recipe that trains the default model from
 //!   the shared real data; [`recipe::train_recipe`] runs it (both stages or
 //!   one) on any [`training_data::TrainingData`], e.g. datasets of one's own.
@@ -48,6 +49,7 @@ pub mod hpf_set;
 pub mod mask_training;
 pub mod recipe;
 pub mod slide_run;
+pub mod slide_table;
 pub mod synthetic;
 pub mod tiling;
 pub mod training_data;

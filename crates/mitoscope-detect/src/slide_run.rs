@@ -228,7 +228,7 @@ impl From<mitoscope_formats::FormatError> for SlideRunError {
 }
 
 impl SlideRunError {
-    fn output(path: &Path, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn output(path: &Path, e: impl std::fmt::Display) -> Self {
         Self::Output { path: path.to_owned(), message: e.to_string() }
     }
 }

@@ -16,6 +16,7 @@ use mitoscope_detect::mitoscope_eval::score::FieldPreset;
 use mitoscope_detect::mitoscope_slide::synthetic::{Rect, SyntheticSlide};
 use mitoscope_detect::mitoscope_slide::{self, Level, MppInfo, Slide, SlideError};
 use mitoscope_detect::slide_run::{DetectorInfo, SlideRunConfig, SlideRunError, detect_slide, run_slide, run_slides};
+use mitoscope_detect::slide_table::{SLIDE_TABLE_COLUMNS, SLIDE_TABLE_FILE, update_slide_table};
 use mitoscope_detect::{DetectError, DetectOptions, Detection, Detector, TileDetector};
 
 /// Finds dark blobs (every channel below 100): one detection at each
@@ -468,4 +469,92 @@ fn truth_files_are_checked() {
     }
     let err = read_truth(&dir.path().join("missing.csv")).unwrap_err().to_string();
     assert!(err.contains("missing.csv"), "{err}");
+}
+
+/// `slides.csv` as (slide -> column -> value).
+fn read_table(path: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(header, SLIDE_TABLE_COLUMNS);
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            let row: BTreeMap<String, String> = header.iter().cloned().zip(rec.iter().map(str::to_owned)).collect();
+            (row["slide"].clone(), row)
+        })
+        .collect()
+}
+
+#[test]
+fn the_slide_table_lists_every_slide_and_keeps_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.tiff");
+    small_spec().write(&good).unwrap();
+    let other = dir.path().join("other.tiff");
+    SyntheticSlide { figures: vec![(800.0, 700.0)], ..small_spec() }.write(&other).unwrap();
+    let garbage = dir.path().join("garbage.svs");
+    std::fs::write(&garbage, b"II*\0 but nothing else").unwrap();
+    let dup = dir.path().join("again");
+    std::fs::create_dir_all(&dup).unwrap();
+    let dup_good = dup.join("good.tiff");
+    std::fs::copy(&other, &dup_good).unwrap();
+    let out = dir.path().join("out");
+    let table_file = out.join(SLIDE_TABLE_FILE);
+    let truth: BTreeMap<String, u8> =
+        [("good", 2), ("other", 3), ("garbage", 2)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let cfg = SlideRunConfig::default();
+
+    let run = run_slides(&[good.clone(), garbage.clone(), other.clone(), dup_good], &DarkBlobs, &out, &cfg);
+    let table = update_slide_table(&out, &run, Some(&truth)).unwrap();
+    assert!(table.warnings.is_empty(), "{:?}", table.warnings);
+    let rows = read_table(&table_file);
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["garbage", "good", "other"]);
+    // The same-named second file failed without turning the done slide into a failure.
+    assert_eq!((rows["good"]["status"].as_str(), rows["good"]["mitoses"].as_str()), ("done", "2"));
+    assert_eq!((rows["other"]["mitoses"].as_str(), rows["other"]["mpp_source"].as_str()), ("1", "tiff_resolution"));
+    assert_eq!(rows["garbage"]["status"], "failed");
+    assert!(rows["garbage"]["error"].contains("garbage.svs") && rows["garbage"]["mitoses"].is_empty());
+    assert_eq!(rows["garbage"]["truth_score"], "2");
+    let scores: Vec<u8> = ["good", "other"].iter().map(|s| rows[*s]["mitotic_score"].parse().unwrap()).collect();
+    // 2 and 1 figures in the whole 0.375 mm² slide: 10.7 and 5.3 per 2 mm².
+    assert_eq!(scores, [2, 1]);
+    // Truth 2 and 3 against 2 and 1; the failed slide has no prediction.
+    let c = table.comparison.as_ref().unwrap();
+    assert_eq!((c.slides, c.agreement), (2, 0.5));
+    assert_eq!(c.confusion, [[0, 0, 0], [0, 1, 0], [1, 0, 0]]);
+    assert_eq!(c.missing_predictions, ["garbage"]);
+
+    // A later run of one slide keeps the others: done ones from their folders,
+    // the failed one from the previous table.
+    let run = run_slides(std::slice::from_ref(&other), &DarkBlobs, &out, &cfg);
+    let table = update_slide_table(&out, &run, None).unwrap();
+    assert_eq!(table.comparison, None);
+    let rows = read_table(&table_file);
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["garbage", "good", "other"]);
+    assert!(rows["garbage"]["error"].contains("garbage.svs"), "{:?}", rows["garbage"]);
+    assert_eq!((rows["good"]["mitoses"].as_str(), rows["good"]["truth_score"].as_str()), ("2", ""));
+
+    // The latest attempt wins: a slide that now fails is a failed row even
+    // though its earlier output folder is still there (and left alone).
+    let absurd = SlideRunConfig { mpp_override: Some(40.0), ..SlideRunConfig::default() };
+    let run = run_slides(std::slice::from_ref(&good), &DarkBlobs, &out, &absurd);
+    update_slide_table(&out, &run, None).unwrap();
+    let rows = read_table(&table_file);
+    assert_eq!(rows["good"]["status"], "failed");
+    assert!(rows["good"]["error"].contains("good.tiff"), "{:?}", rows["good"]);
+    assert!(out.join("good/summary.json").is_file());
+
+    // Unreadable inputs to the table are warnings naming the file, never a lost table.
+    std::fs::create_dir_all(out.join("junk")).unwrap();
+    std::fs::write(out.join("junk/summary.json"), "{").unwrap();
+    std::fs::write(&table_file, "slide,status\n\"unclosed").unwrap();
+    let table = update_slide_table(&out, &[], None).unwrap();
+    assert_eq!(table.warnings.len(), 2, "{:?}", table.warnings);
+    assert!(table.warnings.iter().any(|w| w.contains("junk/summary.json")), "{:?}", table.warnings);
+    assert!(table.warnings.iter().any(|w| w.contains(SLIDE_TABLE_FILE)), "{:?}", table.warnings);
+    // Without the previous table its failures are gone (garbage; good's latest
+    // failure, so good is back as its output folder has it); the folders remain.
+    let rows = read_table(&table_file);
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["good", "other"]);
+    assert_eq!(rows["good"]["status"], "done");
 }

@@ -218,6 +218,10 @@ pub struct SlideArgs {
     /// Operating threshold on the stage-2 score (default: the model's).
     #[arg(long, value_name = "S")]
     pub threshold: Option<f64>,
+    /// Ground-truth CSV with columns slide,score (score 1-3, slide = the file stem): adds a truth
+    /// column to DIR/slides.csv and prints agreement and kappa.
+    #[arg(long, value_name = "T.csv")]
+    pub truth: Option<PathBuf>,
     #[command(flatten)]
     pub field: FieldArgs,
     #[command(flatten)]

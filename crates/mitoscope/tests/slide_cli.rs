@@ -104,9 +104,31 @@ fn cmu_slide_end_to_end_despite_broken_slides() {
     assert_eq!(sum["model"]["threshold"], 1.0);
     let again = std::fs::read_to_string(dir.join("detections.csv")).unwrap();
     assert_eq!(again.lines().count() - 1, sum["mitoses"].as_u64().unwrap() as usize);
-    let names: Vec<String> =
+    let mut names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["CMU-1-Small-Region"]);
+    names.sort();
+    assert_eq!(names, ["CMU-1-Small-Region", "slides.csv"]);
+    // The cohort table still holds the first run's two failures beside the re-run slide.
+    let table = std::fs::read_to_string(out.join("slides.csv")).unwrap();
+    let statuses: Vec<(&str, &str)> =
+        table.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).map(|f| (f[0], f[1])).collect();
+    assert_eq!(statuses, [("CMU-1-Small-Region", "done"), ("unopenable", "failed"), ("unreadable", "failed")]);
+
+    // With a truth file: agreement printed, the truth in the table; a truth
+    // file naming none of the slides is an error after the work is written.
+    let truth = tmp.path().join("truth.csv");
+    std::fs::write(&truth, format!("slide,score\nCMU-1-Small-Region,{score}\n")).unwrap();
+    let run = mitoscope(&["slide", s(&cmu), "--out", s(&out), "--model", s(&model), "--truth", s(&truth)]);
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("vs truth (1 slides): agreement 1.000"), "{stdout}");
+    assert!(stdout.contains("3 slides in"), "{stdout}");
+    std::fs::write(&truth, "slide,score\nsomething-else,2\n").unwrap();
+    let run = mitoscope(&["slide", s(&cmu), "--out", s(&out), "--model", s(&model), "--truth", s(&truth)]);
+    let (stdout, stderr) = text(&run);
+    assert!(!run.status.success(), "{stdout}");
+    assert!(stderr.contains("error: no slide of") && stderr.contains("truth"), "{stderr}");
+    assert!(dir.join("summary.json").is_file());
 }
 
 #[test]
@@ -116,12 +138,13 @@ fn slide_bad_arguments_are_one_clear_error() {
     let model = tiny_model(tmp.path());
     let out = tmp.path().join("out");
     let cmu = wsi.join("CMU-1-Small-Region.svs");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--mpp", "50"], "outside"),
         (&["--mpp=-1"], "--mpp"),
         (&["--threshold", "2"], "--threshold"),
         (&["--hpfs", "0"], "--hpfs"),
         (&["--hpf-area-mm2", "5"], "field"),
+        (&["--truth", "no-such-truth.csv"], "no-such-truth.csv"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["slide", s(&cmu), "--out", s(&out), "--model", s(&model)];

@@ -157,6 +157,35 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
+/// An `error:` line for a failed input, naming the file unless the message already does.
+fn print_failure(path: &std::path::Path, message: &str) {
+    if message.contains(&path.display().to_string()) {
+        eprintln!("error: {message}");
+    } else {
+        eprintln!("error: {}: {message}", path.display());
+    }
+}
+
+/// Predicted slide scores against the truth, as `score` and `slide` print them;
+/// `missing_label` introduces the truth slides that got no prediction.
+fn comparison_text(c: &mitoscope_detect::hpf_set::Comparison, missing_label: &str) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "vs truth ({} slides): agreement {:.3}, Cohen's kappa {:.3}, quadratic weighted kappa {:.3}",
+        c.slides, c.agreement, c.kappa, c.weighted_kappa
+    );
+    let _ = writeln!(t, "confusion (rows truth 1-3, columns predicted 1-3): {:?}", c.confusion);
+    if !c.missing_predictions.is_empty() {
+        let _ = writeln!(t, "{missing_label}: {}", c.missing_predictions.join(", "));
+    }
+    if !c.missing_truth.is_empty() {
+        let _ = writeln!(t, "slides without a truth score: {}", c.missing_truth.join(", "));
+    }
+    t
+}
+
 /// The command line as typed, shell-quoted where needed, for `run.json` and reports.
 pub(crate) fn command_line() -> String {
     std::env::args_os()

@@ -64,18 +64,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             report.model.threshold
         );
         if let Some(c) = &report.comparison {
-            let _ = writeln!(
-                t,
-                "vs truth ({} slides): agreement {:.3}, Cohen's kappa {:.3}, quadratic weighted kappa {:.3}",
-                c.slides, c.agreement, c.kappa, c.weighted_kappa
-            );
-            let _ = writeln!(t, "confusion (rows truth 1-3, columns predicted 1-3): {:?}", c.confusion);
-            if !c.missing_predictions.is_empty() {
-                let _ = writeln!(t, "truth slides with no HPF here: {}", c.missing_predictions.join(", "));
-            }
-            if !c.missing_truth.is_empty() {
-                let _ = writeln!(t, "slides without a truth score: {}", c.missing_truth.join(", "));
-            }
+            t.push_str(&super::comparison_text(c, "truth slides with no HPF here"));
         }
         if let Some(out) = &args.out {
             let _ = writeln!(t, "written: {}/scores.csv, scores.json, detections.csv", out.display());
@@ -83,11 +72,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         super::print(&t)?;
     }
     for (path, message) in &report.failures {
-        if message.contains(&path.display().to_string()) {
-            eprintln!("error: {message}");
-        } else {
-            eprintln!("error: {}: {message}", path.display());
-        }
+        super::print_failure(path, message);
     }
     Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -4,8 +4,10 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use mitoscope_detect::hpf_set::read_truth;
 use mitoscope_detect::mitoscope_eval::score::FieldPreset;
 use mitoscope_detect::mitoscope_slide::hotspot::HotspotParams;
+use mitoscope_detect::slide_table::{SLIDE_TABLE_FILE, update_slide_table};
 use mitoscope_detect::{DetectOptions, Detector, ModelBundle, SlideRunConfig, parse_device, run_slides};
 
 use crate::cli::{FieldArgs, ModelArgs, SlideArgs};
@@ -57,6 +59,8 @@ pub(super) fn check_numbers(threshold: Option<f64>, mpp: Option<f64>) -> Result<
 pub fn run(args: SlideArgs) -> Result<ExitCode> {
     check_numbers(args.threshold, args.mpp)?;
     let field = field_preset(&args.field)?.unwrap_or(FieldPreset::TenHpfTwoMm2);
+    // A bad truth file fails before hours of detection, not after.
+    let truth = args.truth.as_deref().map(read_truth).transpose()?;
     let detector = load_detector(&args.model)?;
     let config = SlideRunConfig {
         mpp_override: args.mpp,
@@ -101,15 +105,34 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
         results.len(),
         args.out.display()
     );
-    super::print(&text)?;
-    for (path, e) in &failed {
-        // SlideRunError names the file; add it only where the message lacks it.
-        let msg = e.to_string();
-        if msg.contains(&path.display().to_string()) {
-            eprintln!("error: {msg}");
-        } else {
-            eprintln!("error: {}: {msg}", path.display());
+    let mut table_failed = false;
+    match update_slide_table(&args.out, &results, truth.as_ref()) {
+        Ok(table) => {
+            let _ = writeln!(text, "{} slides in {}", table.rows.len(), args.out.join(SLIDE_TABLE_FILE).display());
+            match (&table.comparison, &truth) {
+                (Some(c), _) => text.push_str(&super::comparison_text(c, "truth slides with no result here")),
+                (None, Some(t)) => {
+                    eprintln!(
+                        "error: no slide of {} is in the truth file (truth names e.g. {:?}; slide ids are file stems)",
+                        args.out.display(),
+                        t.keys().take(3).collect::<Vec<_>>()
+                    );
+                    table_failed = true;
+                }
+                (None, None) => {}
+            }
+            for w in &table.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            table_failed = true;
         }
     }
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    super::print(&text)?;
+    for (path, e) in &failed {
+        super::print_failure(path, &e.to_string());
+    }
+    Ok(if failed.is_empty() && !table_failed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
