@@ -21,13 +21,19 @@
 //!
 //! Decoded here: JPEG baseline / extended (8-bit, the common WSI transfer
 //! syntaxes; via zune-jpeg, with colour conversion off for frames stored as
-//! RGB), JPEG 2000 (via hayro-jpeg2000, pure Rust) and uncompressed 8-bit RGB
-//! or monochrome frames. Other transfer syntaxes (JPEG-LS, RLE, HTJ2K, …)
-//! give a clear error; the `openslide` feature is tried for them where the
-//! system OpenSlide reads DICOM (4.0+).
+//! RGB), JPEG 2000 (via hayro-jpeg2000, pure Rust), RLE Lossless and
+//! uncompressed 8-bit RGB or monochrome frames. Other transfer syntaxes
+//! (JPEG-LS, HTJ2K, …) give a clear error; the `openslide` feature is tried
+//! for them where the system OpenSlide reads DICOM (4.0+).
 //! Tiles are placed in `TILED_FULL` order (first focal plane and optical
 //! path) or, for `TILED_SPARSE`, by each frame's position in the total pixel
 //! matrix; positions with no frame read as white.
+//!
+//! An image too large for one file may be split into a *concatenation*:
+//! several files of one Concatenation UID, each holding a run of the frames
+//! from its Concatenation Frame Offset Number on. Its parts are read as one
+//! image, frames numbered across them; a missing or inconsistent part is an
+//! error naming the concatenation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -40,7 +46,7 @@ use dicom_object::{InMemDicomObject, OpenFileOptions, Tag};
 use image::RgbImage;
 
 use crate::cache::{TileCache, TileData};
-use crate::codec::decode_jpeg2000;
+use crate::codec::{decode_jpeg2000, decode_rle, ycbcr_to_rgb};
 use crate::region::{assemble, check_region};
 use crate::tiff_slide::{MAX_CHUNK_PIXELS, settle_mpp_from};
 use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, check_associated_size, find_associated, lock};
@@ -70,6 +76,9 @@ enum Codec {
     Jpeg2000 { ycbcr: bool },
     /// Uncompressed 8-bit samples.
     Native { planar: bool },
+    /// RLE Lossless, one segment per sample plane. `ycbcr`: `YBR_FULL`
+    /// samples, converted to RGB.
+    Rle { ycbcr: bool },
 }
 
 /// Where each tile of an image lies among its frames.
@@ -81,8 +90,14 @@ enum TileMap {
     Sparse(HashMap<(u32, u32), usize>),
 }
 
-/// One DICOM instance (file) as a tiled image: a level or an associated image.
+/// One frame: the file it is in (an index into [`DicomImage::files`]) and the
+/// byte ranges (offset, length) of its fragments there.
+type FrameRef = (usize, Vec<(u64, u64)>);
+
+/// One DICOM image (a file, or the files of a concatenation) as a tiled
+/// image: a level or an associated image.
 struct DicomImage {
+    /// Its (first) file, for messages about the image as a whole.
     path: PathBuf,
     width: u64,
     height: u64,
@@ -91,9 +106,21 @@ struct DicomImage {
     samples: usize,
     codec: Codec,
     map: TileMap,
-    /// Byte ranges (offset, length) of each frame's fragments.
-    frames: Vec<Vec<(u64, u64)>>,
-    file: Mutex<File>,
+    /// Every frame, numbered across the parts of a concatenation.
+    frames: Vec<FrameRef>,
+    /// The files holding the frames (one, or the parts of a concatenation in order).
+    files: Vec<(PathBuf, Mutex<File>)>,
+}
+
+/// Where a file sits in a concatenation (an image split across files).
+#[derive(Debug, Clone, PartialEq)]
+struct Concatenation {
+    uid: String,
+    /// Frames of the concatenation before this file's first (0-based).
+    frame_offset: usize,
+    /// This part's number (1-based) and the number of parts, where stated.
+    part: Option<u32>,
+    parts: Option<u32>,
 }
 
 /// What the attributes of one file say (no pixel data read).
@@ -117,7 +144,7 @@ struct Instance {
     tiled_full: bool,
     /// 0-based top-left of each frame in the total pixel matrix, where given.
     positions: Option<Vec<(i64, i64)>>,
-    concatenated: bool,
+    concatenation: Option<Concatenation>,
     /// Where the frames are (the walk that checked the lengths found it).
     pixel_data: Option<PixelData>,
     spacing_um: Option<f64>,
@@ -177,7 +204,7 @@ impl DicomSlide {
             (opened, series)
         };
 
-        let mut volumes: Vec<&Instance> = series.iter().filter(|i| i.flavour == "VOLUME").collect();
+        let mut volumes: Vec<Vec<&Instance>> = images_of(&series, "VOLUME");
         if volumes.is_empty() {
             let found: Vec<&str> = series.iter().map(|i| i.flavour.as_str()).collect();
             return Err(dicom_err(
@@ -188,19 +215,21 @@ impl DicomSlide {
         // Largest first; one image per size (another focal plane or optical
         // path in its own file would repeat a size: the opened file, else the
         // first by name, wins).
+        let holds_opened = |parts: &[&Instance]| parts.iter().any(|i| i.path == opened.path);
         volumes.sort_by(|a, b| {
-            (b.width, b.height)
-                .cmp(&(a.width, a.height))
-                .then_with(|| (a.path != opened.path).cmp(&(b.path != opened.path)))
+            (b[0].width, b[0].height)
+                .cmp(&(a[0].width, a[0].height))
+                .then_with(|| holds_opened(b).cmp(&holds_opened(a)))
         });
-        volumes.dedup_by_key(|i| (i.width, i.height));
+        volumes.dedup_by_key(|parts| (parts[0].width, parts[0].height));
 
-        let base = volumes[0];
+        let base = volumes[0][0];
         let (w0, h0) = (base.width as f64, base.height as f64);
         let mut levels = Vec::new();
         let mut images = Vec::new();
-        for inst in &volumes {
-            let image = DicomImage::open(inst)?;
+        for parts in &volumes {
+            let inst = parts[0];
+            let image = DicomImage::open(parts)?;
             let downsample =
                 if levels.is_empty() { 1.0 } else { (w0 / inst.width as f64 + h0 / inst.height as f64) / 2.0 };
             levels.push(Level {
@@ -215,8 +244,8 @@ impl DicomSlide {
 
         let mut associated = Vec::new();
         for (flavour, name) in [("THUMBNAIL", "thumbnail"), ("LABEL", "label"), ("OVERVIEW", "macro")] {
-            if let Some(inst) = series.iter().find(|i| i.flavour == flavour) {
-                match DicomImage::open(inst) {
+            if let Some(parts) = images_of(&series, flavour).first() {
+                match DicomImage::open(parts) {
                     Ok(image) => associated.push((name.to_owned(), image)),
                     Err(e) => tracing::warn!("{}: skipping the {name} image: {e}", path.display()),
                 }
@@ -226,8 +255,11 @@ impl DicomSlide {
         let mut properties = base.properties.clone();
         properties.insert("mitoscope.vendor".into(), "dicom".into());
         properties.insert("dicom.TransferSyntaxUID".into(), base.transfer_syntax.clone());
-        for (i, inst) in volumes.iter().enumerate() {
-            properties.insert(format!("dicom.level[{i}].file"), inst.path.display().to_string());
+        for (i, parts) in volumes.iter().enumerate() {
+            properties.insert(format!("dicom.level[{i}].file"), parts[0].path.display().to_string());
+            if parts.len() > 1 {
+                properties.insert(format!("dicom.level[{i}].concatenation-parts"), parts.len().to_string());
+            }
         }
         let objective_power = base.objective_power;
         let stated = [
@@ -301,13 +333,13 @@ impl Slide for DicomSlide {
 }
 
 impl DicomImage {
-    /// Checks that the instance can be decoded and indexes its frames.
-    fn open(inst: &Instance) -> Result<Self, SlideError> {
+    /// Checks that the image (one file, or the parts of a concatenation in
+    /// order, see [`images_of`]) can be decoded and indexes its frames.
+    fn open(parts: &[&Instance]) -> Result<Self, SlideError> {
+        let whole = joined(parts)?;
+        let inst = &whole;
         let path = &inst.path;
         let err = |what: String| dicom_err(path, what);
-        if inst.concatenated {
-            return Err(err("instances split into a concatenation are not supported".into()));
-        }
         if inst.bits_allocated != 8 {
             return Err(err(format!("{} bits per sample; only 8-bit images are read", inst.bits_allocated)));
         }
@@ -342,9 +374,17 @@ impl DicomImage {
             "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
                 Codec::Jpeg2000 { ycbcr: matches!(photometric, "YBR_FULL" | "YBR_FULL_422") }
             }
+            "1.2.840.10008.1.2.5" => {
+                if !matches!(photometric, "RGB" | "MONOCHROME2" | "YBR_FULL") {
+                    return Err(err(format!(
+                        "RLE {photometric} frames are not read (RGB, YBR_FULL or MONOCHROME2 only)"
+                    )));
+                }
+                Codec::Rle { ycbcr: photometric == "YBR_FULL" }
+            }
             other => {
                 return Err(err(format!(
-                    "transfer syntax {other} ({}) is not decoded by the built-in reader (it reads JPEG baseline, JPEG 2000 and uncompressed frames)",
+                    "transfer syntax {other} ({}) is not decoded by the built-in reader (it reads JPEG baseline, JPEG 2000, RLE and uncompressed frames)",
                     transfer_syntax_name(other)
                 )));
             }
@@ -369,9 +409,17 @@ impl DicomImage {
         };
         let frame_bytes = inst.tile_width as u64 * inst.tile_height as u64 * inst.samples as u64;
         let native = matches!(codec, Codec::Native { .. });
-        let mut reader = BufReader::new(open_file(path)?);
-        let pixel = inst.pixel_data.ok_or_else(|| err("no Pixel Data element".into()))?;
-        let frames = index_frames(&mut reader, pixel, inst.frames, native.then_some(frame_bytes)).map_err(err)?;
+        let mut frames = Vec::with_capacity(inst.frames);
+        let mut files = Vec::with_capacity(parts.len());
+        for (k, part) in parts.iter().enumerate() {
+            let mut reader = BufReader::new(open_file(&part.path)?);
+            let part_err = |what: String| dicom_err(&part.path, what);
+            let pixel = part.pixel_data.ok_or_else(|| part_err("no Pixel Data element".into()))?;
+            let found =
+                index_frames(&mut reader, pixel, part.frames, native.then_some(frame_bytes)).map_err(part_err)?;
+            frames.extend(found.into_iter().map(|ranges| (k, ranges)));
+            files.push((part.path.clone(), Mutex::new(reader.into_inner())));
+        }
         Ok(Self {
             path: path.clone(),
             width: inst.width,
@@ -382,7 +430,7 @@ impl DicomImage {
             codec,
             map,
             frames,
-            file: Mutex::new(reader.into_inner()),
+            files,
         })
     }
 
@@ -411,12 +459,23 @@ impl DicomImage {
         let Some(frame) = frame else {
             return Ok(vec![255; dw * dh * 3]);
         };
-        let bad = |what: String| SlideError::BadTile { path: self.path.clone(), level, tile: frame as u32, what };
+        // Named after the file holding the frame (a concatenation has several).
+        let file = self.frames.get(frame).and_then(|(k, _)| self.files.get(*k)).map_or(&self.path, |(p, _)| p);
+        let bad = |what: String| SlideError::BadTile { path: file.clone(), level, tile: frame as u32, what };
         let bytes = self.read_frame(frame).map_err(|e| bad(format!("cannot read frame {}: {e}", frame + 1)))?;
         let samples = match self.codec {
             Codec::Jpeg { keep_colour } => self.decode_jpeg(bytes, keep_colour).map_err(bad)?,
             Codec::Jpeg2000 { ycbcr } => {
                 decode_jpeg2000(&bytes, (self.tile_width, self.tile_height), self.samples, ycbcr).map_err(bad)?
+            }
+            Codec::Rle { ycbcr } => {
+                let mut samples = decode_rle(&bytes, tw as usize * th as usize, self.samples).map_err(bad)?;
+                if ycbcr && self.samples == 3 {
+                    for p in samples.chunks_exact_mut(3) {
+                        p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
+                    }
+                }
+                samples
             }
             Codec::Native { planar } => {
                 let n = tw as usize * th as usize;
@@ -446,10 +505,10 @@ impl DicomImage {
 
     /// The frame's bytes (its fragments, concatenated).
     fn read_frame(&self, frame: usize) -> std::io::Result<Vec<u8>> {
-        let Some(parts) = self.frames.get(frame) else {
-            return Err(std::io::Error::other(format!("the file has {} frames", self.frames.len())));
+        let Some((k, parts)) = self.frames.get(frame) else {
+            return Err(std::io::Error::other(format!("the image has {} frames", self.frames.len())));
         };
-        let mut file = lock(&self.file);
+        let mut file = lock(&self.files[*k].1);
         let mut out = Vec::with_capacity(parts.iter().map(|p| p.1 as usize).sum());
         for &(offset, len) in parts {
             file.seek(SeekFrom::Start(offset))?;
@@ -626,13 +685,125 @@ fn read_instance(path: &Path) -> Result<Instance, SlideError> {
         planar: int::<u16>(&obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1,
         tiled_full: organisation == "TILED_FULL" || positions.is_none(),
         positions,
-        concatenated: obj.get(tags::CONCATENATION_FRAME_OFFSET_NUMBER).is_some(),
+        concatenation: concatenation_of(path, &obj)?,
         pixel_data,
         spacing_um: spacing_mm.map(|s| s * 1000.0),
         volume_width_um: volume_width_mm.map(|w| w * 1000.0),
         objective_power,
         properties,
     })
+}
+
+/// Where the file sits in a concatenation, if it is part of one.
+fn concatenation_of(path: &Path, obj: &InMemDicomObject) -> Result<Option<Concatenation>, SlideError> {
+    let uid = text(obj, tags::CONCATENATION_UID).filter(|s| !s.is_empty());
+    let has_offset = obj.get(tags::CONCATENATION_FRAME_OFFSET_NUMBER).is_some();
+    match (uid, has_offset) {
+        (None, false) => Ok(None),
+        (Some(uid), true) => {
+            let frame_offset = int(obj, tags::CONCATENATION_FRAME_OFFSET_NUMBER)
+                .ok_or_else(|| dicom_err(path, "invalid Concatenation Frame Offset Number"))?;
+            Ok(Some(Concatenation {
+                uid,
+                frame_offset,
+                part: int(obj, tags::IN_CONCATENATION_NUMBER),
+                parts: int(obj, tags::IN_CONCATENATION_TOTAL_NUMBER),
+            }))
+        }
+        (Some(_), false) => Err(dicom_err(path, "Concatenation UID without a Concatenation Frame Offset Number")),
+        (None, true) => Err(dicom_err(path, "Concatenation Frame Offset Number without a Concatenation UID")),
+    }
+}
+
+/// The images of one flavour in `series`, each as its files: one file, or
+/// the parts of a concatenation sorted by frame offset. In series order.
+fn images_of<'a>(series: &'a [Instance], flavour: &str) -> Vec<Vec<&'a Instance>> {
+    let mut images: Vec<Vec<&Instance>> = Vec::new();
+    for inst in series.iter().filter(|i| i.flavour == flavour) {
+        let uid = inst.concatenation.as_ref().map(|c| &c.uid);
+        match images.iter_mut().find(|parts| uid.is_some() && parts[0].concatenation.as_ref().map(|c| &c.uid) == uid) {
+            Some(parts) => parts.push(inst),
+            None => images.push(vec![inst]),
+        }
+    }
+    for parts in &mut images {
+        parts.sort_by_key(|i| i.concatenation.as_ref().map_or(0, |c| c.frame_offset));
+    }
+    images
+}
+
+/// The parts of an image as one instance: the first part's attributes with
+/// every part's frames (and frame positions), after checking that the parts
+/// describe one image and leave no frame out. One file not in a
+/// concatenation is returned as it is.
+fn joined(parts: &[&Instance]) -> Result<Instance, SlideError> {
+    let first = parts[0];
+    let Some(c) = &first.concatenation else { return Ok(first.clone()) };
+    let err = |path: &Path, what: String| dicom_err(path, format!("concatenation {}: {what}", c.uid));
+    if let Some(total) = parts.iter().find_map(|p| p.concatenation.as_ref().and_then(|c| c.parts))
+        && total as usize != parts.len()
+    {
+        let here: Vec<String> = parts
+            .iter()
+            .map(|p| p.concatenation.as_ref().and_then(|c| c.part).map_or("?".into(), |n| n.to_string()))
+            .collect();
+        return Err(err(
+            &first.path,
+            format!(
+                "{} of its {total} parts are in the folder (parts {}); a concatenated image needs every part",
+                parts.len(),
+                here.join(", ")
+            ),
+        ));
+    }
+    let geometry = |i: &Instance| {
+        (
+            i.width,
+            i.height,
+            i.tile_width,
+            i.tile_height,
+            i.samples,
+            i.bits_allocated,
+            i.planar,
+            i.tiled_full,
+            i.photometric.clone(),
+            i.transfer_syntax.clone(),
+        )
+    };
+    let mut expected = 0;
+    let mut positions: Option<Vec<(i64, i64)>> = first.positions.as_ref().map(|_| Vec::new());
+    for part in parts {
+        let offset = part.concatenation.as_ref().map_or(0, |c| c.frame_offset);
+        if geometry(part) != geometry(first) {
+            return Err(err(
+                &part.path,
+                format!(
+                    "its image attributes differ from {}'s (size, tiles, samples or encoding)",
+                    first.path.display()
+                ),
+            ));
+        }
+        if offset != expected {
+            return Err(err(
+                &part.path,
+                format!(
+                    "starts at frame {} where frame {} is next (a part is missing or repeated)",
+                    offset + 1,
+                    expected + 1
+                ),
+            ));
+        }
+        expected += part.frames;
+        match (&mut positions, &part.positions) {
+            (Some(_), Some(mine)) if mine.len() != part.frames => {
+                return Err(err(&part.path, format!("{} frame positions for {} frames", mine.len(), part.frames)));
+            }
+            (Some(all), Some(mine)) => all.extend(mine),
+            (None, None) => {}
+            _ => return Err(err(&part.path, "frame positions are given in some parts only".into())),
+        }
+    }
+    Ok(Instance { frames: expected, positions, ..first.clone() })
 }
 
 /// The DICOM files of a folder (by their magic), sorted by name.
@@ -1054,6 +1225,19 @@ mod tests {
         codestream: Option<&'a [u8]>,
         /// Photometric Interpretation (else from the transfer syntax).
         photometric: Option<&'a str>,
+        /// This file is one part of a concatenation: the frames it holds.
+        concatenation: Option<Part<'a>>,
+    }
+
+    /// One file of a concatenation.
+    #[derive(Clone)]
+    struct Part<'a> {
+        uid: &'a str,
+        /// 1-based part number and the number of parts.
+        number: u32,
+        of: u32,
+        /// Frames (of the whole image's) in this file.
+        frames: std::ops::Range<usize>,
     }
 
     impl<'a> Spec<'a> {
@@ -1069,8 +1253,22 @@ mod tests {
                 tile_rows: None,
                 codestream: None,
                 photometric: None,
+                concatenation: None,
             }
         }
+    }
+
+    const RLE: &str = "1.2.840.10008.1.2.5";
+
+    /// Full-range (JFIF) RGB to YCbCr, to write `YBR_FULL` frames.
+    fn rgb_to_ycbcr(p: &Rgb<u8>) -> [u8; 3] {
+        let [r, g, b] = p.0.map(f32::from);
+        let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        [
+            c(0.299 * r + 0.587 * g + 0.114 * b),
+            c(128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b),
+            c(128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b),
+        ]
     }
 
     fn jpeg(tile: &RgbImage) -> Vec<u8> {
@@ -1097,6 +1295,9 @@ mod tests {
                 tiles.push(((col, row), tile));
             }
         }
+        if let Some(part) = &spec.concatenation {
+            tiles = tiles.drain(part.frames.clone()).collect();
+        }
         let item = |elements: Vec<DataElement<InMemDicomObject>>| InMemDicomObject::from_element_iter(elements);
         let seq = |tag, items: Vec<InMemDicomObject>| DataElement::new(tag, VR::SQ, DataSetSequence::from(items));
         let mut elements = vec![
@@ -1108,7 +1309,16 @@ mod tests {
                 ),
             ),
             DataElement::new(tags::SOP_CLASS_UID, VR::UI, WSI_SOP_CLASS),
-            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, format!("{}.{}.{w}", spec.series, spec.flavour.len())),
+            DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                format!(
+                    "{}.{}.{w}.{}",
+                    spec.series,
+                    spec.flavour.len(),
+                    spec.concatenation.as_ref().map_or(0, |p| p.number)
+                ),
+            ),
             DataElement::new(tags::MANUFACTURER, VR::LO, "Mitoscope tests"),
             DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, spec.series),
             DataElement::new(
@@ -1131,6 +1341,18 @@ mod tests {
             DataElement::new(tags::TOTAL_PIXEL_MATRIX_COLUMNS, VR::UL, PrimitiveValue::from(w)),
             DataElement::new(tags::TOTAL_PIXEL_MATRIX_ROWS, VR::UL, PrimitiveValue::from(h)),
         ];
+        if let Some(part) = &spec.concatenation {
+            elements.extend([
+                DataElement::new(tags::CONCATENATION_UID, VR::UI, part.uid),
+                DataElement::new(
+                    tags::CONCATENATION_FRAME_OFFSET_NUMBER,
+                    VR::UL,
+                    PrimitiveValue::from(part.frames.start as u32),
+                ),
+                DataElement::new(tags::IN_CONCATENATION_NUMBER, VR::US, PrimitiveValue::from(part.number as u16)),
+                DataElement::new(tags::IN_CONCATENATION_TOTAL_NUMBER, VR::US, PrimitiveValue::from(part.of as u16)),
+            ]);
+        }
         if let Some(s) = spec.spacing_mm {
             let measures = item(vec![DataElement::new(tags::PIXEL_SPACING, VR::DS, format!("{s}\\{s}"))]);
             elements.push(seq(
@@ -1161,6 +1383,17 @@ mod tests {
         }
         if let Some(codestream) = spec.codestream {
             let fragments = vec![codestream.to_vec(); tiles.len()];
+            elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], fragments)));
+        } else if spec.transfer_syntax == RLE {
+            let ybr = spec.photometric == Some("YBR_FULL");
+            let fragments: Vec<Vec<u8>> = tiles
+                .iter()
+                .map(|(_, tile)| {
+                    let samples: Vec<u8> =
+                        if ybr { tile.pixels().flat_map(rgb_to_ycbcr).collect() } else { tile.as_raw().clone() };
+                    crate::codec::tests::rle_frame(&samples, 3)
+                })
+                .collect();
             elements.push(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], fragments)));
         } else if spec.transfer_syntax == EXPLICIT_LE {
             let bytes: Vec<u8> = tiles.iter().flat_map(|(_, tile)| tile.as_raw().clone()).collect();
@@ -1330,6 +1563,99 @@ mod tests {
     }
 
     #[test]
+    fn rle_frames_decode_exactly_and_ybr_full_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(40, 24);
+        let rgb = dir.path().join("rgb").join("rgb.dcm");
+        std::fs::create_dir(rgb.parent().unwrap()).unwrap();
+        write(&rgb, &Spec { transfer_syntax: RLE, ..Spec::volume(base.clone(), 16) });
+        let whole = DicomSlide::open(&rgb).unwrap().read_region(0, 0, 0, 40, 24).unwrap();
+        assert_eq!(max_diff(&whole, &base), 0, "RLE is lossless");
+
+        let ybr = dir.path().join("ybr").join("ybr.dcm");
+        std::fs::create_dir(ybr.parent().unwrap()).unwrap();
+        write(&ybr, &Spec { transfer_syntax: RLE, photometric: Some("YBR_FULL"), ..Spec::volume(base.clone(), 16) });
+        let whole = DicomSlide::open(&ybr).unwrap().read_region(0, 0, 0, 40, 24).unwrap();
+        // Only the rounding of the two colour conversions.
+        let d = max_diff(&whole, &base);
+        assert!((1..=3).contains(&d), "converted back to RGB, off by {d}");
+
+        // A frame that is not RLE fails as that tile, naming file and codec.
+        let junk = dir.path().join("junk").join("junk.dcm");
+        std::fs::create_dir(junk.parent().unwrap()).unwrap();
+        write(
+            &junk,
+            &Spec { transfer_syntax: RLE, codestream: Some(&[3, 0, 0, 0, 64]), ..Spec::volume(base.clone(), 16) },
+        );
+        let err = DicomSlide::open(&junk).unwrap().read_region(0, 0, 0, 8, 8).unwrap_err();
+        assert!(matches!(err, SlideError::BadTile { level: 0, tile: 0, .. }), "{err:?}");
+        assert!(err.to_string().contains("junk.dcm") && err.to_string().contains("RLE"), "{err}");
+        let odd = dir.path().join("odd").join("odd.dcm");
+        std::fs::create_dir(odd.parent().unwrap()).unwrap();
+        write(&odd, &Spec { transfer_syntax: RLE, photometric: Some("PALETTE COLOR"), ..Spec::volume(base, 16) });
+        let err = DicomSlide::open(&odd).unwrap_err().to_string();
+        assert!(err.contains("odd.dcm") && err.contains("PALETTE COLOR"), "{err}");
+    }
+
+    #[test]
+    fn a_concatenated_level_reads_as_one_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = pattern(100, 70); // 7 x 5 = 35 tiles of 16 px
+        let half = image::imageops::resize(&base, 50, 35, image::imageops::FilterType::Triangle);
+        let part = |number: u32, frames: std::ops::Range<usize>| Part { uid: "1.2.3.9", number, of: 3, frames };
+        let level0 =
+            |p: Part<'static>| Spec { transfer_syntax: RLE, concatenation: Some(p), ..Spec::volume(base.clone(), 16) };
+        let parts = [part(1, 0..12), part(2, 12..30), part(3, 30..35)];
+        // File names out of frame order: the frame offsets order the parts.
+        for (name, p) in ["c.dcm", "a.dcm", "b.dcm"].iter().zip(&parts) {
+            write(&dir.path().join(name), &level0(p.clone()));
+        }
+        write(&dir.path().join("level1.dcm"), &Spec::volume(half, 16));
+        let slide = DicomSlide::open(dir.path().join("b.dcm")).unwrap();
+        assert_eq!(slide.level_count(), 2);
+        assert_eq!(slide.dimensions(0).unwrap(), (100, 70));
+        assert_eq!(slide.properties()["dicom.level[0].concatenation-parts"], "3");
+        let whole = slide.read_region(0, 0, 0, 100, 70).unwrap();
+        assert_eq!(max_diff(&whole, &base), 0, "every frame from the right part, in order");
+
+        // A missing part, a gap in the frames, a part of another geometry.
+        std::fs::remove_file(dir.path().join("b.dcm")).unwrap();
+        let err = DicomSlide::open(dir.path().join("a.dcm")).unwrap_err().to_string();
+        assert!(err.contains("1.2.3.9") && err.contains("2 of its 3 parts") && err.contains("parts 1, 2"), "{err}");
+        let two = |number, frames| Part { uid: "1.2.3.9", number, of: 2, frames };
+        let gap = tempfile::tempdir().unwrap();
+        write(&gap.path().join("p1.dcm"), &level0(two(1, 0..12)));
+        write(&gap.path().join("p2.dcm"), &level0(two(2, 13..35)));
+        let err = DicomSlide::open(gap.path().join("p1.dcm")).unwrap_err().to_string();
+        assert!(err.contains("p2.dcm") && err.contains("starts at frame 14 where frame 13 is next"), "{err}");
+        let mixed = tempfile::tempdir().unwrap();
+        write(&mixed.path().join("p1.dcm"), &level0(two(1, 0..12)));
+        write(
+            &mixed.path().join("p2.dcm"),
+            &Spec { concatenation: Some(two(2, 9..12)), ..Spec::volume(base.clone(), 32) },
+        );
+        let err = DicomSlide::open(mixed.path().join("p1.dcm")).unwrap_err().to_string();
+        assert!(err.contains("p2.dcm") && err.contains("differ"), "{err}");
+
+        // TILED_SPARSE across two parts: each part's frame positions place its frames.
+        let sparse = tempfile::tempdir().unwrap();
+        for (name, frames) in [("s1.dcm", 0..4), ("s2.dcm", 4..5)] {
+            let spec = Spec {
+                transfer_syntax: EXPLICIT_LE,
+                sparse_without: Some(&[(1, 0)]),
+                concatenation: Some(Part { uid: "1.2.3.10", number: 1 + frames.start as u32 / 4, of: 2, frames }),
+                ..Spec::volume(pattern(40, 24), 16)
+            };
+            write(&sparse.path().join(name), &spec);
+        }
+        let whole = DicomSlide::open(sparse.path().join("s2.dcm")).unwrap().read_region(0, 0, 0, 40, 24).unwrap();
+        let expected = RgbImage::from_fn(40, 24, |x, y| {
+            if (16..32).contains(&x) && y < 16 { Rgb([255, 255, 255]) } else { *pattern(40, 24).get_pixel(x, y) }
+        });
+        assert_eq!(max_diff(&whole, &expected), 0);
+    }
+
+    #[test]
     fn bad_files_give_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.dcm");
@@ -1371,11 +1697,11 @@ mod tests {
         assert!(err.contains("ct.dcm") && err.contains("not a whole-slide image"), "{err}");
 
         // A transfer syntax the built-in reader does not decode.
-        let rle = dir.path().join("rle").join("rle.dcm");
-        std::fs::create_dir(rle.parent().unwrap()).unwrap();
-        write(&rle, &Spec { transfer_syntax: "1.2.840.10008.1.2.5", ..Spec::volume(pattern(32, 32), 32) });
-        let err = DicomSlide::open(&rle).unwrap_err().to_string();
-        assert!(err.contains("rle.dcm") && err.contains("RLE"), "{err}");
+        let jls = dir.path().join("jls").join("jls.dcm");
+        std::fs::create_dir(jls.parent().unwrap()).unwrap();
+        write(&jls, &Spec { transfer_syntax: "1.2.840.10008.1.2.4.80", ..Spec::volume(pattern(32, 32), 32) });
+        let err = DicomSlide::open(&jls).unwrap_err().to_string();
+        assert!(err.contains("jls.dcm") && err.contains("JPEG-LS"), "{err}");
 
         // JPEG frames labelled JPEG 2000: the tile fails, naming the codec.
         let j2k = dir.path().join("j2k").join("j2k.dcm");
