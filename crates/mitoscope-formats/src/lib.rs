@@ -31,6 +31,7 @@ pub mod gzmh;
 pub mod icpr;
 pub mod midog_points;
 pub mod sliderunner;
+pub mod tupac;
 pub mod voc;
 mod xml_files;
 pub mod yolo;
@@ -66,11 +67,14 @@ pub enum Format {
     Asap,
     /// QuPath-compatible GeoJSON.
     GeoJson,
+    /// TUPAC16 / AMIDA13 ground truth: headerless `row,column` CSV per HPF,
+    /// a file or a `<case>/<hpf>.csv` folder.
+    Tupac,
 }
 
 impl Format {
     /// All formats, for help texts.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::Gzmh,
         Format::Csv,
         Format::IcprPixels,
@@ -81,6 +85,7 @@ impl Format {
         Format::Voc,
         Format::Asap,
         Format::GeoJson,
+        Format::Tupac,
     ];
 
     /// Short name used on the command line.
@@ -96,6 +101,7 @@ impl Format {
             Format::Voc => "voc",
             Format::Asap => "asap",
             Format::GeoJson => "geojson",
+            Format::Tupac => "tupac",
         }
     }
 
@@ -113,6 +119,7 @@ impl Format {
             "voc" | "pascal-voc" | "xml" => Format::Voc,
             "asap" | "asap-xml" => Format::Asap,
             "geojson" | "qupath" => Format::GeoJson,
+            "tupac" | "tupac16" | "amida" | "amida13" => Format::Tupac,
             _ => return None,
         })
     }
@@ -196,7 +203,7 @@ pub(crate) fn box_for_writing(
 pub fn detect_format(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
     if meta.is_dir() {
-        return Ok(Format::Gzmh);
+        return Ok(if tupac::is_tupac_folder(path) { Format::Tupac } else { Format::Gzmh });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
@@ -250,9 +257,13 @@ fn detect_xml(head: &[u8]) -> Format {
     }
 }
 
-/// A CSV whose first line is all numbers, many of them, is an ICPR pixel list;
+/// Lines of two numbers only are TUPAC ground truth (`row,column`); a CSV
+/// whose first line is all numbers, many of them, is an ICPR pixel list;
 /// anything with a header is a plain point CSV.
 fn detect_csv(text: &str) -> Format {
+    if tupac::looks_like_tupac(text) {
+        return Format::Tupac;
+    }
     let first = text.lines().next().unwrap_or("");
     let fields: Vec<&str> = first.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
     let numeric = !fields.is_empty() && fields.iter().all(|f| f.parse::<f64>().is_ok());
@@ -299,6 +310,7 @@ pub fn read(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<A
         Format::Voc => voc::read(path, opts),
         Format::Asap => asap::read(path, opts),
         Format::GeoJson => geojson::read(path, opts),
+        Format::Tupac => tupac::read(path, opts),
     }?;
     if let Some(mpp) = opts.mpp {
         set.fill_mpp(mpp);
@@ -316,7 +328,7 @@ pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptio
         Format::Voc => voc::write(set, path, opts),
         Format::Asap => asap::write(set, path, opts),
         Format::GeoJson => geojson::write(set, path, opts),
-        Format::Gzmh | Format::IcprPixels | Format::SlideRunner => Err(FormatError::Unsupported {
+        Format::Gzmh | Format::IcprPixels | Format::SlideRunner | Format::Tupac => Err(FormatError::Unsupported {
             path: path.to_owned(),
             message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc, asap or geojson"),
         }),
@@ -345,6 +357,8 @@ mod tests {
     fn csv_sniffing() {
         assert_eq!(detect_csv("image,x,y\nA,1,2\n"), Format::Csv);
         assert_eq!(detect_csv("606,299,607,299,608,299\n"), Format::IcprPixels);
+        // One pair per line: TUPAC's row,column, not a one-pixel ICPR figure.
+        assert_eq!(detect_csv("1208,1591\n300,42\n"), Format::Tupac);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct ReadArgs {
 pub struct InspectArgs {
     /// Dataset folder, zip, or annotation file.
     pub path: PathBuf,
-    /// Input format (default: detected). One of gzmh, csv, icpr, coco, midog, sliderunner, yolo, voc, geojson.
+    /// Input format (default: detected). One of gzmh, csv, icpr, coco, midog, sliderunner, yolo, voc, asap, geojson, tupac.
     #[arg(long, short = 'f', value_name = "FORMAT")]
     pub format: Option<String>,
     #[command(flatten)]
