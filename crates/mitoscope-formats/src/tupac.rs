@@ -12,6 +12,11 @@
 //! ground-truth folder (case folders); detected where every line holds two
 //! numbers (an ICPR 2012 pixel list holds a figure's every pixel, so never
 //! one pair per line).
+//!
+//! Images are found as `<case>/<hpf>.tif` (or another image extension) in
+//! [`ReadOptions::images_dir`], else in the folder that holds
+//! `mitoses_ground_truth`, or in a folder one or two levels below it (the
+//! release's `mitoses_image_data`, split into `..._part_1` ... folders).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +24,11 @@ use mitoscope_annotations::{Annotation, AnnotationSet, ImageAnnotations, ObjectC
 use mitoscope_geom::Point;
 
 use crate::csv_points::file_stem;
+use crate::yolo::find_image;
 use crate::{FormatError, ReadOptions, Result};
+
+/// Folders searched for the images at most (the image roots' subfolders).
+const MAX_IMAGE_ROOTS: usize = 2000;
 
 /// Whether CSV text is TUPAC-style ground truth: no header, and every
 /// non-empty line two numbers. (An empty text is not claimed.)
@@ -81,7 +90,7 @@ fn csv_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Reads one file, a case folder or the ground-truth folder (module docs).
-pub fn read(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSet> {
+pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     let files = if path.is_dir() { csv_files(path)? } else { vec![path.to_owned()] };
     if files.is_empty() {
         return Err(FormatError::Unsupported {
@@ -89,8 +98,39 @@ pub fn read(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSet> {
             message: "no <hpf>.csv files here (TUPAC ground truth: mitoses_ground_truth/<case>/<hpf>.csv)".into(),
         });
     }
-    let images = files.iter().map(|f| read_file(f)).collect::<Result<Vec<_>>>()?;
+    let mut images = files.iter().map(|f| read_file(f)).collect::<Result<Vec<_>>>()?;
+    // <hpf>.csv -> <case> -> mitoses_ground_truth -> the folder beside the images.
+    let truth_root = files[0].parent().and_then(Path::parent);
+    let roots = image_roots(opts.images_dir.as_deref().or_else(|| truth_root.and_then(Path::parent)), truth_root);
+    for (img, file) in images.iter_mut().zip(&files) {
+        let case = file.parent().map(|c| roots.iter().map(|r| r.join(c.file_name().unwrap_or_default())).collect());
+        img.path = case.and_then(|dirs: Vec<PathBuf>| find_image(&file_stem(file), &dirs));
+    }
     Ok(AnnotationSet::from_images(images))
+}
+
+/// `base` and the folders one and two levels below it, but not the
+/// ground-truth folder itself.
+fn image_roots(base: Option<&Path>, truth_root: Option<&Path>) -> Vec<PathBuf> {
+    let Some(base) = base else { return Vec::new() };
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map(|it| it.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let not_truth = |p: &PathBuf| truth_root.is_none_or(|t| p.as_path() != t);
+    let mut roots = vec![base.to_owned()];
+    for first in subdirs(base).into_iter().filter(not_truth) {
+        let second = subdirs(&first);
+        roots.push(first);
+        roots.extend(second);
+        if roots.len() >= MAX_IMAGE_ROOTS {
+            break;
+        }
+    }
+    roots
 }
 
 /// `<case>_<hpf>` from `.../<case>/<hpf>.csv`.

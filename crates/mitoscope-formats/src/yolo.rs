@@ -112,7 +112,7 @@ fn image_dirs(txt: &Path, opts: &ReadOptions) -> Vec<PathBuf> {
     dirs
 }
 
-fn find_image(stem: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_image(stem: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     for dir in dirs {
         for ext in mitoscope_imaging::IMAGE_EXTENSIONS {
             for ext in [ext.to_string(), ext.to_ascii_uppercase()] {

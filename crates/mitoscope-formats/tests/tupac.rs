@@ -46,6 +46,9 @@ fn ground_truth_folders_and_files_read_row_first() {
     assert_eq!(detect_format(&one).unwrap(), Format::Tupac);
     assert_eq!(points(&read(&one, None, &opts).unwrap())[0].0, "01_01");
 
+    // No images anywhere: none recorded.
+    assert!(all.images.iter().all(|i| i.path.is_none()));
+
     // Not TUPAC: an image among the files, or a plain CSV with a header.
     write(dir.path(), "imgs/01/01.csv", "5,6\n");
     image::RgbImage::new(4, 4).save(dir.path().join("imgs/01/01.png")).unwrap();
@@ -71,4 +74,33 @@ fn bad_ground_truth_names_file_and_line() {
     std::fs::create_dir_all(dir.path().join("empty")).unwrap();
     let err = read(&dir.path().join("empty"), Some(Format::Tupac), &ReadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("no <hpf>.csv"), "{err}");
+}
+
+#[test]
+fn images_are_found_beside_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("mitoses_ground_truth");
+    write(&gt, "01/01.csv", "12,34\n");
+    write(&gt, "01/02.csv", "");
+    write(&gt, "02/01.csv", "5,6\n");
+    // As the release splits them: parts of mitoses_image_data, one case each.
+    let img = |rel: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        image::RgbImage::new(8, 8).save(&p).unwrap();
+        p
+    };
+    let a = img("mitoses_image_data/part_1/01/01.tif");
+    let b = img("mitoses_image_data/part_2/02/01.tif");
+    let set = read(&gt, None, &ReadOptions::default()).unwrap();
+    let paths: Vec<Option<&Path>> = set.images.iter().map(|i| i.path.as_deref()).collect();
+    assert_eq!(paths, [Some(a.as_path()), None, Some(b.as_path())]);
+    // --images names the folder; a file alone finds its image the same way.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let c = elsewhere.path().join("01/01.png");
+    std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+    image::RgbImage::new(8, 8).save(&c).unwrap();
+    let opts = ReadOptions { images_dir: Some(elsewhere.path().to_owned()), ..ReadOptions::default() };
+    let one = read(&gt.join("01/01.csv"), None, &opts).unwrap();
+    assert_eq!(one.images[0].path.as_deref(), Some(c.as_path()));
 }
