@@ -166,6 +166,24 @@ fn eval_threshold_and_micron_radius() {
     assert!(text.contains("pooled") && text.contains("AP"), "{text}");
 }
 
+#[test]
+fn eval_warns_when_no_image_is_named_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    // TUPAC ground truth names the HPF `01_01`; detections of one case folder call it `01`.
+    std::fs::create_dir_all(tmp.path().join("gt/01")).unwrap();
+    write(&tmp.path().join("gt/01"), "01.csv", "100,200\n");
+    let p = write(tmp.path(), "p.csv", "image,x,y,score\n01.tif,200,100,0.9\n");
+    let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: no image is named alike") && stderr.contains("'01_01'"), "{stderr}");
+    // Named alike: no warning, and the TUPAC row,column lands on x = 200, y = 100.
+    let p = write(tmp.path(), "q.csv", "image,x,y,score\n01_01.tif,200,100,0.9\n");
+    let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let v = json(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5", "--json"]);
+    assert_eq!((v["tp"].as_u64(), v["fp"].as_u64()), (Some(1), Some(0)), "{v}");
+}
+
 // ---------- eval: randomized agreement with a plain reference ----------
 
 struct Lcg(u64);

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use mitoscope_annotations::AnnotationSet;
 use mitoscope_eval::{EvalConfig, EvalReport, Metrics};
 use mitoscope_formats::ReadOptions;
 
@@ -19,6 +20,9 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
     let radius_px = super::match_radius_px(&args.matching, mpp, Some(&truth))?
         .context("give --radius-px R or --radius-um R --mpp M")?;
+    if let Some(warning) = disjoint_ids(&truth, &pred) {
+        eprintln!("warning: {warning}");
+    }
     let inputs = mitoscope_eval::inputs_from_sets(&truth, &pred);
     let cfg = EvalConfig { radius_px, rule, threshold: args.threshold };
     let report = mitoscope_eval::evaluate(&inputs, &cfg).context("evaluating")?;
@@ -28,6 +32,28 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         super::print(&render(&report, args.per_image))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A warning when truth and predictions share no image id although both name
+/// images: every prediction would then be a false positive and every truth
+/// a miss, which is nearly always a naming mismatch (`A01_04` against
+/// `A01_04.png`, or a dataset's `<case>_<hpf>` ids against bare stems).
+fn disjoint_ids(truth: &AnnotationSet, pred: &AnnotationSet) -> Option<String> {
+    let with_objects = |s: &AnnotationSet| -> Vec<String> {
+        s.images.iter().filter(|i| !i.objects.is_empty()).map(|i| i.image.clone()).collect()
+    };
+    let (t, p) = (with_objects(truth), with_objects(pred));
+    let shared = truth.images.iter().any(|i| pred.image(&i.image).is_some());
+    if t.is_empty() || p.is_empty() || shared {
+        return None;
+    }
+    let some = |v: &[String]| v.iter().take(3).map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    Some(format!(
+        "no image is named alike in the truth and the predictions (truth: {}; predictions: {}): \
+         every prediction counts as a false positive; check that both name the images the same way",
+        some(&t),
+        some(&p)
+    ))
 }
 
 fn row(out: &mut String, name: &str, m: &Metrics) {
