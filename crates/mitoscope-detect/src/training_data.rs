@@ -223,6 +223,8 @@ impl TrainingData {
     /// Fields and crops from the datasets `sources` name (see [`DatasetSources`]).
     pub fn from_datasets(sources: &DatasetSources) -> Result<Self, DetectError> {
         let mut fields = Vec::new();
+        // The readers' image ids, beside `fields`.
+        let mut ids: Vec<String> = Vec::new();
         let mut described = Vec::new();
         let formats: Vec<Option<Format>> = match sources.formats.as_slice() {
             [] => vec![None; sources.datasets.len()],
@@ -243,6 +245,7 @@ impl TrainingData {
             let loaded: Vec<LabelledField> =
                 in_order(set.images.par_iter().map(|img| load_field(path, img, sources)).collect())?;
             fields.extend(loaded);
+            ids.extend(set.images.iter().map(|i| i.image.clone()));
             let mitoses: usize = fields[before..].iter().map(|f| f.centroids.len()).sum();
             let lookalikes: usize = fields[before..].iter().map(|f| f.lookalikes.len()).sum();
             let masks = fields[before..].iter().filter(|f| f.mask.is_some()).count();
@@ -253,14 +256,22 @@ impl TrainingData {
             ));
         }
         // Subsets may repeat stems (GZMH V2's `train/001.png`, `test_3_score/001.png`):
-        // such fields are named `<subset>/<stem>`.
+        // such fields are named `<subset>/<stem>`. Folders may too (TUPAC16's
+        // `<case>/01.tif`): those take the reader's id (`<case>_01`), which also
+        // groups them by case.
         let mut count = std::collections::BTreeMap::new();
         for f in &fields {
             *count.entry(f.name.clone()).or_insert(0usize) += 1;
         }
-        for f in &mut fields {
-            if let Some(subset) = f.subset.as_ref().filter(|_| count[&f.name] > 1) {
+        for (f, id) in fields.iter_mut().zip(&ids) {
+            if count[&f.name] < 2 {
+                continue;
+            }
+            if let Some(subset) = &f.subset {
                 f.name = format!("{subset}/{}", f.name);
+            } else if !id.is_empty() && *id != f.name {
+                f.slide = slide_of(id, None);
+                f.name = id.clone();
             }
         }
         let mut seen = BTreeSet::new();
@@ -841,6 +852,28 @@ mod tests {
         let empty = DatasetSources { datasets: Vec::new(), negative_folders: vec![root.join("empty")], ..sources };
         let err = TrainingData::from_datasets(&empty).err().unwrap().to_string();
         assert!(err.contains("no image files"), "{err}");
+    }
+
+    #[test]
+    fn tupac_cases_with_the_same_file_names_are_told_apart_by_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let tissue = RgbImage::from_pixel(48, 40, image::Rgb([200, 150, 190]));
+        for case in ["01", "02"] {
+            write_png(&root.join(format!("mitoses_image_data/{case}/01.png")), &tissue);
+            std::fs::create_dir_all(root.join(format!("mitoses_ground_truth/{case}"))).unwrap();
+            std::fs::write(root.join(format!("mitoses_ground_truth/{case}/01.csv")), "11,22\n").unwrap();
+        }
+        let sources = DatasetSources {
+            datasets: vec![root.join("mitoses_ground_truth")],
+            mpp: Some(0.25),
+            crops_mpp: 0.25,
+            ..Default::default()
+        };
+        let data = TrainingData::from_datasets(&sources).unwrap();
+        let fields: Vec<(&str, &str, &[(f64, f64)])> =
+            data.fields.iter().map(|f| (f.name.as_str(), f.slide.as_str(), f.centroids.as_slice())).collect();
+        assert_eq!(fields, [("01_01", "01", &[(22.0, 11.0)][..]), ("02_01", "02", &[(22.0, 11.0)][..])]);
     }
 
     #[test]

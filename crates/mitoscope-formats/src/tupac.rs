@@ -99,8 +99,10 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         });
     }
     let mut images = files.iter().map(|f| read_file(f)).collect::<Result<Vec<_>>>()?;
-    // <hpf>.csv -> <case> -> mitoses_ground_truth -> the folder beside the images.
-    let truth_root = files[0].parent().and_then(Path::parent);
+    // <hpf>.csv -> <case> -> mitoses_ground_truth -> the folder beside the
+    // images; absolute, as a relative `mitoses_ground_truth` has an empty parent.
+    let first = std::fs::canonicalize(&files[0]).unwrap_or_else(|_| files[0].clone());
+    let truth_root = first.parent().and_then(Path::parent);
     let roots = image_roots(opts.images_dir.as_deref().or_else(|| truth_root.and_then(Path::parent)), truth_root);
     for (img, file) in images.iter_mut().zip(&files) {
         let case = file.parent().map(|c| roots.iter().map(|r| r.join(c.file_name().unwrap_or_default())).collect());
