@@ -10,6 +10,13 @@ pub(crate) fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
     [c(y + 1.402 * cr), c(y - 0.344_136 * cb - 0.714_136 * cr), c(y + 1.772 * cb)]
 }
 
+/// [`ycbcr_to_rgb`] over interleaved 3-sample pixels, in place.
+pub(crate) fn ycbcr_to_rgb_in_place(samples: &mut [u8]) {
+    for p in samples.chunks_exact_mut(3) {
+        p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
+    }
+}
+
 /// Decodes a JPEG 2000 codestream (or JP2 file) of `width` x `height` with
 /// `samples` components to interleaved 8-bit samples. `ycbcr`: the
 /// components are YCbCr that the codestream does not transform itself
@@ -38,9 +45,7 @@ pub(crate) fn decode_jpeg2000(
         return Err(format!("JPEG 2000 decoded to {} bytes, expected {expected}", data.len()));
     }
     if ycbcr && samples == 3 {
-        for p in data.chunks_exact_mut(3) {
-            p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
-        }
+        ycbcr_to_rgb_in_place(&mut data);
     }
     Ok(data)
 }

@@ -46,7 +46,7 @@ use dicom_object::{InMemDicomObject, OpenFileOptions, Tag};
 use image::RgbImage;
 
 use crate::cache::{TileCache, TileData};
-use crate::codec::{decode_jpeg2000, decode_rle, ycbcr_to_rgb};
+use crate::codec::{decode_jpeg2000, decode_rle, ycbcr_to_rgb_in_place};
 use crate::region::{assemble, check_region};
 use crate::tiff_slide::{MAX_CHUNK_PIXELS, settle_mpp_from};
 use crate::{Level, MppInfo, MppSource, OpenOptions, Slide, SlideError, check_associated_size, find_associated, lock};
@@ -471,9 +471,7 @@ impl DicomImage {
             Codec::Rle { ycbcr } => {
                 let mut samples = decode_rle(&bytes, tw as usize * th as usize, self.samples).map_err(bad)?;
                 if ycbcr && self.samples == 3 {
-                    for p in samples.chunks_exact_mut(3) {
-                        p.copy_from_slice(&ycbcr_to_rgb(p[0], p[1], p[2]));
-                    }
+                    ycbcr_to_rgb_in_place(&mut samples);
                 }
                 samples
             }
