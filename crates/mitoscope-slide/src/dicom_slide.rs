@@ -97,8 +97,6 @@ type FrameRef = (usize, Vec<(u64, u64)>);
 /// One DICOM image (a file, or the files of a concatenation) as a tiled
 /// image: a level or an associated image.
 struct DicomImage {
-    /// Its (first) file, for messages about the image as a whole.
-    path: PathBuf,
     width: u64,
     height: u64,
     tile_width: u32,
@@ -319,10 +317,10 @@ impl Slide for DicomSlide {
 
     fn read_associated(&self, name: &str) -> Result<RgbImage, SlideError> {
         let image = find_associated(&self.path, &self.associated, name)?;
-        check_associated_size(&image.path, name, image.width * image.height)?;
+        check_associated_size(image.path(), name, image.width * image.height)?;
         let level = image.level();
         let (width, height) = (image.width as u32, image.height as u32);
-        let (l, clip) = check_region(&image.path, &[level], 0, 0, 0, width, height)?;
+        let (l, clip) = check_region(image.path(), &[level], 0, 0, 0, width, height)?;
         assemble(&l, clip, width, height, |col, row| image.tile(0, col, row).map(Arc::new))
     }
 
@@ -421,7 +419,6 @@ impl DicomImage {
             files.push((part.path.clone(), Mutex::new(reader.into_inner())));
         }
         Ok(Self {
-            path: path.clone(),
             width: inst.width,
             height: inst.height,
             tile_width: inst.tile_width,
@@ -432,6 +429,11 @@ impl DicomImage {
             frames,
             files,
         })
+    }
+
+    /// Its (first) file, for messages about the image as a whole.
+    fn path(&self) -> &Path {
+        &self.files[0].0
     }
 
     /// This image as a single level (for associated images).
@@ -460,8 +462,8 @@ impl DicomImage {
             return Ok(vec![255; dw * dh * 3]);
         };
         // Named after the file holding the frame (a concatenation has several).
-        let file = self.frames.get(frame).and_then(|(k, _)| self.files.get(*k)).map_or(&self.path, |(p, _)| p);
-        let bad = |what: String| SlideError::BadTile { path: file.clone(), level, tile: frame as u32, what };
+        let file = self.frames.get(frame).and_then(|(k, _)| self.files.get(*k)).map_or(self.path(), |(p, _)| p);
+        let bad = |what: String| SlideError::BadTile { path: file.to_owned(), level, tile: frame as u32, what };
         let bytes = self.read_frame(frame).map_err(|e| bad(format!("cannot read frame {}: {e}", frame + 1)))?;
         let samples = match self.codec {
             Codec::Jpeg { keep_colour } => self.decode_jpeg(bytes, keep_colour).map_err(bad)?,
