@@ -50,8 +50,13 @@ pub const SLIDE_TABLE_COLUMNS: [&str; 21] = [
 pub enum SlideOutcome {
     /// Its `summary.json`.
     Done(Box<SlideReport>),
-    /// The error line.
-    Failed(String),
+    /// The slide file as given, and the error line.
+    Failed {
+        /// The slide file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// One row of the table.
@@ -59,12 +64,28 @@ pub enum SlideOutcome {
 pub struct SlideRow {
     /// The slide id (output folder name).
     pub slide: String,
-    /// The slide file as given.
-    pub path: PathBuf,
     /// Result or error.
     pub outcome: SlideOutcome,
     /// Truth score, when a truth file names the slide.
     pub truth: Option<u8>,
+}
+
+impl SlideRow {
+    fn done(report: SlideReport) -> Self {
+        Self { slide: report.slide_id.clone(), outcome: SlideOutcome::Done(Box::new(report)), truth: None }
+    }
+
+    fn failed(slide: String, path: PathBuf, message: String) -> Self {
+        Self { slide, outcome: SlideOutcome::Failed { path, message }, truth: None }
+    }
+
+    /// The slide file.
+    pub fn path(&self) -> &Path {
+        match &self.outcome {
+            SlideOutcome::Done(report) => &report.slide,
+            SlideOutcome::Failed { path, .. } => path,
+        }
+    }
 }
 
 /// The table as written, with what could not go into it.
@@ -90,49 +111,29 @@ pub fn update_slide_table(
     let table_path = out_root.join(SLIDE_TABLE_FILE);
     let mut warnings = Vec::new();
     let mut rows: BTreeMap<String, SlideRow> = BTreeMap::new();
-    let failed = |slide: String, path: PathBuf, message: String| SlideRow {
-        slide,
-        path,
-        outcome: SlideOutcome::Failed(message),
-        truth: None,
-    };
     // Earlier failures first: any newer result replaces them.
     match previous_failures(&table_path) {
         Ok(list) => {
             for (slide, path, message) in list {
-                rows.insert(slide.clone(), failed(slide, path, message));
+                rows.insert(slide.clone(), SlideRow::failed(slide, path, message));
             }
         }
         Err(why) => warnings.push(format!("{}: {why}; its failed rows are not carried over", table_path.display())),
     }
     for report in slide_outputs(out_root, &mut warnings) {
-        let slide = report.slide_id.clone();
-        let path = report.slide.clone();
-        rows.insert(
-            slide.clone(),
-            SlideRow { slide, path, outcome: SlideOutcome::Done(Box::new(report)), truth: None },
-        );
+        rows.insert(report.slide_id.clone(), SlideRow::done(report));
     }
     let done_now: Vec<String> = run.iter().filter_map(|(_, r)| r.as_ref().ok().map(|s| s.slide_id.clone())).collect();
     for (path, result) in run {
         match result {
             Ok(report) => {
-                let slide = report.slide_id.clone();
-                rows.insert(
-                    slide.clone(),
-                    SlideRow {
-                        slide,
-                        path: path.clone(),
-                        outcome: SlideOutcome::Done(Box::new(report.clone())),
-                        truth: None,
-                    },
-                );
+                rows.insert(report.slide_id.clone(), SlideRow::done(report.clone()));
             }
             // A second file with a done slide's name fails without touching that slide's row.
             Err(e) => {
                 let slide = crate::batch::image_id(path);
                 if !done_now.contains(&slide) {
-                    rows.insert(slide.clone(), failed(slide, path.clone(), e.to_string()));
+                    rows.insert(slide.clone(), SlideRow::failed(slide, path.clone(), e.to_string()));
                 }
             }
         }
@@ -146,7 +147,7 @@ pub fn update_slide_table(
             .values()
             .filter_map(|r| match &r.outcome {
                 SlideOutcome::Done(s) => Some((r.slide.as_str(), s.mitotic_score.score)),
-                SlideOutcome::Failed(_) => None,
+                SlideOutcome::Failed { .. } => None,
             })
             .collect();
         comparison =
@@ -222,12 +223,12 @@ fn table_csv(rows: &[SlideRow]) -> Result<Vec<u8>, csv::Error> {
 fn cell(row: &SlideRow, column: &str) -> String {
     match (column, &row.outcome) {
         ("slide", _) => row.slide.clone(),
-        ("path", _) => row.path.display().to_string(),
+        ("path", _) => row.path().display().to_string(),
         ("truth_score", _) => row.truth.map(|t| t.to_string()).unwrap_or_default(),
         ("status", SlideOutcome::Done(_)) => "done".into(),
-        ("status", SlideOutcome::Failed(_)) => "failed".into(),
-        ("error", SlideOutcome::Failed(message)) => message.clone(),
-        (_, SlideOutcome::Failed(_)) => String::new(),
+        ("status", SlideOutcome::Failed { .. }) => "failed".into(),
+        ("error", SlideOutcome::Failed { message, .. }) => message.clone(),
+        (_, SlideOutcome::Failed { .. }) => String::new(),
         (column, SlideOutcome::Done(s)) => match column {
             "mitoses" => s.mitoses.to_string(),
             "tissue_mm2" => format!("{:.4}", s.tissue_area_mm2),
