@@ -23,6 +23,7 @@
 pub mod amibr;
 pub mod asap;
 pub mod atomic;
+pub mod atypia14;
 pub mod coco;
 pub mod csv_points;
 pub mod error;
@@ -70,11 +71,14 @@ pub enum Format {
     /// TUPAC16 / AMIDA13 ground truth: headerless `row,column` CSV per HPF,
     /// a file or a `<case>/<hpf>.csv` folder.
     Tupac,
+    /// MITOS-ATYPIA-14 labels: headerless `x,y,confidence` CSVs per frame,
+    /// `<patient>/mitosis/<frame>_mitosis.csv` and `_not_mitosis.csv`.
+    Atypia14,
 }
 
 impl Format {
     /// All formats, for help texts.
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Gzmh,
         Format::Csv,
         Format::IcprPixels,
@@ -86,6 +90,7 @@ impl Format {
         Format::Asap,
         Format::GeoJson,
         Format::Tupac,
+        Format::Atypia14,
     ];
 
     /// Short name used on the command line.
@@ -102,6 +107,7 @@ impl Format {
             Format::Asap => "asap",
             Format::GeoJson => "geojson",
             Format::Tupac => "tupac",
+            Format::Atypia14 => "atypia14",
         }
     }
 
@@ -120,6 +126,7 @@ impl Format {
             "asap" | "asap-xml" => Format::Asap,
             "geojson" | "qupath" => Format::GeoJson,
             "tupac" | "tupac16" | "amida" | "amida13" => Format::Tupac,
+            "atypia14" | "atypia" | "mitos-atypia-14" | "mitos-atypia" | "icpr2014" | "mitos14" => Format::Atypia14,
             _ => return None,
         })
     }
@@ -203,7 +210,13 @@ pub(crate) fn box_for_writing(
 pub fn detect_format(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
     if meta.is_dir() {
-        return Ok(if tupac::is_tupac_folder(path) { Format::Tupac } else { Format::Gzmh });
+        return Ok(if atypia14::is_atypia_folder(path) {
+            Format::Atypia14
+        } else if tupac::is_tupac_folder(path) {
+            Format::Tupac
+        } else {
+            Format::Gzmh
+        });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
@@ -222,6 +235,12 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if ext == "json" || trimmed.starts_with('{') || trimmed.starts_with('[') {
         return detect_json(path, trimmed);
+    }
+    if ext == "csv"
+        && atypia14::is_label_file_name(path)
+        && (trimmed.is_empty() || atypia14::looks_like_atypia(trimmed))
+    {
+        return Ok(Format::Atypia14);
     }
     if ext == "csv" || ext == "tsv" {
         return Ok(detect_csv(trimmed));
@@ -257,12 +276,16 @@ fn detect_xml(head: &[u8]) -> Format {
     }
 }
 
-/// Lines of two numbers only are TUPAC ground truth (`row,column`); a CSV
+/// Lines of two numbers only are TUPAC ground truth (`row,column`), of
+/// three with the third in [0, 1] MITOS-ATYPIA-14 labels; a CSV
 /// whose first line is all numbers, many of them, is an ICPR pixel list;
 /// anything with a header is a plain point CSV.
 fn detect_csv(text: &str) -> Format {
     if tupac::looks_like_tupac(text) {
         return Format::Tupac;
+    }
+    if atypia14::looks_like_atypia(text) {
+        return Format::Atypia14;
     }
     let first = text.lines().next().unwrap_or("");
     let fields: Vec<&str> = first.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
@@ -311,6 +334,7 @@ pub fn read(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<A
         Format::Asap => asap::read(path, opts),
         Format::GeoJson => geojson::read(path, opts),
         Format::Tupac => tupac::read(path, opts),
+        Format::Atypia14 => atypia14::read(path, opts),
     }?;
     if let Some(mpp) = opts.mpp {
         set.fill_mpp(mpp);
@@ -328,10 +352,14 @@ pub fn write(set: &AnnotationSet, path: &Path, format: Format, opts: &WriteOptio
         Format::Voc => voc::write(set, path, opts),
         Format::Asap => asap::write(set, path, opts),
         Format::GeoJson => geojson::write(set, path, opts),
-        Format::Gzmh | Format::IcprPixels | Format::SlideRunner | Format::Tupac => Err(FormatError::Unsupported {
-            path: path.to_owned(),
-            message: format!("writing {format} is not supported; write csv, coco, midog, yolo, voc, asap or geojson"),
-        }),
+        Format::Gzmh | Format::IcprPixels | Format::SlideRunner | Format::Tupac | Format::Atypia14 => {
+            Err(FormatError::Unsupported {
+                path: path.to_owned(),
+                message: format!(
+                    "writing {format} is not supported; write csv, coco, midog, yolo, voc, asap or geojson"
+                ),
+            })
+        }
     }
 }
 
@@ -359,6 +387,9 @@ mod tests {
         assert_eq!(detect_csv("606,299,607,299,608,299\n"), Format::IcprPixels);
         // One pair per line: TUPAC's row,column, not a one-pixel ICPR figure.
         assert_eq!(detect_csv("1208,1591\n300,42\n"), Format::Tupac);
+        // x,y,confidence: MITOS-ATYPIA-14; three numbers without a confidence in [0, 1] stay plain CSV.
+        assert_eq!(detect_csv("1140,1021,1\n233,75,0.65\n"), Format::Atypia14);
+        assert_eq!(detect_csv("1140,1021,7\n"), Format::Csv);
     }
 
     #[test]

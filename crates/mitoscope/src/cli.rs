@@ -69,7 +69,7 @@ pub struct ReadArgs {
 pub struct InspectArgs {
     /// Dataset folder, zip, or annotation file.
     pub path: PathBuf,
-    /// Input format (default: detected). One of gzmh, csv, icpr, coco, midog, sliderunner, yolo, voc, asap, geojson, tupac.
+    /// Input format (default: detected). One of gzmh, csv, icpr, coco, midog, sliderunner, yolo, voc, asap, geojson, tupac, atypia14.
     #[arg(long, short = 'f', value_name = "FORMAT")]
     pub format: Option<String>,
     #[command(flatten)]
@@ -343,7 +343,8 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
     /// Train on this dataset instead of the shared data (repeatable): a dataset folder or
     /// annotation file any reader understands (GZMH, ICPR pixel lists, COCO/MIDOG JSON, CSV,
-    /// GeoJSON, SlideRunner, YOLO, VOC, ASAP) whose images have every mitosis labelled.
+    /// GeoJSON, SlideRunner, YOLO, VOC, ASAP, TUPAC16, MITOS-ATYPIA-14) whose images have every
+    /// mitosis labelled.
     #[arg(long = "dataset", value_name = "PATH")]
     pub datasets: Vec<PathBuf>,
     /// Format of the --dataset files (default: detected): once for all of them, or once per
