@@ -94,7 +94,7 @@ fn decode(path: &Path) -> Result<DynamicImage, ImagingError> {
 }
 
 /// Decodes an image held in memory (a file read whole, a zip entry); `path`
-/// names it in errors. Refuses truncated JPEGs (see [`jpeg_is_truncated`])
+/// names it in errors. Refuses truncated JPEGs (no end-of-image marker after the last scan)
 /// and zero-sized images.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingError> {
     // Said plainly: the decoder's own words for no bytes are "format could not be determined".

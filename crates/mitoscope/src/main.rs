@@ -2,6 +2,10 @@
 //! library configurations and prints results; all real work lives in the
 //! `mitoscope-*` library crates.
 
+// The doc comments in `cli` are clap's help texts, written for the terminal
+// (`cuda[:N]`, `DIR/<slide stem>/`), not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod cli;
 mod commands;
 
