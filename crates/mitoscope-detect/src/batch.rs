@@ -19,6 +19,13 @@
 //!
 //! Each image's resolution is the configured `input_mpp`, else what a TIFF
 //! states in its resolution tags, else the model card's default.
+//!
+//! A re-run into the same folder replaces the earlier run's outputs: files
+//! of formats not asked for this time and per-image files of images not in
+//! this run are removed (only in a folder whose `run.json` marks it as an
+//! output folder, and only these names), so the folder never mixes two runs.
+//! A run in which every input failed writes nothing and leaves the folder as
+//! it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -194,6 +201,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
             failures.push((input.clone(), format!("{} does not exist", input.display())));
         }
     }
+    // The same file named twice (`a.png` and its folder, or a repeated path)
+    // is processed once, under its first name.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     (files, failures)
 }
 
@@ -273,7 +284,9 @@ pub fn run_batch(
 ) -> Result<BatchSummary, DetectError> {
     let default_mpp = detector.bundle().card.default_input_mpp;
     let input_mpp = config.input_mpp.unwrap_or(default_mpp);
-    Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+    // A wrong --mpp fails the run here, before any image; a TIFF's own stated
+    // resolution is checked per image.
+    crate::detector::checked_input_mpp(input_mpp)?;
     let threshold = detector.threshold(&config.options);
     if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
         return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
@@ -320,6 +333,12 @@ pub fn run_batch(
     errs.sort_by_key(|(p, _)| files.iter().position(|f| f == p));
     failures.extend(errs);
     let images: Vec<ImageResult> = results.into_iter().flatten().collect();
+    if images.is_empty() {
+        // Every input failed: an earlier run's outputs stay whole.
+        return Ok(BatchSummary { per_image: Vec::new(), failures, total: 0, threshold, written: Vec::new(), images });
+    }
+    let ids: std::collections::HashSet<&str> = images.iter().map(|r| r.image.as_str()).collect();
+    remove_stale_outputs(out_dir, config, &ids)?;
 
     let mut written = Vec::new();
     let csv = out_dir.join("detections.csv");
@@ -376,6 +395,48 @@ pub fn run_batch(
     mitoscope_formats::atomic::write_atomic(&path, &json)?;
     written.push(path);
     Ok(BatchSummary { per_image, failures, total, threshold, written, images })
+}
+
+/// Removes what an earlier run left in `out_dir` that this run does not
+/// replace (module docs): only in a folder holding a `run.json`, only the
+/// output names of [`run_batch`], and in the per-image folders only files of
+/// that folder's extension.
+fn remove_stale_outputs(
+    out_dir: &Path,
+    config: &BatchConfig,
+    ids: &std::collections::HashSet<&str>,
+) -> Result<(), DetectError> {
+    if !out_dir.join(RUN_RECORD_FILE).is_file() {
+        return Ok(());
+    }
+    let remove = |p: &Path| std::fs::remove_file(p).map_err(|e| DetectError::io(p, e));
+    for (name, wanted) in [("candidates.csv", config.write_candidates), ("detections.geojson", config.outputs.geojson)]
+    {
+        let path = out_dir.join(name);
+        if !wanted && path.is_file() {
+            remove(&path)?;
+        }
+    }
+    let per_image = [
+        ("midog", "json", config.outputs.midog),
+        ("asap", "xml", config.outputs.asap),
+        ("overlays", "png", config.outputs.overlay),
+        ("masks", "png", config.outputs.masks),
+    ];
+    for (folder, ext, wanted) in per_image {
+        let dir = out_dir.join(folder);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let ours = path.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case(ext));
+            let this_run = path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| ids.contains(s));
+            if ours && !(wanted && this_run) {
+                remove(&path)?;
+            }
+        }
+        // Gone only if nothing else is in it.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Ok(())
 }
 
 /// One input of a batch: the file, its unique id and resolution.

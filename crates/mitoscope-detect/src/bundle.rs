@@ -385,6 +385,9 @@ fn one_view() -> u8 {
     1
 }
 
+/// Largest stage-2 crop side a card may ask for: 16x the default's 64 px.
+const MAX_CROP_PX: u32 = 1024;
+
 fn validate_card(card: &ModelCard) -> Result<(), String> {
     if ![1, 2, 4, 8].contains(&card.classifier_views) {
         return Err(format!("card classifier_views must be 1, 2, 4 or 8, found {}", card.classifier_views));
@@ -397,13 +400,25 @@ fn validate_card(card: &ModelCard) -> Result<(), String> {
             card.model_mpp, card.default_input_mpp
         ));
     }
+    // The model reads images at its mpp and assumes inputs at the default: both
+    // must be resolutions mitoses can be seen at (and buffers sized for them).
+    for (what, mpp) in [("model_mpp", card.model_mpp), ("default_input_mpp", card.default_input_mpp)] {
+        if !crate::detector::DETECTABLE_MPP.contains(&mpp) {
+            return Err(format!(
+                "card {what} {mpp} is outside {}..={} µm/px",
+                crate::detector::DETECTABLE_MPP.start(),
+                crate::detector::DETECTABLE_MPP.end()
+            ));
+        }
+    }
     if !unit(card.candidate_threshold) || !unit(card.operating_threshold) {
         return Err(format!(
             "card thresholds must lie in [0, 1], found candidate {} and operating {}",
             card.candidate_threshold, card.operating_threshold
         ));
     }
-    if card.crop_size < 4 || !(card.min_distance_um.is_finite() && card.min_distance_um >= 0.0) {
+    let usable = |d: f64| d.is_finite() && d >= 0.0;
+    if !(4..=MAX_CROP_PX).contains(&card.crop_size) || !usable(card.min_distance_um) {
         return Err(format!("card crop size {} / min distance {} unusable", card.crop_size, card.min_distance_um));
     }
     Ok(())
@@ -517,6 +532,23 @@ mod tests {
             let bad = with_header(&bytes, |h| h["card"]["classifier_views"] = views.into());
             let err = ModelBundle::from_bytes(&bad, "views.bundle", &device).unwrap_err().to_string();
             assert!(err.contains("views.bundle") && err.contains("classifier_views"), "{err}");
+        }
+    }
+
+    #[test]
+    fn cards_asking_for_absurd_buffers_are_refused() {
+        let device = Device::flex();
+        let bytes = tiny_bundle(&device).to_bytes().unwrap();
+        let edits: [(&str, serde_json::Value); 4] = [
+            ("model_mpp", 0.001.into()),
+            ("default_input_mpp", 40.0.into()),
+            ("crop_size", 100_000.into()),
+            ("crop_size", 2.into()),
+        ];
+        for (key, value) in edits {
+            let bad = with_header(&bytes, |h| h["card"][key] = value.clone());
+            let err = ModelBundle::from_bytes(&bad, "odd.bundle", &device).unwrap_err().to_string();
+            assert!(err.contains("odd.bundle") && (err.contains(key) || err.contains("crop size")), "{key}: {err}");
         }
     }
 

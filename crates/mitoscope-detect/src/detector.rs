@@ -116,6 +116,25 @@ type Outline = Vec<Vec<(f64, f64)>>;
 /// Peaks farther than this (µm) from their seed are not part of its outline.
 const OUTLINE_RADIUS_UM: f64 = 10.0;
 
+/// Input resolutions (µm/px) the detector reads: below is not a light
+/// microscope, above is coarser than a 5x scan, where mitoses are a pixel or
+/// two. Resampling to the model's resolution from outside this range would
+/// also ask for absurd buffers (an HPF read at 40 µm/px is 80x upsampled).
+pub const DETECTABLE_MPP: std::ops::RangeInclusive<f64> = 0.05..=2.0;
+
+/// `input_mpp` as an [`Mpp`], if it lies in [`DETECTABLE_MPP`].
+pub fn checked_input_mpp(input_mpp: f64) -> Result<Mpp, DetectError> {
+    if !DETECTABLE_MPP.contains(&input_mpp) {
+        return Err(DetectError::Config(format!(
+            "input resolution {input_mpp} µm/px is outside {}..={} µm/px, where mitoses can be detected \
+             (a light microscope at 5x-100x); give the image's resolution with --mpp",
+            DETECTABLE_MPP.start(),
+            DETECTABLE_MPP.end()
+        )));
+    }
+    Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))
+}
+
 impl Detector {
     /// Wraps a bundle for inference on `device`.
     pub fn new(bundle: ModelBundle, device: Device) -> Self {
@@ -166,7 +185,7 @@ impl Detector {
         input_mpp: f64,
         options: &DetectOptions,
     ) -> Result<(Vec<Detection>, ModelGrid), DetectError> {
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = checked_input_mpp(input_mpp)?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Err(DetectError::Config(format!("image is empty ({w}x{h})")));
@@ -281,7 +300,7 @@ impl Detector {
             let min_peak = fusion.min_peak_for(threshold);
             candidates.retain(|d| d.candidate_score >= min_peak);
         }
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = checked_input_mpp(input_mpp)?;
         let crop_spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let started = std::time::Instant::now();
         // Same resolution as stage 1 (the default models): crops are copies out
@@ -402,7 +421,7 @@ impl Detector {
 
     /// Stage-2 score of the crop centred on `(x, y)` of `image` (input pixels at `input_mpp`).
     pub fn score_at(&self, image: &RgbImage, centres: &[(f64, f64)], input_mpp: f64) -> Result<Vec<f64>, DetectError> {
-        let in_mpp = Mpp::new(input_mpp).map_err(|e| DetectError::Config(format!("input mpp {input_mpp}: {e}")))?;
+        let in_mpp = checked_input_mpp(input_mpp)?;
         let spec = CropSpec::for_classifier(&self.bundle.classifier_config)?;
         let mut out = Vec::with_capacity(centres.len());
         for chunk in centres.chunks(CROP_CHUNK) {

@@ -339,7 +339,7 @@ pub fn run_hpf_set(
     }
     let info = detector.info(&config.options);
     let mpp = config.input_mpp.unwrap_or(info.default_input_mpp);
-    Mpp::new(mpp).map_err(|e| HpfSetError::Config(format!("--mpp: {e}")))?;
+    crate::detector::checked_input_mpp(mpp).map_err(|e| HpfSetError::Config(format!("--mpp: {e}")))?;
     if let Some(f) = config.field {
         let area = match f {
             FieldPreset::Area(a) => a,

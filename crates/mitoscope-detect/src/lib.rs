@@ -63,7 +63,7 @@ pub use batch::{
 pub use bundle::{BUNDLE_FILE, CandidateCentre, ModelBundle, ModelCard, ScoreFusion, TrainingRecord};
 pub use classify::{ClassifyResult, classify_images};
 pub use demo::{DEMO_IMAGE, run_demo};
-pub use detector::{DetectOptions, Detection, Detector};
+pub use detector::{DETECTABLE_MPP, DetectOptions, Detection, Detector, checked_input_mpp};
 pub use error::DetectError;
 pub use hpf_set::{HpfSetConfig, HpfSetError, HpfSetReport, run_hpf_set};
 /// The evaluation crate (mitotic score, field presets), re-exported for the CLI.

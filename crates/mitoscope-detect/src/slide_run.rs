@@ -109,9 +109,8 @@ impl TileDetector for Detector {
     }
 }
 
-/// Level-0 resolutions (µm/px) accepted for detection: below is not a light
-/// microscope, above is coarser than a 5x scan, where mitoses are a pixel or two.
-pub const DETECTABLE_MPP: std::ops::RangeInclusive<f64> = 0.05..=2.0;
+/// Level-0 resolutions (µm/px) accepted for detection (those of a single image).
+pub use crate::detector::DETECTABLE_MPP;
 
 /// Settings of [`run_slide`].
 #[derive(Debug, Clone)]

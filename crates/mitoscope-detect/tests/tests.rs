@@ -136,6 +136,83 @@ fn folders_expand_sorted_and_counts_add_up() {
 }
 
 #[test]
+fn a_rerun_replaces_the_earlier_outputs_and_a_run_that_reads_nothing_keeps_them() {
+    let detector = tiny_detector();
+    let dir = tempfile::tempdir().unwrap();
+    let a = save(dir.path(), "a.png", &mitoscope_detect::synthetic::render_hpf(5, 160).0);
+    let b = save(dir.path(), "b.png", &mitoscope_detect::synthetic::render_hpf(6, 160).0);
+    let out = dir.path().join("out");
+    let all = BatchConfig { outputs: Outputs::all(), write_candidates: true, ..BatchConfig::default() };
+    run_batch(&detector, &[a.clone(), b], &out, &all).unwrap();
+    for f in ["candidates.csv", "detections.geojson", "midog/b.json", "asap/b.xml", "overlays/b.png", "masks/b.png"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // The user's own files in the folder are never touched.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    std::fs::write(out.join("overlays/notes.txt"), "mine").unwrap();
+
+    // Again on `a` alone, overlays only: nothing of `b` and no other format stays behind.
+    let overlays = BatchConfig {
+        outputs: Outputs { overlay: true, ..Outputs::default() },
+        write_candidates: false,
+        ..BatchConfig::default()
+    };
+    run_batch(&detector, std::slice::from_ref(&a), &out, &overlays).unwrap();
+    for gone in ["candidates.csv", "detections.geojson", "midog", "asap", "masks", "overlays/b.png"] {
+        assert!(!out.join(gone).exists(), "{gone} is the earlier run's");
+    }
+    assert!(out.join("overlays/a.png").is_file());
+    assert!(out.join("notes.txt").is_file() && out.join("overlays/notes.txt").is_file());
+    let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.starts_with("a,")), "{csv}");
+
+    // A run in which every input fails writes nothing.
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"not a png").unwrap();
+    let summary = run_batch(&detector, &[corrupt], &out, &all).unwrap();
+    assert!(summary.written.is_empty() && summary.failures.len() == 1, "{summary:?}");
+    assert_eq!(std::fs::read_to_string(out.join("detections.csv")).unwrap(), csv);
+    assert!(out.join("overlays/a.png").is_file() && !out.join("candidates.csv").exists());
+
+    // In a folder no run marked as its own (no run.json), nothing is removed.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("masks")).unwrap();
+    std::fs::write(foreign.join("masks/x.png"), "a user's mask").unwrap();
+    run_batch(&detector, std::slice::from_ref(&a), &foreign, &BatchConfig::default()).unwrap();
+    assert!(foreign.join("masks/x.png").is_file());
+}
+
+#[test]
+fn the_same_file_named_twice_is_processed_once() {
+    let detector = tiny_detector();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let a = save(&inputs, "a.png", &mitoscope_detect::synthetic::render_hpf(7, 120).0);
+    let summary =
+        run_batch(&detector, &[a.clone(), a, inputs], &dir.path().join("out"), &BatchConfig::default()).unwrap();
+    let names: Vec<&str> = summary.per_image.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a"], "one image, under its own stem");
+}
+
+#[test]
+fn resolutions_no_microscope_gives_are_refused_before_any_buffer_is_sized() {
+    let detector = tiny_detector();
+    let dir = tempfile::tempdir().unwrap();
+    let a = save(dir.path(), "a.png", &mitoscope_detect::synthetic::render_hpf(8, 120).0);
+    // 40 µm/px would upsample this field 80x to the model's 0.5 µm/px.
+    let coarse = BatchConfig { input_mpp: Some(40.0), ..BatchConfig::default() };
+    let err = run_batch(&detector, std::slice::from_ref(&a), &dir.path().join("out"), &coarse).unwrap_err();
+    assert!(err.to_string().contains("40 µm/px is outside 0.05..=2"), "{err}");
+    let img = image::open(&a).unwrap().to_rgb8();
+    for mpp in [0.001, 2.5, 40.0] {
+        assert!(detector.detect_image(&img, mpp, &DetectOptions::default()).is_err(), "{mpp}");
+        assert!(detector.score_at(&img, &[(60.0, 60.0)], mpp).is_err(), "{mpp}");
+    }
+    assert!(detector.detect_image(&img, 2.0, &DetectOptions::default()).is_ok());
+}
+
+#[test]
 fn large_input_goes_through_tiles() {
     // A 7215x5412 frame (the CMC tile size) at 0.25 µm/px, mostly blank: the
     // tiled path must cover it (3608x2706 model px -> 48 tiles of 512) with

@@ -9,9 +9,11 @@ use tiff::decoder::Decoder;
 use tiff::decoder::ifd::Value;
 use tiff::tags::Tag;
 
-/// Resolutions outside this range (µm/px) are not microscopy: a TIFF writer's
-/// 72 dpi default (353 µm/px) is the usual culprit. They are ignored.
-pub const PLAUSIBLE_MPP: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+/// Resolutions outside this range (µm/px) are not microscopy but a print or
+/// screen density: a TIFF writer's 72 dpi default (353 µm/px), an image
+/// editor's 300 dpi (85 µm/px), a flatbed scan at up to 2400 dpi (11 µm/px);
+/// the coarsest slide scan (1x) is about 10 µm/px. They are ignored.
+pub const PLAUSIBLE_MPP: std::ops::RangeInclusive<f64> = 0.01..=10.0;
 
 /// µm/px of the decoder's current image from `XResolution` and
 /// `ResolutionUnit` (2 = inch, the TIFF default; 3 = cm); `None` when absent,
@@ -84,6 +86,12 @@ mod tests {
         let dpi = dir.path().join("dpi.tif");
         write_tiff(&dpi, Some((72, 2)));
         assert_eq!(stated_mpp(&dpi), None, "72 dpi is a screen default, not a microscope");
+        let print = dir.path().join("print.tif");
+        write_tiff(&print, Some((300, 2)));
+        assert_eq!(stated_mpp(&print), None, "300 dpi (85 µm/px) is an image editor's print density");
+        let coarse = dir.path().join("coarse.tif");
+        write_tiff(&coarse, Some((1_000, 3))); // 10 µm/px: a 1x overview
+        assert_eq!(stated_mpp(&coarse), Some(10.0));
         let none = dir.path().join("none.tif");
         write_tiff(&none, None);
         assert_eq!(stated_mpp(&none), None);

@@ -303,8 +303,8 @@ pub struct DemoArgs {
     /// Seed of the synthetic field.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Side of the synthetic field in pixels.
-    #[arg(long, default_value_t = 2084)]
+    /// Side of the synthetic field in pixels (64 to 8192).
+    #[arg(long, default_value_t = 2084, value_parser = clap::value_parser!(u32).range(64..=8192))]
     pub size: u32,
     #[command(flatten)]
     pub model: ModelArgs,

@@ -37,14 +37,18 @@ fn report(summary: &BatchSummary, out: &std::path::Path) -> Result<ExitCode> {
     for (image, n) in &summary.per_image {
         let _ = writeln!(text, "{image}: {n}");
     }
-    let _ = writeln!(
-        text,
-        "total: {} mitoses in {} images (threshold {:.3}); results in {}",
-        summary.total,
-        summary.per_image.len(),
-        summary.threshold,
-        out.display()
-    );
+    if summary.written.is_empty() {
+        let _ = writeln!(text, "no image could be read; nothing written ({} is as it was)", out.display());
+    } else {
+        let _ = writeln!(
+            text,
+            "total: {} mitoses in {} images (threshold {:.3}); results in {}",
+            summary.total,
+            summary.per_image.len(),
+            summary.threshold,
+            out.display()
+        );
+    }
     super::print(&text)?;
     for (path, message) in &summary.failures {
         eprintln!("error: {}: {message}", path.display());
