@@ -269,7 +269,34 @@ fn check_config(config: &RecipeConfig, stages: &Stages) -> Result<(), DetectErro
 /// (the fields named in `config.val_hpfs` / `val_cmc` validate) on `device`
 /// (a GPU only after `mitoscope check-device` passed on it); `command` is
 /// recorded in the card. Returns the bundle and report.
+///
+/// `recipe.json` is written first (a killed run's folder says what it was
+/// doing); a run that fails puts back the one it replaced, so a folder whose
+/// resume was refused still describes its own checkpoints and model.
 pub fn train_recipe(
+    data: &TrainingData,
+    out_dir: &Path,
+    config: &RecipeConfig,
+    stages: &Stages,
+    device: &Device,
+    command: &str,
+    show_progress: bool,
+) -> Result<(ModelBundle, RecipeReport), DetectError> {
+    let record = out_dir.join(RECIPE_FILE);
+    let previous = std::fs::read(&record).ok();
+    let result = train_recipe_in(data, out_dir, config, stages, device, command, show_progress);
+    if let (Err(_), Some(previous)) = (&result, previous) {
+        if let Err(e) = mitoscope_formats::atomic::write_atomic(&record, &previous) {
+            tracing::warn!("could not put back the earlier {}: {e}", record.display());
+        }
+    }
+    result
+}
+
+/// The settings file of a run folder.
+pub const RECIPE_FILE: &str = "recipe.json";
+
+fn train_recipe_in(
     data: &TrainingData,
     out_dir: &Path,
     config: &RecipeConfig,
@@ -282,7 +309,7 @@ pub fn train_recipe(
     let device = device.clone();
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let json = serde_json::to_vec_pretty(config).map_err(|e| DetectError::Config(e.to_string()))?;
-    mitoscope_formats::atomic::write_atomic(&out_dir.join("recipe.json"), &json)?;
+    mitoscope_formats::atomic::write_atomic(&out_dir.join(RECIPE_FILE), &json)?;
     let mut seconds = Vec::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, seconds: &mut Vec<(String, f64)>| {

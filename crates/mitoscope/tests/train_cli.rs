@@ -118,6 +118,18 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     assert!(card.contains("labels.csv: 4 fields") && card.contains("crops at 0.25 um/px"), "{card}");
     assert!(card.contains(&format!("validation images (held out): {}", val.join(", "))), "{card}");
 
+    // The finished folder again, on other data (the fields read at another
+    // resolution): refused, and its recipe.json still describes the model beside it.
+    let before = std::fs::read(root.join("model/recipe.json")).unwrap();
+    let mut renamed: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    renamed["version"] = "tiny-test-2".into();
+    std::fs::write(root.join("tiny2.json"), serde_json::to_vec(&renamed).unwrap()).unwrap();
+    let mut other = train_own(root, "tiny2.json", &["--crops", &p("crops"), "--val-fraction", "0.25", "--out", &out]);
+    other.iter_mut().filter(|a| *a == "0.25").take(1).for_each(|a| *a = "0.3".into());
+    let err = fails(&strs(&other));
+    assert!(err.contains("other data"), "{err}");
+    assert_eq!(std::fs::read(root.join("model/recipe.json")).unwrap(), before, "recipe.json was replaced");
+
     // detect runs the trained model on a field and writes its outputs.
     let det = p("det");
     ok(&["detect", &p("fields/s3_1.png"), "--model", model.to_str().unwrap(), "--out", &det, "--mpp", "0.25"]);
