@@ -285,10 +285,10 @@ pub fn train_recipe(
     let record = out_dir.join(RECIPE_FILE);
     let previous = std::fs::read(&record).ok();
     let result = train_recipe_in(data, out_dir, config, stages, device, command, show_progress);
-    if let (Err(_), Some(previous)) = (&result, previous) {
-        if let Err(e) = mitoscope_formats::atomic::write_atomic(&record, &previous) {
-            tracing::warn!("could not put back the earlier {}: {e}", record.display());
-        }
+    if let (Err(_), Some(previous)) = (&result, previous)
+        && let Err(e) = mitoscope_formats::atomic::write_atomic(&record, &previous)
+    {
+        tracing::warn!("could not put back the earlier {}: {e}", record.display());
     }
     result
 }
