@@ -113,6 +113,12 @@ fn convert_needs_a_known_output_format() {
     let t = write(tmp.path(), "t.csv", "image,x,y\na,1,2\n");
     let err = fails(&["convert", s(&t), s(&tmp.path().join("out.weird"))]);
     assert!(err.contains("--to"), "{err}");
+    // Onto itself (also by another spelling of the path): refused, the input kept byte for byte.
+    let before = std::fs::read(&t).unwrap();
+    let same = tmp.path().join(".").join("t.csv");
+    let err = fails(&["convert", s(&t), s(&same), "--mitoses-only"]);
+    assert!(err.contains("is the input"), "{err}");
+    assert_eq!(std::fs::read(&t).unwrap(), before);
 }
 
 // ---------- eval: hand-worked ----------

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use mitoscope_annotations::ObjectClass;
 use mitoscope_formats::{Format, ReadOptions, WriteOptions};
 
@@ -20,6 +20,16 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
             )
         })?,
     };
+    // Writing over the input would lose it.
+    if let (Ok(input), Ok(output)) = (std::fs::canonicalize(&args.input), std::fs::canonicalize(&args.output))
+        && input == output
+    {
+        bail!(
+            "the output {} is the input {}: write the conversion elsewhere",
+            args.output.display(),
+            args.input.display()
+        );
+    }
     let mpp = super::parse_mpp(args.read.mpp)?;
     let opts = ReadOptions { mpp, images_dir: args.read.images.clone(), ..ReadOptions::default() };
     let mut set = super::load(&args.input, from, &opts)?;
