@@ -260,6 +260,21 @@ pub fn to_xml(img: &ImageAnnotations, target: &Path) -> Result<String> {
     out.push_str("  <segmented>0</segmented>\n");
     for obj in &img.objects {
         let bbox = crate::box_for_writing(obj, target, &img.image)?;
+        // VOC boxes lie inside the image (readers refuse negative corners): a
+        // default-sized box around a figure near the edge is cut at the edge.
+        let clip = |v: f64, size: Option<u32>| {
+            let v = v.max(0.0);
+            match size {
+                Some(s) if s > 0 => v.min(f64::from(s - 1)),
+                _ => v,
+            }
+        };
+        let bbox = mitoscope_geom::BBox {
+            x_min: clip(bbox.x_min, img.width),
+            y_min: clip(bbox.y_min, img.height),
+            x_max: clip(bbox.x_max, img.width),
+            y_max: clip(bbox.y_max, img.height),
+        };
         out.push_str("  <object>\n");
         let _ = writeln!(out, "    <name>{}</name>", obj.class.as_str());
         out.push_str("    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n    <difficult>0</difficult>\n");

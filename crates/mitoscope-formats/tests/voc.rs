@@ -32,6 +32,26 @@ fn folder_round_trip() {
 }
 
 #[test]
+fn points_near_the_edge_get_boxes_inside_the_image_that_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("voc");
+    let mut a = ImageAnnotations::new("edge");
+    a.width = Some(100);
+    a.height = Some(80);
+    a.objects.push(Annotation::point(mitoscope_geom::Point::new(10.0, 70.0), ObjectClass::Mitosis));
+    let mut no_size = ImageAnnotations::new("unsized");
+    no_size.objects.push(Annotation::point(mitoscope_geom::Point::new(5.0, 6.0), ObjectClass::Mitosis));
+    let set = AnnotationSet::from_images(vec![a, no_size]);
+    mitoscope_formats::write(&set, &out, Format::Voc, &WriteOptions::default()).unwrap();
+    let back = mitoscope_formats::read(&out, Some(Format::Voc), &ReadOptions::default()).unwrap();
+    // The 50-px default box around (10, 70), cut at the image's edges.
+    let edge = back.image("edge").unwrap().objects[0].bbox.unwrap();
+    assert_eq!((edge.x_min, edge.y_min, edge.x_max, edge.y_max), (0.0, 45.0, 35.0, 79.0));
+    let no_size = back.image("unsized").unwrap().objects[0].bbox.unwrap();
+    assert_eq!((no_size.x_min, no_size.y_min), (0.0, 0.0), "no size: cut at zero only");
+}
+
+#[test]
 fn single_file_round_trip_and_detection() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("one.xml");
