@@ -20,10 +20,29 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line, with the whole cause chain, as the brief asks of bad input.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text is
+/// already there: the libraries' errors name their source in their own
+/// message, which `{err:#}` would print twice ("File exists (os error 17):
+/// File exists (os error 17)").
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -42,4 +61,35 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that, like ours, names its source in its own message.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot write out.csv: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "File exists");
+        let err = anyhow::Error::new(Wrapping(io)).context("writing outputs");
+        assert_eq!(one_line(&err), "writing outputs: cannot write out.csv: File exists");
+        // Causes not yet said are kept.
+        let err = anyhow::Error::new(std::io::Error::other("disk full")).context("saving");
+        assert_eq!(one_line(&err), "saving: disk full");
+    }
 }
