@@ -63,6 +63,24 @@ pub enum ImagingError {
         /// What is missing.
         detail: &'static str,
     },
+    /// Decoding would take more memory than one image may (the `image`
+    /// crate's default allocation limit).
+    #[error(
+        "image {path} is {width}x{height} ({megapixels:.0} megapixels), more than one image may take in memory \
+         ({limit_mib} MiB decoded): cut it into fields, or read a whole slide with `mitoscope slide`"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Width in its header.
+        width: u32,
+        /// Height in its header.
+        height: u32,
+        /// Width x height / 10^6.
+        megapixels: f64,
+        /// The limit.
+        limit_mib: u64,
+    },
     /// The file holds no bytes at all (an interrupted copy or download).
     #[error("image {path} is an empty file (0 bytes)")]
     EmptyFile {
@@ -110,11 +128,29 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingEr
             detail: "no JPEG end-of-image marker after the last scan",
         });
     }
-    let img = reader.decode().map_err(|source| ImagingError::Decode { path: path.to_owned(), source })?;
+    let img = reader.decode().map_err(|source| match source {
+        image::ImageError::Limits(_) => {
+            too_large(bytes, path).unwrap_or(ImagingError::Decode { path: path.to_owned(), source })
+        }
+        source => ImagingError::Decode { path: path.to_owned(), source },
+    })?;
     if img.width() == 0 || img.height() == 0 {
         return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
     }
     Ok(img)
+}
+
+/// [`ImagingError::TooLarge`] with the size in the image's header, when it has one.
+fn too_large(bytes: &[u8], path: &Path) -> Option<ImagingError> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?;
+    let (width, height) = reader.into_dimensions().ok()?;
+    Some(ImagingError::TooLarge {
+        path: path.to_owned(),
+        width,
+        height,
+        megapixels: f64::from(width) * f64::from(height) / 1e6,
+        limit_mib: image::Limits::default().max_alloc.unwrap_or(0) / (1024 * 1024),
+    })
 }
 
 /// Whether JPEG `bytes` stop inside the image: no end-of-image marker
@@ -232,6 +268,30 @@ mod tests {
     fn sixteen_bit_zero_one() {
         let m = image::ImageBuffer::<Luma<u16>, _>::from_raw(3, 1, vec![0u16, 1, 65535]).unwrap();
         assert_eq!(normalise_mask(&DynamicImage::ImageLuma16(m), false).as_raw(), &vec![0, 255, 255]);
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_says_its_size_and_what_to_do() {
+        // A BMP header for 20000 x 15000 px, 24-bit (900 MB decoded), with no pixels behind it.
+        let (w, h) = (20_000u32, 15_000u32);
+        let mut bmp = Vec::new();
+        bmp.extend(b"BM");
+        bmp.extend(54u32.to_le_bytes()); // file size (a lie, as a truncated file's)
+        bmp.extend([0; 4]);
+        bmp.extend(54u32.to_le_bytes()); // pixel data offset
+        bmp.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+        bmp.extend(w.to_le_bytes());
+        bmp.extend(h.to_le_bytes());
+        bmp.extend(1u16.to_le_bytes());
+        bmp.extend(24u16.to_le_bytes());
+        bmp.extend([0; 24]);
+        let err = decode_bytes(&bmp, Path::new("huge.bmp")).unwrap_err();
+        assert!(matches!(err, ImagingError::TooLarge { width: 20_000, height: 15_000, .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("huge.bmp") && text.contains("300 megapixels") && text.contains("mitoscope slide"),
+            "{text}"
+        );
     }
 
     #[test]
