@@ -137,7 +137,28 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingEr
     if img.width() == 0 || img.height() == 0 {
         return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
     }
+    if let Some(pages) = tiff_pages(bytes).filter(|&n| n > 1) {
+        tracing::warn!(
+            "{}: a TIFF of {pages} pages; only the first ({}x{}) is read (a whole-slide pyramid goes to `mitoscope slide`)",
+            path.display(),
+            img.width(),
+            img.height()
+        );
+    }
     Ok(img)
+}
+
+/// Pages (IFDs) of TIFF `bytes`, counted up to 1000; `None` for other formats.
+fn tiff_pages(bytes: &[u8]) -> Option<usize> {
+    if !(bytes.starts_with(b"II") || bytes.starts_with(b"MM")) {
+        return None;
+    }
+    let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)).ok()?;
+    let mut pages = 1;
+    while pages < 1000 && dec.more_images() && dec.next_image().is_ok() {
+        pages += 1;
+    }
+    Some(pages)
 }
 
 /// [`ImagingError::TooLarge`] with the size in the image's header, when it has one.
@@ -268,6 +289,24 @@ mod tests {
     fn sixteen_bit_zero_one() {
         let m = image::ImageBuffer::<Luma<u16>, _>::from_raw(3, 1, vec![0u16, 1, 65535]).unwrap();
         assert_eq!(normalise_mask(&DynamicImage::ImageLuma16(m), false).as_raw(), &vec![0, 255, 255]);
+    }
+
+    #[test]
+    fn tiff_pages_are_counted() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        let mut enc = TiffEncoder::new(&mut bytes).unwrap();
+        for _ in 0..3 {
+            enc.write_image::<colortype::RGB8>(2, 2, &[100u8; 12]).unwrap();
+        }
+        let bytes = bytes.into_inner();
+        assert_eq!(tiff_pages(&bytes), Some(3));
+        assert_eq!(decode_bytes(&bytes, Path::new("stack.tif")).unwrap().width(), 2, "the first page is read");
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(2, 2))
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        assert_eq!(tiff_pages(&png), None);
     }
 
     #[test]
