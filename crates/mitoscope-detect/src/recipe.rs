@@ -573,7 +573,7 @@ fn train_recipe_in(
         classifier_crops = (n_pos, n_neg, n_hard);
         let stage2 = train_network(member_seed, crops, &out_dir.join(classifier_folder(member)))?;
         for m in &stage2.history {
-            say(&format!("  stage-2 network {} epoch {}: {m:?}", member + 1, m.epoch));
+            say(&format!("  stage-2 network {} epoch {}: {m}", member + 1, m.epoch));
         }
         if member == 0 {
             classifier_val_f1 = stage2.history.last().and_then(|m| m.val_f1);
@@ -990,7 +990,7 @@ fn train_stage1(
             say("stage 1: training the candidate net");
             let stage1 = train_candidate_net(&cand_train, &samples, &val_samples, folder, data.device, data.options)?;
             for m in &stage1.history {
-                say(&format!("  stage-1 epoch {}: {m:?}", m.epoch));
+                say(&format!("  stage-1 epoch {}: {m}", m.epoch));
             }
             stage1.model
         }

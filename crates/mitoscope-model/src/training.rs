@@ -125,6 +125,27 @@ pub struct EpochMetrics {
     pub seconds: f32,
 }
 
+/// One line for progress logs: `train loss 0.5758, val loss 0.5824, accuracy
+/// 0.941, precision -, recall 0.000, F1 0.000 (2.1 s)`.
+impl std::fmt::Display for EpochMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<f32>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+        write!(f, "train loss {:.4}", self.train_loss)?;
+        if self.val_loss.is_some() {
+            write!(
+                f,
+                ", val loss {}, accuracy {}, precision {}, recall {}, F1 {}",
+                opt(self.val_loss, 4),
+                opt(self.val_accuracy, 3),
+                opt(self.val_precision, 3),
+                opt(self.val_recall, 3),
+                opt(self.val_f1, 3)
+            )?;
+        }
+        write!(f, " ({:.1} s)", self.seconds)
+    }
+}
+
 /// What a checkpoint records besides the weights and optimizer state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CheckpointState {

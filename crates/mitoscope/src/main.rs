@@ -16,7 +16,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging(args.verbose, args.quiet);
-    match commands::run(args.command) {
+    match commands::run(args.command, args.quiet) {
         Ok(code) => code,
         Err(err) => {
             // One line, with the whole cause chain, as the brief asks of bad input.

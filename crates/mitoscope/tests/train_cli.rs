@@ -129,6 +129,10 @@ fn trains_on_a_dataset_of_ones_own_and_detect_uses_the_model() {
     let err = fails(&strs(&other));
     assert!(err.contains("other data"), "{err}");
     assert_eq!(std::fs::read(root.join("model/recipe.json")).unwrap(), before, "recipe.json was replaced");
+    // The same run again, quiet: it resumes the finished folder and says nothing on stderr.
+    let again = train_own(root, "tiny.json", &["--crops", &p("crops"), "--val-fraction", "0.25", "--out", &out, "-q"]);
+    let quiet = succeeds(&strs(&again));
+    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
 
     // detect runs the trained model on a field and writes its outputs.
     let det = p("det");

@@ -66,7 +66,7 @@ pub fn detect(args: DetectArgs) -> Result<ExitCode> {
         options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
         outputs,
         write_candidates: args.all_candidates,
-        show_progress: true,
+        show_progress: super::show_progress(),
         command: Some(super::command_line()),
     };
     let summary = run_batch(&detector, &args.inputs, &args.out, &cfg)?;
@@ -172,12 +172,14 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         config.val_hpfs =
             validation_split(&data.fields, args.val_subset.as_deref(), args.val_fraction.unwrap_or(0.2), config.seed)?;
         config.val_cmc.clear();
-        eprintln!(
-            "[recipe] {} labelled fields: {} validate ({})",
-            data.fields.len(),
-            config.val_hpfs.len(),
-            config.val_hpfs.join(", ")
-        );
+        if super::show_progress() {
+            eprintln!(
+                "[recipe] {} labelled fields: {} validate ({})",
+                data.fields.len(),
+                config.val_hpfs.len(),
+                config.val_hpfs.join(", ")
+            );
+        }
         data
     } else {
         let root = args.data.clone().unwrap_or_else(|| {
@@ -198,7 +200,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             &base,
             &device,
             &command.join(" "),
-            true,
+            super::show_progress(),
         )?;
         super::print(&format!(
             "{}\nmodel with mask head written to {} ({})\n",
@@ -208,7 +210,8 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         ))?;
         return Ok(ExitCode::SUCCESS);
     };
-    let (bundle, report) = train_recipe(&data, &args.out, &config, &stages, &device, &command.join(" "), true)?;
+    let (bundle, report) =
+        train_recipe(&data, &args.out, &config, &stages, &device, &command.join(" "), super::show_progress())?;
     super::print(&format!(
         "{}\nmodel written to {} (operating threshold {:.3})\n",
         serde_json::to_string_pretty(&report)?,

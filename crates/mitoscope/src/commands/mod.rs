@@ -23,7 +23,16 @@ use mitoscope_geom::Mpp;
 use crate::cli::{Command, MatchArgs};
 
 /// Runs one subcommand.
-pub fn run(command: Command) -> Result<ExitCode> {
+/// `--quiet`: only errors on stderr, so no progress bars or `[recipe]` lines either.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether progress (bars, training lines) goes to stderr.
+pub(crate) fn show_progress() -> bool {
+    !QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn run(command: Command, quiet: bool) -> Result<ExitCode> {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     match command {
         Command::Detect(a) => detect::detect(a),
         Command::Demo(a) => detect::demo(a),

@@ -23,7 +23,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         input_mpp: args.mpp,
         field,
         options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
-        show_progress: !args.json,
+        show_progress: !args.json && super::show_progress(),
     };
     let (report, images) = run_hpf_set(&detector, &args.dir, args.truth.as_deref(), &config)?;
     if let Some(out) = &args.out {

@@ -66,7 +66,7 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
         mpp_override: args.mpp,
         hotspot: HotspotParams { field, n_fields: args.field.hpfs, ..HotspotParams::default() },
         options: DetectOptions { threshold: args.threshold, ..DetectOptions::default() },
-        show_progress: true,
+        show_progress: super::show_progress(),
         ..SlideRunConfig::default()
     };
     let results = run_slides(&args.slides, &detector, &args.out, &config);
