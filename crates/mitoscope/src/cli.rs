@@ -264,7 +264,8 @@ pub struct ModelArgs {
     /// Model bundle file (or folder holding model.bundle); default: the embedded model.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Compute device: cpu, or cuda[:N] in builds with the `cuda` feature.
+    /// Compute device: cpu; wgpu[:N] in builds with the `wgpu` feature (run `mitoscope
+    /// check-device` there first); cuda[:N] in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
