@@ -103,7 +103,20 @@ impl Columns {
     fn from_header(path: &Path, header: &csv::StringRecord) -> Result<Self> {
         let names: Vec<String> =
             header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
-        let find = |aliases: &[&str]| names.iter().position(|n| aliases.contains(&n.as_str()));
+        // A column named twice would be read from one of them and the other ignored.
+        if let Some((i, name)) = names.iter().enumerate().find(|(i, n)| !n.is_empty() && names[..*i].contains(n)) {
+            return Err(FormatError::malformed(
+                path,
+                "line 1",
+                format!(
+                    "column '{name}' appears twice (columns {} and {})",
+                    names.iter().position(|n| n == name).unwrap_or(0) + 1,
+                    i + 1
+                ),
+            ));
+        }
+        // The first alias present wins (`image` over `slide` where a table has both).
+        let find = |aliases: &[&str]| aliases.iter().find_map(|a| names.iter().position(|n| n == a));
         let xy = find(X_NAMES).zip(find(Y_NAMES));
         let b = BOX_NAMES.map(find);
         let bbox = match b {

@@ -116,11 +116,21 @@ fn csv_bad_input_names_file_and_line() {
         ("noimg.csv", "image,x,y\n,1,2\n", &["line 2", "empty image"]),
         ("class.csv", "image,x,y,class\nA,1,2,tumour\n", &["line 2", "'tumour'"]),
         ("score.csv", "image,x,y,score\nA,1,2,nan\n", &["line 2", "score"]),
+        ("dup.csv", "image,x,x,y\nA,1,2,3\n", &["line 1", "'x' appears twice (columns 2 and 3)"]),
     ];
     for (name, content, parts) in cases {
         let p = write_file(d, name, content);
         err_names(csv_points::read(&p, &opts()), name, parts);
     }
+}
+
+#[test]
+fn csv_image_column_is_preferred_to_slide() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_file(dir.path(), "both.csv", "slide,image,x,y\nS1,A00_00,1,2\nS1,A00_01,3,4\n");
+    let set = csv_points::read(&p, &opts()).unwrap();
+    let ids: Vec<&str> = set.images.iter().map(|i| i.image.as_str()).collect();
+    assert_eq!(ids, ["A00_00", "A00_01"]);
 }
 
 #[test]
