@@ -119,9 +119,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingEr
     if bytes.is_empty() {
         return Err(ImagingError::EmptyFile { path: path.to_owned() });
     }
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?;
+    reader.limits(decode_limits());
     if reader.format() == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
         return Err(ImagingError::Truncated {
             path: path.to_owned(),
@@ -161,6 +162,18 @@ fn tiff_pages(bytes: &[u8]) -> Option<usize> {
     Some(pages)
 }
 
+/// Most memory one decoded image may take: 2 GiB, about 26000 x 26000 RGB
+/// px, four times the `image` crate's default, so that a large region
+/// exported from a slide (14000 x 14000 px is 0.6 GB) is read whole, while a
+/// header claiming gigapixels is still refused before anything is allocated.
+pub const MAX_DECODED_BYTES: u64 = 2 << 30;
+
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits
+}
+
 /// [`ImagingError::TooLarge`] with the size in the image's header, when it has one.
 fn too_large(bytes: &[u8], path: &Path) -> Option<ImagingError> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?;
@@ -170,7 +183,7 @@ fn too_large(bytes: &[u8], path: &Path) -> Option<ImagingError> {
         width,
         height,
         megapixels: f64::from(width) * f64::from(height) / 1e6,
-        limit_mib: image::Limits::default().max_alloc.unwrap_or(0) / (1024 * 1024),
+        limit_mib: MAX_DECODED_BYTES / (1024 * 1024),
     })
 }
 
@@ -311,8 +324,8 @@ mod tests {
 
     #[test]
     fn an_image_too_large_to_decode_says_its_size_and_what_to_do() {
-        // A BMP header for 20000 x 15000 px, 24-bit (900 MB decoded), with no pixels behind it.
-        let (w, h) = (20_000u32, 15_000u32);
+        // A BMP header for 40000 x 30000 px, 24-bit (3.6 GB decoded), with no pixels behind it.
+        let (w, h) = (40_000u32, 30_000u32);
         let mut bmp = Vec::new();
         bmp.extend(b"BM");
         bmp.extend(54u32.to_le_bytes()); // file size (a lie, as a truncated file's)
@@ -325,10 +338,10 @@ mod tests {
         bmp.extend(24u16.to_le_bytes());
         bmp.extend([0; 24]);
         let err = decode_bytes(&bmp, Path::new("huge.bmp")).unwrap_err();
-        assert!(matches!(err, ImagingError::TooLarge { width: 20_000, height: 15_000, .. }), "{err}");
+        assert!(matches!(err, ImagingError::TooLarge { width: 40_000, height: 30_000, .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("huge.bmp") && text.contains("300 megapixels") && text.contains("mitoscope slide"),
+            text.contains("huge.bmp") && text.contains("1200 megapixels") && text.contains("mitoscope slide"),
             "{text}"
         );
     }
