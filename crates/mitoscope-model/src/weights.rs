@@ -57,12 +57,28 @@ fn load_weights_named<M: Module>(model: M, bytes: &[u8], path: &Path) -> Result<
     }
     let record =
         ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| load_error(e.to_string()))?;
-    let model = model.try_load_record(record).map_err(|e| load_error(e.to_string()))?;
+    let model = model.try_load_record(record).map_err(|e| load_error(shape_mismatch_summary(e.to_string())))?;
     let count = count_non_finite(&model);
     if count > 0 {
         return Err(ModelError::NonFiniteWeights { path: path.to_owned(), count });
     }
     Ok(model)
+}
+
+/// burn lists every tensor of another shape (kilobytes for a network of
+/// another width): the count and the first one say it.
+fn shape_mismatch_summary(message: String) -> String {
+    let count = message.matches("shape mismatch").count();
+    let Some(at) = message.find("shape mismatch") else { return message };
+    if count < 2 {
+        return message;
+    }
+    let start = message[..at].rfind('"').map_or(0, |i| i + 1);
+    let end = message[at..].find('"').map_or(message.len(), |i| at + i);
+    format!(
+        "the weights are for a network of another shape: {count} tensors differ, the first {}",
+        &message[start..end]
+    )
 }
 
 /// Number of NaN or infinite values among the float parameters of `model`.
@@ -161,6 +177,9 @@ mod tests {
         save_weights(&small().with_base_channels(8).init(&device), &wide).unwrap();
         let err = load_weights(small().init(&device), &wide).unwrap_err();
         assert!(matches!(err, ModelError::LoadWeights { .. }), "{err}");
+        // Said in one short line: how many tensors differ and the first of them.
+        let text = err.to_string();
+        assert!(text.contains("another shape") && text.contains("tensors differ") && text.len() < 400, "{text}");
     }
 
     #[test]
