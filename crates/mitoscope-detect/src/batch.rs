@@ -458,6 +458,7 @@ fn process_one(
     let started = Instant::now();
     let mut image = mitoscope_imaging::read_image(path)?;
     warn_if_grayscale(path, &image);
+    warn_if_smaller_than_a_crop(path, &image, input_mpp, detector);
     let all = detector
         .detect_image(&image, input_mpp, options)
         .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
@@ -484,6 +485,24 @@ fn process_one(
 
 /// Says on stderr that an image without colour is scored anyway (it is not
 /// refused: a user may want to see what the model makes of it).
+/// Warns when `image` (at `mpp`) is narrower than what stage 2 looks at
+/// around a candidate: it is scored, edge-padded, but a figure in it is seen
+/// with little or none of its surroundings.
+pub(crate) fn warn_if_smaller_than_a_crop(path: &Path, image: &RgbImage, mpp: f64, detector: &Detector) {
+    let classifier = &detector.bundle().classifier_config;
+    let field_um = classifier.crop_size as f64 * classifier.mpp;
+    let (w, h) = (f64::from(image.width()) * mpp, f64::from(image.height()) * mpp);
+    if w < field_um || h < field_um {
+        tracing::warn!(
+            "{}: {}x{} px is {w:.1} x {h:.1} µm, smaller than the {field_um:.0} µm the classifier looks at around a \
+             figure; it is scored on edge padding",
+            path.display(),
+            image.width(),
+            image.height()
+        );
+    }
+}
+
 pub(crate) fn warn_if_grayscale(path: &Path, image: &RgbImage) {
     if mitoscope_imaging::is_grayscale(image) {
         tracing::warn!(

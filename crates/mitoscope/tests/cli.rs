@@ -377,6 +377,7 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     let (img, _) = mitoscope_detect::synthetic::render_hpf(3, 300);
     img.save(inputs.join("good.png")).unwrap();
     image::DynamicImage::ImageRgb8(img.clone()).to_luma8().save(inputs.join("gray.png")).unwrap();
+    image::imageops::crop_imm(&img, 0, 0, 10, 10).to_image().save(inputs.join("speck.png")).unwrap();
     std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let out = tmp.path().join("out");
     let o =
@@ -387,6 +388,9 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     // The grayscale input is scored, with a warning that names it (and only it).
     let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("grayscale image (no colour)")).collect();
     assert!(warned.len() == 1 && warned[0].contains("gray.png"), "{stderr}");
+    // So is a 10 x 10 px speck (2.5 µm), said to be smaller than what stage 2 looks at.
+    let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("µm the classifier looks at")).collect();
+    assert!(warned.len() == 1 && warned[0].contains("speck.png"), "{stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("good:") && stdout.contains("gray:") && stdout.contains("total:"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("detections.csv")).unwrap();
@@ -396,7 +400,7 @@ fn detect_processes_good_inputs_despite_a_bad_one() {
     let model = run["model"].as_str().unwrap().to_owned();
     assert!(model.starts_with("mitoscope-default"), "{run}");
     assert!(run["command"].as_str().unwrap().contains("detect"), "{run}");
-    assert_eq!((run["images"].as_u64(), run["failures"].as_u64()), (Some(2), Some(1)));
+    assert_eq!((run["images"].as_u64(), run["failures"].as_u64()), (Some(3), Some(1)));
     let html = out.join("report.html");
     ok(&[
         "report",
