@@ -230,6 +230,14 @@ pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dy
         return DicomSlide::open_with(path, options).map(|s| Box::new(s) as Box<dyn Slide>);
     }
     let head = read_head(path)?;
+    if head.is_empty() {
+        // Said plainly: an interrupted copy, not a format to build support for.
+        return Err(SlideError::UnsupportedFormat {
+            path: path.to_owned(),
+            format: "an empty file, 0 bytes".into(),
+            hint: "; copy the slide again".into(),
+        });
+    }
     match sniff(&head) {
         Sniffed::Tiff if openslide::serves_tiff(path) => openslide::open_with(path, options),
         Sniffed::Tiff => or_openslide(path, options, TiffSlide::open_with(path, options), |e| {

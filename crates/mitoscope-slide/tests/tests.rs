@@ -264,6 +264,9 @@ fn truncated_and_garbage_files_fail_cleanly() {
         std::fs::write(&p, &bytes[..len]).unwrap();
         let err = open(&p).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(name), "{err}");
+        if len == 0 {
+            assert!(err.contains("empty file, 0 bytes"), "said plainly, whatever the build: {err}");
+        }
     }
     let p = tmp.path().join("noise.svs");
     std::fs::write(&p, b"this is not a slide at all").unwrap();
