@@ -234,6 +234,12 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     let text = String::from_utf8_lossy(&head);
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if ext == "json" || trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if trimmed.is_empty() {
+            return Err(FormatError::UnknownFormat {
+                path: path.to_owned(),
+                hint: "the file is empty (no JSON in it)".into(),
+            });
+        }
         return detect_json(path, trimmed);
     }
     if ext == "csv"

@@ -286,6 +286,10 @@ fn coco_bad_input() {
         let p = write_file(d, name, content);
         err_names(coco::read(&p, &opts()), name, parts);
     }
+    // An empty .json is said to be empty, not a format puzzle.
+    let empty = write_file(d, "empty.json", "  \n");
+    let err = mitoscope_formats::detect_format(&empty).unwrap_err().to_string();
+    assert!(err.contains("empty.json") && err.contains("the file is empty"), "{err}");
 }
 
 #[test]
