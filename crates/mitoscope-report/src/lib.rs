@@ -366,6 +366,15 @@ fn render_pixels(
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         if rows.iter().any(|r| r.id == stem) || rows.len() != 1 { stem } else { rows[0].id.clone() }
     });
+    if let Some(target) = &slide_target
+        && !rows.iter().any(|r| &r.id == target)
+    {
+        let named: Vec<&str> = rows.iter().take(3).map(|r| r.id.as_str()).collect();
+        warnings.push(format!(
+            "no image of the report is named '{target}' like the slide (they are named e.g. {named:?}): \
+             nothing is drawn from the slide"
+        ));
+    }
     let mut slide = slide.map(|(s, _)| s);
     let radius = input.radius_px.unwrap_or(24.0);
     for (i, row) in rows.iter_mut().enumerate() {
@@ -849,6 +858,22 @@ mod tests {
         let out = dir.path().join("r/report.html");
         write(&out, &r).unwrap();
         assert!(std::fs::read_to_string(out).unwrap().starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn a_slide_none_of_the_images_is_named_after_is_a_warning() {
+        let wsi = mitoscope_testdata::require_data!("wsi");
+        let pred = set(&[("a", 10.0, 10.0, Some(0.9)), ("b", 20.0, 20.0, Some(0.9))]);
+        let mut inp = input(&pred, None);
+        inp.images = ImageSource::Slide(wsi.join("CMU-1-Small-Region.svs"));
+        let r = build(&inp).unwrap();
+        assert!(r.warnings.iter().any(|w| w.contains("named 'CMU-1-Small-Region' like the slide")), "{:?}", r.warnings);
+        // Named after it: drawn, no such warning.
+        let pred = set(&[("CMU-1-Small-Region", 10.0, 10.0, Some(0.9)), ("b", 20.0, 20.0, Some(0.9))]);
+        let mut inp = input(&pred, None);
+        inp.images = ImageSource::Slide(wsi.join("CMU-1-Small-Region.svs"));
+        let r = build(&inp).unwrap();
+        assert!(r.warnings.iter().all(|w| !w.contains("like the slide")), "{:?}", r.warnings);
     }
 
     #[test]
