@@ -112,7 +112,7 @@ pub fn open_review(opts: &ReviewOptions) -> Result<(TileSource, Decisions, bool)
     let mpp =
         opts.mpp.or(tiles.slide_mpp()).or_else(|| opts.pred.as_ref().and_then(|p| p.image(&id)).and_then(|i| i.mpp));
     if opts.decisions.exists() {
-        let d = Decisions::load(&opts.decisions)?;
+        let mut d = Decisions::load(&opts.decisions)?;
         if d.image != id || (d.width, d.height) != tiles.size() {
             return Err(ReviewError::BadInput(format!(
                 "{}: these decisions are for image {:?} ({} x {}), not {:?} ({} x {}); give another --decisions file",
@@ -125,12 +125,42 @@ pub fn open_review(opts: &ReviewOptions) -> Result<(TileSource, Decisions, bool)
                 tiles.size().1
             )));
         }
+        // Same stem and size is not the same image: case folders often name their
+        // HPFs alike. A saved source that is still there must be this file.
+        let here = std::fs::canonicalize(&opts.path).unwrap_or_else(|_| opts.path.clone());
+        match std::fs::canonicalize(&d.source) {
+            Ok(saved) if saved != here => {
+                return Err(ReviewError::BadInput(format!(
+                    "{}: these decisions are for {}, not {} (same name and size, another file); \
+                     give another --decisions file",
+                    opts.decisions.display(),
+                    saved.display(),
+                    here.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                "{}: made for {}, which is no longer there; resuming it on {} (same name and size)",
+                opts.decisions.display(),
+                d.source.display(),
+                here.display()
+            ),
+        }
         if opts.pred.is_some() {
-            tracing::info!("{}: resuming the saved review; --pred is not re-read", opts.decisions.display());
+            tracing::warn!(
+                "{}: resuming the saved review; --pred is not re-read (delete the file or give another \
+                 --decisions to start from these detections)",
+                opts.decisions.display()
+            );
+        }
+        // A resolution given now is the one to use (a resumed file may have none).
+        if let Some(m) = opts.mpp {
+            d.mpp = Some(m.get());
         }
         return Ok((tiles, d, true));
     }
-    let d = Decisions::new(&id, &opts.path, tiles.size(), mpp, opts.pred.as_ref())?;
+    let source = std::fs::canonicalize(&opts.path).unwrap_or_else(|_| opts.path.clone());
+    let d = Decisions::new(&id, &source, tiles.size(), mpp, opts.pred.as_ref())?;
     Ok((tiles, d, false))
 }
 

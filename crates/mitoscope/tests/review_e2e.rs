@@ -322,4 +322,42 @@ fn report_and_review_bad_input_are_clear_errors() {
     ]);
     assert!(printed.contains("exported 1 mitoses"), "{printed}");
     assert!(std::fs::read_to_string(&csv).unwrap().contains("A,12,13,0.5,mitosis"));
+
+    // Two cases whose HPFs share a name and a size: a review saved for one is not resumed on the other.
+    for (case, colour) in [("caseA", [200, 100, 150]), ("caseB", [150, 100, 200])] {
+        std::fs::create_dir_all(d.join(case)).unwrap();
+        image::RgbImage::from_pixel(300, 300, image::Rgb(colour)).save(d.join(case).join("HPF1.png")).unwrap();
+    }
+    let shared = d.join("HPF1.review.json");
+    let opts = mitoscope_review::ReviewOptions {
+        path: d.join("caseA/HPF1.png"),
+        pred: None,
+        decisions: shared.clone(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        mpp: None,
+    };
+    let (_, decisions, _) = mitoscope_review::open_review(&opts).unwrap();
+    decisions.save(&shared).unwrap();
+    let s_ = |p: &Path| p.to_str().unwrap().to_owned();
+    let (b, a, dec_s) = (s_(&d.join("caseB/HPF1.png")), s_(&d.join("caseA/HPF1.png")), s_(&shared));
+    let err = fails(&["review", &b, "--decisions", &dec_s, "--export", &s_(&d.join("b.csv"))]);
+    assert!(err.contains("another file") && err.contains("caseA"), "{err}");
+    // An export over the decisions file would lose the review.
+    let before = std::fs::read(&shared).unwrap();
+    let err = fails(&["review", &a, "--decisions", &dec_s, "--export", &dec_s]);
+    assert!(err.contains("over the decisions file"), "{err}");
+    assert_eq!(std::fs::read(&shared).unwrap(), before);
+    // Resumed with --pred: said on stderr that the detections given are not read.
+    let out = run(&[
+        "review",
+        &a,
+        "--decisions",
+        &dec_s,
+        "--pred",
+        good.to_str().unwrap(),
+        "--export",
+        &s_(&d.join("a.csv")),
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pred is not re-read"));
 }

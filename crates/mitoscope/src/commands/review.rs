@@ -26,6 +26,14 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     };
 
     if let Some(out) = &args.export {
+        // The decisions file is the review itself: an export over it would lose every decision.
+        let resolved = |p: &std::path::Path| {
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            std::fs::canonicalize(parent).map(|d| d.join(p.file_name().unwrap_or_default())).ok()
+        };
+        if resolved(out).is_some() && resolved(out) == resolved(&opts.decisions) {
+            bail!("{}: --export would write over the decisions file; export to another file", out.display());
+        }
         let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let format = mitoscope_review::export_format(&ext).with_context(|| {
             format!("{}: --export writes .csv, .geojson, .json (MIDOG) or .xml (ASAP)", out.display())
