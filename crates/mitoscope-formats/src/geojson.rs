@@ -415,9 +415,9 @@ pub fn write(set: &AnnotationSet, path: &Path, opts: &WriteOptions) -> Result<()
     if is_geojson_file(path) {
         return atomic::write_atomic(path, &to_bytes(path, collection(&set.images, opts.polygons))?);
     }
+    let files = crate::per_image_paths(set, path, "geojson")?;
     std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
-    for img in &set.images {
-        let file = path.join(format!("{}.geojson", img.image));
+    for (img, file) in set.images.iter().zip(files) {
         atomic::write_atomic(&file, &to_bytes(&file, collection([img], opts.polygons))?)?;
     }
     Ok(())

@@ -58,7 +58,7 @@ pub fn read_pixel_lists(path: &Path, _opts: &ReadOptions) -> Result<AnnotationSe
 /// Writes the pixel sets of every image as `<path>/<image>.csv`, one mitosis
 /// per line. Objects without a pixel set cannot be written (error).
 pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<()> {
-    for img in &set.images {
+    for (img, file) in set.images.iter().zip(crate::per_image_paths(set, path, "csv")?) {
         let mut out = String::new();
         for (k, o) in img.objects.iter().enumerate() {
             let Some(Shape::Pixels(px)) = &o.shape else {
@@ -75,7 +75,7 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
             out.push_str(&line.join(","));
             out.push('\n');
         }
-        atomic::write_atomic(&path.join(format!("{}.csv", img.image)), out.as_bytes())?;
+        atomic::write_atomic(&file, out.as_bytes())?;
     }
     Ok(())
 }

@@ -206,6 +206,45 @@ pub(crate) fn box_for_writing(
     }
 }
 
+/// An image identifier as a single file name, for the per-image files of the
+/// folder writers (and readers that look images up by id): path separators
+/// and characters file systems refuse become `_`, and an id of dots only gets
+/// a `_` in front, so an id read from a file (`Image="../x"`) never names a
+/// file outside the folder.
+pub fn file_safe_name(id: &str) -> String {
+    let s: String =
+        id.chars()
+            .map(|c| {
+                if matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') { format!("_{s}") } else { s }
+}
+
+/// `dir/<file-safe id>.<ext>` for every image of `set`, in order; two images
+/// landing on one file (ids alike but for characters made `_`) are an error,
+/// not one file silently overwriting the other.
+pub(crate) fn per_image_paths(set: &AnnotationSet, dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut seen = std::collections::HashSet::new();
+    set.images
+        .iter()
+        .map(|img| {
+            let name = format!("{}.{ext}", file_safe_name(&img.image));
+            if !seen.insert(name.clone()) {
+                return Err(FormatError::Unsupported {
+                    path: dir.to_owned(),
+                    message: format!("two images would both be written to {name}; image identifiers must be unique"),
+                });
+            }
+            Ok(dir.join(name))
+        })
+        .collect()
+}
+
 /// Tells the format of `path` from its extension and a look at its content.
 pub fn detect_format(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;

@@ -175,7 +175,8 @@ pub fn write(set: &AnnotationSet, path: &Path, opts: &WriteOptions) -> Result<()
     let files = set
         .images
         .iter()
-        .map(|img| Ok((path.join(format!("{}.json", img.image)), to_json(img, path, opts)?)))
+        .zip(crate::per_image_paths(set, path, "json")?)
+        .map(|(img, file)| Ok((file, to_json(img, path, opts)?)))
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
     for (file, bytes) in files {

@@ -61,32 +61,14 @@ pub(crate) fn write_per_image(
             ),
         });
     }
-    let mut seen = std::collections::HashSet::new();
-    for img in &set.images {
-        let name = format!("{}.xml", file_safe(&img.image));
-        if !seen.insert(name.clone()) {
-            return Err(FormatError::Unsupported {
-                path: path.to_owned(),
-                message: format!("two images would both be written to {name}; image identifiers must be unique"),
-            });
-        }
-        let file = path.join(&name);
+    // Every name is checked before the first file is written.
+    for (img, file) in set.images.iter().zip(crate::per_image_paths(set, path, "xml")?) {
         atomic::write_atomic(&file, render(img, &file)?.as_bytes())?;
     }
     if set.images.is_empty() {
         std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
     }
     Ok(())
-}
-
-/// An image identifier as a single file name (path separators and other
-/// characters file systems refuse become `_`).
-pub(crate) fn file_safe(id: &str) -> String {
-    let s: String = id
-        .chars()
-        .map(|c| if matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') { '_' } else { c })
-        .collect();
-    if s.is_empty() || s.chars().all(|c| c == '.') { format!("_{s}") } else { s }
 }
 
 /// 1-based line of byte offset `pos`.

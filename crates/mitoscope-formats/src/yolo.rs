@@ -215,7 +215,8 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
     let files = set
         .images
         .iter()
-        .map(|img| Ok((path.join(format!("{}.txt", img.image)), to_txt(img, path)?)))
+        .zip(crate::per_image_paths(set, path, "txt")?)
+        .map(|(img, file)| Ok((file, to_txt(img, path)?)))
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(path).map_err(|e| FormatError::io(path, e))?;
     for (file, text) in files {

@@ -694,3 +694,43 @@ fn midog_plus_plus_centres_inside_images_and_convert_to_csv() {
     let back = mitoscope_formats::read(&out, None, &ReadOptions::default()).unwrap();
     assert_eq!(back.object_count(), 26286);
 }
+
+#[test]
+fn per_image_files_stay_in_their_folder_whatever_the_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = AnnotationSet::default();
+    for id in ["../escape", "/abs/olute", "plain"] {
+        let img = set.image_mut_or_insert(id);
+        img.width = Some(100);
+        img.height = Some(100);
+        img.objects.push(Annotation::point(Point::new(10.0, 10.0), ObjectClass::Mitosis));
+    }
+    let wopts = WriteOptions { mpp: Some(Mpp::new(0.25).unwrap()), polygons: false };
+    for (format, ext) in [
+        (Format::Yolo, "txt"),
+        (Format::MidogPoints, "json"),
+        (Format::GeoJson, "geojson"),
+        (Format::Voc, "xml"),
+        (Format::Asap, "xml"),
+    ] {
+        let out = dir.path().join("nested").join(format.name());
+        mitoscope_formats::write(&set, &out, format, &wopts).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [format!(".._escape.{ext}"), format!("_abs_olute.{ext}"), format!("plain.{ext}")],
+            "{format}"
+        );
+    }
+    assert!(!dir.path().join("nested/escape.txt").exists() && !std::path::Path::new("/abs").exists());
+    // Ids that differ only where characters become `_` would share a file: refused before writing.
+    let mut clash = AnnotationSet::default();
+    clash.image_mut_or_insert("a/b");
+    clash.image_mut_or_insert("a_b");
+    let out = dir.path().join("clash");
+    let err = mitoscope_formats::write(&clash, &out, Format::Yolo, &wopts).unwrap_err().to_string();
+    assert!(err.contains("a_b.txt") && err.contains("unique"), "{err}");
+    assert!(!out.exists(), "nothing written");
+}

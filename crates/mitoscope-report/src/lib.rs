@@ -861,6 +861,21 @@ mod tests {
     }
 
     #[test]
+    fn image_ids_never_reach_outside_the_images_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("imgs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+        RgbImage::from_pixel(64, 64, Rgb([60, 20, 90])).save(dir.path().join("secret/B.png")).unwrap();
+        let absolute = dir.path().join("secret/B").display().to_string();
+        let pred = set(&[("../secret/B", 10.0, 10.0, Some(0.9)), (&absolute, 10.0, 10.0, Some(0.9))]);
+        let mut inp = input(&pred, None);
+        inp.images = ImageSource::Dir(dir.path().join("imgs"));
+        let r = build(&inp).unwrap();
+        assert!(!r.html.contains("data:image/jpeg"), "an image outside --images was drawn");
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    }
+
+    #[test]
     fn a_slide_none_of_the_images_is_named_after_is_a_warning() {
         let wsi = mitoscope_testdata::require_data!("wsi");
         let pred = set(&[("a", 10.0, 10.0, Some(0.9)), ("b", 20.0, 20.0, Some(0.9))]);

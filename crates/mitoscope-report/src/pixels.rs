@@ -88,7 +88,7 @@ pub(crate) fn find_image(dir: &Path, id: &str) -> Option<PathBuf> {
     mitoscope_imaging::IMAGE_EXTENSIONS
         .iter()
         .flat_map(|ext| [ext.to_string(), ext.to_ascii_uppercase()])
-        .map(|ext| dir.join(format!("{id}.{ext}")))
+        .map(|ext| dir.join(format!("{}.{ext}", mitoscope_formats::file_safe_name(id))))
         .find(|p| p.is_file())
 }
 
