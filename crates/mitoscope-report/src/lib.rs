@@ -94,11 +94,15 @@ pub struct ReportOptions {
     pub crop_px: u32,
     /// Crops shown per class (most informative first).
     pub max_crops: usize,
+    /// Images shown as thumbnails at most (those with the most errors, or
+    /// without truth the most detections): each is ~200 KB in the file, so a
+    /// run over thousands of HPFs would otherwise make a report of gigabytes.
+    pub max_thumbnails: usize,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { thumb_px: 560, crop_px: 96, max_crops: 24 }
+        Self { thumb_px: 560, crop_px: 96, max_crops: 24, max_thumbnails: 48 }
     }
 }
 
@@ -351,6 +355,14 @@ fn pick_crops(rows: &[ImageRow], max: usize) -> Vec<(Kind, Vec<Crop>, usize)> {
         .collect()
 }
 
+/// Indices of the rows drawn as thumbnails: all when they are at most `max`,
+/// else the `max` with the most errors (FP + FN), then the most detections.
+fn thumbnailed_rows(rows: &[ImageRow], max: usize) -> std::collections::BTreeSet<usize> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(rows[i].fp + rows[i].fn_), std::cmp::Reverse(rows[i].n_pred), i));
+    order.into_iter().take(max).collect()
+}
+
 /// Loads each image once (bounded memory), draws its thumbnail and cuts its crops.
 fn render_pixels(
     input: &ReportInput,
@@ -377,7 +389,27 @@ fn render_pixels(
     }
     let mut slide = slide.map(|(s, _)| s);
     let radius = input.radius_px.unwrap_or(24.0);
+    let thumbnailed = thumbnailed_rows(rows, input.options.max_thumbnails);
     for (i, row) in rows.iter_mut().enumerate() {
+        let wants_crops = crops.iter().any(|(_, list, _)| list.iter().any(|c| c.image == i));
+        if !thumbnailed.contains(&i) && !wants_crops {
+            // Neither drawn nor cut from: only its size is read (for the area), from the header.
+            if let ImageSource::Dir(dir) = &input.images {
+                match pixels::find_image(dir, &row.id).map(|p| image::image_dimensions(&p).map_err(|e| (p, e))) {
+                    Some(Ok((w, h))) => {
+                        row.size.get_or_insert((u64::from(w), u64::from(h)));
+                    }
+                    Some(Err((p, e))) => warnings.push(format!("image {}: {}: {e}", row.id, p.display())),
+                    None => warnings.push(format!(
+                        "image {}: no file {}/{}.<png|jpg|tif|bmp>",
+                        row.id,
+                        dir.display(),
+                        row.id
+                    )),
+                }
+            }
+            continue;
+        }
         let pixels = match &input.images {
             ImageSource::None => continue,
             ImageSource::Dir(dir) => match pixels::find_image(dir, &row.id) {
@@ -411,15 +443,17 @@ fn render_pixels(
         {
             row.mpp = Some(s.mpp().mpp);
         }
-        match pixels.thumbnail(input.options.thumb_px) {
-            Ok((mut thumb, scale)) => {
-                draw_objects(&mut thumb, &row.objects, scale, (radius * scale).max(5.0));
-                match pixels::jpeg_data_url(&thumb, 85) {
-                    Ok(url) => row.thumb = Some(url),
-                    Err(e) => warnings.push(format!("image {}: {e}", row.id)),
+        if thumbnailed.contains(&i) {
+            match pixels.thumbnail(input.options.thumb_px) {
+                Ok((mut thumb, scale)) => {
+                    draw_objects(&mut thumb, &row.objects, scale, (radius * scale).max(5.0));
+                    match pixels::jpeg_data_url(&thumb, 85) {
+                        Ok(url) => row.thumb = Some(url),
+                        Err(e) => warnings.push(format!("image {}: {e}", row.id)),
+                    }
                 }
+                Err(e) => warnings.push(format!("image {}: {e}", row.id)),
             }
-            Err(e) => warnings.push(format!("image {}: {e}", row.id)),
         }
         for (_, list, _) in crops.iter_mut() {
             for c in list.iter_mut().filter(|c| c.image == i) {
@@ -668,6 +702,11 @@ fn render_html(
     if rows.iter().any(|r| r.thumb.is_some()) {
         h.push_str(r#"<section id="images"><h2>Images</h2>"#);
         legend(&mut h, kinds);
+        let drawn = rows.iter().filter(|r| r.thumb.is_some()).count();
+        if rows.len() > input.options.max_thumbnails {
+            let which = if eval.is_some() { "most errors" } else { "most detections" };
+            let _ = write!(h, "<p>The {drawn} images with the {which} of {} (all are in the table).</p>", rows.len());
+        }
         h.push_str(r#"<div class="thumbs">"#);
         for r in rows {
             let Some(url) = &r.thumb else { continue };
@@ -858,6 +897,30 @@ mod tests {
         let out = dir.path().join("r/report.html");
         write(&out, &r).unwrap();
         assert!(std::fs::read_to_string(out).unwrap().starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn thumbnails_are_capped_to_the_images_with_the_most_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["a", "b", "c"] {
+            RgbImage::from_pixel(64, 48, Rgb([230, 200, 220])).save(dir.path().join(format!("{id}.png"))).unwrap();
+        }
+        // b has two false positives, c one, a none (its detection matches).
+        let pred = set(&[
+            ("a", 10.0, 10.0, Some(0.9)),
+            ("b", 10.0, 10.0, Some(0.9)),
+            ("b", 40.0, 30.0, Some(0.8)),
+            ("c", 10.0, 10.0, Some(0.9)),
+        ]);
+        let truth = set(&[("a", 10.0, 10.0, None)]);
+        let mut inp = input(&pred, Some(&truth));
+        inp.images = ImageSource::Dir(dir.path().to_owned());
+        inp.options.max_thumbnails = 2;
+        inp.options.max_crops = 0;
+        let r = build(&inp).unwrap();
+        assert!(r.html.contains("id=\"img-b\"") && r.html.contains("id=\"img-c\"") && !r.html.contains("id=\"img-a\""));
+        assert!(r.html.contains("The 2 images with the most errors of 3"), "{}", r.html);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
     #[test]
