@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request head (request line + headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -18,6 +18,12 @@ const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Connections served at once; more get 503.
 const MAX_CONNECTIONS: usize = 64;
+/// Longest wait for any one read of a request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a whole request may take to arrive: a client trickling a byte
+/// every few seconds would otherwise hold its connection (of
+/// [`MAX_CONNECTIONS`]) for ever.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A parsed request.
 #[derive(Debug, Clone, Default)]
@@ -68,9 +74,32 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Reads one request; `Err(status)` for a malformed or oversized one.
+/// A stream whose reads give up at a deadline for the whole request.
+struct DeadlineReader {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request deadline passed"));
+        }
+        self.stream.set_read_timeout(Some(left.min(READ_TIMEOUT)))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Reads one request; `Err(status)` for a malformed, oversized or too slow one.
 fn read_request(stream: &TcpStream) -> Result<Request, u16> {
-    let mut reader = BufReader::new(stream.try_clone().map_err(|_| 500u16)?);
+    read_request_within(stream, REQUEST_DEADLINE)
+}
+
+/// [`read_request`], the whole request due within `deadline`.
+fn read_request_within(stream: &TcpStream, deadline: Duration) -> Result<Request, u16> {
+    let stream = stream.try_clone().map_err(|_| 500u16)?;
+    let mut reader = BufReader::new(DeadlineReader { stream, until: Instant::now() + deadline });
     let mut head = 0usize;
     let mut line = String::new();
     let mut read_line = |line: &mut String| -> Result<(), u16> {
@@ -104,7 +133,13 @@ fn read_request(stream: &TcpStream) -> Result<Request, u16> {
     if req.header("transfer-encoding").is_some() {
         return Err(411);
     }
-    let len: usize = match req.header("content-length") {
+    // Two lengths that disagree: which body is meant cannot be told.
+    let mut lengths = req.headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str());
+    let first = lengths.next();
+    if lengths.any(|v| Some(v) != first) {
+        return Err(400);
+    }
+    let len: usize = match first {
         Some(v) => v.parse().map_err(|_| 400u16)?,
         None => 0,
     };
@@ -119,6 +154,8 @@ fn read_request(stream: &TcpStream) -> Result<Request, u16> {
 fn write_response(mut stream: &TcpStream, resp: &Response, head_only: bool) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
+        // A line break in a value would start a header of its own.
+        let v: String = v.chars().filter(|c| !c.is_control()).collect();
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", resp.body.len()));
@@ -169,7 +206,6 @@ impl Server {
                 }
                 let (handler, live) = (handler.clone(), live.clone());
                 std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
                     let resp = match read_request(&stream) {
                         Ok(req) => {
@@ -210,5 +246,58 @@ impl Server {
         if let Some(a) = self.accept.take() {
             let _ = a.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair on loopback: (client, server side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    #[test]
+    fn a_trickling_client_is_cut_off_at_the_deadline() {
+        let (mut client, server) = pair();
+        let writer = std::thread::spawn(move || {
+            // One byte every 100 ms: each read succeeds, the request never ends.
+            for b in b"GET / HTTP/1.1\r\nHost: x\r\n".iter().cycle().take(40) {
+                if client.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        assert_eq!(read_request_within(&server, Duration::from_millis(500)).unwrap_err(), 400);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        drop(server);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn lengths_that_disagree_and_line_breaks_in_headers_are_refused() {
+        let (mut client, server) = pair();
+        client.write_all(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nab").unwrap();
+        assert_eq!(read_request(&server).unwrap_err(), 400);
+        let (mut client, server) = pair();
+        client.write_all(b"POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nab").unwrap();
+        assert_eq!(read_request(&server).unwrap().body, b"ab", "the same length twice is one length");
+
+        let (mut client, server) = pair();
+        let resp = Response {
+            status: 200,
+            headers: vec![("Content-Disposition".into(), "attachment; x\r\nSet-Cookie: pwn=1".into())],
+            body: Vec::new(),
+        };
+        write_response(&server, &resp, false).unwrap();
+        drop(server);
+        let mut out = String::new();
+        client.read_to_string(&mut out).unwrap();
+        assert!(!out.lines().any(|l| l.starts_with("Set-Cookie")), "{out}");
     }
 }

@@ -322,6 +322,30 @@ pub struct ReviewServer {
     decisions_path: PathBuf,
 }
 
+/// The `Host` values a server bound to `addr` answers: on loopback (any
+/// 127.x address, `::1`, or the IPv4-mapped form of either) the names of
+/// loopback and the bound address, with the port (and without it on port
+/// 80, as browsers send it); off loopback `None`, any host (the user chose
+/// to expose the tool, and was warned).
+pub fn allowed_hosts(addr: SocketAddr) -> Option<Vec<String>> {
+    let ip = addr.ip().to_canonical();
+    if !ip.is_loopback() {
+        return None;
+    }
+    let bound = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "[::1]".to_owned(), bound];
+    names.dedup();
+    let port = addr.port();
+    let mut hosts: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    if port == 80 {
+        hosts.extend(names);
+    }
+    Some(hosts)
+}
+
 impl ReviewServer {
     /// Opens the file and the review state, binds, saves the state (so the
     /// file exists from the start) and starts serving in the background.
@@ -332,10 +356,7 @@ impl ReviewServer {
         let addr = listener.local_addr().map_err(bind_err)?;
         // Saved only once the address is ours, so a failed start leaves no file.
         decisions.save(&opts.decisions)?;
-        let allowed_hosts = addr.ip().is_loopback().then(|| {
-            let p = addr.port();
-            vec![format!("127.0.0.1:{p}"), format!("localhost:{p}"), format!("[::1]:{p}")]
-        });
+        let allowed_hosts = allowed_hosts(addr);
         let app = App { tiles, state: Mutex::new(decisions), decisions_path: opts.decisions.clone(), allowed_hosts };
         let server = http::Server::start(listener, move |rq| handle(&app, rq)).map_err(bind_err)?;
         Ok(Self { server, resumed, decisions_path: opts.decisions })
@@ -463,6 +484,8 @@ fn handle(app: &App, rq: Request) -> Response {
                         Format::Asap => "application/xml",
                         _ => "application/json",
                     };
+                    // The name comes from the image's file name: quotes and control characters out.
+                    let name = mitoscope_formats::file_safe_name(&name);
                     let disp = format!("attachment; filename=\"{name}\"");
                     respond(200, ct, bytes, &[("Content-Disposition", &disp), ("Cache-Control", "no-store")])
                 }
@@ -540,6 +563,18 @@ fn mutate(app: &App, route: Route, body: &[u8]) -> Result<serde_json::Value, Rev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_in_every_spelling_checks_the_host_and_answers_its_own_url() {
+        let hosts = |a: &str| allowed_hosts(a.parse().unwrap());
+        let v4 = hosts("127.0.0.1:8765").unwrap();
+        assert!(v4.contains(&"localhost:8765".to_owned()) && !v4.contains(&"evil.example:8765".to_owned()));
+        assert!(hosts("127.0.0.2:9000").unwrap().contains(&"127.0.0.2:9000".to_owned()), "its own URL");
+        assert!(hosts("[::ffff:127.0.0.1]:9000").unwrap().contains(&"[::ffff:127.0.0.1]:9000".to_owned()));
+        assert!(hosts("127.0.0.1:80").unwrap().contains(&"127.0.0.1".to_owned()), "port 80 is left out by browsers");
+        assert_eq!(hosts("0.0.0.0:8765"), None);
+        assert_eq!(hosts("192.168.1.5:8765"), None);
+    }
 
     #[test]
     fn fixed_routes() {

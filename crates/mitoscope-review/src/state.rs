@@ -163,8 +163,24 @@ impl Decisions {
                 d.version
             )));
         }
-        if d.items.iter().any(|i| !(i.x.is_finite() && i.y.is_finite())) {
-            return Err(ReviewError::BadInput(format!("{}: an item has a non-finite coordinate", path.display())));
+        // A hand-edited or foreign file: everything the tool relies on is checked here.
+        let bad = |why: String| Err(ReviewError::BadInput(format!("{}: {why}", path.display())));
+        if let Some(i) = d.items.iter().find(|i| {
+            !(i.x.is_finite() && i.y.is_finite() && i.x >= 0.0 && i.y >= 0.0)
+                || i.x >= d.width as f64
+                || i.y >= d.height as f64
+        }) {
+            return bad(format!("item {} at ({}, {}) is outside the {} x {} image", i.id, i.x, i.y, d.width, d.height));
+        }
+        let mut ids = std::collections::HashSet::new();
+        if let Some(i) = d.items.iter().find(|i| !ids.insert(i.id) || i.id == u64::MAX) {
+            return bad(format!("item id {} is repeated or out of range", i.id));
+        }
+        if let Some(m) = d.mpp.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return bad(format!("mpp {m} is not a resolution"));
+        }
+        if !(d.min_score.is_finite() && (0.0..=1.0).contains(&d.min_score)) {
+            return bad(format!("min_score {} is not in [0, 1]", d.min_score));
         }
         Ok(d)
     }
@@ -312,6 +328,22 @@ mod tests {
         assert_eq!(Decisions::load(&p).unwrap(), d);
         std::fs::write(&p, b"{\"version\": 1").unwrap();
         assert!(Decisions::load(&p).unwrap_err().to_string().contains("not a decisions file"));
+        // Hand-edited files: whatever the tool relies on is checked on load.
+        type Edit = fn(&mut serde_json::Value);
+        let edits: [(&str, Edit); 5] = [
+            ("outside", |v| v["items"][0]["y"] = 1e9.into()),
+            ("repeated", |v| v["items"][1]["id"] = v["items"][0]["id"].clone()),
+            ("out of range", |v| v["items"][0]["id"] = u64::MAX.into()),
+            ("not a resolution", |v| v["mpp"] = (-3.0).into()),
+            ("min_score", |v| v["min_score"] = 2.0.into()),
+        ];
+        for (said, edit) in edits {
+            let mut v = serde_json::to_value(&d).unwrap();
+            edit(&mut v);
+            std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+            let err = Decisions::load(&p).unwrap_err().to_string();
+            assert!(err.contains(said) && err.contains("A.review.json"), "{said}: {err}");
+        }
     }
 
     #[test]

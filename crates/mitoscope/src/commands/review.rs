@@ -50,7 +50,7 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    if !args.bind.is_loopback() {
+    if !args.bind.to_canonical().is_loopback() {
         eprintln!(
             "warning: listening on {}: anyone who can reach this machine can see the image and change the decisions",
             args.bind
