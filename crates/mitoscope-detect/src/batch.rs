@@ -234,9 +234,15 @@ pub fn image_id(path: &Path) -> String {
 /// counter, whichever first makes them unique. A warning names each renaming.
 pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
     use std::collections::HashMap;
-    let file_name = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| image_id(p));
+    // `x_png`, not `x.png`: readers take an id ending in an image extension
+    // for a file name and strip it, which would merge `x.png` and `x.PNG` again.
+    let file_name = |p: &Path| match p.extension() {
+        Some(ext) => format!("{}_{}", image_id(p), ext.to_string_lossy()),
+        None => image_id(p),
+    };
+    // `<folder>_<stem>`: TUPAC16's `<case>/<hpf>.tif` become its `<case>_<hpf>` ids.
     let with_parent = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
-        Some(dir) => format!("{}_{}", dir.to_string_lossy(), file_name(p)),
+        Some(dir) => format!("{}_{}", dir.to_string_lossy(), image_id(p)),
         None => file_name(p),
     };
     let count = |ids: &[String]| {
@@ -676,10 +682,25 @@ mod tests {
         let files: Vec<PathBuf> =
             ["a/x.png", "b/x.png", "a/x.jpg", "c/y.png", "z.tif"].iter().map(PathBuf::from).collect();
         let ids = unique_image_ids(&files);
-        assert_eq!(ids, ["a_x.png", "b_x.png", "x.jpg", "y", "z"]);
+        assert_eq!(ids, ["a_x", "b_x", "x_jpg", "y", "z"]);
+        // TUPAC16's case folders of alike-named HPFs: `<case>_<hpf>`, its ground truth's ids.
+        let tupac = unique_image_ids(&["data/01/01.tif", "data/02/01.tif"].map(PathBuf::from));
+        assert_eq!(tupac, ["01_01", "02_01"]);
         // Identical names in identical folders (the same file twice) fall back to a counter.
         let twice: Vec<PathBuf> = ["d/q.png", "d/q.png"].iter().map(PathBuf::from).collect();
-        assert_eq!(unique_image_ids(&twice), ["d_q.png_1", "d_q.png_2"]);
+        assert_eq!(unique_image_ids(&twice), ["d_q_1", "d_q_2"]);
+        // Ids that differ by the extension's case survive a points CSV (whose reader strips extensions).
+        let cased = unique_image_ids(&["x.png", "x.PNG"].map(PathBuf::from));
+        assert_eq!(cased, ["x_png", "x_PNG"]);
+        let mut set = AnnotationSet::default();
+        for id in &cased {
+            set.image_mut_or_insert(id).objects.push(Annotation::point(Point::new(1.0, 2.0), ObjectClass::Mitosis));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("d.csv");
+        mitoscope_formats::write(&set, &csv, Format::Csv, &WriteOptions::default()).unwrap();
+        let back = mitoscope_formats::read(&csv, None, &Default::default()).unwrap();
+        assert_eq!(back.images.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(), ["x_png", "x_PNG"]);
     }
 
     #[test]
