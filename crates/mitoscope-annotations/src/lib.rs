@@ -244,6 +244,12 @@ pub struct ImageAnnotations {
     /// The pixel mask file the objects came from, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_path: Option<PathBuf>,
+    /// Why this image's objects cannot be taken as its complete truth (its
+    /// mask could not be used and nothing else lists its mitoses); `None`
+    /// when they can. Evaluation leaves such an image out and training
+    /// refuses it, rather than take it for an image without mitoses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable: Option<String>,
     /// The objects.
     pub objects: Vec<Annotation>,
 }

@@ -240,6 +240,17 @@ impl TrainingData {
         };
         for (path, format) in sources.datasets.iter().zip(formats) {
             let set = read_dataset(path, format, sources)?;
+            // Taken as fully labelled, such an image would teach its mitoses are background.
+            if let Some(img) = set.images.iter().find(|i| i.unusable.is_some()) {
+                return Err(DetectError::Input {
+                    path: path.clone(),
+                    message: format!(
+                        "image {}: {}; fix its mask or remove the image",
+                        img.image,
+                        img.unusable.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
             let before = fields.len();
             // Each image is decoded here to check it: in parallel, in the dataset's order.
             let loaded: Vec<LabelledField> =

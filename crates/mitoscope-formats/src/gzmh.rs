@@ -207,7 +207,16 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         inconsistencies.extend(problems);
     }
     if !inconsistencies.is_empty() {
-        tracing::warn!(count = inconsistencies.len(), path = %path.display(), "GZMH dataset has inconsistencies");
+        // Named, the first few: a count alone sends the user looking.
+        let first: Vec<String> = inconsistencies.iter().take(3).map(|i| i.to_string()).collect();
+        let more = inconsistencies.len().saturating_sub(first.len());
+        tracing::warn!(
+            "{}: {} inconsistencies (`mitoscope inspect` lists them all): {}{}",
+            path.display(),
+            inconsistencies.len(),
+            first.join("; "),
+            if more > 0 { format!("; and {more} more") } else { String::new() }
+        );
     }
     Ok(AnnotationSet { images, inconsistencies })
 }
@@ -341,9 +350,13 @@ fn read_image(
     if let Some((w, h)) = size.or(from_mask.as_ref().map(|(_, d)| *d)) {
         (img.width, img.height) = (Some(w), Some(h));
     }
+    let mask_failed = plan.mask.is_some() && from_mask.is_none();
     let components = from_mask.map(|(c, _)| c);
     let has_labels = !plan.labels.is_empty() || has_dataset_labels;
     let mask_name = plan.mask.as_deref().map(|m| tree.display_path(m).display().to_string()).unwrap_or_default();
+    if mask_failed && !has_labels {
+        img.unusable = Some(format!("its mask {mask_name} could not be used and no label file lists its mitoses"));
+    }
     let merged = merge::merge(components, label_objects, has_labels, &mask_name);
     problems.extend(merged.problems.into_iter().map(&report));
     img.objects = merged.objects;
@@ -416,5 +429,26 @@ fn mask_components(
         problems.push(report(format!("{err} (mask ignored)")));
         return None;
     }
-    Some((objects_from_mask(&mask, opts.min_mask_pixels.max(1)), mask.dimensions()))
+    let objects = objects_from_mask(&mask, opts.min_mask_pixels.max(1));
+    // No mitosis fills half a field: such a "component" is the background of an
+    // inverted mask (figures black on white) or of a white or transparent RGBA one.
+    let area = u64::from(mask.width()) * u64::from(mask.height());
+    let largest = objects
+        .iter()
+        .filter_map(|o| match &o.shape {
+            Some(mitoscope_annotations::Shape::Pixels(px)) => Some(px.len() as u64),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    if area > 0 && largest * 2 > area {
+        problems.push(report(format!(
+            "{}: one component covers {:.0}% of the mask; an inverted mask (figures dark on a light \
+             background) or a white or transparent background? (mask ignored)",
+            tree.display_path(mask_rel).display(),
+            100.0 * largest as f64 / area as f64
+        )));
+        return None;
+    }
+    Some((objects, mask.dimensions()))
 }

@@ -333,6 +333,27 @@ fn disagreements_are_reported_not_fatal() {
     assert_eq!(img(&set, "a").objects.len(), 3, "labelled objects are kept even when they disagree");
     let small = img(&set, "small");
     assert!(small.objects.is_empty() && small.width == Some(W), "the wrong-size mask is ignored, the image kept");
+    // ... but not as an image without mitoses: nothing else lists its mitoses.
+    assert!(small.unusable.as_deref().is_some_and(|w| w.contains("could not be used")), "{:?}", small.unusable);
+    assert!(img(&set, "a").unusable.is_none());
+}
+
+#[test]
+fn an_inverted_mask_is_not_one_huge_mitosis() {
+    // Figures black on white (and a white, fully opaque RGBA background reads the same).
+    let inverted = png(GrayImage::from_fn(W, H, |x, y| Luma([if in_blob(A, x, y) { 0 } else { 255 }])).into());
+    let d = tree(&[
+        ("images/a.png", he_image(W, H)),
+        ("masks/a.png", inverted),
+        ("images/b.png", he_image(W, H)),
+        ("masks/b.png", mask(W, H, &[A], 255)),
+    ]);
+    let set = read(d.path());
+    let all = problems(&set);
+    assert!(all.contains("covers 100% of the mask") && all.contains("inverted"), "{all}");
+    let a = img(&set, "a");
+    assert!(a.objects.is_empty() && a.unusable.is_some(), "{:?}", a.objects.len());
+    assert_mask_objects(img(&set, "b"), &[A]);
 }
 
 #[test]

@@ -470,3 +470,30 @@ fn bad_model_file_is_one_clear_error() {
         fails(&["detect", s(&input), "--out", s(&tmp.path().join("o")), "--model", s(&tmp.path().join("none.bundle"))]);
     assert!(err.contains("none.bundle"), "{err}");
 }
+
+#[test]
+fn eval_leaves_out_an_image_whose_mask_cannot_be_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ds");
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    std::fs::create_dir_all(d.join("masks")).unwrap();
+    for id in ["a", "b"] {
+        image::RgbImage::from_pixel(64, 48, image::Rgb([200, 120, 180]))
+            .save(d.join(format!("images/{id}.png")))
+            .unwrap();
+    }
+    // b: one mitosis at (10.5, 10.5); a: a mask that is not an image.
+    let mask = image::GrayImage::from_fn(64, 48, |x, y| {
+        image::Luma([if (9..12).contains(&x) && (9..12).contains(&y) { 255 } else { 0 }])
+    });
+    mask.save(d.join("masks/b.png")).unwrap();
+    std::fs::write(d.join("masks/a.png"), "garbage").unwrap();
+    let pred = write(tmp.path(), "p.csv", "image,x,y,score\na,20,20,0.9\nb,10,10,0.9\n");
+    let o = mitoscope(&["eval", "--truth", s(&d), "--pred", s(&pred), "--radius-px", "5", "--json"]);
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("image a is left out of the evaluation") && stderr.contains("masks/a.png"), "{stderr}");
+    // a's detection is not a false positive: only b is scored, and its detection matches.
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["tp"].as_u64(), v["fp"].as_u64(), v["n_images"].as_u64()), (Some(1), Some(0), Some(1)), "{v}");
+}

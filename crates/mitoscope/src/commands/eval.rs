@@ -16,8 +16,9 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
-    let truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
-    let pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
+    let mut truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
+    let mut pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
+    super::leave_out_unusable(&mut truth, &mut pred);
     let radius_px = super::match_radius_px(&args.matching, mpp, Some(&truth))?
         .context("give --radius-px R or --radius-um R --mpp M")?;
     if let Some(warning) = disjoint_ids(&truth, &pred) {

@@ -23,6 +23,21 @@ use mitoscope_geom::Mpp;
 use crate::cli::{Command, MatchArgs};
 
 /// Runs one subcommand.
+/// Leaves out of an evaluation the images whose truth cannot be used
+/// (`ImageAnnotations::unusable`: a GZMH mask that could not be read, with
+/// nothing else listing the image's mitoses), from the truth and the
+/// predictions both, each named in a warning: scored, they would count every
+/// detection there as false.
+pub(crate) fn leave_out_unusable(truth: &mut AnnotationSet, pred: &mut AnnotationSet) {
+    let out: Vec<(String, String)> =
+        truth.images.iter().filter_map(|i| i.unusable.clone().map(|why| (i.image.clone(), why))).collect();
+    for (image, why) in &out {
+        eprintln!("warning: image {image} is left out of the evaluation: {why}");
+    }
+    truth.images.retain(|i| i.unusable.is_none());
+    pred.images.retain(|i| !out.iter().any(|(id, _)| *id == i.image));
+}
+
 /// `--quiet`: only errors on stderr, so no progress bars or `[recipe]` lines either.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

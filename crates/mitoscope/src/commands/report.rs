@@ -24,8 +24,11 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         bail!("{}: no such slide file", s.display());
     }
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
-    let pred = super::load(&args.pred, None, &opts)?;
-    let truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
+    let mut pred = super::load(&args.pred, None, &opts)?;
+    let mut truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
+    if let Some(t) = truth.as_mut() {
+        super::leave_out_unusable(t, &mut pred);
+    }
     let radius_px = match super::match_radius_px(&args.matching, mpp, truth.as_ref())? {
         Some(r) => Some(r),
         None if truth.is_some() => {
