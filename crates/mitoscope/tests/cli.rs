@@ -188,6 +188,23 @@ fn eval_warns_when_no_image_is_named_alike() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
     let v = json(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5", "--json"]);
     assert_eq!((v["tp"].as_u64(), v["fp"].as_u64()), (Some(1), Some(0)), "{v}");
+    // Some named alike, one not: that one is said, with what it costs.
+    let p = write(
+        tmp.path(),
+        "r.csv",
+        "image,x,y,score
+01_01.tif,200,100,0.9
+02.tif,5,5,0.9
+02.tif,9,9,0.8
+",
+    );
+    let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 images with detections are not in the truth (e.g. '02')")
+            && stderr.contains("their 2 detections"),
+        "{stderr}"
+    );
 }
 
 // ---------- eval: randomized agreement with a plain reference ----------

@@ -21,7 +21,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     super::leave_out_unusable(&mut truth, &mut pred);
     let radius_px = super::match_radius_px(&args.matching, mpp, Some(&truth))?
         .context("give --radius-px R or --radius-um R --mpp M")?;
-    if let Some(warning) = disjoint_ids(&truth, &pred) {
+    if let Some(warning) = disjoint_ids(&truth, &pred).or_else(|| unknown_pred_ids(&truth, &pred)) {
         eprintln!("warning: {warning}");
     }
     let inputs = mitoscope_eval::inputs_from_sets(&truth, &pred);
@@ -54,6 +54,28 @@ fn disjoint_ids(truth: &AnnotationSet, pred: &AnnotationSet) -> Option<String> {
          every prediction counts as a false positive; check that both name the images the same way",
         some(&t),
         some(&p)
+    ))
+}
+
+/// A warning when some images with detections are not in the truth at all
+/// (a truth image without detections is ordinary; a detected image the truth
+/// does not know is a naming mismatch or the wrong truth file): their every
+/// detection counts as a false positive.
+fn unknown_pred_ids(truth: &AnnotationSet, pred: &AnnotationSet) -> Option<String> {
+    let unknown: Vec<&str> = pred
+        .images
+        .iter()
+        .filter(|i| !i.objects.is_empty() && truth.image(&i.image).is_none())
+        .map(|i| i.image.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let detections: usize = unknown.iter().filter_map(|id| pred.image(id)).map(|i| i.objects.len()).sum();
+    Some(format!(
+        "{} images with detections are not in the truth (e.g. {}): their {detections} detections count as false positives",
+        unknown.len(),
+        unknown.iter().take(3).map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
     ))
 }
 
