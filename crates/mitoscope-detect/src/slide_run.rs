@@ -602,6 +602,14 @@ pub fn run_slide(
         .mpp_override
         .map(|m| Mpp::new(m).map_err(|e| SlideRunError::Mpp { path: path.to_owned(), why: format!("--mpp: {e}") }))
         .transpose()?;
+    // A folder the outputs would not be allowed to replace fails now, not after hours of detection.
+    let final_dir = out_root.join(image_id(path));
+    if final_dir.exists() && !is_replaceable(&final_dir) {
+        return Err(SlideRunError::output(
+            &final_dir,
+            "exists and is not a Mitoscope slide output (no summary.json); not replacing it",
+        ));
+    }
     let slide =
         mitoscope_slide::open_with(path, &OpenOptions { mpp_override, tile_cache_bytes: config.tile_cache_bytes })?;
     let found = detect_slide(slide.as_ref(), detector, config)?;

@@ -270,9 +270,27 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     let foreign = dir.path().join("out2/synthetic-large");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("mine.txt"), "keep").unwrap();
-    let err = run_slide(&path, &DarkBlobs, &dir.path().join("out2"), &SlideRunConfig::default()).unwrap_err();
+    let err = run_slide(&path, &NeverCalled, &dir.path().join("out2"), &SlideRunConfig::default()).unwrap_err();
     assert!(err.to_string().contains("not a Mitoscope slide output"), "{err}");
     assert!(foreign.join("mine.txt").exists());
+}
+
+/// A detector that must not run: the run is refused before any tile is read.
+struct NeverCalled;
+
+impl TileDetector for NeverCalled {
+    fn detect(
+        &self,
+        _image: &RgbImage,
+        _mpp: f64,
+        _o: &DetectOptions,
+        _keep: &(dyn Fn(f64, f64) -> bool + Sync),
+    ) -> Result<Vec<Detection>, DetectError> {
+        panic!("detection ran although its outputs could not be written")
+    }
+    fn info(&self, options: &DetectOptions) -> DetectorInfo {
+        DarkBlobs.info(options)
+    }
 }
 
 #[test]
