@@ -619,6 +619,8 @@ pub fn run_slide(
     let summary: SlideSummary =
         summarize(&points, mpp.mpp, (w0 as f64, h0 as f64), &config.hotspot, Some(&found.tissue))
             .map_err(|source| SlideRunError::Hotspot { path: path.to_owned(), source })?;
+    let mut warnings = found.warnings.clone();
+    warnings.extend(hotspot_warnings(&summary, &config.hotspot));
     let mut report = SlideReport {
         mitoscope_version: env!("CARGO_PKG_VERSION").to_owned(),
         slide: path.to_owned(),
@@ -645,7 +647,7 @@ pub fn run_slide(
         mask_downsample: found.tissue.downsample(),
         seconds: 0.0,
         tiles_per_second: 0.0,
-        warnings: found.warnings.clone(),
+        warnings,
     };
     drop(slide);
     let seconds = started.elapsed().as_secs_f64();
@@ -654,6 +656,40 @@ pub fn run_slide(
     report.tiles_per_second = if ds > 0.0 { found.tiles.processed as f64 / ds } else { 0.0 };
     write_slide_outputs(out_root, &report, &found)?;
     Ok(report)
+}
+
+/// What a pathologist must know before trusting the score: a hotspot or a
+/// set of top fields smaller than asked (a small slide, or little tissue), or
+/// a hotspot with less tissue than asked (no window had enough). The score
+/// is then extrapolated from less than the protocol's area.
+fn hotspot_warnings(summary: &SlideSummary, params: &HotspotParams) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let asked = params.field_area_mm2() * params.n_fields as f64;
+    if summary.hotspot.area_mm2 < 0.95 * asked {
+        warnings.push(format!(
+            "the hotspot is {:.2} mm², less than the {asked:.2} mm² asked: the slide is smaller, so the score is \
+             extrapolated from less area",
+            summary.hotspot.area_mm2
+        ));
+    }
+    if let Some(f) = summary.hotspot.tissue_fraction
+        && f < params.min_tissue_fraction
+    {
+        warnings.push(format!(
+            "the hotspot is {:.0}% tissue, under the {:.0}% asked: no window held enough tissue",
+            100.0 * f,
+            100.0 * params.min_tissue_fraction
+        ));
+    }
+    if summary.top_fields.len() < params.n_fields {
+        warnings.push(format!(
+            "only {} of the {} top fields fit on the tissue: their count covers {} fields",
+            summary.top_fields.len(),
+            params.n_fields,
+            summary.top_fields.len()
+        ));
+    }
+    warnings
 }
 
 /// Files in a slide output folder.

@@ -228,6 +228,7 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     assert_eq!(r.top_fields[0].count, 12);
     assert!((20..=24).contains(&r.top_fields_count), "{}", r.top_fields_count);
     assert_eq!(r.model.name, "dark-blobs");
+    assert!(r.warnings.is_empty(), "the protocol's area, all on tissue: {:?}", r.warnings);
 
     let folder = out.join("synthetic-large");
     let csv = std::fs::read_to_string(folder.join("detections.csv")).unwrap();
@@ -325,6 +326,19 @@ fn bad_slides_fail_alone_with_the_file_named() {
     assert!(err.contains("good.tiff") && err.contains("40"), "{err}");
     let cfg = SlideRunConfig { mpp_override: Some(f64::NAN), ..SlideRunConfig::default() };
     assert!(run_slide(&good_path, &DarkBlobs, &out, &cfg).is_err());
+}
+
+#[test]
+fn a_slide_smaller_than_the_hotspot_says_so() {
+    // 0.375 mm² in all: neither a 2 mm² hotspot nor 10 fields fit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.tiff");
+    small_spec().write(&path).unwrap();
+    let r = run_slide(&path, &DarkBlobs, &dir.path().join("out"), &SlideRunConfig::default()).unwrap();
+    let all = r.warnings.join(" | ");
+    assert!(all.contains("less than the 2.00 mm² asked") && all.contains("of the 10 top fields"), "{all}");
+    let summary = std::fs::read_to_string(dir.path().join("out/small/summary.json")).unwrap();
+    assert!(summary.contains("less than the 2.00 mm"), "the warnings are in summary.json");
 }
 
 fn small_spec() -> SyntheticSlide {
