@@ -123,6 +123,27 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConvention>) -> Result<AnnotationSet> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
     let coco: CocoIn = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| json_error(path, e))?;
+    from_coco(coco, path, opts, convention)
+}
+
+/// [`read_with`] on bytes already read (a label file inside a dataset folder
+/// or zip); `path` names them in errors.
+pub(crate) fn parse_with(
+    bytes: &[u8],
+    path: &Path,
+    opts: &ReadOptions,
+    convention: Option<BoxConvention>,
+) -> Result<AnnotationSet> {
+    let coco: CocoIn = serde_json::from_slice(bytes).map_err(|e| json_error(path, e))?;
+    from_coco(coco, path, opts, convention)
+}
+
+fn from_coco(
+    coco: CocoIn,
+    path: &Path,
+    opts: &ReadOptions,
+    convention: Option<BoxConvention>,
+) -> Result<AnnotationSet> {
     let convention = convention.unwrap_or_else(|| detect_convention(&coco));
     tracing::debug!(path = %path.display(), ?convention, "COCO box convention");
 

@@ -223,6 +223,30 @@ fn json_labels() {
     assert_eq!((a.objects[0].centroid, a.objects[0].bbox), (centre(B), Some(bbox(B))));
 }
 
+#[test]
+fn a_coco_file_in_the_dataset_is_read_as_coco() {
+    // Image id 1 is b.png: annotations name images by id, and boxes are [x, y, w, h].
+    let json = r#"{"images": [{"id": 1, "file_name": "b.png", "width": 64, "height": 48},
+                              {"id": 2, "file_name": "a.png", "width": 64, "height": 48}],
+                   "categories": [{"id": 1, "name": "mitotic figure"}],
+                   "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 20, 5, 5]},
+                                   {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 6, 4, 3]}]}"#;
+    let d = tree(&[
+        ("images/a.png", he_image(W, H)),
+        ("images/b.png", he_image(W, H)),
+        ("annotations.json", json.as_bytes().to_vec()),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    // As the COCO reader reads a COCO file on its own: [x, y, w, h] -> [x, y, x + w, y + h].
+    for (id, (x, y, w, h)) in [("a", A), ("b", B)] {
+        let objects = &img(&set, id).objects;
+        assert_eq!(objects.len(), 1, "{id}");
+        let expected = BBox::new(x as f64, y as f64, (x + w) as f64, (y + h) as f64).unwrap();
+        assert_eq!(objects[0].bbox, Some(expected), "{id}");
+    }
+}
+
 /// GZMH V2-like: a wrapping folder, train and two nested test sets, stems
 /// repeated across splits.
 fn v2_files() -> Vec<(&'static str, Vec<u8>)> {

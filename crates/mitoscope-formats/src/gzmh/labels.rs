@@ -417,12 +417,45 @@ fn parse_json(bytes: &[u8], shown: &Path) -> Parsed {
             return parsed;
         }
     };
+    if is_coco(&value) {
+        return parse_coco(bytes, shown);
+    }
     for (i, (image, item)) in json_items(&value).into_iter().enumerate() {
         let at = format!("{} object {}", shown.display(), i + 1);
         match json_object(item, at.clone()) {
             Ok((own_image, obj)) => parsed.objects.push((own_image.or(image), obj)),
             Err(e) => parsed.problems.push(format!("{at}: {e} (object skipped)")),
         }
+    }
+    parsed
+}
+
+/// COCO / MIDOG JSON: `images` and `annotations` lists, annotations naming
+/// their image by id (not by name, so the generic reading would misplace them).
+fn is_coco(value: &Value) -> bool {
+    value.get("images").is_some_and(Value::is_array) && value.get("annotations").is_some_and(Value::is_array)
+}
+
+/// A COCO file in a dataset, through the COCO reader (its box convention
+/// detected as for a COCO file on its own): objects keyed by image stem.
+fn parse_coco(bytes: &[u8], shown: &Path) -> Parsed {
+    let mut parsed = Parsed::default();
+    match crate::coco::parse_with(bytes, shown, &crate::ReadOptions::default(), None) {
+        Ok(set) => {
+            parsed.problems.extend(set.inconsistencies.iter().map(|i| format!("{}: {i}", shown.display())));
+            for img in set.images {
+                for (k, o) in img.objects.into_iter().enumerate() {
+                    // A box centre is no centroid label; an outline's centroid is.
+                    let centroid = o.bbox.is_none().then_some(o.centroid);
+                    let origin = format!("{} image {} object {}", shown.display(), img.image, k + 1);
+                    parsed.objects.push((
+                        Some(img.image.clone()),
+                        LabelObject { bbox: o.bbox, centroid, class: o.class, origin },
+                    ));
+                }
+            }
+        }
+        Err(e) => parsed.problems.push(format!("{e} (file skipped)")),
     }
     parsed
 }
