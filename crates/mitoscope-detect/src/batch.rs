@@ -549,6 +549,15 @@ pub(crate) fn candidate_row(id: &str, d: &Detection, decimals: usize) -> String 
     format!("{id},{:.2},{:.2},{:.decimals$},{:.decimals$}", d.x, d.y, d.score, d.candidate_score)
 }
 
+/// One `detections.csv` row for the image id `id` (already CSV-quoted).
+/// Numbers are written as they are (shortest text that reads back to the
+/// same value): rounded, a score just above the operating threshold could
+/// read back below it, and a position on a hotspot field's edge (fields are
+/// placed at detections) could move out of the field.
+pub(crate) fn detection_row(id: &str, d: &Detection) -> String {
+    format!("{id},{},{},{}", d.x, d.y, d.score)
+}
+
 fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Result<(), DetectError> {
     mitoscope_formats::atomic::write_atomic_with(path, |w| {
         writeln!(w, "{}", if candidates { CANDIDATES_HEADER } else { DETECTIONS_HEADER })?;
@@ -559,7 +568,7 @@ fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Re
                 if candidates {
                     writeln!(w, "{}", candidate_row(&id, d, 4))?;
                 } else {
-                    writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
+                    writeln!(w, "{}", detection_row(&id, d))?;
                 }
             }
         }
@@ -676,6 +685,20 @@ fn draw_text(image: &mut RgbImage, x: i32, y: i32, text: &str, scale: u32, colou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detection_rows_read_back_to_the_same_numbers() {
+        let d = Detection {
+            x: 1_234.567_890_123,
+            y: 0.004,
+            score: 0.974_723_768_571_225_2,
+            candidate_score: 0.5,
+            outline: Vec::new(),
+        };
+        let row = detection_row("a", &d);
+        let f: Vec<f64> = row.split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(f, [d.x, d.y, d.score], "{row}");
+    }
 
     #[test]
     fn shared_stems_get_distinct_ids() {

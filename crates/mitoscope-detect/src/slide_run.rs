@@ -728,7 +728,7 @@ pub fn write_slide_outputs(
     mitoscope_formats::atomic::write_atomic_with(&csv, |w| {
         writeln!(w, "{}", crate::DETECTIONS_HEADER)?;
         for d in &found.detections {
-            writeln!(w, "{id},{:.2},{:.2},{:.4}", d.x, d.y, d.score)?;
+            writeln!(w, "{}", crate::batch::detection_row(&id, d))?;
         }
         Ok(())
     })?;

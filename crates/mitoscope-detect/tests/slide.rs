@@ -229,6 +229,19 @@ fn run_slide_writes_outputs_and_a_rerun_replaces_them() {
     assert!((20..=24).contains(&r.top_fields_count), "{}", r.top_fields_count);
     assert_eq!(r.model.name, "dark-blobs");
     assert!(r.warnings.is_empty(), "the protocol's area, all on tissue: {:?}", r.warnings);
+    // detections.csv recounts to the summary's fields (positions written exactly, not rounded).
+    let csv = std::fs::read_to_string(out.join("synthetic-large/detections.csv")).unwrap();
+    let points: Vec<mitoscope_geom::Point> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<f64> = l.split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+            mitoscope_geom::Point::new(f[0], f[1])
+        })
+        .collect();
+    for field in r.top_fields.iter().chain([&r.hotspot]) {
+        assert_eq!(points.iter().filter(|p| field.contains(p)).count(), field.count, "{field:?}");
+    }
 
     let folder = out.join("synthetic-large");
     let csv = std::fs::read_to_string(folder.join("detections.csv")).unwrap();
