@@ -363,7 +363,16 @@ pub fn run_hpf_set(
         }
     }
     if jobs.is_empty() {
-        return Err(HpfSetError::Input { path: dir.to_owned(), why: "no HPF image to score".into() });
+        // Say why: no image at all, or none whose name the --group pattern matches.
+        let unmatched = failures.iter().filter(|(_, why)| why.contains("--group")).count();
+        let why = match (&config.group, unmatched) {
+            (Some(pattern), n) if n > 0 => format!(
+                "no HPF image to score: none of its {n} images is named as --group '{pattern}' expects (e.g. {})",
+                failures.iter().find(|(_, w)| w.contains("--group")).map(|(p, _)| image_id(p)).unwrap_or_default()
+            ),
+            _ => "no HPF image to score".into(),
+        };
+        return Err(HpfSetError::Input { path: dir.to_owned(), why });
     }
     let bar = if config.show_progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
     if let Ok(style) = ProgressStyle::with_template("score [{bar:30}] {pos}/{len} HPFs ({elapsed}, eta {eta})") {

@@ -484,6 +484,10 @@ fn hpf_folder_grouped_scored_and_compared_with_truth() {
     let (one, _) = run_hpf_set(&DarkBlobs, &hpfs, None, &cfg1).unwrap();
     assert_eq!(one.slides.len(), 1);
     assert_eq!((one.slides[0].slide.as_str(), one.slides[0].count, one.slides[0].hpfs_total), ("S", 10, 9));
+    // A pattern no name matches: said so, with a name it was tried on.
+    let none = HpfSetConfig { group: Some(r"^case(\d+)-\d+$".into()), ..cfg1.clone() };
+    let err = run_hpf_set(&DarkBlobs, &hpfs, None, &none).unwrap_err().to_string();
+    assert!(err.contains("none of its") && err.contains("--group '^case") && err.contains("e.g. S1_"), "{err}");
 
     let out = dir.path().join("out");
     write_hpf_outputs(&out, &report, &images).unwrap();
