@@ -328,6 +328,28 @@ fn segeval_mask_against_itself_and_empty() {
     assert_eq!(v["mean_object_dice"], 1.0);
 }
 
+#[test]
+fn segeval_says_what_it_cannot_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, p) = (tmp.path().join("t"), tmp.path().join("p"));
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::create_dir_all(&p).unwrap();
+    let m = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x < 4 { 255 } else { 0 }]));
+    for (dir, name) in [(&t, "a.png"), (&t, "b.png"), (&p, "a.png"), (&p, "b.png"), (&p, "extra.png")] {
+        m.save(dir.join(name)).unwrap();
+    }
+    let o = mitoscope(&["segeval", "--truth", s(&t), "--pred", s(&p), "--json"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("1 predicted masks have no truth mask and are not scored (e.g. extra)")
+    );
+    // Two masks of one name (a.png and a.jpg) would silently replace each other: refused.
+    m.save(p.join("a.jpg")).unwrap();
+    let err = fails(&["segeval", "--truth", s(&t), "--pred", s(&p)]);
+    assert!(err.contains("are both masks of 'a'"), "{err}");
+}
+
 // ---------- bad input: one error line naming the file, non-zero exit ----------
 
 #[test]

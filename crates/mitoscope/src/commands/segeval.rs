@@ -64,9 +64,12 @@ fn masks_by_stem(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
     if files.is_empty() {
         bail!("{}: no mask images found (png, jpg, tif, bmp)", path.display());
     }
-    let mut map = BTreeMap::new();
+    let mut map: BTreeMap<String, PathBuf> = BTreeMap::new();
     for f in files {
         let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(first) = map.get(&stem) {
+            bail!("{} and {} are both masks of '{stem}': keep one", first.display(), f.display());
+        }
         map.insert(stem, f);
     }
     Ok(map)
@@ -85,6 +88,15 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
             let p =
                 pred.get(name).with_context(|| format!("no predicted mask for {} in {}", name, args.pred.display()))?;
             v.push((name.clone(), t, p));
+        }
+        // A predicted mask with no truth is not scored: said, not silently dropped.
+        let extra: Vec<&str> = pred.keys().filter(|k| !truth.contains_key(*k)).map(String::as_str).collect();
+        if !extra.is_empty() {
+            eprintln!(
+                "warning: {} predicted masks have no truth mask and are not scored (e.g. {})",
+                extra.len(),
+                extra.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+            );
         }
         v
     };
