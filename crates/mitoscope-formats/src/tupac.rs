@@ -42,11 +42,10 @@ pub(crate) fn looks_like_tupac(text: &str) -> bool {
 }
 
 /// Whether `dir` is a TUPAC ground-truth folder or one case folder of it:
-/// CSV files only (directly or one folder down), at least one of them
-/// TUPAC-style and none of another kind.
+/// CSV files only (directly or one folder down), each TUPAC-style or empty
+/// (a case whose HPFs hold no mitosis has empty files only).
 pub(crate) fn is_tupac_folder(dir: &Path) -> bool {
     let Ok(files) = csv_files(dir) else { return false };
-    let mut claimed = false;
     for f in files.iter().take(200) {
         let Ok(text) = std::fs::read_to_string(f) else { return false };
         if text.trim().is_empty() {
@@ -55,9 +54,8 @@ pub(crate) fn is_tupac_folder(dir: &Path) -> bool {
         if !looks_like_tupac(&text) {
             return false;
         }
-        claimed = true;
     }
-    claimed
+    !files.is_empty()
 }
 
 /// The CSV files of `dir` and of its subfolders (one level), sorted; any

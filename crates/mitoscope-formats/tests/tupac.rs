@@ -46,6 +46,14 @@ fn ground_truth_folders_and_files_read_row_first() {
     assert_eq!(detect_format(&one).unwrap(), Format::Tupac);
     assert_eq!(points(&read(&one, None, &opts).unwrap())[0].0, "01_01");
 
+    // A case whose HPFs hold no mitosis (empty files only) is TUPAC too.
+    write(&gt, "03/01.csv", "");
+    write(&gt, "03/02.csv", "\n");
+    assert_eq!(detect_format(&gt.join("03")).unwrap(), Format::Tupac);
+    let quiet = read(&gt.join("03"), None, &opts).unwrap();
+    assert_eq!(points(&quiet), [("03_01".to_string(), vec![]), ("03_02".to_string(), vec![])]);
+    std::fs::remove_dir_all(gt.join("03")).unwrap();
+
     // No images anywhere: none recorded.
     assert!(all.images.iter().all(|i| i.path.is_none()));
 
