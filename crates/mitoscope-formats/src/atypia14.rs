@@ -74,15 +74,7 @@ pub(crate) fn is_atypia_folder(dir: &Path) -> bool {
 
 /// The label files under `dir` (see [`is_atypia_folder`]), sorted.
 fn label_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = |d: &Path| -> Result<Vec<PathBuf>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-            .map_err(|e| FormatError::io(d, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        v.sort();
-        Ok(v)
-    };
+    let entries = crate::visible_entries;
     let is_mitosis_dir = |p: &Path| p.is_dir() && p.file_name().is_some_and(|n| n.eq_ignore_ascii_case("mitosis"));
     let mut folders = vec![dir.to_owned()];
     for entry in entries(dir)? {

@@ -245,6 +245,19 @@ pub(crate) fn per_image_paths(set: &AnnotationSet, dir: &Path, ext: &str) -> Res
         .collect()
 }
 
+/// The entries of folder `dir`, sorted, hidden ones (`.DS_Store`, editor
+/// files: names starting with `.`) left out; an unreadable folder is an
+/// error naming it.
+pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| FormatError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// Tells the format of `path` from its extension and a look at its content.
 pub fn detect_format(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;

@@ -62,15 +62,7 @@ pub(crate) fn is_tupac_folder(dir: &Path) -> bool {
 /// other file is an error (this is then not a ground-truth folder).
 fn csv_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let list = |d: &Path| -> Result<Vec<PathBuf>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-            .map_err(|e| FormatError::io(d, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        v.sort();
-        Ok(v)
-    };
+    let list = crate::visible_entries;
     for entry in list(dir)? {
         let nested = if entry.is_dir() { list(&entry)? } else { vec![entry] };
         for f in nested {
