@@ -336,8 +336,10 @@ pub fn allowed_hosts(addr: SocketAddr) -> Option<Vec<String>> {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "[::1]".to_owned(), bound];
-    names.dedup();
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "[::1]".to_owned()];
+    if !names.contains(&bound) {
+        names.push(bound);
+    }
     let port = addr.port();
     let mut hosts: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
     if port == 80 {
