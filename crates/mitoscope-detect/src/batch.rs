@@ -489,8 +489,6 @@ fn process_one(
     })
 }
 
-/// Says on stderr that an image without colour is scored anyway (it is not
-/// refused: a user may want to see what the model makes of it).
 /// Warns when `image` (at `mpp`) is narrower than what stage 2 looks at
 /// around a candidate: it is scored, edge-padded, but a figure in it is seen
 /// with little or none of its surroundings.
@@ -509,6 +507,8 @@ pub(crate) fn warn_if_smaller_than_a_crop(path: &Path, image: &RgbImage, mpp: f6
     }
 }
 
+/// Says on stderr that an image without colour is scored anyway (it is not
+/// refused: a user may want to see what the model makes of it).
 pub(crate) fn warn_if_grayscale(path: &Path, image: &RgbImage) {
     if mitoscope_imaging::is_grayscale(image) {
         tracing::warn!(
