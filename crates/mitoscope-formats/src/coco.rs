@@ -59,7 +59,8 @@ impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Id::Int(i) => write!(f, "{i}"),
-            Id::Str(s) => write!(f, "{s}"),
+            // Quoted, so that `"1"` (a string) and `1` (a number), which never match, read differently.
+            Id::Str(s) => write!(f, "\"{s}\""),
         }
     }
 }

@@ -275,11 +275,14 @@ fn coco_bad_input() {
     let cat = COCO_XYWH.replace("hard negative", "tumour cell");
     let short = COCO_XYWH.replace("[50, 50, 10, 10]", "[50, 50, 10]");
     let img = COCO_XYWH.replace("\"image_id\": 7, \"category_id\": 2", "\"image_id\": 9, \"category_id\": 2");
+    let string_id = COCO_XYWH.replace("\"image_id\": 7, \"category_id\": 2", "\"image_id\": \"7\", \"category_id\": 2");
     let cases: Vec<(&str, String, &[&str])> = vec![
         ("trunc.json", truncated.to_owned(), &["line", "invalid JSON"]),
         ("cat.json", cat, &["annotation id 2", "'tumour cell'"]),
         ("short.json", short, &["annotation id 2", "4 numbers"]),
         ("img.json", img, &["annotation id 2", "image_id 9"]),
+        // The string "7" is not the number 7: the message shows which it got.
+        ("strid.json", string_id, &["annotation id 2", "image_id \"7\""]),
         ("shape.json", "{\"images\": 3}".to_owned(), &["invalid JSON"]),
     ];
     for (name, content, parts) in &cases {
