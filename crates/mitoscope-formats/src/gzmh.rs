@@ -29,7 +29,8 @@
 //!
 //! Where an image has both a mask and labels, each label is matched to a mask
 //! component and one object is kept per mitosis: shape from the mask,
-//! centroid and box from the label. Disagreements (a centroid off its
+//! centroid and box from the label. Components that one label's box bounds
+//! together (the two masses of an anaphase or telophase) are that one mitosis. Disagreements (a centroid off its
 //! component, a box that is not the component's minimum bounding rectangle, a
 //! component without label or the reverse, a mask whose size is not the
 //! image's, an unreadable mask, a bad label line, a mask or label file with no

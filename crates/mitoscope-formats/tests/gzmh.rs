@@ -162,6 +162,33 @@ fn headered_csv_labels_merge_with_the_mask() {
 }
 
 #[test]
+fn a_mitosis_in_two_masses_with_one_label_is_one_object() {
+    // Telophase: two masses 6 px apart, one minimum bounding rectangle around
+    // both and the centroid between them; B is an ordinary mitosis.
+    let left: Blob = (5, 30, 4, 5);
+    let right: Blob = (15, 31, 4, 5);
+    let csv = "xmin,ymin,xmax,ymax,cx,cy\n5,30,18,35,11.5,32.5\n30,20,34,24,32,22\n";
+    let d = tree(&[
+        ("images/t.png", he_image(W, H)),
+        ("masks/t.png", mask(W, H, &[left, right, B], 255)),
+        ("labels/t.csv", csv.as_bytes().to_vec()),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    let t = img(&set, "t");
+    assert_eq!(t.objects.len(), 2, "{:?}", t.objects);
+    let fig = t.objects.iter().find(|o| o.centroid.x < 20.0).expect("the two-mass figure");
+    assert_eq!(fig.centroid, Point::new(11.5, 32.5));
+    assert_eq!(fig.shape.as_ref().map(|s| s.area_px() as u32), Some(40), "both masses are its shape");
+    // Written as GeoJSON, the figure is one feature of two parts.
+    let out = d.path().join("t.geojson");
+    let opts = mitoscope_formats::WriteOptions { polygons: true, ..Default::default() };
+    mitoscope_formats::geojson::write(&set, &out, &opts).unwrap();
+    let geo = std::fs::read_to_string(out).unwrap();
+    assert_eq!(geo.matches("MultiPolygon").count(), 1, "{geo}");
+}
+
+#[test]
 fn headerless_labels_in_both_column_orders_without_masks() {
     let d = tree(&[
         ("images/a.png", he_image(W, H)),

@@ -65,6 +65,77 @@ fn boxes_agree(a: &BBox, b: &BBox) -> bool {
     worst <= CORNER_TOLERANCE_PX || a.iou(b) >= AGREE_IOU
 }
 
+/// Whether `inner` lies within `outer` grown by the corner tolerance.
+fn box_within(inner: &BBox, outer: &BBox) -> bool {
+    inner.x_min >= outer.x_min - CORNER_TOLERANCE_PX
+        && inner.y_min >= outer.y_min - CORNER_TOLERANCE_PX
+        && inner.x_max <= outer.x_max + CORNER_TOLERANCE_PX
+        && inner.y_max <= outer.y_max + CORNER_TOLERANCE_PX
+}
+
+/// Whether a label other than `except` points at this component: its centroid
+/// lies on it, or its box is the component's own.
+fn claimed_by_other(labels: &[LabelObject], except: usize, comp: &Annotation) -> bool {
+    labels.iter().enumerate().any(|(i, l)| {
+        i != except
+            && (l.centroid.is_some_and(|p| on_component(comp, &p))
+                || matches!((l.bbox, comp.bbox), (Some(lb), Some(cb)) if boxes_agree(&lb, &cb)))
+    })
+}
+
+/// Joins the components that form one labelled mitosis of several masses (see
+/// the module docs). Returns the components, each with its number of parts.
+fn join_parts(components: Vec<Annotation>, labels: &[LabelObject]) -> Vec<(Annotation, usize)> {
+    let mut joined_into: Vec<Option<usize>> = vec![None; components.len()];
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (li, label) in labels.iter().enumerate() {
+        let Some(lbox) = label.bbox else { continue };
+        let inside: Vec<usize> = components
+            .iter()
+            .enumerate()
+            .filter(|(ci, c)| {
+                joined_into[*ci].is_none()
+                    && c.bbox.is_some_and(|cb| box_within(&cb, &lbox))
+                    && !claimed_by_other(labels, li, c)
+            })
+            .map(|(ci, _)| ci)
+            .collect();
+        if inside.len() < 2 {
+            continue;
+        }
+        let union = inside.iter().filter_map(|&ci| components[ci].bbox).reduce(|a, b| BBox {
+            x_min: a.x_min.min(b.x_min),
+            y_min: a.y_min.min(b.y_min),
+            x_max: a.x_max.max(b.x_max),
+            y_max: a.y_max.max(b.y_max),
+        });
+        // The label's box must be the whole figure's rectangle, not one mass's
+        // drawn loosely: then each mass stays its own object.
+        if union.is_some_and(|u| boxes_agree(&lbox, &u)) {
+            for &ci in &inside {
+                joined_into[ci] = Some(groups.len());
+            }
+            groups.push(inside);
+        }
+    }
+    // Each group becomes one object where its first component stood.
+    let mut out = Vec::with_capacity(components.len());
+    for (ci, comp) in components.iter().enumerate() {
+        match joined_into[ci] {
+            None => out.push((comp.clone(), 1)),
+            Some(g) if groups[g][0] == ci => {
+                let px: Vec<(u32, u32)> =
+                    groups[g].iter().flat_map(|&m| pixels(&components[m]).iter().copied()).collect();
+                if let Some(whole) = Annotation::from_shape(Shape::Pixels(px), comp.class) {
+                    out.push((whole, groups[g].len()));
+                }
+            }
+            Some(_) => {} // joined into its group's object
+        }
+    }
+    out
+}
+
 /// How well a label fits a component; `None` when they cannot be the same mitosis.
 fn affinity(label: &LabelObject, comp: &Annotation) -> Option<f64> {
     let cbox = comp.bbox?;
@@ -102,9 +173,10 @@ pub(crate) fn merge(
     if !has_labels {
         return Merged { objects: components, problems: Vec::new() };
     }
+    let components = join_parts(components, &labels);
     let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
     for (li, l) in labels.iter().enumerate() {
-        for (ci, c) in components.iter().enumerate() {
+        for (ci, (c, _)) in components.iter().enumerate() {
             if let Some(a) = affinity(l, c) {
                 pairs.push((a, li, ci));
             }
@@ -120,9 +192,9 @@ pub(crate) fn merge(
         }
     }
     let mut out = Merged::default();
-    for (comp, li) in components.into_iter().zip(label_of) {
+    for ((comp, parts), li) in components.into_iter().zip(label_of) {
         match li {
-            Some(li) => out.objects.push(paired(comp, &labels[li], &mut out.problems)),
+            Some(li) => out.objects.push(paired(comp, parts, &labels[li], &mut out.problems)),
             None => {
                 out.problems.push(format!(
                     "mask {mask_name} has a component at {} (box {}, {} px) with no label",
@@ -145,11 +217,14 @@ pub(crate) fn merge(
     out
 }
 
-/// The mitosis a label and its component describe, after cross-checking them.
-fn paired(comp: Annotation, label: &LabelObject, problems: &mut Vec<String>) -> Annotation {
+/// The mitosis a label and its component (of `parts` masses) describe, after
+/// cross-checking them.
+fn paired(comp: Annotation, parts: usize, label: &LabelObject, problems: &mut Vec<String>) -> Annotation {
     let cbox = comp.bbox;
+    // A figure of several masses has its centre of mass between them, off its pixels.
+    let centroid_fits = |p: &Point| on_component(&comp, p) || (parts > 1 && cbox.is_some_and(|b| b.contains(p)));
     if let Some(p) = label.centroid
-        && !on_component(&comp, &p)
+        && !centroid_fits(&p)
     {
         problems.push(format!(
             "label centroid {} ({}) lies outside its mask component (component centroid {}, box {})",
@@ -227,6 +302,48 @@ mod tests {
         assert!(all.contains("component at (101, 101)") && all.contains("no label"), "{all}");
         assert!(all.contains("label at (300, 300)") && all.contains("no component in mask m.png"), "{all}");
         assert_eq!(m.objects.len(), 3);
+    }
+
+    #[test]
+    fn two_masses_inside_one_label_box_are_one_mitosis() {
+        // Telophase: masses at x 10-14 and 22-26, one box around both and the
+        // centre of mass in the gap; a separate mitosis far off has its own label.
+        let m = merge(
+            Some(vec![square(10, 10, 5), square(22, 11, 5), square(60, 60, 4)]),
+            vec![
+                label(Some([10.0, 10.0, 26.0, 15.0]), Some((18.0, 12.5))),
+                label(Some([60.0, 60.0, 63.0, 63.0]), Some((61.5, 61.5))),
+            ],
+            true,
+            "m.png",
+        );
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        assert_eq!(m.objects.len(), 2, "{:?}", m.objects);
+        let fig = &m.objects[0];
+        assert_eq!(fig.centroid, Point::new(18.0, 12.5));
+        assert_eq!(pixels(fig).len(), 50, "both masses are the one figure's shape");
+    }
+
+    #[test]
+    fn masses_stay_apart_when_the_box_is_one_mass_or_another_label_claims_one() {
+        // The box bounds the first mass only (loosely): the second mass is not part of it.
+        let loose = merge(
+            Some(vec![square(10, 10, 5), square(22, 11, 5)]),
+            vec![label(Some([9.0, 9.0, 27.0, 30.0]), Some((12.0, 12.0)))],
+            true,
+            "m.png",
+        );
+        assert_eq!(loose.objects.len(), 2);
+        assert!(loose.problems.iter().any(|p| p.contains("no label")), "{:?}", loose.problems);
+        // Two labelled neighbours inside one (wrong) big box stay two mitoses.
+        let claimed = merge(
+            Some(vec![square(10, 10, 5), square(22, 11, 5)]),
+            vec![label(Some([10.0, 10.0, 26.0, 15.0]), Some((12.0, 12.0))), label(None, Some((24.0, 13.0)))],
+            true,
+            "m.png",
+        );
+        assert_eq!(claimed.objects.len(), 2);
+        assert!(claimed.objects.iter().all(|o| o.shape.is_some()));
     }
 
     #[test]
