@@ -21,6 +21,10 @@
 //!   6 = box and centroid in either order, told apart by which centroids fall
 //!   inside their boxes); JSON lists of objects (`bbox`/`box` arrays or
 //!   objects, `centroid`/`center`, flat keys, LabelMe `points`); Pascal-VOC XML.
+//!   A minimum bounding rectangle may also be a rotated one, given by its four
+//!   corners (`x1,y1,...,x4,y4` columns, 8 headerless numbers or 10 with the
+//!   centroid, a JSON box of 8 numbers or 4 points): its axis-aligned hull
+//!   need only hold the mask component, whose own rectangle is then kept.
 //!   A label file that matches no image but has an image column (e.g.
 //!   `labels.csv` with `image,xmin,...`) labels the whole dataset.
 //! - **Subsets**: the folders between the root and an image, minus role words
@@ -391,7 +395,9 @@ fn yolo_labels(tree: &Tree, rel: &str, bytes: &[u8], size: Option<(u32, u32)>, o
             for (i, o) in img.objects.into_iter().enumerate() {
                 // A YOLO box centre is no centroid label.
                 let origin = format!("{} object {}", shown.display(), i + 1);
-                parsed.objects.push((None, LabelObject { bbox: o.bbox, centroid: None, class: o.class, origin }));
+                parsed
+                    .objects
+                    .push((None, LabelObject { bbox: o.bbox, centroid: None, class: o.class, origin, rotated: false }));
             }
         }
         Err(e) => parsed.problems.push(format!("{e} (file skipped)")),

@@ -189,6 +189,21 @@ fn a_mitosis_in_two_masses_with_one_label_is_one_object() {
 }
 
 #[test]
+fn rotated_rectangle_labels_with_masks() {
+    // Each mitosis labelled by a rotated rectangle's corners (as OpenCV's
+    // boxPoints writes them) and its centroid: 10 numbers, no header.
+    let csv = "3,7,7,3,11,7,7,11,6.5,7\n26,22,32,16,38,22,32,28,32,22\n";
+    let d = tree(&[
+        ("images/r.png", he_image(W, H)),
+        ("masks/r.png", mask(W, H, &[A, B], 255)),
+        ("labels/r.txt", csv.as_bytes().to_vec()),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    assert_mask_objects(img(&set, "r"), &[A, B]);
+}
+
+#[test]
 fn headerless_labels_in_both_column_orders_without_masks() {
     let d = tree(&[
         ("images/a.png", he_image(W, H)),

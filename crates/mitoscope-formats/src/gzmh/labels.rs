@@ -22,6 +22,10 @@ pub(crate) struct LabelObject {
     pub(crate) class: ObjectClass,
     /// `file line N` / `file item N`, for messages.
     pub(crate) origin: String,
+    /// The box is the axis-aligned hull of a rotated rectangle given by its
+    /// corners (OpenCV's `minAreaRect` / `boxPoints`), so it can be wider than
+    /// the figure's own axis-aligned rectangle.
+    pub(crate) rotated: bool,
 }
 
 impl LabelObject {
@@ -56,7 +60,14 @@ enum Col {
     /// A bare `y`, as [`Col::PlainX`].
     PlainY,
     Class,
+    /// Corner `n` (0-3) of a rectangle given by four corners.
+    CornerX(u8),
+    CornerY(u8),
 }
+
+/// Corners given by a table with `x1..x4`, `y1..y4` columns, or a JSON box of
+/// eight numbers or four points: a rectangle, possibly rotated.
+const CORNERS: usize = 4;
 
 fn col_role(name: &str) -> Option<Col> {
     let n = normalise_name(name);
@@ -82,6 +93,10 @@ fn col_role(name: &str) -> Option<Col> {
         | "mx" | "centerofmassx" | "cenx" => Col::Cx,
         "cy" | "yc" | "centery" | "centrey" | "centroidy" | "ycenter" | "ycentre" | "ycentroid" | "row" | "my"
         | "centerofmassy" | "ceny" => Col::Cy,
+        "x3" => Col::CornerX(2),
+        "y3" => Col::CornerY(2),
+        "x4" => Col::CornerX(3),
+        "y4" => Col::CornerY(3),
         "x" => Col::PlainX,
         "y" => Col::PlainY,
         "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => Col::Class,
@@ -113,6 +128,16 @@ impl Fields {
     /// The object these values describe (see [`Col::PlainX`] for bare x/y).
     fn build(&self, origin: String) -> Result<(Option<String>, LabelObject), String> {
         let g = |c: Col| self.nums.get(&c).copied();
+        if let Some(corners) = self.corners()? {
+            let (bbox, rotated) = corner_box(&corners)?;
+            let centroid = match (g(Col::Cx).or(g(Col::PlainX)), g(Col::Cy).or(g(Col::PlainY))) {
+                (Some(x), Some(y)) => Some(make_point(x, y)?),
+                (None, None) => None,
+                _ => return Err("gives only one centroid coordinate".into()),
+            };
+            let class = parse_class(self.class.as_deref())?;
+            return Ok((self.image.clone(), LabelObject { bbox: Some(bbox), centroid, class, origin, rotated }));
+        }
         let sized = g(Col::Width).is_some() || g(Col::Height).is_some();
         let plain_is_corner = sized && g(Col::XMin).is_none() && g(Col::Cx).is_none();
         let (left, top) = if plain_is_corner { (g(Col::PlainX), g(Col::PlainY)) } else { (g(Col::XMin), g(Col::YMin)) };
@@ -155,8 +180,52 @@ impl Fields {
             return Err("has neither a box nor a centroid".into());
         }
         let class = parse_class(self.class.as_deref())?;
-        Ok((self.image.clone(), LabelObject { bbox, centroid, class, origin }))
+        Ok((self.image.clone(), LabelObject { bbox, centroid, class, origin, rotated: false }))
     }
+
+    /// The four corners, where the record gives any corner beyond the second.
+    fn corners(&self) -> Result<Option<Vec<(f64, f64)>>, String> {
+        let given = (0..CORNERS as u8).any(|i| self.nums.contains_key(&Col::CornerX(i)));
+        if !given {
+            return Ok(None);
+        }
+        (0..CORNERS as u8)
+            .map(|i| match (self.nums.get(&Col::CornerX(i)), self.nums.get(&Col::CornerY(i))) {
+                (Some(&x), Some(&y)) => Ok((x, y)),
+                _ => Err(format!("gives corners of a rectangle but not x{0} and y{0}", i + 1)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Sets the four corners from eight numbers `x1 y1 ... x4 y4`.
+    fn set_corners(&mut self, v: &[f64]) {
+        for (i, xy) in v.chunks(2).enumerate().take(CORNERS) {
+            self.nums.insert(Col::CornerX(i as u8), xy[0]);
+            self.nums.insert(Col::CornerY(i as u8), xy[1]);
+        }
+    }
+}
+
+/// The axis-aligned box around a rectangle's corners, and whether the
+/// rectangle is rotated (its corners are not the box's). A corner a little
+/// outside the image (a rotated rectangle around a figure at the edge) is
+/// cut at 0; one far outside is an error.
+fn corner_box(corners: &[(f64, f64)]) -> Result<(BBox, bool), String> {
+    const EDGE_SLACK_PX: f64 = 8.0;
+    for &(x, y) in corners {
+        if !x.is_finite() || !y.is_finite() {
+            return Err(format!("corner ({x}, {y}) is not a finite point"));
+        }
+        if x < -EDGE_SLACK_PX || y < -EDGE_SLACK_PX {
+            return Err(format!("corner ({x}, {y}) lies outside the image"));
+        }
+    }
+    let (x0, x1) = corners.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = corners.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let on_edge = |v: f64, lo: f64, hi: f64| (v - lo).abs() < 1e-6 || (v - hi).abs() < 1e-6;
+    let rotated = corners.iter().any(|&(x, y)| !(on_edge(x, x0, x1) && on_edge(y, y0, y1)));
+    Ok((make_box(x0.max(0.0), y0.max(0.0), x1.max(0.0), y1.max(0.0))?, rotated))
 }
 
 fn parse_number(text: &str) -> Option<f64> {
@@ -216,6 +285,7 @@ fn parse_voc(bytes: &[u8], shown: &Path) -> Parsed {
                             centroid: None,
                             class: o.class,
                             origin: format!("{} object {}", shown.display(), i + 1),
+                            rotated: false,
                         },
                     )
                 })
@@ -291,6 +361,23 @@ fn parse_table(text: &str, shown: &Path) -> Parsed {
         .iter()
         .any(|f| parse_number(f).is_none() && col_role(f).is_some())
         .then(|| first.iter().map(|f| col_role(f)).collect());
+    // With x3/y3/x4/y4 columns, x1/y1/x2/y2 are corners too, not box edges.
+    let header = header.map(|cols| {
+        if !cols.iter().any(|c| matches!(c, Some(Col::CornerX(_) | Col::CornerY(_)))) {
+            return cols;
+        }
+        first
+            .iter()
+            .zip(cols)
+            .map(|(name, c)| match normalise_name(name).as_str() {
+                "x1" => Some(Col::CornerX(0)),
+                "y1" => Some(Col::CornerY(0)),
+                "x2" => Some(Col::CornerX(1)),
+                "y2" => Some(Col::CornerY(1)),
+                _ => c,
+            })
+            .collect()
+    });
     match header {
         Some(cols) => parse_headed(&recs[1..], &cols, shown, &mut parsed),
         None => parse_headerless(&recs, shown, &mut parsed),
@@ -342,6 +429,13 @@ fn split_row(fields: &[String]) -> Result<Row, String> {
     Ok((nums, class))
 }
 
+/// `[xmin, ymin, xmax, ymax]` around points given as `x y x y ...`.
+fn bounds(v: &[f64]) -> [f64; 4] {
+    v.chunks(2).fold([f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY], |b, p| {
+        [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
+    })
+}
+
 /// Whether a centroid lies within a box given as four numbers.
 fn inside(p: &[f64], b: &[f64]) -> bool {
     p[0] >= b[0] && p[0] <= b[2] && p[1] >= b[1] && p[1] <= b[3]
@@ -361,10 +455,36 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Pa
         }
     }
     let centroid_leads = centroid_first > box_first;
+    // Ten numbers are four corners and a centroid, decided the same way.
+    let (mut corners_first, mut centroid_then_corners) = (0, 0);
+    for (_, r) in &rows {
+        if let Ok((v, _)) = r
+            && v.len() == 10
+        {
+            corners_first += usize::from(inside(&v[8..], &bounds(&v[..8])));
+            centroid_then_corners += usize::from(inside(&v[..2], &bounds(&v[2..])));
+        }
+    }
+    let centroid_leads_corners = centroid_then_corners > corners_first;
     for (line, row) in rows {
         let at = format!("{} line {line}", shown.display());
         let result = row.and_then(|(v, class)| {
             let mut f = Fields { class, ..Default::default() };
+            match (v.len(), centroid_leads_corners) {
+                (8, _) | (10, false) => {
+                    f.set_corners(&v[..8]);
+                    if v.len() == 10 {
+                        f.nums.extend([(Col::Cx, v[8]), (Col::Cy, v[9])]);
+                    }
+                    return f.build(at.clone());
+                }
+                (10, true) => {
+                    f.nums.extend([(Col::Cx, v[0]), (Col::Cy, v[1])]);
+                    f.set_corners(&v[2..]);
+                    return f.build(at.clone());
+                }
+                _ => {}
+            }
             let cols: &[Col] = match (v.len(), centroid_leads) {
                 (2, _) => &[Col::Cx, Col::Cy],
                 (4, _) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
@@ -376,7 +496,11 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Pa
                             .into(),
                     );
                 }
-                (n, _) => return Err(format!("{n} numbers; expected 2 (centroid), 4 (box) or 6 (box and centroid)")),
+                (n, _) => {
+                    return Err(format!(
+                        "{n} numbers; expected 2 (centroid), 4 (box), 6 (box and centroid), 8 (rectangle corners) or 10 (corners and centroid)"
+                    ));
+                }
             };
             f.nums = cols.iter().copied().zip(v).collect();
             f.build(at.clone())
@@ -450,7 +574,7 @@ fn parse_coco(bytes: &[u8], shown: &Path) -> Parsed {
                     let origin = format!("{} image {} object {}", shown.display(), img.image, k + 1);
                     parsed.objects.push((
                         Some(img.image.clone()),
-                        LabelObject { bbox: o.bbox, centroid, class: o.class, origin },
+                        LabelObject { bbox: o.bbox, centroid, class: o.class, origin, rotated: false },
                     ));
                 }
             }
@@ -502,7 +626,11 @@ fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObj
             2 => &[Col::Cx, Col::Cy],
             4 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
             6 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
-            n => return Err(format!("an array of {n} numbers; expected 2, 4 or 6")),
+            8 => {
+                f.set_corners(&v);
+                return f.build(origin);
+            }
+            n => return Err(format!("an array of {n} numbers; expected 2, 4, 6 or 8 (rectangle corners)")),
         };
         f.nums = cols.iter().copied().zip(v).collect();
         return f.build(origin);
@@ -543,9 +671,17 @@ fn json_point(v: &Value) -> Option<(f64, f64)> {
 
 /// A box as `[xmin, ymin, xmax, ymax]` or an object with corner/size keys.
 fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
+    if let Some(corners) = json_corner_points(v) {
+        f.set_corners(&corners);
+        return Ok(());
+    }
     if let Some(b) = json_numbers(v) {
+        if b.len() == 2 * CORNERS {
+            f.set_corners(&b);
+            return Ok(());
+        }
         if b.len() != 4 {
-            return Err(format!("box {v} has {} numbers, expected [xmin, ymin, xmax, ymax]", b.len()));
+            return Err(format!("box {v} has {} numbers, expected [xmin, ymin, xmax, ymax] or four corners", b.len()));
         }
         for (c, x) in [Col::XMin, Col::YMin, Col::XMax, Col::YMax].into_iter().zip(b) {
             f.nums.insert(c, x);
@@ -567,8 +703,15 @@ fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
     Ok(())
 }
 
-/// LabelMe `points`: one point = centroid, two = rectangle corners, more = a
-/// polygon whose enclosing box is taken.
+/// A box given as four `[x, y]` points: `x1 y1 ... x4 y4`.
+fn json_corner_points(v: &Value) -> Option<Vec<f64>> {
+    let pts = v.as_array()?;
+    (pts.len() == CORNERS).then_some(())?;
+    pts.iter().map(json_point).collect::<Option<Vec<_>>>().map(|p| p.into_iter().flat_map(|(x, y)| [x, y]).collect())
+}
+
+/// LabelMe `points`: one point = centroid, two = rectangle corners, four = a
+/// rectangle (possibly rotated), more = a polygon whose enclosing box is taken.
 fn labelme_points(v: &Value, f: &mut Fields) -> Result<(), String> {
     let pts: Vec<(f64, f64)> = v
         .as_array()
@@ -578,6 +721,10 @@ fn labelme_points(v: &Value, f: &mut Fields) -> Result<(), String> {
         [] => Err("points is empty".into()),
         [(x, y)] => {
             f.nums.extend([(Col::Cx, *x), (Col::Cy, *y)]);
+            Ok(())
+        }
+        [_, _, _, _] => {
+            f.set_corners(&pts.iter().flat_map(|&(x, y)| [x, y]).collect::<Vec<_>>());
             Ok(())
         }
         _ => {
@@ -691,18 +838,48 @@ mod tests {
     }
 
     #[test]
+    fn rotated_rectangles_by_their_corners() {
+        // A diamond (45 degrees) around (10, 10), and an axis-aligned one written as corners.
+        let diamond = BBox { x_min: 6.0, y_min: 6.0, x_max: 14.0, y_max: 14.0 };
+        let p = table("10,6,14,10,10,14,6,10\n1,1,3,1,3,2,1,2\n");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!((p.objects[0].1.bbox, p.objects[0].1.rotated), (Some(diamond), true));
+        assert_eq!(p.objects[1].1.bbox, Some(BBox { x_min: 1.0, y_min: 1.0, x_max: 3.0, y_max: 2.0 }));
+        assert!(!p.objects[1].1.rotated, "corners of an upright rectangle are its box");
+        // Ten numbers: the centroid before or after the corners, decided file-wide.
+        for text in ["10,6,14,10,10,14,6,10,10,10.5\n", "10,10.5,10,6,14,10,10,14,6,10\n"] {
+            let o = only(&table(text)).clone();
+            assert_eq!((o.bbox, o.centroid), (Some(diamond), Some(Point::new(10.0, 10.5))), "{text}");
+        }
+        // A header with x1..x4 / y1..y4: x1, y1, x2, y2 are corners, not box edges.
+        let o = only(&table("x1,y1,x2,y2,x3,y3,x4,y4,cx,cy\n10,6,14,10,10,14,6,10,10,10\n")).clone();
+        assert_eq!((o.bbox, o.rotated), (Some(diamond), true));
+        let p = table("x1,y1,x2,y2,x3,y3,cx,cy\n10,6,14,10,10,14,10,10\n");
+        assert!(p.problems[0].contains("not x4 and y4"), "{:?}", p.problems);
+        // JSON: eight numbers or four points; a corner a little off the image is cut at 0.
+        let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
+        let o = only(&j(r#"[{"bbox":[[10,6],[14,10],[10,14],[6,10]],"centroid":[10,10]}]"#)).clone();
+        assert_eq!((o.bbox, o.rotated), (Some(diamond), true));
+        let o = only(&j(r#"[{"mbr":[2,-1,5,2,2,5,-1,2]}]"#)).clone();
+        assert_eq!(o.bbox, Some(BBox { x_min: 0.0, y_min: 0.0, x_max: 5.0, y_max: 5.0 }));
+        assert!(j(r#"[{"bbox":[2,-100,5,2,2,5,-1,2]}]"#).problems[0].contains("outside the image"));
+    }
+
+    #[test]
     fn separate_box_and_centroid_records_join() {
         let b = LabelObject {
             bbox: Some(BBox::new(0.0, 0.0, 10.0, 10.0).unwrap()),
             centroid: None,
             class: ObjectClass::Mitosis,
             origin: "b".into(),
+            rotated: false,
         };
         let c = LabelObject {
             bbox: None,
             centroid: Some(Point::new(4.0, 5.0)),
             class: ObjectClass::Mitosis,
             origin: "c".into(),
+            rotated: false,
         };
         let far = LabelObject { centroid: Some(Point::new(40.0, 5.0)), ..c.clone() };
         let out = combine(vec![b, c, far]);

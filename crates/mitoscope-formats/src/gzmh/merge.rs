@@ -234,8 +234,11 @@ fn paired(comp: Annotation, parts: usize, label: &LabelObject, problems: &mut Ve
             cbox.map_or_else(String::new, |b| fmt_box(&b))
         ));
     }
+    // A rotated rectangle's axis-aligned hull is wider than the figure's own
+    // rectangle; it need only hold it.
+    let box_fits = |lb: &BBox, cb: &BBox| boxes_agree(lb, cb) || (label.rotated && box_within(cb, lb));
     if let (Some(lb), Some(cb)) = (label.bbox, cbox)
-        && !boxes_agree(&lb, &cb)
+        && !box_fits(&lb, &cb)
     {
         problems.push(format!(
             "label box {} ({}) disagrees with its mask component's minimum bounding rectangle {} (IoU {:.2})",
@@ -247,7 +250,9 @@ fn paired(comp: Annotation, parts: usize, label: &LabelObject, problems: &mut Ve
     }
     Annotation {
         centroid: label.centroid.unwrap_or(comp.centroid),
-        bbox: label.bbox.or(cbox),
+        // Boxes here are axis-aligned minimum bounding rectangles: the mask's,
+        // where the label's is a rotated one's hull.
+        bbox: if label.rotated { cbox.or(label.bbox) } else { label.bbox.or(cbox) },
         shape: comp.shape,
         score: None,
         class: label.class,
@@ -270,6 +275,7 @@ mod tests {
             centroid: c.map(|(x, y)| Point::new(x, y)),
             class: ObjectClass::Mitosis,
             origin: "l.csv line 2".into(),
+            rotated: false,
         }
     }
 
@@ -344,6 +350,19 @@ mod tests {
         );
         assert_eq!(claimed.objects.len(), 2);
         assert!(claimed.objects.iter().all(|o| o.shape.is_some()));
+    }
+
+    #[test]
+    fn a_rotated_rectangle_need_only_hold_its_component() {
+        // The diamond's hull [4, 4, 16, 16] is far wider than the 5x5 square at 8..12.
+        let mut l = label(Some([4.0, 4.0, 16.0, 16.0]), Some((10.0, 10.0)));
+        l.rotated = true;
+        let m = merge(Some(vec![square(8, 8, 5)]), vec![l.clone()], true, "m.png");
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        assert_eq!(m.objects[0].bbox, Some(BBox::new(8.0, 8.0, 12.0, 12.0).unwrap()), "the mask's upright box");
+        l.rotated = false;
+        let m = merge(Some(vec![square(8, 8, 5)]), vec![l], true, "m.png");
+        assert!(m.problems.iter().any(|p| p.contains("disagrees")), "an upright box must agree: {:?}", m.problems);
     }
 
     #[test]
