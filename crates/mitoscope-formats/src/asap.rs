@@ -22,7 +22,8 @@
 //!   control points are taken as the polygon: close enough for a figure's
 //!   outline and its centroid). Coordinates follow their `Order`, taken as
 //!   written (no half-pixel shift). Other types (`Measurement`, ...) are not
-//!   objects: skipped and reported as an [`Inconsistency`].
+//!   objects: skipped and reported as an [`Inconsistency`], as is an object
+//!   whose centre has a negative coordinate (off the image).
 //! - Class: the annotation's `PartOfGroup`, else that group's own parent in
 //!   `<AnnotationGroups>` (and so on up), parsed by [`ObjectClass::parse`]; an
 //!   annotation in no group (`None`) is a mitosis unless its `Name` parses as
@@ -151,6 +152,10 @@ pub fn parse(bytes: &[u8], source: &Path) -> Result<(ImageAnnotations, Vec<Incon
             }
         }
         for mut obj in objects {
+            if off_image(&obj) {
+                skipped.push(off_image_report(&img.image, source, &format!("line {}", ann.line), &ann.name, &obj));
+                continue;
+            }
             obj.score = score;
             entries.push(Entry::Object(obj));
         }
@@ -163,11 +168,37 @@ pub fn parse(bytes: &[u8], source: &Path) -> Result<(ImageAnnotations, Vec<Incon
                 Shape::from_parts(parts)
                     .and_then(|shape| Annotation::from_shape(shape, class))
                     .map(|obj| Annotation { score, ..obj })
+                    .filter(|obj| {
+                        let off = off_image(obj);
+                        if off {
+                            skipped.push(off_image_report(&img.image, source, "figure", &key, obj));
+                        }
+                        !off
+                    })
             }
         };
         img.objects.extend(obj);
     }
     Ok((img, skipped))
+}
+
+/// Whether an object's centre lies left of or above the image: coordinates
+/// are level-0 pixels from the top-left corner, so it cannot be on the image.
+/// (An outline may still reach a little past the edge.)
+fn off_image(obj: &Annotation) -> bool {
+    obj.centroid.x < 0.0 || obj.centroid.y < 0.0
+}
+
+fn off_image_report(image: &str, source: &Path, at: &str, name: &str, obj: &Annotation) -> Inconsistency {
+    Inconsistency {
+        image: image.to_owned(),
+        message: format!(
+            "{}: {at}: annotation '{name}' lies off the image (centre ({}, {}), negative); skipped",
+            source.display(),
+            obj.centroid.x,
+            obj.centroid.y
+        ),
+    }
 }
 
 /// An object of the document, or the place of a figure drawn in several parts.
@@ -525,6 +556,21 @@ mod tests {
         assert!(err("<ASAP_Annotations".into()).contains("line 1"));
         let (empty, _) = parse_str("<ASAP_Annotations/>").unwrap();
         assert!(empty.objects.is_empty());
+    }
+
+    #[test]
+    fn an_object_off_the_image_is_reported_and_skipped() {
+        let doc = r#"<ASAP_Annotations><Annotations>
+    <Annotation Name="off" Type="Dot" PartOfGroup="None"><Coordinates><Coordinate Order="0" X="-12" Y="40" /></Coordinates></Annotation>
+    <Annotation Name="edge" Type="Polygon" PartOfGroup="None"><Coordinates>
+      <Coordinate Order="0" X="-1" Y="0" /><Coordinate Order="1" X="6" Y="0" /><Coordinate Order="2" X="6" Y="6" />
+    </Coordinates></Annotation>
+  </Annotations></ASAP_Annotations>"#;
+        let (img, skipped) = parse(doc.as_bytes(), Path::new("s.xml")).unwrap();
+        assert_eq!(img.objects.len(), 1, "an outline reaching past the edge stays: {:?}", img.objects);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].message.contains("'off' lies off the image (centre (-12, 40)"), "{skipped:?}");
+        assert!(skipped[0].message.contains("line 2"), "{skipped:?}");
     }
 
     #[test]
