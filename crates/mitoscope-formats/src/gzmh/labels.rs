@@ -69,6 +69,62 @@ enum Col {
 /// eight numbers or four points: a rectangle, possibly rotated.
 const CORNERS: usize = 4;
 
+/// How four numbers in a row give a box: its corners (`xmin ymin xmax ymax`,
+/// as Pascal-VOC) or a corner and its size (`x y w h`, as OpenCV's
+/// `boundingRect` and COCO). Named columns say which they are; for numbers
+/// by position, each file is read both ways and the reading under which more
+/// lines give a valid box (and more centroids sit in the middle of their
+/// boxes) wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BoxOrder {
+    Corners,
+    Sized,
+}
+
+impl BoxOrder {
+    fn cols(self) -> [Col; 4] {
+        match self {
+            BoxOrder::Corners => [Col::XMin, Col::YMin, Col::XMax, Col::YMax],
+            BoxOrder::Sized => [Col::XMin, Col::YMin, Col::Width, Col::Height],
+        }
+    }
+
+    /// `b` as `[xmin, ymin, xmax, ymax]`.
+    fn corners(self, b: &[f64]) -> [f64; 4] {
+        match self {
+            BoxOrder::Corners => [b[0], b[1], b[2], b[3]],
+            BoxOrder::Sized => [b[0], b[1], b[0] + b[2], b[1] + b[3]],
+        }
+    }
+}
+
+/// Parses a file under each [`BoxOrder`] and keeps the better reading (see
+/// there); corners win a tie.
+fn best_reading(parse: impl Fn(BoxOrder) -> Parsed) -> Parsed {
+    let score = |p: &Parsed| {
+        let fits = p.objects.iter().fold((0, 0), |acc, (_, o)| match (o.bbox, o.centroid) {
+            (Some(b), Some(c)) => add(acc, fit(&[c.x, c.y], &[b.x_min, b.y_min, b.x_max, b.y_max])),
+            _ => acc,
+        });
+        (p.objects.len(), fits)
+    };
+    let corners = parse(BoxOrder::Corners);
+    let sized = parse(BoxOrder::Sized);
+    if score(&sized) > score(&corners) { sized } else { corners }
+}
+
+/// The four corners of OpenCV's `minAreaRect`: centre, size and angle in degrees.
+fn rotated_rect_corners(cx: f64, cy: f64, w: f64, h: f64, angle_deg: f64) -> Vec<f64> {
+    let (sin, cos) = angle_deg.to_radians().sin_cos();
+    [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+        .into_iter()
+        .flat_map(|(u, v)| {
+            let (dx, dy) = (u * w, v * h);
+            [cx + dx * cos - dy * sin, cy + dx * sin + dy * cos]
+        })
+        .collect()
+}
+
 fn col_role(name: &str) -> Option<Col> {
     let n = normalise_name(name);
     let n = n.as_str();
@@ -380,7 +436,7 @@ fn parse_table(text: &str, shown: &Path) -> Parsed {
     });
     match header {
         Some(cols) => parse_headed(&recs[1..], &cols, shown, &mut parsed),
-        None => parse_headerless(&recs, shown, &mut parsed),
+        None => return best_reading(|order| parse_headerless(&recs, shown, order)),
     }
     parsed
 }
@@ -441,31 +497,58 @@ fn inside(p: &[f64], b: &[f64]) -> bool {
     p[0] >= b[0] && p[0] <= b[2] && p[1] >= b[1] && p[1] <= b[3]
 }
 
-fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Parsed) {
+/// How well a centroid fits a box, to tell the columns' order: (lies in the
+/// box's central half, lies in the box). A figure's centroid sits near the
+/// middle of its minimum bounding rectangle; under a wrong reading it lands
+/// at a far corner of an outsized box, or outside.
+fn fit(p: &[f64], b: &[f64]) -> (usize, usize) {
+    let central = (p[0] - (b[0] + b[2]) / 2.0).abs() <= (b[2] - b[0]) / 4.0
+        && (p[1] - (b[1] + b[3]) / 2.0).abs() <= (b[3] - b[1]) / 4.0;
+    (usize::from(central), usize::from(inside(p, b)))
+}
+
+fn add(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
+fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder) -> Parsed {
+    let mut parsed = Parsed::default();
     let rows: Vec<(usize, Result<Row, String>)> = recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
     // Six numbers are a box and a centroid in one of two orders: the order
     // under which most centroids fall inside their boxes wins, file-wide.
-    let (mut box_first, mut centroid_first) = (0, 0);
+    let (mut box_first, mut centroid_first) = ((0, 0), (0, 0));
     for (_, r) in &rows {
         if let Ok((v, _)) = r
             && v.len() == 6
         {
-            box_first += usize::from(inside(&v[4..], &v[..4]));
-            centroid_first += usize::from(inside(&v[..2], &v[2..]));
+            box_first = add(box_first, fit(&v[4..], &order.corners(&v[..4])));
+            centroid_first = add(centroid_first, fit(&v[..2], &order.corners(&v[2..])));
         }
     }
     let centroid_leads = centroid_first > box_first;
     // Ten numbers are four corners and a centroid, decided the same way.
-    let (mut corners_first, mut centroid_then_corners) = (0, 0);
+    let (mut corners_first, mut centroid_then_corners) = ((0, 0), (0, 0));
     for (_, r) in &rows {
         if let Ok((v, _)) = r
             && v.len() == 10
         {
-            corners_first += usize::from(inside(&v[8..], &bounds(&v[..8])));
-            centroid_then_corners += usize::from(inside(&v[..2], &bounds(&v[2..])));
+            corners_first = add(corners_first, fit(&v[8..], &bounds(&v[..8])));
+            centroid_then_corners = add(centroid_then_corners, fit(&v[..2], &bounds(&v[2..])));
         }
     }
     let centroid_leads_corners = centroid_then_corners > corners_first;
+    // Seven numbers are a minAreaRect and a centroid, decided the same way.
+    let rect_bounds = |r: &[f64]| bounds(&rotated_rect_corners(r[0], r[1], r[2], r[3], r[4]));
+    let (mut rect_first, mut centroid_then_rect) = ((0, 0), (0, 0));
+    for (_, r) in &rows {
+        if let Ok((v, _)) = r
+            && v.len() == 7
+        {
+            rect_first = add(rect_first, fit(&v[5..], &rect_bounds(&v[..5])));
+            centroid_then_rect = add(centroid_then_rect, fit(&v[..2], &rect_bounds(&v[2..])));
+        }
+    }
+    let centroid_leads_rect = centroid_then_rect > rect_first;
     for (line, row) in rows {
         let at = format!("{} line {line}", shown.display());
         let result = row.and_then(|(v, class)| {
@@ -483,22 +566,34 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Pa
                     f.set_corners(&v[2..]);
                     return f.build(at.clone());
                 }
+                (7, _) => {
+                    let (rect, c) = if centroid_leads_rect { (&v[2..], &v[..2]) } else { (&v[..5], &v[5..]) };
+                    f.set_corners(&rotated_rect_corners(rect[0], rect[1], rect[2], rect[3], rect[4]));
+                    f.nums.extend([(Col::Cx, c[0]), (Col::Cy, c[1])]);
+                    return f.build(at.clone());
+                }
                 _ => {}
             }
+            let [x0, y0, x1, y1] = order.cols();
             let cols: &[Col] = match (v.len(), centroid_leads) {
                 (2, _) => &[Col::Cx, Col::Cy],
-                (4, _) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
-                (6, false) => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
-                (6, true) => &[Col::Cx, Col::Cy, Col::XMin, Col::YMin, Col::XMax, Col::YMax],
+                (4, _) => &[x0, y0, x1, y1],
+                (6, false) => &[x0, y0, x1, y1, Col::Cx, Col::Cy],
+                (6, true) => &[Col::Cx, Col::Cy, x0, y0, x1, y1],
                 (5, _) if v.iter().all(|x| (0.0..=1.0).contains(x) || *x == v[0]) => {
                     return Err(
                         "5 numbers look like YOLO (class cx cy w h, normalised), but the file as a whole is not YOLO"
                             .into(),
                     );
                 }
+                (5, _) => {
+                    // OpenCV's minAreaRect: centre, width, height, angle in degrees.
+                    f.set_corners(&rotated_rect_corners(v[0], v[1], v[2], v[3], v[4]));
+                    return f.build(at.clone());
+                }
                 (n, _) => {
                     return Err(format!(
-                        "{n} numbers; expected 2 (centroid), 4 (box), 6 (box and centroid), 8 (rectangle corners) or 10 (corners and centroid)"
+                        "{n} numbers; expected 2 (centroid), 4 (box), 5 (rotated rectangle: centre, size, angle), 6 (box and centroid), 7 (rotated rectangle and centroid), 8 (rectangle corners) or 10 (corners and centroid)"
                     ));
                 }
             };
@@ -510,6 +605,7 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, parsed: &mut Pa
             Err(e) => parsed.problems.push(format!("{at}: {e} (line skipped)")),
         }
     }
+    parsed
 }
 
 /// Keys holding the list of objects in a JSON label file.
@@ -544,14 +640,18 @@ fn parse_json(bytes: &[u8], shown: &Path) -> Parsed {
     if is_coco(&value) {
         return parse_coco(bytes, shown);
     }
-    for (i, (image, item)) in json_items(&value).into_iter().enumerate() {
-        let at = format!("{} object {}", shown.display(), i + 1);
-        match json_object(item, at.clone()) {
-            Ok((own_image, obj)) => parsed.objects.push((own_image.or(image), obj)),
-            Err(e) => parsed.problems.push(format!("{at}: {e} (object skipped)")),
+    let items = json_items(&value);
+    best_reading(|order| {
+        let mut parsed = Parsed::default();
+        for (i, (image, item)) in items.iter().enumerate() {
+            let at = format!("{} object {}", shown.display(), i + 1);
+            match json_object(item, at.clone(), order) {
+                Ok((own_image, obj)) => parsed.objects.push((own_image.or_else(|| image.clone()), obj)),
+                Err(e) => parsed.problems.push(format!("{at}: {e} (object skipped)")),
+            }
         }
-    }
-    parsed
+        parsed
+    })
 }
 
 /// COCO / MIDOG JSON: `images` and `annotations` lists, annotations naming
@@ -619,13 +719,18 @@ fn json_text(v: &Value) -> String {
 
 /// One object: flat keys (`xmin`, `cx`, ...), nested `bbox`/`centroid`
 /// (arrays or objects), LabelMe `points`, or a bare array of 2/4/6 numbers.
-fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObject), String> {
+fn json_object(item: &Value, origin: String, order: BoxOrder) -> Result<(Option<String>, LabelObject), String> {
     let mut f = Fields::default();
+    if let Some((centre, size, angle)) = json_min_area_rect(item) {
+        f.set_corners(&rotated_rect_corners(centre.0, centre.1, size.0, size.1, angle));
+        return f.build(origin);
+    }
+    let [x0, y0, x1, y1] = order.cols();
     if let Some(v) = json_numbers(item) {
         let cols: &[Col] = match v.len() {
             2 => &[Col::Cx, Col::Cy],
-            4 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax],
-            6 => &[Col::XMin, Col::YMin, Col::XMax, Col::YMax, Col::Cx, Col::Cy],
+            4 => &[x0, y0, x1, y1],
+            6 => &[x0, y0, x1, y1, Col::Cx, Col::Cy],
             8 => {
                 f.set_corners(&v);
                 return f.build(origin);
@@ -639,7 +744,7 @@ fn json_object(item: &Value, origin: String) -> Result<(Option<String>, LabelObj
     for (k, v) in obj {
         let key = normalise_name(k);
         if BOX_KEYS.contains(&key.as_str()) {
-            json_box(v, &mut f)?;
+            json_box(v, &mut f, order)?;
         } else if CENTROID_KEYS.contains(&key.as_str()) {
             let p = json_point(v).ok_or_else(|| format!("'{k}' is {v}, expected [x, y] or {{\"x\", \"y\"}}"))?;
             f.nums.insert(Col::Cx, p.0);
@@ -669,8 +774,24 @@ fn json_point(v: &Value) -> Option<(f64, f64)> {
     Some((get(&["x", "cx", "col"])?, get(&["y", "cy", "row"])?))
 }
 
-/// A box as `[xmin, ymin, xmax, ymax]` or an object with corner/size keys.
-fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
+/// OpenCV's `minAreaRect` as JSON: `[[cx, cy], [w, h], angle]`.
+fn json_min_area_rect(v: &Value) -> Option<((f64, f64), (f64, f64), f64)> {
+    match v.as_array()?.as_slice() {
+        [centre, size, angle] => {
+            let pair = |p: &Value| json_numbers(p).filter(|p| p.len() == 2).map(|p| (p[0], p[1]));
+            Some((pair(centre)?, pair(size)?, json_number(angle)?))
+        }
+        _ => None,
+    }
+}
+
+/// A box as four numbers (see [`BoxOrder`]), four corners, a `minAreaRect`,
+/// or an object with corner/size keys.
+fn json_box(v: &Value, f: &mut Fields, order: BoxOrder) -> Result<(), String> {
+    if let Some((centre, size, angle)) = json_min_area_rect(v) {
+        f.set_corners(&rotated_rect_corners(centre.0, centre.1, size.0, size.1, angle));
+        return Ok(());
+    }
     if let Some(corners) = json_corner_points(v) {
         f.set_corners(&corners);
         return Ok(());
@@ -683,7 +804,7 @@ fn json_box(v: &Value, f: &mut Fields) -> Result<(), String> {
         if b.len() != 4 {
             return Err(format!("box {v} has {} numbers, expected [xmin, ymin, xmax, ymax] or four corners", b.len()));
         }
-        for (c, x) in [Col::XMin, Col::YMin, Col::XMax, Col::YMax].into_iter().zip(b) {
+        for (c, x) in order.cols().into_iter().zip(b) {
             f.nums.insert(c, x);
         }
         return Ok(());
@@ -863,6 +984,51 @@ mod tests {
         let o = only(&j(r#"[{"mbr":[2,-1,5,2,2,5,-1,2]}]"#)).clone();
         assert_eq!(o.bbox, Some(BBox { x_min: 0.0, y_min: 0.0, x_max: 5.0, y_max: 5.0 }));
         assert!(j(r#"[{"bbox":[2,-100,5,2,2,5,-1,2]}]"#).problems[0].contains("outside the image"));
+    }
+
+    #[test]
+    fn boxes_as_corner_and_size_are_told_from_corners() {
+        // OpenCV boundingRect rows (x y w h), then with the centroid after and before.
+        let b = BBox { x_min: 100.0, y_min: 200.0, x_max: 120.0, y_max: 230.0 };
+        let p = table("100 200 20 30\n300 40 12 12\n");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.objects[0].1.bbox, Some(b));
+        for text in ["100,200,20,30,110,215\n300,40,12,12,306,46\n", "110,215,100,200,20,30\n306,46,300,40,12,12\n"] {
+            let p = table(text);
+            assert!(p.problems.is_empty(), "{text}: {:?}", p.problems);
+            assert_eq!((p.objects[0].1.bbox, p.objects[0].1.centroid), (Some(b), Some(Point::new(110.0, 215.0))));
+        }
+        // Corners stay corners where both readings give valid boxes.
+        assert_eq!(only(&table("1,2,30,40\n")).bbox, Some(BBox { x_min: 1.0, y_min: 2.0, x_max: 30.0, y_max: 40.0 }));
+        // JSON, COCO-style: the file decides as a whole.
+        let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
+        let p = j(r#"[{"bbox":[100,200,20,30],"centroid":[110,215]},{"bbox":[5,5,30,30],"centroid":[18,18]}]"#);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.objects[0].1.bbox, Some(b));
+        assert_eq!(p.objects[1].1.bbox, Some(BBox { x_min: 5.0, y_min: 5.0, x_max: 35.0, y_max: 35.0 }));
+    }
+
+    #[test]
+    fn min_area_rects_by_centre_size_and_angle() {
+        // A 10x4 rectangle at (50, 60) turned 90 degrees stands 4 wide and 10 tall.
+        let upright = BBox { x_min: 48.0, y_min: 55.0, x_max: 52.0, y_max: 65.0 };
+        let close = |a: Option<BBox>| {
+            let a = a.unwrap();
+            [a.x_min - upright.x_min, a.y_min - upright.y_min, a.x_max - upright.x_max, a.y_max - upright.y_max]
+                .iter()
+                .all(|d| d.abs() < 1e-9)
+        };
+        let o = only(&table("50 60 10 4 90\n")).clone();
+        assert!(close(o.bbox), "{:?}", o.bbox);
+        for text in ["50 60 10 4 90 50.5 61\n", "50.5 61 50 60 10 4 90\n"] {
+            let o = only(&table(text)).clone();
+            assert!(close(o.bbox) && o.centroid == Some(Point::new(50.5, 61.0)), "{text}: {o:?}");
+        }
+        let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
+        let o = only(&j(r#"[{"rect":[[50,60],[10,4],90],"centroid":[50,60]}]"#)).clone();
+        assert!(close(o.bbox) && o.centroid == Some(Point::new(50.0, 60.0)), "{o:?}");
+        // Still refused: five normalised numbers (YOLO) outside a YOLO file.
+        assert!(table("0 0.5 0.5 0.1 0.1\n").problems[0].contains("YOLO"));
     }
 
     #[test]
