@@ -721,8 +721,8 @@ fn json_text(v: &Value) -> String {
 /// (arrays or objects), LabelMe `points`, or a bare array of 2/4/6 numbers.
 fn json_object(item: &Value, origin: String, order: BoxOrder) -> Result<(Option<String>, LabelObject), String> {
     let mut f = Fields::default();
-    if let Some((centre, size, angle)) = json_min_area_rect(item) {
-        f.set_corners(&rotated_rect_corners(centre.0, centre.1, size.0, size.1, angle));
+    if let Some(corners) = json_min_area_rect(item) {
+        f.set_corners(&corners);
         return f.build(origin);
     }
     let [x0, y0, x1, y1] = order.cols();
@@ -775,11 +775,13 @@ fn json_point(v: &Value) -> Option<(f64, f64)> {
 }
 
 /// OpenCV's `minAreaRect` as JSON: `[[cx, cy], [w, h], angle]`.
-fn json_min_area_rect(v: &Value) -> Option<((f64, f64), (f64, f64), f64)> {
+/// Returns its four corners.
+fn json_min_area_rect(v: &Value) -> Option<Vec<f64>> {
     match v.as_array()?.as_slice() {
         [centre, size, angle] => {
-            let pair = |p: &Value| json_numbers(p).filter(|p| p.len() == 2).map(|p| (p[0], p[1]));
-            Some((pair(centre)?, pair(size)?, json_number(angle)?))
+            let pair = |p: &Value| json_numbers(p).filter(|p| p.len() == 2);
+            let (c, s) = (pair(centre)?, pair(size)?);
+            Some(rotated_rect_corners(c[0], c[1], s[0], s[1], json_number(angle)?))
         }
         _ => None,
     }
@@ -788,8 +790,8 @@ fn json_min_area_rect(v: &Value) -> Option<((f64, f64), (f64, f64), f64)> {
 /// A box as four numbers (see [`BoxOrder`]), four corners, a `minAreaRect`,
 /// or an object with corner/size keys.
 fn json_box(v: &Value, f: &mut Fields, order: BoxOrder) -> Result<(), String> {
-    if let Some((centre, size, angle)) = json_min_area_rect(v) {
-        f.set_corners(&rotated_rect_corners(centre.0, centre.1, size.0, size.1, angle));
+    if let Some(corners) = json_min_area_rect(v) {
+        f.set_corners(&corners);
         return Ok(());
     }
     if let Some(corners) = json_corner_points(v) {
