@@ -33,7 +33,9 @@
 //!   `labels.csv` with `image,xmin,...`) labels the whole dataset.
 //! - **Subsets**: the folders between the root and an image, minus role words
 //!   (`images`, `masks`, ...) and an archive's wrapping folder; the innermost
-//!   one names the subset (`test/test_3_score/images/x.png` -> `test_3_score`).
+//!   split name among them (`train`, `val`, `test`, `test_3_score`, ...) names
+//!   the subset (`test/test_3_score/WSI04/images/x.png` -> `test_3_score`),
+//!   else the innermost folder (`WSI04/x.png` -> `WSI04`).
 //!
 //! Where an image has both a mask and labels, each label is matched to a mask
 //! component and one object is kept per mitosis: shape from the mask,

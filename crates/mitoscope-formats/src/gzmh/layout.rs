@@ -291,7 +291,11 @@ fn image_plans(images: &[String]) -> Vec<ImagePlan> {
             let unique = stem_count.get(&stem(r).to_lowercase()) == Some(&1);
             let id =
                 if unique { stem(r).to_owned() } else { r.rsplit_once('.').map_or(r.as_str(), |(p, _)| p).to_owned() };
-            let subset = dirs(r).into_iter().skip(wrapper).filter_map(strip_role).next_back();
+            // The innermost split name (`train`, `test_3_score`, ...) names the
+            // subset, so per-slide folders below it (`test_3_score/WSI04/`) stay
+            // in their split; without one, the innermost folder does.
+            let named: Vec<String> = dirs(r).into_iter().skip(wrapper).filter_map(strip_role).collect();
+            let subset = named.iter().rev().find(|d| is_split_name(d)).or(named.last()).cloned();
             ImagePlan { rel: r.clone(), id, subset, mask: None, labels: Vec::new() }
         })
         .collect()
@@ -421,5 +425,13 @@ mod tests {
         let plans = image_plans(&imgs(&["test/test_3_score/images/a.png", "train/images/a.png"]));
         assert_eq!(plans[0].subset.as_deref(), Some("test_3_score"));
         assert_eq!(plans[0].id, "test/test_3_score/images/a", "colliding stems get the path");
+        // Per-slide folders inside a split: the split is the subset.
+        let plans = image_plans(&imgs(&[
+            "GZMH/train/WSI01/images/a.png",
+            "GZMH/test/test_3_score/WSI04/b.png",
+            "GZMH/WSI09/c.png",
+        ]));
+        let subsets: Vec<_> = plans.iter().map(|p| p.subset.as_deref()).collect();
+        assert_eq!(subsets, [Some("train"), Some("test_3_score"), Some("WSI09")]);
     }
 }
