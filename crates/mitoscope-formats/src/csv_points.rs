@@ -39,9 +39,10 @@ const BOX_NAMES: [&[&str]; 4] = [&["xmin", "x_min"], &["ymin", "y_min"], &["xmax
 const IMAGE_FILE_EXTENSIONS: &[&str] =
     &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "svs", "ndpi", "mrxs", "scn", "vms", "czi", "dcm", "bif"];
 
-/// The image id for a file name found in an annotation file: the last path
-/// component, without its extension when that is an image or slide
-/// extension (`slides/001.tiff` -> `001`, `case.1` stays `case.1`).
+/// The image id for a name found in an annotation file. A file name (an
+/// image or slide extension) gives its stem (`slides/001.tiff` -> `001`);
+/// anything else is an id already and is kept whole (`case.1`, and the
+/// `train/images/001` a dataset gives alike-named images in different folders).
 pub(crate) fn image_id_from_name(name: &str) -> String {
     let name = name.trim();
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -49,7 +50,7 @@ pub(crate) fn image_id_from_name(name: &str) -> String {
         Some((stem, ext)) if !stem.is_empty() && IMAGE_FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)) => {
             stem.to_owned()
         }
-        _ => base.to_owned(),
+        _ => name.to_owned(),
     }
 }
 
@@ -277,5 +278,6 @@ mod tests {
         assert_eq!(image_id_from_name("slides/001.tiff"), "001");
         assert_eq!(image_id_from_name("A00_01.BMP"), "A00_01");
         assert_eq!(image_id_from_name("case.1"), "case.1");
+        assert_eq!(image_id_from_name("test/test_3_score/images/001"), "test/test_3_score/images/001");
     }
 }

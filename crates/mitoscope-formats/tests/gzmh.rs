@@ -328,6 +328,27 @@ fn v2_split_folders_become_subsets() {
 }
 
 #[test]
+fn alike_named_images_keep_their_ids_through_csv_and_coco() {
+    // The ids of `001.png` in three splits carry their folders; written out
+    // and read back, they must not fall back to a bare `001` (one image).
+    let d = tree(&v2_files());
+    let set = read(d.path());
+    let ids = |s: &AnnotationSet| {
+        let mut v: Vec<(String, usize)> = s.images.iter().map(|i| (i.image.clone(), i.objects.len())).collect();
+        v.retain(|(_, n)| *n > 0);
+        v.sort();
+        v
+    };
+    for name in ["out.csv", "out.json"] {
+        let out = d.path().join(name);
+        let format = mitoscope_formats::format_for_output(&out).unwrap();
+        mitoscope_formats::write(&set, &out, format, &Default::default()).unwrap();
+        let back = mitoscope_formats::read(&out, None, &ReadOptions::default()).unwrap();
+        assert_eq!(ids(&back), ids(&set), "{name}");
+    }
+}
+
+#[test]
 fn zip_reads_like_the_folder() {
     let d = tempfile::tempdir().unwrap();
     let z = d.path().join("GZMH_V2.zip");
