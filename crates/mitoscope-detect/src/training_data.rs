@@ -239,17 +239,28 @@ impl TrainingData {
             }
         };
         for (path, format) in sources.datasets.iter().zip(formats) {
-            let set = read_dataset(path, format, sources)?;
-            // Taken as fully labelled, such an image would teach its mitoses are background.
-            if let Some(img) = set.images.iter().find(|i| i.unusable.is_some()) {
-                return Err(DetectError::Input {
-                    path: path.clone(),
-                    message: format!(
-                        "image {}: {}; fix its mask or remove the image",
-                        img.image,
-                        img.unusable.as_deref().unwrap_or_default()
-                    ),
-                });
+            let mut set = read_dataset(path, format, sources)?;
+            // Taken as fully labelled, such an image would teach its mitoses
+            // are background: it is left out, and said so.
+            let unusable: Vec<(String, String)> =
+                set.images.iter().filter_map(|i| i.unusable.clone().map(|why| (i.image.clone(), why))).collect();
+            if !unusable.is_empty() {
+                if unusable.len() == set.images.len() {
+                    return Err(DetectError::Input {
+                        path: path.clone(),
+                        message: format!("no image can be used: {} (image {})", unusable[0].1, unusable[0].0),
+                    });
+                }
+                tracing::warn!(
+                    "{}: {} of {} images left out of training: {} (image {}){}",
+                    path.display(),
+                    unusable.len(),
+                    set.images.len(),
+                    unusable[0].1,
+                    unusable[0].0,
+                    if unusable.len() > 1 { "; `mitoscope inspect` lists the others" } else { "" }
+                );
+                set.images.retain(|i| i.unusable.is_none());
             }
             let before = fields.len();
             // Each image is decoded here to check it: in parallel, in the dataset's order.
@@ -918,13 +929,21 @@ mod tests {
         assert!(matches!(m, Pixels::File { .. }) && matches!(train.image, Pixels::File { .. }));
         assert_eq!(m.load().unwrap().pixels().filter(|p| p.0[0] > 0).count(), 20);
         assert_eq!(validation_split(&data.fields, Some("test_3_score"), 0.2, 0).unwrap(), ["test_3_score/001"]);
-        // A mask of the wrong size is refused, naming it.
+        // A mask of the wrong size leaves its image out (not trained as
+        // mitosis-free); with every image unusable, training is refused.
         GrayImage::new(20, 20).save(root.join("train/masks/001.png")).unwrap();
-        match TrainingData::from_datasets(&sources) {
-            Err(e) => assert!(e.to_string().contains("001.png"), "{e}"),
-            // The reader may drop a mismatched mask as an inconsistency instead: then no mask is used.
-            Ok(d) => assert!(d.fields.iter().all(|f| f.mask.is_none())),
-        }
+        let data = TrainingData::from_datasets(&sources).unwrap();
+        let kept: Vec<&[(f64, f64)]> = data.fields.iter().map(|f| f.centroids.as_slice()).collect();
+        assert_eq!(kept, [&[] as &[(f64, f64)]], "only the empty test field is left");
+        // A split without masks or labels is unannotated, not mitosis-free: left out too.
+        mask.save(root.join("train/masks/001.png")).unwrap();
+        std::fs::remove_dir_all(root.join("test/test_3_score/masks")).unwrap();
+        let data = TrainingData::from_datasets(&sources).unwrap();
+        let kept: Vec<&[(f64, f64)]> = data.fields.iter().map(|f| f.centroids.as_slice()).collect();
+        assert_eq!(kept, [&[(22.0, 11.5)] as &[(f64, f64)]], "only the train field is left");
+        GrayImage::new(20, 20).save(root.join("train/masks/001.png")).unwrap();
+        let err = TrainingData::from_datasets(&sources).err().expect("nothing usable is an error");
+        assert!(err.to_string().contains("no image can be used"), "{err}");
     }
 
     #[test]

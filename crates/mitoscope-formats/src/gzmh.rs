@@ -217,6 +217,9 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         images.push(img);
         inconsistencies.extend(problems);
     }
+    if !has_dataset_labels {
+        mark_unannotated_subsets(plan, &mut images, &mut inconsistencies);
+    }
     if !inconsistencies.is_empty() {
         // Named, the first few: a count alone sends the user looking.
         let first: Vec<String> = inconsistencies.iter().take(3).map(|i| i.to_string()).collect();
@@ -230,6 +233,38 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
         );
     }
     Ok(AnnotationSet { images, inconsistencies })
+}
+
+/// A subset none of whose images has a mask or a label file, in a dataset
+/// where others do, is not a set of fields free of mitoses but one without
+/// its annotations (a test set released without them, a folder left out of
+/// the archive): its images are marked unusable, so `eval` and `train` leave
+/// them out, and the subset is reported once. (Within an annotated subset an
+/// image without mask or label file stays mitosis-free: datasets often omit
+/// the files of empty fields.)
+fn mark_unannotated_subsets(plan: &Plan, images: &mut [ImageAnnotations], problems: &mut Vec<Inconsistency>) {
+    let mut annotated: HashMap<Option<&str>, (bool, usize)> = HashMap::new();
+    for p in &plan.images {
+        let entry = annotated.entry(p.subset.as_deref()).or_default();
+        entry.0 |= p.mask.is_some() || !p.labels.is_empty();
+        entry.1 += 1;
+    }
+    let mut bare: Vec<(Option<&str>, usize)> =
+        annotated.iter().filter(|(_, (any, _))| !any).map(|(subset, (_, n))| (*subset, *n)).collect();
+    bare.sort();
+    for (subset, n) in bare {
+        let name = subset.map_or_else(|| "(no subset)".to_owned(), |s| format!("subset {s}"));
+        let why = format!("{name} has no masks and no label files: nothing says where its mitoses are");
+        for (img, p) in images.iter_mut().zip(&plan.images) {
+            if p.subset.as_deref() == subset {
+                img.unusable = Some(why.clone());
+            }
+        }
+        problems.push(Inconsistency {
+            image: name,
+            message: format!("none of its {n} images has a mask or a label file; left out of eval and train"),
+        });
+    }
 }
 
 /// Labels from dataset-level files, by image index.

@@ -479,6 +479,27 @@ fn images_without_masks_or_labels_are_not_read_as_mitosis_free() {
 }
 
 #[test]
+fn a_split_without_masks_or_labels_is_unannotated_not_mitosis_free() {
+    // test_3_score shipped without its masks; in train one empty field has no mask file.
+    let d = tree(&[
+        ("train/images/a.png", he_image(W, H)),
+        ("train/masks/a.png", mask(W, H, &[A], 255)),
+        ("train/images/b.png", he_image(W, H)),
+        ("test_3_score/images/c.png", he_image(W, H)),
+        ("test_3_score/images/e.png", he_image(W, H)),
+    ]);
+    let set = read(d.path());
+    for id in ["c", "e"] {
+        let why = img(&set, id).unusable.clone().unwrap_or_default();
+        assert!(why.contains("subset test_3_score has no masks and no label files"), "{id}: {why}");
+    }
+    assert!(img(&set, "a").unusable.is_none() && img(&set, "b").unusable.is_none(), "train is annotated");
+    let reported: Vec<String> = set.inconsistencies.iter().map(ToString::to_string).collect();
+    assert_eq!(reported.len(), 1, "one line for the subset: {reported:?}");
+    assert!(reported[0].contains("none of its 2 images"), "{reported:?}");
+}
+
+#[test]
 fn corrupt_zip_names_the_archive() {
     let d = tree(&[("broken.zip", b"PK\x03\x04 this is not really a zip".to_vec())]);
     let z = d.path().join("broken.zip");
