@@ -206,20 +206,21 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
     }
     let plan = &layout.plan;
     let mut inconsistencies = plan.problems.clone();
-    let mut dataset_labels = dataset_level_labels(&tree, plan, &mut inconsistencies);
-    let has_dataset_labels = !plan.dataset_labels.is_empty();
-    let jobs: Vec<(&ImagePlan, Vec<LabelObject>)> =
-        plan.images.iter().enumerate().map(|(i, p)| (p, dataset_labels.remove(&i).unwrap_or_default())).collect();
+    let (mut dataset_labels, covered) = dataset_level_labels(&tree, plan, &mut inconsistencies);
+    let jobs: Vec<(&ImagePlan, Vec<LabelObject>, bool)> = plan
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p, dataset_labels.remove(&i).unwrap_or_default(), covered[i]))
+        .collect();
     let results: Vec<(ImageAnnotations, Vec<Inconsistency>)> =
-        jobs.into_par_iter().map(|(p, extra)| read_image(&tree, p, extra, has_dataset_labels, opts)).collect();
+        jobs.into_par_iter().map(|(p, extra, covered)| read_image(&tree, p, extra, covered, opts)).collect();
     let mut images = Vec::with_capacity(results.len());
     for (img, problems) in results {
         images.push(img);
         inconsistencies.extend(problems);
     }
-    if !has_dataset_labels {
-        mark_unannotated_subsets(plan, &mut images, &mut inconsistencies);
-    }
+    mark_unannotated_subsets(plan, &covered, &mut images, &mut inconsistencies);
     if !inconsistencies.is_empty() {
         // Named, the first few: a count alone sends the user looking.
         let first: Vec<String> = inconsistencies.iter().take(3).map(|i| i.to_string()).collect();
@@ -242,11 +243,16 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<AnnotationSet> {
 /// them out, and the subset is reported once. (Within an annotated subset an
 /// image without mask or label file stays mitosis-free: datasets often omit
 /// the files of empty fields.)
-fn mark_unannotated_subsets(plan: &Plan, images: &mut [ImageAnnotations], problems: &mut Vec<Inconsistency>) {
+fn mark_unannotated_subsets(
+    plan: &Plan,
+    covered: &[bool],
+    images: &mut [ImageAnnotations],
+    problems: &mut Vec<Inconsistency>,
+) {
     let mut annotated: HashMap<Option<&str>, (bool, usize)> = HashMap::new();
-    for p in &plan.images {
+    for (p, covered) in plan.images.iter().zip(covered) {
         let entry = annotated.entry(p.subset.as_deref()).or_default();
-        entry.0 |= p.mask.is_some() || !p.labels.is_empty();
+        entry.0 |= p.mask.is_some() || !p.labels.is_empty() || *covered;
         entry.1 += 1;
     }
     let mut bare: Vec<(Option<&str>, usize)> =
@@ -267,12 +273,18 @@ fn mark_unannotated_subsets(plan: &Plan, images: &mut [ImageAnnotations], proble
     }
 }
 
-/// Labels from dataset-level files, by image index.
+/// Labels from dataset-level files, by image index, and which images such a
+/// file speaks for (so that an image it lists no row for is free of
+/// mitoses): those under its folder (see [`layout::label_scope`]) and those
+/// in a subset it names an image of. A name is looked up within the file's
+/// folder first, so `test_3_score/labels.csv` naming `001.jpg` means that
+/// split's `001.jpg` even where every split has one.
 fn dataset_level_labels(
     tree: &Tree,
     plan: &Plan,
     problems: &mut Vec<Inconsistency>,
-) -> HashMap<usize, Vec<LabelObject>> {
+) -> (HashMap<usize, Vec<LabelObject>>, Vec<bool>) {
+    let mut covered = vec![false; plan.images.len()];
     let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, p) in plan.images.iter().enumerate() {
         by_stem.entry(p.id.to_lowercase()).or_default().push(i);
@@ -291,6 +303,8 @@ fn dataset_level_labels(
             }
         };
         problems.extend(parsed.problems.into_iter().map(|m| Inconsistency { image: stem(rel).to_owned(), message: m }));
+        let scope = layout::label_scope(rel);
+        let mut named_subsets: BTreeSet<Option<&str>> = BTreeSet::new();
         let mut unknown = BTreeSet::new();
         for (name, obj) in parsed.objects {
             let Some(name) = name.filter(|n| !n.is_empty()) else {
@@ -300,12 +314,18 @@ fn dataset_level_labels(
                 });
                 continue;
             };
-            match find_image(&name, plan, &by_stem) {
-                Some(i) => out.entry(i).or_default().push(obj),
+            match find_image(&name, plan, &by_stem, &scope) {
+                Some(i) => {
+                    named_subsets.insert(plan.images[i].subset.as_deref());
+                    out.entry(i).or_default().push(obj);
+                }
                 None => {
                     unknown.insert(name);
                 }
             }
+        }
+        for (c, p) in covered.iter_mut().zip(&plan.images) {
+            *c |= layout::in_scope(&p.rel, &scope) || named_subsets.contains(&p.subset.as_deref());
         }
         for name in unknown {
             problems.push(Inconsistency {
@@ -317,11 +337,12 @@ fn dataset_level_labels(
             });
         }
     }
-    out
+    (out, covered)
 }
 
-/// The image a dataset-level label names: by stem, or by path suffix when stems collide.
-fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>) -> Option<usize> {
+/// The image a dataset-level label names: by stem, or by path suffix when
+/// stems collide, within the label file's folder `scope` first.
+fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>, scope: &str) -> Option<usize> {
     let norm = name.replace('\\', "/");
     let key = if mitoscope_imaging::is_image_path(Path::new(&norm)) {
         stem(&norm)
@@ -329,12 +350,11 @@ fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>) ->
         norm.rsplit('/').next().unwrap_or(&norm)
     };
     let cands = by_stem.get(&key.to_lowercase()).or_else(|| by_stem.get(&norm.to_lowercase()))?;
+    let one = |hits: Vec<usize>| (hits.len() == 1).then(|| hits[0]);
     match cands.as_slice() {
         [i] => Some(*i),
-        _ => {
-            let hits: Vec<usize> = cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect();
-            (hits.len() == 1).then(|| hits[0])
-        }
+        _ => one(cands.iter().copied().filter(|&i| layout::in_scope(&plan.images[i].rel, scope)).collect())
+            .or_else(|| one(cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect())),
     }
 }
 
@@ -344,7 +364,7 @@ fn read_image(
     tree: &Tree,
     plan: &ImagePlan,
     mut label_objects: Vec<LabelObject>,
-    has_dataset_labels: bool,
+    covered_by_dataset_labels: bool,
     opts: &ReadOptions,
 ) -> (ImageAnnotations, Vec<Inconsistency>) {
     let mut problems = Vec::new();
@@ -398,7 +418,7 @@ fn read_image(
     }
     let mask_failed = plan.mask.is_some() && from_mask.is_none();
     let components = from_mask.map(|(c, _)| c);
-    let has_labels = !plan.labels.is_empty() || has_dataset_labels;
+    let has_labels = !plan.labels.is_empty() || covered_by_dataset_labels;
     let mask_name = plan.mask.as_deref().map(|m| tree.display_path(m).display().to_string()).unwrap_or_default();
     if mask_failed && !has_labels {
         img.unusable = Some(format!("its mask {mask_name} could not be used and no label file lists its mitoses"));

@@ -382,6 +382,30 @@ fn dataset_level_csv_labels_many_images() {
 }
 
 #[test]
+fn a_label_file_in_a_split_speaks_for_that_split() {
+    // Every split has a 001.png; the test sets are labelled by a labels.csv
+    // each, train by masks alone.
+    let labels = |rows: &str| format!("image,xmin,ymin,xmax,ymax,cx,cy\n{rows}").into_bytes();
+    let d = tree(&[
+        ("GZMH/train/images/001.png", he_image(W, H)),
+        ("GZMH/train/masks/001.png", mask(W, H, &[A, B], 255)),
+        ("GZMH/test_1or2_score/images/001.png", he_image(W, H)),
+        ("GZMH/test_1or2_score/images/002.png", he_image(W, H)),
+        ("GZMH/test_1or2_score/labels.csv", labels("001.png,30,20,34,24,32,22\n")),
+        ("GZMH/test_3_score/images/001.png", he_image(W, H)),
+        ("GZMH/test_3_score/annotations/labels.csv", labels("001.png,5,6,8,8,6.5,7\n001.png,30,20,34,24,32,22\n")),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "no unlabelled-component noise for train: {}", problems(&set));
+    let count = |id: &str| img(&set, id).objects.len();
+    assert_eq!(count("GZMH/train/images/001"), 2);
+    assert_eq!(count("GZMH/test_1or2_score/images/001"), 1);
+    assert_eq!(count("GZMH/test_3_score/images/001"), 2);
+    let free = img(&set, "002");
+    assert!(free.objects.is_empty() && free.unusable.is_none(), "its split's file lists no mitosis for it");
+}
+
+#[test]
 fn disagreements_are_reported_not_fatal() {
     let d = tree(&[
         ("images/a.png", he_image(W, H)),

@@ -115,6 +115,23 @@ fn strip_role(name: &str) -> Option<String> {
     if kept.is_empty() { None } else { Some(kept.join("_")) }
 }
 
+/// The folder a dataset-level label file speaks for: its own, less trailing
+/// role folders (`GZMH/test/test_3_score/labels.csv` and
+/// `.../test_3_score/annotations/labels.csv` -> `GZMH/test/test_3_score`;
+/// `labels/all.csv` -> the root, `""`).
+pub(crate) fn label_scope(rel: &str) -> String {
+    let mut d = dirs(rel);
+    while d.last().is_some_and(|last| strip_role(last).is_none()) {
+        d.pop();
+    }
+    d.join("/")
+}
+
+/// Whether `rel` lies under the folder `scope` (`""`: everything).
+pub(crate) fn in_scope(rel: &str, scope: &str) -> bool {
+    scope.is_empty() || rel.strip_prefix(scope).is_some_and(|r| r.starts_with('/'))
+}
+
 /// `train`, `test_3_score`, `validation`, ...: a name that is a split even
 /// when it is the only folder level.
 fn is_split_name(name: &str) -> bool {
@@ -413,6 +430,10 @@ mod tests {
         assert_eq!(role("a/x.png"), Role::Image);
         assert_eq!(role("README.txt"), Role::Other);
         assert_eq!(stem("a/b.c.png"), "b.c");
+        assert_eq!(label_scope("GZMH/test/test_3_score/labels.csv"), "GZMH/test/test_3_score");
+        assert_eq!(label_scope("GZMH/test/test_3_score/annotations/labels.csv"), "GZMH/test/test_3_score");
+        assert_eq!(label_scope("labels/all.csv"), "");
+        assert!(in_scope("GZMH/test/x.png", "GZMH/test") && !in_scope("GZMH/testing/x.png", "GZMH/test"));
     }
 
     #[test]
