@@ -314,7 +314,7 @@ fn dataset_level_labels(
                 });
                 continue;
             };
-            match find_image(&name, plan, &by_stem, &scope) {
+            match find_image(&name, obj.subset.as_deref(), plan, &by_stem, &scope) {
                 Some(i) => {
                     named_subsets.insert(plan.images[i].subset.as_deref());
                     out.entry(i).or_default().push(obj);
@@ -340,9 +340,16 @@ fn dataset_level_labels(
     (out, covered)
 }
 
-/// The image a dataset-level label names: by stem, or by path suffix when
-/// stems collide, within the label file's folder `scope` first.
-fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>, scope: &str) -> Option<usize> {
+/// The image a dataset-level label names: by stem, or where stems collide by
+/// the subset the row names, within the label file's folder `scope`, or by
+/// path suffix, in that order.
+fn find_image(
+    name: &str,
+    subset: Option<&str>,
+    plan: &Plan,
+    by_stem: &HashMap<String, Vec<usize>>,
+    scope: &str,
+) -> Option<usize> {
     let norm = name.replace('\\', "/");
     let key = if mitoscope_imaging::is_image_path(Path::new(&norm)) {
         stem(&norm)
@@ -353,8 +360,20 @@ fn find_image(name: &str, plan: &Plan, by_stem: &HashMap<String, Vec<usize>>, sc
     let one = |hits: Vec<usize>| (hits.len() == 1).then(|| hits[0]);
     match cands.as_slice() {
         [i] => Some(*i),
-        _ => one(cands.iter().copied().filter(|&i| layout::in_scope(&plan.images[i].rel, scope)).collect())
-            .or_else(|| one(cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect())),
+        _ => {
+            // The row's subset: the image's own, or a folder on its path.
+            let in_subset = |i: usize, s: &str| {
+                let p = &plan.images[i];
+                p.subset.as_deref().is_some_and(|own| own.eq_ignore_ascii_case(s))
+                    || p.rel.split('/').any(|d| d.eq_ignore_ascii_case(s))
+            };
+            subset
+                .and_then(|s| one(cands.iter().copied().filter(|&i| in_subset(i, s)).collect()))
+                .or_else(|| {
+                    one(cands.iter().copied().filter(|&i| layout::in_scope(&plan.images[i].rel, scope)).collect())
+                })
+                .or_else(|| one(cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect()))
+        }
     }
 }
 
@@ -456,9 +475,10 @@ fn yolo_labels(tree: &Tree, rel: &str, bytes: &[u8], size: Option<(u32, u32)>, o
             for (i, o) in img.objects.into_iter().enumerate() {
                 // A YOLO box centre is no centroid label.
                 let origin = format!("{} object {}", shown.display(), i + 1);
-                parsed
-                    .objects
-                    .push((None, LabelObject { bbox: o.bbox, centroid: None, class: o.class, origin, rotated: false }));
+                parsed.objects.push((
+                    None,
+                    LabelObject { bbox: o.bbox, centroid: None, class: o.class, origin, rotated: false, subset: None },
+                ));
             }
         }
         Err(e) => parsed.problems.push(format!("{e} (file skipped)")),

@@ -406,6 +406,20 @@ fn a_label_file_in_a_split_speaks_for_that_split() {
 }
 
 #[test]
+fn a_subset_column_tells_alike_named_images_apart() {
+    let csv = "split,image,cx,cy\ntrain,001.png,6.5,7\ntest_3_score,001.png,32,22\ntest_3_score,001.png,6.5,7\n";
+    let d = tree(&[
+        ("GZMH/train/images/001.png", he_image(W, H)),
+        ("GZMH/test/test_3_score/images/001.png", he_image(W, H)),
+        ("GZMH/labels.csv", csv.as_bytes().to_vec()),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    assert_eq!(img(&set, "GZMH/train/images/001").objects.len(), 1);
+    assert_eq!(img(&set, "GZMH/test/test_3_score/images/001").objects.len(), 2);
+}
+
+#[test]
 fn disagreements_are_reported_not_fatal() {
     let d = tree(&[
         ("images/a.png", he_image(W, H)),

@@ -26,6 +26,9 @@ pub(crate) struct LabelObject {
     /// corners (OpenCV's `minAreaRect` / `boxPoints`), so it can be wider than
     /// the figure's own axis-aligned rectangle.
     pub(crate) rotated: bool,
+    /// The subset (split) a dataset-level table names beside the image, to
+    /// tell apart images of one name in different splits.
+    pub(crate) subset: Option<String>,
 }
 
 impl LabelObject {
@@ -60,6 +63,8 @@ enum Col {
     /// A bare `y`, as [`Col::PlainX`].
     PlainY,
     Class,
+    /// The image's subset (split) in a dataset-level table.
+    Subset,
     /// Corner `n` (0-3) of a rectangle given by four corners.
     CornerX(u8),
     CornerY(u8),
@@ -156,6 +161,7 @@ fn col_role(name: &str) -> Option<Col> {
         "x" => Col::PlainX,
         "y" => Col::PlainY,
         "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => Col::Class,
+        "subset" | "split" | "partition" | "testset" => Col::Subset,
         _ => return None,
     })
 }
@@ -166,6 +172,7 @@ struct Fields {
     nums: HashMap<Col, f64>,
     class: Option<String>,
     image: Option<String>,
+    subset: Option<String>,
 }
 
 impl Fields {
@@ -173,6 +180,7 @@ impl Fields {
         match col {
             Col::Image => self.image = Some(text.trim().to_owned()),
             Col::Class => self.class = Some(text.trim().to_owned()),
+            Col::Subset => self.subset = Some(text.trim().to_owned()).filter(|s| !s.is_empty()),
             _ => {
                 let v = parse_number(text).ok_or_else(|| format!("'{}' is not a number", text.trim()))?;
                 self.nums.insert(col, v);
@@ -192,7 +200,10 @@ impl Fields {
                 _ => return Err("gives only one centroid coordinate".into()),
             };
             let class = parse_class(self.class.as_deref())?;
-            return Ok((self.image.clone(), LabelObject { bbox: Some(bbox), centroid, class, origin, rotated }));
+            return Ok((
+                self.image.clone(),
+                LabelObject { bbox: Some(bbox), centroid, class, origin, rotated, subset: self.subset.clone() },
+            ));
         }
         let sized = g(Col::Width).is_some() || g(Col::Height).is_some();
         let plain_is_corner = sized && g(Col::XMin).is_none() && g(Col::Cx).is_none();
@@ -236,7 +247,10 @@ impl Fields {
             return Err("has neither a box nor a centroid".into());
         }
         let class = parse_class(self.class.as_deref())?;
-        Ok((self.image.clone(), LabelObject { bbox, centroid, class, origin, rotated: false }))
+        Ok((
+            self.image.clone(),
+            LabelObject { bbox, centroid, class, origin, rotated: false, subset: self.subset.clone() },
+        ))
     }
 
     /// The four corners, where the record gives any corner beyond the second.
@@ -342,6 +356,7 @@ fn parse_voc(bytes: &[u8], shown: &Path) -> Parsed {
                             class: o.class,
                             origin: format!("{} object {}", shown.display(), i + 1),
                             rotated: false,
+                            subset: None,
                         },
                     )
                 })
@@ -674,7 +689,7 @@ fn parse_coco(bytes: &[u8], shown: &Path) -> Parsed {
                     let origin = format!("{} image {} object {}", shown.display(), img.image, k + 1);
                     parsed.objects.push((
                         Some(img.image.clone()),
-                        LabelObject { bbox: o.bbox, centroid, class: o.class, origin, rotated: false },
+                        LabelObject { bbox: o.bbox, centroid, class: o.class, origin, rotated: false, subset: None },
                     ));
                 }
             }
@@ -753,7 +768,7 @@ fn json_object(item: &Value, origin: String, order: BoxOrder) -> Result<(Option<
             labelme_points(v, &mut f)?;
         } else if let Some(col) = col_role(k) {
             match col {
-                Col::Image | Col::Class => f.set(col, &json_text(v))?,
+                Col::Image | Col::Class | Col::Subset => f.set(col, &json_text(v))?,
                 _ => {
                     f.nums.insert(col, json_number(v).ok_or_else(|| format!("'{k}' is {v}, not a number"))?);
                 }
@@ -813,7 +828,7 @@ fn json_box(v: &Value, f: &mut Fields, order: BoxOrder) -> Result<(), String> {
     }
     let o = v.as_object().ok_or_else(|| format!("box is {v}, expected [xmin, ymin, xmax, ymax] or an object"))?;
     for (k, x) in o {
-        if let Some(col) = col_role(k).filter(|c| !matches!(c, Col::Image | Col::Class)) {
+        if let Some(col) = col_role(k).filter(|c| !matches!(c, Col::Image | Col::Class | Col::Subset)) {
             // Inside a box, a bare x/y is its corner.
             let col = match col {
                 Col::PlainX => Col::XMin,
@@ -1041,6 +1056,7 @@ mod tests {
             class: ObjectClass::Mitosis,
             origin: "b".into(),
             rotated: false,
+            subset: None,
         };
         let c = LabelObject {
             bbox: None,
@@ -1048,6 +1064,7 @@ mod tests {
             class: ObjectClass::Mitosis,
             origin: "c".into(),
             rotated: false,
+            subset: None,
         };
         let far = LabelObject { centroid: Some(Point::new(40.0, 5.0)), ..c.clone() };
         let out = combine(vec![b, c, far]);

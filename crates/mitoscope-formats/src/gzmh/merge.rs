@@ -276,6 +276,7 @@ mod tests {
             class: ObjectClass::Mitosis,
             origin: "l.csv line 2".into(),
             rotated: false,
+            subset: None,
         }
     }
 
