@@ -538,6 +538,19 @@ fn a_split_without_masks_or_labels_is_unannotated_not_mitosis_free() {
 }
 
 #[test]
+fn archives_inside_are_named_when_no_image_is_found() {
+    let d = tempfile::tempdir().unwrap();
+    let inner = d.path().join("GZMH.zip");
+    zip_of(&v2_files(), &inner);
+    let outer = d.path().join("release.zip");
+    zip_of(&[("release/GZMH.zip", std::fs::read(&inner).unwrap())], &outer);
+    let err = gzmh::read(&outer, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("release/GZMH.zip") && err.contains("give an inner .zip itself"), "{err}");
+    // The inner archive itself reads.
+    check_v2(&read(&inner));
+}
+
+#[test]
 fn corrupt_zip_names_the_archive() {
     let d = tree(&[("broken.zip", b"PK\x03\x04 this is not really a zip".to_vec())]);
     let z = d.path().join("broken.zip");

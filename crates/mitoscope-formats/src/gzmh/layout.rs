@@ -261,6 +261,11 @@ impl<'a> ImageIndex<'a> {
     }
 }
 
+fn is_archive_name(rel: &str) -> bool {
+    let l = rel.to_ascii_lowercase();
+    [".zip", ".7z", ".rar", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".gz"].iter().any(|e| l.ends_with(e))
+}
+
 /// Classifies and pairs every file of `tree`.
 pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
     let (mut images, mut masks, mut labels) = (Vec::new(), Vec::new(), Vec::new());
@@ -276,10 +281,21 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
         let what = if tree.is_zip() { "zip" } else { "folder" };
         let masks_note =
             if masks.is_empty() { String::new() } else { format!("; found {} mask-like images only", masks.len()) };
+        // Archives inside are not opened (an archive of archives is unpacked
+        // once by the user): name them, since that is where the images are.
+        let archives: Vec<&String> = tree.files.iter().filter(|f| is_archive_name(f)).collect();
+        let archives_note = match archives.as_slice() {
+            [] => String::new(),
+            some => format!(
+                "; it holds archives, which are not opened here ({}{}): give an inner .zip itself, or extract them",
+                some.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                if some.len() > 3 { format!(" and {} more", some.len() - 3) } else { String::new() },
+            ),
+        };
         return Err(FormatError::UnknownFormat {
             path: tree.root().to_owned(),
             hint: format!(
-                "no images found in {what} {} (looked for {}){masks_note}",
+                "no images found in {what} {} (looked for {}){masks_note}{archives_note}",
                 tree.root().display(),
                 mitoscope_imaging::IMAGE_EXTENSIONS.join("/")
             ),
