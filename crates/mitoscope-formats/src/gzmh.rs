@@ -517,7 +517,19 @@ fn mask_components(
         problems.push(report(format!("{err} (mask ignored)")));
         return None;
     }
-    let objects = objects_from_mask(&mask, opts.min_mask_pixels.max(1));
+    let (objects, specks): (Vec<_>, Vec<_>) = objects_from_mask(&mask, 1)
+        .into_iter()
+        .partition(|o| o.shape.as_ref().is_some_and(|s| s.area_px() >= opts.min_mask_pixels.max(1) as f64));
+    if let Some(first) = specks.first() {
+        problems.push(report(format!(
+            "{}: {} component{} under {} px left out as specks, not mitoses (e.g. at {})",
+            tree.display_path(mask_rel).display(),
+            specks.len(),
+            if specks.len() == 1 { "" } else { "s" },
+            opts.min_mask_pixels.max(1),
+            merge::fmt_point(&first.centroid)
+        )));
+    }
     // No mitosis fills half a field: such a "component" is the background of an
     // inverted mask (figures black on white) or of a white or transparent RGBA one.
     let area = u64::from(mask.width()) * u64::from(mask.height());

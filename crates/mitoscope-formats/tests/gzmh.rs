@@ -143,6 +143,20 @@ fn zero_one_masks_in_a_gt_folder_and_min_pixels() {
 }
 
 #[test]
+fn stray_pixels_are_specks_not_mitoses() {
+    // Two figures and two lone pixels (one a diagonal pair: 8-connected, 2 px).
+    let m = GrayImage::from_fn(W, H, |x, y| {
+        let on = [A, B].iter().any(|b| in_blob(*b, x, y)) || (x, y) == (50, 40) || [(60, 5), (61, 6)].contains(&(x, y));
+        Luma([if on { 255 } else { 0 }])
+    });
+    let d = tree(&[("images/s.png", he_image(W, H)), ("masks/s.png", png(m.into()))]);
+    let set = read(d.path());
+    assert_mask_objects(img(&set, "s"), &[A, B]);
+    let all = problems(&set);
+    assert!(all.contains("2 components under 5 px left out as specks") && all.contains("(60.5, 5.5)"), "{all}");
+}
+
+#[test]
 fn headered_csv_labels_merge_with_the_mask() {
     let csv = format!("centroid_y,centroid_x,xmin,ymin,xmax,ymax\n{},{},5,6,8,8\n22,32,30,20,34,24\n", 7.5, 6.0);
     let d = tree(&[
