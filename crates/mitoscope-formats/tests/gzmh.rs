@@ -420,6 +420,35 @@ fn a_label_file_in_a_split_speaks_for_that_split() {
 }
 
 #[test]
+fn dataset_level_files_without_a_header_or_keyed_by_image() {
+    let images = || vec![("images/a.png", he_image(W, H)), ("images/b.png", he_image(W, H))];
+    let expect = |set: &AnnotationSet, what: &str| {
+        assert!(set.inconsistencies.is_empty(), "{what}: {}", problems(set));
+        assert_eq!(img(set, "a").objects.len(), 1, "{what}");
+        assert_eq!(img(set, "b").objects.len(), 2, "{what}");
+        assert_eq!(img(set, "a").objects[0].centroid, centre(A), "{what}");
+    };
+    let files = [
+        ("labels.csv", "a.png,5,6,8,8,6.5,7\nb.png,30,20,34,24,32,22\nb.png,5,6,8,8,6.5,7\n"),
+        (
+            "labels.json",
+            r#"{"a.png": [{"bbox": [5, 6, 8, 8], "centroid": [6.5, 7]}],
+                "b.png": [{"centroid": [32, 22]}, {"centroid": [6.5, 7]}]}"#,
+        ),
+        (
+            "labels.json",
+            r#"{"images": [{"file_name": "a.png", "mitoses": [{"centroid": [6.5, 7]}]},
+                           {"file_name": "b.png", "mitoses": [{"centroid": [32, 22]}, {"centroid": [6.5, 7]}]}]}"#,
+        ),
+    ];
+    for (name, text) in files {
+        let mut all = images();
+        all.push((name, text.as_bytes().to_vec()));
+        expect(&read(tree(&all).path()), text);
+    }
+}
+
+#[test]
 fn a_subset_column_tells_alike_named_images_apart() {
     let csv = "split,image,cx,cy\ntrain,001.png,6.5,7\ntest_3_score,001.png,32,22\ntest_3_score,001.png,6.5,7\n";
     let d = tree(&[

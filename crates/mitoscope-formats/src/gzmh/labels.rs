@@ -482,22 +482,29 @@ fn parse_headed(recs: &[(usize, Vec<String>)], cols: &[Option<Col>], shown: &Pat
 }
 
 /// A headerless row's numbers and optional class word.
-type Row = (Vec<f64>, Option<String>);
+type Row = (Vec<f64>, Option<String>, Option<String>);
 
-/// A headerless row: numbers, optionally with a class word first or last.
+/// A headerless row: numbers, optionally with a class word first or last and
+/// an image file name first (a dataset-level table without a header).
 fn split_row(fields: &[String]) -> Result<Row, String> {
     let mut nums = Vec::with_capacity(fields.len());
-    let mut class = None;
+    let (mut class, mut image) = (None, None);
     for (i, f) in fields.iter().enumerate() {
         match parse_number(f) {
             Some(v) => nums.push(v),
-            None if (i == 0 || i + 1 == fields.len()) && class.is_none() && ObjectClass::parse(f).is_some() => {
+            None if i == 0 && mitoscope_imaging::is_image_path(Path::new(f.trim().trim_matches('"'))) => {
+                image = Some(f.trim().trim_matches('"').to_owned())
+            }
+            None if (i == usize::from(image.is_some()) || i + 1 == fields.len())
+                && class.is_none()
+                && ObjectClass::parse(f).is_some() =>
+            {
                 class = Some(f.clone())
             }
             None => return Err(format!("'{f}' is not a number")),
         }
     }
-    Ok((nums, class))
+    Ok((nums, class, image))
 }
 
 /// `[xmin, ymin, xmax, ymax]` around points given as `x y x y ...`.
@@ -533,7 +540,7 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
     // under which most centroids fall inside their boxes wins, file-wide.
     let (mut box_first, mut centroid_first) = ((0, 0), (0, 0));
     for (_, r) in &rows {
-        if let Ok((v, _)) = r
+        if let Ok((v, ..)) = r
             && v.len() == 6
         {
             box_first = add(box_first, fit(&v[4..], &order.corners(&v[..4])));
@@ -544,7 +551,7 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
     // Ten numbers are four corners and a centroid, decided the same way.
     let (mut corners_first, mut centroid_then_corners) = ((0, 0), (0, 0));
     for (_, r) in &rows {
-        if let Ok((v, _)) = r
+        if let Ok((v, ..)) = r
             && v.len() == 10
         {
             corners_first = add(corners_first, fit(&v[8..], &bounds(&v[..8])));
@@ -556,7 +563,7 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
     let rect_bounds = |r: &[f64]| bounds(&rotated_rect_corners(r[0], r[1], r[2], r[3], r[4]));
     let (mut rect_first, mut centroid_then_rect) = ((0, 0), (0, 0));
     for (_, r) in &rows {
-        if let Ok((v, _)) = r
+        if let Ok((v, ..)) = r
             && v.len() == 7
         {
             rect_first = add(rect_first, fit(&v[5..], &rect_bounds(&v[..5])));
@@ -566,8 +573,8 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
     let centroid_leads_rect = centroid_then_rect > rect_first;
     for (line, row) in rows {
         let at = format!("{} line {line}", shown.display());
-        let result = row.and_then(|(v, class)| {
-            let mut f = Fields { class, ..Default::default() };
+        let result = row.and_then(|(v, class, image)| {
+            let mut f = Fields { class, image, ..Default::default() };
             match (v.len(), centroid_leads_corners) {
                 (8, _) | (10, false) => {
                     f.set_corners(&v[..8]);
@@ -699,24 +706,47 @@ fn parse_coco(bytes: &[u8], shown: &Path) -> Parsed {
     parsed
 }
 
-/// The object records of a JSON label file, with the image a `{image: [...]}` map names.
+/// The object records of a JSON label file, with the image a `{image: [...]}`
+/// map or a per-image record (`{"file_name": ..., "mitoses": [...]}`) names.
 fn json_items(value: &Value) -> Vec<(Option<String>, &Value)> {
     match value {
-        Value::Array(a) => a.iter().map(|v| (None, v)).collect(),
+        Value::Array(a) => a.iter().flat_map(|v| per_image_record(None, v)).collect(),
         Value::Object(o) => {
-            if let Some(list) = o.iter().find(|(k, v)| LIST_KEYS.contains(&normalise_name(k).as_str()) && v.is_array())
-            {
+            if let Some(list) = o.iter().find(|(k, v)| {
+                let k = normalise_name(k);
+                (LIST_KEYS.contains(&k.as_str()) || k == "images") && v.is_array()
+            }) {
                 return json_items(list.1);
             }
             if !o.is_empty() && o.values().all(Value::is_array) {
                 return o
                     .iter()
-                    .flat_map(|(k, v)| v.as_array().into_iter().flatten().map(move |x| (Some(k.clone()), x)))
+                    .flat_map(|(k, v)| {
+                        v.as_array().into_iter().flatten().flat_map(move |x| per_image_record(Some(k.clone()), x))
+                    })
                     .collect();
             }
-            vec![(None, value)]
+            per_image_record(None, value)
         }
         _ => vec![(None, value)],
+    }
+}
+
+/// An item that names an image and lists its objects (`{"file_name": "a.png",
+/// "mitoses": [...]}`) gives those objects; any other item is one object.
+fn per_image_record(image: Option<String>, item: &Value) -> Vec<(Option<String>, &Value)> {
+    let Some(o) = item.as_object() else {
+        return vec![(image, item)];
+    };
+    let list = o.iter().find(|(k, v)| LIST_KEYS.contains(&normalise_name(k).as_str()) && v.is_array());
+    let name =
+        o.iter().find(|(k, _)| IMAGE_COLUMN_NAMES.contains(&normalise_name(k).as_str())).map(|(_, v)| json_text(v));
+    match list {
+        Some((_, objects)) if name.is_some() || image.is_some() => {
+            let name = name.or(image);
+            objects.as_array().into_iter().flatten().map(|x| (name.clone(), x)).collect()
+        }
+        _ => vec![(image, item)],
     }
 }
 

@@ -393,7 +393,8 @@ fn ambiguous(what: &str, rel: &str, tied: &[usize], images: &[ImagePlan]) -> Inc
 }
 
 /// Whether a label file names its images itself: a CSV/TXT whose header has
-/// an image column, or JSON that mentions an image key.
+/// an image column or whose first field is an image file name, or JSON that
+/// mentions an image key or is keyed by image file names.
 fn is_dataset_level(tree: &Tree, rel: &str) -> bool {
     let Ok(head) = tree.read_bytes(rel, Some(8192)) else {
         return false;
@@ -401,12 +402,27 @@ fn is_dataset_level(tree: &Tree, rel: &str) -> bool {
     let text = String::from_utf8_lossy(&head);
     let text = text.trim_start_matches('\u{feff}');
     match extension(rel).as_str() {
-        "json" => IMAGE_COLUMN_NAMES.iter().any(|k| text.to_lowercase().contains(&format!("\"{k}"))),
+        "json" => {
+            let lower = text.to_lowercase();
+            IMAGE_COLUMN_NAMES.iter().any(|k| lower.contains(&format!("\"{k}"))) || keyed_by_image_name(&lower)
+        }
         "xml" => false,
         _ => text.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).is_some_and(|l| {
-            l.split([',', '\t', ';', ' ']).any(|f| IMAGE_COLUMN_NAMES.contains(&normalise_name(f).as_str()))
+            let fields: Vec<&str> = l.split([',', '\t', ';', ' ']).collect();
+            fields.iter().any(|f| IMAGE_COLUMN_NAMES.contains(&normalise_name(f).as_str()))
+                || fields
+                    .first()
+                    .is_some_and(|f| mitoscope_imaging::is_image_path(std::path::Path::new(f.trim().trim_matches('"'))))
         }),
     }
+}
+
+/// Whether JSON text has a key that is an image file name (`"a.png": [...]`).
+fn keyed_by_image_name(lower_json: &str) -> bool {
+    mitoscope_imaging::IMAGE_EXTENSIONS.iter().any(|ext| {
+        let needle = format!(".{ext}\"");
+        lower_json.match_indices(&needle).any(|(at, _)| lower_json[at + needle.len()..].trim_start().starts_with(':'))
+    })
 }
 
 /// A header or key name reduced to lowercase alphanumerics (`X_min` -> `xmin`).
