@@ -21,6 +21,11 @@
 //! around its centroid, as MIDOG draws its 50 px boxes.
 //!
 //! Boxes are continuous: `[x, y, w, h]` maps to `x_min = x, x_max = x + w`.
+//!
+//! Each written annotation also carries `centroid: [x, y]` (not COCO; other
+//! tools ignore it), which the reader prefers to the box centre: a mitosis'
+//! centre of mass is what detections are matched to, and a box's centre can
+//! lie several pixels from it (an L-shaped or two-part figure).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -107,6 +112,10 @@ struct AnnIn {
     segmentation: Option<serde_json::Value>,
     #[serde(default)]
     score: Option<f64>,
+    /// Not COCO: the object's centroid `[x, y]`, which this writer adds (a
+    /// box's centre is not a figure's centre of mass); other tools ignore it.
+    #[serde(default)]
+    centroid: Option<Vec<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +229,13 @@ fn from_coco(
             }
         };
         obj.score = ann.score;
+        match ann.centroid.as_deref() {
+            None => {}
+            Some(&[x, y]) if x.is_finite() && y.is_finite() => obj.centroid = Point::new(x, y),
+            Some(c) => {
+                return Err(FormatError::malformed(path, loc(), format!("centroid {c:?} is not [x, y]")));
+            }
+        }
         // MIDOG boxes reach past the border (x down to -30): a centre that falls
         // outside the image is pulled onto its edge, and said so, so that every
         // reader's output is valid input to the others (they reject negatives).
@@ -343,6 +359,8 @@ struct AnnOut {
     segmentation: Option<Vec<Vec<f64>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<f64>,
+    /// See [`AnnIn::centroid`].
+    centroid: [f64; 2],
 }
 
 #[derive(Serialize)]
@@ -386,10 +404,12 @@ pub fn write(set: &AnnotationSet, path: &Path, _opts: &WriteOptions) -> Result<(
                     ObjectClass::NonMitosis => 2,
                 },
                 bbox: [b.x_min, b.y_min, b.width(), b.height()],
-                area: b.area(),
+                // COCO's area is the object's, the box's only where no shape is known.
+                area: o.shape.as_ref().map_or(b.area(), Shape::area_px),
                 iscrowd: 0,
                 segmentation,
                 score: o.score,
+                centroid: [o.centroid.x, o.centroid.y],
             });
         }
     }
@@ -422,6 +442,7 @@ mod tests {
                     bbox: Some(b.to_vec()),
                     segmentation: None,
                     score: None,
+                    centroid: None,
                 })
                 .collect(),
             categories: vec![],
@@ -441,5 +462,29 @@ mod tests {
         // A 50 px box around a point near the border is still xywh.
         assert_eq!(detect_convention(&file(None, &[[10.0, 10.0, 20.0, 20.0], [980.0, 5.0, 50.0, 50.0]])), Xywh);
         assert_eq!(detect_convention(&file(Some(WRITER_DESCRIPTION), &[[700.0, 10.0, 750.0, 60.0]])), Xywh);
+    }
+
+    #[test]
+    fn centroids_and_mask_areas_survive_a_round_trip() {
+        // An L of 5 pixels: its centre of mass is not its box's centre.
+        let l = Shape::Pixels(vec![(10, 10), (10, 11), (10, 12), (11, 12), (12, 12)]);
+        let obj = Annotation::from_shape(l, ObjectClass::Mitosis).unwrap();
+        assert_ne!(obj.centroid, obj.bbox.unwrap().center());
+        let mut img = ImageAnnotations::new("a");
+        img.objects.push(obj.clone());
+        let set = AnnotationSet { images: vec![img], ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.json");
+        write(&set, &out, &WriteOptions::default()).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("\"area\":5.0"), "the mask's area, not the box's: {text}");
+        let back = read(&out, &ReadOptions::default()).unwrap();
+        assert_eq!(back.images[0].objects[0].centroid, obj.centroid);
+        // A centroid that is not [x, y] is an error, not ignored.
+        let bad =
+            text.replace(&format!("\"centroid\":[{:?},{:?}]", obj.centroid.x, obj.centroid.y), "\"centroid\":[1]");
+        assert_ne!(bad, text);
+        std::fs::write(&out, bad).unwrap();
+        assert!(read(&out, &ReadOptions::default()).unwrap_err().to_string().contains("centroid"));
     }
 }
