@@ -248,9 +248,28 @@ pub fn read_mask(path: &Path) -> Result<GrayImage, ImagingError> {
 /// Normalises a mask to 0/255. Foreground is any pixel whose brightest channel
 /// is non-zero (0/1, 0/255 and coloured-label masks alike); for lossy (JPEG)
 /// masks the cut is at 128, since compression leaves low non-zero noise.
-/// Alpha is ignored.
+/// Where alpha is used, a fully transparent pixel is background whatever its
+/// colour (a white, transparent background), and a mask drawn in alpha alone
+/// (colour channels all zero) is read from its alpha.
 pub fn normalise_mask(img: &DynamicImage, lossy: bool) -> GrayImage {
     let (w, h) = (img.width(), img.height());
+    if img.color().has_alpha() {
+        let cut: u16 = if lossy { 32768 } else { 1 };
+        let rgba = img.to_rgba16();
+        let colour = |p: &[u16]| p[0].max(p[1]).max(p[2]) >= cut;
+        let pixels = || rgba.as_raw().chunks_exact(4);
+        let alpha_used = pixels().any(|p| p[3] < u16::MAX);
+        if alpha_used {
+            let colour_used = pixels().any(colour);
+            let out: Vec<u8> = pixels()
+                .map(|p| {
+                    let on = if colour_used { colour(p) && p[3] > 0 } else { p[3] >= cut };
+                    if on { 255 } else { 0 }
+                })
+                .collect();
+            return GrayImage::from_raw(w, h, out).unwrap_or_else(|| GrayImage::new(w, h));
+        }
+    }
     // Work on raw buffers: GZMH has 1534 masks of 2084x2084, and per-pixel
     // accessors cost ~30x more than a slice map.
     let out: Vec<u8> = match img {
@@ -286,6 +305,23 @@ mod tests {
         assert!(is_grayscale(&luma));
         img.put_pixel(3, 3, Rgb([120, 121, 120]));
         assert!(!is_grayscale(&img));
+    }
+
+    #[test]
+    fn alpha_masks() {
+        use image::{Rgba, RgbaImage};
+        // Drawn in alpha alone: colour all zero.
+        let mut m = RgbaImage::from_pixel(3, 1, Rgba([0, 0, 0, 0]));
+        m.put_pixel(1, 0, Rgba([0, 0, 0, 255]));
+        assert_eq!(normalise_mask(&DynamicImage::ImageRgba8(m), false).as_raw(), &vec![0, 255, 0]);
+        // Red figures on a white, transparent background.
+        let mut m = RgbaImage::from_pixel(3, 1, Rgba([255, 255, 255, 0]));
+        m.put_pixel(2, 0, Rgba([255, 0, 0, 255]));
+        assert_eq!(normalise_mask(&DynamicImage::ImageRgba8(m), false).as_raw(), &vec![0, 0, 255]);
+        // Opaque everywhere: colour decides, as without alpha.
+        let mut m = RgbaImage::from_pixel(3, 1, Rgba([0, 0, 0, 255]));
+        m.put_pixel(0, 0, Rgba([1, 0, 0, 255]));
+        assert_eq!(normalise_mask(&DynamicImage::ImageRgba8(m), false).as_raw(), &vec![255, 0, 0]);
     }
 
     #[test]
