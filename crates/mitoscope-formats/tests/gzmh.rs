@@ -143,6 +143,21 @@ fn zero_one_masks_in_a_gt_folder_and_min_pixels() {
 }
 
 #[test]
+fn an_image_named_like_a_mask_without_its_image_is_an_image() {
+    // `case_gt.png` in images/ has no `case.png`: it is an HPF, not a mask.
+    let d = tree(&[
+        ("images/case_gt.png", he_image(W, H)),
+        ("images/other.png", he_image(W, H)),
+        ("masks/case_gt.png", mask(W, H, &[A], 255)),
+        ("masks/other.png", mask(W, H, &[B], 255)),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    assert_mask_objects(img(&set, "case_gt"), &[A]);
+    assert_mask_objects(img(&set, "other"), &[B]);
+}
+
+#[test]
 fn stray_pixels_are_specks_not_mitoses() {
     // Two figures and two lone pixels (one a diagonal pair: 8-connected, 2 px).
     let m = GrayImage::from_fn(W, H, |x, y| {

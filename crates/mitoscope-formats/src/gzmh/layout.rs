@@ -277,6 +277,23 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
             Role::Other => {}
         }
     }
+    // A mask by its stem's suffix alone (`x_gt.png`) in an images folder,
+    // with no image `x`, is an image whose name happens to end so.
+    let image_stems: std::collections::HashSet<String> = images.iter().map(|r| stem(r).to_lowercase()).collect();
+    let in_image_dir = |rel: &str| {
+        let d = dirs(rel);
+        !d.iter().any(|d| is_mask_dir(d))
+            && d.last().is_some_and(|d| words(d).iter().any(|w| IMAGE_WORDS.contains(&w.as_str())))
+    };
+    let (suffix_only, kept): (Vec<String>, Vec<String>) = masks.into_iter().partition(|m| {
+        in_image_dir(m)
+            && strip_suffix(stem(m), MASK_SUFFIXES).is_some_and(|(base, _)| !image_stems.contains(&base.to_lowercase()))
+    });
+    masks = kept;
+    if !suffix_only.is_empty() {
+        images.extend(suffix_only);
+        images.sort();
+    }
     if images.is_empty() {
         let what = if tree.is_zip() { "zip" } else { "folder" };
         let masks_note =
