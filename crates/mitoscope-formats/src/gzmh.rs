@@ -48,6 +48,8 @@
 //! on. Only an unreadable root (no images, not a zip) is an error.
 //!
 //! Masks are decoded in parallel; image sizes come from file headers only.
+//! Zip entry names are read as UTF-8, or GBK where a Chinese-locale Windows
+//! zip stored them so, as the user's unzip names the extracted files.
 
 mod labels;
 mod layout;

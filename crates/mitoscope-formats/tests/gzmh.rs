@@ -608,6 +608,68 @@ fn archives_inside_are_named_when_no_image_is_found() {
     check_v2(&read(&inner));
 }
 
+/// A zip of stored entries whose names are raw bytes, without the UTF-8
+/// flag: as Windows' own zip writes them in a Chinese locale (GBK).
+fn zip_with_raw_names(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in entries {
+        let offset = out.len() as u32;
+        let (crc, size, name_len) = (crc32(data), data.len() as u32, name.len() as u16);
+        // Local header: version 20, no flags, stored, no time.
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20u16, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+        out.extend([crc, size, size].iter().flat_map(|v| v.to_le_bytes()));
+        out.extend([name_len, 0].iter().flat_map(|v| v.to_le_bytes()));
+        out.extend(name);
+        out.extend(data);
+        central.extend(0x0201_4b50u32.to_le_bytes());
+        central.extend([20u16, 20, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+        central.extend([crc, size, size].iter().flat_map(|v| v.to_le_bytes()));
+        central.extend([name_len, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()));
+        central.extend([0u32, offset].iter().flat_map(|v| v.to_le_bytes()));
+        central.extend(name);
+    }
+    let (cd_offset, cd_size, n) = (out.len() as u32, central.len() as u32, entries.len() as u16);
+    out.extend(central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0u16, 0, n, n].iter().flat_map(|v| v.to_le_bytes()));
+    out.extend([cd_size, cd_offset].iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+#[test]
+fn zip_names_in_gbk_read_as_the_unzipped_folder_names() {
+    // "训练集" (training set) in GBK, as a Chinese Windows zip stores it.
+    let gbk_train: &[u8] = &[0xD1, 0xB5, 0xC1, 0xB7, 0xBC, 0xAF];
+    let name = |rest: &str| [gbk_train, rest.as_bytes()].concat();
+    let d = tempfile::tempdir().unwrap();
+    let z = d.path().join("GZMH.zip");
+    let bytes = zip_with_raw_names(&[
+        (name("/images/a.png"), he_image(W, H)),
+        (name("/masks/a.png"), mask(W, H, &[A], 255)),
+        ("test_3_score/images/b.png".as_bytes().to_vec(), he_image(W, H)),
+        ("test_3_score/masks/b.png".as_bytes().to_vec(), mask(W, H, &[B], 255)),
+    ]);
+    std::fs::write(&z, bytes).unwrap();
+    let set = read(&z);
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    let a = img(&set, "a");
+    assert_eq!(a.subset.as_deref(), Some("训练集"), "the folder reads as the user's unzip names it");
+    assert_mask_objects(a, &[A]);
+    assert_mask_objects(img(&set, "b"), &[B]);
+}
+
 #[test]
 fn corrupt_zip_names_the_archive() {
     let d = tree(&[("broken.zip", b"PK\x03\x04 this is not really a zip".to_vec())]);

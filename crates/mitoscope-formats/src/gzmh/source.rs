@@ -31,8 +31,23 @@ pub(crate) struct Tree {
     backing: Backing,
     /// Relative paths of every regular file, sorted.
     pub(crate) files: Vec<String>,
-    /// Zip entry names written with `\` separators, by their `/` form.
-    zip_names: HashMap<String, String>,
+    /// Zip entry index of each listed file, by its relative path.
+    zip_index: HashMap<String, usize>,
+}
+
+/// A zip entry's name. Zips made on Windows in China (as GZMH's may be) store
+/// names in GBK without the UTF-8 flag, which the zip crate reads as CP437
+/// and garbles; many tools also write UTF-8 without the flag. So: the raw
+/// bytes as UTF-8 where they are valid UTF-8, else as GBK where they are
+/// valid GBK, else the zip crate's reading. The names must match those the
+/// user's own unzip gives, or ids from the extracted folder never match.
+fn entry_name(raw: &[u8], decoded: &str) -> String {
+    if let Ok(utf8) = std::str::from_utf8(raw) {
+        return utf8.to_owned();
+    }
+    encoding_rs::GBK
+        .decode_without_bom_handling_and_without_replacement(raw)
+        .map_or_else(|| decoded.to_owned(), |gbk| gbk.into_owned())
 }
 
 /// Files that are never data: OS droppings and hidden files.
@@ -54,27 +69,27 @@ impl Tree {
             list_dir(path, "", &mut files)?;
             files.retain(|f| !is_junk(f));
             files.sort();
-            return Ok(Self { root: path.to_owned(), backing: Backing::Dir, files, zip_names: HashMap::new() });
+            return Ok(Self { root: path.to_owned(), backing: Backing::Dir, files, zip_index: HashMap::new() });
         }
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-        let archive = ZipArchive::new(file).map_err(|e| FormatError::UnknownFormat {
+        let bad_zip = |e: zip::result::ZipError| FormatError::UnknownFormat {
             path: path.to_owned(),
             hint: format!("not a readable zip archive ({e}); a GZMH dataset is a folder or a .zip"),
-        })?;
+        };
+        let mut archive = ZipArchive::new(file).map_err(bad_zip)?;
         let mut files = Vec::new();
-        let mut zip_names = HashMap::new();
-        for name in archive.file_names() {
-            let rel = name.replace('\\', "/");
+        let mut zip_index = HashMap::new();
+        for i in 0..archive.len() {
+            let entry = archive.by_index_raw(i).map_err(bad_zip)?;
+            let rel = entry_name(entry.name_raw(), entry.name()).replace('\\', "/");
             if rel.ends_with('/') || is_junk(&rel) {
                 continue;
             }
-            if rel != name {
-                zip_names.insert(rel.clone(), name.to_owned());
-            }
+            zip_index.insert(rel.clone(), i);
             files.push(rel);
         }
         files.sort();
-        Ok(Self { root: path.to_owned(), backing: Backing::Zip(Mutex::new(archive)), files, zip_names })
+        Ok(Self { root: path.to_owned(), backing: Backing::Zip(Mutex::new(archive)), files, zip_index })
     }
 
     /// The folder or zip this tree was opened from.
@@ -105,9 +120,10 @@ impl Tree {
             Backing::Zip(archive) => {
                 // A poisoned lock only means another reader panicked; the archive is still usable.
                 let mut archive = archive.lock().unwrap_or_else(|p| p.into_inner());
-                let entry = archive
-                    .by_name(self.zip_names.get(rel).map_or(rel, String::as_str))
-                    .map_err(|e| FormatError::io(&shown, std::io::Error::other(e)))?;
+                let index = self.zip_index.get(rel).copied().ok_or_else(|| {
+                    FormatError::io(&shown, std::io::Error::new(std::io::ErrorKind::NotFound, "no such zip entry"))
+                })?;
+                let entry = archive.by_index(index).map_err(|e| FormatError::io(&shown, std::io::Error::other(e)))?;
                 entry.take(limit.unwrap_or(u64::MAX)).read_to_end(&mut buf).map_err(|e| FormatError::io(&shown, e))?;
             }
         }
