@@ -261,6 +261,17 @@ pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
             }
         }
     }
+    // Still alike (`train/images/001.jpg`, `test/images/001.jpg`): the path
+    // below the inputs' common folder, as a dataset reader names them
+    // (`train/images/001`), where that tells them apart.
+    let relative = relative_ids(files);
+    let rel_count = count(&relative);
+    let n = count(&ids);
+    for (id, rel) in ids.iter_mut().zip(&relative) {
+        if n[id.as_str()] > 1 && rel_count[rel.as_str()] == 1 {
+            *id = rel.clone();
+        }
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let n = count(&ids);
     for id in ids.iter_mut() {
@@ -276,6 +287,26 @@ pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
         }
     }
     ids
+}
+
+/// Each file's path below the deepest folder all of them share, `/`-separated,
+/// without its extension.
+fn relative_ids(files: &[PathBuf]) -> Vec<String> {
+    let parents: Vec<Vec<std::path::Component<'_>>> =
+        files.iter().map(|f| f.parent().map(|p| p.components().collect()).unwrap_or_default()).collect();
+    let common = parents.iter().skip(1).fold(parents.first().map_or(0, Vec::len), |n, p| {
+        n.min(p.iter().zip(&parents[0]).take_while(|(a, b)| a == b).count())
+    });
+    files
+        .iter()
+        .zip(&parents)
+        .map(|(f, p)| {
+            let mut parts: Vec<String> =
+                p[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            parts.push(image_id(f));
+            parts.join("/")
+        })
+        .collect()
 }
 
 /// Runs `detector` on every input and writes the outputs into `out_dir`; see the module docs.
@@ -429,12 +460,15 @@ fn remove_stale_outputs(
         ("overlays", "png", config.outputs.overlay),
         ("masks", "png", config.outputs.masks),
     ];
+    // Per-image files are named by the file-safe form of the id (`train/images/001` -> `train_images_001`).
+    let safe_ids: std::collections::HashSet<String> =
+        ids.iter().map(|id| mitoscope_formats::file_safe_name(id)).collect();
     for (folder, ext, wanted) in per_image {
         let dir = out_dir.join(folder);
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let ours = path.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case(ext));
-            let this_run = path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| ids.contains(s));
+            let this_run = path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| safe_ids.contains(s));
             if ours && !(wanted && this_run) {
                 remove(&path)?;
             }
@@ -471,12 +505,12 @@ fn process_one(
     let detections: Vec<Detection> = all.iter().filter(|d| d.score >= threshold).cloned().collect();
     let id = id.to_owned();
     if config.outputs.masks {
-        let file = overlay_dir.with_file_name("masks").join(format!("{id}.png"));
+        let file = overlay_dir.with_file_name("masks").join(format!("{}.png", mitoscope_formats::file_safe_name(&id)));
         write_png(&file, &detection_mask(&detections, image.width(), image.height()))?;
     }
     if config.outputs.overlay {
         draw_overlay(&mut image, &detections);
-        let file = overlay_dir.join(format!("{id}.png"));
+        let file = overlay_dir.join(format!("{}.png", mitoscope_formats::file_safe_name(&id)));
         write_png(&file, &image)?;
     }
     Ok(ImageResult {
@@ -709,6 +743,12 @@ mod tests {
         // TUPAC16's case folders of alike-named HPFs: `<case>_<hpf>`, its ground truth's ids.
         let tupac = unique_image_ids(&["data/01/01.tif", "data/02/01.tif"].map(PathBuf::from));
         assert_eq!(tupac, ["01_01", "02_01"]);
+        // A dataset's split folders with `images/` inside: the path below the common folder.
+        let gzmh = unique_image_ids(
+            &["GZMH/train/images/001.jpg", "GZMH/test/test_3_score/images/001.jpg", "GZMH/train/images/002.jpg"]
+                .map(PathBuf::from),
+        );
+        assert_eq!(gzmh, ["train/images/001", "test/test_3_score/images/001", "002"]);
         // Identical names in identical folders (the same file twice) fall back to a counter.
         let twice: Vec<PathBuf> = ["d/q.png", "d/q.png"].iter().map(PathBuf::from).collect();
         assert_eq!(unique_image_ids(&twice), ["d_q_1", "d_q_2"]);

@@ -38,6 +38,63 @@ pub(crate) fn leave_out_unusable(truth: &mut AnnotationSet, pred: &mut Annotatio
     pred.images.retain(|i| !out.iter().any(|(id, _)| *id == i.image));
 }
 
+/// Renames prediction images that the truth does not know to the one truth
+/// image whose id ends like theirs, path part by path part (`/` and `_` both
+/// separate parts): `detect` run on an extracted dataset names alike-named
+/// HPFs `train/images/001` or `train_001` where the dataset reader says
+/// `GZMH/train/images/001`, and a lone case folder's `05` is TUPAC's
+/// `case1_05`. Only one-to-one matches are taken; returns a note for the user
+/// when any id was matched so.
+pub(crate) fn align_pred_ids(truth: &AnnotationSet, pred: &mut AnnotationSet) -> Option<String> {
+    use std::collections::{HashMap, HashSet};
+    let parts =
+        |id: &str| -> Vec<String> { id.split(['/', '\\', '_']).filter(|p| !p.is_empty()).map(str::to_owned).collect() };
+    let exact: HashSet<&str> =
+        pred.images.iter().map(|i| i.image.as_str()).filter(|id| truth.image(id).is_some()).collect();
+    let open_truth: Vec<(&str, Vec<String>)> = truth
+        .images
+        .iter()
+        .map(|i| i.image.as_str())
+        .filter(|id| !exact.contains(id))
+        .map(|id| (id, parts(id)))
+        .collect();
+    let mut target: HashMap<usize, &str> = HashMap::new();
+    for (k, img) in pred.images.iter().enumerate() {
+        if exact.contains(img.image.as_str()) {
+            continue;
+        }
+        let p = parts(&img.image);
+        if p.is_empty() {
+            continue;
+        }
+        let hits: Vec<&str> =
+            open_truth.iter().filter(|(_, t)| t.ends_with(&p) || p.ends_with(t)).map(|(id, _)| *id).collect();
+        if let [one] = hits.as_slice() {
+            target.insert(k, one);
+        }
+    }
+    // One-to-one: a truth image two predictions point at takes neither.
+    let mut claims: HashMap<&str, usize> = HashMap::new();
+    for id in target.values() {
+        *claims.entry(id).or_default() += 1;
+    }
+    target.retain(|_, id| claims[id] == 1);
+    let mut renamed: Vec<(String, String)> = target
+        .iter()
+        .map(|(&k, &id)| (std::mem::replace(&mut pred.images[k].image, id.to_owned()), id.to_owned()))
+        .collect();
+    if renamed.is_empty() {
+        return None;
+    }
+    renamed.sort();
+    Some(format!(
+        "{} prediction image ids matched to truth ids by their path's last parts (e.g. '{}' -> '{}')",
+        renamed.len(),
+        renamed[0].0,
+        renamed[0].1
+    ))
+}
+
 /// `--quiet`: only errors on stderr, so no progress bars or `[recipe]` lines either.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -235,5 +292,33 @@ mod tests {
         assert_eq!(strip_image_extension("001.tiff").as_deref(), Some("001"));
         assert_eq!(strip_image_extension("A00_00"), None);
         assert_eq!(strip_image_extension("slide.v2"), None);
+    }
+
+    #[test]
+    fn prediction_ids_align_to_truth_ids_by_their_last_parts() {
+        use mitoscope_annotations::ImageAnnotations;
+        let set = |ids: &[&str]| AnnotationSet::from_images(ids.iter().map(|i| ImageAnnotations::new(*i)).collect());
+        let truth =
+            set(&["GZMH/train/images/001", "GZMH/test/test_3_score/images/001", "case1_05", "A00_00", "x_7", "y_7"]);
+        let mut pred =
+            set(&["train/images/001", "test_3_score_images_001", "05", "A00_00", "7", "elsewhere", "images/001"]);
+        let note = align_pred_ids(&truth, &mut pred).expect("a note");
+        let ids: Vec<&str> = pred.images.iter().map(|i| i.image.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "GZMH/train/images/001",
+                "GZMH/test/test_3_score/images/001",
+                "case1_05",
+                "A00_00",
+                "7",          // x_7 or y_7: ambiguous, left alone
+                "elsewhere",  // matches nothing
+                "images/001", // matches both splits: left alone
+            ]
+        );
+        assert!(note.starts_with("3 prediction image ids matched"), "{note}");
+        // Nothing to align: no note, nothing renamed.
+        let mut same = set(&["A00_00"]);
+        assert!(align_pred_ids(&truth, &mut same).is_none());
     }
 }
