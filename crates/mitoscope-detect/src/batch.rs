@@ -186,9 +186,21 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
                         .collect();
                     found.sort();
                     if found.is_empty() {
+                        // Folders are not searched recursively (a dataset's mask
+                        // folders hold PNGs too): point at where the images are.
+                        let below = image_folders_below(input, 4, 3);
+                        let hint = if below.is_empty() {
+                            String::new()
+                        } else {
+                            let names: Vec<String> = below
+                                .iter()
+                                .map(|d| d.strip_prefix(input).unwrap_or(d).display().to_string())
+                                .collect();
+                            format!("; its subfolders {} do: give those folders", names.join(", "))
+                        };
                         failures.push((
                             input.clone(),
-                            format!("folder {} holds no PNG/JPEG/TIFF/BMP image", input.display()),
+                            format!("folder {} holds no PNG/JPEG/TIFF/BMP image{hint}", input.display()),
                         ));
                     }
                     files.extend(found);
@@ -206,6 +218,39 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
     let mut seen = std::collections::HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     (files, failures)
+}
+
+/// Up to `limit` folders below `dir` (at most `depth` levels down, in name
+/// order, mask folders left out) that directly hold an image.
+fn image_folders_below(dir: &Path, depth: usize, limit: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_owned(), 0)];
+    while let Some((d, level)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let mut subdirs: Vec<PathBuf> = Vec::new();
+        let mut has_image = false;
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.is_dir() {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if !mitoscope_formats::gzmh::is_mask_folder(&name) {
+                    subdirs.push(p);
+                }
+            } else if mitoscope_imaging::is_image_path(&p) {
+                has_image = true;
+            }
+        }
+        if has_image && level > 0 {
+            out.push(d);
+            if out.len() == limit {
+                break;
+            }
+        }
+        if level < depth {
+            subdirs.sort();
+            stack.extend(subdirs.into_iter().rev().map(|s| (s, level + 1)));
+        }
+    }
+    out
 }
 
 /// The resolution an input is read at: the caller's, else the one a TIFF
@@ -732,6 +777,21 @@ mod tests {
         let row = detection_row("a", &d);
         let f: Vec<f64> = row.split(',').skip(1).map(|v| v.parse().unwrap()).collect();
         assert_eq!(f, [d.x, d.y, d.score], "{row}");
+    }
+
+    #[test]
+    fn a_dataset_root_points_at_its_image_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in ["GZMH/train/images/001.png", "GZMH/train/masks/001.png", "GZMH/test/images/002.png"] {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"").unwrap();
+        }
+        let (files, failures) = expand_inputs(&[dir.path().to_owned()]);
+        assert!(files.is_empty());
+        let why = &failures[0].1;
+        assert!(why.contains("its subfolders GZMH/test/images, GZMH/train/images do"), "{why}");
+        assert!(!why.contains("masks"), "mask folders are not offered: {why}");
     }
 
     #[test]

@@ -179,6 +179,12 @@ impl std::fmt::Display for Layout {
     }
 }
 
+/// Whether a folder name says it holds masks or labels (`masks`,
+/// `train_gt`, `SegmentationClass`, ...), as the layout detection reads it.
+pub fn is_mask_folder(name: &str) -> bool {
+    layout::is_mask_dir(name)
+}
+
 /// Detects the layout of a GZMH-like folder or zip without reading any
 /// image, mask or label content (dataset-level label files' first lines aside).
 pub fn detect_layout(path: &Path) -> Result<Layout> {

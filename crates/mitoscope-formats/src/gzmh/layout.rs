@@ -92,7 +92,7 @@ fn words(name: &str) -> Vec<String> {
     name.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
-fn is_mask_dir(name: &str) -> bool {
+pub(crate) fn is_mask_dir(name: &str) -> bool {
     let w = words(name);
     w.iter().any(|w| MASK_WORDS.contains(&w.as_str())) || MASK_WORDS.contains(&w.concat().as_str())
 }
