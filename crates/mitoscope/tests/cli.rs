@@ -175,13 +175,20 @@ fn eval_threshold_and_micron_radius() {
 #[test]
 fn eval_warns_when_no_image_is_named_alike() {
     let tmp = tempfile::tempdir().unwrap();
-    // TUPAC ground truth names the HPF `01_01`; detections of one case folder call it `01`.
+    // TUPAC ground truth names the HPF `01_01`; detections named otherwise match nothing.
     std::fs::create_dir_all(tmp.path().join("gt/01")).unwrap();
     write(&tmp.path().join("gt/01"), "01.csv", "100,200\n");
-    let p = write(tmp.path(), "p.csv", "image,x,y,score\n01.tif,200,100,0.9\n");
+    let p = write(tmp.path(), "p.csv", "image,x,y,score\nhpf-a.tif,200,100,0.9\n");
     let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("warning: no image is named alike") && stderr.contains("'01_01'"), "{stderr}");
+    // Detections of one case folder call it `01`: the one truth id ending so, with a note.
+    let p = write(tmp.path(), "p1.csv", "image,x,y,score\n01.tif,200,100,0.9\n");
+    let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("note: 1 prediction image ids matched") && stderr.contains("'01' -> '01_01'"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stdout.contains("pooled                    1      0      0"), "{stdout}");
     // Named alike: no warning, and the TUPAC row,column lands on x = 200, y = 100.
     let p = write(tmp.path(), "q.csv", "image,x,y,score\n01_01.tif,200,100,0.9\n");
     let out = common::succeeds(&["eval", "--truth", s(&tmp.path().join("gt")), "--pred", s(&p), "--radius-px", "5"]);
