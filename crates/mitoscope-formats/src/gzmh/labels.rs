@@ -533,44 +533,31 @@ fn add(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
     (a.0 + b.0, a.1 + b.1)
 }
 
+/// Whether, over the rows of `len` numbers, a centroid written first fits
+/// them better than one written last (see [`fit`]); `shape_box` turns the
+/// other numbers into `[xmin, ymin, xmax, ymax]`.
+fn centroid_first(rows: &[(usize, Result<Row, String>)], len: usize, shape_box: impl Fn(&[f64]) -> [f64; 4]) -> bool {
+    let (mut last, mut first) = ((0, 0), (0, 0));
+    for (_, r) in rows {
+        if let Ok((v, ..)) = r
+            && v.len() == len
+        {
+            last = add(last, fit(&v[len - 2..], &shape_box(&v[..len - 2])));
+            first = add(first, fit(&v[..2], &shape_box(&v[2..])));
+        }
+    }
+    first > last
+}
+
 fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder) -> Parsed {
     let mut parsed = Parsed::default();
     let rows: Vec<(usize, Result<Row, String>)> = recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
-    // Six numbers are a box and a centroid in one of two orders: the order
-    // under which most centroids fall inside their boxes wins, file-wide.
-    let (mut box_first, mut centroid_first) = ((0, 0), (0, 0));
-    for (_, r) in &rows {
-        if let Ok((v, ..)) = r
-            && v.len() == 6
-        {
-            box_first = add(box_first, fit(&v[4..], &order.corners(&v[..4])));
-            centroid_first = add(centroid_first, fit(&v[..2], &order.corners(&v[2..])));
-        }
-    }
-    let centroid_leads = centroid_first > box_first;
-    // Ten numbers are four corners and a centroid, decided the same way.
-    let (mut corners_first, mut centroid_then_corners) = ((0, 0), (0, 0));
-    for (_, r) in &rows {
-        if let Ok((v, ..)) = r
-            && v.len() == 10
-        {
-            corners_first = add(corners_first, fit(&v[8..], &bounds(&v[..8])));
-            centroid_then_corners = add(centroid_then_corners, fit(&v[..2], &bounds(&v[2..])));
-        }
-    }
-    let centroid_leads_corners = centroid_then_corners > corners_first;
-    // Seven numbers are a minAreaRect and a centroid, decided the same way.
-    let rect_bounds = |r: &[f64]| bounds(&rotated_rect_corners(r[0], r[1], r[2], r[3], r[4]));
-    let (mut rect_first, mut centroid_then_rect) = ((0, 0), (0, 0));
-    for (_, r) in &rows {
-        if let Ok((v, ..)) = r
-            && v.len() == 7
-        {
-            rect_first = add(rect_first, fit(&v[5..], &rect_bounds(&v[..5])));
-            centroid_then_rect = add(centroid_then_rect, fit(&v[..2], &rect_bounds(&v[2..])));
-        }
-    }
-    let centroid_leads_rect = centroid_then_rect > rect_first;
+    // A box and a centroid (6 numbers), four corners and a centroid (10), a
+    // minAreaRect and a centroid (7): the centroid first or last, whichever
+    // order fits more rows, file-wide.
+    let centroid_leads = centroid_first(&rows, 6, |b| order.corners(b));
+    let centroid_leads_corners = centroid_first(&rows, 10, bounds);
+    let centroid_leads_rect = centroid_first(&rows, 7, |r| bounds(&rotated_rect_corners(r[0], r[1], r[2], r[3], r[4])));
     for (line, row) in rows {
         let at = format!("{} line {line}", shown.display());
         let result = row.and_then(|(v, class, image)| {
