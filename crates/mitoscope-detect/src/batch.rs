@@ -20,12 +20,13 @@
 //! Each image's resolution is the configured `input_mpp`, else what a TIFF
 //! states in its resolution tags, else the model card's default.
 //!
-//! A re-run into the same folder replaces the earlier run's outputs: files
-//! of formats not asked for this time and per-image files of images not in
-//! this run are removed (only in a folder whose `run.json` marks it as an
-//! output folder, and only these names), so the folder never mixes two runs.
-//! A run in which every input failed writes nothing and leaves the folder as
-//! it was.
+//! A re-run into the same folder replaces the earlier run's outputs: the
+//! files its `run.json` lists that this run does not write again (formats not
+//! asked for, images not in this run) are removed, so the folder never mixes
+//! two runs. A file this run would write that exists and no earlier run here
+//! wrote (a dataset's own `masks/001.png`, say) stops the run before any
+//! image is read: nothing of the user's is overwritten or removed. A run in
+//! which every input failed writes nothing and leaves the folder as it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -118,6 +119,11 @@ pub struct RunRecord {
     pub failures: usize,
     /// Detections written.
     pub detections: usize,
+    /// The optional and per-image files this run wrote, relative to the
+    /// folder (`masks/001.png`, `candidates.csv`): a later run here removes
+    /// or overwrites only these, never a file it did not write.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// Settings of a batch run.
@@ -326,6 +332,19 @@ pub fn unique_image_ids(files: &[PathBuf]) -> Vec<String> {
             *id = format!("{id}_{k}");
         }
     }
+    // Per-image files take the file-safe form (`a/x` -> `a_x`): ids that
+    // would share a file get a counter too, or one image's overlay would
+    // replace another's.
+    let safe: Vec<String> = ids.iter().map(|id| mitoscope_formats::file_safe_name(id)).collect();
+    let n = count(&safe);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (id, safe) in ids.iter_mut().zip(&safe) {
+        if n[safe.as_str()] > 1 && id != safe {
+            let k = seen.entry(safe.clone()).or_default();
+            *k += 1;
+            *id = format!("{id}_{k}");
+        }
+    }
     for (id, path) in ids.iter().zip(files) {
         if *id != image_id(path) {
             tracing::warn!("{}: another input has the same file stem; its image id is '{id}'", path.display());
@@ -387,6 +406,8 @@ pub fn run_batch(
     let options = DetectOptions { keep_all_candidates: config.write_candidates, ..config.options.clone() };
     let errors = Mutex::new(Vec::new());
     let ids = unique_image_ids(&files);
+    let owned = previous_run_files(out_dir);
+    refuse_foreign_files(out_dir, &planned_files(config, ids.iter().map(String::as_str)), &owned)?;
     let results: Vec<Option<ImageResult>> = files
         .par_iter()
         .zip(ids.par_iter())
@@ -419,8 +440,8 @@ pub fn run_batch(
         // Every input failed: an earlier run's outputs stay whole.
         return Ok(BatchSummary { per_image: Vec::new(), failures, total: 0, threshold, written: Vec::new(), images });
     }
-    let ids: std::collections::HashSet<&str> = images.iter().map(|r| r.image.as_str()).collect();
-    remove_stale_outputs(out_dir, config, &ids)?;
+    let this_run = planned_files(config, images.iter().map(|r| r.image.as_str()));
+    remove_stale_outputs(out_dir, &owned, &this_run)?;
 
     let mut written = Vec::new();
     let csv = out_dir.join("detections.csv");
@@ -471,6 +492,7 @@ pub fn run_batch(
         images: images.len(),
         failures: failures.len(),
         detections: total,
+        files: this_run,
     };
     let path = out_dir.join(RUN_RECORD_FILE);
     let json = serde_json::to_vec_pretty(&record).map_err(|e| DetectError::Config(e.to_string()))?;
@@ -479,25 +501,16 @@ pub fn run_batch(
     Ok(BatchSummary { per_image, failures, total, threshold, written, images })
 }
 
-/// Removes what an earlier run left in `out_dir` that this run does not
-/// replace (module docs): only in a folder holding a `run.json`, only the
-/// output names of [`run_batch`], and in the per-image folders only files of
-/// that folder's extension.
-fn remove_stale_outputs(
-    out_dir: &Path,
-    config: &BatchConfig,
-    ids: &std::collections::HashSet<&str>,
-) -> Result<(), DetectError> {
-    if !out_dir.join(RUN_RECORD_FILE).is_file() {
-        return Ok(());
+/// The optional and per-image files a run with `config` writes for `ids`,
+/// relative to its folder (`detections.csv` and `run.json` are always
+/// written and always ours once a `run.json` is there).
+fn planned_files<'a>(config: &BatchConfig, ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.write_candidates {
+        out.push("candidates.csv".to_owned());
     }
-    let remove = |p: &Path| std::fs::remove_file(p).map_err(|e| DetectError::io(p, e));
-    for (name, wanted) in [("candidates.csv", config.write_candidates), ("detections.geojson", config.outputs.geojson)]
-    {
-        let path = out_dir.join(name);
-        if !wanted && path.is_file() {
-            remove(&path)?;
-        }
+    if config.outputs.geojson {
+        out.push("detections.geojson".to_owned());
     }
     let per_image = [
         ("midog", "json", config.outputs.midog),
@@ -505,21 +518,83 @@ fn remove_stale_outputs(
         ("overlays", "png", config.outputs.overlay),
         ("masks", "png", config.outputs.masks),
     ];
-    // Per-image files are named by the file-safe form of the id (`train/images/001` -> `train_images_001`).
-    let safe_ids: std::collections::HashSet<String> =
-        ids.iter().map(|id| mitoscope_formats::file_safe_name(id)).collect();
-    for (folder, ext, wanted) in per_image {
-        let dir = out_dir.join(folder);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let ours = path.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case(ext));
-            let this_run = path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| safe_ids.contains(s));
-            if ours && !(wanted && this_run) {
-                remove(&path)?;
+    for id in ids {
+        let safe = mitoscope_formats::file_safe_name(id);
+        for (folder, ext, wanted) in per_image {
+            if wanted {
+                out.push(format!("{folder}/{safe}.{ext}"));
             }
         }
-        // Gone only if nothing else is in it.
-        let _ = std::fs::remove_dir(&dir);
+    }
+    out
+}
+
+/// The files the earlier run in `out_dir` wrote, as its `run.json` lists
+/// them; `None` without a readable `run.json` (then the folder is not ours).
+fn previous_run_files(out_dir: &Path) -> Option<std::collections::HashSet<String>> {
+    let text = std::fs::read(out_dir.join(RUN_RECORD_FILE)).ok()?;
+    let record: RunRecord = serde_json::from_slice(&text).ok()?;
+    Some(record.files.into_iter().collect())
+}
+
+/// Refuses, before any image is read, to write over a file that exists and
+/// that no earlier run here wrote: `detect --out` pointed at a dataset folder
+/// would otherwise replace its `masks/` with detections.
+fn refuse_foreign_files(
+    out_dir: &Path,
+    planned: &[String],
+    owned: &Option<std::collections::HashSet<String>>,
+) -> Result<(), DetectError> {
+    let mut fixed = vec!["detections.csv".to_owned(), RUN_RECORD_FILE.to_owned()];
+    if owned.is_some() {
+        fixed.clear(); // a run.json we can read: the fixed names are ours
+    }
+    let foreign: Vec<&String> = fixed
+        .iter()
+        .chain(planned)
+        .filter(|rel| out_dir.join(rel.as_str()).exists())
+        .filter(|rel| !owned.as_ref().is_some_and(|o| o.contains(rel.as_str()) || is_fixed_output(rel)))
+        .collect();
+    match foreign.as_slice() {
+        [] => Ok(()),
+        some => Err(DetectError::Config(format!(
+            "{} exists and no earlier `mitoscope detect` run in {} wrote it{}: nothing is overwritten; \
+             give another --out (or move the file)",
+            out_dir.join(some[0].as_str()).display(),
+            out_dir.display(),
+            if some.len() > 1 { format!(" (and {} more)", some.len() - 1) } else { String::new() }
+        ))),
+    }
+}
+
+/// The names every run writes or may write at the top of its folder.
+fn is_fixed_output(rel: &str) -> bool {
+    matches!(rel, "detections.csv" | "candidates.csv" | "detections.geojson" | RUN_RECORD_FILE)
+}
+
+/// Removes what the earlier run in `out_dir` wrote (as its `run.json`
+/// lists it, `owned`) and this run does not write again (`this_run`); folders
+/// left empty go too. Nothing else is touched.
+fn remove_stale_outputs(
+    out_dir: &Path,
+    owned: &Option<std::collections::HashSet<String>>,
+    this_run: &[String],
+) -> Result<(), DetectError> {
+    let Some(owned) = owned else { return Ok(()) };
+    let keep: std::collections::HashSet<&str> = this_run.iter().map(String::as_str).collect();
+    let mut stale: Vec<&String> = owned.iter().filter(|rel| !keep.contains(rel.as_str())).collect();
+    stale.sort();
+    for rel in stale {
+        let path = out_dir.join(rel.as_str());
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(|e| DetectError::io(&path, e))?;
+        }
+        if let Some(parent) = path.parent()
+            && parent != out_dir
+        {
+            // Gone only if nothing else is in it.
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     Ok(())
 }
@@ -809,6 +884,12 @@ mod tests {
                 .map(PathBuf::from),
         );
         assert_eq!(gzmh, ["train/images/001", "test/test_3_score/images/001", "002"]);
+        // An id whose file-safe form is another input's id (`a/x` beside a file `a_x`) gets a counter.
+        let clash = unique_image_ids(&["a/x.png", "b/x.png", "a_x.png"].map(PathBuf::from));
+        assert_eq!(clash, ["a/x_1", "b_x", "a_x"]);
+        let safe: std::collections::HashSet<String> =
+            clash.iter().map(|id| mitoscope_formats::file_safe_name(id)).collect();
+        assert_eq!(safe.len(), 3, "three files");
         // Identical names in identical folders (the same file twice) fall back to a counter.
         let twice: Vec<PathBuf> = ["d/q.png", "d/q.png"].iter().map(PathBuf::from).collect();
         assert_eq!(unique_image_ids(&twice), ["d_q_1", "d_q_2"]);

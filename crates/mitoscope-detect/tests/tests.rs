@@ -180,6 +180,19 @@ fn a_rerun_replaces_the_earlier_outputs_and_a_run_that_reads_nothing_keeps_them(
     std::fs::write(foreign.join("masks/x.png"), "a user's mask").unwrap();
     run_batch(&detector, std::slice::from_ref(&a), &foreign, &BatchConfig::default()).unwrap();
     assert!(foreign.join("masks/x.png").is_file());
+    // Run again there: the user's mask is still not the earlier run's, so it stays.
+    run_batch(&detector, std::slice::from_ref(&a), &foreign, &BatchConfig::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(foreign.join("masks/x.png")).unwrap(), "a user's mask");
+
+    // A dataset folder as --out: its own masks/a.png is never overwritten; the
+    // run stops before reading any image, naming the file.
+    let dataset = dir.path().join("dataset");
+    std::fs::create_dir_all(dataset.join("masks")).unwrap();
+    std::fs::write(dataset.join("masks/a.png"), "truth").unwrap();
+    let err = run_batch(&detector, std::slice::from_ref(&a), &dataset, &all).unwrap_err().to_string();
+    assert!(err.contains("masks/a.png") && err.contains("no earlier `mitoscope detect` run"), "{err}");
+    assert_eq!(std::fs::read_to_string(dataset.join("masks/a.png")).unwrap(), "truth");
+    assert!(!dataset.join("detections.csv").exists(), "nothing written");
 }
 
 #[test]
