@@ -26,9 +26,10 @@
 //!   `boundingRect` and COCO give it. A minimum bounding rectangle may also be
 //!   a rotated one, given by its four corners (`x1,y1,...,x4,y4` columns, 8
 //!   headerless numbers or 10 with the centroid, a JSON box of 8 numbers or 4
-//!   points) or as OpenCV's `minAreaRect` (`cx cy w h angle`, 5 numbers or 7
-//!   with the centroid; JSON `[[cx, cy], [w, h], angle]`): its axis-aligned
-//!   hull need only hold the mask component, whose own rectangle is then kept.
+//!   points) or as OpenCV's `minAreaRect` (`cx,cy,w,h,angle` columns; JSON
+//!   `[[cx, cy], [w, h], angle]`; 5 headerless numbers are refused, as they
+//!   could be a box with a class or score): its axis-aligned hull need only
+//!   hold the mask component, whose own rectangle is then kept.
 //!   A label file that matches no image but has an image column (e.g.
 //!   `labels.csv` with `image,xmin,...`) labels the whole dataset.
 //! - **Subsets**: the folders between the root and an image, minus role words

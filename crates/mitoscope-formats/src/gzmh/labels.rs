@@ -65,6 +65,8 @@ enum Col {
     Class,
     /// The image's subset (split) in a dataset-level table.
     Subset,
+    /// The rotation of a `cx, cy, w, h` rectangle, in degrees (OpenCV's minAreaRect).
+    Angle,
     /// Corner `n` (0-3) of a rectangle given by four corners.
     CornerX(u8),
     CornerY(u8),
@@ -104,18 +106,23 @@ impl BoxOrder {
 }
 
 /// Parses a file under each [`BoxOrder`] and keeps the better reading (see
-/// there); corners win a tie.
+/// there); corners win a tie. `x y w h` needs corners to fail on at least
+/// half the lines: one bad line in a file of corners is that line's problem
+/// (reported), not a reason to read every other line as sizes.
 fn best_reading(parse: impl Fn(BoxOrder) -> Parsed) -> Parsed {
-    let score = |p: &Parsed| {
-        let fits = p.objects.iter().fold((0, 0), |acc, (_, o)| match (o.bbox, o.centroid) {
+    let fits = |p: &Parsed| {
+        p.objects.iter().fold((0, 0), |acc, (_, o)| match (o.bbox, o.centroid) {
             (Some(b), Some(c)) => add(acc, fit(&[c.x, c.y], &[b.x_min, b.y_min, b.x_max, b.y_max])),
             _ => acc,
-        });
-        (p.objects.len(), fits)
+        })
     };
     let corners = parse(BoxOrder::Corners);
     let sized = parse(BoxOrder::Sized);
-    if score(&sized) > score(&corners) { sized } else { corners }
+    let (n_corners, n_sized) = (corners.objects.len(), sized.objects.len());
+    let corners_mostly_fail = corners.problems.len() >= n_corners;
+    let sized_wins =
+        (n_sized > n_corners && corners_mostly_fail) || (n_sized == n_corners && fits(&sized) > fits(&corners));
+    if sized_wins { sized } else { corners }
 }
 
 /// The four corners of OpenCV's `minAreaRect`: centre, size and angle in degrees.
@@ -162,6 +169,7 @@ fn col_role(name: &str) -> Option<Col> {
         "y" => Col::PlainY,
         "class" | "label" | "category" | "type" | "classname" | "cls" | "name" | "categoryname" => Col::Class,
         "subset" | "split" | "partition" | "testset" => Col::Subset,
+        "angle" | "theta" | "rotation" | "angledeg" => Col::Angle,
         _ => return None,
     })
 }
@@ -192,6 +200,24 @@ impl Fields {
     /// The object these values describe (see [`Col::PlainX`] for bare x/y).
     fn build(&self, origin: String) -> Result<(Option<String>, LabelObject), String> {
         let g = |c: Col| self.nums.get(&c).copied();
+        if let Some(angle) = g(Col::Angle) {
+            // A rotated rectangle by centre, size and angle; the centre is the
+            // rectangle's, no centroid label.
+            let (Some(x), Some(y), Some(w), Some(h)) =
+                (g(Col::Cx).or(g(Col::PlainX)), g(Col::Cy).or(g(Col::PlainY)), g(Col::Width), g(Col::Height))
+            else {
+                return Err("has an angle but not the rectangle's cx, cy, w and h".into());
+            };
+            let corners: Vec<(f64, f64)> =
+                rotated_rect_corners(x, y, w, h, angle).chunks(2).map(|p| (p[0], p[1])).collect();
+            let (bbox, rotated) = corner_box(&corners)?;
+            let class = parse_class(self.class.as_deref())?;
+            let subset = self.subset.clone();
+            return Ok((
+                self.image.clone(),
+                LabelObject { bbox: Some(bbox), centroid: None, class, origin, rotated, subset },
+            ));
+        }
         if let Some(corners) = self.corners()? {
             let (bbox, rotated) = corner_box(&corners)?;
             let centroid = match (g(Col::Cx).or(g(Col::PlainX)), g(Col::Cy).or(g(Col::PlainY))) {
@@ -552,12 +578,10 @@ fn centroid_first(rows: &[(usize, Result<Row, String>)], len: usize, shape_box: 
 fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder) -> Parsed {
     let mut parsed = Parsed::default();
     let rows: Vec<(usize, Result<Row, String>)> = recs.iter().map(|(n, f)| (*n, split_row(f))).collect();
-    // A box and a centroid (6 numbers), four corners and a centroid (10), a
-    // minAreaRect and a centroid (7): the centroid first or last, whichever
-    // order fits more rows, file-wide.
+    // A box and a centroid (6 numbers), four corners and a centroid (10): the
+    // centroid first or last, whichever order fits more rows, file-wide.
     let centroid_leads = centroid_first(&rows, 6, |b| order.corners(b));
     let centroid_leads_corners = centroid_first(&rows, 10, bounds);
-    let centroid_leads_rect = centroid_first(&rows, 7, |r| bounds(&rotated_rect_corners(r[0], r[1], r[2], r[3], r[4])));
     for (line, row) in rows {
         let at = format!("{} line {line}", shown.display());
         let result = row.and_then(|(v, class, image)| {
@@ -575,12 +599,7 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
                     f.set_corners(&v[2..]);
                     return f.build(at.clone());
                 }
-                (7, _) => {
-                    let (rect, c) = if centroid_leads_rect { (&v[2..], &v[..2]) } else { (&v[..5], &v[5..]) };
-                    f.set_corners(&rotated_rect_corners(rect[0], rect[1], rect[2], rect[3], rect[4]));
-                    f.nums.extend([(Col::Cx, c[0]), (Col::Cy, c[1])]);
-                    return f.build(at.clone());
-                }
+
                 _ => {}
             }
             let [x0, y0, x1, y1] = order.cols();
@@ -595,14 +614,20 @@ fn parse_headerless(recs: &[(usize, Vec<String>)], shown: &Path, order: BoxOrder
                             .into(),
                     );
                 }
-                (5, _) => {
-                    // OpenCV's minAreaRect: centre, width, height, angle in degrees.
-                    f.set_corners(&rotated_rect_corners(v[0], v[1], v[2], v[3], v[4]));
-                    return f.build(at.clone());
+                (5 | 7, _) => {
+                    // A box with a class id or score, or OpenCV's minAreaRect
+                    // (cx cy w h angle)? Both occur and nothing tells them apart.
+                    return Err(format!(
+                        "{} numbers: a box with a class or score, or a rotated rectangle (cx cy w h angle){}? \
+                         Give the file a header naming its columns (e.g. xmin,ymin,xmax,ymax,score or \
+                         cx,cy,w,h,angle)",
+                        v.len(),
+                        if v.len() == 7 { " with a centroid" } else { "" }
+                    ));
                 }
                 (n, _) => {
                     return Err(format!(
-                        "{n} numbers; expected 2 (centroid), 4 (box), 5 (rotated rectangle: centre, size, angle), 6 (box and centroid), 7 (rotated rectangle and centroid), 8 (rectangle corners) or 10 (corners and centroid)"
+                        "{n} numbers; expected 2 (centroid), 4 (box), 6 (box and centroid), 8 (rectangle corners) or 10 (corners and centroid)"
                     ));
                 }
             };
@@ -1032,6 +1057,11 @@ mod tests {
             assert!(p.problems.is_empty(), "{text}: {:?}", p.problems);
             assert_eq!((p.objects[0].1.bbox, p.objects[0].1.centroid), (Some(b), Some(Point::new(110.0, 215.0))));
         }
+        // One bad line does not turn a file of corners into sizes: it is reported.
+        let p = table("72 72 88 88\n190 140 210 160\n255 35 245 45\n");
+        assert_eq!(p.objects.len(), 2, "{:?}", p.problems);
+        assert_eq!(p.objects[1].1.bbox, Some(BBox { x_min: 190.0, y_min: 140.0, x_max: 210.0, y_max: 160.0 }));
+        assert!(p.problems[0].contains("line 3"), "{:?}", p.problems);
         // Corners stay corners where both readings give valid boxes.
         assert_eq!(only(&table("1,2,30,40\n")).bbox, Some(BBox { x_min: 1.0, y_min: 2.0, x_max: 30.0, y_max: 40.0 }));
         // JSON, COCO-style: the file decides as a whole.
@@ -1052,11 +1082,13 @@ mod tests {
                 .iter()
                 .all(|d| d.abs() < 1e-9)
         };
-        let o = only(&table("50 60 10 4 90\n")).clone();
-        assert!(close(o.bbox), "{:?}", o.bbox);
-        for text in ["50 60 10 4 90 50.5 61\n", "50.5 61 50 60 10 4 90\n"] {
-            let o = only(&table(text)).clone();
-            assert!(close(o.bbox) && o.centroid == Some(Point::new(50.5, 61.0)), "{text}: {o:?}");
+        let o = only(&table("cx,cy,w,h,angle\n50,60,10,4,90\n")).clone();
+        assert!(close(o.bbox), "{o:?}");
+        // Without a header, five or seven numbers could be a box with a class
+        // or score as well: refused, saying how to tell.
+        for text in ["50 60 10 4 90\n", "72 72 88 88 1\n", "72 72 88 88 80 80 1\n"] {
+            let p = table(text);
+            assert!(p.objects.is_empty() && p.problems[0].contains("Give the file a header"), "{text}: {p:?}");
         }
         let j = |s: &str| parse(s.as_bytes(), Path::new("l.json"), "json");
         let o = only(&j(r#"[{"rect":[[50,60],[10,4],90],"centroid":[50,60]}]"#)).clone();
