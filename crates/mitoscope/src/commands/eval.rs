@@ -18,8 +18,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let mut truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
     let mut pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
-    if let Some(note) = super::align_pred_ids(&truth, &mut pred) {
-        eprintln!("note: {note}");
+    if let Some(alignment) = super::align_pred_ids(&truth, &mut pred) {
+        eprintln!("{}", alignment.line());
     }
     super::leave_out_unusable(&mut truth, &mut pred);
     let radius_px = super::match_radius_px(&args.matching, mpp, Some(&truth))?

@@ -40,59 +40,87 @@ pub(crate) fn leave_out_unusable(truth: &mut AnnotationSet, pred: &mut Annotatio
 
 /// Renames prediction images that the truth does not know to the one truth
 /// image whose id ends like theirs, path part by path part (`/` and `_` both
-/// separate parts): `detect` run on an extracted dataset names alike-named
-/// HPFs `train/images/001` or `train_001` where the dataset reader says
-/// `GZMH/train/images/001`, and a lone case folder's `05` is TUPAC's
-/// `case1_05`. Only one-to-one matches are taken; returns a note for the user
-/// when any id was matched so.
-pub(crate) fn align_pred_ids(truth: &AnnotationSet, pred: &mut AnnotationSet) -> Option<String> {
+/// separate parts), or whose id theirs ends like: `detect` run on an
+/// extracted dataset names alike-named HPFs `train/images/001` where the
+/// dataset reader says `GZMH/train/images/001`, and a lone case folder's `05`
+/// is TUPAC's `case1_05`. Taken only when every such match differs by the
+/// same leading parts (one folder prefix added or dropped throughout) and is
+/// one-to-one; a prediction id that ends like two truth ids is ambiguous and
+/// stops the renaming. Returns a line for the user when ids were matched (a
+/// note), or when they could have been but the matches disagree (a warning).
+pub(crate) fn align_pred_ids(truth: &AnnotationSet, pred: &mut AnnotationSet) -> Option<IdAlignment> {
     use std::collections::{HashMap, HashSet};
     let parts =
         |id: &str| -> Vec<String> { id.split(['/', '\\', '_']).filter(|p| !p.is_empty()).map(str::to_owned).collect() };
-    let exact: HashSet<&str> =
-        pred.images.iter().map(|i| i.image.as_str()).filter(|id| truth.image(id).is_some()).collect();
-    let open_truth: Vec<(&str, Vec<String>)> = truth
-        .images
-        .iter()
-        .map(|i| i.image.as_str())
-        .filter(|id| !exact.contains(id))
-        .map(|id| (id, parts(id)))
-        .collect();
-    let mut target: HashMap<usize, &str> = HashMap::new();
+    let pred_ids: HashSet<&str> = pred.images.iter().map(|i| i.image.as_str()).collect();
+    let truth_parts: Vec<(&str, Vec<String>)> =
+        truth.images.iter().map(|i| (i.image.as_str(), parts(&i.image))).collect();
+    // (pred index, truth id, leading parts one side has beyond the other, which side)
+    let mut matches: Vec<(usize, &str, Vec<String>, bool)> = Vec::new();
+    let mut ambiguous = None;
     for (k, img) in pred.images.iter().enumerate() {
-        if exact.contains(img.image.as_str()) {
+        if truth.image(&img.image).is_some() {
             continue;
         }
         let p = parts(&img.image);
         if p.is_empty() {
             continue;
         }
-        let hits: Vec<&str> =
-            open_truth.iter().filter(|(_, t)| t.ends_with(&p) || p.ends_with(t)).map(|(id, _)| *id).collect();
-        if let [one] = hits.as_slice() {
-            target.insert(k, one);
+        let hits: Vec<&(&str, Vec<String>)> =
+            truth_parts.iter().filter(|(_, t)| t.ends_with(&p) || p.ends_with(t)).collect();
+        match hits.as_slice() {
+            [] => {}
+            [(id, t)] if !pred_ids.contains(id) => {
+                let truth_longer = t.len() > p.len();
+                let extra =
+                    if truth_longer { t[..t.len() - p.len()].to_vec() } else { p[..p.len() - t.len()].to_vec() };
+                matches.push((k, id, extra, truth_longer));
+            }
+            _ => ambiguous = ambiguous.or(Some(img.image.clone())),
         }
     }
-    // One-to-one: a truth image two predictions point at takes neither.
-    let mut claims: HashMap<&str, usize> = HashMap::new();
-    for id in target.values() {
-        *claims.entry(id).or_default() += 1;
+    let (Some((_, first_id, extra, side)), false) = (matches.first(), matches.is_empty()) else { return None };
+    let one_prefix = matches.iter().all(|(_, _, e, s)| e == extra && s == side);
+    let targets: HashSet<&str> = matches.iter().map(|(_, id, ..)| *id).collect();
+    if !one_prefix || targets.len() != matches.len() || ambiguous.is_some() {
+        return Some(IdAlignment::Disagree(format!(
+            "prediction ids end like truth ids but not by one common folder prefix (e.g. '{}' and '{}'{}): \
+             none was matched; name the predictions as the truth does",
+            pred.images[matches[0].0].image,
+            first_id,
+            ambiguous.map(|a| format!("; '{a}' ends like several")).unwrap_or_default()
+        )));
     }
-    target.retain(|_, id| claims[id] == 1);
-    let mut renamed: Vec<(String, String)> = target
-        .iter()
-        .map(|(&k, &id)| (std::mem::replace(&mut pred.images[k].image, id.to_owned()), id.to_owned()))
-        .collect();
-    if renamed.is_empty() {
-        return None;
+    let example = (pred.images[matches[0].0].image.clone(), first_id.to_string());
+    let renamed: HashMap<usize, String> = matches.iter().map(|(k, id, ..)| (*k, id.to_string())).collect();
+    for (k, id) in &renamed {
+        pred.images[*k].image = id.clone();
     }
-    renamed.sort();
-    Some(format!(
+    Some(IdAlignment::Matched(format!(
         "{} prediction image ids matched to truth ids by their path's last parts (e.g. '{}' -> '{}')",
         renamed.len(),
-        renamed[0].0,
-        renamed[0].1
-    ))
+        example.0,
+        example.1
+    )))
+}
+
+/// What [`align_pred_ids`] did, in words for the user.
+#[derive(Debug)]
+pub(crate) enum IdAlignment {
+    /// Ids were renamed.
+    Matched(String),
+    /// Ids could have been, but not consistently; nothing was renamed.
+    Disagree(String),
+}
+
+impl IdAlignment {
+    /// The line for stderr.
+    pub(crate) fn line(&self) -> String {
+        match self {
+            IdAlignment::Matched(m) => format!("note: {m}"),
+            IdAlignment::Disagree(m) => format!("warning: {m}"),
+        }
+    }
 }
 
 /// `--quiet`: only errors on stderr, so no progress bars or `[recipe]` lines either.
@@ -298,27 +326,32 @@ mod tests {
     fn prediction_ids_align_to_truth_ids_by_their_last_parts() {
         use mitoscope_annotations::ImageAnnotations;
         let set = |ids: &[&str]| AnnotationSet::from_images(ids.iter().map(|i| ImageAnnotations::new(*i)).collect());
-        let truth =
-            set(&["GZMH/train/images/001", "GZMH/test/test_3_score/images/001", "case1_05", "A00_00", "x_7", "y_7"]);
-        let mut pred =
-            set(&["train/images/001", "test_3_score_images_001", "05", "A00_00", "7", "elsewhere", "images/001"]);
-        let note = align_pred_ids(&truth, &mut pred).expect("a note");
-        let ids: Vec<&str> = pred.images.iter().map(|i| i.image.as_str()).collect();
-        assert_eq!(
-            ids,
-            [
-                "GZMH/train/images/001",
-                "GZMH/test/test_3_score/images/001",
-                "case1_05",
-                "A00_00",
-                "7",          // x_7 or y_7: ambiguous, left alone
-                "elsewhere",  // matches nothing
-                "images/001", // matches both splits: left alone
-            ]
-        );
-        assert!(note.starts_with("3 prediction image ids matched"), "{note}");
+        let ids = |s: &AnnotationSet| s.images.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
+        // One folder prefix throughout: matched.
+        let truth = set(&["GZMH/train/images/001", "GZMH/test/test_3_score/images/001", "GZMH/train/images/002"]);
+        let mut pred = set(&["train/images/001", "test/test_3_score/images/001", "train_images_002"]);
+        let note = align_pred_ids(&truth, &mut pred).expect("a note").line();
+        assert_eq!(ids(&pred), ids(&truth));
+        assert!(note.starts_with("note: 3 prediction image ids matched"), "{note}");
+        // A lone case folder against TUPAC ids, and the prefix the other way round.
+        let mut pred = set(&["05", "06"]);
+        align_pred_ids(&set(&["case1_05", "case1_06"]), &mut pred);
+        assert_eq!(ids(&pred), ["case1_05", "case1_06"]);
+        let mut pred = set(&["c3_01", "c3_02"]);
+        align_pred_ids(&set(&["01", "02"]), &mut pred);
+        assert_eq!(ids(&pred), ["01", "02"]);
+        // Matches by different prefixes (another case's HPF) rename nothing, and say so.
+        let truth = set(&["01_01", "01_02", "02_01", "02_03"]);
+        let mut pred = set(&["02", "03"]);
+        let note = align_pred_ids(&truth, &mut pred).expect("a warning").line();
+        assert_eq!(ids(&pred), ["02", "03"]);
+        assert!(note.starts_with("warning:") && note.contains("none was matched"), "{note}");
+        // Ending like two truth ids is ambiguous, even when one of them is taken exactly.
+        let mut pred = set(&["A_1", "1"]);
+        let note = align_pred_ids(&set(&["A_1", "B_1"]), &mut pred);
+        assert_eq!(ids(&pred), ["A_1", "1"], "{note:?}");
         // Nothing to align: no note, nothing renamed.
-        let mut same = set(&["A00_00"]);
-        assert!(align_pred_ids(&truth, &mut same).is_none());
+        let mut same = set(&["GZMH/train/images/001"]);
+        assert!(align_pred_ids(&set(&["GZMH/train/images/001"]), &mut same).is_none());
     }
 }
