@@ -284,10 +284,10 @@ fn mark_unannotated_subsets(
 
 /// Labels from dataset-level files, by image index, and which images such a
 /// file speaks for (so that an image it lists no row for is free of
-/// mitoses): those under its folder (see [`layout::label_scope`]) and those
-/// in a subset it names an image of. A name is looked up within the file's
-/// folder first, so `test_3_score/labels.csv` naming `001.jpg` means that
-/// split's `001.jpg` even where every split has one.
+/// mitoses): those under its folder (see [`layout::label_scope`]) when that
+/// is not the root, and those in a subset it names an image of. A name is
+/// looked up within the file's folder only, so `test_3_score/labels.csv`
+/// naming `001.jpg` means that split's `001.jpg` even where every split has one.
 fn dataset_level_labels(
     tree: &Tree,
     plan: &Plan,
@@ -334,14 +334,19 @@ fn dataset_level_labels(
             }
         }
         for (c, p) in covered.iter_mut().zip(&plan.images) {
-            *c |= layout::in_scope(&p.rel, &scope) || named_subsets.contains(&p.subset.as_deref());
+            // A file in a split's folder speaks for that split; one at the
+            // root, for the subsets it names an image of (a root file listing
+            // only train's mitoses says nothing of a test set's).
+            *c |=
+                (!scope.is_empty() && layout::in_scope(&p.rel, &scope)) || named_subsets.contains(&p.subset.as_deref());
         }
         for name in unknown {
             problems.push(Inconsistency {
                 image: name.clone(),
                 message: format!(
-                    "{} labels image '{name}', which is not in the dataset (or is ambiguous)",
-                    shown.display()
+                    "{} labels image '{name}', which is not in the dataset{} (or is ambiguous)",
+                    shown.display(),
+                    if scope.is_empty() { String::new() } else { format!(" under {scope}/") }
                 ),
             });
         }
@@ -366,6 +371,8 @@ fn find_image(
         norm.rsplit('/').next().unwrap_or(&norm)
     };
     let cands = by_stem.get(&key.to_lowercase()).or_else(|| by_stem.get(&norm.to_lowercase()))?;
+    // A file inside a folder speaks for that folder only.
+    let cands: Vec<usize> = cands.iter().copied().filter(|&i| layout::in_scope(&plan.images[i].rel, scope)).collect();
     let one = |hits: Vec<usize>| (hits.len() == 1).then(|| hits[0]);
     match cands.as_slice() {
         [i] => Some(*i),
@@ -378,9 +385,6 @@ fn find_image(
             };
             subset
                 .and_then(|s| one(cands.iter().copied().filter(|&i| in_subset(i, s)).collect()))
-                .or_else(|| {
-                    one(cands.iter().copied().filter(|&i| layout::in_scope(&plan.images[i].rel, scope)).collect())
-                })
                 .or_else(|| one(cands.iter().copied().filter(|&i| plan.images[i].rel.ends_with(&norm)).collect()))
         }
     }

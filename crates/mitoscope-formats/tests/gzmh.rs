@@ -464,6 +464,26 @@ fn dataset_level_files_without_a_header_or_keyed_by_image() {
 }
 
 #[test]
+fn a_root_label_file_speaks_only_for_the_subsets_it_names() {
+    // labels.csv lists train's mitoses only: test has no annotation, not no mitoses;
+    // train/labels.csv cannot label test's image.
+    let d = tree(&[
+        ("train/images/001.png", he_image(W, H)),
+        ("train/images/002.png", he_image(W, H)),
+        ("test/images/101.png", he_image(W, H)),
+        ("labels.csv", b"image,cx,cy\n001.png,6.5,7\n".to_vec()),
+        ("train/labels.csv", b"image,cx,cy\n101.png,32,22\n".to_vec()),
+    ]);
+    let set = read(d.path());
+    assert_eq!(img(&set, "001").objects.len(), 1);
+    assert!(img(&set, "002").objects.is_empty() && img(&set, "002").unusable.is_none(), "train is annotated");
+    let test = img(&set, "101");
+    assert!(test.objects.is_empty() && test.unusable.is_some(), "{test:?}");
+    let all = problems(&set);
+    assert!(all.contains("labels image '101.png', which is not in the dataset under train/"), "{all}");
+}
+
+#[test]
 fn a_subset_column_tells_alike_named_images_apart() {
     let csv = "split,image,cx,cy\ntrain,001.png,6.5,7\ntest_3_score,001.png,32,22\ntest_3_score,001.png,6.5,7\n";
     let d = tree(&[
