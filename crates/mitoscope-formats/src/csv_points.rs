@@ -104,6 +104,18 @@ impl Columns {
     fn from_header(path: &Path, header: &csv::StringRecord) -> Result<Self> {
         let names: Vec<String> =
             header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
+        // A first line of numbers is data, not a header: this reader needs one.
+        if !names.is_empty() && names.iter().all(|n| n.parse::<f64>().is_ok()) {
+            return Err(FormatError::malformed(
+                path,
+                "line 1",
+                format!(
+                    "the first line ({}) is numbers, not a header: a points CSV starts with a header \
+                     such as image,x,y[,score] (or give --format for another layout)",
+                    names.join(",")
+                ),
+            ));
+        }
         // A column named twice would be read from one of them and the other ignored.
         if let Some((i, name)) = names.iter().enumerate().find(|(i, n)| !n.is_empty() && names[..*i].contains(n)) {
             return Err(FormatError::malformed(

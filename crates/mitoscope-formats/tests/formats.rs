@@ -117,6 +117,7 @@ fn csv_bad_input_names_file_and_line() {
         ("class.csv", "image,x,y,class\nA,1,2,tumour\n", &["line 2", "'tumour'"]),
         ("score.csv", "image,x,y,score\nA,1,2,nan\n", &["line 2", "score"]),
         ("dup.csv", "image,x,x,y\nA,1,2,3\n", &["line 1", "'x' appears twice (columns 2 and 3)"]),
+        ("numbers.csv", "2,2,10,10\n5,5,9,9\n", &["line 1", "(2,2,10,10) is numbers, not a header"]),
     ];
     for (name, content, parts) in cases {
         let p = write_file(d, name, content);
