@@ -53,13 +53,14 @@ pub(crate) fn align_pred_ids(truth: &AnnotationSet, pred: &mut AnnotationSet) ->
     let parts =
         |id: &str| -> Vec<String> { id.split(['/', '\\', '_']).filter(|p| !p.is_empty()).map(str::to_owned).collect() };
     let pred_ids: HashSet<&str> = pred.images.iter().map(|i| i.image.as_str()).collect();
+    let truth_ids: HashSet<&str> = truth.images.iter().map(|i| i.image.as_str()).collect();
     let truth_parts: Vec<(&str, Vec<String>)> =
         truth.images.iter().map(|i| (i.image.as_str(), parts(&i.image))).collect();
     // (pred index, truth id, leading parts one side has beyond the other, which side)
     let mut matches: Vec<(usize, &str, Vec<String>, bool)> = Vec::new();
     let mut ambiguous = None;
     for (k, img) in pred.images.iter().enumerate() {
-        if truth.image(&img.image).is_some() {
+        if truth_ids.contains(img.image.as_str()) {
             continue;
         }
         let p = parts(&img.image);
