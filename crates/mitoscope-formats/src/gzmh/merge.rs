@@ -118,6 +118,42 @@ fn join_parts(components: Vec<Annotation>, labels: &[LabelObject]) -> Vec<(Annot
             groups.push(inside);
         }
     }
+    // A label given by its centroid alone, between two masses and on neither:
+    // the two nearest free masses are one figure when the label sits at their
+    // joint centre of mass and each lies within its own size of the label.
+    for (li, label) in labels.iter().enumerate() {
+        let (None, Some(c)) = (label.bbox, label.centroid) else { continue };
+        if components.iter().any(|comp| on_component(comp, &c)) {
+            continue;
+        }
+        let mut near: Vec<(f64, usize)> = components
+            .iter()
+            .enumerate()
+            .filter(|(ci, comp)| joined_into[*ci].is_none() && !claimed_by_other(labels, li, comp))
+            .filter_map(|(ci, comp)| {
+                let b = comp.bbox?;
+                let gap =
+                    ((b.x_min - c.x).max(c.x - b.x_max).max(0.0)).hypot((b.y_min - c.y).max(c.y - b.y_max).max(0.0));
+                (gap <= b.width().hypot(b.height())).then_some((gap, ci))
+            })
+            .collect();
+        near.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let [(_, a), (_, b), ..] = near[..] else { continue };
+        let pair = [a, b];
+        let mass = |ci: usize| pixels(&components[ci]).len() as f64;
+        let total = mass(a) + mass(b);
+        let joint = Point::new(
+            pair.iter().map(|&ci| components[ci].centroid.x * mass(ci)).sum::<f64>() / total,
+            pair.iter().map(|&ci| components[ci].centroid.y * mass(ci)).sum::<f64>() / total,
+        );
+        let span = components[a].centroid.distance(&components[b].centroid);
+        if total > 0.0 && joint.distance(&c) <= 0.25 * span {
+            for &ci in &pair {
+                joined_into[ci] = Some(groups.len());
+            }
+            groups.push(pair.to_vec());
+        }
+    }
     // Each group becomes one object where its first component stood.
     let mut out = Vec::with_capacity(components.len());
     for (ci, comp) in components.iter().enumerate() {
@@ -329,6 +365,28 @@ mod tests {
         let fig = &m.objects[0];
         assert_eq!(fig.centroid, Point::new(18.0, 12.5));
         assert_eq!(pixels(fig).len(), 50, "both masses are the one figure's shape");
+    }
+
+    #[test]
+    fn a_centroid_label_between_two_masses_joins_them() {
+        // Telophase labelled by its centre of mass only (no box).
+        let m = merge(
+            Some(vec![square(10, 10, 5), square(22, 10, 5), square(60, 60, 4)]),
+            vec![label(None, Some((18.0, 12.0))), label(None, Some((61.5, 61.5)))],
+            true,
+            "m.png",
+        );
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        assert_eq!(m.objects.len(), 2, "{:?}", m.objects);
+        assert_eq!(pixels(&m.objects[0]).len(), 50);
+        // A click just off one figure, beside an unlabelled neighbour, does not join them.
+        let m = merge(
+            Some(vec![square(10, 10, 5), square(22, 10, 5)]),
+            vec![label(None, Some((15.5, 12.0)))],
+            true,
+            "m.png",
+        );
+        assert_eq!(m.objects.len(), 2, "{:?}", m.objects);
     }
 
     #[test]
