@@ -241,6 +241,10 @@ pub struct ImageAnnotations {
     /// Named subset (`train`, `test`, `test_1or2_score`, ...), when the source has splits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    /// The slide (WSI) the image was taken from, where the source names it:
+    /// a per-slide folder such as GZMH V2's `test_3_score/WSI04/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<String>,
     /// The pixel mask file the objects came from, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_path: Option<PathBuf>,

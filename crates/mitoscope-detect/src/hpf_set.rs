@@ -11,6 +11,16 @@
 //!   Cohen's kappa and quadratic weighted kappa via `mitoscope-eval`.
 //! - [`run_hpf_set`]: all of it on a folder with a [`TileDetector`].
 //!
+//! A folder with HPF images directly in it is scored as it is. A folder with
+//! none there is read as a dataset (the GZMH reader: splits, per-slide
+//! folders, masks and labels), as GZMH V2 ships: `test_3_score/WSI04/...`.
+//! Then each per-slide folder is a slide (else the file-name rule above), the
+//! dataset's ids name the HPFs (so `detections.csv` evaluates against the
+//! dataset), the masks and labels give each slide's annotated count and
+//! score over its own top-N annotated HPFs (the truth unless `--truth` is
+//! given), and a split named by score (`test_1or2_score`, `test_3_score`)
+//! says which scores its slides may have: see [`split_scores`].
+//!
 //! Area: each HPF counts as its image area (`width x height x mpp²`), or as
 //! the field of [`HpfSetConfig::field`] when one is given (images that are
 //! crops of the microscope field, or whose mpp is unknown). The table row
@@ -26,7 +36,7 @@ use rayon::prelude::*;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{ImageResult, expand_inputs, image_id};
+use crate::batch::{ImageResult, csv_field, expand_inputs, image_id};
 use crate::slide_run::{DetectorInfo, TileDetector};
 use crate::{DetectError, DetectOptions, Detection};
 
@@ -68,6 +78,14 @@ pub enum HpfSetError {
         /// Cause.
         #[source]
         source: mitoscope_eval::EvalError,
+    },
+    /// The output folder holds files no `score` run wrote, or is a file.
+    #[error("{path}: {why}")]
+    Output {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why it is refused.
+        why: String,
     },
     /// An output file could not be written.
     #[error(transparent)]
@@ -117,6 +135,10 @@ pub struct HpfCount {
     pub area_mm2: f64,
     /// Width x height in pixels.
     pub size: (u32, u32),
+    /// Mitoses the dataset's masks or labels give this HPF (dataset folders
+    /// only; `None` where the image has no usable annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_count: Option<usize>,
 }
 
 /// The score of one slide from its HPFs.
@@ -124,8 +146,12 @@ pub struct HpfCount {
 pub struct SlideScore {
     /// Slide name (the group key).
     pub slide: String,
-    /// HPF images of this slide.
+    /// HPF images of this slide that were read.
     pub hpfs_total: usize,
+    /// HPF images of this slide that could not be read (see the failures):
+    /// its score is from the rest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hpfs_failed: usize,
     /// The top-N HPFs counted (fewer when the slide has fewer), most first.
     pub top_hpfs: Vec<HpfCount>,
     /// Mitoses in the top HPFs.
@@ -136,6 +162,19 @@ pub struct SlideScore {
     pub score: MitoticScore,
     /// Ground-truth score when given.
     pub truth: Option<u8>,
+    /// The dataset subset (split) the slide's HPFs are in, when read as a dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// Annotated mitoses in the slide's top-N HPFs by annotation, when every
+    /// HPF of the slide is annotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotated_count: Option<usize>,
+    /// The Nottingham score of `annotated_count` over those HPFs' area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotated_score: Option<u8>,
+    /// The scores the slide's split allows (`test_1or2_score`: 1 and 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_scores: Option<Vec<u8>>,
 }
 
 /// Predicted vs ground-truth slide scores.
@@ -174,6 +213,42 @@ pub struct HpfSetReport {
     pub failures: Vec<(PathBuf, String)>,
     /// Against the truth, when given.
     pub comparison: Option<Comparison>,
+    /// Where the truth of `comparison` came from: the `--truth` file, or
+    /// `annotations` (the dataset's masks and labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_source: Option<String>,
+    /// Predicted scores against the scores each slide's split allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_agreement: Option<SplitAgreement>,
+    /// Predicted against annotated top-N counts, per slide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_agreement: Option<CountAgreement>,
+    /// What reading the folder as a dataset found (layout, annotation problems).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Predicted slide scores against the scores their split allows (GZMH V2
+/// splits its test slides by score: `test_1or2_score`, `test_3_score`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitAgreement {
+    /// Slides in a split named by score.
+    pub slides: usize,
+    /// Fraction whose predicted score is one the split allows.
+    pub agreement: f64,
+    /// Per split: slides predicted 1, 2 and 3.
+    pub predicted: BTreeMap<String, [usize; 3]>,
+}
+
+/// Predicted against annotated mitoses in each slide's top-N HPFs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountAgreement {
+    /// Slides with an annotated count.
+    pub slides: usize,
+    /// Mean of |predicted - annotated|.
+    pub mean_abs_error: f64,
+    /// Mean of predicted - annotated (positive: the model over-counts).
+    pub mean_error: f64,
 }
 
 /// Compiles a `--group` pattern; it needs at least one capture group.
@@ -201,13 +276,50 @@ pub fn group_key(stem: &str, re: Option<&Regex>) -> Option<String> {
     }
 }
 
+/// The scores a split named by score allows: `test_1or2_score` -> `[1, 2]`,
+/// `test_3_score` -> `[3]`; `None` for other names (`train`, `WSI04`).
+pub fn split_scores(name: &str) -> Option<Vec<u8>> {
+    let lower = name.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(['_', '-', ' ', '.']).filter(|w| !w.is_empty()).collect();
+    let at = words.iter().position(|w| *w == "score" || *w == "scores")?;
+    // The words before `score`: `3`, `1or2`, or `1`, `or`, `2`.
+    let is_spec =
+        |w: &&&str| **w == "or" || w.split("or").all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+    let spec: Vec<&str> = words[..at].iter().rev().take_while(is_spec).copied().collect();
+    let mut scores = Vec::new();
+    for c in spec.iter().flat_map(|w| w.chars()).filter(char::is_ascii_digit) {
+        match c.to_digit(10) {
+            Some(d @ 1..=3) => scores.push(d as u8),
+            _ => return None,
+        }
+    }
+    scores.sort_unstable();
+    scores.dedup();
+    (!scores.is_empty()).then_some(scores)
+}
+
 /// Per-slide scores from per-HPF counts: the `n` HPFs with the most
 /// mitoses (ties: by image name), their count and area, and the score.
 /// `field` sets the table row (default: the mean area of the counted HPFs).
 pub fn score_slides(hpfs: &[HpfCount], n: usize, field: Option<FieldPreset>) -> Result<Vec<SlideScore>, HpfSetError> {
+    let (scores, mut failed) = score_each_slide(hpfs, n, field)?;
+    match failed.is_empty() {
+        true => Ok(scores),
+        false => Err(failed.swap_remove(0)),
+    }
+}
+
+/// [`score_slides`], with the slides that cannot be scored (a field size
+/// outside the table) returned apart, so that the others still are.
+fn score_each_slide(
+    hpfs: &[HpfCount],
+    n: usize,
+    field: Option<FieldPreset>,
+) -> Result<(Vec<SlideScore>, Vec<HpfSetError>), HpfSetError> {
     if n == 0 {
         return Err(HpfSetError::Config("--hpfs must be at least 1".into()));
     }
+    let mut failed = Vec::new();
     let mut by_slide: BTreeMap<&str, Vec<&HpfCount>> = BTreeMap::new();
     for h in hpfs {
         by_slide.entry(&h.slide).or_default().push(h);
@@ -220,19 +332,33 @@ pub fn score_slides(hpfs: &[HpfCount], n: usize, field: Option<FieldPreset>) -> 
         let count = top.iter().map(|h| h.count).sum();
         let area_mm2: f64 = top.iter().map(|h| h.area_mm2).sum();
         let preset = field.unwrap_or(FieldPreset::Area(area_mm2 / top.len() as f64));
-        let score = mitotic_score(count, area_mm2, preset)
-            .map_err(|source| HpfSetError::Score { slide: slide.to_owned(), source })?;
+        let score = match mitotic_score(count, area_mm2, preset) {
+            Ok(score) => score,
+            Err(source) => {
+                failed.push(HpfSetError::Score { slide: slide.to_owned(), source });
+                continue;
+            }
+        };
         out.push(SlideScore {
             slide: slide.to_owned(),
             hpfs_total,
+            hpfs_failed: 0,
             top_hpfs: top,
             count,
             area_mm2,
             score,
             truth: None,
+            subset: None,
+            annotated_count: None,
+            annotated_score: None,
+            split_scores: None,
         });
     }
-    Ok(out)
+    Ok((out, failed))
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Reads a ground-truth CSV: a header with `slide` and `score` columns (any
@@ -339,7 +465,10 @@ pub fn run_hpf_set(
     }
     let info = detector.info(&config.options);
     let mpp = config.input_mpp.unwrap_or(info.default_input_mpp);
-    crate::detector::checked_input_mpp(mpp).map_err(|e| HpfSetError::Config(format!("--mpp: {e}")))?;
+    crate::detector::checked_input_mpp(mpp).map_err(|e| match e {
+        DetectError::Config(why) => HpfSetError::Config(format!("--mpp: {why}")),
+        other => HpfSetError::Config(format!("--mpp: {other}")),
+    })?;
     if let Some(f) = config.field {
         let area = match f {
             FieldPreset::Area(a) => a,
@@ -350,18 +479,20 @@ pub fn run_hpf_set(
             return Err(HpfSetError::Config(format!("field area must be positive, got {area} mm²")));
         }
     }
+    let truth_path = truth;
     let truth = truth.map(read_truth).transpose()?;
     if !dir.is_dir() {
         return Err(HpfSetError::Input { path: dir.to_owned(), why: "is not a folder of HPF images".into() });
     }
     let (files, mut failures) = expand_inputs(&[dir.to_owned()]);
-    let mut jobs = Vec::new();
-    for f in files {
-        match group_key(&image_id(&f), re.as_ref()) {
-            Some(slide) => jobs.push((f, slide)),
-            None => failures.push((f.clone(), format!("{}: name does not match --group; skipped", f.display()))),
-        }
-    }
+    let mut notes = Vec::new();
+    let jobs = if files.is_empty() {
+        // No image directly in the folder: a dataset root or split (GZMH V2).
+        failures.clear();
+        dataset_jobs(dir, re.as_ref(), &mut failures, &mut notes)?
+    } else {
+        flat_jobs(files, re.as_ref(), &mut failures)
+    };
     if jobs.is_empty() {
         // Say why: no image at all, or none whose name the --group pattern matches.
         let unmatched = failures.iter().filter(|(_, why)| why.contains("--group")).count();
@@ -380,38 +511,264 @@ pub fn run_hpf_set(
     }
     let results: Vec<Result<(HpfCount, ImageResult), (PathBuf, String)>> = jobs
         .par_iter()
-        .map(|(path, slide)| {
-            let r = detect_one(detector, path, slide, mpp, config).map_err(|e| (path.clone(), e.to_string()));
+        .map(|job| {
+            let r = detect_one(detector, job, mpp, config).map_err(|e| (job.path.clone(), e.to_string()));
             bar.inc(1);
             r
         })
         .collect();
     bar.finish_and_clear();
     let (mut hpfs, mut images) = (Vec::new(), Vec::new());
-    for r in results {
+    let mut unread: BTreeMap<&str, usize> = BTreeMap::new();
+    for (r, job) in results.into_iter().zip(&jobs) {
         match r {
             Ok((h, img)) => {
                 hpfs.push(h);
                 images.push(img);
             }
-            Err(f) => failures.push(f),
+            Err(f) => {
+                *unread.entry(job.slide.as_str()).or_default() += 1;
+                failures.push(f);
+            }
         }
     }
     if hpfs.is_empty() {
         return Err(HpfSetError::Input { path: dir.to_owned(), why: "no HPF image could be read".into() });
     }
-    let mut slides = score_slides(&hpfs, config.n_hpfs, config.field)?;
-    let comparison = truth.as_ref().map(|t| compare(&mut slides, t)).transpose()?;
-    Ok((HpfSetReport { model: info, mpp, n_hpfs: config.n_hpfs, slides, hpfs, failures, comparison }, images))
+    let (mut slides, unscored) = score_each_slide(&hpfs, config.n_hpfs, config.field)?;
+    if slides.is_empty() {
+        return Err(unscored.into_iter().next().unwrap_or_else(|| HpfSetError::Config("no slide to score".into())));
+    }
+    // A slide that cannot be scored fails alone; the others are still scored.
+    failures.extend(unscored.into_iter().map(|e| (dir.to_owned(), e.to_string())));
+    for s in &mut slides {
+        s.hpfs_failed = unread.remove(s.slide.as_str()).unwrap_or(0);
+        if s.hpfs_failed > 0 {
+            notes.push(format!(
+                "slide {}: {} of its {} HPFs could not be read (see the errors); its score is from the rest",
+                s.slide,
+                s.hpfs_failed,
+                s.hpfs_failed + s.hpfs_total
+            ));
+        }
+        if s.hpfs_total < config.n_hpfs {
+            notes.push(format!(
+                "slide {}: {} HPF{}, fewer than the {} counted; its count is scaled from {:.3} mm²",
+                s.slide,
+                s.hpfs_total,
+                if s.hpfs_total == 1 { "" } else { "s" },
+                config.n_hpfs,
+                s.area_mm2
+            ));
+        }
+    }
+    for (slide, n) in &unread {
+        notes.push(format!("slide {slide}: none of its {n} HPFs could be read; it is not scored"));
+    }
+    let split_agreement = add_dataset_truth(&mut slides, &hpfs, &jobs, dir, config)?;
+    let count_agreement = count_agreement(&slides);
+    let annotated: BTreeMap<String, u8> =
+        slides.iter().filter_map(|s| Some((s.slide.clone(), s.annotated_score?))).collect();
+    // Name unreadable HPFs where no scored slide is in the truth: the truth's
+    // slides may be the ones that failed, not a wrong --group.
+    let unread_hint = |e: HpfSetError| match (&e, failures.first()) {
+        (HpfSetError::Config(why), Some((path, first))) => HpfSetError::Config(format!(
+            "{why}; {} HPFs could not be read, e.g. {}: {first}",
+            failures.len(),
+            path.display()
+        )),
+        _ => e,
+    };
+    let (comparison, truth_source) = match (&truth, truth_path) {
+        (Some(t), Some(p)) => (Some(compare(&mut slides, t).map_err(unread_hint)?), Some(p.display().to_string())),
+        _ if !annotated.is_empty() => (Some(compare(&mut slides, &annotated)?), Some("annotations".to_owned())),
+        _ => (None, None),
+    };
+    Ok((
+        HpfSetReport {
+            model: info,
+            mpp,
+            n_hpfs: config.n_hpfs,
+            slides,
+            hpfs,
+            failures,
+            comparison,
+            truth_source,
+            split_agreement,
+            count_agreement,
+            notes,
+        },
+        images,
+    ))
+}
+
+/// One HPF to score: its file, id, slide, and what a dataset says of it.
+#[derive(Debug, Clone)]
+struct HpfJob {
+    path: PathBuf,
+    image: String,
+    slide: String,
+    subset: Option<String>,
+    truth_count: Option<usize>,
+}
+
+/// The images of a flat folder, grouped by file name.
+fn flat_jobs(files: Vec<PathBuf>, re: Option<&Regex>, failures: &mut Vec<(PathBuf, String)>) -> Vec<HpfJob> {
+    let mut jobs = Vec::new();
+    // `x.png` beside `x.jpg` get ids of their own (with a warning), as in `detect`.
+    let ids = crate::batch::unique_image_ids(&files);
+    for (path, image) in files.into_iter().zip(ids) {
+        match group_key(&image_id(&path), re) {
+            Some(slide) => jobs.push(HpfJob { path, image, slide, subset: None, truth_count: None }),
+            None => failures.push((path.clone(), format!("{}: name does not match --group; skipped", path.display()))),
+        }
+    }
+    jobs
+}
+
+/// The images of a dataset folder (read by the GZMH reader), each in its
+/// per-slide folder's slide (or by file name where there is none; always by
+/// file name with `--group`), with its annotated count where it has one.
+fn dataset_jobs(
+    dir: &Path,
+    re: Option<&Regex>,
+    failures: &mut Vec<(PathBuf, String)>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<HpfJob>, HpfSetError> {
+    let set = mitoscope_formats::gzmh::read(dir, &mitoscope_formats::ReadOptions::default()).map_err(|e| {
+        HpfSetError::Input {
+            path: dir.to_owned(),
+            why: format!("no HPF image directly in it, and not readable as a dataset: {e}"),
+        }
+    })?;
+    let mut jobs = Vec::new();
+    for img in &set.images {
+        let Some(path) = img.path.clone() else { continue };
+        let stem = image_id(&path);
+        let slide = match re {
+            Some(_) => group_key(&stem, re),
+            None => img.slide.clone().or_else(|| group_key(&stem, None)),
+        };
+        let Some(slide) = slide else {
+            failures.push((path.clone(), format!("{}: name does not match --group; skipped", path.display())));
+            continue;
+        };
+        let truth_count = img.unusable.is_none().then(|| img.count(mitoscope_annotations::ObjectClass::Mitosis));
+        jobs.push(HpfJob { path, image: img.image.clone(), slide, subset: img.subset.clone(), truth_count });
+    }
+    // A slide name in two subsets (per-split folder counters) is two slides.
+    let mut subsets_of: BTreeMap<&str, std::collections::BTreeSet<Option<&str>>> = BTreeMap::new();
+    for j in &jobs {
+        subsets_of.entry(j.slide.as_str()).or_default().insert(j.subset.as_deref());
+    }
+    let shared: std::collections::BTreeSet<String> =
+        subsets_of.into_iter().filter(|(_, s)| s.len() > 1).map(|(k, _)| k.to_owned()).collect();
+    for j in &mut jobs {
+        if let (true, Some(subset)) = (shared.contains(&j.slide), &j.subset) {
+            j.slide = format!("{subset}/{}", j.slide);
+        }
+    }
+    let slides: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.slide.as_str()).collect();
+    let annotated = jobs.iter().filter(|j| j.truth_count.is_some()).count();
+    notes.push(format!(
+        "read as a dataset: {} HPFs in {} slides{}; {annotated} HPFs annotated (masks or labels)",
+        jobs.len(),
+        slides.len(),
+        match set.subsets().keys().flatten().cloned().collect::<Vec<_>>() {
+            s if s.is_empty() => String::new(),
+            s => format!(", subsets {}", s.join(", ")),
+        }
+    ));
+    if !set.inconsistencies.is_empty() {
+        notes.push(format!(
+            "{} annotation problems (see `mitoscope inspect {}`), e.g. {}",
+            set.inconsistencies.len(),
+            dir.display(),
+            set.inconsistencies[0]
+        ));
+    }
+    Ok(jobs)
+}
+
+/// Fills each slide's subset, split scores and annotated count and score
+/// (over its own top-N HPFs by annotation, every HPF annotated), and returns
+/// the predicted scores against the splits' where any split is named by score.
+fn add_dataset_truth(
+    slides: &mut [SlideScore],
+    hpfs: &[HpfCount],
+    jobs: &[HpfJob],
+    dir: &Path,
+    config: &HpfSetConfig,
+) -> Result<Option<SplitAgreement>, HpfSetError> {
+    let dir_split = dir.file_name().and_then(|n| split_scores(&n.to_string_lossy()));
+    let mut truth_hpfs = Vec::new();
+    let mut unannotated: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for h in hpfs {
+        match h.truth_count {
+            Some(n) => truth_hpfs.push(HpfCount { count: n, ..h.clone() }),
+            None => {
+                unannotated.insert(h.slide.as_str());
+            }
+        }
+    }
+    truth_hpfs.retain(|h| !unannotated.contains(h.slide.as_str()));
+    let annotated: BTreeMap<String, SlideScore> = if truth_hpfs.is_empty() {
+        BTreeMap::new()
+    } else {
+        score_each_slide(&truth_hpfs, config.n_hpfs, config.field)?
+            .0
+            .into_iter()
+            .map(|s| (s.slide.clone(), s))
+            .collect()
+    };
+    let mut predicted: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let (mut in_split, mut agree) = (0, 0);
+    for s in slides.iter_mut() {
+        s.subset = jobs.iter().find(|j| j.slide == s.slide).and_then(|j| j.subset.clone());
+        if let Some(a) = annotated.get(&s.slide) {
+            s.annotated_count = Some(a.count);
+            s.annotated_score = Some(a.score.score);
+        }
+        let named = s.subset.as_deref().and_then(|n| split_scores(n).map(|v| (n.to_owned(), v)));
+        let named = named.or_else(|| {
+            let name = dir.file_name()?.to_string_lossy().into_owned();
+            dir_split.clone().map(|v| (name, v))
+        });
+        if let Some((split, allowed)) = named {
+            in_split += 1;
+            agree += usize::from(allowed.contains(&s.score.score));
+            predicted.entry(split).or_default()[usize::from(s.score.score.clamp(1, 3) - 1)] += 1;
+            s.split_scores = Some(allowed);
+        }
+    }
+    Ok((in_split > 0).then(|| SplitAgreement {
+        slides: in_split,
+        agreement: agree as f64 / in_split as f64,
+        predicted,
+    }))
+}
+
+/// Predicted against annotated top-N counts over the slides that have both.
+fn count_agreement(slides: &[SlideScore]) -> Option<CountAgreement> {
+    let diffs: Vec<f64> = slides.iter().filter_map(|s| Some(s.count as f64 - s.annotated_count? as f64)).collect();
+    (!diffs.is_empty()).then(|| CountAgreement {
+        slides: diffs.len(),
+        mean_abs_error: diffs.iter().map(|d| d.abs()).sum::<f64>() / diffs.len() as f64,
+        mean_error: diffs.iter().sum::<f64>() / diffs.len() as f64,
+    })
 }
 
 fn detect_one(
     detector: &dyn TileDetector,
-    path: &Path,
-    slide: &str,
-    mpp: f64,
+    job: &HpfJob,
+    default_mpp: f64,
     config: &HpfSetConfig,
 ) -> Result<(HpfCount, ImageResult), DetectError> {
+    let path = job.path.as_path();
+    // As `detect` reads it: --mpp, else a TIFF's resolution tags, else the default.
+    let mpp = crate::batch::image_mpp(path, config.input_mpp, default_mpp);
+    crate::detector::checked_input_mpp(mpp)
+        .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
     let image = mitoscope_imaging::read_image(path)?;
     let (w, h) = image.dimensions();
     let detections: Vec<Detection> = detector
@@ -423,9 +780,15 @@ fn detect_one(
         Some(FieldPreset::TenHpfTwoMm2) => 0.2,
         None => Mpp::new(mpp).map(|m| m.area_mm2(w as f64, h as f64)).unwrap_or(0.0),
     };
-    let id = image_id(path);
-    let count =
-        HpfCount { image: id.clone(), slide: slide.to_owned(), count: detections.len(), area_mm2, size: (w, h) };
+    let id = job.image.clone();
+    let count = HpfCount {
+        image: id.clone(),
+        slide: job.slide.clone(),
+        count: detections.len(),
+        area_mm2,
+        size: (w, h),
+        truth_count: job.truth_count,
+    };
     let result = ImageResult {
         image: id,
         path: path.to_owned(),
@@ -437,7 +800,36 @@ fn detect_one(
     Ok((count, result))
 }
 
-/// Writes `scores.csv` (`slide,hpfs,hpfs_used,count,area_mm2,score,truth`),
+/// The files [`write_hpf_outputs`] writes into its folder.
+pub const HPF_OUTPUT_FILES: [&str; 3] = ["scores.csv", "scores.json", "detections.csv"];
+
+/// Refuses an output folder that is a file, or where writing would replace a
+/// file no earlier `score` run wrote: one of [`HPF_OUTPUT_FILES`] with no
+/// `scores.json` of a score run beside it (a `detect` run's
+/// `detections.csv`, say). Called before any detection, and again before writing.
+pub fn check_hpf_out(out_dir: &Path) -> Result<(), HpfSetError> {
+    let refuse = |path: PathBuf, why: &str| Err(HpfSetError::Output { path, why: why.to_owned() });
+    if out_dir.exists() && !out_dir.is_dir() {
+        return refuse(out_dir.to_owned(), "--out exists and is not a folder");
+    }
+    let ours = std::fs::read(out_dir.join("scores.json"))
+        .ok()
+        .is_some_and(|bytes| serde_json::from_slice::<HpfSetReport>(&bytes).is_ok());
+    if ours {
+        return Ok(());
+    }
+    match HPF_OUTPUT_FILES.iter().map(|f| out_dir.join(f)).find(|p| p.exists()) {
+        Some(path) => refuse(
+            path,
+            "exists, and no earlier `mitoscope score` run wrote it (no scores.json of one beside it); \
+             it is left alone: give a new or empty --out folder",
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Writes `scores.csv` (`slide,hpfs,hpfs_used,count,area_mm2,score,truth`,
+/// then `subset,annotated_count,annotated_score,split_scores` from datasets),
 /// `scores.json` (the whole report) and `detections.csv` (`image,x,y,score`
 /// of every HPF) into `out_dir`, each atomically.
 pub fn write_hpf_outputs(
@@ -446,20 +838,29 @@ pub fn write_hpf_outputs(
     images: &[ImageResult],
 ) -> Result<Vec<PathBuf>, HpfSetError> {
     use mitoscope_formats::atomic::{write_atomic, write_atomic_with};
+    check_hpf_out(out_dir)?;
     let csv = out_dir.join("scores.csv");
     write_atomic_with(&csv, |w| {
-        writeln!(w, "slide,hpfs,hpfs_used,count,area_mm2,score,truth")?;
+        writeln!(
+            w,
+            "slide,hpfs,hpfs_used,count,area_mm2,score,truth,subset,annotated_count,annotated_score,split_scores"
+        )?;
         for s in &report.slides {
             let truth = s.truth.map(|t| t.to_string()).unwrap_or_default();
+            let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
+            let split = s.split_scores.iter().flatten().map(u8::to_string).collect::<Vec<_>>().join("or");
             writeln!(
                 w,
-                "{},{},{},{},{:.4},{},{truth}",
-                s.slide,
+                "{},{},{},{},{:.4},{},{truth},{},{},{},{split}",
+                csv_field(&s.slide),
                 s.hpfs_total,
                 s.top_hpfs.len(),
                 s.count,
                 s.area_mm2,
-                s.score.score
+                s.score.score,
+                csv_field(s.subset.as_deref().unwrap_or_default()),
+                opt(s.annotated_count),
+                opt(s.annotated_score.map(usize::from)),
             )?;
         }
         Ok(())
@@ -472,8 +873,9 @@ pub fn write_hpf_outputs(
     write_atomic_with(&dets, |w| {
         writeln!(w, "{}", crate::DETECTIONS_HEADER)?;
         for r in images {
+            let id = csv_field(&r.image);
             for d in &r.detections {
-                writeln!(w, "{},{:.2},{:.2},{:.4}", r.image, d.x, d.y, d.score)?;
+                writeln!(w, "{}", crate::batch::detection_row(&id, d))?;
             }
         }
         Ok(())

@@ -396,7 +396,7 @@ fn tiny_model_runs_over_a_slide_and_is_deterministic() {
 // ---------- HPF sets ----------
 
 fn hpf(count: usize, name: &str, slide: &str) -> HpfCount {
-    HpfCount { image: name.into(), slide: slide.into(), count, area_mm2: 0.2, size: (100, 100) }
+    HpfCount { image: name.into(), slide: slide.into(), count, area_mm2: 0.2, size: (100, 100), truth_count: None }
 }
 
 #[test]
@@ -492,8 +492,11 @@ fn hpf_folder_grouped_scored_and_compared_with_truth() {
     let out = dir.path().join("out");
     write_hpf_outputs(&out, &report, &images).unwrap();
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
-    assert_eq!(csv.lines().next(), Some("slide,hpfs,hpfs_used,count,area_mm2,score,truth"));
-    assert!(csv.contains("\nS1,3,2,10,0.4000,3,3\n"), "{csv}");
+    assert_eq!(
+        csv.lines().next(),
+        Some("slide,hpfs,hpfs_used,count,area_mm2,score,truth,subset,annotated_count,annotated_score,split_scores")
+    );
+    assert!(csv.contains("\nS1,3,2,10,0.4000,3,3,,,,\n"), "{csv}");
     let dets = std::fs::read_to_string(out.join("detections.csv")).unwrap();
     assert_eq!(dets.lines().count(), 1 + 9 + 1 + 1);
 }
@@ -606,4 +609,151 @@ fn the_slide_table_lists_every_slide_and_keeps_failures() {
     let rows = read_table(&table_file);
     assert_eq!(rows.keys().collect::<Vec<_>>(), ["good", "other"]);
     assert_eq!(rows["good"]["status"], "done");
+}
+
+/// A binary mask with the first `n` figures of [`hpf_image`] drawn.
+fn hpf_mask(n: usize, side: u32) -> image::GrayImage {
+    let mut mask = image::GrayImage::new(side, side);
+    for i in 0..n {
+        let (cx, cy) = (40 + (i as i32 % 5) * 70, 40 + (i as i32 / 5) * 70);
+        imageproc::drawing::draw_filled_circle_mut(&mut mask, (cx, cy), 8, image::Luma([255]));
+    }
+    mask
+}
+
+/// Writes `root/<rel>/images/<name>.png` with `figures` figures and, where
+/// `annotated` is given, `root/<rel>/masks/<name>.png` with that many.
+fn dataset_hpf(root: &Path, rel: &str, name: &str, figures: usize, annotated: Option<usize>) {
+    let dir = root.join(rel);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    hpf_image(figures, 400).save(dir.join("images").join(format!("{name}.png"))).unwrap();
+    if let Some(n) = annotated {
+        std::fs::create_dir_all(dir.join("masks")).unwrap();
+        hpf_mask(n, 400).save(dir.join("masks").join(format!("{name}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn a_gzmh_v2_dataset_is_scored_per_slide_folder_against_its_masks_and_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("GZMH_V2");
+    // A train slide whose folder name a test slide shares; a 1-or-2 slide; a
+    // score-3 slide whose masks hold one figure fewer than its images.
+    dataset_hpf(&root, "train/WSI01", "001", 2, Some(2));
+    dataset_hpf(&root, "test_1or2_score/WSI01", "001", 1, Some(1));
+    dataset_hpf(&root, "test_1or2_score/WSI01", "002", 0, Some(0));
+    dataset_hpf(&root, "test_3_score/WSI02", "001", 9, Some(8));
+    dataset_hpf(&root, "test_3_score/WSI02", "002", 3, Some(3));
+    let cfg = HpfSetConfig { n_hpfs: 2, field: Some(FieldPreset::Area(0.2)), ..HpfSetConfig::default() };
+    let (report, images) = run_hpf_set(&DarkBlobs, &root, None, &cfg).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let by: BTreeMap<&str, &mitoscope_detect::hpf_set::SlideScore> =
+        report.slides.iter().map(|s| (s.slide.as_str(), s)).collect();
+    // The folder names a slide; alike names in two splits stay two slides.
+    assert_eq!(by.keys().copied().collect::<Vec<_>>(), ["WSI02", "test_1or2_score/WSI01", "train/WSI01"]);
+    let s = by["WSI02"];
+    // 12 found in 2 x 0.2 mm² -> score 3; annotated 11 -> score 3.
+    assert_eq!((s.count, s.score.score, s.annotated_count, s.annotated_score), (12, 3, Some(11), Some(3)));
+    assert_eq!((s.subset.as_deref(), s.split_scores.as_deref()), (Some("test_3_score"), Some(&[3u8][..])));
+    let s = by["test_1or2_score/WSI01"];
+    assert_eq!((s.count, s.score.score, s.annotated_count), (1, 1, Some(1)));
+    assert_eq!(s.split_scores.as_deref(), Some(&[1u8, 2][..]));
+    assert_eq!((by["train/WSI01"].split_scores.as_ref(), by["train/WSI01"].annotated_count), (None, Some(2)));
+    // Truth from the annotations: all three agree.
+    assert_eq!(report.truth_source.as_deref(), Some("annotations"));
+    let c = report.comparison.as_ref().unwrap();
+    assert_eq!((c.slides, c.agreement), (3, 1.0));
+    let split = report.split_agreement.as_ref().unwrap();
+    assert_eq!((split.slides, split.agreement), (2, 1.0));
+    assert_eq!(split.predicted["test_3_score"], [0, 0, 1]);
+    assert_eq!(split.predicted["test_1or2_score"], [1, 0, 0]);
+    // Counts: off by +1 on WSI02 only.
+    let counts = report.count_agreement.as_ref().unwrap();
+    assert_eq!(counts.slides, 3);
+    assert!((counts.mean_error - 1.0 / 3.0).abs() < 1e-12 && (counts.mean_abs_error - 1.0 / 3.0).abs() < 1e-12);
+    // HPFs carry the dataset's ids, so detections.csv evaluates against it.
+    let ids: Vec<&str> = images.iter().map(|i| i.image.as_str()).collect();
+    assert!(ids.contains(&"test_3_score/WSI02/images/001"), "{ids:?}");
+    assert!(report.notes[0].contains("read as a dataset: 5 HPFs in 3 slides"), "{:?}", report.notes);
+
+    // The split folder alone, one slide in it: the folder below the split is
+    // still the slide, and the split's name still gives the allowed scores.
+    let (alone, _) = run_hpf_set(&DarkBlobs, &root.join("test_3_score"), None, &cfg).unwrap();
+    assert_eq!(alone.slides.iter().map(|s| s.slide.as_str()).collect::<Vec<_>>(), ["WSI02"]);
+    assert_eq!(alone.split_agreement.as_ref().map(|a| a.slides), Some(1));
+
+    // An explicit --truth wins over the annotations.
+    let truth = dir.path().join("truth.csv");
+    std::fs::write(&truth, "slide,score\nWSI02,2\n").unwrap();
+    let (with_truth, _) = run_hpf_set(&DarkBlobs, &root, Some(&truth), &cfg).unwrap();
+    assert_eq!(with_truth.truth_source.as_deref(), Some(truth.display().to_string().as_str()));
+    assert_eq!(with_truth.comparison.as_ref().unwrap().agreement, 0.0);
+}
+
+#[test]
+fn split_names_give_the_scores_they_allow() {
+    use mitoscope_detect::hpf_set::split_scores;
+    assert_eq!(split_scores("test_1or2_score"), Some(vec![1, 2]));
+    assert_eq!(split_scores("test_3_score"), Some(vec![3]));
+    assert_eq!(split_scores("Test-1-or-2-Score"), Some(vec![1, 2]));
+    assert_eq!(split_scores("train"), None);
+    assert_eq!(split_scores("test_score"), None);
+    assert_eq!(split_scores("test_4_score"), None);
+    assert_eq!(split_scores("WSI04"), None);
+}
+
+#[test]
+fn hpf_folder_edge_cases_fail_alone_and_outputs_are_owned() {
+    use mitoscope_detect::hpf_set::check_hpf_out;
+    let dir = tempfile::tempdir().unwrap();
+    let hpfs = dir.path().join("hpfs");
+    std::fs::create_dir_all(&hpfs).unwrap();
+    // Slide A: one full field; `A_01` twice, as PNG and JPEG-free BMP.
+    hpf_image(2, 2000).save(hpfs.join("A_01.png")).unwrap();
+    hpf_image(1, 2000).save(hpfs.join("A_01.bmp")).unwrap();
+    // Slide "B,x": a 400 px crop at 0.25 µm/px is 0.01 mm², outside the score table.
+    hpf_image(1, 400).save(hpfs.join("B,x_01.png")).unwrap();
+    // Slide C: one HPF read, one not.
+    hpf_image(0, 2000).save(hpfs.join("C_01.png")).unwrap();
+    std::fs::write(hpfs.join("C_02.png"), b"truncated").unwrap();
+    let cfg = HpfSetConfig { n_hpfs: 2, ..HpfSetConfig::default() };
+    let (report, images) = run_hpf_set(&DarkBlobs, &hpfs, None, &cfg).unwrap();
+    let slides: Vec<&str> = report.slides.iter().map(|s| s.slide.as_str()).collect();
+    assert_eq!(slides, ["A", "C"], "the slide outside the table fails alone");
+    assert!(report.failures.iter().any(|(_, why)| why.contains("slide B,x")), "{:?}", report.failures);
+    assert!(report.failures.iter().any(|(p, _)| p.ends_with("C_02.png")), "{:?}", report.failures);
+    // Alike stems get ids of their own and both count.
+    let mut ids: Vec<&str> = images.iter().map(|i| i.image.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["A_01_bmp", "A_01_png", "B,x_01", "C_01"]);
+    assert_eq!((report.slides[0].count, report.slides[0].hpfs_total), (3, 2));
+    // A partly read slide says so.
+    assert_eq!(report.slides[1].hpfs_failed, 1);
+    assert!(
+        report.notes.iter().any(|n| n.contains("slide C: 1 of its 2 HPFs could not be read")),
+        "{:?}",
+        report.notes
+    );
+
+    // Outputs: a folder with a file no score run wrote is refused before and
+    // at writing; a folder an earlier score run wrote is taken.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("detections.csv"), "precious").unwrap();
+    let err = check_hpf_out(&out).unwrap_err().to_string();
+    assert!(err.contains("detections.csv") && err.contains("no earlier"), "{err}");
+    assert!(write_hpf_outputs(&out, &report, &images).is_err());
+    assert_eq!(std::fs::read_to_string(out.join("detections.csv")).unwrap(), "precious");
+    let fresh = dir.path().join("fresh");
+    write_hpf_outputs(&fresh, &report, &images).unwrap();
+    write_hpf_outputs(&fresh, &report, &images).unwrap();
+    // A slide or image id holding a comma is quoted.
+    let dets = std::fs::read_to_string(fresh.join("detections.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(dets.as_bytes());
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert!(rows.iter().all(|row| row.len() == 4), "{dets}");
+    assert!(rows.iter().any(|row| &row[0] == "B,x_01"), "{dets}");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    assert!(check_hpf_out(&file).unwrap_err().to_string().contains("not a folder"));
 }

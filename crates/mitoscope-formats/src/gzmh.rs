@@ -404,6 +404,7 @@ fn read_image(
     let mut img = ImageAnnotations::new(plan.id.clone());
     img.path = Some(tree.display_path(&plan.rel));
     img.subset = plan.subset.clone();
+    img.slide = plan.slide.clone();
     img.mask_path = plan.mask.as_deref().map(|m| tree.display_path(m));
     let size = match tree.image_size(&plan.rel) {
         Ok(s) => Some(s),

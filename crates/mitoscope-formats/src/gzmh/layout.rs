@@ -210,6 +210,8 @@ pub(crate) struct ImagePlan {
     /// Identifier: the stem, or the relative path without extension when stems collide.
     pub(crate) id: String,
     pub(crate) subset: Option<String>,
+    /// The innermost named folder when it is not a split: the slide's folder.
+    pub(crate) slide: Option<String>,
     pub(crate) mask: Option<String>,
     /// Per-image label files.
     pub(crate) labels: Vec<String>,
@@ -319,7 +321,12 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
         });
     }
     let index = ImageIndex::new(&images);
-    let mut plan = Plan { images: image_plans(&images), ..Default::default() };
+    // The root's own name (`test_3_score` when a split folder is given) can
+    // make the folders below it per-slide ones.
+    let root_name = if tree.is_zip() { tree.root().file_stem() } else { None }
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| std::fs::canonicalize(tree.root()).ok()?.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let mut plan = Plan { images: image_plans(root_name.as_deref(), &images), ..Default::default() };
     for m in &masks {
         pair_mask(&index, m, &mut plan);
     }
@@ -329,7 +336,7 @@ pub(crate) fn plan(tree: &Tree) -> Result<Plan> {
     Ok(plan)
 }
 
-fn image_plans(images: &[String]) -> Vec<ImagePlan> {
+fn image_plans(root_name: Option<&str>, images: &[String]) -> Vec<ImagePlan> {
     let mut stem_count: HashMap<String, usize> = HashMap::new();
     for r in images {
         *stem_count.entry(stem(r).to_lowercase()).or_default() += 1;
@@ -346,7 +353,16 @@ fn image_plans(images: &[String]) -> Vec<ImagePlan> {
             // in their split; without one, the innermost folder does.
             let named: Vec<String> = dirs(r).into_iter().skip(wrapper).filter_map(strip_role).collect();
             let subset = named.iter().rev().find(|d| is_split_name(d)).or(named.last()).cloned();
-            ImagePlan { rel: r.clone(), id, subset, mask: None, labels: Vec::new() }
+            // The innermost folder below the innermost split (the root's own
+            // name counting) is a per-slide folder: `test_3_score/WSI04/`.
+            // Without a split, the innermost folder below the wrapper is.
+            let full: Vec<String> =
+                root_name.and_then(strip_role).into_iter().chain(dirs(r).into_iter().filter_map(strip_role)).collect();
+            let slide = match full.iter().rposition(|d| is_split_name(d)) {
+                Some(i) => full[i + 1..].last().cloned(),
+                None => named.last().cloned(),
+            };
+            ImagePlan { rel: r.clone(), id, subset, slide, mask: None, labels: Vec::new() }
         })
         .collect()
 }
@@ -490,18 +506,35 @@ mod tests {
         let imgs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(wrapper_depth(&imgs(&["GZMH/train/images/a.png", "GZMH/test/images/b.png"])), 1);
         assert_eq!(wrapper_depth(&imgs(&["train/images/a.png", "train/images/b.png"])), 0);
-        let plans = image_plans(&imgs(&["GZMH/images/a.png", "GZMH/images/b.png"]));
+        let plans = image_plans(None, &imgs(&["GZMH/images/a.png", "GZMH/images/b.png"]));
         assert_eq!(plans[0].subset, None);
-        let plans = image_plans(&imgs(&["test/test_3_score/images/a.png", "train/images/a.png"]));
+        let plans = image_plans(None, &imgs(&["test/test_3_score/images/a.png", "train/images/a.png"]));
         assert_eq!(plans[0].subset.as_deref(), Some("test_3_score"));
         assert_eq!(plans[0].id, "test/test_3_score/images/a", "colliding stems get the path");
         // Per-slide folders inside a split: the split is the subset.
-        let plans = image_plans(&imgs(&[
-            "GZMH/train/WSI01/images/a.png",
-            "GZMH/test/test_3_score/WSI04/b.png",
-            "GZMH/WSI09/c.png",
-        ]));
+        let plans = image_plans(
+            None,
+            &imgs(&["GZMH/train/WSI01/images/a.png", "GZMH/test/test_3_score/WSI04/b.png", "GZMH/WSI09/c.png"]),
+        );
         let subsets: Vec<_> = plans.iter().map(|p| p.subset.as_deref()).collect();
         assert_eq!(subsets, [Some("train"), Some("test_3_score"), Some("WSI09")]);
+        // ... and the folder below the split is the slide; a split or a
+        // wrapper names none.
+        let slides: Vec<_> = plans.iter().map(|p| p.slide.as_deref()).collect();
+        assert_eq!(slides, [Some("WSI01"), Some("WSI04"), Some("WSI09")]);
+        let plans = image_plans(None, &imgs(&["GZMH/train/images/a.png", "GZMH/images/b.png"]));
+        assert_eq!(plans.iter().map(|p| p.slide.as_deref()).collect::<Vec<_>>(), [None, None]);
+    }
+
+    #[test]
+    fn a_split_folder_given_as_root_makes_its_lone_subfolder_a_slide() {
+        let imgs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // `test_3_score/` with one slide folder: the folder is a wrapper for
+        // subsets, but below a split (the root's own name) it is the slide.
+        let files = imgs(&["WSI04/images/a.png", "WSI04/images/b.png"]);
+        let plans = image_plans(Some("test_3_score"), &files);
+        assert_eq!(plans[0].slide.as_deref(), Some("WSI04"));
+        assert_eq!(image_plans(Some("mydata"), &files)[0].slide, None, "a lone folder under no split is a wrapper");
+        assert_eq!(image_plans(Some("test_3_score"), &imgs(&["images/a.png"]))[0].slide, None);
     }
 }

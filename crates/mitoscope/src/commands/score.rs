@@ -16,6 +16,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     if let Some(g) = &args.group {
         mitoscope_detect::hpf_set::compile_group(g)?;
     }
+    if let Some(out) = &args.out {
+        mitoscope_detect::hpf_set::check_hpf_out(out)?;
+    }
     let detector = load_detector(&args.model)?;
     let config = HpfSetConfig {
         group: args.group.clone(),
@@ -35,14 +38,15 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "{:<24} {:>5} {:>5} {:>6} {:>9} {:>10} {:>5} {:>5}",
-            "slide", "hpfs", "used", "count", "area_mm2", "eq10", "score", "truth"
+            "{:<24} {:>5} {:>5} {:>6} {:>9} {:>10} {:>5} {:>5} {:>7} {:>6}",
+            "slide", "hpfs", "used", "count", "area_mm2", "eq10", "score", "truth", "annot_n", "split"
         );
         for s in &report.slides {
             let truth = s.truth.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            let annotated = s.annotated_count.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 t,
-                "{:<24} {:>5} {:>5} {:>6} {:>9.3} {:>10.1} {:>5} {:>5}",
+                "{:<24} {:>5} {:>5} {:>6} {:>9.3} {:>10.1} {:>5} {:>5} {:>7} {:>6}",
                 s.slide,
                 s.hpfs_total,
                 s.top_hpfs.len(),
@@ -50,7 +54,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                 s.area_mm2,
                 s.score.equivalent_10_field_count,
                 s.score.score,
-                truth
+                truth,
+                annotated,
+                split_label(s.split_scores.as_deref())
             );
         }
         let _ = writeln!(
@@ -63,8 +69,31 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             report.model.name,
             report.model.threshold
         );
+        for note in &report.notes {
+            let _ = writeln!(t, "{note}");
+        }
         if let Some(c) = &report.comparison {
+            if let Some(source) = &report.truth_source {
+                let _ = writeln!(t, "truth: {source}");
+            }
             t.push_str(&super::comparison_text(c, "truth slides with no HPF here"));
+        }
+        if let Some(c) = &report.count_agreement {
+            let _ = writeln!(
+                t,
+                "top-{} counts vs annotated ({} slides): mean absolute error {:.2}, mean error {:+.2} (predicted - annotated)",
+                report.n_hpfs, c.slides, c.mean_abs_error, c.mean_error
+            );
+        }
+        if let Some(a) = &report.split_agreement {
+            let _ = writeln!(
+                t,
+                "vs split scores ({} slides): {:.3} predicted a score their split allows",
+                a.slides, a.agreement
+            );
+            for (split, n) in &a.predicted {
+                let _ = writeln!(t, "  {split}: predicted 1/2/3 = {}/{}/{}", n[0], n[1], n[2]);
+            }
         }
         if let Some(out) = &args.out {
             let _ = writeln!(t, "written: {}/scores.csv, scores.json, detections.csv", out.display());
@@ -75,4 +104,12 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         super::print_failure(path, message);
     }
     Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `1or2`, `3`, or `-`: the scores a split allows, as GZMH V2 names them.
+fn split_label(scores: Option<&[u8]>) -> String {
+    match scores {
+        Some(s) if !s.is_empty() => s.iter().map(u8::to_string).collect::<Vec<_>>().join("or"),
+        _ => "-".into(),
+    }
 }
