@@ -567,7 +567,7 @@ fn render_html(
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{}</title><style>{CSS}</style></head><body><header><h1>{}</h1></header><main>",
+         <meta name=\"generator\" content=\"{GENERATOR}\"><title>{}</title><style>{CSS}</style></head><body><header><h1>{}</h1></header><main>",
         esc(&title),
         esc(&title)
     );
@@ -785,6 +785,19 @@ fn render_html(
     let _ = write!(h, "</p><p>Made by {}.</p></section>", esc(&p.tool));
     let _ = writeln!(h, "</main><script>{SORT_JS}</script></body></html>");
     h
+}
+
+/// The `<meta name="generator">` of every report: how `mitoscope report`
+/// knows a file it may write over (see [`is_report_file`]).
+pub const GENERATOR: &str = "mitoscope report";
+
+/// Whether `path` holds a report this tool wrote (its generator tag in the
+/// first few KB), so that writing over it loses nothing of the user's.
+pub fn is_report_file(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = vec![0u8; 4096];
+    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else { return false };
+    String::from_utf8_lossy(&head[..n]).contains(&format!("<meta name=\"generator\" content=\"{GENERATOR}\">"))
 }
 
 /// Writes the report atomically (temporary file, then rename).

@@ -295,6 +295,21 @@ fn report_and_review_bad_input_are_clear_errors() {
     // Without images or truth: still a report (counts only).
     let printed = ok(&["report", "--pred", good.to_str().unwrap(), "--out", out_s]);
     assert!(printed.contains("1 images, 1 detections"), "{printed}");
+    // A report it wrote is written over; an input, a folder or a file of the
+    // user's is not, and is left as it was.
+    ok(&["report", "--pred", good.to_str().unwrap(), "--out", out_s]);
+    let copy = d.join("copy.csv");
+    std::fs::copy(&good, &copy).unwrap();
+    let err = fails(&["report", "--pred", copy.to_str().unwrap(), "--out", copy.to_str().unwrap()]);
+    assert!(err.contains("would write over the input"), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&good).unwrap());
+    let notes = d.join("notes.html");
+    std::fs::write(&notes, "<html>my notes</html>").unwrap();
+    let err = fails(&["report", "--pred", good.to_str().unwrap(), "--out", notes.to_str().unwrap()]);
+    assert!(err.contains("not a report this tool wrote"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "<html>my notes</html>");
+    let err = fails(&["report", "--pred", good.to_str().unwrap(), "--out", d.to_str().unwrap()]);
+    assert!(err.contains("is a folder"), "{err}");
 
     let img = d.join("A.png");
     image::RgbImage::from_pixel(300, 300, image::Rgb([200, 100, 150])).save(&img).unwrap();
@@ -322,6 +337,23 @@ fn report_and_review_bad_input_are_clear_errors() {
     ]);
     assert!(printed.contains("exported 1 mitoses"), "{printed}");
     assert!(std::fs::read_to_string(&csv).unwrap().contains("A,12,13,0.5,mitosis"));
+    // Exporting one image's review over the --pred file would drop every other image's rows.
+    let multi = d.join("multi.csv");
+    std::fs::write(&multi, "image,x,y,score\nA,12,13,0.5\nB,5,5,0.9\n").unwrap();
+    let err = fails(&[
+        "review",
+        img.to_str().unwrap(),
+        "--pred",
+        multi.to_str().unwrap(),
+        "--decisions",
+        dec.to_str().unwrap(),
+        "--export",
+        multi.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--pred file"), "{err}");
+    assert!(std::fs::read_to_string(&multi).unwrap().contains("B,5,5,0.9"));
+    let err = fails(&["review", img.to_str().unwrap(), "--export", d.join("./A.png").to_str().unwrap()]);
+    assert!(err.contains("image under review"), "{err}");
 
     // Two cases whose HPFs share a name and a size: a review saved for one is not resumed on the other.
     for (case, colour) in [("caseA", [200, 100, 150]), ("caseB", [150, 100, 200])] {

@@ -297,6 +297,16 @@ fn comparison_text(c: &mitoscope_detect::hpf_set::Comparison, missing_label: &st
 }
 
 /// The command line as typed, shell-quoted where needed, for `run.json` and reports.
+/// Whether two paths name the same file, the second possibly not there yet
+/// (its folder resolved, so `./a.csv` and `a.csv` agree).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::canonicalize(parent).map(|d| d.join(p.file_name().unwrap_or_default())).ok()
+    };
+    resolved(a).is_some_and(|r| Some(r) == resolved(b))
+}
+
 pub(crate) fn command_line() -> String {
     std::env::args_os()
         .map(|a| {

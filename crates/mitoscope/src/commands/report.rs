@@ -23,6 +23,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     {
         bail!("{}: no such slide file", s.display());
     }
+    check_report_out(&args)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
     let mut pred = super::load(&args.pred, None, &opts)?;
     let mut truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
@@ -74,6 +75,30 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     line.push_str(")\n");
     super::print(&line)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before any work, an `--out` that is one of the inputs, a folder,
+/// or a file that is not a report this tool wrote: writing would lose it.
+fn check_report_out(args: &ReportArgs) -> Result<()> {
+    let out = &args.out;
+    let inputs = [Some(&args.pred), args.truth.as_ref(), args.slide.as_ref()];
+    if let Some(input) = inputs.into_iter().flatten().find(|p| super::same_file(out, p)) {
+        bail!("{}: --out would write over the input {}; give another file name", out.display(), input.display());
+    }
+    if out.is_dir() {
+        bail!(
+            "{}: --out is a folder; give the report's file name, e.g. {}",
+            out.display(),
+            out.join("report.html").display()
+        );
+    }
+    if out.exists() && !mitoscope_report::is_report_file(out) {
+        bail!(
+            "{}: exists and is not a report this tool wrote; it is left alone: give another file name",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The model named in the `run.json` that `mitoscope detect` left beside

@@ -26,13 +26,21 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     };
 
     if let Some(out) = &args.export {
-        // The decisions file is the review itself: an export over it would lose every decision.
-        let resolved = |p: &std::path::Path| {
-            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            std::fs::canonicalize(parent).map(|d| d.join(p.file_name().unwrap_or_default())).ok()
-        };
-        if resolved(out).is_some() && resolved(out) == resolved(&opts.decisions) {
+        // The decisions file is the review itself, and the --pred file may
+        // hold other images' detections: an export over either loses them.
+        if super::same_file(out, &opts.decisions) {
             bail!("{}: --export would write over the decisions file; export to another file", out.display());
+        }
+        if let Some(pred) = args.pred.as_deref().filter(|p| super::same_file(out, p)) {
+            bail!(
+                "{}: --export would write over the --pred file {} (which may hold other images' detections too); \
+                 export to another file",
+                out.display(),
+                pred.display()
+            );
+        }
+        if super::same_file(out, &args.path) {
+            bail!("{}: --export would write over the image under review; export to another file", out.display());
         }
         let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let format = mitoscope_review::export_format(&ext).with_context(|| {
