@@ -879,6 +879,13 @@ pub fn run_slides(
         .iter()
         .map(|p| {
             let id = image_id(p);
+            if id.eq_ignore_ascii_case(crate::slide_table::SLIDE_TABLE_FILE) {
+                let e = SlideRunError::output(
+                    p,
+                    format!("its output folder would be named '{id}', the slide table's name; rename the file"),
+                );
+                return (p.clone(), Err(e));
+            }
             if let Some(first) = seen.get(&id) {
                 let e = SlideRunError::output(
                     p,

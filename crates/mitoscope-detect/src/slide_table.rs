@@ -5,9 +5,10 @@
 //! Rows come from the per-slide `summary.json` files in the folder (what is
 //! there now, whichever run wrote it), this run's failures, and earlier runs'
 //! failures still unresolved (kept from the previous table, so no failure is
-//! lost by running other slides later). A slide that failed in this run is a
-//! `failed` row even where an older output folder of it remains: the table
-//! says what the latest attempt gave. With a truth file, each row carries the
+//! lost by running other slides later). A slide that failed in this run, or
+//! whose last attempt failed in an earlier one, is a `failed` row even where
+//! an older output folder of it remains: the table says what the latest
+//! attempt gave. A `slides.csv` this tool did not write is never replaced. With a truth file, each row carries the
 //! truth score and the run's agreement and kappas are computed over the
 //! slides in both.
 
@@ -111,19 +112,25 @@ pub fn update_slide_table(
     let table_path = out_root.join(SLIDE_TABLE_FILE);
     let mut warnings = Vec::new();
     let mut rows: BTreeMap<String, SlideRow> = BTreeMap::new();
-    // Earlier failures first: any newer result replaces them.
-    match previous_failures(&table_path) {
-        Ok(list) => {
-            for (slide, path, message) in list {
-                rows.insert(slide.clone(), SlideRow::failed(slide, path, message));
-            }
-        }
-        Err(why) => warnings.push(format!("{}: {why}; its failed rows are not carried over", table_path.display())),
-    }
+    // The output folders first; an earlier run's failure of a slide is newer
+    // than its folder (a failed run leaves the older folder), so it replaces
+    // it; this run's results replace both.
     for report in slide_outputs(out_root, &mut warnings) {
         rows.insert(report.slide_id.clone(), SlideRow::done(report));
     }
+    let previous = previous_failures(&table_path).map_err(|why| {
+        SlideRunError::output(
+            &table_path,
+            format!(
+                "{why}: not a slide table this tool wrote; it is left alone (each slide's results are in its folder)"
+            ),
+        )
+    })?;
+    for (slide, path, message) in previous {
+        rows.insert(slide.clone(), SlideRow::failed(slide, path, message));
+    }
     let done_now: Vec<String> = run.iter().filter_map(|(_, r)| r.as_ref().ok().map(|s| s.slide_id.clone())).collect();
+    let mut failed_now: BTreeMap<String, SlideRow> = BTreeMap::new();
     for (path, result) in run {
         match result {
             Ok(report) => {
@@ -132,12 +139,22 @@ pub fn update_slide_table(
             // A second file with a done slide's name fails without touching that slide's row.
             Err(e) => {
                 let slide = crate::batch::image_id(path);
-                if !done_now.contains(&slide) {
-                    rows.insert(slide.clone(), SlideRow::failed(slide, path.clone(), e.to_string()));
+                if done_now.contains(&slide) {
+                    continue;
+                }
+                // Two files of one name that both failed: one row, both errors.
+                match failed_now.get_mut(&slide) {
+                    Some(SlideRow { outcome: SlideOutcome::Failed { message, .. }, .. }) => {
+                        message.push_str(&format!("; also {}: {e}", path.display()));
+                    }
+                    _ => {
+                        failed_now.insert(slide.clone(), SlideRow::failed(slide, path.clone(), e.to_string()));
+                    }
                 }
             }
         }
     }
+    rows.extend(failed_now);
     let mut comparison = None;
     if let Some(truth) = truth {
         for row in rows.values_mut() {
@@ -157,6 +174,21 @@ pub fn update_slide_table(
     let bytes = table_csv(&rows).map_err(|e| SlideRunError::output(&table_path, e))?;
     mitoscope_formats::atomic::write_atomic(&table_path, &bytes)?;
     Ok(SlideTable { rows, comparison, warnings })
+}
+
+/// Refuses an output folder whose `slides.csv` this tool did not write (it
+/// would be replaced after the run), so that a run stops before any work.
+pub fn check_slide_table(out_root: &Path) -> Result<(), SlideRunError> {
+    let table_path = out_root.join(SLIDE_TABLE_FILE);
+    if table_path.is_dir() {
+        return Err(SlideRunError::output(&table_path, "is a folder where the slide table goes; give another --out"));
+    }
+    previous_failures(&table_path).map(|_| ()).map_err(|why| {
+        SlideRunError::output(
+            &table_path,
+            format!("{why}: not a slide table this tool wrote; it is left alone: give another --out"),
+        )
+    })
 }
 
 /// Every `summary.json` directly below `out_root` (hidden folders, i.e. the

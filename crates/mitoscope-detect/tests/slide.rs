@@ -595,20 +595,42 @@ fn the_slide_table_lists_every_slide_and_keeps_failures() {
     assert_eq!(rows["good"]["status"], "failed");
     assert!(rows["good"]["error"].contains("good.tiff"), "{:?}", rows["good"]);
     assert!(out.join("good/summary.json").is_file());
+    // ... and stays failed when later runs do other slides: the older folder
+    // does not bring it back as done.
+    let run = run_slides(std::slice::from_ref(&other), &DarkBlobs, &out, &cfg);
+    update_slide_table(&out, &run, None).unwrap();
+    assert_eq!(read_table(&table_file)["good"]["status"], "failed");
 
-    // Unreadable inputs to the table are warnings naming the file, never a lost table.
+    // Two files of one name that both fail: one row with both errors.
+    let twin_a = dir.path().join("ta");
+    let twin_b = dir.path().join("tb");
+    for d in [&twin_a, &twin_b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("twin.svs"), b"not a slide").unwrap();
+    }
+    let run = run_slides(&[twin_a.join("twin.svs"), twin_b.join("twin.svs")], &DarkBlobs, &out, &cfg);
+    update_slide_table(&out, &run, None).unwrap();
+    let error = &read_table(&table_file)["twin"]["error"];
+    assert!(error.contains("ta/twin.svs") && error.contains("tb/twin.svs") && error.contains("same name"), "{error}");
+    // A slide file named like the table fails before it is read.
+    let named = dir.path().join("slides.csv.tiff");
+    small_spec().write(&named).unwrap();
+    let run = run_slides(std::slice::from_ref(&named), &DarkBlobs, &out, &cfg);
+    assert!(run[0].1.as_ref().unwrap_err().to_string().contains("the slide table's name"));
+
+    // An unreadable summary is a warning naming the file.
     std::fs::create_dir_all(out.join("junk")).unwrap();
     std::fs::write(out.join("junk/summary.json"), "{").unwrap();
-    std::fs::write(&table_file, "slide,status\n\"unclosed").unwrap();
     let table = update_slide_table(&out, &[], None).unwrap();
-    assert_eq!(table.warnings.len(), 2, "{:?}", table.warnings);
-    assert!(table.warnings.iter().any(|w| w.contains("junk/summary.json")), "{:?}", table.warnings);
-    assert!(table.warnings.iter().any(|w| w.contains(SLIDE_TABLE_FILE)), "{:?}", table.warnings);
-    // Without the previous table its failures are gone (garbage; good's latest
-    // failure, so good is back as its output folder has it); the folders remain.
-    let rows = read_table(&table_file);
-    assert_eq!(rows.keys().collect::<Vec<_>>(), ["good", "other"]);
-    assert_eq!(rows["good"]["status"], "done");
+    assert_eq!(table.warnings.len(), 1, "{:?}", table.warnings);
+    assert!(table.warnings[0].contains("junk/summary.json"), "{:?}", table.warnings);
+    // A slides.csv this tool did not write is refused, before a run and
+    // after one, and left as it was.
+    std::fs::write(&table_file, "slide,status\n\"unclosed").unwrap();
+    let err = mitoscope_detect::slide_table::check_slide_table(&out).unwrap_err().to_string();
+    assert!(err.contains(SLIDE_TABLE_FILE) && err.contains("left alone"), "{err}");
+    assert!(update_slide_table(&out, &[], None).is_err());
+    assert_eq!(std::fs::read_to_string(&table_file).unwrap(), "slide,status\n\"unclosed");
 }
 
 /// A binary mask with the first `n` figures of [`hpf_image`] drawn.

@@ -206,7 +206,7 @@ pub struct FieldArgs {
 /// `mitoscope slide`.
 #[derive(Debug, Args)]
 pub struct SlideArgs {
-    /// Slide files (Aperio .svs, pyramidal .tif/.tiff, a DICOM series: any of its .dcm files, or its folder).
+    /// Slide files (Aperio .svs, pyramidal .tif/.tiff, a DICOM series: any of its .dcm files, or its folder), or folders of slide files.
     #[arg(required = true, value_name = "SLIDE")]
     pub slides: Vec<PathBuf>,
     /// Output folder; each slide's results go to DIR/<slide stem>/ (replaced on a re-run).

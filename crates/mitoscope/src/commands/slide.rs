@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use mitoscope_detect::hpf_set::read_truth;
 use mitoscope_detect::mitoscope_eval::score::FieldPreset;
 use mitoscope_detect::mitoscope_slide::hotspot::HotspotParams;
-use mitoscope_detect::slide_table::{SLIDE_TABLE_FILE, update_slide_table};
+use mitoscope_detect::slide_table::{SLIDE_TABLE_FILE, check_slide_table, update_slide_table};
 use mitoscope_detect::{DetectOptions, Detector, ModelBundle, SlideRunConfig, parse_device, run_slides};
 
 use crate::cli::{FieldArgs, ModelArgs, SlideArgs};
@@ -56,11 +56,47 @@ pub(super) fn check_numbers(threshold: Option<f64>, mpp: Option<f64>) -> Result<
     Ok(())
 }
 
+/// File extensions of whole-slide files (the built-in readers' and OpenSlide's).
+const SLIDE_EXTENSIONS: [&str; 10] = ["svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "bif", "svslide"];
+
+/// Each folder argument that holds slide files and nothing that could be a
+/// DICOM series (no `.dcm` file, no file without an extension) stands for
+/// those files, sorted; any other folder stays one input (a DICOM series).
+fn expand_slide_folders(inputs: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let files: Vec<std::path::PathBuf> = match std::fs::read_dir(input) {
+            Ok(entries) if input.is_dir() => {
+                let mut f: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                f.sort();
+                f
+            }
+            _ => {
+                out.push(input.clone());
+                continue;
+            }
+        };
+        let ext = |p: &std::path::Path| p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let dicom_like = files.iter().any(|p| matches!(ext(p).as_deref(), None | Some("dcm")));
+        let slides: Vec<std::path::PathBuf> =
+            files.iter().filter(|p| ext(p).is_some_and(|e| SLIDE_EXTENSIONS.contains(&e.as_str()))).cloned().collect();
+        if dicom_like || slides.is_empty() {
+            out.push(input.clone());
+        } else {
+            out.extend(slides);
+        }
+    }
+    out
+}
+
 pub fn run(args: SlideArgs) -> Result<ExitCode> {
     check_numbers(args.threshold, args.mpp)?;
     let field = field_preset(&args.field)?.unwrap_or(FieldPreset::TenHpfTwoMm2);
     // A bad truth file fails before hours of detection, not after.
     let truth = args.truth.as_deref().map(read_truth).transpose()?;
+    // So is an output folder whose slides.csv is the user's own.
+    check_slide_table(&args.out)?;
+    let slides = expand_slide_folders(&args.slides);
     let detector = load_detector(&args.model)?;
     let config = SlideRunConfig {
         mpp_override: args.mpp,
@@ -69,7 +105,7 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
         show_progress: super::show_progress(),
         ..SlideRunConfig::default()
     };
-    let results = run_slides(&args.slides, &detector, &args.out, &config);
+    let results = run_slides(&slides, &detector, &args.out, &config);
     let mut text = String::new();
     let mut failed = Vec::new();
     for (path, r) in &results {
@@ -135,4 +171,27 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
         super::print_failure(path, &e.to_string());
     }
     Ok(if failed.is_empty() && !table_failed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_slide_folders;
+
+    #[test]
+    fn a_folder_of_slide_files_stands_for_them_and_a_dicom_folder_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let scans = dir.path().join("scans");
+        let series = dir.path().join("series");
+        std::fs::create_dir_all(&scans).unwrap();
+        std::fs::create_dir_all(&series).unwrap();
+        for f in ["b.tiff", "a.svs", "notes.txt"] {
+            std::fs::write(scans.join(f), b"x").unwrap();
+        }
+        for f in ["level0.dcm", "thumb.tif"] {
+            std::fs::write(series.join(f), b"x").unwrap();
+        }
+        let single = dir.path().join("c.svs");
+        let got = expand_slide_folders(&[scans.clone(), series.clone(), single.clone()]);
+        assert_eq!(got, [scans.join("a.svs"), scans.join("b.tiff"), series, single]);
+    }
 }
