@@ -319,6 +319,29 @@ impl AnnotationSet {
         self.images.iter().find(|i| i.image == image)
     }
 
+    /// Reports, as inconsistencies, objects whose centroid lies outside their
+    /// image where its size is known (a label for another image, or x and y
+    /// swapped); returns how many. They are kept: a caller that needs only
+    /// real figures (training) leaves them out itself.
+    pub fn flag_out_of_bounds(&mut self) -> usize {
+        let mut found = Vec::new();
+        for img in &self.images {
+            let (Some(w), Some(h)) = (img.width, img.height) else { continue };
+            for o in &img.objects {
+                let (x, y) = (o.centroid.x, o.centroid.y);
+                if !(0.0..=f64::from(w)).contains(&x) || !(0.0..=f64::from(h)).contains(&y) {
+                    found.push(Inconsistency {
+                        image: img.image.clone(),
+                        message: format!("object at ({x}, {y}) lies outside the image ({w} x {h} px)"),
+                    });
+                }
+            }
+        }
+        let n = found.len();
+        self.inconsistencies.extend(found);
+        n
+    }
+
     /// The image with this identifier, created (empty) if absent. Readers of
     /// row-per-object formats use this to group rows by image in input order.
     pub fn image_mut_or_insert(&mut self, image: &str) -> &mut ImageAnnotations {
@@ -427,5 +450,24 @@ mod tests {
         assert_eq!(a.centroid, Point::new(2.0, 1.75));
         assert_eq!(a.bbox, Some(BBox { x_min: 1.0, y_min: 1.0, x_max: 3.0, y_max: 4.0 }));
         assert!(Annotation::from_shape(Shape::Pixels(vec![]), ObjectClass::Mitosis).is_none());
+    }
+
+    #[test]
+    fn objects_outside_a_known_image_size_are_flagged_and_kept() {
+        let mut set = AnnotationSet::default();
+        for (x, y) in [(5000.0, 5.0), (100.0, 100.0), (512.0, 0.0), (-1.0, 3.0)] {
+            set.image_mut_or_insert("a").objects.push(Annotation::point(Point::new(x, y), ObjectClass::Mitosis));
+        }
+        set.image_mut_or_insert("unsized").objects.push(Annotation::point(Point::new(9e9, 0.0), ObjectClass::Mitosis));
+        assert_eq!(set.flag_out_of_bounds(), 0, "sizes unknown: nothing to check against");
+        set.images[0].width = Some(512);
+        set.images[0].height = Some(512);
+        assert_eq!(set.flag_out_of_bounds(), 2);
+        assert!(
+            set.inconsistencies[0].message.contains("(5000, 5)")
+                && set.inconsistencies[0].message.contains("512 x 512")
+        );
+        assert!(set.inconsistencies[1].message.contains("(-1, 3)"));
+        assert_eq!(set.images[0].objects.len(), 4, "flagged, not removed");
     }
 }

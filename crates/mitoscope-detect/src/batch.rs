@@ -732,7 +732,7 @@ fn write_points_csv(path: &Path, images: &[ImageResult], candidates: bool) -> Re
 }
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
-pub(crate) fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 

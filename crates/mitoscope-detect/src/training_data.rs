@@ -515,8 +515,23 @@ fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
         path: file.clone(),
         message: "microns per pixel unknown: the dataset does not say, pass --mpp".into(),
     })?;
+    // A label outside the image (another image's, or x and y swapped) is no
+    // figure of this one: left out, with a warning, not counted as missed.
+    let inside = |x: f64, y: f64| (0.0..=f64::from(width)).contains(&x) && (0.0..=f64::from(height)).contains(&y);
+    for o in img.objects.iter().filter(|o| !inside(o.centroid.x, o.centroid.y)) {
+        tracing::warn!(
+            "{}: label at ({}, {}) lies outside the image ({width} x {height} px); left out",
+            file.display(),
+            o.centroid.x,
+            o.centroid.y
+        );
+    }
     let points = |class: ObjectClass| -> Vec<(f64, f64)> {
-        img.objects.iter().filter(|o| o.class == class).map(|o| (o.centroid.x, o.centroid.y)).collect()
+        img.objects
+            .iter()
+            .filter(|o| o.class == class && inside(o.centroid.x, o.centroid.y))
+            .map(|o| (o.centroid.x, o.centroid.y))
+            .collect()
     };
     let mask = match &img.mask_path {
         Some(path) => {

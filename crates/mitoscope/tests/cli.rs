@@ -501,6 +501,17 @@ fn classify_scores_real_crops() {
     let scores: Vec<f64> = v.as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert_eq!(scores.len(), 4);
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+    // The CSV lines quote a path holding a comma or a quote.
+    let tmp = tempfile::tempdir().unwrap();
+    let odd = tmp.path().join("a,\"b.png");
+    std::fs::copy(crops[0], &odd).unwrap();
+    let out = mitoscope(&["classify", s(&odd)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((&rows[0][0], rows[0].len()), (s(&odd), 2), "{text}");
 }
 
 #[test]

@@ -323,6 +323,43 @@ fn bad_training_input_is_one_clear_error() {
     assert!(err.contains("unknown format 'jsonl'"), "{err}");
     let err = fails(&["train", "--val-fraction", "0.3", "--out", &p("o")]);
     assert!(err.contains("--val-fraction"), "{err}");
+    // A --config of the keys it changes is taken over --recipe (the run then
+    // stops at the data); a key the recipe does not know is named.
+    std::fs::write(root.join("partial.json"), r#"{"cv_stage1": false, "mining_recall_target": 0.9}"#).unwrap();
+    std::fs::write(root.join("typo.json"), r#"{"cv_stag1": false}"#).unwrap();
+    let with = |config: &str| {
+        let args = ["train", "--config", config, "--dataset", "ONE", "--images", "F", "--mpp", "0.25", "--out", "O"];
+        let (one, fields, out) = (p("one.csv"), p("fields"), p("o"));
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| match *a {
+                "ONE" => one.as_str(),
+                "F" => fields.as_str(),
+                "O" => out.as_str(),
+                a => a,
+            })
+            .collect();
+        fails(&args)
+    };
+    let err = with(&p("partial.json"));
+    assert!(err.contains("at least one must train and one validate"), "{err}");
+    let err = with(&p("typo.json"));
+    assert!(err.contains("typo.json") && err.contains("'cv_stag1'"), "{err}");
+    // A label outside its image is left out of training with a warning naming the file.
+    std::fs::write(root.join("outside.csv"), "image,x,y\na_1,10,10\na_1,5000,5\n").unwrap();
+    let out = mitoscope(&[
+        "train",
+        "--dataset",
+        &p("outside.csv"),
+        "--images",
+        &p("fields"),
+        "--mpp",
+        "0.25",
+        "--out",
+        &p("o"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a_1.png: label at (5000, 5) lies outside the image (128 x 128 px)"), "{stderr}");
     assert!(!root.join("o").exists(), "nothing written for refused runs");
 }
 

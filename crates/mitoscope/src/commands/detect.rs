@@ -87,6 +87,38 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     report(&summary, &args.out)
 }
 
+/// Writes the keys of `changes` over `base`, object by object (a nested
+/// object changes only the keys it names; anything else replaces).
+fn merge_json(base: &mut serde_json::Value, changes: serde_json::Value) {
+    match (base, changes) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(c)) => {
+            for (k, v) in c {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Keys of `given` (non-null) that `kept`, the parsed config written back,
+/// does not have: names the config does not know.
+fn unkept_keys(given: &serde_json::Value, kept: &serde_json::Value, at: &str, unknown: &mut Vec<String>) {
+    let serde_json::Value::Object(g) = given else { return };
+    for (k, v) in g {
+        let key = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+        match kept.get(k) {
+            Some(inner) => unkept_keys(v, inner, &key, unknown),
+            None if !v.is_null() => unknown.push(format!("'{key}'")),
+            None => {}
+        }
+    }
+}
+
 pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     check_mpp(args.mpp)?;
     let detector = detector(&args.model)?;
@@ -96,7 +128,8 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     } else {
         let mut text = String::from("path,score\n");
         for r in results.iter().filter(|r| r.score.is_some()) {
-            let _ = writeln!(text, "{},{:.4}", r.path.display(), r.score.unwrap_or(f64::NAN));
+            let path = mitoscope_detect::batch::csv_field(&r.path.display().to_string());
+            let _ = writeln!(text, "{path},{:.4}", r.score.unwrap_or(f64::NAN));
         }
         super::print(&text)?;
     }
@@ -110,14 +143,34 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let own_data = !(args.datasets.is_empty() && args.crops.is_empty() && args.negatives.is_empty());
-    let mut config = match (&args.config, args.recipe.as_str()) {
-        (Some(path), _) => {
+    let recipe = match args.recipe.as_str() {
+        "default" => RecipeConfig::default(),
+        "quick" => RecipeConfig::quick(),
+        other => bail!("unknown --recipe '{other}': expected default or quick"),
+    };
+    // A --config holds the keys it changes (`{"cv_stage1": false}`), over --recipe.
+    let mut config = match &args.config {
+        Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not a recipe config", path.display()))?
+            let changes: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            let mut merged = serde_json::to_value(&recipe)?;
+            merge_json(&mut merged, changes.clone());
+            let config: RecipeConfig =
+                serde_json::from_value(merged).with_context(|| format!("{}: not a recipe config", path.display()))?;
+            // A key the config does not keep is a typo that would be ignored.
+            let mut unknown = Vec::new();
+            unkept_keys(&changes, &serde_json::to_value(&config)?, "", &mut unknown);
+            if !unknown.is_empty() {
+                bail!(
+                    "{}: unknown recipe keys {} (a finished run's OUT/recipe.json lists every key)",
+                    path.display(),
+                    unknown.join(", ")
+                );
+            }
+            config
         }
-        (None, "default") => RecipeConfig::default(),
-        (None, "quick") => RecipeConfig::quick(),
-        (None, other) => bail!("unknown --recipe '{other}': expected default or quick"),
+        None => recipe,
     };
     if !own_data && (args.val_subset.is_some() || args.val_fraction.is_some()) {
         bail!("--val-subset and --val-fraction split --dataset fields; the shared-data recipe names its own");

@@ -229,6 +229,7 @@ fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<Annot
     if let Some(dir) = &opts.images_dir {
         fill_image_sizes(&mut set, dir);
     }
+    set.flag_out_of_bounds();
     Ok(set)
 }
 
