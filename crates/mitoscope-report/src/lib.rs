@@ -148,6 +148,9 @@ pub struct Summary {
     pub prf: Option<(f64, f64, f64)>,
     /// Average precision, when truth is given.
     pub average_precision: Option<f64>,
+    /// What the density and score rest on, where it is less than they seem
+    /// (a slide's glass, an area under the grade's 10 HPFs); printed with them.
+    pub caveats: Vec<String>,
 }
 
 /// A built report.
@@ -315,7 +318,27 @@ pub fn build(input: &ReportInput) -> Result<Report, ReportError> {
     let mut crops = pick_crops(&rows, input.options.max_crops);
     render_pixels(input, &mut rows, &mut crops, &mut warnings)?;
 
-    let summary = summarise(&rows, eval.as_ref());
+    let mut summary = summarise(&rows, eval.as_ref());
+    if matches!(input.images, ImageSource::Slide(_)) {
+        // A slide's grade comes from its hotspot over tissue, not the whole
+        // image's average with the glass: `mitoscope slide` measures both.
+        summary.mitotic_score = None;
+        if summary.area_mm2.is_some() {
+            summary.caveats.push(
+                "density is over the whole slide image, glass included, and no mitotic score is given: \
+                 `mitoscope slide` measures density over tissue and the score in the hotspot"
+                    .into(),
+            );
+        }
+    } else if let (Some(area), Some(_)) = (summary.area_mm2, summary.mitotic_score) {
+        // The grade counts 10 HPFs (about 2 mm²); a smaller area is scaled up.
+        if area < PROTOCOL_AREA_MM2 {
+            summary.caveats.push(format!(
+                "the mitotic score is from {area:.3} mm², less than the {PROTOCOL_AREA_MM2} mm² (10 HPFs) the grade \
+                 counts; the count is scaled up, so one mitosis more or less can change it"
+            ));
+        }
+    }
     let html = render_html(input, &rows, &crops, eval.as_ref(), &summary, &warnings);
     Ok(Report { html, summary, warnings })
 }
@@ -490,6 +513,9 @@ fn draw_objects(img: &mut RgbImage, objects: &[Object], scale: f64, radius: f64)
     }
 }
 
+/// The area the Nottingham grade counts mitoses over: 10 HPFs, about 2 mm².
+const PROTOCOL_AREA_MM2: f64 = 2.0;
+
 fn summarise(rows: &[ImageRow], eval: Option<&EvalReport>) -> Summary {
     let detections = rows.iter().map(|r| r.n_pred).sum();
     let areas: Vec<(f64, usize)> = rows.iter().filter_map(|r| Some((r.area_mm2()?, r.n_pred))).collect();
@@ -510,6 +536,7 @@ fn summarise(rows: &[ImageRow], eval: Option<&EvalReport>) -> Summary {
         truths: eval.map(|e| e.n_truth),
         prf: eval.map(|e| (e.pooled.precision, e.pooled.recall, e.pooled.f1)),
         average_precision: eval.map(|e| e.average_precision),
+        caveats: Vec::new(),
     }
 }
 
@@ -611,6 +638,9 @@ fn render_html(
     }
     if summary.area_mm2.is_none() {
         h.push_str("<p>Density and score need image sizes and microns per pixel (give --images and --mpp).</p>");
+    }
+    for c in &summary.caveats {
+        let _ = write!(h, r#"<p class="warn">{}</p>"#, esc(c));
     }
     h.push_str("</section>");
 
@@ -854,6 +884,10 @@ mod tests {
         assert!((r.summary.area_mm2.unwrap() - 0.5).abs() < 1e-9);
         assert!((r.summary.density_per_mm2.unwrap() - 6.0).abs() < 1e-9);
         assert!(r.summary.mitotic_score.is_some());
+        // 0.5 mm² is a quarter of the grade's 10 HPFs: said beside the score.
+        assert_eq!(r.summary.caveats.len(), 1, "{:?}", r.summary.caveats);
+        assert!(r.summary.caveats[0].contains("from 0.500 mm²"), "{:?}", r.summary.caveats);
+        assert!(r.html.contains("less than the 2 mm²"));
         assert!(r.html.contains("a&lt;b") && !r.html.contains("a<b"));
         assert!(r.html.contains("&lt;p&gt;.csv"), "command line recorded, escaped");
         assert!(r.html.contains("test-model"));
@@ -965,6 +999,10 @@ mod tests {
         inp.images = ImageSource::Slide(wsi.join("CMU-1-Small-Region.svs"));
         let r = build(&inp).unwrap();
         assert!(r.warnings.iter().all(|w| !w.contains("like the slide")), "{:?}", r.warnings);
+        // Over a slide, density includes the glass and no grade is given.
+        assert!(r.summary.area_mm2.is_some(), "the slide states its mpp");
+        assert_eq!(r.summary.mitotic_score, None);
+        assert!(r.summary.caveats.iter().any(|c| c.contains("glass included")), "{:?}", r.summary.caveats);
     }
 
     #[test]

@@ -176,13 +176,13 @@ pub struct GradeArgs {
     #[arg(long)]
     pub count: usize,
     /// Area actually analysed, mm².
-    #[arg(long, value_name = "MM2")]
+    #[arg(long, value_name = "MM2", allow_negative_numbers = true)]
     pub area_mm2: f64,
     /// Microscope field diameter in mm (selects the table row).
-    #[arg(long, value_name = "D", conflicts_with = "hpf_area_mm2")]
+    #[arg(long, value_name = "D", conflicts_with = "hpf_area_mm2", allow_negative_numbers = true)]
     pub field_diameter_mm: Option<f64>,
     /// Area of one high-power field in mm² (selects the table row).
-    #[arg(long, value_name = "A")]
+    #[arg(long, value_name = "A", allow_negative_numbers = true)]
     pub hpf_area_mm2: Option<f64>,
     /// Print JSON.
     #[arg(long)]

@@ -324,6 +324,13 @@ fn grade_tupac_convention() {
     let v = json(&["grade", "--count", "20", "--area-mm2", "2", "--json"]);
     assert_eq!(v["score"], 3);
     fails(&["grade", "--count", "3", "--area-mm2", "0"]);
+    // A negative area is refused by the grade, not taken for an option.
+    let err = fails(&["grade", "--count", "3", "--area-mm2", "-1"]);
+    assert!(err.contains("must be positive") && err.contains("-1"), "{err}");
+    // Less than the 10 fields the grade counts: said so.
+    let text = ok(&["grade", "--count", "3", "--area-mm2", "0.5"]);
+    assert!(text.contains("note: 0.500 mm² is 25% of the 10 fields"), "{text}");
+    assert!(!ok(&["grade", "--count", "3", "--area-mm2", "2"]).contains("note:"));
 }
 
 #[test]

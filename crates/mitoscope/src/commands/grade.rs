@@ -29,6 +29,15 @@ pub fn run(args: GradeArgs) -> Result<ExitCode> {
             s.row.score1_max,
             s.row.score2_max
         ))?;
+        // The grade counts 10 fields; from less, one mitosis more or less weighs more.
+        let ten_fields = 10.0 * s.row.field_area_mm2;
+        if s.area_mm2 < ten_fields {
+            super::print(&format!(
+                "note: {:.3} mm² is {:.0}% of the 10 fields ({ten_fields:.2} mm²) the grade counts; the count is scaled up\n",
+                s.area_mm2,
+                100.0 * s.area_mm2 / ten_fields
+            ))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

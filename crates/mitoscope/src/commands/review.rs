@@ -14,6 +14,9 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     if !args.path.is_file() {
         bail!("{}: no such image or slide file", args.path.display());
     }
+    if let Some(m) = args.mpp {
+        mitoscope_detect::checked_input_mpp(m).context("--mpp")?;
+    }
     let mpp = super::parse_mpp(args.mpp)?;
     let pred =
         args.pred.as_ref().map(|p| super::load(p, None, &ReadOptions { mpp, ..ReadOptions::default() })).transpose()?;
