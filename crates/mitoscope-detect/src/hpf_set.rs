@@ -482,7 +482,12 @@ pub fn run_hpf_set(
     let truth_path = truth;
     let truth = truth.map(read_truth).transpose()?;
     if !dir.is_dir() {
-        return Err(HpfSetError::Input { path: dir.to_owned(), why: "is not a folder of HPF images".into() });
+        let why = if dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+            "is a zip: detection reads image files, so extract it and give its folder (`mitoscope inspect` reads the zip as it is)"
+        } else {
+            "is not a folder of HPF images"
+        };
+        return Err(HpfSetError::Input { path: dir.to_owned(), why: why.into() });
     }
     let (files, mut failures) = expand_inputs(&[dir.to_owned()]);
     let mut notes = Vec::new();

@@ -16,8 +16,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     super::check_threshold(args.threshold)?;
     let mpp = super::parse_mpp(args.mpp)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
-    let mut truth = super::load(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
-    let mut pred = super::load(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
+    let mut truth = super::load_checked(&args.truth, super::parse_format(args.truth_format.as_deref())?, &opts)?;
+    let mut pred = super::load_checked(&args.pred, super::parse_format(args.pred_format.as_deref())?, &opts)?;
     if let Some(alignment) = super::align_pred_ids(&truth, &mut pred) {
         eprintln!("{}", alignment.line());
     }

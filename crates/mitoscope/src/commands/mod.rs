@@ -233,6 +233,23 @@ fn load(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<Annot
     Ok(set)
 }
 
+/// [`load`] for commands that use the annotations rather than list them:
+/// what the reader found inconsistent is summarised as one warning (the first
+/// few named; `inspect` lists all), so a label outside its image, say, is seen.
+fn load_checked(path: &Path, format: Option<Format>, opts: &ReadOptions) -> Result<AnnotationSet> {
+    let set = load(path, format, opts)?;
+    if let Some(first) = set.inconsistencies.first() {
+        let more = set.inconsistencies.len() - 1;
+        tracing::warn!(
+            "{}: {first}{} (`mitoscope inspect {}` lists them)",
+            path.display(),
+            if more > 0 { format!("; and {more} more inconsistencies") } else { String::new() },
+            path.display()
+        );
+    }
+    Ok(set)
+}
+
 /// Gives images whose size the annotation file does not state the size of the
 /// image file with the same stem in `dir` (writers such as YOLO need it).
 fn fill_image_sizes(set: &mut AnnotationSet, dir: &Path) {

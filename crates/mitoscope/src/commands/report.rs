@@ -25,8 +25,8 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     }
     check_report_out(&args)?;
     let opts = ReadOptions { mpp, images_dir: args.images.clone(), ..ReadOptions::default() };
-    let mut pred = super::load(&args.pred, None, &opts)?;
-    let mut truth = args.truth.as_ref().map(|t| super::load(t, None, &opts)).transpose()?;
+    let mut pred = super::load_checked(&args.pred, None, &opts)?;
+    let mut truth = args.truth.as_ref().map(|t| super::load_checked(t, None, &opts)).transpose()?;
     if let Some(t) = truth.as_mut() {
         super::leave_out_unusable(t, &mut pred);
     }

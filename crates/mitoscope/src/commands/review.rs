@@ -18,8 +18,11 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
         mitoscope_detect::checked_input_mpp(m).context("--mpp")?;
     }
     let mpp = super::parse_mpp(args.mpp)?;
-    let pred =
-        args.pred.as_ref().map(|p| super::load(p, None, &ReadOptions { mpp, ..ReadOptions::default() })).transpose()?;
+    let pred = args
+        .pred
+        .as_ref()
+        .map(|p| super::load_checked(p, None, &ReadOptions { mpp, ..ReadOptions::default() }))
+        .transpose()?;
     let opts = ReviewOptions {
         path: args.path.clone(),
         pred,
