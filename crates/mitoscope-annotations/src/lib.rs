@@ -329,7 +329,8 @@ impl AnnotationSet {
             let (Some(w), Some(h)) = (img.width, img.height) else { continue };
             for o in &img.objects {
                 let (x, y) = (o.centroid.x, o.centroid.y);
-                if !(0.0..=f64::from(w)).contains(&x) || !(0.0..=f64::from(h)).contains(&y) {
+                // Pixel columns are 0..w: x = w lies past the last one.
+                if !(0.0..f64::from(w)).contains(&x) || !(0.0..f64::from(h)).contains(&y) {
                     found.push(Inconsistency {
                         image: img.image.clone(),
                         message: format!("object at ({x}, {y}) lies outside the image ({w} x {h} px)"),
@@ -455,19 +456,20 @@ mod tests {
     #[test]
     fn objects_outside_a_known_image_size_are_flagged_and_kept() {
         let mut set = AnnotationSet::default();
-        for (x, y) in [(5000.0, 5.0), (100.0, 100.0), (512.0, 0.0), (-1.0, 3.0)] {
+        for (x, y) in [(5000.0, 5.0), (100.0, 100.0), (511.9, 0.0), (-1.0, 3.0), (3.0, 512.0)] {
             set.image_mut_or_insert("a").objects.push(Annotation::point(Point::new(x, y), ObjectClass::Mitosis));
         }
         set.image_mut_or_insert("unsized").objects.push(Annotation::point(Point::new(9e9, 0.0), ObjectClass::Mitosis));
         assert_eq!(set.flag_out_of_bounds(), 0, "sizes unknown: nothing to check against");
         set.images[0].width = Some(512);
         set.images[0].height = Some(512);
-        assert_eq!(set.flag_out_of_bounds(), 2);
+        assert_eq!(set.flag_out_of_bounds(), 3);
         assert!(
             set.inconsistencies[0].message.contains("(5000, 5)")
                 && set.inconsistencies[0].message.contains("512 x 512")
         );
         assert!(set.inconsistencies[1].message.contains("(-1, 3)"));
-        assert_eq!(set.images[0].objects.len(), 4, "flagged, not removed");
+        assert!(set.inconsistencies[2].message.contains("(3, 512)"));
+        assert_eq!(set.images[0].objects.len(), 5, "flagged, not removed");
     }
 }

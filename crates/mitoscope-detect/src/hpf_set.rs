@@ -366,29 +366,40 @@ fn is_zero(n: &usize) -> bool {
 pub fn read_truth(path: &Path) -> Result<BTreeMap<String, u8>, HpfSetError> {
     let bad = |why: String| HpfSetError::Truth { path: path.to_owned(), why };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or_else(|| bad("empty file; expected a header 'slide,score'".into()))?;
-    let cols: Vec<String> =
-        header.split(',').map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
+    let text = text.trim_start_matches('\u{feff}');
+    if text.trim().is_empty() {
+        return Err(bad("empty file; expected a header 'slide,score'".into()));
+    }
+    // A CSV reader, so quoted names (`"W,1"`, as `score` writes them) read back.
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let header = reader.headers().map_err(|e| bad(format!("header: {e}")))?.clone();
+    let cols: Vec<String> = header.iter().map(str::to_ascii_lowercase).collect();
     let find = |name: &str| cols.iter().position(|c| c == name);
     let (Some(si), Some(ci)) = (find("slide"), find("score")) else {
-        return Err(bad(format!("header '{header}' lacks 'slide' and 'score' columns")));
+        return Err(bad(format!(
+            "header '{}' lacks 'slide' and 'score' columns",
+            header.iter().collect::<Vec<_>>().join(",")
+        )));
     };
     let mut out = BTreeMap::new();
-    for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let (Some(slide), Some(score)) = (f.get(si), f.get(ci)) else {
-            return Err(bad(format!("line {}: expected {} columns, found {}", i + 1, cols.len(), f.len())));
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let (Some(slide), Some(score)) = (record.get(si), record.get(ci)) else {
+            return Err(bad(format!("line {line}: expected {} columns, found {}", cols.len(), record.len())));
         };
         let score: u8 = match score.parse() {
             Ok(s @ 1..=3) => s,
-            _ => return Err(bad(format!("line {}: score '{score}' is not 1, 2 or 3", i + 1))),
+            _ => return Err(bad(format!("line {line}: score '{score}' is not 1, 2 or 3"))),
         };
         if slide.is_empty() {
-            return Err(bad(format!("line {}: empty slide name", i + 1)));
+            return Err(bad(format!("line {line}: empty slide name")));
         }
         if out.insert(slide.to_string(), score).is_some() {
-            return Err(bad(format!("line {}: slide '{slide}' appears twice", i + 1)));
+            return Err(bad(format!("line {line}: slide '{slide}' appears twice")));
         }
     }
     if out.is_empty() {
@@ -542,7 +553,11 @@ pub fn run_hpf_set(
     }
     let (mut slides, unscored) = score_each_slide(&hpfs, config.n_hpfs, config.field)?;
     if slides.is_empty() {
-        return Err(unscored.into_iter().next().unwrap_or_else(|| HpfSetError::Config("no slide to score".into())));
+        let why: Vec<String> = unscored.iter().map(ToString::to_string).collect();
+        return Err(HpfSetError::Input {
+            path: dir.to_owned(),
+            why: format!("no slide could be scored: {}", why.join("; ")),
+        });
     }
     // A slide that cannot be scored fails alone; the others are still scored.
     failures.extend(unscored.into_iter().map(|e| (dir.to_owned(), e.to_string())));
@@ -646,6 +661,11 @@ fn dataset_jobs(
             why: format!("no HPF image directly in it, and not readable as a dataset: {e}"),
         }
     })?;
+    // A split folder given itself (`test_3_score/`) is its images' subset.
+    let root_split = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| split_scores(n).is_some());
     let mut jobs = Vec::new();
     for img in &set.images {
         let Some(path) = img.path.clone() else { continue };
@@ -659,7 +679,8 @@ fn dataset_jobs(
             continue;
         };
         let truth_count = img.unusable.is_none().then(|| img.count(mitoscope_annotations::ObjectClass::Mitosis));
-        jobs.push(HpfJob { path, image: img.image.clone(), slide, subset: img.subset.clone(), truth_count });
+        let subset = root_split.clone().or_else(|| img.subset.clone());
+        jobs.push(HpfJob { path, image: img.image.clone(), slide, subset, truth_count });
     }
     // A slide name in two subsets (per-split folder counters) is two slides.
     let mut subsets_of: BTreeMap<&str, std::collections::BTreeSet<Option<&str>>> = BTreeMap::new();
@@ -679,9 +700,9 @@ fn dataset_jobs(
         "read as a dataset: {} HPFs in {} slides{}; {annotated} HPFs annotated (masks or labels)",
         jobs.len(),
         slides.len(),
-        match set.subsets().keys().flatten().cloned().collect::<Vec<_>>() {
+        match jobs.iter().filter_map(|j| j.subset.as_deref()).collect::<std::collections::BTreeSet<_>>() {
             s if s.is_empty() => String::new(),
-            s => format!(", subsets {}", s.join(", ")),
+            s => format!(", subsets {}", s.into_iter().collect::<Vec<_>>().join(", ")),
         }
     ));
     if !set.inconsistencies.is_empty() {

@@ -145,7 +145,8 @@ pub fn update_slide_table(
                 // Two files of one name that both failed: one row, both errors.
                 match failed_now.get_mut(&slide) {
                     Some(SlideRow { outcome: SlideOutcome::Failed { message, .. }, .. }) => {
-                        message.push_str(&format!("; also {}: {e}", path.display()));
+                        // The error names its file already.
+                        message.push_str(&format!("; also {e}"));
                     }
                     _ => {
                         failed_now.insert(slide.clone(), SlideRow::failed(slide, path.clone(), e.to_string()));

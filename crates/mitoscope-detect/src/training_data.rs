@@ -517,7 +517,7 @@ fn load_field(dataset: &Path, img: &ImageAnnotations, sources: &DatasetSources) 
     })?;
     // A label outside the image (another image's, or x and y swapped) is no
     // figure of this one: left out, with a warning, not counted as missed.
-    let inside = |x: f64, y: f64| (0.0..=f64::from(width)).contains(&x) && (0.0..=f64::from(height)).contains(&y);
+    let inside = |x: f64, y: f64| (0.0..f64::from(width)).contains(&x) && (0.0..f64::from(height)).contains(&y);
     for o in img.objects.iter().filter(|o| !inside(o.centroid.x, o.centroid.y)) {
         tracing::warn!(
             "{}: label at ({}, {}) lies outside the image ({width} x {height} px); left out",

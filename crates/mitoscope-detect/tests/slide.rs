@@ -510,6 +510,9 @@ fn truth_files_are_checked() {
         p
     };
     assert_eq!(read_truth(&w("ok.csv", "score,slide\n2,A\n")).unwrap()["A"], 2);
+    // Quoted names, as `score` writes them, read back; blank lines are skipped.
+    let quoted = read_truth(&w("q.csv", "slide,score\n\"W,1\",3\n\n\"W\"\"2\",2\n")).unwrap();
+    assert_eq!((quoted["W,1"], quoted["W\"2"]), (3, 2));
     for (name, text, needle) in [
         ("nohead.csv", "A,2\n", "lacks"),
         ("four.csv", "slide,score\nA,4\n", "line 2"),
@@ -703,6 +706,7 @@ fn a_gzmh_v2_dataset_is_scored_per_slide_folder_against_its_masks_and_splits() {
     let (alone, _) = run_hpf_set(&DarkBlobs, &root.join("test_3_score"), None, &cfg).unwrap();
     assert_eq!(alone.slides.iter().map(|s| s.slide.as_str()).collect::<Vec<_>>(), ["WSI02"]);
     assert_eq!(alone.split_agreement.as_ref().map(|a| a.slides), Some(1));
+    assert_eq!(alone.slides[0].subset.as_deref(), Some("test_3_score"), "the split given is the subset");
 
     // An explicit --truth wins over the annotations.
     let truth = dir.path().join("truth.csv");

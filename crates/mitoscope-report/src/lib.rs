@@ -827,7 +827,8 @@ pub fn is_report_file(path: &Path) -> bool {
     use std::io::Read as _;
     let mut head = vec![0u8; 4096];
     let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else { return false };
-    String::from_utf8_lossy(&head[..n]).contains(&format!("<meta name=\"generator\" content=\"{GENERATOR}\">"))
+    let head = String::from_utf8_lossy(&head[..n]);
+    head.starts_with("<!DOCTYPE html>") && head.contains(&format!("<meta name=\"generator\" content=\"{GENERATOR}\">"))
 }
 
 /// Writes the report atomically (temporary file, then rename).
