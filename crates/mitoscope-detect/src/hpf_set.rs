@@ -226,6 +226,11 @@ pub struct HpfSetReport {
     /// What reading the folder as a dataset found (layout, annotation problems).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// CRC-32 (hex) of each file the run wrote beside `scores.json`, so that a
+    /// later run replaces only files it wrote, unchanged since
+    /// ([`check_hpf_out`]). Empty in reports not yet written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// Predicted slide scores against the scores their split allows (GZMH V2
@@ -481,11 +486,7 @@ pub fn run_hpf_set(
         other => HpfSetError::Config(format!("--mpp: {other}")),
     })?;
     if let Some(f) = config.field {
-        let area = match f {
-            FieldPreset::Area(a) => a,
-            FieldPreset::Diameter(d) => std::f64::consts::PI * d * d / 4.0,
-            FieldPreset::TenHpfTwoMm2 => 0.2,
-        };
+        let area = f.area_mm2();
         if !(area.is_finite() && area > 0.0) {
             return Err(HpfSetError::Config(format!("field area must be positive, got {area} mm²")));
         }
@@ -617,6 +618,7 @@ pub fn run_hpf_set(
             split_agreement,
             count_agreement,
             notes,
+            outputs: BTreeMap::new(),
         },
         images,
     ))
@@ -726,7 +728,12 @@ fn add_dataset_truth(
     dir: &Path,
     config: &HpfSetConfig,
 ) -> Result<Option<SplitAgreement>, HpfSetError> {
-    let dir_split = dir.file_name().and_then(|n| split_scores(&n.to_string_lossy()));
+    // Canonical, so that `score .` inside `test_3_score/` still names the split.
+    let dir_name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let dir_split = dir_name.as_deref().and_then(split_scores);
     let mut truth_hpfs = Vec::new();
     let mut unannotated: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for h in hpfs {
@@ -756,10 +763,7 @@ fn add_dataset_truth(
             s.annotated_score = Some(a.score.score);
         }
         let named = s.subset.as_deref().and_then(|n| split_scores(n).map(|v| (n.to_owned(), v)));
-        let named = named.or_else(|| {
-            let name = dir.file_name()?.to_string_lossy().into_owned();
-            dir_split.clone().map(|v| (name, v))
-        });
+        let named = named.or_else(|| Some((dir_name.clone()?, dir_split.clone()?)));
         if let Some((split, allowed)) = named {
             in_split += 1;
             agree += usize::from(allowed.contains(&s.score.score));
@@ -801,9 +805,7 @@ fn detect_one(
         .detect(&image, mpp, &config.options, &|_, _| true)
         .map_err(|e| DetectError::Input { path: path.to_owned(), message: e.to_string() })?;
     let area_mm2 = match config.field {
-        Some(FieldPreset::Area(a)) => a,
-        Some(FieldPreset::Diameter(d)) => std::f64::consts::PI * d * d / 4.0,
-        Some(FieldPreset::TenHpfTwoMm2) => 0.2,
+        Some(field) => field.area_mm2(),
         None => Mpp::new(mpp).map(|m| m.area_mm2(w as f64, h as f64)).unwrap_or(0.0),
     };
     let id = job.image.clone();
@@ -832,81 +834,104 @@ pub const HPF_OUTPUT_FILES: [&str; 3] = ["scores.csv", "scores.json", "detection
 /// Refuses an output folder that is a file, or where writing would replace a
 /// file no earlier `score` run wrote: one of [`HPF_OUTPUT_FILES`] with no
 /// `scores.json` of a score run beside it (a `detect` run's
-/// `detections.csv`, say). Called before any detection, and again before writing.
+/// `detections.csv`, say), or one whose content is no longer what that run
+/// recorded (a file copied or edited in since). Called before any detection,
+/// and again before writing.
 pub fn check_hpf_out(out_dir: &Path) -> Result<(), HpfSetError> {
     let refuse = |path: PathBuf, why: &str| Err(HpfSetError::Output { path, why: why.to_owned() });
     if out_dir.exists() && !out_dir.is_dir() {
         return refuse(out_dir.to_owned(), "--out exists and is not a folder");
     }
-    let ours = std::fs::read(out_dir.join("scores.json"))
+    let earlier = std::fs::read(out_dir.join("scores.json"))
         .ok()
-        .is_some_and(|bytes| serde_json::from_slice::<HpfSetReport>(&bytes).is_ok());
-    if ours {
+        .and_then(|bytes| serde_json::from_slice::<HpfSetReport>(&bytes).ok());
+    let Some(earlier) = earlier else {
+        return match HPF_OUTPUT_FILES.iter().map(|f| out_dir.join(f)).find(|p| p.exists()) {
+            Some(path) => refuse(
+                path,
+                "exists, and no earlier `mitoscope score` run wrote it (no scores.json of one beside it); \
+                 it is left alone: give a new or empty --out folder",
+            ),
+            None => Ok(()),
+        };
+    };
+    // Reports from before digests were recorded own their folder as a whole.
+    if earlier.outputs.is_empty() {
         return Ok(());
     }
-    match HPF_OUTPUT_FILES.iter().map(|f| out_dir.join(f)).find(|p| p.exists()) {
-        Some(path) => refuse(
-            path,
-            "exists, and no earlier `mitoscope score` run wrote it (no scores.json of one beside it); \
-             it is left alone: give a new or empty --out folder",
-        ),
-        None => Ok(()),
+    for name in HPF_OUTPUT_FILES.iter().filter(|f| **f != "scores.json") {
+        let path = out_dir.join(name);
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        if earlier.outputs.get(*name) != Some(&crc32_hex(&bytes)) {
+            return refuse(
+                path,
+                "exists, and is not the file the earlier `mitoscope score` run in this folder wrote \
+                 (changed or copied in since); it is left alone: give a new or empty --out folder",
+            );
+        }
     }
+    Ok(())
+}
+
+fn crc32_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 /// Writes `scores.csv` (`slide,hpfs,hpfs_used,count,area_mm2,score,truth`,
 /// then `subset,annotated_count,annotated_score,split_scores` from datasets),
-/// `scores.json` (the whole report) and `detections.csv` (`image,x,y,score`
-/// of every HPF) into `out_dir`, each atomically.
+/// `detections.csv` (`image,x,y,score` of every HPF) and, last, `scores.json`
+/// (the whole report, with the other two files' digests) into `out_dir`, each
+/// atomically.
 pub fn write_hpf_outputs(
     out_dir: &Path,
     report: &HpfSetReport,
     images: &[ImageResult],
 ) -> Result<Vec<PathBuf>, HpfSetError> {
-    use mitoscope_formats::atomic::{write_atomic, write_atomic_with};
+    use mitoscope_formats::atomic::write_atomic;
     check_hpf_out(out_dir)?;
-    let csv = out_dir.join("scores.csv");
-    write_atomic_with(&csv, |w| {
-        writeln!(
-            w,
-            "slide,hpfs,hpfs_used,count,area_mm2,score,truth,subset,annotated_count,annotated_score,split_scores"
-        )?;
-        for s in &report.slides {
-            let truth = s.truth.map(|t| t.to_string()).unwrap_or_default();
-            let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
-            let split = s.split_scores.iter().flatten().map(u8::to_string).collect::<Vec<_>>().join("or");
-            writeln!(
-                w,
-                "{},{},{},{},{:.4},{},{truth},{},{},{},{split}",
-                csv_field(&s.slide),
-                s.hpfs_total,
-                s.top_hpfs.len(),
-                s.count,
-                s.area_mm2,
-                s.score.score,
-                csv_field(s.subset.as_deref().unwrap_or_default()),
-                opt(s.annotated_count),
-                opt(s.annotated_score.map(usize::from)),
-            )?;
+    let mut scores = String::from(
+        "slide,hpfs,hpfs_used,count,area_mm2,score,truth,subset,annotated_count,annotated_score,split_scores\n",
+    );
+    for s in &report.slides {
+        let truth = s.truth.map(|t| t.to_string()).unwrap_or_default();
+        let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
+        let split = s.split_scores.iter().flatten().map(u8::to_string).collect::<Vec<_>>().join("or");
+        scores.push_str(&format!(
+            "{},{},{},{},{:.4},{},{truth},{},{},{},{split}\n",
+            csv_field(&s.slide),
+            s.hpfs_total,
+            s.top_hpfs.len(),
+            s.count,
+            s.area_mm2,
+            s.score.score,
+            csv_field(s.subset.as_deref().unwrap_or_default()),
+            opt(s.annotated_count),
+            opt(s.annotated_score.map(usize::from)),
+        ));
+    }
+    let mut detections = format!("{}\n", crate::DETECTIONS_HEADER);
+    for r in images {
+        let id = csv_field(&r.image);
+        for d in &r.detections {
+            detections.push_str(&crate::batch::detection_row(&id, d));
+            detections.push('\n');
         }
-        Ok(())
-    })?;
+    }
+    let mut report = report.clone();
+    report.outputs.clear();
+    let mut written = Vec::new();
+    for (name, bytes) in [("scores.csv", scores.as_bytes()), ("detections.csv", detections.as_bytes())] {
+        let path = out_dir.join(name);
+        write_atomic(&path, bytes)?;
+        report.outputs.insert(name.to_owned(), crc32_hex(bytes));
+        written.push(path);
+    }
     let json = out_dir.join("scores.json");
-    let bytes = serde_json::to_vec_pretty(report)
+    let bytes = serde_json::to_vec_pretty(&report)
         .map_err(|e| mitoscope_formats::FormatError::io(&json, std::io::Error::other(e)))?;
     write_atomic(&json, &bytes)?;
-    let dets = out_dir.join("detections.csv");
-    write_atomic_with(&dets, |w| {
-        writeln!(w, "{}", crate::DETECTIONS_HEADER)?;
-        for r in images {
-            let id = csv_field(&r.image);
-            for d in &r.detections {
-                writeln!(w, "{}", crate::batch::detection_row(&id, d))?;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(vec![csv, json, dets])
+    written.insert(1, json);
+    Ok(written)
 }
 
 #[cfg(test)]

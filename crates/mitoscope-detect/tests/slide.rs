@@ -707,6 +707,17 @@ fn a_gzmh_v2_dataset_is_scored_per_slide_folder_against_its_masks_and_splits() {
     assert_eq!(alone.slides.iter().map(|s| s.slide.as_str()).collect::<Vec<_>>(), ["WSI02"]);
     assert_eq!(alone.split_agreement.as_ref().map(|a| a.slides), Some(1));
     assert_eq!(alone.slides[0].subset.as_deref(), Some("test_3_score"), "the split given is the subset");
+    // A flat split folder reached by a path whose last part is not its name
+    // (`score .` inside it; here `test_3_score/sub/..`) still names the split.
+    let flat = dir.path().join("flat/test_3_score");
+    std::fs::create_dir_all(flat.join("sub")).unwrap();
+    hpf_image(9, 400).save(flat.join("W1_01.png")).unwrap();
+    let (flat_report, _) = run_hpf_set(&DarkBlobs, &flat.join("sub/.."), None, &cfg).unwrap();
+    assert_eq!(flat_report.slides[0].split_scores.as_deref(), Some(&[3u8][..]));
+    assert_eq!(
+        flat_report.split_agreement.as_ref().map(|a| a.predicted.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["test_3_score".to_owned()])
+    );
 
     // An explicit --truth wins over the annotations.
     let truth = dir.path().join("truth.csv");
@@ -779,6 +790,22 @@ fn hpf_folder_edge_cases_fail_alone_and_outputs_are_owned() {
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert!(rows.iter().all(|row| row.len() == 4), "{dets}");
     assert!(rows.iter().any(|row| &row[0] == "B,x_01"), "{dets}");
+    // A file put in since, beside a genuine scores.json, is refused by name
+    // and left as it is; the run's own files are still taken.
+    std::fs::write(fresh.join("detections.csv"), "image,x,y,score\nother,1,2,0.9\n").unwrap();
+    let err = check_hpf_out(&fresh).unwrap_err().to_string();
+    assert!(err.contains("detections.csv") && err.contains("changed or copied in"), "{err}");
+    assert!(write_hpf_outputs(&fresh, &report, &images).is_err());
+    assert_eq!(std::fs::read_to_string(fresh.join("detections.csv")).unwrap(), "image,x,y,score\nother,1,2,0.9\n");
+    std::fs::write(fresh.join("detections.csv"), &dets).unwrap();
+    check_hpf_out(&fresh).unwrap();
+    // A scores.json from before digests were recorded owns its folder.
+    let mut legacy: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fresh.join("scores.json")).unwrap()).unwrap();
+    assert!(legacy.as_object_mut().unwrap().remove("outputs").is_some());
+    std::fs::write(fresh.join("scores.json"), serde_json::to_vec(&legacy).unwrap()).unwrap();
+    std::fs::write(fresh.join("scores.csv"), "edited").unwrap();
+    write_hpf_outputs(&fresh, &report, &images).unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     assert!(check_hpf_out(&file).unwrap_err().to_string().contains("not a folder"));

@@ -108,6 +108,15 @@ impl FieldPreset {
             Self::TenHpfTwoMm2 => 2.0 * (0.2 / std::f64::consts::PI).sqrt(),
         }
     }
+
+    /// Area of one field in mm² (`π d² / 4` for a diameter, 0.2 for 10 HPF = 2 mm²).
+    pub fn area_mm2(self) -> f64 {
+        match self {
+            Self::Diameter(d) => std::f64::consts::PI * d * d / 4.0,
+            Self::Area(a) => a,
+            Self::TenHpfTwoMm2 => 0.2,
+        }
+    }
 }
 
 /// A Nottingham mitotic count score with how it was reached.

@@ -120,6 +120,15 @@ fn ten_hpf_two_mm2_preset() {
 }
 
 #[test]
+fn field_area_matches_its_diameter() {
+    for preset in [FieldPreset::TenHpfTwoMm2, FieldPreset::Area(0.237), FieldPreset::Diameter(0.55)] {
+        let d = preset.diameter_mm();
+        assert!((preset.area_mm2() - std::f64::consts::PI * d * d / 4.0).abs() < 1e-12, "{preset:?}");
+    }
+    assert_eq!(FieldPreset::TenHpfTwoMm2.area_mm2(), 0.2);
+}
+
+#[test]
 fn score_cut_offs_on_exactly_ten_fields() {
     let row = table_row(0.40).unwrap();
     let area = 10.0 * row.field_area_mm2;

@@ -74,11 +74,7 @@ impl HotspotParams {
 
     /// Area of one field in mm² (`π d² / 4` for a diameter).
     pub fn field_area_mm2(&self) -> f64 {
-        match self.field {
-            FieldPreset::Area(a) => a,
-            FieldPreset::Diameter(d) => std::f64::consts::PI * d * d / 4.0,
-            FieldPreset::TenHpfTwoMm2 => 0.2,
-        }
+        self.field.area_mm2()
     }
 
     fn validate(&self) -> Result<(), HotspotError> {
