@@ -699,9 +699,11 @@ fn dataset_jobs(
     let slides: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.slide.as_str()).collect();
     let annotated = jobs.iter().filter(|j| j.truth_count.is_some()).count();
     notes.push(format!(
-        "read as a dataset: {} HPFs in {} slides{}; {annotated} HPFs annotated (masks or labels)",
+        "read as a dataset: {} HPF{} in {} slide{}{}; {annotated} annotated (masks or labels)",
         jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
         slides.len(),
+        if slides.len() == 1 { "" } else { "s" },
         match jobs.iter().filter_map(|j| j.subset.as_deref()).collect::<std::collections::BTreeSet<_>>() {
             s if s.is_empty() => String::new(),
             s => format!(", subsets {}", s.into_iter().collect::<Vec<_>>().join(", ")),

@@ -707,6 +707,7 @@ fn a_gzmh_v2_dataset_is_scored_per_slide_folder_against_its_masks_and_splits() {
     assert_eq!(alone.slides.iter().map(|s| s.slide.as_str()).collect::<Vec<_>>(), ["WSI02"]);
     assert_eq!(alone.split_agreement.as_ref().map(|a| a.slides), Some(1));
     assert_eq!(alone.slides[0].subset.as_deref(), Some("test_3_score"), "the split given is the subset");
+    assert!(alone.notes[0].contains("2 HPFs in 1 slide,"), "{:?}", alone.notes);
     // A flat split folder reached by a path whose last part is not its name
     // (`score .` inside it; here `test_3_score/sub/..`) still names the split.
     let flat = dir.path().join("flat/test_3_score");

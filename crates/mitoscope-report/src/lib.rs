@@ -423,12 +423,9 @@ fn render_pixels(
                         row.size.get_or_insert((u64::from(w), u64::from(h)));
                     }
                     Some(Err((p, e))) => warnings.push(format!("image {}: {}: {e}", row.id, p.display())),
-                    None => warnings.push(format!(
-                        "image {}: no file {}/{}.<png|jpg|tif|bmp>",
-                        row.id,
-                        dir.display(),
-                        row.id
-                    )),
+                    None => {
+                        warnings.push(format!("image {}: no file {}", row.id, pixels::image_looked_for(dir, &row.id)))
+                    }
                 }
             }
             continue;
@@ -437,7 +434,7 @@ fn render_pixels(
             ImageSource::None => continue,
             ImageSource::Dir(dir) => match pixels::find_image(dir, &row.id) {
                 None => {
-                    warnings.push(format!("image {}: no file {}/{}.<png|jpg|tif|bmp>", row.id, dir.display(), row.id));
+                    warnings.push(format!("image {}: no file {}", row.id, pixels::image_looked_for(dir, &row.id)));
                     continue;
                 }
                 Some(path) => match mitoscope_imaging::read_image(&path) {
@@ -984,6 +981,31 @@ mod tests {
         let r = build(&inp).unwrap();
         assert!(!r.html.contains("data:image/jpeg"), "an image outside --images was drawn");
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        // The warning names the file looked for, inside the folder.
+        let looked = dir.path().join("imgs/.._secret_B").display().to_string();
+        assert!(r.warnings[0].contains(&looked), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn detect_ids_of_nested_and_alike_named_inputs_find_their_images() {
+        // `detect` names `train/images/001.png` by its path below the common
+        // folder, and `x.png` beside `x.jpg` as `x_png` and `x_jpg`.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("train/images")).unwrap();
+        let img = RgbImage::from_pixel(64, 64, Rgb([60, 20, 90]));
+        img.save(dir.path().join("train/images/001.png")).unwrap();
+        img.save(dir.path().join("x.png")).unwrap();
+        img.save(dir.path().join("x.jpg")).unwrap();
+        let pred = set(&[
+            ("train/images/001", 10.0, 10.0, Some(0.9)),
+            ("x_png", 10.0, 10.0, Some(0.9)),
+            ("x_jpg", 10.0, 10.0, Some(0.9)),
+        ]);
+        let mut inp = input(&pred, None);
+        inp.images = ImageSource::Dir(dir.path().to_owned());
+        let r = build(&inp).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 6, "a thumbnail and a crop of each");
     }
 
     #[test]

@@ -83,13 +83,48 @@ impl Pixels {
     }
 }
 
-/// The image file for `id` in `dir` (`<id>.<ext>` for any readable extension).
+/// Where the image of `id` may lie in `dir`, without extension, in the order
+/// tried: the id as a path below `dir` (`detect` names nested inputs so:
+/// `train/images/001`; never one with `..` or a root, which could leave
+/// `dir`), the id as one file-safe name, and for `detect`'s ids of alike
+/// stems (`x_png` beside `x_jpg`) the stem with that extension.
+fn image_candidates(dir: &Path, id: &str) -> Vec<(PathBuf, Option<&'static str>)> {
+    let mut out = Vec::new();
+    let relative = Path::new(id);
+    if id.contains('/') && relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        out.push((dir.join(relative), None));
+    }
+    out.push((dir.join(mitoscope_formats::file_safe_name(id)), None));
+    for ext in mitoscope_imaging::IMAGE_EXTENSIONS {
+        if let Some(stem) = id.strip_suffix(&format!("_{ext}")).filter(|s| !s.is_empty()) {
+            out.push((dir.join(mitoscope_formats::file_safe_name(stem)), Some(*ext)));
+        }
+    }
+    out
+}
+
+/// The image file of `id` in `dir` (see [`image_candidates`]).
 pub(crate) fn find_image(dir: &Path, id: &str) -> Option<PathBuf> {
-    mitoscope_imaging::IMAGE_EXTENSIONS
+    image_candidates(dir, id).into_iter().find_map(|(base, only)| {
+        let exts: Vec<&str> = only.map_or_else(|| mitoscope_imaging::IMAGE_EXTENSIONS.to_vec(), |e| vec![e]);
+        exts.iter()
+            .flat_map(|ext| [ext.to_string(), ext.to_ascii_uppercase()])
+            .map(|ext| {
+                let mut name = base.clone().into_os_string();
+                name.push(format!(".{ext}"));
+                PathBuf::from(name)
+            })
+            .find(|p| p.is_file())
+    })
+}
+
+/// The files [`find_image`] looked for, for the warning when none is there.
+pub(crate) fn image_looked_for(dir: &Path, id: &str) -> String {
+    image_candidates(dir, id)
         .iter()
-        .flat_map(|ext| [ext.to_string(), ext.to_ascii_uppercase()])
-        .map(|ext| dir.join(format!("{}.{ext}", mitoscope_formats::file_safe_name(id))))
-        .find(|p| p.is_file())
+        .map(|(base, only)| format!("{}.{}", base.display(), only.unwrap_or("<png|jpg|tif|bmp>")))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// `data:` URL of `img` as JPEG (photographs compress far better than PNG).

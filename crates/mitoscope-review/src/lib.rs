@@ -196,7 +196,10 @@ fn export_bytes(decisions: &Decisions, format: Format) -> Result<(Vec<u8>, Strin
     let name = format!("{}.reviewed.{}", decisions.image, export_extension(format));
     let dir = tempfile::tempdir().map_err(|e| ReviewError::Io { path: std::env::temp_dir(), source: e })?;
     let path = dir.path().join(&name);
-    export_to(decisions, &path, format)?;
+    export_to(decisions, &path, format).map_err(|e| {
+        // The temporary file means nothing to the reviewer: name the download.
+        ReviewError::BadInput(e.to_string().replace(&path.display().to_string(), &name))
+    })?;
     let bytes = std::fs::read(&path).map_err(|e| ReviewError::Io { path: path.clone(), source: e })?;
     Ok((bytes, name))
 }

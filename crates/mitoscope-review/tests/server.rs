@@ -154,6 +154,17 @@ fn review_round_trip_over_http() {
     assert_eq!((back.image.as_str(), back.objects.len()), ("field_01", 2));
     server.shutdown();
 
+    // Without µm/px the MIDOG export (in mm) is refused, naming the download,
+    // not the temporary file it was written through.
+    let no_mpp = tempfile::tempdir().unwrap();
+    let server = ReviewServer::start(ReviewOptions { mpp: None, ..options(no_mpp.path(), &image) }).unwrap();
+    let refused = get(server.addr(), "/api/export/midog");
+    let body = refused.text();
+    assert_eq!(refused.status, 409, "{body}");
+    let error = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.starts_with("field_01.reviewed.json: ") && error.contains("give --mpp"), "{body}");
+    server.shutdown();
+
     // A restart resumes the saved review (even with --pred given again).
     let again = ReviewServer::start(options(dir.path(), &image)).unwrap();
     assert!(again.resumed());

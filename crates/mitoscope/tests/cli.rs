@@ -519,6 +519,17 @@ fn classify_scores_real_crops() {
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 1);
     assert_eq!((&rows[0][0], rows[0].len()), (s(&odd), 2), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("smaller than"), "a full crop is not warned of");
+    // A crop well under the classifier's is scored, with a warning naming it.
+    let tiny = tmp.path().join("tiny.png");
+    image::imageops::crop_imm(&image::open(crops[0]).unwrap().to_rgb8(), 44, 44, 40, 40)
+        .to_image()
+        .save(&tiny)
+        .unwrap();
+    let out = mitoscope(&["classify", s(&tiny)]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tiny.png: the image is 10 µm across") && stderr.contains("--mpp"), "{stderr}");
 }
 
 #[test]

@@ -345,6 +345,14 @@ fn bad_training_input_is_one_clear_error() {
     assert!(err.contains("at least one must train and one validate"), "{err}");
     let err = with(&p("typo.json"));
     assert!(err.contains("typo.json") && err.contains("'cv_stag1'"), "{err}");
+    // A key given twice (serde_json would keep the last) and a config that
+    // is not an object are refused by what they are.
+    std::fs::write(root.join("twice.json"), "{\"stage1\": {\"epochs\": 1, \"epochs\": 2}}").unwrap();
+    let err = with(&p("twice.json"));
+    assert!(err.contains("twice.json") && err.contains("key 'epochs' is given twice"), "{err}");
+    std::fs::write(root.join("array.json"), "[1, 2]").unwrap();
+    let err = with(&p("array.json"));
+    assert!(err.contains("array.json") && err.contains("not an array"), "{err}");
     // A label outside its image is left out of training with a warning naming the file.
     std::fs::write(root.join("outside.csv"), "image,x,y\na_1,10,10\na_1,5000,5\n").unwrap();
     let out = mitoscope(&[

@@ -105,6 +105,71 @@ fn merge_json(base: &mut serde_json::Value, changes: serde_json::Value) {
     }
 }
 
+/// Parses JSON, refusing a key given twice in one object. serde_json keeps
+/// the last silently, and in a config the first would then be ignored unseen;
+/// no JSON crate at hand reports it, so a small checking pass runs first.
+fn json_once_per_key(text: &str) -> serde_json::Result<serde_json::Value> {
+    use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    struct Checked;
+    impl<'de> serde::Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Checked)
+        }
+    }
+    impl<'de> Visitor<'de> for Checked {
+        type Value = Checked;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_unit<E>(self) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+            while seq.next_element::<Checked>()?.is_some() {}
+            Ok(Checked)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("key '{key}' is given twice")));
+                }
+                map.next_value::<Checked>()?;
+            }
+            Ok(Checked)
+        }
+    }
+    serde_json::from_str::<Checked>(text)?;
+    serde_json::from_str(text)
+}
+
+/// "an array", "a number", ... for messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Keys of `given` (non-null) that `kept`, the parsed config written back,
 /// does not have: names the config does not know.
 fn unkept_keys(given: &serde_json::Value, kept: &serde_json::Value, at: &str, unknown: &mut Vec<String>) {
@@ -152,8 +217,15 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let changes: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            let changes = json_once_per_key(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            if !changes.is_object() {
+                bail!(
+                    "{}: a --config is a JSON object of the recipe keys it changes (e.g. {{\"cv_stage1\": false}}), \
+                     not {}",
+                    path.display(),
+                    json_kind(&changes)
+                );
+            }
             let mut merged = serde_json::to_value(&recipe)?;
             merge_json(&mut merged, changes.clone());
             let config: RecipeConfig =

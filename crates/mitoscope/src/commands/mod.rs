@@ -339,6 +339,11 @@ pub(crate) fn command_line() -> String {
         .join(" ")
 }
 
+/// `1 slide`, `2 slides`: a count with its noun (plural by a trailing s).
+pub(crate) fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,9 +61,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         }
         let _ = writeln!(
             t,
-            "{} slides, {} HPFs at {} µm/px, top {} HPFs per slide, model {} (threshold {:.3})",
-            report.slides.len(),
-            report.hpfs.len(),
+            "{}, {} at {} µm/px, top {} HPFs per slide, model {} (threshold {:.3})",
+            super::count_of(report.slides.len(), "slide"),
+            super::count_of(report.hpfs.len(), "HPF"),
             report.mpp,
             report.n_hpfs,
             report.model.name,
@@ -81,15 +81,19 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         if let Some(c) = &report.count_agreement {
             let _ = writeln!(
                 t,
-                "top-{} counts vs annotated ({} slides): mean absolute error {:.2}, mean error {:+.2} (predicted - annotated)",
-                report.n_hpfs, c.slides, c.mean_abs_error, c.mean_error
+                "top-{} counts vs annotated ({}): mean absolute error {:.2}, mean error {:+.2} (predicted - annotated)",
+                report.n_hpfs,
+                super::count_of(c.slides, "slide"),
+                c.mean_abs_error,
+                c.mean_error
             );
         }
         if let Some(a) = &report.split_agreement {
             let _ = writeln!(
                 t,
-                "vs split scores ({} slides): {:.3} predicted a score their split allows",
-                a.slides, a.agreement
+                "vs split scores ({}): {:.3} predicted a score their split allows",
+                super::count_of(a.slides, "slide"),
+                a.agreement
             );
             for (split, n) in &a.predicted {
                 let _ = writeln!(t, "  {split}: predicted 1/2/3 = {}/{}/{}", n[0], n[1], n[2]);

@@ -144,7 +144,12 @@ pub fn run(args: SlideArgs) -> Result<ExitCode> {
     let mut table_failed = false;
     match update_slide_table(&args.out, &results, truth.as_ref()) {
         Ok(table) => {
-            let _ = writeln!(text, "{} slides in {}", table.rows.len(), args.out.join(SLIDE_TABLE_FILE).display());
+            let _ = writeln!(
+                text,
+                "{} in {}",
+                super::count_of(table.rows.len(), "slide"),
+                args.out.join(SLIDE_TABLE_FILE).display()
+            );
             match (&table.comparison, &truth) {
                 (Some(c), _) => text.push_str(&super::comparison_text(c, "truth slides with no result here")),
                 (None, Some(t)) => {
