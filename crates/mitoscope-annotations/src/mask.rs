@@ -5,7 +5,7 @@
 //! here). Objects are the 8-connected components of the foreground, as the
 //! GZMH and ICPR 2012 masks are drawn.
 
-use image::{GrayImage, Luma};
+use image::{GrayImage, ImageBuffer, Luma};
 use imageproc::region_labelling::{Connectivity, connected_components};
 
 use crate::{Annotation, ObjectClass, Shape};
@@ -25,7 +25,21 @@ pub fn objects_from_mask(mask: &GrayImage, min_pixels: usize) -> Vec<Annotation>
     if !binary.as_raw().contains(&FOREGROUND) {
         return Vec::new(); // most HPFs hold no mitosis: skip the labelling pass
     }
-    let labels = connected_components(&binary, Connectivity::Eight, Luma([0u8]));
+    components_as_objects(&connected_components(&binary, Connectivity::Eight, Luma([0u8])), min_pixels)
+}
+
+/// Every 8-connected run of one non-zero label of an instance map (see
+/// `mitoscope_imaging::instance_labels`) as a mitosis, as
+/// [`objects_from_mask`] does for a binary mask: figures that touch but
+/// carry different labels stay apart.
+pub fn objects_from_labels(labels: &ImageBuffer<Luma<u32>, Vec<u32>>, min_pixels: usize) -> Vec<Annotation> {
+    if !labels.as_raw().iter().any(|&v| v != 0) {
+        return Vec::new();
+    }
+    components_as_objects(&connected_components(labels, Connectivity::Eight, Luma([0u32])), min_pixels)
+}
+
+fn components_as_objects(labels: &ImageBuffer<Luma<u32>, Vec<u32>>, min_pixels: usize) -> Vec<Annotation> {
     let mut components: Vec<Vec<(u32, u32)>> = Vec::new();
     let width = labels.width() as usize;
     for (i, &label) in labels.as_raw().iter().enumerate() {
@@ -109,6 +123,20 @@ mod tests {
         assert_eq!(objs[0].bbox, Some(BBox { x_min: 0.0, y_min: 0.0, x_max: 1.0, y_max: 1.0 }));
         assert_eq!(objs[1].bbox, Some(BBox { x_min: 3.0, y_min: 2.0, x_max: 4.0, y_max: 3.0 }));
         assert_eq!(objects_from_mask(&m, 3).len(), 1, "min_pixels drops the 2-pixel blob");
+    }
+
+    #[test]
+    fn touching_labels_stay_apart() {
+        // Labels 1 and 2 share an edge (and 3 a corner with 2); a binary
+        // reading would see one figure.
+        let rows = ["11220", "11223", "00003"];
+        let labels =
+            ImageBuffer::from_fn(5, 3, |x, y| Luma([u32::from(rows[y as usize].as_bytes()[x as usize] - b'0')]));
+        let objs = objects_from_labels(&labels, 1);
+        assert_eq!(objs.iter().map(|o| o.shape.as_ref().unwrap().area_px()).collect::<Vec<_>>(), [4.0, 4.0, 2.0]);
+        assert_eq!(objs[0].centroid, Point::new(0.5, 0.5));
+        assert_eq!(objects_from_labels(&labels, 3).len(), 2);
+        assert!(objects_from_labels(&ImageBuffer::new(3, 3), 1).is_empty());
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   ...), or with a `_mask`/`_gt`/`_label`/`_seg` stem suffix; paired with the
 //!   image of the same stem. 0/1, 0/255, coloured and JPEG-stored masks alike;
 //!   objects are the 8-connected components (see
-//!   [`mitoscope_annotations::mask::objects_from_mask`], `min_mask_pixels`).
+//!   [`mitoscope_annotations::mask::objects_from_mask`], `min_mask_pixels`),
+//!   and in an instance map (each figure its own grey level or colour,
+//!   stored losslessly; `mitoscope_imaging::instance_labels`) the runs of
+//!   one label, so that figures that touch stay apart.
 //! - **Label files** (`.csv`/`.tsv`/`.txt`/`.json`/`.xml`) with the image's
 //!   stem (optionally `_label`, `_bbox`, `_centroid`, ... appended): tables
 //!   with a header naming box and centroid columns in any order
@@ -60,7 +63,7 @@ mod source;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use mitoscope_annotations::mask::objects_from_mask;
+use mitoscope_annotations::mask::{objects_from_labels, objects_from_mask};
 use mitoscope_annotations::{AnnotationSet, ImageAnnotations, Inconsistency};
 use rayon::prelude::*;
 
@@ -510,7 +513,7 @@ fn mask_components(
     problems: &mut Vec<Inconsistency>,
     report: &impl Fn(String) -> Inconsistency,
 ) -> Option<(Vec<mitoscope_annotations::Annotation>, (u32, u32))> {
-    let mask = match tree.read_mask(mask_rel) {
+    let (mask, instances) = match tree.read_mask(mask_rel) {
         Ok(m) => m,
         Err(e) => {
             problems.push(report(format!("{e} (mask ignored)")));
@@ -531,7 +534,12 @@ fn mask_components(
         problems.push(report(format!("{err} (mask ignored)")));
         return None;
     }
-    let (objects, specks): (Vec<_>, Vec<_>) = objects_from_mask(&mask, 1)
+    // An instance map keeps figures that touch apart; a binary mask cannot.
+    let components = match &instances {
+        Some(labels) => objects_from_labels(labels, 1),
+        None => objects_from_mask(&mask, 1),
+    };
+    let (objects, specks): (Vec<_>, Vec<_>) = components
         .into_iter()
         .partition(|o| o.shape.as_ref().is_some_and(|s| s.area_px() >= opts.min_mask_pixels.max(1) as f64));
     if let Some(first) = specks.first() {

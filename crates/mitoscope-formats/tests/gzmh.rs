@@ -125,6 +125,36 @@ fn sibling_masks_folder_with_an_empty_mask() {
 }
 
 #[test]
+fn an_instance_map_keeps_touching_figures_apart() {
+    // Two figures side by side, sharing an edge, numbered 1 and 2; a third
+    // apart, numbered 3. Read as binary, the first two would be one.
+    const L: Blob = (10, 10, 4, 4);
+    const R: Blob = (14, 10, 3, 4);
+    let labels = GrayImage::from_fn(W, H, |x, y| {
+        Luma([[L, R, B].iter().position(|b| in_blob(*b, x, y)).map_or(0, |i| i as u8 + 1)])
+    });
+    let coloured = RgbImage::from_fn(W, H, |x, y| match labels.get_pixel(x, y).0[0] {
+        0 => Rgb([0, 0, 0]),
+        1 => Rgb([200, 0, 0]),
+        2 => Rgb([0, 200, 0]),
+        _ => Rgb([0, 0, 200]),
+    });
+    let d = tree(&[
+        ("images/a.png", he_image(W, H)),
+        ("masks/a.png", png(labels.into())),
+        ("images/b.png", he_image(W, H)),
+        ("masks/b.png", png(coloured.into())),
+        ("images/c.png", he_image(W, H)),
+        ("masks/c.png", mask(W, H, &[L, R, B], 255)),
+    ]);
+    let set = read(d.path());
+    assert!(set.inconsistencies.is_empty(), "{}", problems(&set));
+    assert_mask_objects(img(&set, "a"), &[L, R, B]);
+    assert_mask_objects(img(&set, "b"), &[L, R, B]);
+    assert_eq!(img(&set, "c").objects.len(), 2, "a binary mask cannot tell them apart");
+}
+
+#[test]
 fn mask_suffix_beside_image_and_rgb_masks() {
     let d = tree(&[("hpf/a.png", he_image(W, H)), ("hpf/a_mask.png", rgb_mask(W, H, &[B]))]);
     let set = read(d.path());

@@ -6,7 +6,8 @@
 //!   TIFF states.
 //! - [`read_mask`] decodes a mask image and normalises the encodings datasets
 //!   use (0/1, 0/255, RGB with any non-black foreground, masks stored as JPEG)
-//!   to 0/255.
+//!   to 0/255; [`read_mask_instances`] also keeps the figures of an instance
+//!   map (one grey level or colour each) apart.
 //!
 //! ```
 //! let mask = image::GrayImage::from_raw(3, 1, vec![0, 1, 0]).unwrap();
@@ -245,6 +246,72 @@ pub fn read_mask(path: &Path) -> Result<GrayImage, ImagingError> {
     Ok(normalise_mask(&decode(path)?, is_lossy(path)))
 }
 
+/// Per-pixel instance labels of a mask that tells its figures apart by grey
+/// level or colour (0 = background).
+pub type InstanceLabels = image::ImageBuffer<image::Luma<u32>, Vec<u32>>;
+
+/// Decodes a mask to 0/255 (see [`normalise_mask`]) and, where it is an
+/// instance map, its labels (see [`instance_labels`]).
+pub fn read_mask_instances(path: &Path) -> Result<(GrayImage, Option<InstanceLabels>), ImagingError> {
+    let img = decode(path)?;
+    let lossy = is_lossy(path);
+    Ok((normalise_mask(&img, lossy), instance_labels(&img, lossy)))
+}
+
+/// The mask's labels when it is an instance map (each figure its own grey
+/// level or colour, as instance-segmentation datasets store them), so that
+/// two figures that touch stay two. It is one when it is stored losslessly,
+/// holds at least two foreground values, and those values meet one another
+/// along fewer than a quarter as many pixel edges as they meet the
+/// background: touching figures share a short stretch of their outline.
+/// A binary mask has one value, and an anti-aliased one rings each figure's
+/// core with in-between values that meet the core all round, so neither is
+/// taken for one. `None` otherwise (also for 16-bit colour and float masks).
+pub fn instance_labels(img: &DynamicImage, lossy: bool) -> Option<InstanceLabels> {
+    if lossy {
+        return None;
+    }
+    let (w, h) = (img.width(), img.height());
+    let pack = |r: u8, g: u8, b: u8| u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b);
+    let keys: Vec<u32> = match img {
+        DynamicImage::ImageLuma8(g) => g.as_raw().iter().map(|&v| u32::from(v)).collect(),
+        DynamicImage::ImageLuma16(g) => g.as_raw().iter().map(|&v| u32::from(v)).collect(),
+        DynamicImage::ImageLumaA8(g) => {
+            g.as_raw().chunks_exact(2).map(|p| if p[1] == 0 { 0 } else { u32::from(p[0]) }).collect()
+        }
+        DynamicImage::ImageRgb8(c) => c.as_raw().chunks_exact(3).map(|p| pack(p[0], p[1], p[2])).collect(),
+        DynamicImage::ImageRgba8(c) => {
+            c.as_raw().chunks_exact(4).map(|p| if p[3] == 0 { 0 } else { pack(p[0], p[1], p[2]) }).collect()
+        }
+        _ => return None,
+    };
+    let mut foreground = keys.iter().copied().filter(|&k| k != 0);
+    let first = foreground.next()?;
+    foreground.find(|&k| k != first)?;
+    let (w_us, h_us) = (w as usize, h as usize);
+    let (mut contacts, mut edges) = (0u64, 0u64);
+    let mut tally = |a: u32, b: u32| {
+        if a != b {
+            if a == 0 || b == 0 { edges += 1 } else { contacts += 1 }
+        }
+    };
+    for y in 0..h_us {
+        let row = &keys[y * w_us..(y + 1) * w_us];
+        for x in 0..w_us {
+            if x + 1 < w_us {
+                tally(row[x], row[x + 1]);
+            }
+            if y + 1 < h_us {
+                tally(row[x], keys[(y + 1) * w_us + x]);
+            }
+        }
+    }
+    if contacts * 4 >= edges {
+        return None;
+    }
+    InstanceLabels::from_raw(w, h, keys)
+}
+
 /// Normalises a mask to 0/255. Foreground is any pixel whose brightest channel
 /// is non-zero (0/1, 0/255 and coloured-label masks alike); for lossy (JPEG)
 /// masks the cut is at 128, since compression leaves low non-zero noise.
@@ -305,6 +372,50 @@ mod tests {
         assert!(is_grayscale(&luma));
         img.put_pixel(3, 3, Rgb([120, 121, 120]));
         assert!(!is_grayscale(&img));
+    }
+
+    #[test]
+    fn instance_maps_are_told_from_binary_and_anti_aliased_masks() {
+        use image::{GrayImage, Rgb};
+        let disc = |m: &mut GrayImage, cx: i32, cy: i32, v: u8| {
+            for (x, y, p) in m.enumerate_pixels_mut() {
+                if (x as i32 - cx).pow(2) + (y as i32 - cy).pow(2) <= 100 {
+                    *p = Luma([v]);
+                }
+            }
+        };
+        // Two touching discs numbered 1 and 2, and a lone one numbered 3.
+        let mut m = GrayImage::new(80, 40);
+        disc(&mut m, 12, 15, 1);
+        disc(&mut m, 30, 15, 2);
+        disc(&mut m, 60, 25, 3);
+        let labels = instance_labels(&DynamicImage::ImageLuma8(m.clone()), false).expect("an instance map");
+        assert_eq!((labels.get_pixel(12, 15).0[0], labels.get_pixel(30, 15).0[0]), (1, 2));
+        assert!(instance_labels(&DynamicImage::ImageLuma8(m.clone()), true).is_none(), "JPEG values are noise");
+        // The same as colours.
+        let rgb = RgbImage::from_fn(80, 40, |x, y| match m.get_pixel(x, y).0[0] {
+            0 => Rgb([0, 0, 0]),
+            1 => Rgb([255, 0, 0]),
+            2 => Rgb([0, 255, 0]),
+            _ => Rgb([0, 0, 255]),
+        });
+        assert!(instance_labels(&DynamicImage::ImageRgb8(rgb), false).is_some());
+        // Binary: one value.
+        let binary = GrayImage::from_fn(80, 40, |x, y| Luma([if m.get_pixel(x, y).0[0] > 0 { 255 } else { 0 }]));
+        assert!(instance_labels(&DynamicImage::ImageLuma8(binary.clone()), false).is_none());
+        // Anti-aliased: each disc's edge pixels are grey, around a white core.
+        let mut soft = binary.clone();
+        for (x, y, p) in binary.enumerate_pixels() {
+            let edge = p.0[0] == 255
+                && [(1i32, 0i32), (-1, 0), (0, 1), (0, -1)].iter().any(|(dx, dy)| {
+                    let (nx, ny) = (x as i32 + dx, y as i32 + dy);
+                    nx < 0 || ny < 0 || binary.get_pixel_checked(nx as u32, ny as u32).is_none_or(|q| q.0[0] == 0)
+                });
+            if edge {
+                soft.put_pixel(x, y, Luma([96 + (x % 3) as u8 * 40]));
+            }
+        }
+        assert!(instance_labels(&DynamicImage::ImageLuma8(soft), false).is_none());
     }
 
     #[test]

@@ -343,6 +343,29 @@ fn segeval_mask_against_itself_and_empty() {
 }
 
 #[test]
+fn segeval_counts_the_figures_of_an_instance_map() {
+    // Truth numbers two touching figures 1 and 2; the prediction is their
+    // binary union. Pixels agree; objects: two in the truth, one predicted.
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, p) = (tmp.path().join("t"), tmp.path().join("p"));
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::create_dir_all(&p).unwrap();
+    let label = |x: u32, y: u32| match (x, y) {
+        (4..=9, 4..=11) => 1u8,
+        (10..=15, 4..=11) => 2,
+        _ => 0,
+    };
+    image::GrayImage::from_fn(24, 16, |x, y| image::Luma([label(x, y)])).save(t.join("a.png")).unwrap();
+    image::GrayImage::from_fn(24, 16, |x, y| image::Luma([if label(x, y) > 0 { 255 } else { 0 }]))
+        .save(p.join("a.png"))
+        .unwrap();
+    let v = json(&["segeval", "--truth", s(&t), "--pred", s(&p), "--json"]);
+    assert_eq!(v["pooled_dice"], 1.0);
+    let image = &v["per_image"][0];
+    assert_eq!((image["truth_objects"].as_u64(), image["pred_objects"].as_u64()), (Some(2), Some(1)), "{v}");
+}
+
+#[test]
 fn segeval_says_what_it_cannot_pair() {
     let tmp = tempfile::tempdir().unwrap();
     let (t, p) = (tmp.path().join("t"), tmp.path().join("p"));

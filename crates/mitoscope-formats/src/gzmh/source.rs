@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use image::{GrayImage, ImageReader};
-use mitoscope_imaging::ImagingError;
+use mitoscope_imaging::{ImagingError, InstanceLabels};
 use zip::ZipArchive;
 
 use crate::{FormatError, Result};
@@ -151,16 +151,17 @@ impl Tree {
         })
     }
 
-    /// Decodes a mask and normalises it to 0/255 (see `mitoscope_imaging::read_mask`).
-    pub(crate) fn read_mask(&self, rel: &str) -> Result<GrayImage> {
+    /// Decodes a mask, normalised to 0/255, with its instance labels where it
+    /// is an instance map (see `mitoscope_imaging::read_mask_instances`).
+    pub(crate) fn read_mask(&self, rel: &str) -> Result<(GrayImage, Option<InstanceLabels>)> {
         let shown = self.display_path(rel);
         if let Backing::Dir = self.backing {
-            return Ok(mitoscope_imaging::read_mask(&shown)?);
+            return Ok(mitoscope_imaging::read_mask_instances(&shown)?);
         }
         let bytes = self.read_bytes(rel, None)?;
         let img = mitoscope_imaging::decode_bytes(&bytes, &shown)?;
         let lossy = matches!(extension(rel).as_str(), "jpg" | "jpeg");
-        Ok(mitoscope_imaging::normalise_mask(&img, lossy))
+        Ok((mitoscope_imaging::normalise_mask(&img, lossy), mitoscope_imaging::instance_labels(&img, lossy)))
     }
 }
 

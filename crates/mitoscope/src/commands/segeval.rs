@@ -103,14 +103,20 @@ pub fn run(args: SegevalArgs) -> Result<ExitCode> {
     let mut pooled = PixelCounts::default();
     let mut per_image = Vec::new();
     for (name, t, p) in pairs {
-        let tm = mitoscope_imaging::read_mask(t)?;
-        let pm = mitoscope_imaging::read_mask(p)?;
+        let (tm, t_labels) = mitoscope_imaging::read_mask_instances(t)?;
+        let (pm, p_labels) = mitoscope_imaging::read_mask_instances(p)?;
         let counts =
             segmentation::pixel_counts(&tm, &pm).with_context(|| format!("{} vs {}", t.display(), p.display()))?;
         pooled += counts;
         let px = counts.scores();
-        let to = mitoscope_annotations::mask::objects_from_mask(&tm, 1);
-        let po = mitoscope_annotations::mask::objects_from_mask(&pm, 1);
+        // Objects: runs of one label in an instance map (figures that touch
+        // stay apart), else the binary mask's components.
+        let objects = |mask, labels: &Option<mitoscope_imaging::InstanceLabels>| match labels {
+            Some(l) => mitoscope_annotations::mask::objects_from_labels(l, 1),
+            None => mitoscope_annotations::mask::objects_from_mask(mask, 1),
+        };
+        let to = objects(&tm, &t_labels);
+        let po = objects(&pm, &p_labels);
         per_image.push(MaskScores {
             image: name,
             dice: px.dice,
