@@ -848,6 +848,14 @@ pub fn check_hpf_out(out_dir: &Path) -> Result<(), HpfSetError> {
         .ok()
         .and_then(|bytes| serde_json::from_slice::<HpfSetReport>(&bytes).ok());
     let Some(earlier) = earlier else {
+        let json = out_dir.join("scores.json");
+        if json.exists() {
+            return refuse(
+                json,
+                "exists, and is not the report of an earlier `mitoscope score` run; \
+                 it is left alone: give a new or empty --out folder",
+            );
+        }
         return match HPF_OUTPUT_FILES.iter().map(|f| out_dir.join(f)).find(|p| p.exists()) {
             Some(path) => refuse(
                 path,
@@ -857,20 +865,22 @@ pub fn check_hpf_out(out_dir: &Path) -> Result<(), HpfSetError> {
             None => Ok(()),
         };
     };
-    // Reports from before digests were recorded own their folder as a whole.
-    if earlier.outputs.is_empty() {
-        return Ok(());
-    }
     for name in HPF_OUTPUT_FILES.iter().filter(|f| **f != "scores.json") {
         let path = out_dir.join(name);
         let Ok(bytes) = std::fs::read(&path) else { continue };
-        if earlier.outputs.get(*name) != Some(&crc32_hex(&bytes)) {
-            return refuse(
-                path,
+        let why = match earlier.outputs.get(*name) {
+            Some(crc) if *crc == crc32_hex(&bytes) => continue,
+            Some(_) => {
                 "exists, and is not the file the earlier `mitoscope score` run in this folder wrote \
-                 (changed or copied in since); it is left alone: give a new or empty --out folder",
-            );
-        }
+                 (changed or copied in since); it is left alone: give a new or empty --out folder"
+            }
+            // Reports from before checksums were recorded cannot vouch for it.
+            None => {
+                "exists beside a scores.json that records no checksum of it (an older version's), \
+                 so it may not be that run's file; it is left alone: give a new or empty --out folder"
+            }
+        };
+        return refuse(path, why);
     }
     Ok(())
 }

@@ -800,13 +800,18 @@ fn hpf_folder_edge_cases_fail_alone_and_outputs_are_owned() {
     assert_eq!(std::fs::read_to_string(fresh.join("detections.csv")).unwrap(), "image,x,y,score\nother,1,2,0.9\n");
     std::fs::write(fresh.join("detections.csv"), &dets).unwrap();
     check_hpf_out(&fresh).unwrap();
-    // A scores.json from before digests were recorded owns its folder.
+    // A scores.json from before checksums were recorded cannot vouch for
+    // the files beside it.
     let mut legacy: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fresh.join("scores.json")).unwrap()).unwrap();
     assert!(legacy.as_object_mut().unwrap().remove("outputs").is_some());
     std::fs::write(fresh.join("scores.json"), serde_json::to_vec(&legacy).unwrap()).unwrap();
-    std::fs::write(fresh.join("scores.csv"), "edited").unwrap();
-    write_hpf_outputs(&fresh, &report, &images).unwrap();
+    let err = check_hpf_out(&fresh).unwrap_err().to_string();
+    assert!(err.contains("scores.csv") && err.contains("records no checksum"), "{err}");
+    // A scores.json that is no score report is named itself.
+    std::fs::write(fresh.join("scores.json"), "{}").unwrap();
+    let err = check_hpf_out(&fresh).unwrap_err().to_string();
+    assert!(err.contains("scores.json") && err.contains("is not the report of"), "{err}");
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     assert!(check_hpf_out(&file).unwrap_err().to_string().contains("not a folder"));

@@ -130,8 +130,8 @@ pub struct MitoticScore {
     pub area_mm2: f64,
     /// `count / area_mm2`.
     pub density_per_mm2: f64,
-    /// `count * (10 * row.field_area_mm2) / area_mm2`: the count scaled to 10
-    /// fields of the row's size.
+    /// `count * (10 * field area) / area_mm2`: the count scaled to 10 fields
+    /// of the preset's size (2 mm² for 10 HPF = 2 mm²).
     pub equivalent_10_field_count: f64,
     /// `equivalent_10_field_count` rounded half up: the whole count looked up
     /// in the table.
@@ -171,22 +171,24 @@ pub fn table_row(diameter_mm: f64) -> Result<TableRow, EvalError> {
 /// The Nottingham mitotic count score of `count` mitoses found in `area_mm2`
 /// of tissue, referred to the field size of `preset`.
 ///
-/// The count is scaled to 10 fields of the nearest table row's area, rounded
+/// The count is scaled to 10 of the preset's own fields (for 10 HPF = 2 mm²,
+/// to 2 mm²), as a pathologist counts 10 fields of their microscope, rounded
 /// half up to a whole count (the table is defined on whole counts, so the cut
-/// between "≤ 7" and "≥ 8" falls at 7.5), and scored with that row.
+/// between "≤ 7" and "≥ 8" falls at 7.5), and scored with the table row
+/// nearest the field's diameter.
 ///
 /// ```
 /// use mitoscope_eval::score::{FieldPreset, mitotic_score};
-/// // 10 mitoses in 2 mm²: 0.50 mm row, 9.8 per 10 fields -> score 2.
+/// // 10 mitoses in 2 mm²: 10 per 10 fields, 0.50 mm row -> score 2.
 /// let s = mitotic_score(10, 2.0, FieldPreset::TenHpfTwoMm2).unwrap();
-/// assert_eq!((s.score, s.row.field_diameter_mm), (2, 0.50));
+/// assert_eq!((s.score, s.equivalent_10_field_count, s.row.field_diameter_mm), (2, 10.0, 0.50));
 /// ```
 pub fn mitotic_score(count: usize, area_mm2: f64, preset: FieldPreset) -> Result<MitoticScore, EvalError> {
     if !(area_mm2.is_finite() && area_mm2 > 0.0) {
         return Err(EvalError::BadArea(area_mm2));
     }
     let row = table_row(preset.diameter_mm())?;
-    let eq = count as f64 * (10.0 * row.field_area_mm2) / area_mm2;
+    let eq = count as f64 * (10.0 * preset.area_mm2()) / area_mm2;
     // Saturating float-to-int cast: absurdly large equivalents are score 3 anyway.
     let rounded = (eq + 0.5).floor() as u64;
     Ok(MitoticScore {

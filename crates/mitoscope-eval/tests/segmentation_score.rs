@@ -111,8 +111,9 @@ fn ten_hpf_two_mm2_preset() {
     assert!((FieldPreset::TenHpfTwoMm2.diameter_mm() - 0.5046).abs() < 1e-4);
     let s = mitotic_score(10, 2.0, FieldPreset::TenHpfTwoMm2).unwrap();
     assert_eq!(s.row.field_diameter_mm, 0.50);
-    // 10 * (10 * 0.19635) / 2 = 9.82 -> 10 -> score 2.
-    assert!((s.equivalent_10_field_count - 9.8175).abs() < 1e-3);
+    // 10 fields are 2 mm² by definition: 10 per 10 fields, scored on the
+    // 0.50 mm row (<= 7, 8-14, >= 15) -> score 2.
+    assert_eq!(s.equivalent_10_field_count, 10.0);
     assert_eq!((s.rounded_equivalent_count, s.score), (10, 2));
     assert!(close(s.density_per_mm2, 5.0));
     // Area(0.2) is the same field.
@@ -126,6 +127,19 @@ fn field_area_matches_its_diameter() {
         assert!((preset.area_mm2() - std::f64::consts::PI * d * d / 4.0).abs() < 1e-12, "{preset:?}");
     }
     assert_eq!(FieldPreset::TenHpfTwoMm2.area_mm2(), 0.2);
+}
+
+#[test]
+fn counts_are_scaled_to_ten_of_the_presets_own_fields() {
+    // A 0.52 mm field (0.2124 mm²) scores on the 0.52 mm row; 20 mitoses in
+    // 20 of those fields are 10 per 10 fields.
+    let preset = FieldPreset::Diameter(0.52);
+    let s = mitotic_score(20, 20.0 * preset.area_mm2(), preset).unwrap();
+    assert!((s.equivalent_10_field_count - 10.0).abs() < 1e-9, "{s:?}");
+    assert_eq!(s.rounded_equivalent_count, 10);
+    // 15 in 2 mm² under 10 HPF = 2 mm²: 15, score 3 (<= 14 is score 2).
+    assert_eq!(mitotic_score(15, 2.0, FieldPreset::TenHpfTwoMm2).unwrap().score, 3);
+    assert_eq!(mitotic_score(14, 2.0, FieldPreset::TenHpfTwoMm2).unwrap().score, 2);
 }
 
 #[test]

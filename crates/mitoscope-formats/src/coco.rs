@@ -136,6 +136,43 @@ pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConventi
     from_coco(coco, path, opts, convention)
 }
 
+/// The image id of each entry: its file name's stem, unless another file of
+/// the list has that stem too (`train/001.png` and `test/001.png`, or
+/// `x.png` and `x.jpg`); those take the file name without extension
+/// (`train/001`) or, where that is still shared, the whole file name with
+/// `.` as `_` (`x_png`), as `detect` names alike-stemmed inputs. The same
+/// file listed twice keeps one id.
+fn distinct_image_ids(images: &[ImageIn]) -> Vec<String> {
+    let stems: Vec<String> = images.iter().map(|i| image_id_from_name(&i.file_name)).collect();
+    let mut files_per_stem: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for (stem, img) in stems.iter().zip(images) {
+        files_per_stem.entry(stem).or_default().insert(img.file_name.trim());
+    }
+    let without_ext = |name: &str| match name.rsplit_once('.') {
+        Some((base, _)) if !base.is_empty() && !base.ends_with('/') => base.to_owned(),
+        _ => name.to_owned(),
+    };
+    let longer: Vec<String> = images.iter().map(|i| without_ext(i.file_name.trim())).collect();
+    let mut files_per_longer: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for (l, img) in longer.iter().zip(images) {
+        files_per_longer.entry(l).or_default().insert(img.file_name.trim());
+    }
+    stems
+        .iter()
+        .zip(&longer)
+        .zip(images)
+        .map(|((stem, longer), img)| {
+            if files_per_stem[stem.as_str()].len() == 1 {
+                stem.clone()
+            } else if files_per_longer[longer.as_str()].len() == 1 {
+                longer.clone()
+            } else {
+                img.file_name.trim().replace('.', "_")
+            }
+        })
+        .collect()
+}
+
 /// [`read_with`] on bytes already read (a label file inside a dataset folder
 /// or zip); `path` names them in errors.
 pub(crate) fn parse_with(
@@ -159,11 +196,27 @@ fn from_coco(
 
     let mut set = AnnotationSet::default();
     let mut index: HashMap<&Id, usize> = HashMap::with_capacity(coco.images.len());
-    for img in &coco.images {
-        if index.insert(&img.id, set.images.len()).is_some() {
+    let ids = distinct_image_ids(&coco.images);
+    // One file listed twice is one image: its entries' objects are read together.
+    let mut by_file: HashMap<&str, (usize, &Id)> = HashMap::new();
+    for (img, image_id) in coco.images.iter().zip(ids) {
+        if index.contains_key(&img.id) {
             return Err(FormatError::malformed(path, format!("image id {}", img.id), "duplicate image id"));
         }
-        let mut out = ImageAnnotations::new(image_id_from_name(&img.file_name));
+        if let Some(&(at, first)) = by_file.get(img.file_name.trim()) {
+            index.insert(&img.id, at);
+            set.inconsistencies.push(Inconsistency {
+                image: set.images[at].image.clone(),
+                message: format!(
+                    "image ids {first} and {} both name the file '{}'; their objects are read as one image's",
+                    img.id, img.file_name
+                ),
+            });
+            continue;
+        }
+        by_file.insert(img.file_name.trim(), (set.images.len(), &img.id));
+        index.insert(&img.id, set.images.len());
+        let mut out = ImageAnnotations::new(image_id);
         out.width = img.width.filter(|&w| w > 0);
         out.height = img.height.filter(|&h| h > 0);
         out.mpp = opts.mpp;
@@ -447,6 +500,31 @@ mod tests {
                 .collect(),
             categories: vec![],
         }
+    }
+
+    #[test]
+    fn alike_file_names_get_distinct_ids_and_a_file_listed_twice_is_one_image() {
+        let json = br#"{
+            "images": [
+                {"id": 1, "file_name": "train/001.png"}, {"id": 2, "file_name": "test/001.png"},
+                {"id": 3, "file_name": "x.png"}, {"id": 4, "file_name": "x.jpg"},
+                {"id": 5, "file_name": "dup.tiff"}, {"id": 6, "file_name": "dup.tiff"},
+                {"id": 7, "file_name": "lone.png"}
+            ],
+            "annotations": [
+                {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                {"image_id": 5, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                {"image_id": 6, "category_id": 1, "bbox": [50, 50, 20, 20]}
+            ],
+            "categories": [{"id": 1, "name": "mitotic figure"}]
+        }"#;
+        let set = parse_with(json, Path::new("c.json"), &ReadOptions::default(), None).unwrap();
+        let ids: Vec<&str> = set.images.iter().map(|i| i.image.as_str()).collect();
+        assert_eq!(ids, ["train/001", "test/001", "x_png", "x_jpg", "dup", "lone"]);
+        assert_eq!(set.images[0].objects.len(), 1);
+        assert_eq!(set.images[4].objects.len(), 2, "both entries' objects");
+        assert_eq!(set.inconsistencies.len(), 1, "{:?}", set.inconsistencies);
+        assert!(set.inconsistencies[0].message.contains("image ids 5 and 6 both name the file 'dup.tiff'"));
     }
 
     #[test]

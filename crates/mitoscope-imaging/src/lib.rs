@@ -261,12 +261,13 @@ pub fn read_mask_instances(path: &Path) -> Result<(GrayImage, Option<InstanceLab
 /// The mask's labels when it is an instance map (each figure its own grey
 /// level or colour, as instance-segmentation datasets store them), so that
 /// two figures that touch stay two. It is one when it is stored losslessly,
-/// holds at least two foreground values, and those values meet one another
-/// along fewer than a quarter as many pixel edges as they meet the
-/// background: touching figures share a short stretch of their outline.
-/// A binary mask has one value, and an anti-aliased one rings each figure's
-/// core with in-between values that meet the core all round, so neither is
-/// taken for one. `None` otherwise (also for 16-bit colour and float masks).
+/// holds at least two foreground values, and every value meets the
+/// background along more of its outline than it meets other values: figures
+/// that touch share only a stretch of their outlines. A binary mask has one
+/// value; a value inside a figure (a stray line, a two-tone figure, an
+/// anti-aliased figure's core inside its grey rim) meets little or no
+/// background, and the mask is then read as binary. `None` otherwise (also
+/// for 16-bit colour and float masks).
 pub fn instance_labels(img: &DynamicImage, lossy: bool) -> Option<InstanceLabels> {
     if lossy {
         return None;
@@ -288,13 +289,17 @@ pub fn instance_labels(img: &DynamicImage, lossy: bool) -> Option<InstanceLabels
     let mut foreground = keys.iter().copied().filter(|&k| k != 0);
     let first = foreground.next()?;
     foreground.find(|&k| k != first)?;
-    let (w_us, h_us) = (w as usize, h as usize);
-    let (mut contacts, mut edges) = (0u64, 0u64);
-    let mut tally = |a: u32, b: u32| {
-        if a != b {
-            if a == 0 || b == 0 { edges += 1 } else { contacts += 1 }
+    // Per value: pixel edges shared with the background, and with other values.
+    let mut outline: std::collections::HashMap<u32, (u64, u64)> = std::collections::HashMap::new();
+    let mut tally = |a: u32, b: u32| match (a, b) {
+        _ if a == b => {}
+        (0, v) | (v, 0) => outline.entry(v).or_default().0 += 1,
+        _ => {
+            outline.entry(a).or_default().1 += 1;
+            outline.entry(b).or_default().1 += 1;
         }
     };
+    let (w_us, h_us) = (w as usize, h as usize);
     for y in 0..h_us {
         let row = &keys[y * w_us..(y + 1) * w_us];
         for x in 0..w_us {
@@ -306,7 +311,7 @@ pub fn instance_labels(img: &DynamicImage, lossy: bool) -> Option<InstanceLabels
             }
         }
     }
-    if contacts * 4 >= edges {
+    if outline.values().any(|&(background, others)| others >= background) {
         return None;
     }
     InstanceLabels::from_raw(w, h, keys)
@@ -416,6 +421,18 @@ mod tests {
             }
         }
         assert!(instance_labels(&DynamicImage::ImageLuma8(soft), false).is_none());
+        // A stray line of another value across one binary figure, and a
+        // figure with a core of another value: binary, not three figures.
+        let mut stray = binary.clone();
+        for x in 50..71 {
+            stray.put_pixel(x, 25, Luma([254]));
+        }
+        assert!(instance_labels(&DynamicImage::ImageLuma8(stray), false).is_none());
+        let mut two_tone = binary.clone();
+        for (x, y) in [(60, 25), (61, 25), (60, 26), (61, 26)] {
+            two_tone.put_pixel(x, y, Luma([128]));
+        }
+        assert!(instance_labels(&DynamicImage::ImageLuma8(two_tone), false).is_none());
     }
 
     #[test]

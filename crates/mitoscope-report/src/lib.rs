@@ -413,31 +413,31 @@ fn render_pixels(
     let mut slide = slide.map(|(s, _)| s);
     let radius = input.radius_px.unwrap_or(24.0);
     let thumbnailed = thumbnailed_rows(rows, input.options.max_thumbnails);
+    let image_finder = std::cell::OnceCell::new();
+    let finder = |dir: &std::path::Path| image_finder.get_or_init(|| pixels::ImageFinder::new(dir));
     for (i, row) in rows.iter_mut().enumerate() {
         let wants_crops = crops.iter().any(|(_, list, _)| list.iter().any(|c| c.image == i));
         if !thumbnailed.contains(&i) && !wants_crops {
             // Neither drawn nor cut from: only its size is read (for the area), from the header.
             if let ImageSource::Dir(dir) = &input.images {
-                match pixels::find_image(dir, &row.id).map(|p| image::image_dimensions(&p).map_err(|e| (p, e))) {
-                    Some(Ok((w, h))) => {
+                match finder(dir).find(&row.id).map(|p| image::image_dimensions(&p).map_err(|e| (p, e))) {
+                    Ok(Ok((w, h))) => {
                         row.size.get_or_insert((u64::from(w), u64::from(h)));
                     }
-                    Some(Err((p, e))) => warnings.push(format!("image {}: {}: {e}", row.id, p.display())),
-                    None => {
-                        warnings.push(format!("image {}: no file {}", row.id, pixels::image_looked_for(dir, &row.id)))
-                    }
+                    Ok(Err((p, e))) => warnings.push(format!("image {}: {}: {e}", row.id, p.display())),
+                    Err(why) => warnings.push(format!("image {}: {why}", row.id)),
                 }
             }
             continue;
         }
         let pixels = match &input.images {
             ImageSource::None => continue,
-            ImageSource::Dir(dir) => match pixels::find_image(dir, &row.id) {
-                None => {
-                    warnings.push(format!("image {}: no file {}", row.id, pixels::image_looked_for(dir, &row.id)));
+            ImageSource::Dir(dir) => match finder(dir).find(&row.id) {
+                Err(why) => {
+                    warnings.push(format!("image {}: {why}", row.id));
                     continue;
                 }
-                Some(path) => match mitoscope_imaging::read_image(&path) {
+                Ok(path) => match mitoscope_imaging::read_image(&path) {
                     Ok(img) => Pixels::Image(img),
                     Err(e) => {
                         warnings.push(e.to_string());
@@ -1006,6 +1006,31 @@ mod tests {
         let r = build(&inp).unwrap();
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 6, "a thumbnail and a crop of each");
+
+        // Below the folder: a bare stem found once (`002` in `test/images`),
+        // `a_y` for `a/y.png` beside `b/y.png`; a stem found twice is named
+        // as ambiguous, and a mask folder's files are not images.
+        for rel in ["test/images/002.png", "a/y.png", "b/y.png", "p/003.png", "q/003.png", "masks/004.png"] {
+            std::fs::create_dir_all(dir.path().join(rel).parent().unwrap()).unwrap();
+            img.save(dir.path().join(rel)).unwrap();
+        }
+        let pred = set(&[
+            ("002", 10.0, 10.0, Some(0.9)),
+            ("a_y", 10.0, 10.0, Some(0.9)),
+            ("003", 10.0, 10.0, Some(0.9)),
+            ("004", 10.0, 10.0, Some(0.9)),
+        ]);
+        let mut inp = input(&pred, None);
+        inp.images = ImageSource::Dir(dir.path().to_owned());
+        let r = build(&inp).unwrap();
+        assert_eq!(r.html.matches("data:image/jpeg;base64,").count(), 4, "{:?}", r.warnings);
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("image 003: ") && r.warnings[0].contains("2 files below"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(r.warnings[1].starts_with("image 004: no file"), "{:?}", r.warnings);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! identifier) or one whole slide. Thumbnails and crops are the only things it
 //! needs, so both sources are reduced to those two reads.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -83,48 +84,126 @@ impl Pixels {
     }
 }
 
-/// Where the image of `id` may lie in `dir`, without extension, in the order
-/// tried: the id as a path below `dir` (`detect` names nested inputs so:
-/// `train/images/001`; never one with `..` or a root, which could leave
-/// `dir`), the id as one file-safe name, and for `detect`'s ids of alike
-/// stems (`x_png` beside `x_jpg`) the stem with that extension.
-fn image_candidates(dir: &Path, id: &str) -> Vec<(PathBuf, Option<&'static str>)> {
-    let mut out = Vec::new();
-    let relative = Path::new(id);
-    if id.contains('/') && relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
-        out.push((dir.join(relative), None));
+/// Finds the image file of a detection id in the `--images` folder, naming
+/// files as `mitoscope detect` does: the stem (`001`), the stem and extension
+/// of alike-named inputs (`x_png` beside `x_jpg`), the parent folder and stem
+/// (`a_x` for `a/x.png` beside `b/x.png`), or the path below the inputs'
+/// common folder (`train/images/001`). An id is looked up in the folder
+/// first, then, for ids of files in its subfolders, by a one-time index of
+/// the images below it (mask folders left out). Never outside the folder:
+/// no id with `..` or a root is joined to it.
+pub(crate) struct ImageFinder {
+    dir: PathBuf,
+    /// Image files below `dir` by stem, built on first need.
+    below: std::sync::OnceLock<HashMap<String, Vec<PathBuf>>>,
+}
+
+/// Most image files the index of a folder's subfolders holds.
+const MAX_INDEXED: usize = 200_000;
+
+impl ImageFinder {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_owned(), below: std::sync::OnceLock::new() }
     }
-    out.push((dir.join(mitoscope_formats::file_safe_name(id)), None));
-    for ext in mitoscope_imaging::IMAGE_EXTENSIONS {
-        if let Some(stem) = id.strip_suffix(&format!("_{ext}")).filter(|s| !s.is_empty()) {
-            out.push((dir.join(mitoscope_formats::file_safe_name(stem)), Some(*ext)));
+
+    /// Paths without extension tried directly, in order, each with the one
+    /// extension it must have where the id names it.
+    fn direct(&self, id: &str) -> Vec<(PathBuf, Option<&'static str>)> {
+        let mut out = Vec::new();
+        let relative = Path::new(id);
+        if id.contains('/') && relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+            out.push((self.dir.join(relative), None));
+        }
+        out.push((self.dir.join(mitoscope_formats::file_safe_name(id)), None));
+        for ext in mitoscope_imaging::IMAGE_EXTENSIONS {
+            if let Some(stem) = id.strip_suffix(&format!("_{ext}")).filter(|s| !s.is_empty()) {
+                out.push((self.dir.join(mitoscope_formats::file_safe_name(stem)), Some(*ext)));
+            }
+        }
+        out
+    }
+
+    /// The image file of `id`, or why none was taken.
+    pub(crate) fn find(&self, id: &str) -> Result<PathBuf, String> {
+        for (base, only) in self.direct(id) {
+            let exts: Vec<&str> = only.map_or_else(|| mitoscope_imaging::IMAGE_EXTENSIONS.to_vec(), |e| vec![e]);
+            let found = exts
+                .iter()
+                .flat_map(|ext| [ext.to_string(), ext.to_ascii_uppercase()])
+                .map(|ext| {
+                    let mut name = base.clone().into_os_string();
+                    name.push(format!(".{ext}"));
+                    PathBuf::from(name)
+                })
+                .find(|p| p.is_file());
+            if let Some(path) = found {
+                return Ok(path);
+            }
+        }
+        // Below the folder: by stem, or by `<parent>_<stem>`.
+        let index = self.below.get_or_init(|| index_images(&self.dir));
+        let mut hits: Vec<&PathBuf> = index.get(id).map(|v| v.iter().collect()).unwrap_or_default();
+        if hits.is_empty() {
+            for (i, _) in id.match_indices('_') {
+                let (parent, stem) = (&id[..i], &id[i + 1..]);
+                hits.extend(
+                    index.get(stem).into_iter().flatten().filter(|p| {
+                        p.parent().and_then(|d| d.file_name()).is_some_and(|d| d.to_string_lossy() == parent)
+                    }),
+                );
+            }
+        }
+        let looked = self
+            .direct(id)
+            .iter()
+            .map(|(base, only)| format!("'{}'.{}", base.display(), only.unwrap_or("<png|jpg|tif|bmp>")))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(format!("no file {looked}, nor one of that name below {}", self.dir.display())),
+            many => Err(format!(
+                "no file {looked}, and {} files below {} could be it ({}, ...): give --images the folder detect read",
+                many.len(),
+                self.dir.display(),
+                many.iter().take(2).map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )),
         }
     }
-    out
 }
 
-/// The image file of `id` in `dir` (see [`image_candidates`]).
-pub(crate) fn find_image(dir: &Path, id: &str) -> Option<PathBuf> {
-    image_candidates(dir, id).into_iter().find_map(|(base, only)| {
-        let exts: Vec<&str> = only.map_or_else(|| mitoscope_imaging::IMAGE_EXTENSIONS.to_vec(), |e| vec![e]);
-        exts.iter()
-            .flat_map(|ext| [ext.to_string(), ext.to_ascii_uppercase()])
-            .map(|ext| {
-                let mut name = base.clone().into_os_string();
-                name.push(format!(".{ext}"));
-                PathBuf::from(name)
-            })
-            .find(|p| p.is_file())
-    })
-}
-
-/// The files [`find_image`] looked for, for the warning when none is there.
-pub(crate) fn image_looked_for(dir: &Path, id: &str) -> String {
-    image_candidates(dir, id)
-        .iter()
-        .map(|(base, only)| format!("{}.{}", base.display(), only.unwrap_or("<png|jpg|tif|bmp>")))
-        .collect::<Vec<_>>()
-        .join(" or ")
+/// Image files in the subfolders of `dir` (not `dir` itself, looked at
+/// directly), by stem; mask folders and hidden folders are left out.
+fn index_images(dir: &Path) -> HashMap<String, Vec<PathBuf>> {
+    let mut index: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    let mut stack: Vec<(PathBuf, usize)> = vec![(dir.to_owned(), 0)];
+    let mut seen = 0usize;
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if path.is_dir() {
+                if depth < 8 && !name.starts_with('.') && !mitoscope_formats::gzmh::is_mask_folder(&name) {
+                    stack.push((path, depth + 1));
+                }
+            } else if depth > 0 && mitoscope_imaging::is_image_path(&path) {
+                seen += 1;
+                if seen > MAX_INDEXED {
+                    tracing::warn!(
+                        "{}: more than {MAX_INDEXED} images below it; the rest are not looked at",
+                        dir.display()
+                    );
+                    return index;
+                }
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                index.entry(stem).or_default().push(path);
+            }
+        }
+    }
+    for paths in index.values_mut() {
+        paths.sort();
+    }
+    index
 }
 
 /// `data:` URL of `img` as JPEG (photographs compress far better than PNG).

@@ -103,6 +103,9 @@ pub struct ConvertArgs {
     /// Keep only mitoses (drop look-alikes / hard negatives).
     #[arg(long)]
     pub mitoses_only: bool,
+    /// Replace output files that already exist (refused otherwise, so that no file is lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `mitoscope eval`.

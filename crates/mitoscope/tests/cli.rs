@@ -121,6 +121,47 @@ fn convert_needs_a_known_output_format() {
     assert_eq!(std::fs::read(&t).unwrap(), before);
 }
 
+#[test]
+fn convert_replaces_no_file_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = write(
+        tmp.path(),
+        "t.csv",
+        "image,x,y
+a,1,2
+b,3,4
+",
+    );
+    // One file: refused and kept, then replaced with --force.
+    let out = write(tmp.path(), "out.geojson", "precious");
+    let err = fails(&["convert", s(&t), s(&out)]);
+    assert!(err.contains("out.geojson already exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious");
+    ok(&["convert", s(&t), s(&out), "--force"]);
+    assert!(std::fs::read_to_string(&out).unwrap().contains("FeatureCollection"));
+    // A per-image folder: one file of it already there refuses them all;
+    // other files in the folder are left alone either way.
+    let dir = tmp.path().join("asap");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("b.xml"), "<precious/>").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let err = fails(&["convert", s(&t), s(&dir), "--to", "asap"]);
+    assert!(err.contains("b.xml already exists"), "{err}");
+    assert!(!dir.join("a.xml").exists(), "nothing written when any file would be replaced");
+    assert_eq!(std::fs::read_to_string(dir.join("b.xml")).unwrap(), "<precious/>");
+    ok(&["convert", s(&t), s(&dir), "--to", "asap", "--force"]);
+    assert!(dir.join("a.xml").is_file());
+    assert!(std::fs::read_to_string(dir.join("b.xml")).unwrap().contains("ASAP_Annotations"));
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    // No temporary folder is left beside the outputs.
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mitoscope-convert"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 // ---------- eval: hand-worked ----------
 
 /// Truths a (0,0), b (10,0); predictions p1 (5,0) score .9 between them, p2 (14,0) score .5,

@@ -1,5 +1,6 @@
 //! `mitoscope convert IN OUT`: any reader to any writer.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -40,8 +41,10 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
         tracing::warn!("{issue}");
     }
     let wopts = WriteOptions { mpp, polygons: args.polygons };
-    mitoscope_formats::write(&set, &args.output, to, &wopts)
-        .with_context(|| format!("writing {} as {to}", args.output.display()))?;
+    write_new(&args.output, args.force, |path| {
+        mitoscope_formats::write(&set, path, to, &wopts)
+            .with_context(|| format!("writing {} as {to}", args.output.display()))
+    })?;
     super::print(&format!(
         "wrote {} objects from {} images to {} ({to})\n",
         set.object_count(),
@@ -49,4 +52,67 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
         args.output.display()
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `write` on a path of the same name in a fresh folder beside
+/// `output`, then moves what it wrote into place: one file to `output`, or a
+/// folder's files (per-image formats) into the folder `output`. Files that
+/// already exist there are refused, before any is moved, unless `force`:
+/// a conversion never silently replaces a file. Each move is a rename on one
+/// file system, so every file lands whole.
+fn write_new(output: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".mitoscope-convert-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
+    let name = output.file_name().with_context(|| format!("{} names no file", output.display()))?;
+    let staged = staging.path().join(name);
+    write(&staged)?;
+    // (staged file, destination) pairs.
+    let moves: Vec<(PathBuf, PathBuf)> = if staged.is_dir() {
+        if output.exists() && !output.is_dir() {
+            bail!("{} exists and is not a folder; the per-image files go in a folder", output.display());
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&staged)
+            .with_context(|| format!("reading {}", staged.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let dest = output.join(f.file_name().unwrap_or_default());
+                (f, dest)
+            })
+            .collect()
+    } else {
+        if output.is_dir() {
+            bail!("{} is a folder; name the output file", output.display());
+        }
+        vec![(staged.clone(), output.to_owned())]
+    };
+    if !force {
+        let existing: Vec<String> =
+            moves.iter().filter(|(_, d)| d.exists()).map(|(_, d)| d.display().to_string()).collect();
+        if let Some(first) = existing.first() {
+            bail!(
+                "{first}{} already exist{}; nothing was written (give --force to replace {})",
+                if existing.len() > 1 { format!(" and {} more", existing.len() - 1) } else { String::new() },
+                if existing.len() > 1 { "" } else { "s" },
+                if existing.len() > 1 { "them" } else { "it" }
+            );
+        }
+    }
+    if staged.is_dir() {
+        std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    }
+    for (from, to) in &moves {
+        std::fs::rename(from, to).with_context(|| format!("moving the written file into {}", to.display()))?;
+    }
+    Ok(())
 }
