@@ -392,6 +392,9 @@ pub fn run_batch(
     if !(threshold.is_finite() && (0.0..=1.0).contains(&threshold)) {
         return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
     }
+    // Folders this run makes, taken away again if it writes nothing.
+    let made: Vec<PathBuf> =
+        out_dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_owned).collect();
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let (files, mut failures) = expand_inputs(inputs);
 
@@ -437,7 +440,11 @@ pub fn run_batch(
     failures.extend(errs);
     let images: Vec<ImageResult> = results.into_iter().flatten().collect();
     if images.is_empty() {
-        // Every input failed: an earlier run's outputs stay whole.
+        // Every input failed: an earlier run's outputs stay whole, and a
+        // folder made for this run goes again (deepest first; only if empty).
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir);
+        }
         return Ok(BatchSummary { per_image: Vec::new(), failures, total: 0, threshold, written: Vec::new(), images });
     }
     let this_run = planned_files(config, images.iter().map(|r| r.image.as_str()));
@@ -534,7 +541,35 @@ fn planned_files<'a>(config: &BatchConfig, ids: impl Iterator<Item = &'a str>) -
 fn previous_run_files(out_dir: &Path) -> Option<std::collections::HashSet<String>> {
     let text = std::fs::read(out_dir.join(RUN_RECORD_FILE)).ok()?;
     let record: RunRecord = serde_json::from_slice(&text).ok()?;
-    Some(record.files.into_iter().collect())
+    // Only names of the shapes a run writes: an edited or foreign run.json
+    // must not make a stale-file sweep reach past the folder (`../x`, `/x`).
+    let (kept, refused): (Vec<String>, Vec<String>) = record.files.into_iter().partition(|f| is_run_output_name(f));
+    if let Some(first) = refused.first() {
+        tracing::warn!(
+            "{}: lists {} file{} no run writes (e.g. '{first}'); {} left alone",
+            out_dir.join(RUN_RECORD_FILE).display(),
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            if refused.len() == 1 { "it is" } else { "they are" }
+        );
+    }
+    Some(kept.into_iter().collect())
+}
+
+/// Whether `rel` names a file a run writes in its folder: one of the fixed
+/// names, or `<midog|asap|overlays|masks>/<one file name>` of its extension.
+fn is_run_output_name(rel: &str) -> bool {
+    const FIXED: [&str; 4] = ["detections.csv", "candidates.csv", "detections.geojson", RUN_RECORD_FILE];
+    const PER_IMAGE: [(&str, &str); 4] = [("midog", "json"), ("asap", "xml"), ("overlays", "png"), ("masks", "png")];
+    if FIXED.contains(&rel) {
+        return true;
+    }
+    let Some((folder, name)) = rel.split_once('/') else { return false };
+    let plain = !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && name.chars().any(|c| c != '.')
+        && Path::new(name).components().count() == 1;
+    plain && PER_IMAGE.iter().any(|(f, ext)| *f == folder && name.ends_with(&format!(".{ext}")))
 }
 
 /// Refuses, before any image is read, to write over a file that exists and

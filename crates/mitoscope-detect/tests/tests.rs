@@ -173,6 +173,11 @@ fn a_rerun_replaces_the_earlier_outputs_and_a_run_that_reads_nothing_keeps_them(
     assert!(summary.written.is_empty() && summary.failures.len() == 1, "{summary:?}");
     assert_eq!(std::fs::read_to_string(out.join("detections.csv")).unwrap(), csv);
     assert!(out.join("overlays/a.png").is_file() && !out.join("candidates.csv").exists());
+    // ... and leaves no folder it made behind.
+    let fresh = dir.path().join("new/out");
+    let summary = run_batch(&detector, &[dir.path().join("corrupt.png")], &fresh, &all).unwrap();
+    assert!(summary.written.is_empty());
+    assert!(!dir.path().join("new").exists(), "the folders made for the run are gone");
 
     // In a folder no run marked as its own (no run.json), nothing is removed.
     let foreign = dir.path().join("foreign");
@@ -193,6 +198,19 @@ fn a_rerun_replaces_the_earlier_outputs_and_a_run_that_reads_nothing_keeps_them(
     assert!(err.contains("masks/a.png") && err.contains("no earlier `mitoscope detect` run"), "{err}");
     assert_eq!(std::fs::read_to_string(dataset.join("masks/a.png")).unwrap(), "truth");
     assert!(!dataset.join("detections.csv").exists(), "nothing written");
+
+    // An edited run.json listing files outside its folder (or of shapes no
+    // run writes) removes none of them.
+    let record_path = out.join("run.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "mine").unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    record["files"] =
+        serde_json::json!(["../victim.txt", "keep.txt", victim.display().to_string(), "overlays/../../victim.txt"]);
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    run_batch(&detector, std::slice::from_ref(&a), &out, &BatchConfig::default()).unwrap();
+    assert!(victim.is_file() && out.join("keep.txt").is_file());
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub fn read_with(path: &Path, opts: &ReadOptions, convention: Option<BoxConventi
 /// the list has that stem too (`train/001.png` and `test/001.png`, or
 /// `x.png` and `x.jpg`); those take the file name without extension
 /// (`train/001`) or, where that is still shared, the whole file name with
-/// `.` as `_` (`x_png`), as `detect` names alike-stemmed inputs. The same
+/// `.` as `_` (`x_png`, as `detect` names `x.png` beside `x.jpg`). The same
 /// file listed twice keeps one id.
 fn distinct_image_ids(images: &[ImageIn]) -> Vec<String> {
     let stems: Vec<String> = images.iter().map(|i| image_id_from_name(&i.file_name)).collect();

@@ -22,7 +22,7 @@ pub use resolution::{PLAUSIBLE_MPP, stated_mpp, tiff_decoder_mpp};
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 /// Extensions Mitoscope reads as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
@@ -123,6 +123,11 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingEr
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| ImagingError::Io { path: path.to_owned(), source })?;
+    // BigTIFF (a TIFF past 4 GiB offsets, as scanners write large fields):
+    // the tiff decoder reads it, but the format guess knows only classic TIFF.
+    if reader.format().is_none() && (bytes.starts_with(b"II+\0") || bytes.starts_with(b"MM\0+")) {
+        reader.set_format(ImageFormat::Tiff);
+    }
     reader.limits(decode_limits());
     if reader.format() == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
         return Err(ImagingError::Truncated {
@@ -130,12 +135,26 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, ImagingEr
             detail: "no JPEG end-of-image marker after the last scan",
         });
     }
-    let img = reader.decode().map_err(|source| match source {
+    let fail = |source: image::ImageError| match source {
         image::ImageError::Limits(_) => {
             too_large(bytes, path).unwrap_or(ImagingError::Decode { path: path.to_owned(), source })
         }
         source => ImagingError::Decode { path: path.to_owned(), source },
-    })?;
+    };
+    // As `ImageReader::decode`, but keeping the decoder to ask its orientation.
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    decode_limits().reserve(decoder.total_bytes()).map_err(fail)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    if orientation != image::metadata::Orientation::NoTransforms {
+        // Not applied, as OpenSlide and QuPath do not apply it either: the
+        // coordinates then match theirs, but not a viewer that turns the image.
+        tracing::warn!(
+            "{}: its EXIF orientation ({orientation:?}) is not applied; coordinates are in the stored \
+             pixel frame, as OpenSlide and QuPath read it",
+            path.display()
+        );
+    }
     if img.width() == 0 || img.height() == 0 {
         return Err(ImagingError::Empty { path: path.to_owned(), width: img.width(), height: img.height() });
     }
@@ -484,6 +503,49 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
             .unwrap();
         assert_eq!(tiff_pages(&png), None);
+    }
+
+    #[test]
+    fn a_bigtiff_is_read() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        let pixels: Vec<u8> = (0..3 * 4 * 3).map(|v| v as u8).collect();
+        TiffEncoder::new_big(&mut bytes).unwrap().write_image::<colortype::RGB8>(4, 3, &pixels).unwrap();
+        let bytes = bytes.into_inner();
+        assert!(bytes.starts_with(b"II+\0"));
+        let img = decode_bytes(&bytes, Path::new("big.tif")).unwrap().into_rgb8();
+        assert_eq!((img.dimensions(), img.as_raw()), ((4, 3), &pixels));
+    }
+
+    #[test]
+    fn exif_orientation_is_read_and_the_stored_pixels_kept() {
+        // A JPEG with an EXIF APP1 segment saying "rotate 90° clockwise" (6).
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 4, image::Rgb([200, 100, 150])))
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend(8u32.to_le_bytes());
+        tiff.extend(1u16.to_le_bytes()); // one entry
+        tiff.extend(0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend(3u16.to_le_bytes()); // SHORT
+        tiff.extend(1u32.to_le_bytes());
+        tiff.extend(6u16.to_le_bytes());
+        tiff.extend([0, 0]);
+        tiff.extend(0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend([0xFF, 0xE1]);
+        with_exif.extend(((app1.len() + 2) as u16).to_be_bytes());
+        with_exif.extend(&app1);
+        with_exif.extend(&jpeg[2..]);
+        let mut reader = ImageReader::new(std::io::Cursor::new(&with_exif)).with_guessed_format().unwrap();
+        reader.limits(decode_limits());
+        let mut decoder = reader.into_decoder().unwrap();
+        assert_eq!(decoder.orientation().unwrap(), image::metadata::Orientation::Rotate90);
+        // Read (with a warning), not turned: coordinates stay in the stored frame.
+        assert_eq!(decode_bytes(&with_exif, Path::new("turned.jpg")).unwrap().into_rgb8().dimensions(), (8, 4));
     }
 
     #[test]

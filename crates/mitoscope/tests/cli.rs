@@ -153,6 +153,27 @@ b,3,4
     assert!(dir.join("a.xml").is_file());
     assert!(std::fs::read_to_string(dir.join("b.xml")).unwrap().contains("ASAP_Annotations"));
     assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    // Even with --force, a destination that is a folder stops the run
+    // before any file moves; a dangling link counts as an existing file.
+    let clash = tmp.path().join("clash");
+    std::fs::create_dir_all(clash.join("b.xml")).unwrap();
+    let err = fails(&["convert", s(&t), s(&clash), "--to", "asap", "--force"]);
+    assert!(err.contains("b.xml is a folder"), "{err}");
+    assert!(!clash.join("a.xml").exists(), "no half-written folder");
+    #[cfg(unix)]
+    {
+        let linked = tmp.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink("nowhere", linked.join("a.xml")).unwrap();
+        let err = fails(&["convert", s(&t), s(&linked), "--to", "asap"]);
+        assert!(err.contains("a.xml already exists"), "{err}");
+        assert!(std::fs::symlink_metadata(linked.join("a.xml")).unwrap().file_type().is_symlink());
+    }
+    // A writer's error names the output, not the staging folder, and the
+    // folders made for it are gone again.
+    let err = fails(&["convert", s(&t), s(&tmp.path().join("new/deep/out")), "--to", "midog"]);
+    assert!(err.contains("new/deep/out: ") && !err.contains(".mitoscope-convert"), "{err}");
+    assert!(!tmp.path().join("new").exists());
     // No temporary folder is left beside the outputs.
     let left: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -372,6 +393,15 @@ fn grade_tupac_convention() {
     let text = ok(&["grade", "--count", "3", "--area-mm2", "0.5"]);
     assert!(text.contains("note: 0.500 mm² is 25% of the 10 fields"), "{text}");
     assert!(!ok(&["grade", "--count", "3", "--area-mm2", "2"]).contains("note:"));
+    // The whole count looked up is shown: 14.46 and 14.50 both read 14.5.
+    assert!(
+        ok(&["grade", "--count", "1446", "--area-mm2", "200"])
+            .contains("14.46 per 10 fields of 0.505 mm diameter, counted as 14")
+    );
+    assert!(
+        ok(&["grade", "--count", "29", "--area-mm2", "4"])
+            .contains("14.50 per 10 fields of 0.505 mm diameter, counted as 15")
+    );
 }
 
 #[test]

@@ -56,23 +56,46 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode> {
 
 /// Runs `write` on a path of the same name in a fresh folder beside
 /// `output`, then moves what it wrote into place: one file to `output`, or a
-/// folder's files (per-image formats) into the folder `output`. Files that
-/// already exist there are refused, before any is moved, unless `force`:
-/// a conversion never silently replaces a file. Each move is a rename on one
-/// file system, so every file lands whole.
+/// folder's files (per-image formats) into the folder `output`. Every
+/// destination is checked before any is moved: one that exists (a dangling
+/// link too) is refused unless `force`, and one that is a folder always, so
+/// a conversion never silently replaces a file nor lands half-written. Each
+/// move is a rename on one file system, so every file lands whole.
 fn write_new(output: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    let name = output.file_name().with_context(|| format!("{} names no file", output.display()))?;
+    // Folders made for the output, removed again if nothing lands in them.
+    let made = missing_ancestors(&parent);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let result = stage_and_move(&parent, name, output, force, write);
+    if result.is_err() {
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir); // only if empty
+        }
+    }
+    result
+}
+
+fn stage_and_move(
+    parent: &Path,
+    name: &std::ffi::OsStr,
+    output: &Path,
+    force: bool,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let staging = tempfile::Builder::new()
         .prefix(".mitoscope-convert-")
-        .tempdir_in(&parent)
+        .tempdir_in(parent)
         .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
-    let name = output.file_name().with_context(|| format!("{} names no file", output.display()))?;
     let staged = staging.path().join(name);
-    write(&staged)?;
+    // The writer names the file it was given: name the real output instead.
+    write(&staged).map_err(|e| {
+        let shown = staged.display().to_string();
+        anyhow::anyhow!(format!("{e:#}").replace(&shown, &output.display().to_string()))
+    })?;
     // (staged file, destination) pairs.
     let moves: Vec<(PathBuf, PathBuf)> = if staged.is_dir() {
         if output.exists() && !output.is_dir() {
@@ -91,14 +114,17 @@ fn write_new(output: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>
             })
             .collect()
     } else {
-        if output.is_dir() {
-            bail!("{} is a folder; name the output file", output.display());
-        }
         vec![(staged.clone(), output.to_owned())]
     };
+    if let Some((_, dir)) = moves.iter().find(|(_, d)| d.is_dir()) {
+        bail!("{} is a folder; nothing was written (the output file would take its place)", dir.display());
+    }
     if !force {
-        let existing: Vec<String> =
-            moves.iter().filter(|(_, d)| d.exists()).map(|(_, d)| d.display().to_string()).collect();
+        let existing: Vec<String> = moves
+            .iter()
+            .filter(|(_, d)| std::fs::symlink_metadata(d).is_ok())
+            .map(|(_, d)| d.display().to_string())
+            .collect();
         if let Some(first) = existing.first() {
             bail!(
                 "{first}{} already exist{}; nothing was written (give --force to replace {})",
@@ -115,4 +141,9 @@ fn write_new(output: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>
         std::fs::rename(from, to).with_context(|| format!("moving the written file into {}", to.display()))?;
     }
     Ok(())
+}
+
+/// `dir` and those of its ancestors that do not exist yet, deepest first.
+fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_owned).collect()
 }
