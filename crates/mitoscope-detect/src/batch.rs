@@ -215,6 +215,11 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
             }
         } else if input.is_file() {
             files.push(input.clone());
+        } else if std::fs::symlink_metadata(input).is_ok() {
+            // There, but not reachable: a link to nothing, or a loop of links.
+            let why = std::fs::metadata(input).err().map(|e| e.to_string()).unwrap_or_default();
+            failures
+                .push((input.clone(), format!("{} is a symbolic link that leads nowhere ({why})", input.display())));
         } else {
             failures.push((input.clone(), format!("{} does not exist", input.display())));
         }

@@ -224,6 +224,22 @@ fn the_same_file_named_twice_is_processed_once() {
         run_batch(&detector, &[a.clone(), a, inputs], &dir.path().join("out"), &BatchConfig::default()).unwrap();
     let names: Vec<&str> = summary.per_image.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a"], "one image, under its own stem");
+    // A link that leads nowhere is named as one, not as a missing file.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("loop.png");
+        std::os::unix::fs::symlink(&link, &link).unwrap();
+        let summary = run_batch(
+            &detector,
+            &[link, dir.path().join("none.png")],
+            &dir.path().join("out2"),
+            &BatchConfig::default(),
+        )
+        .unwrap();
+        let why: Vec<&str> = summary.failures.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(why[0].contains("loop.png is a symbolic link that leads nowhere"), "{why:?}");
+        assert!(why[1].contains("none.png does not exist"), "{why:?}");
+    }
 }
 
 #[test]
