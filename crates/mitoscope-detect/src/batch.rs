@@ -398,8 +398,7 @@ pub fn run_batch(
         return Err(DetectError::Config(format!("threshold {threshold} is not in [0, 1]")));
     }
     // Folders this run makes, taken away again if it writes nothing.
-    let made: Vec<PathBuf> =
-        out_dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_owned).collect();
+    let made = mitoscope_formats::atomic::missing_dirs(out_dir);
     std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let (files, mut failures) = expand_inputs(inputs);
 

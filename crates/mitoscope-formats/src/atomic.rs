@@ -6,6 +6,13 @@ use std::path::Path;
 
 use crate::error::{FormatError, Result};
 
+/// `dir` and those of its ancestors that do not exist yet, deepest first:
+/// the folders a writer is about to make, to take away again (each only if
+/// empty) when it ends up writing nothing.
+pub fn missing_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_owned).collect()
+}
+
 /// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))

@@ -68,7 +68,7 @@ fn write_new(output: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>
     };
     let name = output.file_name().with_context(|| format!("{} names no file", output.display()))?;
     // Folders made for the output, removed again if nothing lands in them.
-    let made = missing_ancestors(&parent);
+    let made = mitoscope_formats::atomic::missing_dirs(&parent);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let result = stage_and_move(&parent, name, output, force, write);
     if result.is_err() {
@@ -141,9 +141,4 @@ fn stage_and_move(
         std::fs::rename(from, to).with_context(|| format!("moving the written file into {}", to.display()))?;
     }
     Ok(())
-}
-
-/// `dir` and those of its ancestors that do not exist yet, deepest first.
-fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
-    dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_owned).collect()
 }
